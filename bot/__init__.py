@@ -1,0 +1,1 @@
+"""Livestream notification bot: webhooks in, Discord, Telegram and console out."""

@@ -1,0 +1,95 @@
+"""The bot's exceptions, one tree so callers can catch at the level they care about.
+
+    BotError
+    ├── ConfigError            bot.toml is wrong; carries every problem, each naming its key
+    ├── TemplateProblem        a template does not compile or render
+    ├── WebhookError           a client sent something we refuse; carries the HTTP status
+    │   ├── AuthError          401: missing or wrong key / signature (never says which)
+    │   ├── PayloadError       400: not UTF-8, not JSON, too deeply nested
+    │   ├── UnsupportedMedia   415: a Content-Type that is not JSON
+    │   └── SchemaError        422: valid JSON of the wrong shape; names the field path
+    └── DeliveryError          a sink could not deliver; says whether a retry can help
+        ├── TransientDeliveryError   network, timeout, 5xx, rate limit: retry later
+        └── PermanentDeliveryError   no access, unknown channel, bot blocked: give up now
+"""
+
+from __future__ import annotations
+
+
+class BotError(Exception):
+    """Base of every error the bot raises on purpose."""
+
+
+class ConfigError(BotError):
+    """The configuration is invalid; `problems` lists each one, prefixed by its key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class TemplateProblem(BotError):
+    """A template failed to compile or render; the message names the template and line."""
+
+
+class WebhookError(BotError):
+    """A webhook request we refuse; `status` is the HTTP status to answer with."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class AuthError(WebhookError):
+    """Missing or wrong credentials. The message is deliberately vague."""
+
+    status = 401
+
+    def __init__(self, message: str = "missing or invalid credentials") -> None:
+        super().__init__(message)
+
+
+class PayloadError(WebhookError):
+    """The body is not readable JSON."""
+
+    status = 400
+
+
+class UnsupportedMedia(WebhookError):
+    """The body is declared as something other than JSON."""
+
+    status = 415
+
+
+class SchemaError(WebhookError):
+    """The JSON is well-formed but a field is missing or of the wrong type."""
+
+    status = 422
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {problem}")
+
+
+class DeliveryError(BotError):
+    """A sink failed to deliver a message."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth retrying later (network trouble, 5xx, rate limits)."""
+
+    retryable = True
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Retrying will not help (no access, unknown channel, bot blocked)."""
+
+    retryable = False
