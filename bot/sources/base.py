@@ -116,7 +116,11 @@ class Fields:
     def id_str(self, key: str, *, required: bool = False) -> str | None:
         """An identifier that senders write as a string or an integer."""
         value = self._get(key, (str, int), "a string or integer", required)
-        return None if value is None else str(value)
+        if value is None:
+            return None
+        if required and isinstance(value, str) and not value.strip():
+            raise SchemaError(self._sub(key), "must not be empty")
+        return str(value)
 
     def number(self, key: str, *, required: bool = False) -> float | None:
         """A JSON number."""

@@ -1,0 +1,204 @@
+"""Command line: `python -m bot run|check|render`. Signal handling lives only here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot import events as ev
+from bot.config import Config, SourceConfig, read_config
+from bot.errors import ConfigError, SchemaError, TemplateProblem, WebhookError
+from bot.events import Event, utcnow
+from bot.render import Renderer, preview
+from bot.samples import sample_event
+from bot.sources import SOURCE_TYPES
+from bot.sources.base import WebhookRequest
+
+log = logging.getLogger("bot")
+
+DEFAULT_CONFIG = Path("bot.toml")
+SINKS = ("console", "discord", "telegram")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments and run one command; returns the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    command: int = args.func(args)
+    return command
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot", description="Livestream notifications for Discord and Telegram."
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the webhook listener and every enabled sink")
+    run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    run.set_defaults(func=_cmd_run)
+
+    check = commands.add_parser("check", help="validate the config file and every template")
+    check.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    check.set_defaults(func=_cmd_check)
+
+    render = commands.add_parser("render", help="preview a notification without sending it")
+    render.add_argument(
+        "kind", nargs="?", help=f"event kind: {', '.join(sorted(ev.KNOWN_KINDS))}"
+    )
+    render.add_argument("--sink", choices=SINKS, default="console")
+    render.add_argument(
+        "--event", type=Path, help="a webhook payload (JSON file) to render instead of samples"
+    )
+    render.add_argument(
+        "--source-kind",
+        choices=sorted(SOURCE_TYPES),
+        default="onliverec",
+        help="which provider the --event payload comes from (default: onliverec)",
+    )
+    render.add_argument(
+        "-c", "--config", type=Path, help="use this config's [templates] dir for overrides"
+    )
+    render.add_argument(
+        "--mention-role",
+        type=int,
+        action="append",
+        default=[],
+        help="Discord role id a live_start would ping (repeatable)",
+    )
+    render.set_defaults(func=_cmd_render)
+    return parser
+
+
+def _load(path: Path) -> Config | None:
+    try:
+        return read_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    from bot.app import run  # imported here: `check` and `render` stay light
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(config, stop)
+
+    asyncio.run(serve())
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    problems = Renderer(user_dir=config.templates.dir).check()
+    for problem in problems:
+        print(f"error: template {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    sinks = ["console"] if config.console.enabled else []
+    sinks += [name for name in ("discord", "telegram") if getattr(config, name).enabled]
+    sources = ", ".join(f"{s.name} ({s.kind})" for s in config.sources) or "none"
+    print(f"{args.config}: OK")
+    print(f"  sources: {sources}")
+    print(f"  routes: {len(config.routes)}")
+    print(f"  sinks: {', '.join(sinks) or 'none'}")
+    print(f"  templates: {config.templates.dir or 'built-in'}")
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    user_dir = None
+    if args.config is not None:
+        config = _load(args.config)
+        if config is None:
+            return 1
+        user_dir = config.templates.dir
+    if args.event is None and args.kind is None:
+        print("error: name an event kind or give --event FILE.json", file=sys.stderr)
+        return 2
+    if args.kind is not None and args.kind not in ev.KNOWN_KINDS:
+        known = ", ".join(sorted(ev.KNOWN_KINDS))
+        print(f"error: unknown event kind {args.kind!r}; known: {known}", file=sys.stderr)
+        return 2
+    if args.event is not None:
+        event = _event_from_file(args.event, args.source_kind)
+        if event is None:
+            return 1
+        if args.kind is not None and event.kind != args.kind:
+            print(f"error: {args.event} is a {event.kind} event, not {args.kind}", file=sys.stderr)
+            return 1
+    else:
+        event = sample_event(args.kind)
+    renderer = Renderer(user_dir=user_dir)
+    try:
+        if args.sink == "discord":
+            message = renderer.render_discord(event, mention_roles=args.mention_role)
+        elif args.sink == "telegram":
+            message = renderer.render_telegram(event)
+        else:
+            message = renderer.render_console(event)
+    except TemplateProblem as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(preview(message))
+    return 0
+
+
+def _event_from_file(path: Path, source_kind: str) -> Event | None:
+    try:
+        body = path.read_bytes()
+        payload = json.loads(body)
+    except OSError as exc:
+        print(f"error: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"error: {path} is not JSON: {exc}", file=sys.stderr)
+        return None
+    source = SOURCE_TYPES[source_kind](
+        SourceConfig(name=source_kind, kind=source_kind, secret="")
+    )
+    request = WebhookRequest(query={}, headers={}, body=body, received_at=utcnow())
+    try:
+        if not isinstance(payload, dict):
+            raise SchemaError("body", "expected a JSON object")
+        event = source.parse(payload, request)
+    except SchemaError as exc:
+        print(f"error: {path}: {exc.message}", file=sys.stderr)
+        return None
+    except WebhookError as exc:
+        print(f"error: {path}: {exc.message}", file=sys.stderr)
+        return None
+    if event is None:
+        print(f"error: {path}: not an event type {source_kind} documents", file=sys.stderr)
+        return None
+    if event.kind == ev.LIVE_END and event.started_at is None:
+        log.info("the payload does not say when the stream started; no duration shown")
+    return event
+
+
+if __name__ == "__main__":
+    sys.exit(main())

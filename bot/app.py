@@ -1,0 +1,181 @@
+"""Builds the bot's parts from config and runs them together until a stop event is set.
+
+No signal handling here (that lives in `__main__`), so tests drive `run(config, stop)`
+directly and the whole process can be embedded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from aiohttp import web
+
+from bot.config import Config
+from bot.dispatch import Dispatcher, Route
+from bot.outbox import OutboxWorker
+from bot.render import Renderer
+from bot.sinks.base import Sink
+from bot.sinks.console import ConsoleSink
+from bot.sources import SOURCE_TYPES, Source
+from bot.store import Store
+from bot.web import RedactingAccessLogger, create_app
+
+log = logging.getLogger(__name__)
+
+# How long in-flight webhook requests get to finish when the bot stops.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class Running:
+    """What a started bot exposes to its caller: the address it listens on, its parts."""
+
+    host: str
+    port: int
+    store: Store
+    sinks: dict[str, Sink] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        """`http://host:port` of the webhook listener."""
+        return f"http://{self.host}:{self.port}"
+
+
+def routes_from_config(config: Config) -> list[Route]:
+    """The dispatcher's routes from `[[routes]]`."""
+    return [
+        Route(
+            patterns=route.match,
+            events=route.events,
+            discord_channels=route.discord_channels,
+            telegram_chats=route.telegram_chats,
+            mention_roles=route.mention_roles,
+        )
+        for route in config.routes
+    ]
+
+
+def build_sources(config: Config) -> dict[str, Source]:
+    """One Source per `[[sources]]` entry, keyed by its name (the URL path segment)."""
+    return {entry.name: SOURCE_TYPES[entry.kind](entry) for entry in config.sources}
+
+
+def build_sinks(
+    config: Config, renderer: Renderer, *, console_stream: TextIO | None = None
+) -> dict[str, Sink]:
+    """The enabled sinks; each disabled one says why in one log line."""
+    sinks: dict[str, Sink] = {}
+    if config.console.enabled:
+        sinks["console"] = ConsoleSink(renderer=renderer, stream=console_stream)
+    for name, section in (("discord", config.discord), ("telegram", config.telegram)):
+        if not section.enabled:
+            log.info("%s: not posting there (%s)", name, section.disabled_reason)
+            continue
+        # The chat sinks arrive with their own modules; until then say so plainly
+        # rather than pretend to deliver.
+        log.warning("%s: a token is configured but this build has no %s sink yet", name, name)
+    return sinks
+
+
+async def run(
+    config: Config,
+    stop: asyncio.Event,
+    *,
+    on_ready: Callable[[Running], None] | None = None,
+    console_stream: TextIO | None = None,
+) -> None:
+    """Run listener, sinks and outbox workers until `stop` is set; then shut down cleanly."""
+    store = Store(config.storage.path)
+    store.open()
+    try:
+        await _run_with_store(config, stop, store, on_ready, console_stream)
+    finally:
+        store.close()
+
+
+async def _run_with_store(
+    config: Config,
+    stop: asyncio.Event,
+    store: Store,
+    on_ready: Callable[[Running], None] | None,
+    console_stream: TextIO | None,
+) -> None:
+    requeued = store.requeue_in_flight()
+    if requeued:
+        log.info("resuming %d deliveries interrupted by the last shutdown", requeued)
+    renderer = Renderer(user_dir=config.templates.dir)
+    sinks = build_sinks(config, renderer, console_stream=console_stream)
+    workers = {name: OutboxWorker(store=store, sink=sink) for name, sink in sinks.items()}
+
+    def wake(sink_names: set[str]) -> None:
+        for name in sink_names:
+            workers[name].wake()
+
+    dispatcher = Dispatcher(
+        store=store, routes=routes_from_config(config), sinks=sinks, on_queued=wake
+    )
+    started = time.monotonic()
+
+    def health() -> dict[str, Any]:
+        database = store.check()
+        sink_states = {name: sink.state for name, sink in sinks.items()}
+        outbox: dict[str, Any] = {}
+        if database == "ok":
+            counts = store.outbox_counts()
+            outbox = {"pending": counts.by_state.get("pending", 0),
+                      "failed": counts.by_state.get("failed", 0)}
+        return {
+            "ok": database == "ok" and all(s == "running" for s in sink_states.values()),
+            "uptime_seconds": round(time.monotonic() - started, 1),
+            "database": database,
+            "sinks": sink_states,
+            "outbox": outbox,
+        }
+
+    app = create_app(
+        sources=build_sources(config),
+        dispatcher=dispatcher,
+        max_body_bytes=config.server.max_body_bytes,
+        health=health,
+    )
+    runner = web.AppRunner(
+        app,
+        access_log_class=RedactingAccessLogger,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.server.host, config.server.port)
+        await site.start()
+        host, port = _bound_address(runner, config)
+        log.info("listening on http://%s:%d (webhooks: POST /webhook/<source name>)", host, port)
+        for sink in sinks.values():
+            await sink.start()
+        if on_ready is not None:
+            on_ready(Running(host=host, port=port, store=store, sinks=dict(sinks)))
+        async with asyncio.TaskGroup() as group:
+            for worker in workers.values():
+                group.create_task(worker.run(stop), name=f"outbox-{worker.sink_name}")
+            await stop.wait()
+            log.info("stopping: no new webhooks; finishing what is in flight")
+            # Stop taking webhooks first; the workers see `stop` and drain meanwhile.
+            await runner.cleanup()
+    finally:
+        await runner.cleanup()
+        for sink in sinks.values():
+            await sink.stop()
+    log.info("stopped")
+
+
+def _bound_address(runner: web.AppRunner, config: Config) -> tuple[str, int]:
+    """The address actually bound (port 0 in config means the OS picked one)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return str(address[0]), int(address[1])
+    return config.server.host, config.server.port

@@ -1,0 +1,323 @@
+"""Livepeer Studio: stream webhooks signed with `Livepeer-Signature: t=<ms>,v1=<hex hmac>`.
+
+Only the raw body is signed; the header's `t` is not, so replay protection comes from
+the body's own `timestamp` (the same value as `t`), which must be present and fresh.
+
+`stream.started` is live_start, `stream.idle` live_end; `multistream.error`,
+`asset.failed` and `task.failed` are errors; every other event Livepeer lists is
+recorded under its own type string (`recording.ready` under the shared
+`recording_ready` kind). The streamer key is `livepeer/<stream id>`: the id is the one
+thing about a Livepeer stream that never changes (its name is free text and doubles as
+the title), and a stream is what a viewer watches at `https://lvpr.tv/?v=<playbackId>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from bot import events as ev
+from bot.errors import AuthError
+from bot.events import Event, LiveInfo
+from bot.sources.base import Fields, WebhookRequest
+
+if TYPE_CHECKING:
+    from bot.config import SourceConfig
+
+SIGNATURE_HEADER: Final = "Livepeer-Signature"
+PLATFORM: Final = "livepeer"
+#: Livepeer's hosted player; it plays a stream (or asset) given its playback id.
+WATCH_URL: Final = "https://lvpr.tv/?v={playback_id}"
+
+#: Livepeer event type -> bot event kind, for every event Livepeer Studio lists.
+KIND_BY_TYPE: Final[Mapping[str, str]] = {
+    "stream.started": ev.LIVE_START,
+    "stream.idle": ev.LIVE_END,
+    "stream.detection": "stream.detection",
+    "recording.started": "recording.started",
+    "recording.waiting": "recording.waiting",
+    "recording.ready": "recording_ready",
+    "multistream.connected": "multistream.connected",
+    "multistream.disconnected": "multistream.disconnected",
+    "multistream.error": ev.ERROR,
+    "playback.user.new": "playback.user.new",
+    "asset.created": "asset.created",
+    "asset.updated": "asset.updated",
+    "asset.ready": "asset.ready",
+    "asset.failed": ev.ERROR,
+    "asset.deleted": "asset.deleted",
+    "task.spawned": "task.spawned",
+    "task.updated": "task.updated",
+    "task.completed": "task.completed",
+    "task.failed": ev.ERROR,
+}
+
+_MS: Final = timedelta(milliseconds=1)
+
+
+class LivepeerSource:
+    """Verifies and parses Livepeer Studio webhooks."""
+
+    kind: ClassVar[str] = "livepeer"
+    secret_query_params: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: SourceConfig) -> None:
+        self._name = config.name
+        self._secret = config.secret.encode()
+        self._tolerance_ms = config.tolerance / _MS
+
+    @property
+    def name(self) -> str:
+        """The configured source name."""
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"LivepeerSource(name={self._name!r})"
+
+    def verify(self, request: WebhookRequest) -> None:
+        """Check the signature over the raw body, then that header and body times are fresh.
+
+        The body is read as JSON only after its signature matched. A signed body that is
+        not a JSON object is left for the web layer and `parse` to reject (400/422).
+        """
+        if not self._secret:
+            raise AuthError()
+        header = _header(request.headers, SIGNATURE_HEADER)
+        if header is None:
+            raise AuthError()
+        sent_ms, signatures = _parse_signature_header(header)
+        now_ms = round(request.received_at.timestamp() * 1000)
+        if abs(now_ms - sent_ms) > self._tolerance_ms:
+            raise AuthError()
+        expected = hmac.new(self._secret, request.body, hashlib.sha256).digest()
+        matched = False
+        for candidate in signatures:
+            matched |= hmac.compare_digest(expected, candidate)
+        if not matched:
+            raise AuthError()
+        self._check_body_time(request.body, sent_ms, now_ms)
+
+    def _check_body_time(self, body: bytes, sent_ms: int, now_ms: int) -> None:
+        # `t` is not covered by the signature: without a fresh signed `timestamp` in the
+        # body, a captured delivery could be replayed forever under a new header.
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            return
+        if not isinstance(payload, Mapping):
+            return
+        stamp = payload.get("timestamp")
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
+            raise AuthError()
+        if not math.isfinite(stamp):
+            raise AuthError()
+        if abs(stamp - sent_ms) > self._tolerance_ms or abs(stamp - now_ms) > self._tolerance_ms:
+            raise AuthError()
+
+    def parse(self, payload: Mapping[str, Any], request: WebhookRequest) -> Event | None:
+        """The Event for a Livepeer webhook; None for an event type Livepeer does not list."""
+        top = Fields(payload)
+        etype = top.req_str("event")
+        kind = KIND_BY_TYPE.get(etype)
+        if kind is None:
+            return None
+        event_id = top.req_str("id")
+        # createdAt is when Livepeer raised the event; `timestamp` is when this delivery
+        # attempt was sent, later on every retry, so it would reorder start and end.
+        occurred = top.epoch_ms("createdAt") or top.epoch_ms("timestamp") or request.received_at
+        # Which stream went live or idle is the whole point of those two events.
+        state_event = kind in (ev.LIVE_START, ev.LIVE_END)
+        stream = top.req_obj("stream") if state_event else top.obj("stream")
+        body = top.obj("payload") or Fields({}, "payload")
+
+        details: dict[str, Any] = {"type": etype}
+        webhook_id = top.id_str("webhookId")
+        if webhook_id is not None:
+            details["webhook_id"] = webhook_id
+        session_id = _session_id(top, body)
+
+        channel: str | None = None
+        display: str | None = None
+        url: str | None = None
+        live: LiveInfo | None = None
+        if stream is not None:
+            stream_id = stream.req_str("id") if state_event else stream.id_str("id")
+            # A session object names its parent stream; the parent is the stable key.
+            parent_id = stream.id_str("parentId")
+            channel = parent_id or stream_id
+            if parent_id is not None and session_id is None:
+                session_id = stream_id
+            display = stream.str("name")
+            playback_id = stream.str("playbackId")
+            if playback_id:
+                url = WATCH_URL.format(playback_id=playback_id)
+                details["playback_id"] = playback_id
+            record = stream.bool("record")
+            if record is not None:
+                details["record"] = record
+            live = LiveInfo(
+                title=display,
+                status=_status(kind),
+                live_id=session_id,
+            )
+        if session_id is not None:
+            details["session_id"] = session_id
+
+        error: str | None = None
+        if etype.startswith("multistream."):
+            error = _multistream(body, details, failed=kind == ev.ERROR)
+        elif etype.startswith("asset."):
+            error = _asset(body, details, failed=kind == ev.ERROR)
+        elif etype.startswith("task."):
+            error = _task(body, details, failed=kind == ev.ERROR)
+        elif etype == "recording.ready":
+            for key, name in (("recordingUrl", "recording_url"), ("mp4Url", "mp4_url")):
+                value = body.str(key)
+                if value:
+                    details[name] = value
+
+        return Event(
+            source=self._name,
+            event_id=event_id,
+            kind=kind,
+            occurred_at=occurred,
+            received_at=request.received_at,
+            platform=PLATFORM,
+            channel=channel,
+            display_name=display,
+            url=url,
+            live=live,
+            error=error,
+            details=details,
+        )
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, case-insensitively (aiohttp's mapping is; a plain dict is not)."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, item in headers.items():
+        if key.lower() == lowered:
+            return item
+    return None
+
+
+def _parse_signature_header(header: str) -> tuple[int, list[bytes]]:
+    """`t=<ms>,v1=<hex>[,v1=<hex>...]` -> (t, signatures); anything malformed is AuthError.
+
+    Unknown elements (other schemes) are skipped, as Livepeer's docs say to.
+    """
+    sent: int | None = None
+    signatures: list[bytes] = []
+    for element in header.split(","):
+        key, sep, value = element.strip().partition("=")
+        if not sep:
+            raise AuthError()
+        value = value.strip()
+        if key == "t":
+            # Unix milliseconds have 13 digits; a much longer number is not a time.
+            if sent is not None or not (value.isascii() and value.isdigit()) or len(value) > 15:
+                raise AuthError()
+            sent = int(value)
+        elif key == "v1":
+            try:
+                signatures.append(bytes.fromhex(value))
+            except ValueError:
+                raise AuthError() from None
+    if sent is None or not signatures:
+        raise AuthError()
+    return sent, signatures
+
+
+def _status(kind: str) -> str | None:
+    # The stream snapshot's isActive lags (stream.started arrives with isActive false),
+    # so only the event type says whether the stream is live.
+    if kind == ev.LIVE_START:
+        return "live"
+    if kind == ev.LIVE_END:
+        return "offline"
+    return None
+
+
+def _session_id(top: Fields, body: Fields) -> str | None:
+    """The live session (Livepeer "session") this event belongs to, where the body says."""
+    session_id = top.id_str("sessionId") or body.id_str("sessionId")
+    if session_id is not None:
+        return session_id
+    session = body.obj("session")
+    return session.id_str("id") if session is not None else None
+
+
+def _multistream(body: Fields, details: dict[str, Any], *, failed: bool) -> str | None:
+    """Details of a multistream target; the error text when pushing to it failed."""
+    target = body.obj("target")
+    name = profile = None
+    if target is not None:
+        target_id = target.id_str("id")
+        name = target.str("name")
+        profile = target.str("profile")
+        for key, value in (("target_id", target_id), ("target_name", name),
+                           ("target_profile", profile)):
+            if value is not None:
+                details[key] = value
+    if not failed:
+        return None
+    where = f'target "{name}"' if name else "a target"
+    if profile:
+        where += f" ({profile})"
+    # Livepeer sends no reason with multistream.error, only which target failed.
+    reason = body.str("errorMessage") or body.str("error")
+    text = f"Multistreaming to {where} failed"
+    return f"{text}: {reason}" if reason else text
+
+
+def _asset(body: Fields, details: dict[str, Any], *, failed: bool) -> str | None:
+    """asset.* events carry `{asset: {id, snapshot}}` or, for ready/failed, `{id, snapshot}`."""
+    asset = body.obj("asset") or body
+    asset_id = asset.id_str("id")
+    snapshot = asset.obj("snapshot")
+    name = snapshot.str("name") if snapshot is not None else None
+    if asset_id is not None:
+        details["asset_id"] = asset_id
+    if name is not None:
+        details["asset_name"] = name
+    if not failed:
+        return None
+    reason = _status_error(snapshot)
+    label = f"Livepeer asset {name or asset_id or '(unknown)'} failed"
+    return f"{label}: {reason}" if reason else label
+
+
+def _task(body: Fields, details: dict[str, Any], *, failed: bool) -> str | None:
+    """task.* events carry `{task: {id, type, snapshot}}`, plus `success` when finished."""
+    task = body.obj("task")
+    task_id = task_type = None
+    snapshot = None
+    if task is not None:
+        task_id = task.id_str("id")
+        task_type = task.str("type")
+        snapshot = task.obj("snapshot")
+        if task_id is not None:
+            details["task_id"] = task_id
+        if task_type is not None:
+            details["task_type"] = task_type
+    if not failed:
+        return None
+    reason = _status_error(snapshot)
+    what = f"{task_type} task" if task_type else "task"
+    label = f"Livepeer {what} {task_id or '(unknown)'} failed"
+    return f"{label}: {reason}" if reason else label
+
+
+def _status_error(snapshot: Fields | None) -> str | None:
+    if snapshot is None:
+        return None
+    status = snapshot.obj("status")
+    return status.str("errorMessage") if status is not None else None

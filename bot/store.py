@@ -1,0 +1,540 @@
+"""SQLite state: events, streams' live state, mutes, subscriptions and the delivery outbox.
+
+One connection, WAL mode, explicit `BEGIN IMMEDIATE` transactions. The schema carries its
+version in `PRAGMA user_version` and grows only by appending to MIGRATIONS, so a
+database written by any earlier version opens and is upgraded in place.
+
+`synchronous=NORMAL` is SQLite's recommended setting for WAL: a commit survives the
+process being killed (the promise the webhook's 2xx makes); only a power cut can lose
+the last few transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from bot.events import Event, LiveInfo
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the first schema.
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        streamer_key TEXT,
+        occurred_at TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        notified INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        raw BLOB,
+        parent_id INTEGER REFERENCES events(id),
+        UNIQUE (source, event_id)
+    );
+    CREATE INDEX events_by_streamer ON events (streamer_key, occurred_at);
+
+    CREATE TABLE streams (
+        streamer_key TEXT PRIMARY KEY,
+        display_name TEXT,
+        url TEXT,
+        live INTEGER NOT NULL DEFAULT 0,
+        info TEXT NOT NULL DEFAULT '{}',
+        started_at TEXT,
+        ended_at TEXT,
+        state_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        event_row INTEGER NOT NULL REFERENCES events(id),
+        sink TEXT NOT NULL,
+        target TEXT NOT NULL,
+        action TEXT NOT NULL DEFAULT 'post',
+        options TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'sending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        last_error TEXT,
+        message_id TEXT,
+        UNIQUE (event_row, sink, target, action)
+    );
+    CREATE INDEX deliveries_due ON deliveries (sink, state, not_before);
+
+    CREATE TABLE mutes (
+        id INTEGER PRIMARY KEY,
+        sink TEXT NOT NULL,
+        target TEXT NOT NULL,
+        pattern TEXT NOT NULL,
+        until REAL,
+        created_by TEXT,
+        created_at REAL NOT NULL,
+        UNIQUE (sink, target, pattern)
+    );
+
+    CREATE TABLE subscriptions (
+        id INTEGER PRIMARY KEY,
+        sink TEXT NOT NULL,
+        target TEXT NOT NULL,
+        pattern TEXT NOT NULL,
+        created_by TEXT,
+        created_at REAL NOT NULL,
+        UNIQUE (sink, target, pattern)
+    );
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """What the bot knows about one stream: whether it is live, and since when."""
+
+    streamer_key: str
+    display_name: str | None
+    url: str | None
+    live: bool
+    info: LiveInfo
+    started_at: datetime | None
+    ended_at: datetime | None
+    state_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One outbox row: an event to deliver to one target of one sink."""
+
+    id: int
+    event_row: int
+    sink: str
+    target: str
+    action: str
+    options: dict[str, Any]
+    attempts: int
+    created_at: float
+    not_before: float
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    """A mute of one chat: every stream (pattern "*") or the streams a glob matches."""
+
+    sink: str
+    target: str
+    pattern: str
+    until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """Streams matching `pattern` are routed to this chat, added at run time by a command."""
+
+    sink: str
+    target: str
+    pattern: str
+
+
+@dataclass(slots=True)
+class OutboxCounts:
+    """How many deliveries are in each state, and the oldest still waiting."""
+
+    by_state: dict[str, int] = field(default_factory=dict)
+    oldest_pending_created: float | None = None
+
+
+class Store:
+    """The bot's SQLite database. Not thread-safe: use it from the event loop only."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (creating if needed) and migrate the database."""
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        self._migrate()
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The open connection."""
+        if self._conn is None:
+            raise RuntimeError("store is not open")
+        return self._conn
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"{self.path} was written by a newer version of the bot (schema {version})"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.transaction():
+                for statement in _statements(script):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {number}")
+            log.info("database %s migrated to schema %d", self.path, number)
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version the database is at."""
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction; rolled back if the block raises."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def check(self) -> str:
+        """'ok', or what is wrong with the database (for /healthz)."""
+        try:
+            self.conn.execute("SELECT count(*) FROM streams").fetchone()
+        except (sqlite3.Error, RuntimeError) as exc:
+            return f"error: {exc}"
+        return "ok"
+
+    # -- events --------------------------------------------------------------------
+
+    def has_event(self, source: str, event_id: str) -> bool:
+        """True when this (source, event id) was stored before."""
+        row = self.conn.execute(
+            "SELECT 1 FROM events WHERE source = ? AND event_id = ?", (source, event_id)
+        ).fetchone()
+        return row is not None
+
+    def insert_event(
+        self,
+        event: Event,
+        *,
+        notified: bool,
+        raw: bytes | None = None,
+        parent: int | None = None,
+    ) -> int | None:
+        """Store an event; returns its row id, or None when (source, event id) exists."""
+        cursor = self.conn.execute(
+            """INSERT INTO events (source, event_id, kind, streamer_key, occurred_at,
+                                   received_at, notified, payload, raw, parent_id)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (source, event_id) DO NOTHING""",
+            (
+                event.source,
+                event.event_id,
+                event.kind,
+                event.streamer_key,
+                event.occurred_at.isoformat(),
+                event.received_at.isoformat(),
+                int(notified),
+                json.dumps(event.to_json(), ensure_ascii=False),
+                raw,
+                parent,
+            ),
+        )
+        return cursor.lastrowid if cursor.rowcount == 1 else None
+
+    def load_event(self, row_id: int) -> Event:
+        """The stored (enriched) event of a row."""
+        row = self.conn.execute("SELECT payload FROM events WHERE id = ?", (row_id,)).fetchone()
+        if row is None:
+            raise KeyError(row_id)
+        return Event.from_json(json.loads(row["payload"]))
+
+    def count_events(self) -> int:
+        """How many events are stored (derived ones included)."""
+        return int(self.conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    # -- streams -------------------------------------------------------------------
+
+    def get_stream(self, key: str) -> StreamState | None:
+        """The saved state of a stream, or None if it was never seen."""
+        row = self.conn.execute("SELECT * FROM streams WHERE streamer_key = ?", (key,)).fetchone()
+        return _stream_from_row(row) if row is not None else None
+
+    def live_streams(self) -> list[StreamState]:
+        """Every stream currently live, longest-running first."""
+        rows = self.conn.execute(
+            "SELECT * FROM streams WHERE live = 1 ORDER BY started_at, streamer_key"
+        ).fetchall()
+        return [_stream_from_row(row) for row in rows]
+
+    def known_streamers(self) -> list[str]:
+        """Every streamer key ever seen, sorted."""
+        rows = self.conn.execute("SELECT streamer_key FROM streams ORDER BY streamer_key")
+        return [row[0] for row in rows]
+
+    def save_stream(self, state: StreamState, *, now: datetime) -> None:
+        """Insert or replace a stream's state."""
+        self.conn.execute(
+            """INSERT INTO streams (streamer_key, display_name, url, live, info, started_at,
+                                    ended_at, state_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (streamer_key) DO UPDATE SET
+                 display_name = excluded.display_name, url = excluded.url,
+                 live = excluded.live, info = excluded.info,
+                 started_at = excluded.started_at, ended_at = excluded.ended_at,
+                 state_at = excluded.state_at, updated_at = excluded.updated_at""",
+            (
+                state.streamer_key,
+                state.display_name,
+                state.url,
+                int(state.live),
+                json.dumps(state.info.to_json(), ensure_ascii=False),
+                _iso(state.started_at),
+                _iso(state.ended_at),
+                state.state_at.isoformat(),
+                now.isoformat(),
+            ),
+        )
+
+    # -- mutes and subscriptions ---------------------------------------------------
+
+    def mutes_for(self, sink: str, target: str, now: float) -> list[Mute]:
+        """The mutes of one chat still in force at `now`."""
+        rows = self.conn.execute(
+            """SELECT sink, target, pattern, until FROM mutes
+               WHERE sink = ? AND target = ? AND (until IS NULL OR until > ?)""",
+            (sink, target, now),
+        ).fetchall()
+        return [Mute(row[0], row[1], row[2], row[3]) for row in rows]
+
+    def add_mute(
+        self, mute: Mute, *, created_by: str | None = None, now: float | None = None
+    ) -> None:
+        """Mute a chat (replacing an earlier mute of the same pattern)."""
+        self.conn.execute(
+            """INSERT INTO mutes (sink, target, pattern, until, created_by, created_at)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (sink, target, pattern) DO UPDATE SET
+                 until = excluded.until, created_by = excluded.created_by,
+                 created_at = excluded.created_at""",
+            (mute.sink, mute.target, mute.pattern, mute.until, created_by, now or time.time()),
+        )
+
+    def remove_mute(self, sink: str, target: str, pattern: str | None) -> int:
+        """Unmute one pattern, or every pattern when `pattern` is None; returns how many."""
+        if pattern is None:
+            cursor = self.conn.execute(
+                "DELETE FROM mutes WHERE sink = ? AND target = ?", (sink, target)
+            )
+        else:
+            cursor = self.conn.execute(
+                "DELETE FROM mutes WHERE sink = ? AND target = ? AND pattern = ?",
+                (sink, target, pattern),
+            )
+        return cursor.rowcount
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every run-time subscription."""
+        rows = self.conn.execute(
+            "SELECT sink, target, pattern FROM subscriptions ORDER BY id"
+        ).fetchall()
+        return [Subscription(row[0], row[1], row[2]) for row in rows]
+
+    def add_subscription(
+        self, sub: Subscription, *, created_by: str | None = None, now: float | None = None
+    ) -> bool:
+        """Add a subscription; False if this chat already had that pattern."""
+        cursor = self.conn.execute(
+            """INSERT INTO subscriptions (sink, target, pattern, created_by, created_at)
+               VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink, target, pattern) DO NOTHING""",
+            (sub.sink, sub.target, sub.pattern, created_by, now or time.time()),
+        )
+        return cursor.rowcount == 1
+
+    def remove_subscription(self, sub: Subscription) -> bool:
+        """Remove a subscription; False if there was none."""
+        cursor = self.conn.execute(
+            "DELETE FROM subscriptions WHERE sink = ? AND target = ? AND pattern = ?",
+            (sub.sink, sub.target, sub.pattern),
+        )
+        return cursor.rowcount == 1
+
+    # -- outbox --------------------------------------------------------------------
+
+    def add_delivery(
+        self,
+        *,
+        event_row: int,
+        sink: str,
+        target: str,
+        options: dict[str, Any] | None = None,
+        action: str = "post",
+        not_before: float,
+        now: float,
+    ) -> int:
+        """Queue one delivery; returns its id."""
+        cursor = self.conn.execute(
+            """INSERT INTO deliveries (event_row, sink, target, action, options, not_before,
+                                       created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                event_row,
+                sink,
+                target,
+                action,
+                json.dumps(options or {}),
+                not_before,
+                now,
+                now,
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def claim_due(
+        self, sink: str, *, now: float, busy_targets: Sequence[str] = (), limit: int = 50
+    ) -> list[Delivery]:
+        """Mark due pending deliveries of a sink as sending and return them, oldest first.
+
+        Targets in `busy_targets` are skipped so one slow chat never holds up another and
+        one chat's messages still go out in order.
+        """
+        placeholders = ",".join("?" * len(busy_targets))
+        busy_clause = f"AND target NOT IN ({placeholders})" if busy_targets else ""
+        with self.transaction():
+            rows = self.conn.execute(
+                f"""SELECT * FROM deliveries
+                    WHERE sink = ? AND state = 'pending' AND not_before <= ? {busy_clause}
+                    ORDER BY not_before, id LIMIT ?""",
+                (sink, now, *busy_targets, limit),
+            ).fetchall()
+            for row in rows:
+                self.conn.execute(
+                    """UPDATE deliveries SET state = 'sending', attempts = attempts + 1,
+                       updated_at = ? WHERE id = ?""",
+                    (now, row["id"]),
+                )
+        return [_delivery_from_row(row, attempts_delta=1) for row in rows]
+
+    def next_due(self, sink: str, *, busy_targets: Sequence[str] = ()) -> float | None:
+        """When the earliest pending delivery of a sink, not for a busy target, is due."""
+        placeholders = ",".join("?" * len(busy_targets))
+        busy_clause = f"AND target NOT IN ({placeholders})" if busy_targets else ""
+        row = self.conn.execute(
+            f"""SELECT min(not_before) FROM deliveries
+                WHERE sink = ? AND state = 'pending' {busy_clause}""",
+            (sink, *busy_targets),
+        ).fetchone()
+        return float(row[0]) if row[0] is not None else None
+
+    def mark_sent(self, delivery_id: int, *, message_id: str | None, now: float) -> None:
+        """The platform accepted the message; remember its id for later edits."""
+        self.conn.execute(
+            """UPDATE deliveries SET state = 'sent', message_id = ?, last_error = NULL,
+               updated_at = ? WHERE id = ?""",
+            (message_id, now, delivery_id),
+        )
+
+    def mark_retry(self, delivery_id: int, *, error: str, not_before: float, now: float) -> None:
+        """Put a delivery back in the queue for a later attempt."""
+        self.conn.execute(
+            """UPDATE deliveries SET state = 'pending', last_error = ?, not_before = ?,
+               updated_at = ? WHERE id = ?""",
+            (error, not_before, now, delivery_id),
+        )
+
+    def mark_failed(self, delivery_id: int, *, error: str, now: float) -> None:
+        """Give up on a delivery."""
+        self.conn.execute(
+            """UPDATE deliveries SET state = 'failed', last_error = ?, updated_at = ?
+               WHERE id = ?""",
+            (error, now, delivery_id),
+        )
+
+    def requeue_in_flight(self) -> int:
+        """At start-up: deliveries a crash left 'sending' go back to 'pending'."""
+        cursor = self.conn.execute(
+            "UPDATE deliveries SET state = 'pending' WHERE state = 'sending'"
+        )
+        return cursor.rowcount
+
+    def outbox_counts(self) -> OutboxCounts:
+        """Deliveries per state and the creation time of the oldest pending one."""
+        counts = OutboxCounts()
+        for row in self.conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state"):
+            counts.by_state[row[0]] = row[1]
+        row = self.conn.execute(
+            "SELECT min(created_at) FROM deliveries WHERE state IN ('pending', 'sending')"
+        ).fetchone()
+        counts.oldest_pending_created = row[0]
+        return counts
+
+    def deliveries_for_event(self, event_row: int) -> list[sqlite3.Row]:
+        """All delivery rows of one event (for tests and the CLI)."""
+        return self.conn.execute(
+            "SELECT * FROM deliveries WHERE event_row = ? ORDER BY id", (event_row,)
+        ).fetchall()
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _stream_from_row(row: sqlite3.Row) -> StreamState:
+    state_at = datetime.fromisoformat(row["state_at"])
+    return StreamState(
+        streamer_key=row["streamer_key"],
+        display_name=row["display_name"],
+        url=row["url"],
+        live=bool(row["live"]),
+        info=LiveInfo.from_json(json.loads(row["info"])),
+        started_at=_dt(row["started_at"]),
+        ended_at=_dt(row["ended_at"]),
+        state_at=state_at,
+    )
+
+
+def _delivery_from_row(row: sqlite3.Row, *, attempts_delta: int = 0) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        event_row=row["event_row"],
+        sink=row["sink"],
+        target=row["target"],
+        action=row["action"],
+        options=json.loads(row["options"]),
+        attempts=row["attempts"] + attempts_delta,
+        created_at=row["created_at"],
+        not_before=row["not_before"],
+    )

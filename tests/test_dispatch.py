@@ -1,0 +1,253 @@
+"""Accepting events: dedupe, live state across restarts, routing, mutes, subscriptions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.dispatch import Dispatcher, Route, glob_match
+from bot.events import NOTIFIED_KINDS, Event, LiveInfo
+from bot.store import Mute, Store, Subscription
+
+T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
+EVERYTHING = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS))
+
+
+def event(kind: str, event_id: str, minutes: float = 0, **fields: object) -> Event:
+    at = T0 + timedelta(minutes=minutes)
+    base: dict[str, object] = {
+        "source": "rec", "event_id": event_id, "kind": kind, "occurred_at": at,
+        "received_at": at, "platform": "twitch", "channel": "quinn",
+    }
+    base.update(fields)
+    return Event(**base)  # type: ignore[arg-type]
+
+
+def dispatcher(
+    store: Store, *routes: Route, sinks: tuple[str, ...] = ("console", "discord", "telegram")
+) -> Dispatcher:
+    return Dispatcher(store=store, routes=routes or (EVERYTHING,), sinks=sinks,
+                      clock=lambda: T0.timestamp())
+
+
+def kinds_notified(result: object) -> list[str]:
+    return [e.kind for e in result.notified]  # type: ignore[attr-defined]
+
+
+def test_same_event_id_twice_is_a_duplicate_and_changes_nothing(store: Store) -> None:
+    d = dispatcher(store)
+    first = d.accept(event("live_start", "a"))
+    assert not first.duplicate and first.deliveries == 1
+    again = d.accept(event("live_start", "a", minutes=5, live=LiveInfo(title="other")))
+    assert again.duplicate
+    assert store.count_events() == 1
+    assert store.outbox_counts().by_state == {"pending": 1}
+    assert store.get_stream("twitch/quinn").info.title is None
+
+
+def test_live_end_after_reopen_knows_how_long_the_stream_lasted(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    first = Store(path)
+    first.open()
+    dispatcher(first).accept(event("live_start", "s", live=LiveInfo(title="Hello")))
+    first.close()
+
+    reopened = Store(path)
+    reopened.open()
+    result = dispatcher(reopened).accept(event("live_end", "e", minutes=133))
+    ended = result.notified[0]
+    assert ended.duration == timedelta(hours=2, minutes=13)
+    assert ended.live.title == "Hello"  # the final title, from saved state
+    stored = reopened.load_event(result.event_row)
+    assert stored.duration == timedelta(hours=2, minutes=13)
+    assert not reopened.get_stream("twitch/quinn").live
+    reopened.close()
+
+
+def test_start_time_from_payload_wins_over_event_time(store: Store) -> None:
+    started = T0 - timedelta(minutes=10)
+    d = dispatcher(store)
+    d.accept(event("live_start", "s", live=LiveInfo(start_time=started), started_at=started))
+    end = d.accept(event("live_end", "e", minutes=50)).notified[0]
+    assert end.duration == timedelta(hours=1)
+
+
+def test_repeated_live_start_of_the_same_session_is_not_notified(store: Store) -> None:
+    d = dispatcher(store)
+    assert kinds_notified(d.accept(event("live_start", "s1", live=LiveInfo(live_id="L1")))) == [
+        "live_start"
+    ]
+    # The recorder restarted and announced the session again under a new event id.
+    repeat = d.accept(event("live_start", "s2", minutes=3, live=LiveInfo(live_id="L1")))
+    assert repeat.notified == [] and repeat.deliveries == 0
+    # A different live id is a new session whose live_end was missed: notify.
+    new = d.accept(event("live_start", "s3", minutes=9, live=LiveInfo(live_id="L2")))
+    assert kinds_notified(new) == ["live_start"]
+
+
+def test_repeated_live_end_is_not_notified(store: Store) -> None:
+    d = dispatcher(store)
+    d.accept(event("live_start", "s"))
+    assert kinds_notified(d.accept(event("live_end", "e1", minutes=5))) == ["live_end"]
+    assert d.accept(event("live_end", "e2", minutes=6)).notified == []
+
+
+def test_an_event_older_than_the_saved_state_is_recorded_not_notified(store: Store) -> None:
+    d = dispatcher(store)
+    d.accept(event("live_start", "s", minutes=0))
+    d.accept(event("live_end", "e", minutes=60))
+    late = d.accept(event("live_start", "s-retry", minutes=1, live=LiveInfo(live_id="X")))
+    assert late.notified == []
+    assert store.count_events() == 3
+    assert not store.get_stream("twitch/quinn").live
+
+
+def test_only_if_live_end_is_dropped_for_a_stream_never_seen_live(store: Store) -> None:
+    d = dispatcher(store)
+    result = d.accept(event("live_end", "gone", details={"only_if_live": True}))
+    assert result.notified == [] and store.count_events() == 1
+
+
+def test_title_change_fills_old_info_name_and_url_from_state(store: Store) -> None:
+    d = dispatcher(store)
+    d.accept(event("live_start", "s", display_name="Quinn", url="https://twitch.tv/quinn",
+                   live=LiveInfo(title="Before", categories=("Art",))))
+    change = d.accept(event("title_change", "t", minutes=5, live=LiveInfo(title="After")))
+    ev = change.notified[0]
+    assert ev.old_live.title == "Before"
+    assert ev.live.title == "After" and ev.live.categories == ("Art",)
+    assert ev.display_name == "Quinn" and ev.url == "https://twitch.tv/quinn"
+    assert ev.duration == timedelta(minutes=5)
+    assert store.get_stream("twitch/quinn").info.title == "After"
+
+
+def test_full_state_update_derives_title_and_category_changes(store: Store) -> None:
+    d = dispatcher(store)
+    d.accept(event("live_start", "s", live=LiveInfo(title="A", categories=("Art",))))
+    same = d.accept(event("stream_update", "u0", minutes=1,
+                          live=LiveInfo(title="A", categories=("Art",))))
+    assert same.notified == []
+    both = d.accept(event("stream_update", "u1", minutes=2,
+                          live=LiveInfo(title="B", categories=("Music",))))
+    assert kinds_notified(both) == ["title_change", "category_change"]
+    title, category = both.notified
+    assert (title.old_live.title, title.live.title) == ("A", "B")
+    assert (category.old_live.categories, category.live.categories) == (("Art",), ("Music",))
+    assert title.event_id == "u1#title_change"
+    assert both.deliveries == 2
+    # A retried update is a duplicate: no second pair of notices.
+    assert d.accept(event("stream_update", "u1", minutes=2,
+                          live=LiveInfo(title="B"))).duplicate
+
+
+def test_update_while_offline_changes_state_silently(store: Store) -> None:
+    d = dispatcher(store)
+    d.accept(event("stream_update", "u", live=LiveInfo(title="Prepared title")))
+    assert store.get_stream("twitch/quinn").info.title == "Prepared title"
+    start = d.accept(event("live_start", "s", minutes=1)).notified[0]
+    assert start.live.title == "Prepared title"
+
+
+@pytest.mark.parametrize(
+    ("key", "pattern", "expected"),
+    [
+        ("twitch/quinn", "*", True),
+        ("twitch/quinn", "twitch/*", True),
+        ("twitch/quinn", "TWITCH/Quinn", True),
+        ("twitch/quinn", "youtube/*", False),
+        ("twitch/quinn", "*/quinn", True),
+        ("twitch/quinn", "twitch/q?inn", True),
+        ("", "twitch/*", False),
+    ],
+)
+def test_glob_match(key: str, pattern: str, expected: bool) -> None:
+    assert glob_match(key, pattern) is expected
+
+
+def test_routes_pick_targets_by_glob_and_kind(store: Store) -> None:
+    twitch = Route(patterns=("twitch/*",), events=frozenset({"live_start"}),
+                   discord_channels=(111,), mention_roles=(999,))
+    errors = Route(patterns=("*",), events=frozenset({"error"}), telegram_chats=("-100",))
+    d = dispatcher(store, twitch, errors)
+    start = d.accept(event("live_start", "s"))
+    rows = store.deliveries_for_event(start.event_row)
+    assert sorted((r["sink"], r["target"]) for r in rows) == [
+        ("console", ""), ("discord", "111")
+    ]
+    discord_row = next(r for r in rows if r["sink"] == "discord")
+    assert '"mention_roles": [999]' in discord_row["options"]
+    end = d.accept(event("live_end", "e", minutes=1))
+    assert end.deliveries == 0 and store.count_events() == 2
+    err = d.accept(event("error", "x", minutes=2, error="boom"))
+    assert sorted((r["sink"], r["target"]) for r in store.deliveries_for_event(err.event_row)) \
+        == [("console", ""), ("telegram", "-100")]
+
+
+def test_roles_are_pinged_only_on_live_start(store: Store) -> None:
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1,),
+                  mention_roles=(5,))
+    d = dispatcher(store, route)
+    d.accept(event("live_start", "s"))
+    change = d.accept(event("title_change", "t", minutes=1, live=LiveInfo(title="x")))
+    row = next(r for r in store.deliveries_for_event(change.event_row) if r["sink"] == "discord")
+    assert row["options"] == "{}"
+
+
+def test_targets_of_disabled_sinks_get_no_rows(store: Store) -> None:
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1,),
+                  telegram_chats=("2",))
+    d = dispatcher(store, route, sinks=("console",))
+    assert d.accept(event("live_start", "s")).deliveries == 1
+
+
+def test_recorded_kinds_are_delivered_only_when_a_route_names_them(store: Store) -> None:
+    d = dispatcher(store)
+    quiet = d.accept(event("video_file_finish", "v1", details={"path": "a.mp4"}))
+    assert quiet.deliveries == 0 and quiet.notified == []
+    files = Route(patterns=("*",), events=frozenset({"video_file_finish"}))
+    loud = dispatcher(store, files).accept(event("video_file_finish", "v2"))
+    assert loud.deliveries == 1
+
+
+def test_mutes_suppress_delivery_not_recording(store: Store) -> None:
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1, 2))
+    now = T0.timestamp()
+    store.add_mute(Mute("discord", "1", "twitch/*", until=None))
+    store.add_mute(Mute("discord", "2", "*", until=now - 1))  # expired
+    d = dispatcher(store, route)
+    result = d.accept(event("live_start", "s"))
+    targets = {(r["sink"], r["target"]) for r in store.deliveries_for_event(result.event_row)}
+    assert targets == {("console", ""), ("discord", "2")}
+    assert store.get_stream("twitch/quinn").live
+
+
+def test_subscriptions_add_targets_at_run_time(store: Store) -> None:
+    store.add_subscription(Subscription("telegram", "42", "twitch/qu*"))
+    store.add_subscription(Subscription("telegram", "43", "youtube/*"))
+    d = dispatcher(store, Route(patterns=("nothing",), events=frozenset(NOTIFIED_KINDS)))
+    result = d.accept(event("live_start", "s"))
+    assert [(r["sink"], r["target"]) for r in store.deliveries_for_event(result.event_row)] == [
+        ("telegram", "42")
+    ]
+
+
+def test_queued_sinks_are_reported_for_waking_workers(store: Store) -> None:
+    woken: list[set[str]] = []
+    d = Dispatcher(store=store, routes=[EVERYTHING], sinks=["console"], on_queued=woken.append)
+    d.accept(event("live_start", "s"))
+    d.accept(event("live_start", "s"))  # duplicate: nothing new to deliver
+    assert woken == [{"console"}]
+
+
+def test_a_new_session_does_not_inherit_the_last_sessions_start(store: Store) -> None:
+    d = dispatcher(store)
+    first_start = T0 - timedelta(hours=5)
+    d.accept(event("live_start", "s1", live=LiveInfo(live_id="L1", start_time=first_start)))
+    d.accept(event("live_end", "e1", minutes=10))
+    second = d.accept(event("live_start", "s2", minutes=60, live=LiveInfo(title="Again")))
+    assert kinds_notified(second) == ["live_start"]
+    assert second.notified[0].started_at == T0 + timedelta(minutes=60)
+    end = d.accept(event("live_end", "e2", minutes=90)).notified[0]
+    assert end.duration == timedelta(minutes=30)
