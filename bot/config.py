@@ -1,0 +1,664 @@
+"""bot.toml as frozen dataclasses: `load_config` checks a mapping, `read_config` reads a file.
+
+Every problem is collected and raised once as a ConfigError, each prefixed by its key path
+(`sources[1].kind: ...`) so a user can fix the whole file in one go. Secrets and tokens
+are never echoed: not in problems, not in reprs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+from bot.durations import parse_duration
+from bot.errors import ConfigError
+from bot.events import KNOWN_KINDS, NOTIFIED_KINDS
+
+#: The webhook providers a `[[sources]]` entry may name as its `kind`.
+SOURCE_KINDS: Final = frozenset({"onliverec", "livepeer", "fastpix"})
+
+ON_CHANGE_CHOICES: Final = frozenset({"edit", "post", "both"})
+ON_END_CHOICES: Final = frozenset({"edit", "post", "both", "delete"})
+
+_MAX_BODY_LIMIT: Final = 64 * 1024 * 1024
+_MAX_SNOWFLAKE: Final = 2**64 - 1
+
+# The single source of truth for which keys exist; CONFIG_KEYS and the unknown-key
+# checks are both derived from these, so the docs test cannot drift from the loader.
+_SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
+    "server": ("host", "port", "max_body_bytes"),
+    "storage": ("path",),
+    "console": ("enabled",),
+    "discord": ("token", "token_env", "api_url", "gateway_url", "guild_ids"),
+    "telegram": ("token", "token_env", "api_url"),
+    "templates": ("dir",),
+    "behaviour": ("on_change", "on_end", "end_grace", "rejoin_window", "change_cooldown"),
+}
+_SOURCE_KEYS: Final = ("name", "kind", "secret", "secret_env")
+#: Keys only some source kinds accept; for any other kind they are unknown keys.
+_SOURCE_KIND_KEYS: Final[Mapping[str, tuple[str, ...]]] = {"livepeer": ("tolerance",)}
+_ROUTE_KEYS: Final = ("match", "events", "discord_channels", "telegram_chats", "mention_roles")
+_TOP_KEYS: Final = (*_SECTION_KEYS, "sources", "routes")
+
+#: Every dotted key the loader accepts; array-of-table keys are spelled `sources[].name`.
+CONFIG_KEYS: Final = frozenset(
+    [f"{section}.{key}" for section, keys in _SECTION_KEYS.items() for key in keys]
+    + [f"sources[].{key}" for key in _SOURCE_KEYS]
+    + [f"sources[].{key}" for keys in _SOURCE_KIND_KEYS.values() for key in keys]
+    + [f"routes[].{key}" for key in _ROUTE_KEYS]
+)
+
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DIGITS = re.compile(r"[0-9]+")
+_CHAT_ID = re.compile(r"-?[0-9]+")
+_CHAT_USERNAME = re.compile(r"@[A-Za-z0-9_]{5,32}")
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Where the webhook listener binds, and the largest body it reads."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """The SQLite database file (absolute once loaded)."""
+
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """Whether rendered notifications are printed to stdout."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordConfig:
+    """The Discord sink; `disabled_reason` says why it is off and is unused when enabled."""
+
+    token: str | None = field(default=None, repr=False)
+    api_url: str | None = None
+    gateway_url: str | None = None
+    guild_ids: tuple[int, ...] = ()
+    disabled_reason: str | None = "no [discord] section"
+
+    @property
+    def enabled(self) -> bool:
+        """True when a token resolved, so the sink should start."""
+        return self.token is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramConfig:
+    """The Telegram sink; `disabled_reason` says why it is off and is unused when enabled."""
+
+    token: str | None = field(default=None, repr=False)
+    api_url: str | None = None
+    disabled_reason: str | None = "no [telegram] section"
+
+    @property
+    def enabled(self) -> bool:
+        """True when a token resolved, so the sink should start."""
+        return self.token is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TemplatesConfig:
+    """A directory of user templates that override the built-in ones, if any."""
+
+    dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviourConfig:
+    """Session-card policy: how changes and ends are posted, and the timing windows."""
+
+    on_change: str = "edit"
+    on_end: str = "edit"
+    end_grace: timedelta = timedelta(seconds=60)
+    rejoin_window: timedelta = timedelta(minutes=5)
+    change_cooldown: timedelta = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """One webhook endpoint, `/webhook/<name>`, of one provider kind."""
+
+    name: str
+    kind: str
+    secret: str = field(repr=False)
+    tolerance: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """Which streamers' events go to which Discord channels and Telegram chats."""
+
+    match: tuple[str, ...]
+    events: frozenset[str]
+    discord_channels: tuple[int, ...] = ()
+    telegram_chats: tuple[str, ...] = ()
+    mention_roles: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole bot.toml, validated."""
+
+    server: ServerConfig
+    storage: StorageConfig
+    console: ConsoleConfig
+    discord: DiscordConfig
+    telegram: TelegramConfig
+    templates: TemplatesConfig
+    behaviour: BehaviourConfig
+    sources: tuple[SourceConfig, ...]
+    routes: tuple[RouteConfig, ...]
+
+
+def read_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check a bot.toml file; relative paths in it are relative to its folder."""
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    return load_config(
+        data,
+        environ=os.environ if environ is None else environ,
+        base_dir=path.absolute().parent,
+    )
+
+
+def load_config(data: Mapping[str, Any], *, environ: Mapping[str, str], base_dir: Path) -> Config:
+    """Check a parsed bot.toml mapping; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    root = _Table(data, "", problems, _TOP_KEYS)
+    root.check_unknown()
+    config = Config(
+        server=_server(root.section("server")),
+        storage=_storage(root.section("storage"), base_dir),
+        console=ConsoleConfig(enabled=root.section("console").flag("enabled", True)),
+        discord=_discord(root, environ),
+        telegram=_telegram(root, environ),
+        templates=_templates(root.section("templates"), base_dir),
+        behaviour=_behaviour(root.section("behaviour")),
+        sources=_sources(root.tables("sources"), environ),
+        routes=tuple(_route(table) for table in root.tables("routes")),
+    )
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+class _Table:
+    """Typed reads from one TOML table that record problems by key path and never raise.
+
+    A getter given a missing or wrong value returns the default (or None), so the loader
+    keeps going and reports every problem in the file at once.
+    """
+
+    def __init__(
+        self, data: Mapping[str, Any], path: str, problems: list[str], keys: Collection[str]
+    ) -> None:
+        self.data = data
+        self.path = path
+        self.problems = problems
+        self.keys = frozenset(keys)
+
+    def at(self, key: str) -> str:
+        """The full path of `key` in this table."""
+        return f"{self.path}.{key}" if self.path else key
+
+    def problem(self, key: str, message: str) -> None:
+        """Record a problem with `key`, or with the table itself when `key` is empty."""
+        self.problems.append(f"{self.at(key) if key else self.path}: {message}")
+
+    def has(self, key: str) -> bool:
+        """True when the table sets `key` (to anything)."""
+        return key in self.data
+
+    def check_unknown(self, *, also_known: Mapping[str, str] | None = None) -> None:
+        """Report each key this table does not accept; `also_known` maps key -> why not."""
+        for key in self.data:
+            if key in self.keys:
+                continue
+            if also_known and key in also_known:
+                self.problem(key, f"unknown key ({also_known[key]})")
+                continue
+            close = difflib.get_close_matches(key, self.keys, n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else "known: " + ", ".join(sorted(self.keys))
+            )
+            self.problem(key, f"unknown key; {hint}")
+
+    def _get(self, key: str, types: tuple[type, ...], label: str, required: bool) -> Any:
+        assert key in self.keys, f"{self.at(key)} is not a declared key"
+        if key not in self.data:
+            if required:
+                self.problem(key, "is required")
+            return None
+        value = self.data[key]
+        if not _is_a(value, types):
+            self.problem(key, f"expected {label}, got {_type_name(value)}")
+            return None
+        return value
+
+    def opt_text(self, key: str, *, required: bool = False) -> str | None:
+        """A string, None when absent or wrong (the problem is recorded)."""
+        value: str | None = self._get(key, (str,), "a string", required)
+        return value
+
+    def text(self, key: str, default: str) -> str:
+        """A non-empty string, or `default`."""
+        value = self.opt_text(key)
+        if value is None:
+            return default
+        if not value.strip():
+            self.problem(key, "must not be empty")
+            return default
+        return value
+
+    def integer(self, key: str, default: int, *, low: int, high: int) -> int:
+        """An integer in `low..high`, or `default`."""
+        value: int | None = self._get(key, (int,), "an integer", False)
+        if value is None:
+            return default
+        if not low <= value <= high:
+            self.problem(key, f"must be between {low} and {high}, got {value}")
+            return default
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        """A boolean, or `default`."""
+        value: bool | None = self._get(key, (bool,), "a boolean (true or false)", False)
+        return default if value is None else value
+
+    def choice(
+        self, key: str, default: str, choices: Collection[str], *, required: bool = False
+    ) -> str:
+        """One of `choices`, or `default`."""
+        value = self.opt_text(key, required=required)
+        if value is None:
+            return default
+        if value not in choices:
+            self.problem(key, f"must be one of {', '.join(sorted(choices))}, got {_show(value)}")
+            return default
+        return value
+
+    def duration(self, key: str, default: timedelta, *, positive: bool = False) -> timedelta:
+        """A duration string such as "90s", "5m" or "1h30m", or `default`."""
+        raw: str | None = self._get(key, (str,), 'a duration string like "90s" or "5m"', False)
+        if raw is None:
+            return default
+        try:
+            value = parse_duration(raw)
+        except ValueError as exc:
+            self.problem(key, str(exc))
+            return default
+        except OverflowError:
+            self.problem(key, f"{_show(raw)} is too long a duration")
+            return default
+        if positive and value <= timedelta(0):
+            self.problem(key, "must be longer than 0s")
+            return default
+        return value
+
+    def url(self, key: str, schemes: tuple[str, ...]) -> str | None:
+        """An absolute URL with one of `schemes`, or None."""
+        value = self.opt_text(key)
+        if value is None:
+            return None
+        # Only the scheme is echoed: a proxy URL may carry credentials.
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in schemes or not parts.netloc:
+            wanted = " or ".join(f"{scheme}://" for scheme in schemes)
+            self.problem(key, f"expected an absolute {wanted} URL")
+            return None
+        return value
+
+    def path_value(self, key: str, base_dir: Path) -> Path | None:
+        """A filesystem path; a relative one is taken relative to `base_dir`."""
+        value = self.opt_text(key)
+        if value is None:
+            return None
+        if not value.strip():
+            self.problem(key, "must not be empty")
+            return None
+        return base_dir / value
+
+    def items(self, key: str) -> list[tuple[str, Any]] | None:
+        """A list as (item path, item) pairs, or None when absent or not a list."""
+        value: list[Any] | None = self._get(key, (list,), "a list", False)
+        if value is None:
+            return None
+        return [(f"{self.at(key)}[{index}]", item) for index, item in enumerate(value)]
+
+    def section(self, key: str) -> _Table:
+        """A sub-table (empty when absent or wrong) with its unknown keys already reported."""
+        value: Mapping[str, Any] | None = self._get(key, (Mapping,), "a table", False)
+        table = _Table(value or {}, self.at(key), self.problems, _SECTION_KEYS[key])
+        table.check_unknown()
+        return table
+
+    def tables(self, key: str) -> list[_Table]:
+        """An array of tables (`[[key]]`); the caller checks each one's keys."""
+        entries = self.items(key) or []
+        keys = _SOURCE_KEYS if key == "sources" else _ROUTE_KEYS
+        out: list[_Table] = []
+        for path, entry in entries:
+            if not isinstance(entry, Mapping):
+                self.problems.append(f"{path}: expected a table, got {_type_name(entry)}")
+                continue
+            out.append(_Table(entry, path, self.problems, keys))
+        return out
+
+
+def _server(table: _Table) -> ServerConfig:
+    return ServerConfig(
+        host=table.text("host", "127.0.0.1"),
+        port=table.integer("port", 8080, low=0, high=65535),
+        max_body_bytes=table.integer("max_body_bytes", 1_048_576, low=1024, high=_MAX_BODY_LIMIT),
+    )
+
+
+def _storage(table: _Table, base_dir: Path) -> StorageConfig:
+    path = table.path_value("path", base_dir)
+    return StorageConfig(path=path if path is not None else base_dir / "bot.sqlite3")
+
+
+def _templates(table: _Table, base_dir: Path) -> TemplatesConfig:
+    path = table.path_value("dir", base_dir)
+    if path is None:
+        return TemplatesConfig()
+    if not path.exists():
+        table.problem("dir", f"directory {path} does not exist")
+    elif not path.is_dir():
+        table.problem("dir", f"{path} is not a directory")
+    return TemplatesConfig(dir=path)
+
+
+def _behaviour(table: _Table) -> BehaviourConfig:
+    default = BehaviourConfig()
+    return BehaviourConfig(
+        on_change=table.choice("on_change", default.on_change, ON_CHANGE_CHOICES),
+        on_end=table.choice("on_end", default.on_end, ON_END_CHOICES),
+        end_grace=table.duration("end_grace", default.end_grace),
+        rejoin_window=table.duration("rejoin_window", default.rejoin_window),
+        change_cooldown=table.duration("change_cooldown", default.change_cooldown),
+    )
+
+
+def _sink_token(table: _Table, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(token, disabled_reason) for a chat sink; an unset token_env disables, not errors."""
+    if table.has("token") and table.has("token_env"):
+        table.problem("", "set token or token_env, not both")
+        return None, "invalid token configuration"
+    env_name = _env_name(table, "token_env")
+    if env_name is not None:
+        # Tokens never contain whitespace; a stray newline from a secrets file would
+        # otherwise end up in the Authorization header.
+        token = environ.get(env_name, "").strip()
+        return (token, None) if token else (None, f"token_env {env_name} is not set")
+    token = (table.opt_text("token") or "").strip()
+    return (token, None) if token else (None, "no token configured")
+
+
+def _discord(root: _Table, environ: Mapping[str, str]) -> DiscordConfig:
+    present = root.has("discord")
+    table = root.section("discord")
+    token, reason = _sink_token(table, environ)
+    guild_ids = _unique(
+        _snowflake(value, path, table.problems) for path, value in table.items("guild_ids") or []
+    )
+    return DiscordConfig(
+        token=token,
+        api_url=table.url("api_url", ("http", "https")),
+        gateway_url=table.url("gateway_url", ("ws", "wss")),
+        guild_ids=guild_ids,
+        disabled_reason=reason if present else DiscordConfig().disabled_reason,
+    )
+
+
+def _telegram(root: _Table, environ: Mapping[str, str]) -> TelegramConfig:
+    present = root.has("telegram")
+    table = root.section("telegram")
+    token, reason = _sink_token(table, environ)
+    return TelegramConfig(
+        token=token,
+        api_url=table.url("api_url", ("http", "https")),
+        disabled_reason=reason if present else TelegramConfig().disabled_reason,
+    )
+
+
+def _sources(tables: list[_Table], environ: Mapping[str, str]) -> tuple[SourceConfig, ...]:
+    out: list[SourceConfig] = []
+    first_seen: dict[str, str] = {}
+    for table in tables:
+        name = table.opt_text("name", required=True)
+        if name is not None and not _SOURCE_NAME.fullmatch(name):
+            table.problem(
+                "name", f"{_show(name)} must be 1-64 letters, digits, '_' or '-' (a URL segment)"
+            )
+        elif name is not None and name in first_seen:
+            table.problem("name", f"duplicate source name {name!r} (also {first_seen[name]})")
+        elif name is not None:
+            first_seen[name] = table.path
+        kind = table.choice("kind", "", SOURCE_KINDS, required=True)
+
+        own_keys = _SOURCE_KIND_KEYS.get(kind, ())
+        others = {
+            key: f"only {other} sources take it"
+            for other, keys in _SOURCE_KIND_KEYS.items()
+            for key in keys
+            if key not in own_keys
+        }
+        if kind:
+            table.keys = frozenset((*_SOURCE_KEYS, *own_keys))
+            table.check_unknown(also_known=others)
+        else:
+            # With a bad or missing kind we cannot tell which extra keys are valid; the
+            # kind's own problem is enough, so accept them all rather than pile on.
+            table.keys = frozenset((*_SOURCE_KEYS, *others))
+            table.check_unknown()
+
+        secret = _source_secret(table, environ)
+        tolerance = (
+            table.duration("tolerance", timedelta(minutes=5), positive=True)
+            if "tolerance" in own_keys
+            else timedelta(minutes=5)
+        )
+        if name is not None and kind and secret is not None:
+            out.append(SourceConfig(name=name, kind=kind, secret=secret, tolerance=tolerance))
+    return tuple(out)
+
+
+def _source_secret(table: _Table, environ: Mapping[str, str]) -> str | None:
+    """The webhook secret, given inline or through an environment variable that must be set."""
+    if table.has("secret") and table.has("secret_env"):
+        table.problem("", "set secret or secret_env, not both")
+        return None
+    if table.has("secret_env"):
+        env_name = _env_name(table, "secret_env")
+        if env_name is None:
+            return None
+        if env_name not in environ:
+            table.problem("secret_env", f"environment variable {env_name} is not set")
+            return None
+        from_env = environ[env_name]
+        if not from_env.strip():
+            table.problem("secret_env", f"environment variable {env_name} is empty")
+            return None
+        return from_env
+    inline = table.opt_text("secret")
+    if not table.has("secret"):
+        table.problem("secret", "is required (set secret or secret_env)")
+    elif inline is not None and not inline.strip():
+        table.problem("secret", "must not be empty")
+        return None
+    return inline
+
+
+def _route(table: _Table) -> RouteConfig:
+    table.check_unknown()
+    match: list[str] = []
+    raw_match = table.data.get("match")
+    match_items: list[tuple[str, Any]] = []
+    if not table.has("match"):
+        table.problem("match", "is required")
+    elif isinstance(raw_match, str):
+        # A single glob is common enough to allow without list brackets.
+        match_items = [(table.at("match"), raw_match)]
+    elif isinstance(raw_match, list):
+        if not raw_match:
+            table.problem("match", "must not be empty")
+        match_items = table.items("match") or []
+    else:
+        table.problem(
+            "match", f"expected a glob string or a list of them, got {_type_name(raw_match)}"
+        )
+    for path, glob in match_items:
+        if not isinstance(glob, str):
+            table.problems.append(f"{path}: expected a glob string, got {_type_name(glob)}")
+        elif not glob:
+            table.problems.append(f"{path}: must not be empty")
+        else:
+            match.append(glob)
+
+    events: set[str] = set()
+    event_items = table.items("events")
+    if event_items == []:
+        table.problem("events", "must not be empty (leave it out for the default kinds)")
+    for path, kind in event_items or []:
+        if not isinstance(kind, str):
+            table.problems.append(f"{path}: expected a string, got {_type_name(kind)}")
+        elif kind not in KNOWN_KINDS:
+            known = ", ".join(sorted(KNOWN_KINDS))
+            table.problems.append(f"{path}: unknown event kind {_show(kind)}; known: {known}")
+        else:
+            events.add(kind)
+
+    return RouteConfig(
+        match=_unique(match),
+        events=frozenset(events) if event_items else frozenset(NOTIFIED_KINDS),
+        discord_channels=_unique(
+            _snowflake(value, path, table.problems)
+            for path, value in table.items("discord_channels") or []
+        ),
+        telegram_chats=_unique(
+            _telegram_chat(value, path, table.problems)
+            for path, value in table.items("telegram_chats") or []
+        ),
+        mention_roles=_unique(
+            _snowflake(value, path, table.problems)
+            for path, value in table.items("mention_roles") or []
+        ),
+    )
+
+
+def _env_name(table: _Table, key: str) -> str | None:
+    name = table.opt_text(key)
+    if name is not None and not _ENV_NAME.fullmatch(name):
+        table.problem(key, f"{_show(name)} is not an environment variable name")
+        return None
+    return name
+
+
+def _snowflake(value: Any, path: str, problems: list[str]) -> int | None:
+    """A Discord id written as an integer or a string of digits."""
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        shown = _show(value) if isinstance(value, str) else _type_name(value)
+        problems.append(
+            f"{path}: expected a Discord id (a positive integer or a string of digits),"
+            f" got {shown}"
+        )
+        return None
+    if not 0 < number <= _MAX_SNOWFLAKE:
+        problems.append(f"{path}: a Discord id must be a positive 64-bit integer, got {number}")
+        return None
+    return number
+
+
+def _telegram_chat(value: Any, path: str, problems: list[str]) -> str | None:
+    """A Telegram chat: a numeric id (int or string) or a public "@username"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value != 0:
+        return str(value)
+    if isinstance(value, str):
+        if _CHAT_ID.fullmatch(value) and int(value) != 0:
+            return str(int(value))
+        if _CHAT_USERNAME.fullmatch(value):
+            return value
+    shown = _show(value) if isinstance(value, str) else _type_name(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        shown = "0"
+    problems.append(
+        f"{path}: expected a chat id like -1001234567890 or a public @username"
+        f" (5-32 letters, digits or _), got {shown}"
+    )
+    return None
+
+
+def _unique(values: Iterable[_T | None]) -> tuple[_T, ...]:
+    """The values that were valid, duplicates dropped, first occurrence order kept."""
+    return tuple(dict.fromkeys(value for value in values if value is not None))
+
+
+def _is_a(value: Any, types: tuple[type, ...]) -> bool:
+    # TOML keeps booleans and integers apart even though Python's bool is an int.
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, types)
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, Mapping):
+        return "table"
+    if isinstance(value, datetime):
+        return "datetime"
+    if isinstance(value, (date, time)):
+        return type(value).__name__
+    return "null" if value is None else type(value).__name__
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short repr of a user value for a message (never used for secrets)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,512 @@
+"""Tests for bot.config: defaults, the example file, and every kind of problem report."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import (
+    CONFIG_KEYS,
+    SOURCE_KINDS,
+    BehaviourConfig,
+    Config,
+    ServerConfig,
+    load_config,
+    read_config,
+)
+from bot.errors import ConfigError
+from bot.events import NOTIFIED_KINDS
+
+REPO = Path(__file__).parents[1]
+EXAMPLE = REPO / "bot.toml.example"
+SECRET = "s3cr3t-Zebra-Quokka-9931"
+TOKEN = "t0ken-Narwhal-Okapi-4417"
+
+
+def source(**overrides: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": "rec", "kind": "onliverec", "secret": SECRET}
+    entry.update(overrides)
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def load(data: dict[str, Any], environ: dict[str, str] | None = None, base: Path = REPO) -> Config:
+    return load_config(data, environ=environ or {}, base_dir=base)
+
+
+def problems(data: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(data, environ)
+    return info.value.problems
+
+
+def only_problem(data: dict[str, Any], environ: dict[str, str] | None = None) -> str:
+    found = problems(data, environ)
+    assert len(found) == 1, found
+    return found[0]
+
+
+# --- defaults and the example file ---------------------------------------------------
+
+
+def test_defaults_from_an_empty_mapping(tmp_path: Path) -> None:
+    config = load({}, base=tmp_path)
+    assert config.server == ServerConfig("127.0.0.1", 8080, 1_048_576)
+    assert config.storage.path == tmp_path / "bot.sqlite3"
+    assert config.console.enabled is True
+    assert not config.discord.enabled
+    assert config.discord.disabled_reason == "no [discord] section"
+    assert not config.telegram.enabled
+    assert config.telegram.disabled_reason == "no [telegram] section"
+    assert config.templates.dir is None
+    assert config.behaviour == BehaviourConfig()
+    assert config.behaviour.end_grace == timedelta(seconds=60)
+    assert config.behaviour.rejoin_window == timedelta(minutes=5)
+    assert config.sources == ()
+    assert config.routes == ()
+
+
+def test_minimal_source_and_route_defaults() -> None:
+    config = load({"sources": [source()], "routes": [{"match": "twitch/*"}]})
+    (src,) = config.sources
+    assert (src.name, src.kind, src.secret, src.tolerance) == (
+        "rec",
+        "onliverec",
+        SECRET,
+        timedelta(minutes=5),
+    )
+    (route,) = config.routes
+    assert route.match == ("twitch/*",)
+    assert route.events == frozenset(NOTIFIED_KINDS)
+    assert (route.discord_channels, route.telegram_chats, route.mention_roles) == ((), (), ())
+
+
+def test_example_file_loads_with_no_environment() -> None:
+    config = read_config(EXAMPLE, environ={})
+    assert config.server.host == "127.0.0.1"
+    assert config.server.port == 8080
+    assert config.storage.path == REPO / "bot.sqlite3"
+    assert config.console.enabled
+    assert not config.discord.enabled
+    assert not config.telegram.enabled
+    assert [(s.name, s.kind) for s in config.sources] == [("onliverec", "onliverec")]
+    assert [r.match for r in config.routes] == [("*",)]
+
+
+def _uncommented_example() -> str:
+    # Turn "# key = value" and "# [section]" lines back into TOML; prose stays a comment.
+    setting = re.compile(r"^# ?((?:\[\[?\w+\]\]?)|(?:\w+ = .*))$")
+    return "\n".join(
+        setting.sub(r"\1", line) for line in EXAMPLE.read_text(encoding="utf-8").splitlines()
+    )
+
+
+def test_example_file_with_everything_uncommented_loads(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    path = tmp_path / "bot.toml"
+    path.write_text(_uncommented_example(), encoding="utf-8")
+    environ = {
+        "DISCORD_TOKEN": TOKEN,
+        "TELEGRAM_TOKEN": TOKEN,
+        "LIVEPEER_WEBHOOK_SECRET": SECRET,
+        "FASTPIX_WEBHOOK_SECRET": SECRET,
+    }
+    config = read_config(path, environ=environ)
+    assert config.discord.enabled and config.telegram.enabled
+    assert sorted(s.kind for s in config.sources) == sorted(SOURCE_KINDS)
+    assert config.templates.dir == tmp_path / "templates"
+    assert config.behaviour == BehaviourConfig()  # the commented values are the defaults
+    assert len(config.routes) == 2
+    assert config.routes[1].telegram_chats == ("-1001234567890", "@mychannel")
+
+
+def test_example_and_docs_mention_every_key() -> None:
+    example = EXAMPLE.read_text(encoding="utf-8")
+    for key in sorted(CONFIG_KEYS):
+        assert re.search(rf"\b{re.escape(key.rsplit('.', 1)[1])} = ", example), key
+    docs = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for key in sorted(CONFIG_KEYS):
+        section, name = key.split(".")
+        assert f"`{name}`" in docs, key
+        assert f"[{section}]" in docs or f"[[{section[:-2]}]]" in docs, key
+
+
+# --- unknown keys ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"colour": "red"}, "colour: unknown key"),
+        ({"behavior": {}}, "behavior: unknown key; did you mean 'behaviour'?"),
+        ({"server": {"colour": 1}}, "server.colour: unknown key"),
+        ({"discord": {"tokne": "x"}}, "discord.tokne: unknown key; did you mean 'token'?"),
+        ({"sources": [source(url="x")]}, "sources[0].url: unknown key"),
+        ({"routes": [{"match": "*", "channel": 1}]}, "routes[0].channel: unknown key"),
+    ],
+)
+def test_unknown_keys_are_named_by_path(data: dict[str, Any], expected: str) -> None:
+    assert only_problem(data).startswith(expected)
+
+
+# --- wrong types and ranges -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"server": 5}, "server: expected a table, got integer"),
+        ({"server": {"port": "8080"}}, "server.port: expected an integer, got string"),
+        ({"server": {"port": True}}, "server.port: expected an integer, got boolean"),
+        ({"server": {"port": 80.0}}, "server.port: expected an integer, got float"),
+        ({"server": {"port": 70000}}, "server.port: must be between 0 and 65535, got 70000"),
+        ({"server": {"max_body_bytes": 10}}, "server.max_body_bytes: must be between 1024"),
+        ({"server": {"host": ["a"]}}, "server.host: expected a string, got list"),
+        ({"server": {"host": ""}}, "server.host: must not be empty"),
+        ({"console": {"enabled": 1}}, "console.enabled: expected a boolean (true or false), "),
+        ({"storage": {"path": 3}}, "storage.path: expected a string, got integer"),
+        ({"sources": {"name": "x"}}, "sources: expected a list, got table"),
+        ({"sources": ["x"]}, "sources[0]: expected a table, got string"),
+        ({"routes": [{"match": 5}]}, "routes[0].match: expected a glob string or a list"),
+        ({"routes": [{"match": []}]}, "routes[0].match: must not be empty"),
+        ({"routes": [{"match": ["a", 1]}]}, "routes[0].match[1]: expected a glob string"),
+        (
+            {"routes": [{"match": "*", "events": "live_start"}]},
+            "routes[0].events: expected a list",
+        ),
+        ({"routes": [{"match": "*", "events": []}]}, "routes[0].events: must not be empty"),
+        ({"discord": {"api_url": "ftp://x"}}, "discord.api_url: expected an absolute http://"),
+        ({"discord": {"gateway_url": "https://x"}}, "discord.gateway_url: expected an absolute"),
+        ({"telegram": {"api_url": "localhost:8081"}}, "telegram.api_url: expected an absolute"),
+        ({"discord": {"token_env": "NOT A NAME"}}, "discord.token_env: 'NOT A NAME' is not an"),
+    ],
+)
+def test_wrong_types_and_values(data: dict[str, Any], expected: str) -> None:
+    assert only_problem(data).startswith(expected)
+
+
+# --- required keys, secrets and tokens ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (source(name=None), "sources[0].name: is required"),
+        (source(kind=None), "sources[0].kind: is required"),
+        (source(secret=None), "sources[0].secret: is required (set secret or secret_env)"),
+        (source(secret_env="HOOK"), "sources[0]: set secret or secret_env, not both"),
+        (source(secret=""), "sources[0].secret: must not be empty"),
+        (source(secret=123), "sources[0].secret: expected a string, got integer"),
+        (source(kind="twitch"), "sources[0].kind: must be one of fastpix, livepeer, onliverec,"),
+        (source(name="has space"), "sources[0].name: 'has space' must be 1-64 letters"),
+        (source(name="a/b"), "sources[0].name: 'a/b' must be"),
+        (source(name="x" * 65), "sources[0].name: "),
+        (source(tolerance="1m"), "sources[0].tolerance: unknown key (only livepeer sources"),
+        (source(kind="livepeer", tolerance="0s"), "sources[0].tolerance: must be longer than"),
+        (source(kind="livepeer", tolerance="soon"), "sources[0].tolerance: 'soon' is not a"),
+    ],
+)
+def test_source_problems(entry: dict[str, Any], expected: str) -> None:
+    assert only_problem({"sources": [entry]}).startswith(expected)
+
+
+def test_route_match_is_required() -> None:
+    assert only_problem({"routes": [{"events": ["live_start"]}]}) == "routes[0].match: is required"
+
+
+def test_livepeer_tolerance() -> None:
+    config = load({"sources": [source(kind="livepeer", tolerance="90s")]})
+    assert config.sources[0].tolerance == timedelta(seconds=90)
+
+
+def test_secret_env_is_read_from_environ() -> None:
+    config = load({"sources": [source(secret=None, secret_env="HOOK")]}, {"HOOK": SECRET})
+    assert config.sources[0].secret == SECRET
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "sources[0].secret_env: environment variable HOOK is not set"),
+        ({"HOOK": ""}, "sources[0].secret_env: environment variable HOOK is empty"),
+    ],
+)
+def test_secret_env_unset_is_an_error(environ: dict[str, str], expected: str) -> None:
+    assert only_problem({"sources": [source(secret=None, secret_env="HOOK")]}, environ) == expected
+
+
+@pytest.mark.parametrize("section", ["discord", "telegram"])
+@pytest.mark.parametrize(
+    ("table", "environ", "reason"),
+    [
+        ({"token_env": "BOT_TOKEN"}, {}, "token_env BOT_TOKEN is not set"),
+        ({"token_env": "BOT_TOKEN"}, {"BOT_TOKEN": " \n"}, "token_env BOT_TOKEN is not set"),
+        ({"token": ""}, {}, "no token configured"),
+        ({}, {}, "no token configured"),
+    ],
+)
+def test_unresolved_token_disables_the_sink(
+    section: str, table: dict[str, Any], environ: dict[str, str], reason: str
+) -> None:
+    sink = getattr(load({section: table}, environ), section)
+    assert not sink.enabled
+    assert sink.token is None
+    assert sink.disabled_reason == reason
+
+
+@pytest.mark.parametrize("section", ["discord", "telegram"])
+def test_token_from_env_or_inline(section: str) -> None:
+    from_env = getattr(load({section: {"token_env": "BOT_TOKEN"}}, {"BOT_TOKEN": TOKEN}), section)
+    inline = getattr(load({section: {"token": TOKEN}}), section)
+    for sink in (from_env, inline):
+        assert sink.enabled
+        assert sink.token == TOKEN
+
+
+@pytest.mark.parametrize("section", ["discord", "telegram"])
+def test_token_and_token_env_together_is_an_error(section: str) -> None:
+    data = {section: {"token": TOKEN, "token_env": "BOT_TOKEN"}}
+    assert only_problem(data) == f"{section}: set token or token_env, not both"
+
+
+def test_discord_options() -> None:
+    config = load(
+        {
+            "discord": {
+                "token": TOKEN,
+                "api_url": "http://127.0.0.1:9000/api/v10",
+                "gateway_url": "ws://127.0.0.1:9000/",
+                "guild_ids": ["123456789012345678", 223456789012345678, "123456789012345678"],
+            }
+        }
+    )
+    assert config.discord.api_url == "http://127.0.0.1:9000/api/v10"
+    assert config.discord.gateway_url == "ws://127.0.0.1:9000/"
+    assert config.discord.guild_ids == (123456789012345678, 223456789012345678)
+
+
+# --- routes ---------------------------------------------------------------------------------
+
+
+def test_route_values_are_normalised() -> None:
+    (route,) = load(
+        {
+            "routes": [
+                {
+                    "match": ["twitch/*", "youtube/a", "twitch/*"],
+                    "events": ["live_start", "app_launch", "live_start"],
+                    "discord_channels": ["123456789012345678", 42],
+                    "telegram_chats": [-1001234567890, "-100123", "@channel_1", "007"],
+                    "mention_roles": ["234567890123456789"],
+                }
+            ]
+        }
+    ).routes
+    assert route.match == ("twitch/*", "youtube/a")
+    assert route.events == frozenset({"live_start", "app_launch"})
+    assert route.discord_channels == (123456789012345678, 42)
+    assert route.telegram_chats == ("-1001234567890", "-100123", "@channel_1", "7")
+    assert route.mention_roles == (234567890123456789,)
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        (
+            {"events": ["live_start", "error", "live_started"]},
+            "routes[0].events[2]: unknown event kind 'live_started'; known: app_exit,",
+        ),
+        ({"events": [5]}, "routes[0].events[0]: expected a string, got integer"),
+        ({"telegram_chats": ["mychannel"]}, "routes[0].telegram_chats[0]: expected a chat id"),
+        ({"telegram_chats": ["@abc"]}, "routes[0].telegram_chats[0]: expected a chat id"),
+        ({"telegram_chats": ["@" + "a" * 33]}, "routes[0].telegram_chats[0]: "),
+        ({"telegram_chats": [0]}, "routes[0].telegram_chats[0]: expected a chat id"),
+        ({"telegram_chats": [True]}, "routes[0].telegram_chats[0]: expected a chat id"),
+        ({"discord_channels": ["12ab"]}, "routes[0].discord_channels[0]: expected a Discord id"),
+        ({"discord_channels": [True]}, "routes[0].discord_channels[0]: expected a Discord id"),
+        ({"discord_channels": [1.5]}, "routes[0].discord_channels[0]: expected a Discord id"),
+        ({"mention_roles": [-5]}, "routes[0].mention_roles[0]: a Discord id must be a positive"),
+        ({"mention_roles": "123"}, "routes[0].mention_roles: expected a list, got string"),
+    ],
+)
+def test_route_problems(route: dict[str, Any], expected: str) -> None:
+    message = only_problem({"routes": [{"match": "*", **route}]})
+    assert message.startswith(expected)
+
+
+# --- behaviour and templates -----------------------------------------------------------------
+
+
+def test_behaviour_values() -> None:
+    behaviour = load(
+        {
+            "behaviour": {
+                "on_change": "both",
+                "on_end": "delete",
+                "end_grace": "90s",
+                "rejoin_window": "1h30m",
+                "change_cooldown": "0s",
+            }
+        }
+    ).behaviour
+    assert behaviour == BehaviourConfig(
+        "both", "delete", timedelta(seconds=90), timedelta(minutes=90), timedelta(0)
+    )
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [
+        ({"on_change": "delete"}, "behaviour.on_change: must be one of both, edit, post, got"),
+        ({"on_end": "nothing"}, "behaviour.on_end: must be one of both, delete, edit, post, got"),
+        ({"end_grace": "soon"}, "behaviour.end_grace: 'soon' is not a duration; write a number"),
+        ({"rejoin_window": 300}, "behaviour.rejoin_window: expected a duration string"),
+        ({"change_cooldown": "9" * 30 + "d"}, "behaviour.change_cooldown: "),
+    ],
+)
+def test_behaviour_problems(behaviour: dict[str, Any], expected: str) -> None:
+    assert only_problem({"behaviour": behaviour}).startswith(expected)
+
+
+def test_templates_dir(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "file.txt").write_text("x", encoding="utf-8")
+    config = load({"templates": {"dir": "mine"}}, base=tmp_path)
+    assert config.templates.dir == tmp_path / "mine"
+    with pytest.raises(ConfigError) as info:
+        load({"templates": {"dir": "missing"}}, base=tmp_path)
+    assert info.value.problems == [
+        f"templates.dir: directory {tmp_path / 'missing'} does not exist"
+    ]
+    with pytest.raises(ConfigError) as info:
+        load({"templates": {"dir": "file.txt"}}, base=tmp_path)
+    assert info.value.problems == [f"templates.dir: {tmp_path / 'file.txt'} is not a directory"]
+
+
+def test_storage_path_relative_and_absolute(tmp_path: Path) -> None:
+    assert load({"storage": {"path": "data/x.db"}}, base=tmp_path).storage.path == (
+        tmp_path / "data" / "x.db"
+    )
+    absolute = tmp_path / "elsewhere.db"
+    assert load({"storage": {"path": str(absolute)}}, base=REPO).storage.path == absolute
+
+
+# --- whole-file behaviour --------------------------------------------------------------------
+
+
+def test_duplicate_source_names() -> None:
+    entries = [source(), source(kind="fastpix"), source(name="other")]
+    assert only_problem({"sources": entries}) == (
+        "sources[1].name: duplicate source name 'rec' (also sources[0])"
+    )
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    found = problems(
+        {
+            "server": {"port": "x", "colour": 1},
+            "behaviour": {"on_change": "never"},
+            "sources": [source(kind="twitch"), source(name="b", secret=None)],
+            "routes": [{"events": ["nope"]}],
+        }
+    )
+    assert [p.split(":", 1)[0] for p in found] == [
+        "server.colour",
+        "server.port",
+        "behaviour.on_change",
+        "sources[0].kind",
+        "sources[1].secret",
+        "routes[0].match",
+        "routes[0].events[0]",
+    ]
+
+
+def test_secrets_never_appear_in_reprs_or_problems() -> None:
+    config = load(
+        {
+            "discord": {"token": TOKEN},
+            "telegram": {"token_env": "TG"},
+            "sources": [
+                source(),
+                source(name="lp", kind="livepeer", secret=None, secret_env="LP"),
+            ],
+        },
+        {"TG": TOKEN, "LP": SECRET},
+    )
+    assert config.discord.token == TOKEN and config.sources[1].secret == SECRET
+    for text in (repr(config), str(config), repr(config.sources), repr(config.discord)):
+        assert SECRET not in text
+        assert TOKEN not in text
+
+    # Every kind of problem a secret-bearing table can have, all in one file.
+    with pytest.raises(ConfigError) as info:
+        load(
+            {
+                "discord": {"token": TOKEN, "token_env": "TG", "secret": SECRET},
+                "telegram": {"token": TOKEN, "api_url": f"ftp://{TOKEN}@host"},
+                "sources": [
+                    source(secret_env="LP"),
+                    source(name="x y", kind="bogus", secreet=SECRET),
+                    source(name="lp", kind="livepeer", secret=None, secret_env="LP", x=SECRET),
+                ],
+            },
+            {"TG": TOKEN, "LP": SECRET},
+        )
+    err = info.value
+    assert len(err.problems) >= 6
+    for text in (str(err), repr(err), *err.problems):
+        assert SECRET not in text
+        assert TOKEN not in text
+
+
+# --- read_config ----------------------------------------------------------------------------
+
+
+def test_read_config_resolves_paths_against_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "conf" / "bot.toml"
+    path.parent.mkdir()
+    path.write_text('[storage]\npath = "db/bot.sqlite3"\n', encoding="utf-8")
+    assert read_config(path, environ={}).storage.path == tmp_path / "conf" / "db" / "bot.sqlite3"
+
+
+def test_read_config_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bot.toml"
+    path.write_text('[server]\nport = 8080\nhost = "unterminated\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        read_config(path, environ={})
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}: invalid TOML: ")
+    assert "line 3" in problem
+
+
+def test_read_config_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        read_config(path, environ={})
+    assert info.value.problems == [f"{path}: file not found"]
+
+
+def test_read_config_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "bot.toml"
+    path.write_bytes(b'[server]\nhost = "\xff"\n')
+    with pytest.raises(ConfigError) as info:
+        read_config(path, environ={})
+    assert info.value.problems[0].startswith(f"{path}: not UTF-8")
+
+
+def test_read_config_uses_os_environ_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMBOT_TEST_TOKEN", TOKEN)
+    path = tmp_path / "bot.toml"
+    path.write_text('[telegram]\ntoken_env = "STREAMBOT_TEST_TOKEN"\n', encoding="utf-8")
+    assert read_config(path).telegram.token == TOKEN
+
+
+def test_config_keys_cover_kind_specific_keys() -> None:
+    assert "sources[].tolerance" in CONFIG_KEYS
+    assert "server.host" in CONFIG_KEYS
+    assert all("." in key for key in CONFIG_KEYS)

@@ -1,0 +1,191 @@
+"""Outbox workers: deliver once, retry transient failures, fail permanent ones, isolate chats."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.dispatch import Dispatcher, Route
+from bot.errors import PermanentDeliveryError, TransientDeliveryError
+from bot.events import NOTIFIED_KINDS, Event
+from bot.outbox import BACKOFF_CAP_SECONDS, OutboxWorker, backoff_delay
+from bot.store import Delivery, Store
+
+T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
+
+
+class RecordingSink:
+    """A sink that records deliveries and fails on demand, per target."""
+
+    name = "discord"
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str, str]] = []
+        self.failures: dict[str, list[Exception]] = {}
+        self.blocked: dict[str, asyncio.Event] = {}
+        self.state = "running"
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def deliver(self, delivery: Delivery, event: Event) -> str | None:
+        if delivery.target in self.blocked:
+            await self.blocked[delivery.target].wait()
+        queue = self.failures.get(delivery.target)
+        if queue:
+            raise queue.pop(0)
+        self.delivered.append((delivery.target, event.event_id))
+        return f"msg-{delivery.id}"
+
+
+def queue_events(store: Store, channels: tuple[int, ...], *ids: str) -> None:
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=channels)
+    dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
+    for index, event_id in enumerate(ids):
+        at = T0 + timedelta(minutes=index)
+        dispatcher.accept(Event(source="rec", event_id=event_id, kind="error", occurred_at=at,
+                                received_at=at, platform="twitch", channel="quinn",
+                                error="x"))
+
+
+async def run_until(worker: OutboxWorker, done: Callable[[], bool], timeout: float = 5) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await task
+
+
+async def test_each_delivery_is_sent_once_and_remembers_its_message_id(store: Store) -> None:
+    queue_events(store, (1, 2), "a", "b")
+    sink = RecordingSink()
+    worker = OutboxWorker(store=store, sink=sink)
+    await run_until(worker, lambda: len(sink.delivered) == 4)
+    await asyncio.sleep(0.05)
+    assert sorted(sink.delivered) == [("1", "a"), ("1", "b"), ("2", "a"), ("2", "b")]
+    assert store.outbox_counts().by_state == {"sent": 4}
+    ids = [r["message_id"] for r in store.conn.execute("SELECT message_id FROM deliveries")]
+    assert all(i and i.startswith("msg-") for i in ids)
+
+
+async def test_messages_to_one_chat_keep_their_order(store: Store) -> None:
+    queue_events(store, (1,), "first", "second", "third")
+    sink = RecordingSink()
+    await run_until(OutboxWorker(store=store, sink=sink), lambda: len(sink.delivered) == 3)
+    assert [e for _t, e in sink.delivered] == ["first", "second", "third"]
+
+
+async def test_transient_failure_is_retried_later_with_backoff(store: Store) -> None:
+    queue_events(store, (1,), "a")
+    sink = RecordingSink()
+    sink.failures["1"] = [TransientDeliveryError("503 from Discord", retry_after=0.05)]
+    clock_start = T0.timestamp()
+    worker = OutboxWorker(store=store, sink=sink)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    async with asyncio.timeout(5):
+        while store.outbox_counts().by_state.get("pending") != 1 or not store.conn.execute(
+            "SELECT last_error FROM deliveries"
+        ).fetchone()[0]:
+            await asyncio.sleep(0.01)
+    row = store.conn.execute("SELECT * FROM deliveries").fetchone()
+    assert row["attempts"] == 1
+    assert "503 from Discord" in row["last_error"]
+    # Backoff: at least half the first ceiling, even though retry_after was tiny.
+    assert row["not_before"] - row["updated_at"] >= 1.0
+    # Make it due now and poke the worker, as the timer would later.
+    store.conn.execute("UPDATE deliveries SET not_before = ?", (clock_start,))
+    worker.wake()
+    async with asyncio.timeout(5):
+        while not sink.delivered:
+            await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    assert sink.delivered == [("1", "a")]
+    assert store.outbox_counts().by_state == {"sent": 1}
+
+
+async def test_permanent_failure_fails_at_once_visibly(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue_events(store, (1,), "a")
+    sink = RecordingSink()
+    sink.failures["1"] = [PermanentDeliveryError("Missing Access (50001)")]
+    await run_until(OutboxWorker(store=store, sink=sink),
+                    lambda: store.outbox_counts().by_state.get("failed") == 1)
+    row = store.conn.execute("SELECT state, attempts, last_error FROM deliveries").fetchone()
+    assert (row["state"], row["attempts"]) == ("failed", 1)
+    assert "Missing Access" in row["last_error"]
+    assert any("Missing Access" in r.getMessage() and r.levelname == "ERROR"
+               for r in caplog.records)
+
+
+async def test_transient_failure_past_max_age_gives_up(store: Store) -> None:
+    queue_events(store, (1,), "a")
+    store.conn.execute("UPDATE deliveries SET created_at = created_at - 90000")
+    sink = RecordingSink()
+    sink.failures["1"] = [TransientDeliveryError("timeout")]
+    await run_until(OutboxWorker(store=store, sink=sink, max_age=timedelta(hours=24)),
+                    lambda: store.outbox_counts().by_state.get("failed") == 1)
+    assert sink.delivered == []
+
+
+async def test_a_stuck_chat_does_not_hold_up_another(store: Store) -> None:
+    queue_events(store, (1, 2), "a", "b")
+    sink = RecordingSink()
+    sink.blocked["1"] = asyncio.Event()
+    worker = OutboxWorker(store=store, sink=sink)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    async with asyncio.timeout(5):
+        while len(sink.delivered) < 2:
+            await asyncio.sleep(0.01)
+    assert sink.delivered == [("2", "a"), ("2", "b")]
+    sink.blocked["1"].set()
+    async with asyncio.timeout(5):
+        while len(sink.delivered) < 4:
+            await asyncio.sleep(0.01)
+    stop.set()
+    await task
+
+
+async def test_deliveries_in_flight_at_a_crash_are_resumed(store: Store) -> None:
+    queue_events(store, (1,), "a")
+    claimed = store.claim_due("discord", now=T0.timestamp() + 1e9)
+    assert len(claimed) == 1
+    # The process died here: the row is stuck in 'sending'.
+    assert store.requeue_in_flight() == 1
+    sink = RecordingSink()
+    await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.delivered))
+    assert sink.delivered == [("1", "a")]
+
+
+async def test_an_unexpected_crash_in_a_sink_keeps_the_delivery(store: Store) -> None:
+    queue_events(store, (1,), "a")
+    sink = RecordingSink()
+    sink.failures["1"] = [RuntimeError("bug")]
+    await run_until(OutboxWorker(store=store, sink=sink),
+                    lambda: bool(store.conn.execute(
+                        "SELECT last_error FROM deliveries").fetchone()[0]))
+    assert store.outbox_counts().by_state == {"pending": 1}
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 5, 30])
+def test_backoff_grows_and_is_capped(attempts: int) -> None:
+    low = backoff_delay(attempts, rng=lambda: 0.0)
+    high = backoff_delay(attempts, rng=lambda: 1.0)
+    assert 0 < low <= high <= BACKOFF_CAP_SECONDS
+    assert high == 2 * low
+    if attempts > 1:
+        assert backoff_delay(attempts, rng=lambda: 0.0) >= backoff_delay(
+            attempts - 1, rng=lambda: 0.0)
