@@ -31,7 +31,7 @@ IDLE_POLL_SECONDS = 30.0
 
 def backoff_delay(attempts: int, *, rng: Callable[[], float] = random.random) -> float:
     """Seconds to wait after `attempts` failed tries: exponential, capped, full jitter."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0))
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** max(attempts - 1, 0))
     # "Equal jitter": never less than half the ceiling, so retries still spread out.
     return ceiling / 2 + rng() * ceiling / 2
 
@@ -86,10 +86,12 @@ class OutboxWorker:
                 self._deliver_batch(batch), name=f"deliver-{self._sink.name}-{target}"
             )
             self._in_flight[target] = task
-            task.add_done_callback(lambda _t, target=target: self._finished(target))
+            task.add_done_callback(self._finished)
 
-    def _finished(self, target: str) -> None:
-        self._in_flight.pop(target, None)
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        for target, running in list(self._in_flight.items()):
+            if running is task:
+                del self._in_flight[target]
         # The target is free again: anything queued for it meanwhile can go now.
         self._wakeup.set()
 

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 SOURCES_KEY: Final = web.AppKey("sources", dict[str, Source])
 DISPATCHER_KEY: Final = web.AppKey("dispatcher", Dispatcher)
-HEALTH_KEY: Final = web.AppKey("health", Callable[[], dict[str, Any]])
+HealthReport = Callable[[], dict[str, Any]]
+HEALTH_KEY: Final[web.AppKey[HealthReport]] = web.AppKey("health")
 LIMIT_KEY: Final = web.AppKey("max_body_bytes", int)
 # (source, type) pairs already logged as ignored, so a chatty sender logs once per type.
 IGNORED_KEY: Final = web.AppKey("ignored_types", set[tuple[str, str]])

@@ -29,7 +29,7 @@ def dispatcher(
     store: Store, *routes: Route, sinks: tuple[str, ...] = ("console", "discord", "telegram")
 ) -> Dispatcher:
     return Dispatcher(store=store, routes=routes or (EVERYTHING,), sinks=sinks,
-                      clock=lambda: T0.timestamp())
+                      clock=T0.timestamp)
 
 
 def kinds_notified(result: object) -> list[str]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
-from bot.sources.base import Source, SourceFactory, WebhookRequest
+from bot.config import SourceConfig
+from bot.sources.base import Source, WebhookRequest
 from bot.sources.onliverec import OneLiveRecSource
 
-SOURCE_TYPES: Final[dict[str, SourceFactory]] = {
+#: Source kind (`[[sources]] kind`) -> the class that handles it.
+SOURCE_TYPES: Final[dict[str, Callable[[SourceConfig], Source]]] = {
     OneLiveRecSource.kind: OneLiveRecSource,
 }
 
-__all__ = ["SOURCE_TYPES", "Source", "SourceFactory", "WebhookRequest"]
+__all__ = ["SOURCE_TYPES", "Source", "WebhookRequest"]

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from bot.errors import SchemaError
 
 if TYPE_CHECKING:
-    from bot.config import SourceConfig
     from bot.events import Event
 
 
@@ -35,8 +34,6 @@ class Source(Protocol):
     """
 
     kind: ClassVar[str]
-    #: Query parameters that carry secrets; the access log shows them as "***".
-    secret_query_params: ClassVar[frozenset[str]]
 
     @property
     def name(self) -> str:
@@ -52,17 +49,6 @@ class Source(Protocol):
         ...
 
 
-class SourceFactory(Protocol):
-    """A Source class: built from its `[[sources]]` entry."""
-
-    kind: ClassVar[str]
-    secret_query_params: ClassVar[frozenset[str]]
-
-    def __call__(self, config: SourceConfig) -> Source:
-        """Build the source."""
-        ...
-
-
 def body_digest(body: bytes) -> str:
     """A stable id for a payload that carries none: retries of the same body dedupe."""
     return "sha256:" + hashlib.sha256(body).hexdigest()
@@ -71,7 +57,7 @@ def body_digest(body: bytes) -> str:
 class Fields:
     """Typed access to one JSON object, raising SchemaError with the full field path.
 
-    `Fields(payload).obj("data").str("channel")` fails with "data.channel: ..." so a
+    `Fields(payload).obj("data").string("channel")` fails with "data.channel: ..." so a
     sender sees exactly which field is wrong.
     """
 
@@ -101,7 +87,7 @@ class Fields:
             raise SchemaError(self._sub(key), f"expected {label}, got {_type_name(value)}")
         return value
 
-    def str(self, key: str, *, required: bool = False) -> str | None:
+    def string(self, key: str, *, required: bool = False) -> str | None:
         """A string field (None when absent or null, unless required)."""
         value: str | None = self._get(key, str, "a string", required)
         return value
@@ -127,7 +113,7 @@ class Fields:
         value = self._get(key, (int, float), "a number", required)
         return None if value is None else float(value)
 
-    def bool(self, key: str, *, required: bool = False) -> bool | None:
+    def boolean(self, key: str, *, required: bool = False) -> bool | None:
         """A JSON boolean."""
         value: bool | None = self._get(key, bool, "a boolean", required)
         return value
@@ -158,14 +144,14 @@ class Fields:
             out.append(item)
         return tuple(out)
 
-    def list(self, key: str) -> Sequence[Any]:
+    def array(self, key: str) -> Sequence[Any]:
         """A list of anything (empty when absent)."""
         value = self._get(key, list, "a list", False)
         return value if value is not None else ()
 
     def time(self, key: str, *, required: bool = False) -> datetime | None:
         """An RFC 3339 timestamp string, returned as an aware UTC datetime."""
-        value = self.str(key, required=required)
+        value = self.string(key, required=required)
         if value is None:
             return None
         return parse_rfc3339(value, self._sub(key))
@@ -190,7 +176,7 @@ def parse_rfc3339(value: str, path: str) -> datetime:
     head, dot, rest = text.partition(".")
     if dot:
         digits = len(rest) - len(rest.lstrip("0123456789"))
-        text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+        text = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

@@ -34,7 +34,6 @@ class OneLiveRecSource:
     """Parses OneLiveRec webhooks; the secret travels as the `key` query parameter."""
 
     kind: ClassVar[str] = "onliverec"
-    secret_query_params: ClassVar[frozenset[str]] = frozenset({"key"})
 
     def __init__(self, config: SourceConfig) -> None:
         self._name = config.name
@@ -74,7 +73,7 @@ class OneLiveRecSource:
             return base
         # Errors may come from the recorder itself, with no channel attached.
         needs_channel = kind != ev.ERROR
-        platform = data.req_str("platform") if needs_channel else data.str("platform")
+        platform = data.req_str("platform") if needs_channel else data.string("platform")
         channel = data.id_str("channel", required=needs_channel)
         if kind in _RECORDING_KINDS:
             return base.with_changes(
@@ -87,13 +86,13 @@ class OneLiveRecSource:
             live = _live_info(data.obj("new_live_info"))
         else:
             live = _live_info(data.obj("live_info"))
-        error = data.str("error") if kind == ev.ERROR else None
+        error = data.string("error") if kind == ev.ERROR else None
         display = (live.uname if live else None) or (old.uname if old else None)
         return base.with_changes(
             platform=platform,
             channel=channel,
             display_name=display,
-            url=data.str("url"),
+            url=data.string("url"),
             live=live,
             old_live=old,
             error=error,
@@ -106,13 +105,13 @@ def _live_info(fields: Fields | None) -> LiveInfo | None:
     if fields is None or not fields.data:
         return None
     return LiveInfo(
-        title=fields.str("title"),
+        title=fields.string("title"),
         categories=fields.str_list("categories"),
-        cover=fields.str("cover"),
-        avatar=fields.str("avatar"),
+        cover=fields.string("cover"),
+        avatar=fields.string("avatar"),
         uid=fields.id_str("uid"),
-        uname=fields.str("uname"),
-        status=fields.str("status"),
+        uname=fields.string("uname"),
+        status=fields.string("status"),
         live_id=fields.id_str("live_id"),
         start_time=fields.time("start_time"),
     )
@@ -120,8 +119,8 @@ def _live_info(fields: Fields | None) -> LiveInfo | None:
 
 def _recording_details(kind: str, data: Fields) -> dict[str, Any]:
     if kind == "video_transmux_finish":
-        return {"input": data.str("input"), "output": data.str("output")}
-    details: dict[str, Any] = {"path": data.str("path")}
+        return {"input": data.string("input"), "output": data.string("output")}
+    details: dict[str, Any] = {"path": data.string("path")}
     if kind == "video_file_finish":
         details["filesize"] = data.number("filesize")
         details["duration"] = data.number("duration")
