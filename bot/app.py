@@ -60,8 +60,18 @@ def routes_from_config(config: Config) -> list[Route]:
     ]
 
 
+# The secret bot.toml.example ships with; fine on 127.0.0.1, not once exposed.
+EXAMPLE_SECRET = "example-secret-change-me"
+
+
 def build_sources(config: Config) -> dict[str, Source]:
     """One Source per `[[sources]]` entry, keyed by its name (the URL path segment)."""
+    for entry in config.sources:
+        if entry.secret == EXAMPLE_SECRET:
+            log.warning(
+                "source %s still uses the example secret; change it before exposing the bot",
+                entry.name,
+            )
     return {entry.name: SOURCE_TYPES[entry.kind](entry) for entry in config.sources}
 
 

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from bot import events as ev
 from bot.events import Event, LiveInfo, utcnow
-from bot.store import StreamState, Store
+from bot.store import Store, StreamState
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,15 @@ from typing import Final
 
 from bot.config import SourceConfig
 from bot.sources.base import Source, WebhookRequest
+from bot.sources.fastpix import FastPixSource
+from bot.sources.livepeer import LivepeerSource
 from bot.sources.onliverec import OneLiveRecSource
 
 #: Source kind (`[[sources]] kind`) -> the class that handles it.
 SOURCE_TYPES: Final[dict[str, Callable[[SourceConfig], Source]]] = {
     OneLiveRecSource.kind: OneLiveRecSource,
+    LivepeerSource.kind: LivepeerSource,
+    FastPixSource.kind: FastPixSource,
 }
 
 __all__ = ["SOURCE_TYPES", "Source", "WebhookRequest"]

@@ -23,6 +23,17 @@ class WebhookRequest:
     body: bytes
     received_at: datetime
 
+    def header(self, name: str) -> str | None:
+        """A header by name, case-insensitively (aiohttp's mapping is; a plain dict is not)."""
+        value = self.headers.get(name)
+        if value is not None:
+            return value
+        lowered = name.lower()
+        for key, item in self.headers.items():
+            if key.lower() == lowered:
+                return item
+        return None
+
 
 class Source(Protocol):
     """A webhook provider: checks who sent a request, then turns its JSON into an Event.

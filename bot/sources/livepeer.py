@@ -64,7 +64,6 @@ class LivepeerSource:
     """Verifies and parses Livepeer Studio webhooks."""
 
     kind: ClassVar[str] = "livepeer"
-    secret_query_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: SourceConfig) -> None:
         self._name = config.name
@@ -87,7 +86,7 @@ class LivepeerSource:
         """
         if not self._secret:
             raise AuthError()
-        header = _header(request.headers, SIGNATURE_HEADER)
+        header = request.header(SIGNATURE_HEADER)
         if header is None:
             raise AuthError()
         sent_ms, signatures = _parse_signature_header(header)
@@ -146,18 +145,18 @@ class LivepeerSource:
         url: str | None = None
         live: LiveInfo | None = None
         if stream is not None:
-            stream_id = stream.req_str("id") if state_event else stream.id_str("id")
+            stream_id: str | None = stream.req_str("id") if state_event else stream.id_str("id")
             # A session object names its parent stream; the parent is the stable key.
             parent_id = stream.id_str("parentId")
             channel = parent_id or stream_id
             if parent_id is not None and session_id is None:
                 session_id = stream_id
-            display = stream.str("name")
-            playback_id = stream.str("playbackId")
+            display = stream.string("name")
+            playback_id = stream.string("playbackId")
             if playback_id:
                 url = WATCH_URL.format(playback_id=playback_id)
                 details["playback_id"] = playback_id
-            record = stream.bool("record")
+            record = stream.boolean("record")
             if record is not None:
                 details["record"] = record
             live = LiveInfo(
@@ -177,7 +176,7 @@ class LivepeerSource:
             error = _task(body, details, failed=kind == ev.ERROR)
         elif etype == "recording.ready":
             for key, name in (("recordingUrl", "recording_url"), ("mp4Url", "mp4_url")):
-                value = body.str(key)
+                value = body.string(key)
                 if value:
                     details[name] = value
 
@@ -195,18 +194,6 @@ class LivepeerSource:
             error=error,
             details=details,
         )
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header by name, case-insensitively (aiohttp's mapping is; a plain dict is not)."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, item in headers.items():
-        if key.lower() == lowered:
-            return item
-    return None
 
 
 def _parse_signature_header(header: str) -> tuple[int, list[bytes]]:
@@ -261,10 +248,13 @@ def _multistream(body: Fields, details: dict[str, Any], *, failed: bool) -> str 
     name = profile = None
     if target is not None:
         target_id = target.id_str("id")
-        name = target.str("name")
-        profile = target.str("profile")
-        for key, value in (("target_id", target_id), ("target_name", name),
-                           ("target_profile", profile)):
+        name = target.string("name")
+        profile = target.string("profile")
+        for key, value in (
+            ("target_id", target_id),
+            ("target_name", name),
+            ("target_profile", profile),
+        ):
             if value is not None:
                 details[key] = value
     if not failed:
@@ -273,7 +263,7 @@ def _multistream(body: Fields, details: dict[str, Any], *, failed: bool) -> str 
     if profile:
         where += f" ({profile})"
     # Livepeer sends no reason with multistream.error, only which target failed.
-    reason = body.str("errorMessage") or body.str("error")
+    reason = body.string("errorMessage") or body.string("error")
     text = f"Multistreaming to {where} failed"
     return f"{text}: {reason}" if reason else text
 
@@ -283,7 +273,7 @@ def _asset(body: Fields, details: dict[str, Any], *, failed: bool) -> str | None
     asset = body.obj("asset") or body
     asset_id = asset.id_str("id")
     snapshot = asset.obj("snapshot")
-    name = snapshot.str("name") if snapshot is not None else None
+    name = snapshot.string("name") if snapshot is not None else None
     if asset_id is not None:
         details["asset_id"] = asset_id
     if name is not None:
@@ -302,7 +292,7 @@ def _task(body: Fields, details: dict[str, Any], *, failed: bool) -> str | None:
     snapshot = None
     if task is not None:
         task_id = task.id_str("id")
-        task_type = task.str("type")
+        task_type = task.string("type")
         snapshot = task.obj("snapshot")
         if task_id is not None:
             details["task_id"] = task_id
@@ -320,4 +310,4 @@ def _status_error(snapshot: Fields | None) -> str | None:
     if snapshot is None:
         return None
     status = snapshot.obj("status")
-    return status.str("errorMessage") if status is not None else None
+    return status.string("errorMessage") if status is not None else None
