@@ -493,6 +493,14 @@ class Store:
         counts.oldest_pending_created = row[0]
         return counts
 
+    def failed_count(self, sink: str, target: str) -> int:
+        """How many deliveries to one chat failed for good."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM deliveries WHERE sink = ? AND target = ? AND state = 'failed'",
+            (sink, target),
+        ).fetchone()
+        return int(row[0])
+
     def deliveries_for_event(self, event_row: int) -> list[sqlite3.Row]:
         """All delivery rows of one event (for tests and the CLI)."""
         return self.conn.execute(

@@ -1,0 +1,292 @@
+"""Chat commands without platform code: /status /mute /unmute /mutes /subscribe /unsubscribe.
+
+A sink turns its platform's invocation into one of these calls (checking permissions
+the platform's way first) and formats what comes back. Replies are plain text with no
+markup; the sink escapes them. Mistakes a user can make (a bad duration, a streamer the
+bot has never seen) raise CommandError with a message meant to be shown as is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from bot.dispatch import Route, glob_match
+from bot.durations import format_duration, looks_like_duration, parse_duration
+from bot.errors import BotError
+from bot.store import Mute, Store, Subscription
+
+MAX_MUTE: Final = timedelta(days=365)
+MAX_PATTERN_LENGTH: Final = 100
+_GLOB_CHARS: Final = frozenset("*?[")
+
+COMMAND_HELP: Final[tuple[tuple[str, str], ...]] = (
+    ("status", "who is live, and what is muted here"),
+    ("mute", "mute notifications here: all, or one streamer, for a while or until unmuted"),
+    ("unmute", "lift a mute here (all mutes when no streamer is given)"),
+    ("mutes", "list the mutes in force here"),
+    ("subscribe", "send notifications for streamers matching a pattern here"),
+    ("unsubscribe", "stop a subscription made with subscribe"),
+    ("help", "what this bot does and how to use it"),
+)
+#: The commands that change something, which need a moderator in group chats.
+CHANGING_COMMANDS: Final = frozenset({"mute", "unmute", "subscribe", "unsubscribe"})
+
+
+class CommandError(BotError):
+    """A mistake in a command's arguments; the message is shown to the user as is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """Where a command was sent: a Discord channel or a Telegram chat."""
+
+    sink: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEntry:
+    """One live stream in a /status answer."""
+
+    key: str
+    name: str
+    url: str | None
+    title: str | None
+    categories: tuple[str, ...]
+    started_at: datetime | None
+    uptime: timedelta | None
+
+
+@dataclass(frozen=True, slots=True)
+class MuteEntry:
+    """One mute in force in a chat."""
+
+    pattern: str
+    until: datetime | None
+
+    def describe(self, now: datetime) -> str:
+        """"twitch/quinn for 1h 59m" or "everything until unmuted"."""
+        what = "everything" if self.pattern == "*" else self.pattern
+        if self.until is None:
+            return f"{what} until unmuted"
+        return f"{what} for {format_duration(self.until - now)} more"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """What /status shows: live streams for this chat, mutes here, failing deliveries."""
+
+    live: tuple[LiveEntry, ...]
+    mutes: tuple[MuteEntry, ...]
+    #: True when `live` is limited to the streams routed to this chat.
+    scoped: bool
+    #: Deliveries to this chat that failed for good (shown to admins).
+    failed_deliveries: int
+    now: datetime
+
+
+class Commands:
+    """The command logic over the store; one instance serves every sink."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        routes: Sequence[Route],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._routes = tuple(routes)
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    # -- reading -------------------------------------------------------------------
+
+    def status(self, chat: Chat) -> StatusReport:
+        """Live streams routed to this chat (every live stream if none is), and mutes."""
+        now = self._now()
+        patterns = self.patterns_for(chat)
+        live = []
+        for stream in self._store.live_streams():
+            if patterns and not any(glob_match(stream.streamer_key, p) for p in patterns):
+                continue
+            started = stream.started_at
+            live.append(
+                LiveEntry(
+                    key=stream.streamer_key,
+                    name=stream.display_name or stream.info.uname or stream.streamer_key,
+                    url=stream.url,
+                    title=stream.info.title,
+                    categories=stream.info.categories,
+                    started_at=started,
+                    uptime=max(now - started, timedelta(0)) if started else None,
+                )
+            )
+        return StatusReport(
+            live=tuple(live),
+            mutes=self.mutes(chat),
+            scoped=bool(patterns),
+            failed_deliveries=self._store.failed_count(chat.sink, chat.target),
+            now=now,
+        )
+
+    def mutes(self, chat: Chat) -> tuple[MuteEntry, ...]:
+        """The mutes in force in this chat."""
+        rows = self._store.mutes_for(chat.sink, chat.target, self._clock())
+        return tuple(
+            MuteEntry(
+                pattern=row.pattern,
+                until=datetime.fromtimestamp(row.until, UTC) if row.until is not None else None,
+            )
+            for row in rows
+        )
+
+    def patterns_for(self, chat: Chat) -> list[str]:
+        """The streamer patterns routed to this chat by config and by /subscribe."""
+        patterns: list[str] = []
+        for route in self._routes:
+            targets: Sequence[object] = (
+                [str(c) for c in route.discord_channels]
+                if chat.sink == "discord"
+                else route.telegram_chats
+            )
+            if chat.target in targets:
+                patterns.extend(route.patterns)
+        patterns.extend(
+            sub.pattern
+            for sub in self._store.subscriptions()
+            if (sub.sink, sub.target) == (chat.sink, chat.target)
+        )
+        return patterns
+
+    def complete_streamers(self, typed: str, *, limit: int = 25) -> list[str]:
+        """Known streamer keys containing what the user typed so far (for autocomplete)."""
+        needle = typed.strip().casefold()
+        keys = self._store.known_streamers()
+        starts = [k for k in keys if k.casefold().startswith(needle)]
+        contains = [k for k in keys if needle in k.casefold() and k not in starts]
+        return (starts + contains)[:limit]
+
+    # -- changing ------------------------------------------------------------------
+
+    def mute(
+        self, chat: Chat, streamer: str | None, duration: str | None, *, by: str | None = None
+    ) -> str:
+        """Mute one streamer (or all) here, for a duration or until unmuted."""
+        pattern = self._existing_pattern(streamer) if streamer else "*"
+        length = self._duration(duration) if duration else None
+        until = self._clock() + length.total_seconds() if length is not None else None
+        with self._store.transaction():
+            self._store.add_mute(
+                Mute(chat.sink, chat.target, pattern, until), created_by=by, now=self._clock()
+            )
+        what = "every stream" if pattern == "*" else pattern
+        if length is None:
+            return f"Muted {what} here until you unmute it."
+        return f"Muted {what} here for {format_duration(length)}."
+
+    def unmute(self, chat: Chat, streamer: str | None) -> str:
+        """Lift one mute, or every mute here when no streamer is given."""
+        pattern = streamer.strip() if streamer else None
+        with self._store.transaction():
+            removed = self._store.remove_mute(chat.sink, chat.target, pattern)
+        if removed:
+            if pattern is None:
+                return f"Unmuted everything here ({removed} mute{'s' * (removed != 1)} lifted)."
+            return f"Unmuted {pattern} here."
+        if pattern is None:
+            return "Nothing is muted here."
+        others = [m.pattern for m in self.mutes(chat)]
+        if others:
+            return f"{pattern} is not muted here on its own. Muted here: {', '.join(others)}."
+        return f"{pattern} is not muted here."
+
+    def subscribe(self, chat: Chat, pattern: str, *, by: str | None = None) -> str:
+        """Route streamers matching `pattern` to this chat."""
+        pattern = self._pattern(pattern)
+        with self._store.transaction():
+            added = self._store.add_subscription(
+                Subscription(chat.sink, chat.target, pattern), created_by=by, now=self._clock()
+            )
+        if not added:
+            return f"This chat already follows {pattern}."
+        known = [k for k in self._store.known_streamers() if glob_match(k, pattern)]
+        hint = f" It matches {len(known)} known streamer(s)." if known else ""
+        return f"Subscribed: notifications for {pattern} will come here.{hint}"
+
+    def unsubscribe(self, chat: Chat, pattern: str) -> str:
+        """Undo a subscription made in this chat."""
+        pattern = pattern.strip()
+        with self._store.transaction():
+            removed = self._store.remove_subscription(
+                Subscription(chat.sink, chat.target, pattern)
+            )
+        if removed:
+            return f"Unsubscribed from {pattern}."
+        mine = [
+            sub.pattern
+            for sub in self._store.subscriptions()
+            if (sub.sink, sub.target) == (chat.sink, chat.target)
+        ]
+        if mine:
+            return f"This chat does not follow {pattern}. It follows: {', '.join(mine)}."
+        return f"This chat does not follow {pattern} (it has no subscriptions)."
+
+    # -- argument checks -----------------------------------------------------------
+
+    def _duration(self, text: str) -> timedelta:
+        try:
+            length = parse_duration(text)
+        except ValueError:
+            raise CommandError(
+                f"{text!r} is not a duration. Use forms like 30m, 2h or 1d."
+            ) from None
+        if length <= timedelta(0):
+            raise CommandError("A mute must last longer than 0 seconds.")
+        if length > MAX_MUTE:
+            raise CommandError("A timed mute lasts at most 365d; leave out the duration to "
+                               "mute until you unmute.")
+        return length
+
+    def _pattern(self, text: str) -> str:
+        pattern = text.strip()
+        if not pattern:
+            raise CommandError("Name a streamer as platform/channel, or a pattern like twitch/*.")
+        if len(pattern) > MAX_PATTERN_LENGTH:
+            raise CommandError(f"That pattern is too long (at most {MAX_PATTERN_LENGTH}).")
+        if pattern != "*" and "/" not in pattern:
+            raise CommandError(
+                f"{pattern!r} is not a streamer. Name it as platform/channel "
+                "(like twitch/quinn), or use a pattern like twitch/*."
+            )
+        return pattern
+
+    def _existing_pattern(self, text: str) -> str:
+        """A pattern that must match a known streamer unless it is a glob."""
+        pattern = self._pattern(text)
+        if _GLOB_CHARS & set(pattern):
+            return pattern
+        known = self._store.known_streamers()
+        for key in known:
+            if key.casefold() == pattern.casefold():
+                return key
+        suggestions = self.complete_streamers(pattern.split("/")[-1], limit=5)
+        hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
+        raise CommandError(f"No streamer {pattern!r} is known to this bot.{hint}")
+
+
+def split_mute_arguments(args: Sequence[str]) -> tuple[str | None, str | None]:
+    """`[streamer] [duration]` from positional words; a lone duration is the duration."""
+    if not args:
+        return None, None
+    if len(args) == 1:
+        return (None, args[0]) if looks_like_duration(args[0]) else (args[0], None)
+    if len(args) == 2:
+        return args[0], args[1]
+    raise CommandError("Use: mute [streamer] [duration], like: mute twitch/quinn 2h")

@@ -1,0 +1,187 @@
+"""Command logic shared by Discord and Telegram: status, mutes, subscriptions, arguments."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.commands import Chat, CommandError, Commands, split_mute_arguments
+from bot.dispatch import Dispatcher, Route
+from bot.events import NOTIFIED_KINDS, Event, LiveInfo
+from bot.store import Store
+
+T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
+HERE = Chat("discord", "111")
+ROUTES = (
+    Route(patterns=("twitch/*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(111,)),
+    Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), telegram_chats=("-100",)),
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def commands(store: Store, clock: Clock) -> Commands:
+    return Commands(store=store, routes=ROUTES, clock=clock)
+
+
+def go_live(store: Store, platform: str, channel: str, title: str, minutes_ago: float) -> None:
+    at = T0 - timedelta(minutes=minutes_ago)
+    Dispatcher(store=store, routes=ROUTES, sinks=["console"]).accept(Event(
+        source="rec", event_id=f"{platform}/{channel}/{title}", kind="live_start",
+        occurred_at=at, received_at=at, platform=platform, channel=channel,
+        display_name=channel.title(), url=f"https://{platform}.example/{channel}",
+        live=LiveInfo(title=title, categories=("Art",)),
+    ))
+
+
+def test_status_lists_streams_routed_here_with_uptime(store: Store, commands: Commands) -> None:
+    go_live(store, "twitch", "quinn", "Painting", minutes_ago=133)
+    go_live(store, "youtube", "ada", "Compilers", minutes_ago=5)
+    report = commands.status(HERE)
+    assert report.scoped
+    assert [e.key for e in report.live] == ["twitch/quinn"]
+    entry = report.live[0]
+    assert (entry.name, entry.title, entry.categories) == ("Quinn", "Painting", ("Art",))
+    assert entry.uptime == timedelta(hours=2, minutes=13)
+    # A chat every stream is routed to sees both, longest-running first.
+    assert [e.key for e in commands.status(Chat("telegram", "-100")).live] == [
+        "twitch/quinn", "youtube/ada"
+    ]
+
+
+def test_status_in_a_chat_with_no_routes_shows_every_live_stream(
+    store: Store, commands: Commands
+) -> None:
+    go_live(store, "youtube", "ada", "Compilers", minutes_ago=5)
+    report = commands.status(Chat("telegram", "555"))  # e.g. someone's DM
+    assert not report.scoped
+    assert [e.key for e in report.live] == ["youtube/ada"]
+
+
+def test_subscriptions_scope_status_too(store: Store, commands: Commands) -> None:
+    go_live(store, "youtube", "ada", "Compilers", minutes_ago=5)
+    go_live(store, "kick", "bo", "Chess", minutes_ago=5)
+    dm = Chat("telegram", "555")
+    commands.subscribe(dm, "youtube/*")
+    assert [e.key for e in commands.status(dm).live] == ["youtube/ada"]
+
+
+def test_mute_for_a_while_then_it_expires(
+    store: Store, commands: Commands, clock: Clock
+) -> None:
+    go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
+    assert commands.mute(HERE, "twitch/quinn", "2h") == "Muted twitch/quinn here for 2h."
+    (mute,) = commands.mutes(HERE)
+    assert mute.pattern == "twitch/quinn" and mute.until == T0 + timedelta(hours=2)
+    assert commands.status(HERE).mutes == (mute,)
+    clock.now += 2 * 3600 + 1
+    assert commands.mutes(HERE) == ()
+
+
+def test_mute_everything_until_unmuted(commands: Commands) -> None:
+    assert commands.mute(HERE, None, None) == "Muted every stream here until you unmute it."
+    assert commands.mutes(HERE)[0].pattern == "*"
+    assert commands.mutes(Chat("telegram", "-100")) == ()  # other chats are untouched
+
+
+def test_mute_matches_a_known_streamer_case_insensitively(
+    store: Store, commands: Commands
+) -> None:
+    go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
+    commands.mute(HERE, "Twitch/Quinn", "30m")
+    assert commands.mutes(HERE)[0].pattern == "twitch/quinn"
+
+
+@pytest.mark.parametrize(
+    ("streamer", "duration", "message"),
+    [
+        ("twitch/nobody", None, "No streamer 'twitch/nobody' is known"),
+        ("twitch/quin", None, "Did you mean twitch/quinn"),
+        ("quinn", None, "platform/channel"),
+        ("twitch/quinn", "soon", "'soon' is not a duration"),
+        ("twitch/quinn", "0m", "longer than 0"),
+        ("twitch/quinn", "400d", "at most 365d"),
+        ("x/" + "y" * 200, None, "too long"),
+    ],
+)
+def test_bad_mute_arguments_get_a_helpful_message_and_change_nothing(
+    store: Store, commands: Commands, streamer: str, duration: str | None, message: str
+) -> None:
+    go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
+    with pytest.raises(CommandError, match=message):
+        commands.mute(HERE, streamer, duration)
+    assert commands.mutes(HERE) == ()
+
+
+def test_a_glob_may_mute_streamers_not_seen_yet(commands: Commands) -> None:
+    commands.mute(HERE, "kick/*", "1d")
+    assert commands.mutes(HERE)[0].pattern == "kick/*"
+
+
+def test_unmute_one_or_all(store: Store, commands: Commands) -> None:
+    go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
+    commands.mute(HERE, "twitch/quinn", None)
+    commands.mute(HERE, "kick/*", None)
+    assert commands.unmute(HERE, "twitch/quinn") == "Unmuted twitch/quinn here."
+    assert commands.unmute(HERE, "twitch/quinn") == (
+        "twitch/quinn is not muted here on its own. Muted here: kick/*."
+    )
+    commands.mute(HERE, None, None)
+    assert commands.unmute(HERE, None) == "Unmuted everything here (2 mutes lifted)."
+    assert commands.unmute(HERE, None) == "Nothing is muted here."
+
+
+def test_subscribe_and_unsubscribe(commands: Commands, store: Store) -> None:
+    chat = Chat("telegram", "42")
+    assert commands.subscribe(chat, "youtube/*").startswith("Subscribed")
+    assert commands.subscribe(chat, "youtube/*") == "This chat already follows youtube/*."
+    assert [(s.sink, s.target, s.pattern) for s in store.subscriptions()] == [
+        ("telegram", "42", "youtube/*")
+    ]
+    assert commands.unsubscribe(chat, "twitch/*") == (
+        "This chat does not follow twitch/*. It follows: youtube/*."
+    )
+    assert commands.unsubscribe(chat, "youtube/*") == "Unsubscribed from youtube/*."
+    assert store.subscriptions() == []
+    with pytest.raises(CommandError):
+        commands.subscribe(chat, "   ")
+
+
+def test_autocomplete_prefers_prefix_matches(store: Store, commands: Commands) -> None:
+    for platform, channel in [("twitch", "quinn"), ("youtube", "twitchfan"), ("kick", "bo")]:
+        go_live(store, platform, channel, "x", minutes_ago=1)
+    assert commands.complete_streamers("twi") == ["twitch/quinn", "youtube/twitchfan"]
+    assert commands.complete_streamers("") == ["kick/bo", "twitch/quinn", "youtube/twitchfan"]
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ([], (None, None)),
+        (["2h"], (None, "2h")),
+        (["twitch/quinn"], ("twitch/quinn", None)),
+        (["twitch/quinn", "30m"], ("twitch/quinn", "30m")),
+    ],
+)
+def test_mute_arguments_split_like_on_both_platforms(
+    words: list[str], expected: tuple[str | None, str | None]
+) -> None:
+    assert split_mute_arguments(words) == expected
+
+
+def test_too_many_mute_arguments() -> None:
+    with pytest.raises(CommandError, match="Use: mute"):
+        split_mute_arguments(["a/b", "2h", "extra"])
