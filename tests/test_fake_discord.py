@@ -1,0 +1,379 @@
+"""The Discord fake, driven by the real discord.py: if these pass, the fake speaks Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.fakes.discord_api import (
+    GENERAL_CHANNEL_ID,
+    GUILD_ID,
+    MEMBER_USER_ID,
+    MOD_USER_ID,
+    READONLY_CHANNEL_ID,
+    RESTRICTED_CHANNEL_ID,
+    STREAMERS_ROLE_ID,
+    STREAMS_CHANNEL_ID,
+    TOKEN,
+    CommandNotAvailable,
+    FakeDiscord,
+    fast_client_options,
+    point_discord_at,
+    running_client,
+)
+
+with warnings.catch_warnings():
+    # discord.py imports audioop (deprecated since 3.11); filterwarnings=error would fail.
+    warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
+    import discord
+    import discord.gateway
+    import discord.http
+    from discord import app_commands
+
+
+@pytest.fixture(autouse=True)
+async def no_leftovers() -> AsyncIterator[None]:
+    """Each test leaves no pending tasks and no gateway heartbeat threads behind."""
+    yield
+    await asyncio.sleep(0)
+    current = asyncio.current_task()
+    leftover = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    assert leftover == []
+    for thread in threading.enumerate():
+        if thread.name.startswith("keep-alive-handler"):
+            thread.join(1.0)
+            assert not thread.is_alive()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    """A started fake with the default guild; heartbeats every 100 ms."""
+    async with FakeDiscord(heartbeat_interval=100) as server:
+        yield server
+        assert server.errors == []
+        assert [(r.method, r.path) for r in server.unhandled] == []
+
+
+@pytest.fixture
+def client() -> discord.Client:
+    """A plain client with the options that keep tests fast."""
+    return discord.Client(**fast_client_options())
+
+
+def statuses(fake: FakeDiscord, method: str, path: str) -> list[int]:
+    """Statuses the fake answered for one route, in order."""
+    return [r.status for r in fake.requests if r.method == method and r.path == path]
+
+
+async def test_client_logs_in_and_sees_the_guild(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    original_base = discord.http.Route.BASE
+    original_gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    async with running_client(fake, client):
+        assert client.is_ready()
+        assert fake.ready.is_set()
+        assert client.user is not None
+        assert client.user.id == fake.bot_user_id
+        assert client.application_id == fake.application_id
+        guild = client.get_guild(GUILD_ID)
+        assert guild is not None
+        assert {c.name for c in guild.text_channels} >= {"general", "streams", "restricted"}
+        assert guild.me is not None
+        streams = guild.get_channel(STREAMS_CHANNEL_ID)
+        assert streams is not None
+        assert streams.permissions_for(guild.me).send_messages
+        assert not guild.get_channel(RESTRICTED_CHANNEL_ID).permissions_for(guild.me).view_channel
+        identify = next(f for f in fake.gateway_frames if f["op"] == 2)
+        assert identify["d"]["token"] == TOKEN
+        assert any(f["op"] == 1 for f in fake.gateway_frames)  # heartbeats are acked
+        assert fake.requests[0].headers["Authorization"] == f"Bot {TOKEN}"
+        assert fake.gateway_paths[0].startswith("/gateway?v=10")
+    assert original_base == discord.http.Route.BASE
+    assert original_gateway == discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+
+
+async def test_wrong_token_is_a_login_failure(client: discord.Client) -> None:
+    async with FakeDiscord(token="the-right-token") as fake:
+        with pytest.raises(discord.LoginFailure):
+            async with running_client(fake, client, token="a-wrong-token"):
+                pass
+
+
+async def test_send_edit_and_moderator_delete(fake: FakeDiscord, client: discord.Client) -> None:
+    async with running_client(fake, client):
+        channel = client.get_channel(STREAMS_CHANNEL_ID)
+        embed = discord.Embed(title="Alice is live", description="Playing chess", colour=0x9146FF)
+        embed.add_field(name="Viewers", value="12")
+        mentions = discord.AllowedMentions(
+            everyone=False, users=False, roles=[discord.Object(STREAMERS_ROLE_ID)]
+        )
+        content = f"<@&{STREAMERS_ROLE_ID}> <@{MEMBER_USER_ID}> @everyone Alice is live"
+        sent = await channel.send(content, embed=embed, allowed_mentions=mentions)
+
+        stored = await fake.wait_for_message(STREAMS_CHANNEL_ID)
+        assert int(stored["id"]) == sent.id
+        assert stored["content"] == content
+        assert [(e["title"], e["description"], e["color"]) for e in stored["embeds"]] == [
+            ("Alice is live", "Playing chess", 0x9146FF)
+        ]
+        assert stored["embeds"][0]["fields"] == [
+            {"name": "Viewers", "value": "12", "inline": True}
+        ]
+        # allowed_mentions decides who is pinged: only the listed role.
+        assert stored["mention_roles"] == [str(STREAMERS_ROLE_ID)]
+        assert stored["mentions"] == []
+        assert stored["mention_everyone"] is False
+        post = next(r for r in fake.requests if r.method == "POST")
+        assert post.json["allowed_mentions"] == {
+            "parse": [],
+            "roles": [STREAMERS_ROLE_ID],
+            "replied_user": True,
+        }
+        assert post.json["enforce_nonce"] is True
+
+        edited = await sent.edit(content="Alice was live", embed=None)
+        assert edited.content == "Alice was live"
+        assert fake.messages[STREAMS_CHANNEL_ID][0]["content"] == "Alice was live"
+        assert fake.messages[STREAMS_CHANNEL_ID][0]["embeds"] == []
+        assert fake.messages[STREAMS_CHANNEL_ID][0]["edited_timestamp"] is not None
+
+        fake.delete_message(STREAMS_CHANNEL_ID, sent.id)
+        assert fake.messages[STREAMS_CHANNEL_ID] == []
+        with pytest.raises(discord.NotFound) as caught:
+            await sent.edit(content="gone")
+        assert caught.value.code == 10008
+
+
+async def test_429_is_waited_out_and_delivered_once(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    async with running_client(fake, client):
+        fake.rate_limit_next("POST", "/channels/*/messages", retry_after=0.2)
+        started = time.monotonic()
+        await client.get_channel(STREAMS_CHANNEL_ID).send("hello")
+        assert time.monotonic() - started >= 0.2
+    path = f"/channels/{STREAMS_CHANNEL_ID}/messages"
+    assert statuses(fake, "POST", path) == [429, 200]
+    assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1
+
+
+async def test_server_errors_are_retried_and_nonce_keeps_it_single(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    path = f"/channels/{STREAMS_CHANNEL_ID}/messages"
+    async with running_client(fake, client):
+        channel = client.get_channel(STREAMS_CHANNEL_ID)
+        fake.fail_next("POST", path, status=500, json={"message": "500: Internal Server Error"})
+        await channel.send("first")
+        # The write happened but the answer was lost; the retry carries the same nonce.
+        fake.fail_next(
+            "POST", path, status=502, json={"message": "Bad Gateway"}, after_processing=True
+        )
+        second = await channel.send("second")
+    assert statuses(fake, "POST", path) == [500, 200, 502, 200]
+    assert [m["content"] for m in fake.messages[STREAMS_CHANNEL_ID]] == ["first", "second"]
+    assert int(fake.messages[STREAMS_CHANNEL_ID][1]["id"]) == second.id
+
+
+async def test_forbidden_and_unknown_channel(fake: FakeDiscord, client: discord.Client) -> None:
+    async with running_client(fake, client):
+        channel = client.get_channel(STREAMS_CHANNEL_ID)
+        fake.fail_next(
+            "POST",
+            "/channels/*/messages",
+            status=403,
+            json={"code": 50001, "message": "Missing Access"},
+        )
+        with pytest.raises(discord.Forbidden) as caught:
+            await channel.send("hello")
+        assert caught.value.code == 50001
+        # The same answers come from the guild's real permission overwrites.
+        with pytest.raises(discord.Forbidden) as caught:
+            await client.get_channel(RESTRICTED_CHANNEL_ID).send("hello")
+        assert caught.value.code == 50001
+        with pytest.raises(discord.Forbidden) as caught:
+            await client.get_channel(READONLY_CHANNEL_ID).send("hello")
+        assert caught.value.code == 50013
+        gone = client.get_partial_messageable(424242)
+        with pytest.raises(discord.NotFound) as unknown:
+            await gone.send("hello")
+        assert unknown.value.code == 10003
+    assert fake.messages[STREAMS_CHANNEL_ID] == []
+
+
+async def test_enforced_nonce_sent_twice_makes_one_message(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    async with running_client(fake, client):
+        channel = client.get_channel(STREAMS_CHANNEL_ID)
+        first = await channel.send("card", nonce="event-42")
+        again = await channel.send("card", nonce="event-42")
+        other = await channel.send("card", nonce="event-43")
+    assert first.id == again.id != other.id
+    assert len(fake.messages[STREAMS_CHANNEL_ID]) == 2
+
+
+async def test_oversized_messages_are_rejected_like_discord(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    async with running_client(fake, client):
+        channel = client.get_channel(STREAMS_CHANNEL_ID)
+        with pytest.raises(discord.HTTPException) as caught:
+            await channel.send("x" * 2001)
+        assert (caught.value.status, caught.value.code) == (400, 50035)
+        assert "content" in caught.value.text
+        with pytest.raises(discord.HTTPException) as caught:
+            await channel.send(embed=discord.Embed(description="d" * 4097))
+        assert (caught.value.status, caught.value.code) == (400, 50035)
+        big = discord.Embed(title="t" * 256, description="d" * 4096)
+        big.add_field(name="n", value="v" * 1024).add_field(name="n", value="v" * 1024)
+        with pytest.raises(discord.HTTPException) as caught:
+            await channel.send(embed=big)
+        assert "6000" in caught.value.text
+        with pytest.raises(discord.HTTPException) as caught:
+            await channel.send(embed=discord.Embed(title="t", url="not a url"))
+        assert caught.value.code == 50035
+    assert fake.messages[STREAMS_CHANNEL_ID] == []
+
+
+def build_tree(client: discord.Client, seen: list[tuple[str, object]]) -> app_commands.CommandTree:
+    """Commands shaped like the bot's: an option with autocomplete, a permissioned one."""
+    tree = app_commands.CommandTree(client)
+
+    @tree.command(description="Show what is live")
+    async def status(interaction: discord.Interaction, source: str) -> None:
+        seen.append(("status", source))
+        await interaction.response.send_message(f"{source}: offline", ephemeral=True)
+
+    @status.autocomplete("source")
+    async def status_sources(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        names = ["livepeer", "fastpix", "onliverec"]
+        return [app_commands.Choice(name=n, value=n) for n in names if n.startswith(current)]
+
+    @tree.command(description="Mute a source")
+    @app_commands.default_permissions(manage_channels=True)
+    async def mute(interaction: discord.Interaction, source: str, minutes: int = 60) -> None:
+        seen.append(("mute", (source, minutes, interaction.permissions.manage_channels)))
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await interaction.edit_original_response(content=f"muted {source} for {minutes} min")
+
+    return tree
+
+
+async def test_slash_commands_sync_invoke_and_autocomplete(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    seen: list[tuple[str, object]] = []
+    tree = build_tree(client, seen)
+    async with running_client(fake, client):
+        synced = await tree.sync()
+        assert sorted(c.name for c in synced) == ["mute", "status"]
+        assert sorted(c["name"] for c in fake.commands) == ["mute", "status"]
+        mute = next(c for c in fake.commands if c["name"] == "mute")
+        assert mute["default_member_permissions"] == str(
+            discord.Permissions(manage_channels=True).value
+        )
+        tree.copy_global_to(guild=discord.Object(GUILD_ID))
+        await tree.sync(guild=discord.Object(GUILD_ID))
+        assert sorted(c["name"] for c in fake.guild_commands[GUILD_ID]) == ["mute", "status"]
+
+        result = await fake.invoke_command(
+            "status", {"source": "livepeer"}, channel_id=STREAMS_CHANNEL_ID
+        )
+        assert seen == [("status", "livepeer")]
+        assert result.response_type == 4
+        assert result.content == "livepeer: offline"
+        assert result.ephemeral
+        assert fake.messages[STREAMS_CHANNEL_ID] == []  # ephemeral replies are not in the channel
+
+        choices = await fake.autocomplete("status", {"source": "f"}, "source")
+        assert choices == [{"name": "fastpix", "value": "fastpix"}]
+
+        with pytest.raises(CommandNotAvailable):
+            await fake.invoke_command("mute", {"source": "fastpix"}, user_id=MEMBER_USER_ID)
+        result = await fake.invoke_command(
+            "mute", {"source": "fastpix", "minutes": 5}, user_id=MOD_USER_ID
+        )
+        assert seen[-1] == ("mute", ("fastpix", 5, True))
+        assert result.response_type == 5
+        assert result.content == "muted fastpix for 5 min"
+        assert result.flags == 64  # ephemeral, no longer loading
+        assert [kind for kind, _ in result.events] == ["callback", "edit_original"]
+
+
+async def test_defer_then_followup_edits_the_loading_message(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    tree = app_commands.CommandTree(client)
+
+    @tree.command(description="Subscribe this channel to a source")
+    async def subscribe(interaction: discord.Interaction, source: str) -> None:
+        await interaction.response.defer(thinking=True)
+        await interaction.followup.send(f"subscribed to {source}")
+        await interaction.followup.send("only you see this", ephemeral=True)
+
+    async with running_client(fake, client):
+        await tree.sync()
+        with pytest.raises(ValueError, match="required"):
+            await fake.invoke_command("subscribe")
+        result = await fake.invoke_command(
+            "subscribe", {"source": "fastpix"}, channel_id=STREAMS_CHANNEL_ID
+        )
+        await result.wait_for(lambda r: len(r.followups) == 1)
+    assert result.content == "subscribed to fastpix"
+    assert not result.ephemeral
+    assert [m["content"] for m in fake.messages[STREAMS_CHANNEL_ID]] == ["subscribed to fastpix"]
+    assert [(m["content"], m["flags"]) for m in result.followups] == [("only you see this", 64)]
+
+
+async def test_late_answer_is_unknown_interaction(client: discord.Client) -> None:
+    errors: list[BaseException] = []
+    tree = app_commands.CommandTree(client)
+
+    @tree.command(description="Too slow")
+    async def slow(interaction: discord.Interaction) -> None:
+        await asyncio.sleep(0.3)
+        try:
+            await interaction.response.send_message("finally")
+        except discord.NotFound as exc:
+            errors.append(exc)
+
+    async with FakeDiscord(interaction_ack_timeout=0.1) as fake, running_client(fake, client):
+        await tree.sync()
+        with pytest.raises(TimeoutError):
+            await fake.invoke_command("slow")
+        for _ in range(50):
+            if errors:
+                break
+            await asyncio.sleep(0.02)
+    assert [getattr(e, "code", None) for e in errors] == [10062]
+    assert fake.messages[GENERAL_CHANNEL_ID] == []
+
+
+async def test_dropped_gateway_resumes_at_resume_url(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    async with running_client(fake, client):
+        resumed = asyncio.ensure_future(client.wait_for("resumed", timeout=5))
+        await fake.drop_connections()
+        await resumed
+        assert fake.gateway_paths[1].startswith("/gateway/resume?")
+        assert [f["op"] for f in fake.gateway_frames].count(6) == 1
+        await client.get_channel(STREAMS_CHANNEL_ID).send("still here")
+    assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1
+
+
+async def test_point_discord_at_restores_on_error(fake: FakeDiscord) -> None:
+    before = discord.http.Route.BASE
+    with pytest.raises(RuntimeError), point_discord_at(fake):
+        assert fake.api_url == discord.http.Route.BASE
+        raise RuntimeError
+    assert before == discord.http.Route.BASE
