@@ -11,6 +11,7 @@
     └── DeliveryError          a sink could not deliver; says whether a retry can help
         ├── TransientDeliveryError   network, timeout, 5xx, rate limit: retry later
         └── PermanentDeliveryError   no access, unknown channel, bot blocked: give up now
+            └── MessageGone          the message to edit was deleted or is too old to edit
 """
 
 from __future__ import annotations
@@ -93,3 +94,7 @@ class PermanentDeliveryError(DeliveryError):
     """Retrying will not help (no access, unknown channel, bot blocked)."""
 
     retryable = False
+
+
+class MessageGone(PermanentDeliveryError):
+    """The message to edit no longer exists (deleted by a moderator) or can't be edited."""

@@ -27,5 +27,13 @@ class Sink(Protocol):
         ...
 
     async def deliver(self, delivery: Delivery, event: Event) -> str | None:
-        """Send one delivery; returns the platform's message id, if it has one."""
+        """Post a new message for `event`; returns the platform's message id, if any."""
+        ...
+
+    async def edit(self, delivery: Delivery, message_id: str, event: Event) -> None:
+        """Re-render the live card for `event` and edit message `message_id` in place.
+
+        Raises MessageGone when that message no longer exists, so the caller can post
+        a new one instead.
+        """
         ...

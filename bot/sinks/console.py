@@ -41,3 +41,7 @@ class ConsoleSink:
         stream.write(message.text.rstrip("\n") + "\n\n")
         stream.flush()
         return None
+
+    async def edit(self, delivery: Delivery, message_id: str, event: Event) -> None:
+        """The console cannot edit what it printed; it prints the change instead."""
+        await self.deliver(delivery, event)
