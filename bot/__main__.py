@@ -15,7 +15,7 @@ from bot import events as ev
 from bot.config import Config, SourceConfig, read_config
 from bot.errors import ConfigError, SchemaError, TemplateProblem, WebhookError
 from bot.events import Event, utcnow
-from bot.render import Renderer, preview
+from bot.render import ConsoleMessage, DiscordMessage, Renderer, TelegramMessage, preview
 from bot.samples import sample_event
 from bot.sources import SOURCE_TYPES
 from bot.sources.base import WebhookRequest
@@ -57,9 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_check)
 
     render = commands.add_parser("render", help="preview a notification without sending it")
-    render.add_argument(
-        "kind", nargs="?", help=f"event kind: {', '.join(sorted(ev.KNOWN_KINDS))}"
-    )
+    render.add_argument("kind", nargs="?", help=f"event kind: {', '.join(sorted(ev.KNOWN_KINDS))}")
     render.add_argument("--sink", choices=SINKS, default="console")
     render.add_argument(
         "--event", type=Path, help="a webhook payload (JSON file) to render instead of samples"
@@ -154,6 +152,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     else:
         event = sample_event(args.kind)
     renderer = Renderer(user_dir=user_dir)
+    message: ConsoleMessage | DiscordMessage | TelegramMessage
     try:
         if args.sink == "discord":
             message = renderer.render_discord(event, mention_roles=args.mention_role)
@@ -178,9 +177,7 @@ def _event_from_file(path: Path, source_kind: str) -> Event | None:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         print(f"error: {path} is not JSON: {exc}", file=sys.stderr)
         return None
-    source = SOURCE_TYPES[source_kind](
-        SourceConfig(name=source_kind, kind=source_kind, secret="")
-    )
+    source = SOURCE_TYPES[source_kind](SourceConfig(name=source_kind, kind=source_kind, secret=""))
     request = WebhookRequest(query={}, headers={}, body=body, received_at=utcnow())
     try:
         if not isinstance(payload, dict):
