@@ -127,7 +127,11 @@ async def _run_with_store(
             workers[name].wake()
 
     dispatcher = Dispatcher(
-        store=store, routes=routes_from_config(config), sinks=sinks, on_queued=wake
+        store=store,
+        routes=routes_from_config(config),
+        sinks=sinks,
+        on_queued=wake,
+        on_change=config.behaviour.on_change,
     )
     started = time.monotonic()
 

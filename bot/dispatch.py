@@ -23,6 +23,9 @@ from bot.store import Store, StreamState
 
 log = logging.getLogger(__name__)
 
+#: Sinks whose posted messages can be edited later (the console cannot).
+CARD_SINKS = frozenset({"discord", "telegram"})
+_CHANGE_KINDS = frozenset({ev.TITLE_CHANGE, ev.CATEGORY_CHANGE})
 _STATE_KINDS = frozenset(
     {ev.LIVE_START, ev.LIVE_END, ev.TITLE_CHANGE, ev.CATEGORY_CHANGE, ev.STREAM_UPDATE}
 )
@@ -78,9 +81,11 @@ class Dispatcher:
         routes: Sequence[Route],
         sinks: Iterable[str],
         on_queued: Callable[[set[str]], None] | None = None,
+        on_change: str = "edit",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._on_change = on_change
         self._routes = tuple(routes)
         self._sinks = frozenset(sinks)
         self._on_queued = on_queued
@@ -106,19 +111,22 @@ class Dispatcher:
                     if derived_row is None:
                         continue
                     item_row = derived_row
-                targets = self.targets_for(item)
-                for target, options in targets.items():
-                    store.add_delivery(
-                        event_row=item_row,
-                        sink=target.sink,
-                        target=target.target,
-                        options=options,
-                        not_before=now,
-                        now=now,
-                    )
+                if item.kind == ev.LIVE_START and item.streamer_key is not None:
+                    store.set_session(item.streamer_key, item_row)
+                for target, options in self.targets_for(item).items():
+                    for action, action_options in self._actions(item, target, options):
+                        store.add_delivery(
+                            event_row=item_row,
+                            sink=target.sink,
+                            target=target.target,
+                            action=action,
+                            options=action_options,
+                            not_before=now,
+                            now=now,
+                        )
+                        result.deliveries += 1
                     touched.add(target.sink)
                 result.notified.append(item)
-                result.deliveries += len(targets)
         if touched and self._on_queued is not None:
             self._on_queued(touched)
         return result
@@ -229,6 +237,30 @@ class Dispatcher:
         self._store.save_stream(state, now=utcnow())
 
     # -- routing -------------------------------------------------------------------
+
+    def _actions(
+        self, event: Event, target: Target, options: dict[str, object]
+    ) -> list[tuple[str, dict[str, object]]]:
+        """What to do in one chat: post a message, edit the session's card, or both.
+
+        A title or category change edits the live card posted at live_start (when there
+        is one) and, per `[behaviour] on_change`, also posts a notice of its own.
+        """
+        if event.kind not in _CHANGE_KINDS or target.sink not in CARD_SINKS:
+            return [("post", options)]
+        key = event.streamer_key
+        session = self._store.session_row(key) if key is not None else None
+        card = (
+            self._store.card_delivery(session, target.sink, target.target)
+            if session is not None
+            else None
+        )
+        actions: list[tuple[str, dict[str, object]]] = []
+        if card is not None and self._on_change in ("edit", "both"):
+            actions.append(("edit", {**options, "card": card}))
+        if card is None or self._on_change in ("post", "both"):
+            actions.append(("post", options))
+        return actions
 
     def _if_routed(self, items: list[Event]) -> list[Event]:
         return [item for item in items if self.targets_for(item)]

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from bot.errors import DeliveryError
+from bot.errors import DeliveryError, MessageGone, TransientDeliveryError
+from bot.events import Event
 from bot.sinks.base import Sink
 from bot.store import Delivery, Store
 
@@ -118,7 +119,10 @@ class OutboxWorker:
         store = self._store
         try:
             event = store.load_event(delivery.event_row)
-            message_id = await self._sink.deliver(delivery, event)
+            if delivery.action == "edit":
+                message_id = await self._edit_card(delivery, event)
+            else:
+                message_id = await self._sink.deliver(delivery, event)
         except asyncio.CancelledError:
             # Shutting down mid-send: the row stays 'sending' and is re-queued on start.
             raise
@@ -132,6 +136,34 @@ class OutboxWorker:
             self._failed(delivery, exc, retryable=True, retry_after=None)
             return
         store.mark_sent(delivery.id, message_id=message_id, now=self._clock())
+
+    async def _edit_card(self, delivery: Delivery, event: Event) -> str | None:
+        """Edit the session's card in place; post a new card when it is gone."""
+        card_id = int(delivery.options["card"])
+        state, card_message = self._store.delivery_status(card_id)
+        if state in ("pending", "sending"):
+            # Same chat, so normally the card went first; it may be waiting on a retry.
+            raise TransientDeliveryError("the card to edit is not posted yet", retry_after=2.0)
+        if state == "sent" and card_message is not None:
+            try:
+                await self._sink.edit(delivery, card_message, event)
+            except MessageGone as exc:
+                log.warning(
+                    "card %s in %s %s cannot be edited (%s); posting a new one",
+                    card_message, delivery.sink, delivery.target, exc,
+                )
+            else:
+                return card_message
+        else:
+            log.warning(
+                "no card to edit in %s %s (its post %s); posting instead",
+                delivery.sink, delivery.target, state,
+            )
+        new_message = await self._sink.deliver(delivery, event)
+        if new_message is not None:
+            # Later changes in this session edit the new message.
+            self._store.set_message_id(card_id, new_message)
+        return new_message
 
     def _failed(
         self, delivery: Delivery, exc: Exception, *, retryable: bool, retry_after: float | None

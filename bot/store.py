@@ -97,6 +97,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         UNIQUE (sink, target, pattern)
     );
     """,
+    # 2: each stream remembers the live_start event of its session, whose posted
+    # messages are the "cards" later changes edit in place.
+    """
+    ALTER TABLE streams ADD COLUMN session_row INTEGER REFERENCES events(id);
+    CREATE INDEX deliveries_by_event ON deliveries (event_row, sink, target, action);
+    """,
 )
 
 
@@ -283,6 +289,19 @@ class Store:
         """The saved state of a stream, or None if it was never seen."""
         row = self.conn.execute("SELECT * FROM streams WHERE streamer_key = ?", (key,)).fetchone()
         return _stream_from_row(row) if row is not None else None
+
+    def set_session(self, key: str, event_row: int) -> None:
+        """Record which live_start event opened the stream's current session."""
+        self.conn.execute(
+            "UPDATE streams SET session_row = ? WHERE streamer_key = ?", (event_row, key)
+        )
+
+    def session_row(self, key: str) -> int | None:
+        """The live_start event row of the stream's current (or last) session."""
+        row = self.conn.execute(
+            "SELECT session_row FROM streams WHERE streamer_key = ?", (key,)
+        ).fetchone()
+        return row[0] if row is not None else None
 
     def live_streams(self) -> list[StreamState]:
         """Every stream currently live, longest-running first."""
@@ -492,6 +511,30 @@ class Store:
         ).fetchone()
         counts.oldest_pending_created = row[0]
         return counts
+
+    def card_delivery(self, event_row: int, sink: str, target: str) -> int | None:
+        """The delivery that posted an event's message (its card) to one chat, if any."""
+        row = self.conn.execute(
+            """SELECT id FROM deliveries
+               WHERE event_row = ? AND sink = ? AND target = ? AND action = 'post'""",
+            (event_row, sink, target),
+        ).fetchone()
+        return row[0] if row is not None else None
+
+    def delivery_status(self, delivery_id: int) -> tuple[str, str | None]:
+        """(state, platform message id) of one delivery."""
+        row = self.conn.execute(
+            "SELECT state, message_id FROM deliveries WHERE id = ?", (delivery_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(delivery_id)
+        return row[0], row[1]
+
+    def set_message_id(self, delivery_id: int, message_id: str) -> None:
+        """Point a delivery at another platform message (a card posted anew)."""
+        self.conn.execute(
+            "UPDATE deliveries SET message_id = ? WHERE id = ?", (message_id, delivery_id)
+        )
 
     def failed_count(self, sink: str, target: str) -> int:
         """How many deliveries to one chat failed for good."""

@@ -191,8 +191,8 @@ def test_roles_are_pinged_only_on_live_start(store: Store) -> None:
     d = dispatcher(store, route)
     d.accept(event("live_start", "s"))
     change = d.accept(event("title_change", "t", minutes=1, live=LiveInfo(title="x")))
-    row = next(r for r in store.deliveries_for_event(change.event_row) if r["sink"] == "discord")
-    assert row["options"] == "{}"
+    rows = [r for r in store.deliveries_for_event(change.event_row) if r["sink"] == "discord"]
+    assert rows and all("mention_roles" not in r["options"] for r in rows)
 
 
 def test_targets_of_disabled_sinks_get_no_rows(store: Store) -> None:
@@ -251,3 +251,41 @@ def test_a_new_session_does_not_inherit_the_last_sessions_start(store: Store) ->
     assert second.notified[0].started_at == T0 + timedelta(minutes=60)
     end = d.accept(event("live_end", "e2", minutes=90)).notified[0]
     assert end.duration == timedelta(minutes=30)
+
+
+@pytest.mark.parametrize(
+    ("on_change", "expected"),
+    [("edit", ["edit"]), ("post", ["post"]), ("both", ["edit", "post"])],
+)
+def test_changes_edit_the_sessions_card_and_post_per_on_change(
+    store: Store, on_change: str, expected: list[str]
+) -> None:
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(7,),
+                  telegram_chats=("-5",))
+    d = Dispatcher(store=store, routes=[route], sinks=["console", "discord", "telegram"],
+                   on_change=on_change, clock=T0.timestamp)
+    start = d.accept(event("live_start", "s"))
+    cards = {(r["sink"], r["target"]): r["id"] for r in store.deliveries_for_event(
+        start.event_row)}
+    change = d.accept(event("category_change", "c", minutes=1,
+                            live=LiveInfo(categories=("Music",))))
+    rows = store.deliveries_for_event(change.event_row)
+    for sink, target in (("discord", "7"), ("telegram", "-5")):
+        mine = [r for r in rows if (r["sink"], r["target"]) == (sink, target)]
+        assert [r["action"] for r in mine] == expected
+        for row in mine:
+            if row["action"] == "edit":
+                assert f'"card": {cards[(sink, target)]}' in row["options"]
+    # The console cannot edit: it always prints the change.
+    assert [r["action"] for r in rows if r["sink"] == "console"] == ["post"]
+    assert change.deliveries == len(rows)
+
+
+def test_a_change_with_no_card_in_a_chat_posts(store: Store) -> None:
+    d = dispatcher(store, Route(patterns=("*",), events=frozenset({"title_change"}),
+                                discord_channels=(7,)))
+    d.accept(event("live_start", "s"))  # not routed to the channel: no card there
+    change = d.accept(event("title_change", "t", minutes=1, live=LiveInfo(title="x")))
+    assert [r["action"] for r in store.deliveries_for_event(change.event_row)] == [
+        "post", "post"
+    ]

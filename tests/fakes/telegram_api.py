@@ -1,0 +1,1557 @@
+"""A protocol-level fake of the Telegram Bot API, served by aiohttp on 127.0.0.1.
+
+The real python-telegram-bot talks to it unchanged::
+
+    async with FakeTelegram() as fake:
+        fake.add_chat(-100777, "supergroup", title="Streams", admins={42})
+        app = (
+            ApplicationBuilder()
+            .token(fake.token)
+            .base_url(f"{fake.api_url}/bot")
+            .base_file_url(f"{fake.api_url}/file/bot")
+            .build()
+        )
+
+API (everything a test needs; the rest is private):
+
+- ``FakeTelegram(*, token=..., bot_username=..., strict_html=True)``; ``await start()``,
+  ``await close()``, or ``async with``. ``api_url`` is ``http://127.0.0.1:PORT``;
+  ``token``, ``bot_id`` (the token's numeric prefix) and ``bot_user`` (getMe's User).
+- ``add_chat(id, type="private"|"group"|"supergroup"|"channel", *, title=, username=,
+  first_name=, admins={user ids}, owner_id=, is_forum=False, bot_status=None) -> FakeChat``.
+  ``chat.bot_status`` is the bot's own standing: "member" (default), "administrator"
+  (default for channels, or when ``bot_id`` is in ``admins``), "left" or "kicked". Sends to
+  a chat the bot may not post in fail as Telegram does: a private chat with "kicked" is
+  "Forbidden: bot was blocked by the user", with "left" "Forbidden: bot can't initiate
+  conversation with a user"; groups "Forbidden: bot was kicked from the group chat" or
+  "... is not a member of the supergroup chat"; a channel needs "administrator". Change
+  ``bot_status`` at any time (a user blocks the bot mid-test).
+- ``chats``: ``str(chat id) -> FakeChat``. ``add_user(id, first_name=, username=)``.
+- ``messages``: ``str(chat id) -> [Message dict]``, the bot's messages as Telegram holds them:
+  edits applied in place (with ``edit_date``), deleted ones removed.
+- ``calls``: every request, in arrival order, as ``RecordedCall(method, params, files,
+  status, response)``; ``params`` are decoded (JSON-encoded form values become ints, lists,
+  dicts; free-text fields stay strings); ``status`` is None while a long poll is pending.
+  ``calls_to(method)`` filters answered calls.
+- ``push_update(update) -> update_id`` queues any Update dict for getUpdates;
+  ``push_message(chat_id, text, *, from_user_id=None, message_thread_id=None,
+  reply_to_message_id=None) -> message_id`` queues a user's message (``bot_command``
+  entities added for ``/commands``; ``from_user_id`` defaults to the chat for private chats);
+  ``push_callback_query(chat_id, message_id, data, *, from_user_id) -> query id``.
+  ``updates`` is everything pushed.
+- ``await wait_for_call(method, predicate=None, timeout=5, *, start=0, answered=True) ->
+  RecordedCall``: the first call at index ``>= start`` (pass ``len(fake.calls)`` as a mark);
+  ``answered=False`` also matches a long poll still waiting.
+  ``await wait_for_message(chat_id, predicate=None, timeout=5) -> dict``: the first stored
+  message matching now or later (use ``predicate`` to wait for a new or edited one).
+  Both raise ``TimeoutError`` listing what was seen.
+- ``fail_next(method, *, error_code, description=None, retry_after=None,
+  migrate_to_chat_id=None, times=1)``: the next ``times`` calls of ``method`` fail with that
+  error (recorded, nothing stored). A 429 gets ``"Too Many Requests: retry after N"`` and
+  ``parameters.retry_after``; ``retry_after`` may be a fraction such as 0.05 (real Telegram
+  sends whole seconds; PTB accepts any value > 0, and 0 is *not* a RetryAfter).
+- ``unreachable_photos``: sendPhoto with one of these URLs gets 400 "Bad Request: wrong file
+  identifier/HTTP URL specified" (Telegram could not fetch it).
+- ``delete_message(chat_id, message_id)``: someone else deleted it; edits then get 400 "Bad
+  Request: message to edit not found".
+
+Served methods (POST or GET, case-insensitive, params form-urlencoded, JSON or multipart,
+plus the query string): getMe, logOut/close (no-ops), deleteWebhook, getWebhookInfo,
+getUpdates, sendMessage, sendPhoto, editMessageText, editMessageCaption,
+editMessageReplyMarkup, deleteMessage, setMyCommands, getMyCommands, deleteMyCommands,
+getChat, getChatMember, getChatAdministrators, answerCallbackQuery. A wrong token gets 401
+"Unauthorized" (404 "Not Found" if malformed), an unknown method 404; PTB turns both into
+InvalidToken.
+
+Behaviour copied from Telegram (the Bot API server and TDLib sources, error texts verbatim):
+
+- parse_mode HTML is a port of TDLib's ``parse_html``: the same tags, attributes, entity
+  decoding and error texts with UTF-8 byte offsets, e.g. "Bad Request: can't parse entities:
+  Unsupported start tag "br" at byte offset 5". One deliberate difference while
+  ``strict_html`` is on: a bare ``&`` that starts no entity is an error ('Unescaped "&" at
+  byte offset N'), where Telegram keeps it literally, so a template that forgets to escape
+  fails in tests rather than rendering "&lt" as "<" in production.
+- Text is trimmed of surrounding whitespace, then measured in UTF-16 code units: empty ->
+  "message text is empty", > 4096 -> "message is too long", caption > 1024 -> "message
+  caption is too long".
+- An edit replaces the inline keyboard with the one passed, or removes it when none is
+  passed, as Telegram does; an edit that changes nothing -> "message is not modified: ...".
+- Inline keyboards: a button with no action, a bad URL (BUTTON_URL_INVALID) or
+  callback_data over 64 bytes (BUTTON_DATA_INVALID) are rejected.
+- ``message_thread_id`` is echoed (with ``is_topic_message``) in forum supergroups and is
+  "message thread not found" elsewhere; ``reply_parameters`` must name a known message
+  unless ``allow_sending_without_reply``.
+- getUpdates long-polls for ``timeout`` seconds (``timeout=0`` answers at once) and wakes
+  on a push; ``offset`` acknowledges; ``allowed_updates`` persists between calls; a second
+  getUpdates ends a pending one with 409 Conflict.
+
+PTB pitfalls this fake exposes (python-telegram-bot 22.8):
+
+- Constructing ``RetryAfter`` reads its own deprecated int property and warns, so under
+  ``filterwarnings = error`` a 429 surfaces as PTBDeprecationWarning and AIORateLimiter never
+  retries. Set ``PTB_TIMEDELTA=true`` (``monkeypatch.setenv``); ``retry_after`` is then a
+  timedelta.
+- ``async with app`` with a rejected token raises InvalidToken but leaves the bot's HTTP
+  clients open; call ``await app.bot.shutdown()``. InvalidToken's message contains the token.
+- httpx logs every request URL, token included, at INFO.
+- PTB capitalizes descriptions ("Bad Request: message to edit not found" becomes
+  "Message to edit not found", and "Can't parse entities: unsupported start tag ..."); match
+  case-insensitively.
+- A Bot uses a single connection for getUpdates: a second concurrent poll from the same Bot
+  times out in PTB's pool instead of reaching the server.
+
+Not modelled: Markdown parse modes (text passes through unparsed), media other than
+photos, inline-mode edits, webhooks, Telegram's own rate limits (use ``fail_next``), URL
+normalisation in keyboards, automatic url/mention entities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import itertools
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from aiohttp import web
+
+__all__ = ["FakeChat", "FakeTelegram", "HtmlParseError", "RecordedCall", "parse_html"]
+
+MAX_TEXT_LENGTH = 4096
+MAX_CAPTION_LENGTH = 1024
+MAX_CALLBACK_DATA_BYTES = 64
+
+NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and reply markup "
+    "are exactly the same as a current content and reply markup of the message"
+)
+CONFLICT = (
+    "Conflict: terminated by other getUpdates request; "
+    "make sure that only one bot instance is running"
+)
+# Delivered only when asked for explicitly (Bot API docs for allowed_updates).
+_OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
+_CHAT_TYPES = frozenset({"private", "group", "supergroup", "channel"})
+_BOT_STATUSES = frozenset({"member", "administrator", "left", "kicked"})
+# Form values arrive as strings with everything else JSON-encoded (PTB's RequestParameter);
+# these are the free-text fields a JSON decode would corrupt ("123", "true", "null").
+_STRING_PARAMS = frozenset(
+    [
+        "text",
+        "caption",
+        "parse_mode",
+        "photo",
+        "callback_query_id",
+        "url",
+        "language_code",
+        "business_connection_id",
+        "message_effect_id",
+        "inline_message_id",
+        "secret_token",
+        "ip_address",
+    ]
+)
+
+
+# --------------------------------------------------------------------------------------
+# HTML parse mode: a port of TDLib's parse_html (td/telegram/MessageEntity.cpp)
+# --------------------------------------------------------------------------------------
+
+
+class HtmlParseError(ValueError):
+    """The text is not valid Telegram HTML; the message is TDLib's."""
+
+
+_HTML_TAGS = frozenset(
+    [
+        "a",
+        "b",
+        "strong",
+        "i",
+        "em",
+        "s",
+        "strike",
+        "del",
+        "u",
+        "ins",
+        "tg-spoiler",
+        "tg-emoji",
+        "span",
+        "pre",
+        "code",
+        "blockquote",
+    ]
+)
+_SIMPLE_ENTITY_TYPES = {
+    "b": "bold",
+    "strong": "bold",
+    "i": "italic",
+    "em": "italic",
+    "u": "underline",
+    "ins": "underline",
+    "s": "strikethrough",
+    "strike": "strikethrough",
+    "del": "strikethrough",
+    "tg-spoiler": "spoiler",
+    "span": "spoiler",
+}
+# TDLib's MessageEntity::get_type_priority: ties on (offset, -length) sort by this.
+_ENTITY_PRIORITY = {
+    "blockquote": 0,
+    "expandable_blockquote": 0,
+    "pre": 11,
+    "code": 20,
+    "text_link": 49,
+    "text_mention": 49,
+    "bot_command": 50,
+    "bold": 90,
+    "italic": 91,
+    "underline": 92,
+    "strikethrough": 93,
+    "spoiler": 94,
+    "custom_emoji": 99,
+}
+_NAMED_ENTITIES = {b"lt": ord("<"), b"gt": ord(">"), b"amp": ord("&"), b"quot": ord('"')}
+_SPACES = frozenset(b" \t\r\n\v\f\0")  # td::is_space counts NUL, the end of the C string
+
+
+def _is_space(c: int) -> bool:
+    return c in _SPACES
+
+
+def _decode_html_entity(b: bytes, pos: int) -> tuple[int, int]:
+    """(code point, position after it) of the entity at b[pos] == '&', or (0, pos)."""
+
+    def at(i: int) -> int:
+        return b[i] if i < len(b) else 0
+
+    end = pos + 1
+    code = 0
+    if at(pos + 1) == ord("#"):
+        end += 1
+        if at(pos + 2) == ord("x"):
+            end += 1
+            while chr(at(end)) in "0123456789abcdefABCDEF":
+                code = code * 16 + int(chr(at(end)), 16)
+                end += 1
+        else:
+            while ord("0") <= at(end) <= ord("9"):
+                code = code * 10 + at(end) - ord("0")
+                end += 1
+        if code == 0 or code >= 0x10FFFF or end - pos >= 10:
+            return 0, pos
+    else:
+        while chr(at(end)).isascii() and chr(at(end)).isalpha():
+            end += 1
+        code = _NAMED_ENTITIES.get(b[pos + 1 : end], 0)
+        if not code:
+            return 0, pos
+    if at(end) == ord(";"):
+        end += 1
+    return code, end
+
+
+def _checked_link(url: str) -> str | None:
+    """The URL as Telegram stores it for a text_link, or None when it would drop the link."""
+    if not url or any(ch.isspace() for ch in url):
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    scheme = parts.scheme.lower()
+    if scheme in {"tg", "ton", "tonsite"}:
+        return url
+    if scheme not in {"http", "https"} or not parts.hostname:
+        return None
+    return urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, parts.fragment))
+
+
+def _tg_user_id(url: str) -> int | None:
+    match = re.fullmatch(r"tg://user\?id=(\d+)", url)
+    return int(match.group(1)) if match else None
+
+
+def _sort_entities(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(
+        entities,
+        key=lambda e: (e["offset"], -e["length"], _ENTITY_PRIORITY.get(e["type"], 50)),
+    )
+
+
+def parse_html(text: str, *, strict_ampersand: bool = True) -> tuple[str, list[dict[str, Any]]]:
+    """Parse Telegram HTML into (plain text, Bot API MessageEntity dicts) as TDLib does.
+
+    Raises HtmlParseError with TDLib's message (byte offsets into the UTF-8 text).
+    """
+    b = text.encode("utf-8")
+    n = len(b)
+
+    def at(i: int) -> int:
+        return b[i] if i < n else 0
+
+    out = bytearray()
+    entities: list[dict[str, Any]] = []
+    # (tag, argument, utf16 offset, byte offset in out, expandable)
+    stack: list[tuple[str, str, int, int, bool]] = []
+    utf16 = 0
+    bad_surrogate = False
+    i = 0
+    while i < n:
+        c = b[i]
+        if c == ord("&"):
+            code, end = _decode_html_entity(b, i)
+            if code:
+                if 0xD800 <= code <= 0xDFFF:
+                    bad_surrogate = True
+                utf16 += 1 + (code > 0xFFFF)
+                out += chr(code).encode("utf-8", "surrogatepass")
+                i = end
+                continue
+            if strict_ampersand:
+                raise HtmlParseError(f'Unescaped "&" at byte offset {i}')
+        if c != ord("<"):
+            if c & 0xC0 != 0x80:  # first byte of a character
+                utf16 += 1 + (c >= 0xF0)
+            out.append(c)
+            i += 1
+            continue
+
+        begin = i
+        i += 1
+        if at(i) != ord("/"):
+            while not _is_space(at(i)) and at(i) != ord(">"):
+                i += 1
+            if at(i) == 0:
+                raise HtmlParseError(f"Unclosed start tag at byte offset {begin}")
+            tag = b[begin + 1 : i].decode("utf-8", "replace").lower()
+            if tag not in _HTML_TAGS:
+                raise HtmlParseError(f'Unsupported start tag "{tag}" at byte offset {begin}')
+            argument = ""
+            expandable = False
+            while at(i) != ord(">"):
+                while at(i) != 0 and _is_space(at(i)):
+                    i += 1
+                if at(i) == ord(">"):
+                    break
+                if at(i) == 0:
+                    raise HtmlParseError(f"Unclosed start tag at byte offset {begin}")
+                name_begin = i
+                while not _is_space(at(i)) and at(i) not in (ord("="), ord(">")):
+                    i += 1
+                name = b[name_begin:i].decode("utf-8", "replace")
+                if not name:
+                    raise HtmlParseError(
+                        f'Empty attribute name in the tag "{tag}" at byte offset {begin}'
+                    )
+                while at(i) != 0 and _is_space(at(i)):
+                    i += 1
+                value = ""
+                if at(i) == ord("="):  # newer TDLib also takes bare attributes (expandable)
+                    i += 1
+                    while at(i) != 0 and _is_space(at(i)):
+                        i += 1
+                    if at(i) == 0:
+                        raise HtmlParseError(f'Unclosed start tag "{tag}" at byte offset {begin}')
+                    if at(i) not in (ord("'"), ord('"')):
+                        # A name token: letters, digits, periods, hyphens; not case sensitive.
+                        token_begin = i
+                        while chr(at(i)).isascii() and (
+                            chr(at(i)).isalnum() or at(i) in (ord("."), ord("-"))
+                        ):
+                            i += 1
+                        value = b[token_begin:i].decode("ascii").lower()
+                        if not _is_space(at(i)) and at(i) != ord(">"):
+                            raise HtmlParseError(
+                                f"Unexpected end of name token at byte offset {token_begin}"
+                            )
+                    else:
+                        quote = at(i)
+                        i += 1
+                        raw = bytearray()
+                        while at(i) != quote and at(i) != 0:
+                            if at(i) == ord("&"):
+                                code, end = _decode_html_entity(b, i)
+                                if code:
+                                    raw += chr(code).encode("utf-8", "surrogatepass")
+                                    i = end
+                                    continue
+                                if strict_ampersand:
+                                    raise HtmlParseError(f'Unescaped "&" at byte offset {i}')
+                            raw.append(at(i))
+                            i += 1
+                        if at(i) == quote:
+                            i += 1
+                        value = raw.decode("utf-8", "replace")
+                    if at(i) == 0:
+                        raise HtmlParseError(f"Unclosed start tag at byte offset {begin}")
+                if tag == "a" and name == "href":
+                    argument = value
+                elif tag == "code" and name == "class" and value.startswith("language-"):
+                    argument = value[len("language-") :]
+                elif tag == "span" and name == "class" and value.startswith("tg-"):
+                    argument = value[len("tg-") :]
+                elif (tag == "tg-emoji" and name == "emoji-id") or (
+                    tag == "blockquote" and name == "expandable"
+                ):
+                    argument = value
+                    expandable = tag == "blockquote"
+            if tag == "span" and argument != "spoiler":
+                raise HtmlParseError(
+                    f'Tag "span" must have class "tg-spoiler" at byte offset {begin}'
+                )
+            stack.append((tag, argument, utf16, len(out), expandable))
+            i += 1
+            continue
+
+        # an end tag
+        if not stack:
+            raise HtmlParseError(f"Unexpected end tag at byte offset {begin}")
+        while not _is_space(at(i)) and at(i) != ord(">"):
+            i += 1
+        end_tag = b[begin + 2 : i].decode("utf-8", "replace").lower()
+        while _is_space(at(i)) and at(i) != 0:
+            i += 1
+        if at(i) != ord(">"):
+            raise HtmlParseError(f"Unclosed end tag at byte offset {begin}")
+        tag, argument, start, start_byte, expandable = stack[-1]
+        if end_tag and end_tag != tag:
+            raise HtmlParseError(
+                f'Unmatched end tag at byte offset {begin}, expected "</{tag}>", '
+                f'found "</{end_tag}>"'
+            )
+        i += 1
+        stack.pop()
+        length = utf16 - start
+        if length <= 0:
+            continue
+        entity: dict[str, Any] = {"offset": start, "length": length}
+        if tag in _SIMPLE_ENTITY_TYPES:
+            entities.append({"type": _SIMPLE_ENTITY_TYPES[tag], **entity})
+        elif tag == "tg-emoji":
+            if not argument.isdigit() or int(argument) == 0:
+                raise HtmlParseError("Invalid custom emoji identifier specified")
+            entities.append({"type": "custom_emoji", **entity, "custom_emoji_id": argument})
+        elif tag == "a":
+            url = argument or out[start_byte:].decode("utf-8", "surrogatepass")
+            user_id = _tg_user_id(url)
+            checked = _checked_link(url)
+            if user_id is not None:
+                user = {"id": user_id, "is_bot": False, "first_name": ""}
+                entities.append({"type": "text_mention", **entity, "user": user})
+            elif checked is not None:
+                entities.append({"type": "text_link", **entity, "url": checked})
+        elif tag == "pre":
+            last = entities[-1] if entities else None
+            if (
+                last is not None
+                and last["type"] == "code"
+                and (last["offset"], last["length"]) == (start, length)
+                and last.get("language")
+            ):
+                last["type"] = "pre"
+            else:
+                entities.append({"type": "pre", **entity})
+        elif tag == "code":
+            last = entities[-1] if entities else None
+            if (
+                last is not None
+                and last["type"] == "pre"
+                and (last["offset"], last["length"]) == (start, length)
+                and argument
+            ):
+                last["language"] = argument
+            else:
+                entities.append({"type": "code", **entity, "language": argument})
+        else:  # blockquote
+            kind = "expandable_blockquote" if expandable else "blockquote"
+            entities.append({"type": kind, **entity})
+    if stack:
+        raise HtmlParseError(f'Can\'t find end tag corresponding to start tag "{stack[-1][0]}"')
+    if bad_surrogate:
+        raise HtmlParseError(
+            "Text contains invalid Unicode characters after decoding HTML entities, "
+            "check for unmatched surrogate code units"
+        )
+    for entity in entities:
+        if entity["type"] == "code" or not entity.get("language", True):
+            entity.pop("language", None)
+    return out.decode("utf-8"), _sort_entities(entities)
+
+
+def utf16_len(text: str) -> int:
+    """Length in UTF-16 code units, the unit of Telegram's limits and entity offsets."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+_TRIM = " \t\r\n\v\f"
+
+
+def _trim(text: str, entities: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """Strip surrounding whitespace as Telegram does, shifting and clipping entities."""
+    stripped = text.strip(_TRIM)
+    if stripped == text or not entities:
+        return stripped, entities
+    lead = utf16_len(text[: len(text) - len(text.lstrip(_TRIM))])
+    total = utf16_len(stripped)
+    kept = []
+    for entity in entities:
+        start = max(entity["offset"] - lead, 0)
+        end = min(entity["offset"] + entity["length"] - lead, total)
+        if end > start:
+            kept.append({**entity, "offset": start, "length": end - start})
+    return stripped, kept
+
+
+_BOT_COMMAND = re.compile(r"(?<![\w/<>])/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,32})?(?![\w/<>])")
+
+
+def _bot_command_entities(text: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "bot_command",
+            "offset": utf16_len(text[: m.start()]),
+            "length": utf16_len(m.group()),
+        }
+        for m in _BOT_COMMAND.finditer(text)
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# State
+# --------------------------------------------------------------------------------------
+
+
+class _ApiError(Exception):
+    """Becomes an {"ok": false} reply with this code, description and parameters."""
+
+    def __init__(
+        self, code: int, description: str, parameters: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.parameters = parameters
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "ok": False,
+            "error_code": self.code,
+            "description": self.description,
+        }
+        if self.parameters:
+            body["parameters"] = self.parameters
+        return body
+
+
+def _bad(description: str) -> _ApiError:
+    return _ApiError(400, f"Bad Request: {description}")
+
+
+@dataclass
+class FakeChat:
+    """A chat the fake knows; see FakeTelegram.add_chat."""
+
+    id: int
+    type: str = "private"
+    title: str | None = None
+    username: str | None = None
+    first_name: str | None = None
+    admins: set[int] = field(default_factory=set)
+    owner_id: int | None = None
+    is_forum: bool = False
+    bot_status: str = "member"
+    next_message_id: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Chat object as the Bot API sends it."""
+        chat: dict[str, Any] = {"id": self.id, "type": self.type}
+        if self.type == "private":
+            chat["first_name"] = self.first_name or f"User {self.id}"
+        else:
+            chat["title"] = self.title or f"Chat {self.id}"
+        if self.username:
+            chat["username"] = self.username
+        if self.is_forum:
+            chat["is_forum"] = True
+        return chat
+
+
+@dataclass
+class RecordedCall:
+    """One request the fake received and (once ``status`` is set) answered."""
+
+    method: str
+    params: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+    status: int | None = None
+    response: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the fake answered with {"ok": true}."""
+        return self.status == 200
+
+    @property
+    def result(self) -> Any:
+        """The ``result`` of a successful reply (None otherwise)."""
+        return (self.response or {}).get("result")
+
+    @property
+    def description(self) -> str | None:
+        """The error description of a failed reply."""
+        return (self.response or {}).get("description")
+
+
+@dataclass
+class _Failure:
+    error_code: int
+    description: str
+    parameters: dict[str, Any] | None
+    times: int
+
+
+_DEFAULT_DESCRIPTIONS = {
+    400: "Bad Request: chat not found",
+    401: "Unauthorized",
+    403: "Forbidden: bot was blocked by the user",
+    404: "Not Found",
+    409: CONFLICT,
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+}
+
+Handler = Callable[[dict[str, Any], dict[str, bytes]], Awaitable[Any]]
+_T = TypeVar("_T")
+
+
+def _decode_form_value(name: str, value: str) -> Any:
+    if name in _STRING_PARAMS:
+        return value
+    if name == "chat_id":
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
+class FakeTelegram:
+    """The fake Bot API server; see the module docstring for its API."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "123456:TEST-token-for-the-fake",
+        bot_username: str = "streambot_test",
+        strict_html: bool = True,
+    ) -> None:
+        self.token = token
+        self.bot_username = bot_username
+        self.strict_html = strict_html
+        prefix = token.split(":", 1)[0]
+        self.bot_id = int(prefix) if prefix.isdigit() else 123456
+        self.bot_user: dict[str, Any] = {
+            "id": self.bot_id,
+            "is_bot": True,
+            "first_name": "Stream Bot",
+            "username": bot_username,
+        }
+        self.chats: dict[str, FakeChat] = {}
+        self.users: dict[int, dict[str, Any]] = {}
+        self.messages: dict[str, list[dict[str, Any]]] = {}
+        self.calls: list[RecordedCall] = []
+        self.updates: list[dict[str, Any]] = []
+        self.unreachable_photos: set[str] = set()
+        self.commands: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.api_url = ""
+
+        self._user_messages: dict[tuple[str, int], dict[str, Any]] = {}
+        self._pending: list[dict[str, Any]] = []
+        self._last_update_id = 0
+        self._allowed_updates: list[str] = []
+        self._poll: asyncio.Future[str] | None = None
+        self._callback_queries: dict[str, bool] = {}
+        self._query_ids = itertools.count(1)
+        self._file_ids: dict[str, list[dict[str, Any]]] = {}
+        self._failures: dict[str, list[_Failure]] = {}
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._closing = False
+        self._methods: dict[str, tuple[str, Handler]] = {
+            name.lower(): (name, handler)
+            for name, handler in (
+                ("getMe", self._get_me),
+                ("logOut", self._true),
+                ("close", self._true),
+                ("deleteWebhook", self._delete_webhook),
+                ("getWebhookInfo", self._get_webhook_info),
+                ("getUpdates", self._get_updates),
+                ("sendMessage", self._send_message),
+                ("sendPhoto", self._send_photo),
+                ("editMessageText", self._edit_message_text),
+                ("editMessageCaption", self._edit_message_caption),
+                ("editMessageReplyMarkup", self._edit_message_reply_markup),
+                ("deleteMessage", self._delete_message),
+                ("setMyCommands", self._set_my_commands),
+                ("getMyCommands", self._get_my_commands),
+                ("deleteMyCommands", self._delete_my_commands),
+                ("getChat", self._get_chat),
+                ("getChatMember", self._get_chat_member),
+                ("getChatAdministrators", self._get_chat_administrators),
+                ("answerCallbackQuery", self._answer_callback_query),
+            )
+        }
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on 127.0.0.1 on a free port and set ``api_url``."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_route("*", "/file/bot{token}/{path:.*}", self._file)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.api_url = f"http://{host}:{port}"
+
+    async def close(self) -> None:
+        """Answer any pending long poll and stop the server (idempotent)."""
+        self._closing = True
+        self._wake_poll("closing")
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> FakeTelegram:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ---- test-facing state -------------------------------------------------------------
+
+    def add_chat(
+        self,
+        chat_id: int,
+        type: str = "private",
+        *,
+        title: str | None = None,
+        username: str | None = None,
+        first_name: str | None = None,
+        admins: Iterable[int] = (),
+        owner_id: int | None = None,
+        is_forum: bool = False,
+        bot_status: str | None = None,
+    ) -> FakeChat:
+        """Register a chat the bot is in (see the module docstring for ``bot_status``)."""
+        if type not in _CHAT_TYPES:
+            raise ValueError(f"unknown chat type {type!r}")
+        if is_forum and type != "supergroup":
+            raise ValueError("only supergroups can be forums")
+        admin_ids = set(admins)
+        if bot_status is None:
+            is_admin = type == "channel" or self.bot_id in admin_ids
+            bot_status = "administrator" if is_admin else "member"
+        if bot_status not in _BOT_STATUSES:
+            raise ValueError(f"unknown bot_status {bot_status!r}")
+        chat = FakeChat(
+            id=chat_id,
+            type=type,
+            title=title,
+            username=username,
+            first_name=first_name,
+            admins=admin_ids,
+            owner_id=owner_id,
+            is_forum=is_forum,
+            bot_status=bot_status,
+        )
+        self.chats[str(chat_id)] = chat
+        self.messages.setdefault(str(chat_id), [])
+        if type == "private":
+            self.add_user(chat_id, first_name=first_name, username=username)
+        return chat
+
+    def add_user(
+        self, user_id: int, *, first_name: str | None = None, username: str | None = None
+    ) -> dict[str, Any]:
+        """Register (or return) a user; unknown users get a generated first name."""
+        user = self.users.get(user_id)
+        if user is None:
+            user = {"id": user_id, "is_bot": False, "first_name": first_name or f"User {user_id}"}
+            if username:
+                user["username"] = username
+            self.users[user_id] = user
+        return user
+
+    def push_update(self, update: dict[str, Any]) -> int:
+        """Queue an Update dict for getUpdates (``update_id`` assigned if missing)."""
+        update = copy.deepcopy(update)
+        if "update_id" not in update:
+            update["update_id"] = self._last_update_id + 1
+        self._last_update_id = max(self._last_update_id, int(update["update_id"]))
+        self.updates.append(update)
+        self._pending.append(update)
+        self._wake_poll("update")
+        self._notify()
+        return int(update["update_id"])
+
+    def push_message(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        from_user_id: int | None = None,
+        message_thread_id: int | None = None,
+        reply_to_message_id: int | None = None,
+    ) -> int:
+        """Queue a user's text message in a chat; returns its message_id."""
+        key = str(chat_id)
+        if key not in self.chats:
+            if chat_id <= 0:
+                raise KeyError(f"chat {chat_id} was not added")
+            self.add_chat(chat_id, "private")
+        chat = self.chats[key]
+        if from_user_id is None:
+            if chat.type != "private":
+                raise ValueError("from_user_id is required outside private chats")
+            from_user_id = chat_id
+        message: dict[str, Any] = {
+            "message_id": self._next_message_id(chat),
+            "from": self.add_user(from_user_id),
+            "chat": chat.to_dict(),
+            "date": int(time.time()),
+            "text": text,
+        }
+        if entities := _bot_command_entities(text):
+            message["entities"] = entities
+        if message_thread_id is not None:
+            message["message_thread_id"] = message_thread_id
+            if chat.is_forum:
+                message["is_topic_message"] = True
+        if reply_to_message_id is not None:
+            replied = self._find_any_message(key, reply_to_message_id)
+            if replied is not None:
+                message["reply_to_message"] = copy.deepcopy(replied)
+        self._user_messages[(key, message["message_id"])] = message
+        self.push_update({"message": message})
+        return int(message["message_id"])
+
+    def push_callback_query(
+        self, chat_id: int, message_id: int, data: str, *, from_user_id: int
+    ) -> str:
+        """Queue a press of an inline button with callback ``data``; returns the query id."""
+        key = str(chat_id)
+        message = self._find_bot_message(key, message_id)
+        if message is None:
+            raise KeyError(f"no bot message {message_id} in chat {chat_id}")
+        query_id = str(next(self._query_ids))
+        self._callback_queries[query_id] = False
+        self.push_update(
+            {
+                "callback_query": {
+                    "id": query_id,
+                    "from": self.add_user(from_user_id),
+                    "message": copy.deepcopy(message),
+                    "chat_instance": f"ci{chat_id}",
+                    "data": data,
+                }
+            }
+        )
+        return query_id
+
+    def delete_message(self, chat_id: int | str, message_id: int) -> None:
+        """Someone else deleted this message: later edits get "message to edit not found"."""
+        key = str(chat_id)
+        self.messages[key] = [
+            m for m in self.messages.get(key, []) if m["message_id"] != message_id
+        ]
+        self._user_messages.pop((key, message_id), None)
+        self._notify()
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        error_code: int,
+        description: str | None = None,
+        retry_after: float | None = None,
+        migrate_to_chat_id: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Make the next ``times`` calls of ``method`` fail with this Bot API error."""
+        parameters: dict[str, Any] = {}
+        if retry_after is not None:
+            if retry_after <= 0:
+                raise ValueError("retry_after must be > 0 (PTB ignores 0)")
+            parameters["retry_after"] = _number(retry_after)
+        if migrate_to_chat_id is not None:
+            parameters["migrate_to_chat_id"] = migrate_to_chat_id
+        if description is None:
+            if error_code == 429:
+                description = f"Too Many Requests: retry after {_number(retry_after or 1)}"
+                parameters.setdefault("retry_after", _number(retry_after or 1))
+            else:
+                description = _DEFAULT_DESCRIPTIONS.get(error_code, f"Error {error_code}")
+        self._failures.setdefault(method.lower(), []).append(
+            _Failure(error_code, description, parameters or None, times)
+        )
+
+    def calls_to(self, method: str) -> list[RecordedCall]:
+        """The answered calls of one method, in order."""
+        return [c for c in self.calls if c.method == method and c.status is not None]
+
+    async def wait_for_call(
+        self,
+        method: str,
+        predicate: Callable[[RecordedCall], bool] | None = None,
+        timeout: float = 5,
+        *,
+        start: int = 0,
+        answered: bool = True,
+    ) -> RecordedCall:
+        """The first call of ``method`` at index >= ``start`` matching ``predicate``.
+
+        Only answered calls count unless ``answered=False`` (a long poll that is waiting).
+        """
+
+        def find() -> RecordedCall | None:
+            for call in self.calls[start:]:
+                if (
+                    call.method == method
+                    and (call.status is not None or not answered)
+                    and (predicate is None or predicate(call))
+                ):
+                    return call
+            return None
+
+        def why() -> str:
+            seen = [(c.method, c.status) for c in self.calls[start:]]
+            return f"no matching {method} call; calls since {start}: {seen}"
+
+        return await self._wait(find, timeout, why)
+
+    async def wait_for_message(
+        self,
+        chat_id: int | str,
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 5,
+    ) -> dict[str, Any]:
+        """The first stored bot message in the chat matching ``predicate``, now or later."""
+        key = str(chat_id)
+
+        def find() -> dict[str, Any] | None:
+            for message in self.messages.get(key, []):
+                if predicate is None or predicate(message):
+                    return message
+            return None
+
+        return await self._wait(
+            find, timeout, lambda: f"no matching message in {key}: {self.messages.get(key)}"
+        )
+
+    # ---- internals: plumbing -----------------------------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait(
+        self, find: Callable[[], _T | None], timeout: float, why: Callable[[], str]
+    ) -> _T:
+        try:
+            async with asyncio.timeout(timeout):
+                while (found := find()) is None:
+                    await self._changed.wait()
+                return found
+        except TimeoutError:
+            raise TimeoutError(f"after {timeout}s: {why()}") from None
+
+    def _wake_poll(self, reason: str) -> None:
+        if self._poll is not None and not self._poll.done():
+            self._poll.set_result(reason)
+
+    def _take_failure(self, method: str) -> _Failure | None:
+        queue = self._failures.get(method.lower())
+        if not queue:
+            return None
+        failure = queue[0]
+        failure.times -= 1
+        if failure.times <= 0:
+            queue.pop(0)
+        return failure
+
+    async def _read_params(self, request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+        params: dict[str, Any] = {k: _decode_form_value(k, v) for k, v in request.query.items()}
+        files: dict[str, bytes] = {}
+        if request.method != "POST" or not request.body_exists:
+            return params, files
+        if request.content_type == "application/json":
+            try:
+                body = await request.json()
+            except ValueError:
+                raise _bad("can't parse JSON encoded request") from None
+            if not isinstance(body, dict):
+                raise _bad("JSON object expected")
+            params.update(body)
+            if isinstance(params.get("chat_id"), str):
+                params["chat_id"] = _decode_form_value("chat_id", params["chat_id"])
+            return params, files
+        form = await request.post()
+        for name, value in form.items():
+            if isinstance(value, web.FileField):
+                files[name] = value.file.read()
+            else:
+                params[name] = _decode_form_value(name, str(value))
+        return params, files
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        raw_method = request.match_info["method"]
+        method, handler = self._methods.get(raw_method.lower(), (raw_method, None))
+        call = RecordedCall(method=method, params={})
+        self.calls.append(call)
+        try:
+            call.params, call.files = await self._read_params(request)
+            self._notify()
+            if token != self.token:
+                malformed = re.fullmatch(r"\d+:[\w-]+", token) is None
+                raise (
+                    _ApiError(404, "Not Found") if malformed else _ApiError(401, "Unauthorized")
+                )
+            if handler is None:
+                raise _ApiError(404, "Not Found")
+            if (failure := self._take_failure(method)) is not None:
+                raise _ApiError(failure.error_code, failure.description, failure.parameters)
+            result = await handler(call.params, call.files)
+            status, body = 200, {"ok": True, "result": copy.deepcopy(result)}
+        except _ApiError as exc:
+            status, body = exc.code, exc.body()
+        call.status, call.response = status, body
+        self._notify()
+        return web.json_response(body, status=status)
+
+    async def _file(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"ok": False, "error_code": 404, "description": "Not Found"}, status=404
+        )
+
+    # ---- internals: lookups and validation ---------------------------------------------
+
+    def _chat(self, params: dict[str, Any], name: str = "chat_id") -> FakeChat:
+        chat_id = params.get(name)
+        if chat_id is None or chat_id == "":
+            raise _bad(f"{name} is empty")
+        if isinstance(chat_id, str) and chat_id.startswith("@"):
+            wanted = chat_id[1:].lower()
+            for candidate in self.chats.values():
+                if candidate.username and candidate.username.lower() == wanted:
+                    return candidate
+            raise _bad("chat not found")
+        chat = self.chats.get(str(chat_id))
+        if chat is None:
+            raise _bad("chat not found")
+        return chat
+
+    def _check_access(self, chat: FakeChat, *, posting: bool) -> None:
+        status = chat.bot_status
+        if chat.type == "private":
+            if posting and status == "kicked":
+                raise _ApiError(403, "Forbidden: bot was blocked by the user")
+            if posting and status == "left":
+                raise _ApiError(403, "Forbidden: bot can't initiate conversation with a user")
+            return
+        kind = {"group": "group", "supergroup": "supergroup", "channel": "channel"}[chat.type]
+        if status == "kicked":
+            raise _ApiError(403, f"Forbidden: bot was kicked from the {kind} chat")
+        if status == "left":
+            raise _ApiError(403, f"Forbidden: bot is not a member of the {kind} chat")
+        if posting and kind == "channel" and status != "administrator":
+            raise _bad("need administrator rights in the channel chat")
+
+    @staticmethod
+    def _int(params: dict[str, Any], name: str) -> int | None:
+        value = params.get(name)
+        if value is None or value == "":
+            return None
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise _bad(f"invalid {name} specified") from None
+
+    def _next_message_id(self, chat: FakeChat) -> int:
+        message_id = chat.next_message_id
+        chat.next_message_id += 1
+        return message_id
+
+    def _find_bot_message(self, key: str, message_id: int) -> dict[str, Any] | None:
+        for message in self.messages.get(key, []):
+            if message["message_id"] == message_id:
+                return message
+        return None
+
+    def _find_any_message(self, key: str, message_id: int) -> dict[str, Any] | None:
+        found = self._find_bot_message(key, message_id)
+        return found if found is not None else self._user_messages.get((key, message_id))
+
+    def _formatted(
+        self, params: dict[str, Any], text_name: str, entities_name: str
+    ) -> tuple[str, list[dict[str, Any]]]:
+        text = params.get(text_name)
+        if text is None:
+            return "", []
+        text = str(text)
+        parse_mode = str(params.get("parse_mode") or "")
+        if parse_mode.lower() == "html":
+            try:
+                text, entities = parse_html(text, strict_ampersand=self.strict_html)
+            except HtmlParseError as exc:
+                raise _bad(f"can't parse entities: {exc}") from None
+        elif parse_mode.lower() in {"", "markdown", "markdownv2"}:
+            entities = params.get(entities_name) or []
+            if not isinstance(entities, list):
+                raise _bad(f"can't parse {entities_name} JSON object")
+        else:
+            raise _bad("unsupported parse_mode")
+        return _trim(text, entities)
+
+    def _reply_markup(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The inline keyboard to store on the message (other keyboards are not echoed)."""
+        markup = params.get("reply_markup")
+        if markup is None or markup == "":
+            return None
+        if not isinstance(markup, dict):
+            raise _bad("can't parse reply keyboard markup JSON object")
+        if "inline_keyboard" not in markup:
+            return None
+        rows = markup["inline_keyboard"]
+        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+            raise _bad(
+                'can\'t parse inline keyboard button: Field "inline_keyboard" must be '
+                "of type Array"
+            )
+        for row in rows:
+            for button in row:
+                self._check_button(button)
+        return {"inline_keyboard": [[dict(button) for button in row] for row in rows]}
+
+    @staticmethod
+    def _check_button(button: Any) -> None:
+        if not isinstance(button, dict):
+            raise _bad(
+                "can't parse inline keyboard button: InlineKeyboardButton must be an Object"
+            )
+        if not isinstance(button.get("text"), str):
+            raise _bad('can\'t parse inline keyboard button: Field "text" must be of type String')
+        actions = set(button) - {"text", "style", "icon_custom_emoji_id"}
+        if not actions:
+            raise _bad(
+                "can't parse inline keyboard button: Text buttons are unallowed in the "
+                "inline keyboard"
+            )
+        if "url" in button:
+            url = str(button["url"])
+            parts = urlsplit(url)
+            web_url = parts.scheme in {"http", "https"} and bool(parts.hostname)
+            if not (web_url or parts.scheme == "tg") or any(ch.isspace() for ch in url):
+                raise _bad("BUTTON_URL_INVALID")
+        if "callback_data" in button:
+            data = str(button["callback_data"]).encode("utf-8")
+            if not 1 <= len(data) <= MAX_CALLBACK_DATA_BYTES:
+                raise _bad("BUTTON_DATA_INVALID")
+
+    def _new_message(self, chat: FakeChat, params: dict[str, Any]) -> dict[str, Any]:
+        """A Message skeleton for a send: ids, sender, thread and reply checked."""
+        thread_id = self._int(params, "message_thread_id")
+        if thread_id is not None and not chat.is_forum:
+            raise _bad("message thread not found")
+        reply = params.get("reply_parameters")
+        reply_to = None
+        if isinstance(reply, dict) or params.get("reply_to_message_id") is not None:
+            reply = (
+                reply
+                if isinstance(reply, dict)
+                else {
+                    "message_id": params.get("reply_to_message_id"),
+                    "allow_sending_without_reply": params.get("allow_sending_without_reply"),
+                }
+            )
+            reply_chat = self._chat(reply) if reply.get("chat_id") is not None else chat
+            reply_id = self._int(reply, "message_id")
+            if reply_id is None:
+                raise _bad("message to be replied not found")
+            reply_to = self._find_any_message(str(reply_chat.id), reply_id)
+            if reply_to is None and not reply.get("allow_sending_without_reply"):
+                raise _bad("message to be replied not found")
+        message: dict[str, Any] = {"message_id": self._next_message_id(chat)}
+        if chat.type == "channel":
+            message["sender_chat"] = chat.to_dict()
+        else:
+            message["from"] = dict(self.bot_user)
+        message["chat"] = chat.to_dict()
+        message["date"] = int(time.time())
+        if thread_id is not None:
+            message["message_thread_id"] = thread_id
+            message["is_topic_message"] = True
+        if reply_to is not None:
+            reply_copy = copy.deepcopy(reply_to)
+            reply_copy.pop("reply_to_message", None)
+            message["reply_to_message"] = reply_copy
+        if params.get("protect_content") is True:
+            message["has_protected_content"] = True
+        return message
+
+    def _store(self, chat: FakeChat, message: dict[str, Any]) -> dict[str, Any]:
+        self.messages.setdefault(str(chat.id), []).append(message)
+        return message
+
+    def _photo_sizes(
+        self, params: dict[str, Any], files: dict[str, bytes]
+    ) -> list[dict[str, Any]]:
+        photo = params.get("photo")
+        if isinstance(photo, str) and photo.startswith("attach://"):
+            upload = files.get(photo[len("attach://") :])
+        else:
+            upload = files.get("photo")
+        if upload is not None:
+            source = hashlib.sha256(upload).hexdigest()
+            size = len(upload)
+        elif isinstance(photo, str) and photo:
+            if photo in self._file_ids:
+                return self._file_ids[photo]
+            if not re.match(r"https?://", photo) or photo in self.unreachable_photos:
+                raise _bad("wrong file identifier/HTTP URL specified")
+            source = hashlib.sha256(photo.encode()).hexdigest()
+            size = 48_000
+        else:
+            raise _bad("there is no photo in the request")
+        sizes: list[dict[str, Any]] = [
+            {
+                "file_id": f"AgAC-fake-{source[:16]}-{w}",
+                "file_unique_id": f"AQAD{source[:8]}{w}",
+                "width": w,
+                "height": h,
+                "file_size": max(1, size * w // 1280),
+            }
+            for w, h in ((90, 51), (320, 180), (800, 450), (1280, 720))
+        ]
+        for size_info in sizes:
+            self._file_ids[size_info["file_id"]] = sizes
+        return sizes
+
+    def _edit_target(self, params: dict[str, Any]) -> tuple[FakeChat, dict[str, Any]]:
+        if params.get("inline_message_id"):
+            raise _bad("MESSAGE_ID_INVALID")
+        chat = self._chat(params)
+        self._check_access(chat, posting=True)
+        message_id = self._int(params, "message_id")
+        if message_id is None:
+            raise _bad("message identifier is not specified")
+        message = self._find_bot_message(str(chat.id), message_id)
+        if message is None:
+            if (str(chat.id), message_id) in self._user_messages:
+                raise _bad("message can't be edited")
+            raise _bad("message to edit not found")
+        return chat, message
+
+    @staticmethod
+    def _apply(message: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+        """Set or drop (None/empty) fields, or raise "not modified" if nothing changes."""
+        if all(message.get(k) == (v or None) for k, v in changes.items()):
+            raise _ApiError(400, NOT_MODIFIED)
+        for key, value in changes.items():
+            if value:
+                message[key] = value
+            else:
+                message.pop(key, None)
+        message["edit_date"] = int(time.time())
+        return message
+
+    # ---- internals: methods ------------------------------------------------------------
+
+    async def _true(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        return True
+
+    async def _get_me(self, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+        return {
+            **self.bot_user,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+            "can_connect_to_business": False,
+            "has_main_web_app": False,
+        }
+
+    async def _delete_webhook(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        if params.get("drop_pending_updates") is True:
+            self._pending.clear()
+        return True
+
+    async def _get_webhook_info(
+        self, params: dict[str, Any], files: dict[str, bytes]
+    ) -> dict[str, Any]:
+        return {
+            "url": "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._pending),
+        }
+
+    def _deliverable(self, offset: int | None, limit: int) -> list[dict[str, Any]]:
+        if offset is not None:
+            if offset < 0:
+                self._pending = self._pending[offset:]
+            else:
+                self._pending = [u for u in self._pending if u["update_id"] >= offset]
+        allowed = set(self._allowed_updates)
+
+        def wanted(update: dict[str, Any]) -> bool:
+            kinds = set(update) - {"update_id"}
+            return bool(kinds & allowed) if allowed else bool(kinds - _OPT_IN_UPDATES)
+
+        # Telegram never stores updates the bot did not ask for.
+        self._pending = [u for u in self._pending if wanted(u)]
+        return self._pending[:limit]
+
+    async def _get_updates(
+        self, params: dict[str, Any], files: dict[str, bytes]
+    ) -> list[dict[str, Any]]:
+        offset = self._int(params, "offset")
+        limit = min(max(self._int(params, "limit") or 100, 1), 100)
+        timeout = float(params.get("timeout") or 0)
+        allowed = params.get("allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed_updates = [str(kind) for kind in allowed]
+        self._wake_poll("conflict")
+        poll: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._poll = poll
+        try:
+            updates = self._deliverable(offset, limit)
+            if updates or timeout <= 0 or self._closing:
+                return updates
+            try:
+                async with asyncio.timeout(timeout):
+                    reason = await poll
+            except TimeoutError:
+                reason = "timeout"
+            if reason == "conflict":
+                raise _ApiError(409, CONFLICT)
+            return self._deliverable(None, limit)
+        finally:
+            if self._poll is poll:
+                self._poll = None
+
+    async def _send_message(
+        self, params: dict[str, Any], files: dict[str, bytes]
+    ) -> dict[str, Any]:
+        chat = self._chat(params)
+        self._check_access(chat, posting=True)
+        text, entities = self._formatted(params, "text", "entities")
+        if not text:
+            raise _bad("message text is empty")
+        if utf16_len(text) > MAX_TEXT_LENGTH:
+            raise _bad("message is too long")
+        markup = self._reply_markup(params)
+        message = self._new_message(chat, params)
+        message["text"] = text
+        if entities:
+            message["entities"] = entities
+        if isinstance(params.get("link_preview_options"), dict):
+            message["link_preview_options"] = params["link_preview_options"]
+        if markup:
+            message["reply_markup"] = markup
+        return self._store(chat, message)
+
+    async def _send_photo(self, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+        chat = self._chat(params)
+        self._check_access(chat, posting=True)
+        caption, entities = self._formatted(params, "caption", "caption_entities")
+        if utf16_len(caption) > MAX_CAPTION_LENGTH:
+            raise _bad("message caption is too long")
+        markup = self._reply_markup(params)
+        sizes = self._photo_sizes(params, files)
+        message = self._new_message(chat, params)
+        message["photo"] = sizes
+        if caption:
+            message["caption"] = caption
+        if entities:
+            message["caption_entities"] = entities
+        if params.get("show_caption_above_media") is True:
+            message["show_caption_above_media"] = True
+        if params.get("has_spoiler") is True:
+            message["has_media_spoiler"] = True
+        if markup:
+            message["reply_markup"] = markup
+        return self._store(chat, message)
+
+    async def _edit_message_text(
+        self, params: dict[str, Any], files: dict[str, bytes]
+    ) -> dict[str, Any]:
+        _chat, message = self._edit_target(params)
+        if "text" not in message:
+            raise _bad("there is no text in the message to edit")
+        text, entities = self._formatted(params, "text", "entities")
+        if not text:
+            raise _bad("message text is empty")
+        if utf16_len(text) > MAX_TEXT_LENGTH:
+            raise _bad("message is too long")
+        markup = self._reply_markup(params)
+        changes = {"text": text, "entities": entities, "reply_markup": markup}
+        return self._apply(message, changes)
+
+    async def _edit_message_caption(
+        self, params: dict[str, Any], files: dict[str, bytes]
+    ) -> dict[str, Any]:
+        _chat, message = self._edit_target(params)
+        if "photo" not in message:
+            raise _bad("there is no caption in the message to edit")
+        caption, entities = self._formatted(params, "caption", "caption_entities")
+        if utf16_len(caption) > MAX_CAPTION_LENGTH:
+            raise _bad("message caption is too long")
+        markup = self._reply_markup(params)
+        changes = {"caption": caption, "caption_entities": entities, "reply_markup": markup}
+        return self._apply(message, changes)
+
+    async def _edit_message_reply_markup(
+        self, params: dict[str, Any], files: dict[str, bytes]
+    ) -> dict[str, Any]:
+        _chat, message = self._edit_target(params)
+        return self._apply(message, {"reply_markup": self._reply_markup(params)})
+
+    async def _delete_message(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        chat = self._chat(params)
+        self._check_access(chat, posting=False)
+        message_id = self._int(params, "message_id")
+        if message_id is None:
+            raise _bad("message identifier is not specified")
+        key = str(chat.id)
+        if self._find_any_message(key, message_id) is None:
+            raise _bad("message to delete not found")
+        self.delete_message(key, message_id)
+        return True
+
+    @staticmethod
+    def _commands_key(params: dict[str, Any]) -> tuple[str, str]:
+        scope = params.get("scope") or {"type": "default"}
+        return json.dumps(scope, sort_keys=True), str(params.get("language_code") or "")
+
+    async def _set_my_commands(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        commands = params.get("commands")
+        if not isinstance(commands, list):
+            raise _bad('field "commands" must be of type Array')
+        for command in commands:
+            if not isinstance(command, dict):
+                raise _bad("BOT_COMMAND_INVALID")
+            if not re.fullmatch(r"[a-z0-9_]{1,32}", str(command.get("command", ""))):
+                raise _bad("BOT_COMMAND_INVALID")
+            if not 1 <= len(str(command.get("description", ""))) <= 256:
+                raise _bad("BOT_COMMAND_DESCRIPTION_INVALID")
+        self.commands[self._commands_key(params)] = [
+            {"command": c["command"], "description": c["description"]} for c in commands
+        ]
+        return True
+
+    async def _get_my_commands(
+        self, params: dict[str, Any], files: dict[str, bytes]
+    ) -> list[dict[str, Any]]:
+        return self.commands.get(self._commands_key(params), [])
+
+    async def _delete_my_commands(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        self.commands.pop(self._commands_key(params), None)
+        return True
+
+    async def _get_chat(self, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+        chat = self._chat(params)
+        self._check_access(chat, posting=False)
+        return {
+            **chat.to_dict(),
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": {
+                "unlimited_gifts": False,
+                "limited_gifts": False,
+                "unique_gifts": False,
+                "premium_subscription": False,
+                "gifts_from_channels": False,
+            },
+        }
+
+    def _member(self, chat: FakeChat, user_id: int) -> dict[str, Any]:
+        user = dict(self.bot_user) if user_id == self.bot_id else self.add_user(user_id)
+        if user_id == chat.owner_id:
+            return {"status": "creator", "user": user, "is_anonymous": False}
+        if user_id == self.bot_id and chat.bot_status != "administrator":
+            if chat.bot_status == "kicked":
+                return {"status": "kicked", "user": user, "until_date": 0}
+            return {"status": chat.bot_status, "user": user}
+        if user_id in chat.admins or user_id == self.bot_id:
+            rights = {
+                "can_be_edited": False,
+                "is_anonymous": False,
+                "can_manage_chat": True,
+                "can_delete_messages": True,
+                "can_manage_video_chats": True,
+                "can_restrict_members": True,
+                "can_promote_members": False,
+                "can_change_info": True,
+                "can_invite_users": True,
+                "can_post_stories": False,
+                "can_edit_stories": False,
+                "can_delete_stories": False,
+                "can_pin_messages": True,
+            }
+            if chat.type == "channel":
+                rights |= {"can_post_messages": True, "can_edit_messages": True}
+            if chat.is_forum:
+                rights["can_manage_topics"] = True
+            return {"status": "administrator", "user": user, **rights}
+        return {"status": "member", "user": user}
+
+    async def _get_chat_member(
+        self, params: dict[str, Any], files: dict[str, bytes]
+    ) -> dict[str, Any]:
+        chat = self._chat(params)
+        self._check_access(chat, posting=False)
+        user_id = self._int(params, "user_id")
+        if user_id is None:
+            raise _bad("user_id is empty")
+        if chat.type == "private" and user_id not in (chat.id, self.bot_id):
+            raise _bad("user not found")
+        if chat.type == "private":
+            user = dict(self.bot_user) if user_id == self.bot_id else self.add_user(user_id)
+            return {"status": "member", "user": user}
+        return self._member(chat, user_id)
+
+    async def _get_chat_administrators(
+        self, params: dict[str, Any], files: dict[str, bytes]
+    ) -> list[dict[str, Any]]:
+        chat = self._chat(params)
+        self._check_access(chat, posting=False)
+        if chat.type == "private":
+            raise _bad("there are no administrators in the private chat")
+        ids = [chat.owner_id] if chat.owner_id is not None else []
+        ids += sorted(chat.admins - set(ids))
+        if chat.bot_status == "administrator" and self.bot_id not in ids:
+            ids.append(self.bot_id)
+        return [self._member(chat, user_id) for user_id in ids]
+
+    async def _answer_callback_query(
+        self, params: dict[str, Any], files: dict[str, bytes]
+    ) -> bool:
+        query_id = str(params.get("callback_query_id") or "")
+        if self._callback_queries.get(query_id, True):
+            raise _bad("query is too old and response timeout expired or query ID is invalid")
+        self._callback_queries[query_id] = True
+        return True

@@ -1,0 +1,451 @@
+"""The Telegram fake, driven by the real python-telegram-bot (no mocks in between)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dtm
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from telegram import (
+    Bot,
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyParameters,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter
+from telegram.ext import AIORateLimiter, ApplicationBuilder, CommandHandler, ContextTypes
+
+from tests.fakes.telegram_api import FakeTelegram, HtmlParseError, parse_html
+
+USER = 1001  # a private chat with this user
+ADMIN = 2002
+MEMBER = 3003
+GROUP = -100777
+FORUM = -100888
+BUTTON = InlineKeyboardMarkup([[InlineKeyboardButton("Watch", url="https://example.com/live")]])
+
+
+@pytest.fixture(autouse=True)
+def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RetryAfter.__init__ reads its own deprecated int property, which warns unless opted in.
+
+    Under filterwarnings=error that warning replaces the RetryAfter, so AIORateLimiter never
+    sees a 429. With the opt-in, ``RetryAfter.retry_after`` is a timedelta.
+    """
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as tg:
+        tg.add_chat(USER, "private", first_name="Alice")
+        tg.add_chat(GROUP, "supergroup", title="Streams", admins={ADMIN})
+        tg.add_chat(FORUM, "supergroup", title="Forum", is_forum=True)
+        yield tg
+
+
+def build_app(
+    fake: FakeTelegram, *, token: str | None = None, rate_limiter: AIORateLimiter | None = None
+) -> Any:
+    """An Application pointed at the fake, built the way the bot's sink will build it."""
+    builder = (
+        ApplicationBuilder()
+        .token(token or fake.token)
+        .base_url(f"{fake.api_url}/bot")
+        .base_file_url(f"{fake.api_url}/file/bot")
+    )
+    if rate_limiter is not None:
+        return builder.rate_limiter(rate_limiter).build()
+    return builder.build()
+
+
+@pytest.fixture
+async def bot(fake: FakeTelegram) -> AsyncIterator[Bot]:
+    async with Bot(
+        fake.token, base_url=f"{fake.api_url}/bot", base_file_url=f"{fake.api_url}/file/bot"
+    ) as b:
+        yield b
+
+
+# ---- polling and commands ---------------------------------------------------------------
+
+
+async def test_polled_command_reaches_handler_and_reply_is_stored(fake: FakeTelegram) -> None:
+    async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.effective_message is not None
+        await update.effective_message.reply_text("<b>All quiet</b> &amp; idle", parse_mode="HTML")
+
+    app = build_app(fake)
+    app.add_handler(CommandHandler("status", status))
+    async with app:
+        await app.updater.start_polling(poll_interval=0, timeout=1)
+        await app.start()
+        assert fake.calls_to("deleteWebhook"), "start_polling bootstraps with deleteWebhook"
+
+        fake.push_message(USER, "/status")
+        # In groups PTB quotes the command (reply_parameters) and needs the @botname form.
+        group_msg = fake.push_message(GROUP, "/status@streambot_test", from_user_id=MEMBER)
+
+        private = await fake.wait_for_message(USER, lambda m: "All quiet" in m["text"])
+        group = await fake.wait_for_message(GROUP)
+
+        started = time.monotonic()
+        await app.updater.stop()
+        await app.stop()
+        assert time.monotonic() - started < 1.0, "the last getUpdates(timeout=0) is answered now"
+
+    assert private["text"] == "All quiet & idle"
+    assert private["entities"] == [{"type": "bold", "offset": 0, "length": 9}]
+    assert private["from"]["username"] == "streambot_test"
+    assert group["reply_to_message"]["message_id"] == group_msg
+    last_poll = fake.calls_to("getUpdates")[-1]
+    assert last_poll.params["timeout"] == 0
+    assert last_poll.params["offset"] == fake.updates[-1]["update_id"] + 1
+
+
+async def test_get_updates_long_polls_acknowledges_and_filters(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    started = time.monotonic()
+    assert await bot.get_updates(timeout=0) == ()
+    assert time.monotonic() - started < 0.5
+
+    mark = len(fake.calls)
+    poll = asyncio.create_task(bot.get_updates(timeout=5))
+    await fake.wait_for_call("getUpdates", start=mark, answered=False)
+    fake.push_message(USER, "hello")
+    updates = await asyncio.wait_for(poll, 2)
+    assert [u.message.text for u in updates if u.message] == ["hello"]
+
+    again = await bot.get_updates(timeout=0)
+    assert again == updates, "not acknowledged yet"
+    assert await bot.get_updates(offset=updates[-1].update_id + 1, timeout=0) == ()
+
+    fake.push_update({"edited_message": dict(fake.updates[-1]["message"], edit_date=1)})
+    fake.push_message(USER, "kept")
+    kept = await bot.get_updates(timeout=0, allowed_updates=["message"])
+    assert [u.message.text for u in kept if u.message] == ["kept"]
+    assert len(kept) == 1, "edited_message was not asked for"
+
+
+async def test_second_get_updates_ends_the_pending_one_with_conflict(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    # A Bot has one connection for getUpdates, so the rival poller is a second instance.
+    async with Bot(fake.token, base_url=f"{fake.api_url}/bot") as rival:
+        first = asyncio.create_task(bot.get_updates(timeout=5))
+        await fake.wait_for_call("getUpdates", answered=False)
+        await rival.get_updates(timeout=0)
+        with pytest.raises(Conflict, match="terminated by other getUpdates"):
+            await asyncio.wait_for(first, 2)
+
+
+# ---- sending and editing ----------------------------------------------------------------
+
+
+async def test_html_message_with_url_button_then_edits(fake: FakeTelegram, bot: Bot) -> None:
+    sent = await bot.send_message(
+        GROUP,
+        '<b>Alice</b> is live: <a href="https://example.com/live?a=1&amp;b=2">watch</a>',
+        parse_mode=ParseMode.HTML,
+        reply_markup=BUTTON,
+    )
+    assert sent.reply_markup == BUTTON
+    stored = fake.messages[str(GROUP)][-1]
+    assert stored["text"] == "Alice is live: watch"
+    assert stored["entities"] == [
+        {"type": "bold", "offset": 0, "length": 5},
+        {
+            "type": "text_link",
+            "offset": 15,
+            "length": 5,
+            "url": "https://example.com/live?a=1&b=2",
+        },
+    ]
+    assert stored["reply_markup"] == {
+        "inline_keyboard": [[{"text": "Watch", "url": "https://example.com/live"}]]
+    }
+
+    edited = await bot.edit_message_text(
+        "<b>Alice</b> was live", GROUP, sent.message_id, parse_mode="HTML", reply_markup=BUTTON
+    )
+    assert isinstance(edited, Message)
+    assert edited.text == "Alice was live"
+    assert edited.edit_date is not None
+    assert fake.messages[str(GROUP)][-1]["text"] == "Alice was live"
+
+    with pytest.raises(BadRequest, match=r"(?i)message is not modified"):
+        await bot.edit_message_text(
+            "<b>Alice</b> was live", GROUP, sent.message_id, parse_mode="HTML", reply_markup=BUTTON
+        )
+    # Telegram drops the keyboard when an edit does not repeat it; that is a change.
+    await bot.edit_message_text("<b>Alice</b> was live", GROUP, sent.message_id, parse_mode="HTML")
+    assert "reply_markup" not in fake.messages[str(GROUP)][-1]
+
+    restored = await bot.edit_message_reply_markup(GROUP, sent.message_id, reply_markup=BUTTON)
+    assert isinstance(restored, Message)
+    assert restored.reply_markup == BUTTON
+
+
+async def test_photo_caption_and_caption_edit(fake: FakeTelegram, bot: Bot) -> None:
+    sent = await bot.send_photo(
+        USER,
+        "https://cdn.example.com/thumb.jpg",
+        caption="<i>Live</i> now",
+        parse_mode="HTML",
+        reply_markup=BUTTON,
+    )
+    assert sent.photo and sent.caption == "Live now"
+    stored = fake.messages[str(USER)][-1]
+    assert stored["caption_entities"] == [{"type": "italic", "offset": 0, "length": 4}]
+    assert fake.calls_to("sendPhoto")[-1].params["photo"] == "https://cdn.example.com/thumb.jpg"
+
+    await bot.edit_message_caption(USER, sent.message_id, caption="Ended", reply_markup=BUTTON)
+    assert fake.messages[str(USER)][-1]["caption"] == "Ended"
+    assert "caption_entities" not in fake.messages[str(USER)][-1]
+
+    with pytest.raises(BadRequest, match="no text in the message to edit"):
+        await bot.edit_message_text("x", USER, sent.message_id)
+
+    again = await bot.send_photo(USER, sent.photo[-1].file_id)  # a file_id Telegram issued
+    assert again.photo[-1].file_id == sent.photo[-1].file_id
+
+    uploaded = await bot.send_photo(USER, b"\x89PNG fake bytes", caption="upload")
+    assert fake.calls_to("sendPhoto")[-1].files["photo"] == b"\x89PNG fake bytes"
+    assert uploaded.caption == "upload"
+
+    fake.unreachable_photos.add("https://cdn.example.com/gone.jpg")
+    with pytest.raises(BadRequest, match=r"(?i)wrong file identifier/HTTP URL specified"):
+        await bot.send_photo(USER, "https://cdn.example.com/gone.jpg", caption="x")
+
+
+async def test_editing_a_deleted_message(fake: FakeTelegram, bot: Bot) -> None:
+    sent = await bot.send_message(USER, "card")
+    fake.delete_message(USER, sent.message_id)
+    assert fake.messages[str(USER)] == []
+    with pytest.raises(BadRequest, match=r"(?i)message to edit not found"):
+        await bot.edit_message_text("card v2", USER, sent.message_id)
+    with pytest.raises(BadRequest, match=r"(?i)message to delete not found"):
+        await bot.delete_message(USER, sent.message_id)
+
+    other = await bot.send_message(USER, "another")
+    assert other.message_id == sent.message_id + 1, "ids keep increasing per chat"
+    assert await bot.delete_message(USER, other.message_id) is True
+    assert fake.messages[str(USER)] == []
+
+
+async def test_forum_topic_thread_is_echoed(fake: FakeTelegram, bot: Bot) -> None:
+    sent = await bot.send_message(FORUM, "in a topic", message_thread_id=7)
+    assert sent.message_thread_id == 7
+    assert sent.is_topic_message
+    with pytest.raises(BadRequest, match=r"(?i)message thread not found"):
+        await bot.send_message(GROUP, "not a forum", message_thread_id=7)
+    with pytest.raises(BadRequest, match=r"(?i)message to be replied not found"):
+        await bot.send_message(USER, "x", reply_parameters=ReplyParameters(message_id=999))
+
+
+# ---- validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("<b>bold", 'Can\'t find end tag corresponding to start tag "b"'),
+        ("<blink>x</blink>", 'Unsupported start tag "blink" at byte offset 0'),
+        ("1 < 2", 'Unsupported start tag "" at byte offset 2'),
+        ("<b><i>x</b></i>", 'Unmatched end tag at byte offset 7, expected "</i>", found "</b>"'),
+        ("Tom & Jerry", 'Unescaped "&" at byte offset 4'),
+        ('<a href="https://x.test/?a=1&b=2">x</a>', 'Unescaped "&" at byte offset 28'),
+        ("<span>x</span>", 'Tag "span" must have class "tg-spoiler" at byte offset 0'),
+        ("</b>", "Unexpected end tag at byte offset 0"),
+        ("ok <b", "Unclosed start tag at byte offset 3"),
+    ],
+)
+async def test_malformed_html_is_rejected(bot: Bot, text: str, error: str) -> None:
+    with pytest.raises(BadRequest, match="parse entities") as caught:
+        await bot.send_message(USER, text, parse_mode="HTML")
+    # PTB capitalizes the description, lower-casing the rest of it.
+    assert caught.value.message == f"Can't parse entities: {error}".capitalize()
+
+
+async def test_length_limits_count_utf16_after_parsing(fake: FakeTelegram, bot: Bot) -> None:
+    await bot.send_message(USER, "<b>" + "a" * 4096 + "</b>", parse_mode="HTML")
+    await bot.send_message(USER, "😀" * 2048)  # 4096 UTF-16 code units
+    with pytest.raises(BadRequest, match=r"(?i)message is too long"):
+        await bot.send_message(USER, "😀" * 2048 + "a")
+    with pytest.raises(BadRequest, match=r"(?i)message caption is too long"):
+        await bot.send_photo(USER, "https://cdn.example.com/t.jpg", caption="c" * 1025)
+    with pytest.raises(BadRequest, match=r"(?i)message text is empty"):
+        await bot.send_message(USER, " \n <b> </b>", parse_mode="HTML")
+    trimmed = await bot.send_message(USER, "\n  <b>hi</b>  \n", parse_mode="HTML")
+    assert trimmed.text == "hi"
+    assert fake.messages[str(USER)][-1]["entities"] == [{"type": "bold", "offset": 0, "length": 2}]
+
+
+@pytest.mark.parametrize(
+    ("markup", "error"),
+    [
+        (InlineKeyboardMarkup([[InlineKeyboardButton("x", url="not a url")]]), "BUTTON_URL"),
+        (
+            InlineKeyboardMarkup([[InlineKeyboardButton("x", callback_data="d" * 65)]]),
+            "BUTTON_DATA",
+        ),
+    ],
+)
+async def test_bad_inline_buttons_are_rejected(
+    bot: Bot, markup: InlineKeyboardMarkup, error: str
+) -> None:
+    with pytest.raises(BadRequest, match=rf"(?i){error}"):
+        await bot.send_message(USER, "x", reply_markup=markup)
+
+
+# ---- failures -----------------------------------------------------------------------------
+
+
+async def test_unknown_chat_blocked_and_kicked(fake: FakeTelegram, bot: Bot) -> None:
+    with pytest.raises(BadRequest, match=r"(?i)chat not found"):
+        await bot.send_message(-100999, "x")
+
+    fake.chats[str(USER)].bot_status = "kicked"  # the user blocked the bot
+    with pytest.raises(Forbidden, match="bot was blocked by the user"):
+        await bot.send_message(USER, "x")
+
+    fake.fail_next(
+        "sendMessage", error_code=403, description="Forbidden: bot was kicked from the group chat"
+    )
+    with pytest.raises(Forbidden, match="kicked from the group chat"):
+        await bot.send_message(GROUP, "x")
+    assert (await bot.send_message(GROUP, "x")).text == "x", "fail_next fails only once"
+
+
+async def test_429_is_retried_by_the_rate_limiter(fake: FakeTelegram) -> None:
+    fake.fail_next("sendMessage", error_code=429, retry_after=0.05)
+    app = build_app(fake, rate_limiter=AIORateLimiter(max_retries=1))
+    async with app:
+        sent = await app.bot.send_message(GROUP, "retried")
+    assert sent.text == "retried"
+    first, second = fake.calls_to("sendMessage")
+    assert first.response == {
+        "ok": False,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 0.05",
+        "parameters": {"retry_after": 0.05},
+    }
+    assert second.ok
+    assert [m["text"] for m in fake.messages[str(GROUP)]] == ["retried"]
+
+
+async def test_429_without_retries_raises_retry_after(fake: FakeTelegram, bot: Bot) -> None:
+    fake.fail_next("sendMessage", error_code=429, retry_after=3)
+    with pytest.raises(RetryAfter) as caught:
+        await bot.send_message(GROUP, "x")
+    assert caught.value.retry_after == dtm.timedelta(seconds=3)
+    assert fake.calls_to("sendMessage")[-1].description == "Too Many Requests: retry after 3"
+    assert fake.messages[str(GROUP)] == []
+
+
+async def test_wrong_token_is_invalid_token_at_initialize(fake: FakeTelegram) -> None:
+    app = build_app(fake, token="123456:WRONG-token")
+    with pytest.raises(InvalidToken) as caught:
+        async with app:
+            pass
+    assert "WRONG-token" in str(caught.value), "PTB puts the token in the message: never log it"
+    # Application.__aenter__ shuts down only what it initialized: the bot's HTTP clients
+    # are left open when getMe fails, so close them here.
+    await app.bot.shutdown()
+    assert fake.calls_to("getMe")[-1].status == 401
+
+
+# ---- chat queries and commands ------------------------------------------------------------
+
+
+async def test_chat_member_status_and_commands(fake: FakeTelegram, bot: Bot) -> None:
+    assert (await bot.get_chat_member(GROUP, ADMIN)).status == "administrator"
+    assert (await bot.get_chat_member(GROUP, MEMBER)).status == "member"
+    admins = await bot.get_chat_administrators(GROUP)
+    assert [a.user.id for a in admins] == [ADMIN]
+    chat = await bot.get_chat(GROUP)
+    assert chat.title == "Streams"
+
+    commands = [BotCommand("status", "What is live"), BotCommand("mute", "Mute a stream")]
+    assert await bot.set_my_commands(commands)
+    recorded = fake.calls_to("setMyCommands")[-1].params["commands"]
+    assert recorded == [c.to_dict() for c in commands]
+    assert await bot.get_my_commands() == tuple(commands)
+
+    with pytest.raises(BadRequest, match=r"(?i)BOT_COMMAND_INVALID"):
+        await bot.set_my_commands([BotCommand("Bad-Command", "x")])
+
+
+async def test_callback_query_answer(fake: FakeTelegram, bot: Bot) -> None:
+    sent = await bot.send_message(USER, "card", reply_markup=BUTTON)
+    query_id = fake.push_callback_query(USER, sent.message_id, "mute:alice", from_user_id=USER)
+    [update] = await bot.get_updates(timeout=0)
+    assert update.callback_query is not None
+    assert update.callback_query.data == "mute:alice"
+    assert await bot.answer_callback_query(query_id, text="Muted")
+    with pytest.raises(BadRequest, match=r"(?i)query is too old"):
+        await bot.answer_callback_query(query_id)
+
+
+# ---- the parser itself (cases from TDLib's test/message_entities.cpp) -----------------------
+
+
+@pytest.mark.parametrize(
+    ("markup", "error"),
+    [
+        ("🏟 🏟&lt;<abacaba", "Unclosed start tag at byte offset 13"),
+        ("🏟 🏟&lt;<abac aba>", 'Unsupported start tag "abac" at byte offset 13'),
+        ("🏟 🏟&lt;<i   =aba>", 'Empty attribute name in the tag "i" at byte offset 13'),
+        ("🏟 🏟&lt;<i    aba>", 'Can\'t find end tag corresponding to start tag "i"'),
+        ("🏟 🏟&lt;<i    aba  =  ", 'Unclosed start tag "i" at byte offset 13'),
+        ("🏟 🏟&lt;<i    aba  =  190azAz-.,", "Unexpected end of name token at byte offset 27"),
+        ('🏟 🏟&lt;<i    aba  =  "&lt;&gt;&quot;>', "Unclosed start tag at byte offset 13"),
+        ("🏟 🏟&lt;</", "Unexpected end tag at byte offset 13"),
+        ("🏟 🏟&lt;<b></b></", "Unexpected end tag at byte offset 20"),
+        ("🏟 🏟&lt;<i>a</i   ", "Unclosed end tag at byte offset 17"),
+        (
+            "🏟 🏟&lt;<i>a</em   >",
+            'Unmatched end tag at byte offset 17, expected "</i>", found "</em>"',
+        ),
+        ("&#xDFDF;", "Text contains invalid Unicode characters"),
+    ],
+)
+def test_parse_html_errors_match_tdlib(markup: str, error: str) -> None:
+    with pytest.raises(HtmlParseError) as caught:
+        parse_html(markup, strict_ampersand=False)
+    assert str(caught.value).startswith(error)
+
+
+@pytest.mark.parametrize(
+    ("markup", "text", "entities"),
+    [
+        ("&ge;&lt;&gt;&amp;&quot;&#12345678;", '&ge;<>&"&#12345678;', []),
+        ("🏟 🏟<i>🏟 &lt🏟</i>", "🏟 🏟🏟 <🏟", [("italic", 5, 6)]),
+        ("🏟 🏟&lt;<i    aba  =  190azAz-.>a</i>", "🏟 🏟<a", [("italic", 6, 1)]),
+        ("🏟 🏟&lt;<i>🏟 🏟&lt;</>", "🏟 🏟<🏟 🏟<", [("italic", 6, 6)]),
+        ("<a href=telegram.org> </a>", " ", [("text_link", 0, 1, "http://telegram.org/")]),
+        ("<a>telegram.org </a>", "telegram.org ", []),
+        ("<code><i><b> </b></i></code>", " ", [("code", 0, 1), ("bold", 0, 1), ("italic", 0, 1)]),
+        ('<pre><code class="language-fift">x</></>', "x", [("pre", 0, 1, "fift")]),
+        ("<blockquote expandable>q</blockquote>", "q", [("expandable_blockquote", 0, 1)]),
+        ('<span class="tg-spoiler">s</span>', "s", [("spoiler", 0, 1)]),
+        ('<tg-emoji emoji-id="5368324170671202286">👍</tg-emoji>', "👍", [("custom_emoji", 0, 2)]),
+    ],
+)
+def test_parse_html_results_match_tdlib(
+    markup: str, text: str, entities: list[tuple[object, ...]]
+) -> None:
+    got_text, got_entities = parse_html(markup, strict_ampersand=False)
+    assert got_text == text
+    assert len(got_entities) == len(entities)
+    # (type, offset, length[, url or language]): the dicts keep that key order.
+    pairs = zip(got_entities, entities, strict=True)
+    assert [tuple(got.values())[: len(want)] for got, want in pairs] == entities
