@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.dispatch import Dispatcher, Route
-from bot.errors import PermanentDeliveryError, TransientDeliveryError
-from bot.events import NOTIFIED_KINDS, Event
+from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
+from bot.events import NOTIFIED_KINDS, Event, LiveInfo
 from bot.outbox import BACKOFF_CAP_SECONDS, OutboxWorker, backoff_delay
 from bot.store import Delivery, Store
 
@@ -26,6 +26,8 @@ class RecordingSink:
         self.delivered: list[tuple[str, str]] = []
         self.failures: dict[str, list[Exception]] = {}
         self.blocked: dict[str, asyncio.Event] = {}
+        self.edited: list[tuple[str, str]] = []
+        self.gone: set[str] = set()
         self.state = "running"
 
     async def start(self) -> None:
@@ -42,6 +44,11 @@ class RecordingSink:
             raise queue.pop(0)
         self.delivered.append((delivery.target, event.event_id))
         return f"msg-{delivery.id}"
+
+    async def edit(self, delivery: Delivery, message_id: str, event: Event) -> None:
+        if message_id in self.gone:
+            raise MessageGone("Unknown Message (10008)")
+        self.edited.append((message_id, event.kind))
 
 
 def queue_events(store: Store, channels: tuple[int, ...], *ids: str) -> None:
@@ -189,3 +196,40 @@ def test_backoff_grows_and_is_capped(attempts: int) -> None:
     if attempts > 1:
         assert backoff_delay(attempts, rng=lambda: 0.0) >= backoff_delay(
             attempts - 1, rng=lambda: 0.0)
+
+
+def start_and_change(store: Store) -> Dispatcher:
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1,))
+    dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
+    for index, (kind, title) in enumerate([("live_start", "One"), ("title_change", "Two")]):
+        at = T0 + timedelta(minutes=index)
+        dispatcher.accept(Event(source="rec", event_id=kind, kind=kind, occurred_at=at,
+                                received_at=at, platform="twitch", channel="quinn",
+                                live=LiveInfo(title=title)))
+    return dispatcher
+
+
+async def test_a_change_edits_the_posted_card(store: Store) -> None:
+    start_and_change(store)
+    sink = RecordingSink()
+    await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.edited))
+    assert sink.delivered == [("1", "live_start")]
+    card = store.conn.execute("SELECT message_id FROM deliveries WHERE action = 'post'")
+    assert sink.edited == [(card.fetchone()[0], "title_change")]
+
+
+async def test_a_deleted_card_is_posted_anew_and_later_edits_follow_it(store: Store) -> None:
+    dispatcher = start_and_change(store)
+    sink = RecordingSink()
+    first_card = f"msg-{store.card_delivery(1, 'discord', '1')}"
+    sink.gone.add(first_card)
+    await run_until(OutboxWorker(store=store, sink=sink), lambda: len(sink.delivered) == 2)
+    assert sink.delivered == [("1", "live_start"), ("1", "title_change")]
+    new_card = store.delivery_status(store.card_delivery(1, "discord", "1"))[1]
+    assert new_card != first_card
+    at = T0 + timedelta(minutes=5)
+    dispatcher.accept(Event(source="rec", event_id="c3", kind="category_change",
+                            occurred_at=at, received_at=at, platform="twitch",
+                            channel="quinn", live=LiveInfo(categories=("Art",))))
+    await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.edited))
+    assert sink.edited == [(new_card, "category_change")]
