@@ -164,6 +164,10 @@ class Dispatcher:
             return event, [event]
         if kind == ev.STREAM_UPDATE:
             return event, self._on_update(event, prev)
+        if prev is not None and prev.live and event.live is not None:
+            # Sources like Livepeer attach the stream's current state to every event;
+            # a renamed stream shows up as a title change.
+            return event, self._if_routed([event]) + self._on_update(event, prev)
         return event, self._if_routed([event])
 
     def _on_start(self, event: Event, prev: StreamState | None) -> tuple[Event, list[Event]]:
@@ -171,9 +175,9 @@ class Dispatcher:
         if prev is not None and prev.live and _same_session(prev, info):
             log.info("live_start for %s repeats the session in progress; not notified",
                      prev.streamer_key)
-            self._save(event, prev, live=True, info=event.live,
-                       started_at=prev.started_at, ended_at=None)
-            return event, []
+            # ...but what it says may have changed since (a recorder restarted after a
+            # rename): those are title / category changes.
+            return event, self._on_update(event, prev)
         started = info.start_time or event.occurred_at
         event = event.with_changes(started_at=started, ended_at=None)
         self._save(event, prev, live=True, info=info, started_at=started, ended_at=None)

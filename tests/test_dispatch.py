@@ -289,3 +289,20 @@ def test_a_change_with_no_card_in_a_chat_posts(store: Store) -> None:
     assert [r["action"] for r in store.deliveries_for_event(change.event_row)] == [
         "post", "post"
     ]
+
+
+def test_a_renamed_stream_in_any_event_while_live_is_a_title_change(store: Store) -> None:
+    # Livepeer has no "updated" event, but every event carries the stream's name.
+    d = dispatcher(store)
+    d.accept(event("live_start", "s", live=LiveInfo(title="Morning show", live_id="L")))
+    same = d.accept(event("recording_ready", "r0", minutes=1, live=LiveInfo(title="Morning show")))
+    assert same.notified == []
+    renamed = d.accept(event("multistream.connected", "r1", minutes=2,
+                             live=LiveInfo(title="Evening show")))
+    assert kinds_notified(renamed) == ["title_change"]
+    change = renamed.notified[0]
+    assert (change.old_live.title, change.live.title) == ("Morning show", "Evening show")
+    # A repeated start of the same session with a new title is a change, not a new ping.
+    again = d.accept(event("live_start", "s2", minutes=3,
+                           live=LiveInfo(title="Night show", live_id="L")))
+    assert kinds_notified(again) == ["title_change"]
