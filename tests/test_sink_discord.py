@@ -1,0 +1,764 @@
+"""The Discord sink, driven through the real discord.py against the protocol-level fake."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.commands import Chat, Commands, LiveEntry, MuteEntry, StatusReport
+from bot.config import DiscordConfig
+from bot.dispatch import Dispatcher, Route
+from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
+from bot.events import NOTIFIED_KINDS, Event, LiveInfo
+from bot.markup import utf16_len
+from bot.outbox import OutboxWorker
+from bot.render import KIND_COLOURS, Renderer
+from bot.sinks.discord import (
+    INVITE_PERMISSIONS,
+    DiscordSink,
+    delivery_error,
+    delivery_nonce,
+    status_embed,
+)
+from bot.store import Delivery, Store
+from tests.fakes.discord_api import (
+    APPLICATION_ID,
+    BOT_ROLE_ID,
+    GENERAL_CHANNEL_ID,
+    GUILD_ID,
+    MEMBER_USER_ID,
+    MOD_USER_ID,
+    READONLY_CHANNEL_ID,
+    RESTRICTED_CHANNEL_ID,
+    STAFF_ROLE_ID,
+    STREAMERS_ROLE_ID,
+    STREAMS_CHANNEL_ID,
+    TOKEN,
+    CommandNotAvailable,
+    FakeDiscord,
+    default_guild,
+    no_identify_delay,
+)
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
+    import discord
+    import discord.gateway
+    import discord.http
+
+URL = "https://twitch.example/quinn"
+COVER = "https://img.example/quinn.jpg"
+AVATAR = "https://img.example/quinn-avatar.png"
+NASTY = f"@everyone <@&{STAFF_ROLE_ID}> **x** @here <@{MEMBER_USER_ID}>"
+ROUTE = Route(
+    patterns=("twitch/*",),
+    events=frozenset(NOTIFIED_KINDS),
+    discord_channels=(STREAMS_CHANNEL_ID,),
+    mention_roles=(STREAMERS_ROLE_ID,),
+)
+MESSAGES = f"/channels/{STREAMS_CHANNEL_ID}/messages"
+MANAGE_CHANNELS = str(discord.Permissions(manage_channels=True).value)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(autouse=True)
+async def no_leftovers() -> AsyncIterator[None]:
+    """Each test leaves no pending tasks and no gateway heartbeat threads behind."""
+    yield
+    await asyncio.sleep(0)
+    current = asyncio.current_task()
+    assert [t for t in asyncio.all_tasks() if t is not current and not t.done()] == []
+    for thread in threading.enumerate():
+        if thread.name.startswith("keep-alive-handler"):
+            thread.join(1.0)
+            assert not thread.is_alive()
+
+
+WRONG_TOKEN = "not-the-bot-token.9f8e7d"
+
+
+@pytest.fixture(autouse=True)
+def no_token_in_logs(caplog: pytest.LogCaptureFixture) -> Any:
+    """Every test runs with DEBUG logging, and no record may contain a bot token."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    for record in caplog.records:
+        text = record.getMessage() + (record.exc_text or "")
+        assert TOKEN not in text
+        assert WRONG_TOKEN not in text
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    """The fake Discord, which accepts only TOKEN."""
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=200) as server:
+        yield server
+        assert server.errors == []
+        assert [(r.method, r.path) for r in server.unhandled] == []
+
+
+def make_sink(
+    fake: FakeDiscord,
+    store: Store,
+    routes: Sequence[Route] = (ROUTE,),
+    *,
+    token: str = TOKEN,
+    commands: Commands | None = None,
+    renderer: Renderer | None = None,
+    api_url: str | None = None,
+    ready_timeout: float = 5.0,
+    **client_options: Any,
+) -> DiscordSink:
+    config = DiscordConfig(
+        token=token,
+        api_url=api_url or fake.api_url,
+        gateway_url=fake.gateway_url,
+        guild_ids=(GUILD_ID,),
+        disabled_reason=None,
+    )
+    return DiscordSink(
+        config=config,
+        renderer=renderer or Renderer(),
+        commands=commands or Commands(store=store, routes=routes),
+        client_options={"guild_ready_timeout": 0.1, **client_options},
+        before_identify_hook=no_identify_delay,
+        ready_timeout=ready_timeout,
+    )
+
+
+@asynccontextmanager
+async def running(sink: DiscordSink) -> AsyncIterator[DiscordSink]:
+    await sink.start()
+    try:
+        assert sink.state == "running"
+        yield sink
+    finally:
+        await sink.stop()
+    assert sink.state == "stopped"
+
+
+def live_start(title: str = "Painting a dragon", *, name: str = "Quinn", n: int = 1) -> Event:
+    now = datetime.now(UTC)
+    return Event(
+        source="rec",
+        event_id=f"start-{n}",
+        kind="live_start",
+        occurred_at=now - timedelta(minutes=5),
+        received_at=now,
+        platform="twitch",
+        channel="quinn",
+        display_name=name,
+        url=URL,
+        live=LiveInfo(title=title, categories=("Art",), cover=COVER, avatar=AVATAR),
+    )
+
+
+def title_change(title: str) -> Event:
+    start = live_start()
+    return start.with_changes(
+        event_id="title-1",
+        kind="title_change",
+        live=LiveInfo(title=title, categories=("Art",), cover=COVER, avatar=AVATAR),
+        old_live=start.live,
+        started_at=start.occurred_at,
+    )
+
+
+def delivery(n: int, channel: int = STREAMS_CHANNEL_ID, **options: Any) -> Delivery:
+    return Delivery(
+        id=n,
+        event_row=n,
+        sink="discord",
+        target=str(channel),
+        action="post",
+        options=options,
+        attempts=1,
+        created_at=1_773_206_558.25 + n,
+        not_before=0.0,
+    )
+
+
+async def run_worker_until(
+    worker: OutboxWorker, done: Callable[[], bool], timeout: float = 5.0
+) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await task
+
+
+def statuses(fake: FakeDiscord, method: str, path: str) -> list[int]:
+    return [r.status for r in fake.requests if r.method == method and r.path == path]
+
+
+def sink_logs(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "bot.sinks.discord" and r.levelno >= level
+    ]
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+async def test_live_start_through_the_outbox_is_an_embed_that_pings_only_the_route_role(
+    fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatcher = Dispatcher(store=store, routes=[ROUTE], sinks=["discord"])
+    accepted = dispatcher.accept(live_start(title=NASTY, name=f"Quinn {NASTY}"))
+    assert accepted.deliveries == 1
+    sink = make_sink(fake, store)
+    async with running(sink):
+        await run_worker_until(
+            OutboxWorker(store=store, sink=sink),
+            lambda: store.outbox_counts().by_state == {"sent": 1},
+        )
+
+    [message] = fake.messages[STREAMS_CHANNEL_ID]
+    assert fake.messages[GENERAL_CHANNEL_ID] == []  # not routed there
+    # Pinged: exactly the configured role. Not @everyone, not Staff, not the member,
+    # although the bot may mention everyone and the text names them all.
+    assert message["content"].startswith(f"<@&{STREAMERS_ROLE_ID}> ")
+    assert message["mention_roles"] == [str(STREAMERS_ROLE_ID)]
+    assert message["mentions"] == []
+    assert message["mention_everyone"] is False
+    [embed] = message["embeds"]
+    assert "\\*\\*x\\*\\*" in embed["title"]  # markdown shown as text
+    assert f"<@&{STAFF_ROLE_ID}>" not in embed["title"]
+    assert embed["url"] == URL
+    assert embed["image"]["url"] == COVER
+    assert embed["author"]["icon_url"] == AVATAR
+    assert embed["color"] == KIND_COLOURS["live_start"]
+    assert embed["fields"] == [{"name": "Category", "value": "Art", "inline": True}]
+    assert URL in embed["description"]
+    assert embed["timestamp"]
+
+    [post] = [r for r in fake.requests if r.method == "POST" and r.path == MESSAGES]
+    assert post.json["allowed_mentions"] == {"parse": [], "roles": [STREAMERS_ROLE_ID]}
+    assert post.json["enforce_nonce"] is True
+    row = store.conn.execute("SELECT id, message_id, state FROM deliveries").fetchone()
+    assert row["message_id"] == message["id"]
+    # A derived, stable nonce: what a retry of this delivery would send again.
+    assert post.json["nonce"] == delivery_nonce(_delivery_row(store, row["id"]))
+    assert len(post.json["nonce"]) <= 25
+    # The invite link asks for the sink's permissions, with both scopes.
+    invite = next(m for m in sink_logs(caplog, logging.INFO) if "invite" in m)
+    assert f"client_id={APPLICATION_ID}" in invite
+    assert f"permissions={INVITE_PERMISSIONS.value}" in invite
+    assert "scope=bot+applications.commands" in invite
+
+
+async def test_mentions_a_template_writes_out_literally_still_ping_only_the_route_roles(
+    fake: FakeDiscord, store: Store, tmp_path: Path
+) -> None:
+    # Template text is not escaped (only the values put into it are), so here the second
+    # wall, allowed_mentions, is all that stands between a careless template and a ping.
+    (tmp_path / "discord").mkdir()
+    (tmp_path / "discord" / "live_start.j2").write_text(
+        '{% extends "discord/base.j2" %}{% block content %}'
+        f"@everyone @here <@&{STAFF_ROLE_ID}> <@{MEMBER_USER_ID}> {{{{ streamer.name }}}} is live"
+        "{% endblock %}"
+    )
+    sink = make_sink(fake, store, renderer=Renderer(user_dir=tmp_path))
+    async with running(sink):
+        await sink.deliver(delivery(1, mention_roles=[STREAMERS_ROLE_ID]), live_start())
+    [message] = fake.messages[STREAMS_CHANNEL_ID]
+    assert "@everyone @here" in message["content"]
+    assert message["mention_roles"] == [str(STREAMERS_ROLE_ID)]
+    assert message["mentions"] == []
+    assert message["mention_everyone"] is False
+
+
+def _delivery_row(store: Store, delivery_id: int) -> Delivery:
+    row = store.conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    return Delivery(
+        id=row["id"],
+        event_row=row["event_row"],
+        sink=row["sink"],
+        target=row["target"],
+        action=row["action"],
+        options={},
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        not_before=row["not_before"],
+    )
+
+
+async def test_edit_changes_the_card_in_place_and_a_deleted_card_is_gone(
+    fake: FakeDiscord, store: Store
+) -> None:
+    async with running(make_sink(fake, store)) as sink:
+        card = await sink.deliver(
+            delivery(1, mention_roles=[STREAMERS_ROLE_ID]), live_start("Old title")
+        )
+        assert card is not None
+        await sink.edit(delivery(2), card, title_change("New title"))
+
+        [message] = fake.messages[STREAMS_CHANNEL_ID]
+        assert message["id"] == card
+        assert message["edited_timestamp"] is not None
+        assert message["embeds"][0]["title"] == "New title"
+        assert message["embeds"][0]["color"] == KIND_COLOURS["title_change"]
+        assert "changed the stream title" in message["content"]
+        patch = next(r for r in fake.requests if r.method == "PATCH")
+        assert patch.path == f"{MESSAGES}/{card}"
+        assert patch.json["allowed_mentions"] == {"parse": [], "roles": []}
+
+        fake.delete_message(STREAMS_CHANNEL_ID, int(card))
+        with pytest.raises(MessageGone, match="10008"):
+            await sink.edit(delivery(3), card, title_change("Newer title"))
+
+
+async def test_429_is_waited_out_and_5xx_retried_with_the_same_nonce(
+    fake: FakeDiscord, store: Store
+) -> None:
+    async with running(make_sink(fake, store, max_ratelimit_timeout=30.0)) as sink:
+        fake.rate_limit_next("POST", MESSAGES, retry_after=0.2)
+        started = time.monotonic()
+        first = await sink.deliver(delivery(1), live_start())
+        assert time.monotonic() - started >= 0.2
+        assert statuses(fake, "POST", MESSAGES) == [429, 200]
+
+        # The message is created but the answer is lost; discord.py retries the request,
+        # and the enforced nonce makes Discord answer with the same message.
+        fake.fail_next(
+            "POST", MESSAGES, status=502, json={"message": "Bad Gateway"}, after_processing=True
+        )
+        second = await sink.deliver(delivery(2), live_start(n=2))
+        assert statuses(fake, "POST", MESSAGES) == [429, 200, 502, 200]
+        nonces = [r.json["nonce"] for r in fake.requests if r.path == MESSAGES]
+        assert nonces[2] == nonces[3] != nonces[0]
+        assert [m["id"] for m in fake.messages[STREAMS_CHANNEL_ID]] == [first, second]
+        # The outbox retrying a delivery whose answer was lost gets the same message back.
+        assert await sink.deliver(delivery(2), live_start(n=2)) == second
+        assert len(fake.messages[STREAMS_CHANNEL_ID]) == 2
+
+        # A wait longer than discord.py will sit out becomes a transient error that says
+        # when to come back.
+        fake.rate_limit_next("POST", f"/channels/{GENERAL_CHANNEL_ID}/messages", retry_after=45)
+        with pytest.raises(TransientDeliveryError) as caught:
+            await sink.deliver(delivery(3, GENERAL_CHANNEL_ID), live_start(n=3))
+        assert caught.value.retry_after == pytest.approx(45)
+    assert fake.messages[GENERAL_CHANNEL_ID] == []
+
+
+class _Response(SimpleNamespace):
+    """Just what discord.HTTPException reads from an aiohttp response."""
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (discord.RateLimited(12.5), TransientDeliveryError),
+        (
+            discord.DiscordServerError(_Response(status=503, reason="Unavailable"), ""),
+            TransientDeliveryError,
+        ),
+        (
+            discord.HTTPException(_Response(status=429, reason="Too Many"), ""),
+            TransientDeliveryError,
+        ),
+        (aiohttp.ClientConnectionError("reset"), TransientDeliveryError),
+        (TimeoutError(), TransientDeliveryError),
+        (
+            discord.Forbidden(
+                _Response(status=403, reason="Forbidden"),
+                {"code": 50001, "message": "Missing Access"},
+            ),
+            PermanentDeliveryError,
+        ),
+        (
+            discord.NotFound(
+                _Response(status=404, reason="Not Found"),
+                {"code": 10003, "message": "Unknown Channel"},
+            ),
+            PermanentDeliveryError,
+        ),
+        (
+            discord.HTTPException(
+                _Response(status=400, reason="Bad Request"),
+                {"code": 50035, "message": "Invalid Form Body"},
+            ),
+            PermanentDeliveryError,
+        ),
+        (
+            discord.NotFound(
+                _Response(status=404, reason="Not Found"),
+                {"code": 10008, "message": "Unknown Message"},
+            ),
+            MessageGone,
+        ),
+    ],
+)
+def test_platform_errors_map_to_retryable_or_not(exc: Exception, expected: type) -> None:
+    mapped = delivery_error(exc, "channel 1")
+    assert type(mapped) is expected
+    assert str(mapped).startswith("channel 1: ")
+    assert delivery_error(ValueError("a bug"), "channel 1") is None
+
+
+async def test_missing_access_and_unknown_channel_are_permanent(
+    fake: FakeDiscord, store: Store
+) -> None:
+    async with running(make_sink(fake, store)) as sink:
+        with pytest.raises(PermanentDeliveryError, match="50001"):
+            await sink.deliver(delivery(1, RESTRICTED_CHANNEL_ID), live_start())
+        with pytest.raises(PermanentDeliveryError, match="50013"):
+            await sink.deliver(delivery(2, READONLY_CHANNEL_ID), live_start())
+        with pytest.raises(PermanentDeliveryError, match="10003"):
+            await sink.deliver(delivery(3, 424242), live_start())
+        with pytest.raises(PermanentDeliveryError, match="not a Discord channel id"):
+            await sink.deliver(delivery(4, 0), live_start())
+        fake.fail_next(
+            "POST", MESSAGES, status=403, json={"code": 50001, "message": "Missing Access"}
+        )
+        with pytest.raises(PermanentDeliveryError, match="Missing Access"):
+            await sink.deliver(delivery(5), live_start())
+    assert all(messages == [] for messages in fake.messages.values())
+
+
+async def test_a_failing_channel_fails_visibly_without_blocking_another(
+    fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    route = Route(
+        patterns=("*",),
+        events=frozenset(NOTIFIED_KINDS),
+        discord_channels=(RESTRICTED_CHANNEL_ID, STREAMS_CHANNEL_ID),
+    )
+    Dispatcher(store=store, routes=[route], sinks=["discord"]).accept(live_start())
+    async with running(make_sink(fake, store, [route])) as sink:
+        await run_worker_until(
+            OutboxWorker(store=store, sink=sink),
+            lambda: store.outbox_counts().by_state == {"failed": 1, "sent": 1},
+        )
+        rows = {
+            r["target"]: r
+            for r in store.conn.execute("SELECT target, state, last_error FROM deliveries")
+        }
+        assert rows[str(STREAMS_CHANNEL_ID)]["state"] == "sent"
+        failed = rows[str(RESTRICTED_CHANNEL_ID)]
+        assert failed["state"] == "failed"
+        assert "PermanentDeliveryError" in failed["last_error"]
+        assert "Missing Access" in failed["last_error"]
+        assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1
+        assert any(
+            r.name == "bot.outbox"
+            and r.levelno == logging.ERROR
+            and "Missing Access" in r.getMessage()
+            for r in caplog.records
+        )
+
+        # /status there tells a moderator, and only a moderator, that it is failing.
+        by_mod = await fake.invoke_command(
+            "status", channel_id=RESTRICTED_CHANNEL_ID, user_id=MOD_USER_ID
+        )
+        assert any("failing" in f["name"] for f in by_mod.embeds[0].get("fields", []))
+        by_member = await fake.invoke_command("status", channel_id=RESTRICTED_CHANNEL_ID)
+        assert not any("failing" in f["name"] for f in by_member.embeds[0].get("fields", []))
+
+
+async def test_a_role_that_cannot_be_pinged_is_reported_once(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    guild = default_guild()
+    bot_role = next(r for r in guild["roles"] if r["id"] == str(BOT_ROLE_ID))
+    bot_role["permissions"] = str(int(bot_role["permissions"]) & ~(1 << 17))  # no @everyone
+    async with (
+        FakeDiscord(token=TOKEN, guilds=[guild]) as fake,
+        running(make_sink(fake, store)) as sink,
+    ):
+        for n in (1, 2):
+            await sink.deliver(
+                delivery(n, mention_roles=[STAFF_ROLE_ID, STREAMERS_ROLE_ID]),
+                live_start(n=n),
+            )
+        pinged = [m["mention_roles"] for m in fake.messages[STREAMS_CHANNEL_ID]]
+    assert pinged == [[str(STREAMERS_ROLE_ID)]] * 2
+    warnings_ = [m for m in sink_logs(caplog) if "was not pinged" in m]
+    assert len(warnings_) == 1
+    assert str(STAFF_ROLE_ID) in warnings_[0]
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def go_live(store: Store, title: str = "Painting a dragon") -> None:
+    Dispatcher(store=store, routes=[ROUTE], sinks=["console"]).accept(live_start(title))
+
+
+async def test_commands_are_synced_globally_and_to_the_guild(
+    fake: FakeDiscord, store: Store
+) -> None:
+    async with running(make_sink(fake, store)):
+        pass
+    expected = {
+        "status": [],
+        "mute": ["streamer", "duration"],
+        "unmute": ["streamer"],
+        "mutes": [],
+        "subscribe": ["pattern"],
+        "unsubscribe": ["pattern"],
+        "help": [],
+    }
+    for synced in (fake.commands, fake.guild_commands[GUILD_ID]):
+        by_name = {c["name"]: c for c in synced}
+        assert {n: [o["name"] for o in c.get("options", [])] for n, c in by_name.items()} == (
+            expected
+        )
+        for name, command in by_name.items():
+            changing = name in ("mute", "unmute", "subscribe", "unsubscribe")
+            assert command["default_member_permissions"] == (MANAGE_CHANNELS if changing else None)
+            assert command["contexts"] == [0]  # servers only
+            for option in command.get("options", []):
+                assert option["type"] == 3  # a string
+                assert option.get("autocomplete", False) == (option["name"] != "duration")
+        assert [o["required"] for o in by_name["subscribe"]["options"]] == [True]
+        assert [o.get("required", False) for o in by_name["mute"]["options"]] == [False, False]
+
+
+async def test_status_lists_the_live_stream_escaped(fake: FakeDiscord, store: Store) -> None:
+    go_live(store, title=NASTY)
+    async with running(make_sink(fake, store)):
+        result = await fake.invoke_command("status", channel_id=STREAMS_CHANNEL_ID)
+    assert result.ephemeral
+    [embed] = result.embeds
+    assert embed["title"] == "Live now"
+    assert f"[Quinn]({URL})" in embed["description"]
+    assert "\\*\\*x\\*\\*" in embed["description"]
+    assert f"<@&{STAFF_ROLE_ID}>" not in embed["description"]
+    assert "@everyone" not in embed["description"]
+    assert "Art" in embed["description"]
+    assert "live for 5m" in embed["description"]
+    assert result.message["mention_everyone"] is False
+    assert result.message["mention_roles"] == []
+    callback = next(r for r in fake.requests if r.path.startswith("/interactions/"))
+    assert callback.json["data"]["allowed_mentions"] == {"parse": []}
+    assert fake.messages[STREAMS_CHANNEL_ID] == []  # nothing public
+
+
+def test_a_long_status_stays_within_discords_embed_limits() -> None:
+    now = datetime.now(UTC)
+    live = tuple(
+        LiveEntry(
+            key=f"twitch/s{n}",
+            name="🐉" * 150,
+            url=f"https://twitch.example/s{n}",
+            title="**t** " * 500,
+            categories=("Art",) * 50,
+            started_at=now,
+            uptime=timedelta(hours=2),
+        )
+        for n in range(60)
+    )
+    mutes = tuple(MuteEntry(pattern=f"twitch/*{n}*", until=None) for n in range(100))
+    report = StatusReport(live=live, mutes=mutes, scoped=False, failed_deliveries=3, now=now)
+    embed = status_embed(report, admin=True)
+    assert utf16_len(embed.description or "") <= 4096
+    assert len(embed) <= 6000
+    assert all(utf16_len(f.value or "") <= 1024 for f in embed.fields)
+    assert (embed.description or "").endswith("more")
+    assert "failing" in embed.fields[-1].name
+
+
+async def test_mute_needs_manage_channels_and_writes_the_mute(
+    fake: FakeDiscord, store: Store
+) -> None:
+    go_live(store)
+    options = {"streamer": "twitch/quinn", "duration": "2h"}
+    here = (str(STREAMS_CHANNEL_ID),)
+    async with running(make_sink(fake, store)):
+        # Discord's client does not even offer it to a plain member ...
+        with pytest.raises(CommandNotAvailable):
+            await fake.invoke_command("mute", options, channel_id=STREAMS_CHANNEL_ID)
+        # ... and if it did (stale client, changed overrides) the bot checks again.
+        refused = await fake.invoke_command(
+            "mute", options, channel_id=STREAMS_CHANNEL_ID, check_permissions=False
+        )
+        assert refused.ephemeral
+        assert "Manage Channels" in refused.content
+        assert store.mutes_for("discord", *here, time.time()) == []
+
+        before = time.time()
+        muted = await fake.invoke_command(
+            "mute", options, channel_id=STREAMS_CHANNEL_ID, user_id=MOD_USER_ID
+        )
+        assert muted.ephemeral
+        assert muted.content == "Muted twitch/quinn here for 2h."
+        [mute] = store.mutes_for("discord", *here, time.time())
+        assert mute.pattern == "twitch/quinn"
+        assert mute.until == pytest.approx(before + 7200, abs=5)
+
+        bad = await fake.invoke_command(
+            "mute", {"duration": "soon"}, channel_id=STREAMS_CHANNEL_ID, user_id=MOD_USER_ID
+        )
+        assert bad.ephemeral
+        assert "30m, 2h or 1d" in bad.content
+        unknown = await fake.invoke_command(
+            "mute",
+            {"streamer": "twitch/nobody"},
+            channel_id=STREAMS_CHANNEL_ID,
+            user_id=MOD_USER_ID,
+        )
+        assert unknown.ephemeral
+        assert "No streamer" in unknown.content
+
+        listed = await fake.invoke_command("mutes", channel_id=STREAMS_CHANNEL_ID)
+        assert "twitch/quinn for" in listed.content
+        unmuted = await fake.invoke_command(
+            "unmute",
+            {"streamer": "twitch/quinn"},
+            channel_id=STREAMS_CHANNEL_ID,
+            user_id=MOD_USER_ID,
+        )
+        assert unmuted.content == "Unmuted twitch/quinn here."
+        assert store.mutes_for("discord", *here, time.time()) == []
+
+        # "/mute 2h" with the duration typed into the first box mutes everything here.
+        everything = await fake.invoke_command(
+            "mute", {"streamer": "2h"}, channel_id=GENERAL_CHANNEL_ID, user_id=MOD_USER_ID
+        )
+        assert everything.content == "Muted every stream here for 2h."
+    assert fake.messages[STREAMS_CHANNEL_ID] == []
+
+
+async def test_subscribe_and_unsubscribe_route_streamers_here(
+    fake: FakeDiscord, store: Store
+) -> None:
+    commands = Commands(store=store, routes=[ROUTE])
+    async with running(make_sink(fake, store, commands=commands)):
+        added = await fake.invoke_command(
+            "subscribe",
+            {"pattern": "youtube/*"},
+            channel_id=GENERAL_CHANNEL_ID,
+            user_id=MOD_USER_ID,
+        )
+        assert added.ephemeral
+        assert "youtube/\\*" in added.content  # a glob, shown as typed
+        assert commands.patterns_for(Chat("discord", str(GENERAL_CHANNEL_ID))) == ["youtube/*"]
+        removed = await fake.invoke_command(
+            "unsubscribe",
+            {"pattern": "youtube/*"},
+            channel_id=GENERAL_CHANNEL_ID,
+            user_id=MOD_USER_ID,
+        )
+        assert removed.content.startswith("Unsubscribed")
+        assert store.subscriptions() == []
+
+
+async def test_autocomplete_offers_known_streamers(fake: FakeDiscord, store: Store) -> None:
+    go_live(store)
+    async with running(make_sink(fake, store)):
+        for command, option in (("mute", "streamer"), ("subscribe", "pattern")):
+            choices = await fake.autocomplete(command, {option: "qu"}, option)
+            assert choices == [{"name": "twitch/quinn", "value": "twitch/quinn"}]
+        assert await fake.autocomplete("unmute", {"streamer": "zz"}, "streamer") == []
+
+
+async def test_help_names_the_commands_and_this_channel(fake: FakeDiscord, store: Store) -> None:
+    async with running(make_sink(fake, store)):
+        result = await fake.invoke_command("help", channel_id=STREAMS_CHANNEL_ID)
+    assert result.ephemeral
+    for usage in ("/status", "/mute [streamer] [duration]", "/subscribe <pattern>", "/help"):
+        assert f"`{usage}`" in result.content
+    assert str(STREAMS_CHANNEL_ID) in result.content
+
+
+class BrokenCommands(Commands):
+    """Commands whose status has a bug."""
+
+    def status(self, chat: Chat) -> Any:
+        raise RuntimeError("a bug in status")
+
+
+async def test_an_unexpected_error_is_logged_and_answered_politely(
+    fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    commands = BrokenCommands(store=store, routes=[ROUTE])
+    async with running(make_sink(fake, store, commands=commands)):
+        result = await fake.invoke_command("status", channel_id=STREAMS_CHANNEL_ID)
+    assert result.ephemeral
+    assert result.content.startswith("Sorry")
+    assert "a bug in status" not in result.content
+    [record] = [r for r in caplog.records if r.exc_info and r.name == "bot.sinks.discord"]
+    assert "/status" in record.getMessage()
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+async def test_a_wrong_token_fails_the_sink_with_one_line_and_no_crash(
+    fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    route_base = discord.http.Route.BASE
+    gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    sink = make_sink(fake, store, token=WRONG_TOKEN)
+    await sink.start()  # does not raise
+    assert sink.state == "failed"
+    problems = sink_logs(caplog)
+    assert len(problems) == 1
+    assert "refused the bot token" in problems[0]
+    with pytest.raises(TransientDeliveryError):
+        await sink.deliver(delivery(1), live_start())
+    await sink.stop()
+    await sink.stop()  # idempotent
+    assert sink.state == "stopped"
+    assert route_base == discord.http.Route.BASE
+    assert gateway == discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    # A refused token is not retried.
+    assert [r.path for r in fake.requests] == ["/users/@me"]
+
+
+async def test_an_unreachable_discord_is_retried_in_the_background_until_stopped(
+    fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    sink = make_sink(
+        fake, store, api_url=f"http://127.0.0.1:{closed_port}/api/v10", ready_timeout=0.3
+    )
+    await sink.start()
+    assert sink.state == "starting"
+    assert any("cannot log in" in m and "retrying" in m for m in sink_logs(caplog))
+    with pytest.raises(TransientDeliveryError, match="not logged in"):
+        await sink.deliver(delivery(1), live_start())
+    started = time.monotonic()
+    await sink.stop()
+    assert time.monotonic() - started < 1.0  # the retry wait is cancelled, not sat out
+    assert sink.state == "stopped"
+
+
+async def test_the_token_stays_out_of_logs_and_reprs(
+    fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = make_sink(fake, store)
+    assert TOKEN not in repr(sink)
+    async with running(sink):
+        assert TOKEN not in repr(sink)
+        await sink.deliver(delivery(1), live_start())
+        await fake.invoke_command("status", channel_id=STREAMS_CHANNEL_ID)
+    assert TOKEN not in repr(sink)
+    # The fixture checks every record; make sure there were plenty to check.
+    assert len(caplog.records) > 20
+    assert any(r.name.startswith("discord") for r in caplog.records)
