@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,9 @@ SINKS = ("console", "discord", "telegram")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run one command; returns the process exit code."""
+    # python-telegram-bot warns on every rate limit unless told to report its waits as
+    # timedeltas, which the Telegram sink reads either way.
+    os.environ.setdefault("PTB_TIMEDELTA", "true")
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

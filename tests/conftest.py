@@ -39,3 +39,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
     db.open()
     yield db
     db.close()
+
+
+@pytest.fixture(autouse=True)
+def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
+    """python-telegram-bot's RetryAfter warns (an error here) unless PTB_TIMEDELTA is set.
+
+    RetryAfter.__init__ reads its own deprecated int property; under filterwarnings=error
+    that warning replaces the 429, so AIORateLimiter would never retry. With the opt-in,
+    ``RetryAfter.retry_after`` is a timedelta.
+    """
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")

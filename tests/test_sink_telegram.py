@@ -1,0 +1,579 @@
+"""The Telegram sink, with the real python-telegram-bot talking to the fake Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from bot.commands import COMMAND_HELP, Commands
+from bot.config import TelegramConfig
+from bot.dispatch import Dispatcher, Route
+from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
+from bot.events import NOTIFIED_KINDS, Event, LiveInfo, utcnow
+from bot.outbox import OutboxWorker
+from bot.render import Renderer
+from bot.sinks.telegram import TelegramSink, chat_id_of, parse_message_id
+from bot.store import Delivery, Store
+from tests.fakes.telegram_api import FakeTelegram
+
+USER = 1001  # a private chat with this user
+ADMIN = 2002
+MEMBER = 3003
+GROUP = -100777
+OTHER = -100555
+FORUM = -100888
+MISSING = -100404  # a chat the bot was never added to
+COVER = "https://cdn.example.com/quinn-1280x720.jpg"
+STREAM_URL = "https://www.twitch.tv/quinn"
+SECRET_PART = "TEST-token-for-the-fake"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as tg:
+        assert tg.token.endswith(SECRET_PART)
+        tg.add_chat(USER, "private", first_name="Alice")
+        tg.add_chat(GROUP, "supergroup", title="Streams", admins={ADMIN})
+        tg.add_chat(OTHER, "group", title="Friends")
+        tg.add_chat(FORUM, "supergroup", title="Forum", is_forum=True, admins={ADMIN})
+        yield tg
+
+
+def route(*chats: int) -> Route:
+    return Route(
+        patterns=("*",),
+        events=frozenset(NOTIFIED_KINDS),
+        telegram_chats=tuple(str(c) for c in chats),
+    )
+
+
+def make_sink(
+    fake: FakeTelegram, store: Store, *, token: str | None = None, **knobs: Any
+) -> TelegramSink:
+    return TelegramSink(
+        config=TelegramConfig(
+            token=token or fake.token, api_url=fake.api_url, disabled_reason=None
+        ),
+        renderer=Renderer(),
+        commands=Commands(store=store, routes=[route(GROUP, OTHER)]),
+        poll_timeout=1.0,
+        **knobs,
+    )
+
+
+@pytest.fixture
+async def sink(fake: FakeTelegram, store: Store) -> AsyncIterator[TelegramSink]:
+    tg = make_sink(fake, store)
+    await tg.start()
+    assert tg.state == "running"
+    try:
+        yield tg
+    finally:
+        await tg.stop()
+    assert tg.state == "stopped"
+
+
+def live_event(
+    kind: str = "live_start",
+    *,
+    event_id: str = "e1",
+    title: str = "Ranked grind",
+    cover: str | None = COVER,
+    name: str = "Quinn",
+    minutes: float = 0,
+) -> Event:
+    at = utcnow() - timedelta(minutes=30) + timedelta(minutes=minutes)
+    return Event(
+        source="rec",
+        event_id=event_id,
+        kind=kind,
+        occurred_at=at,
+        received_at=at,
+        platform="twitch",
+        channel="quinn",
+        display_name=name,
+        url=STREAM_URL,
+        live=LiveInfo(title=title, categories=("Art",), cover=cover, live_id="s1"),
+    )
+
+
+def queue(store: Store, chats: tuple[int, ...], *events: Event) -> None:
+    dispatcher = Dispatcher(store=store, routes=[route(*chats)], sinks=["telegram"])
+    for event in events:
+        assert not dispatcher.accept(event).duplicate
+
+
+def settled(store: Store) -> bool:
+    return set(store.outbox_counts().by_state) <= {"sent", "failed"}
+
+
+async def run_outbox(
+    store: Store, sink: TelegramSink, done: Callable[[], bool] | None = None, timeout: float = 5
+) -> None:
+    """Run the real outbox worker for the sink until `done` (default: nothing pending)."""
+    check = done or (lambda: settled(store))
+    worker = OutboxWorker(store=store, sink=sink)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while not check():
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await task
+
+
+def rows(store: Store) -> dict[str, Any]:
+    """Delivery rows by target (one delivery per chat in these tests)."""
+    found = store.conn.execute("SELECT * FROM deliveries ORDER BY id").fetchall()
+    return {row["target"]: row for row in found}
+
+
+def a_delivery(target: int, **options: Any) -> Delivery:
+    return Delivery(
+        id=1,
+        event_row=1,
+        sink="telegram",
+        target=str(target),
+        action="post",
+        options=options,
+        attempts=0,
+        created_at=time.time(),
+        not_before=0.0,
+    )
+
+
+def button(message: dict[str, Any]) -> Any:
+    return message["reply_markup"]["inline_keyboard"]
+
+
+WATCH = [[{"text": "▶️ Watch on Twitch", "url": STREAM_URL}]]
+
+
+# ---- notifications ------------------------------------------------------------------------
+
+
+async def test_live_start_is_a_photo_with_escaped_caption_and_button_in_each_chat(
+    fake: FakeTelegram, store: Store, sink: TelegramSink
+) -> None:
+    hostile = "<b>x</b> & <script> </a> 🎮"
+    queue(store, (GROUP, OTHER), live_event(title=hostile, name="@everyone"))
+    await run_outbox(store, sink)
+
+    for chat in (GROUP, OTHER):
+        [message] = fake.messages[str(chat)]
+        assert message["photo"], "sent with sendPhoto"
+        caption = message["caption"]
+        assert "@everyone is live!" in caption
+        assert hostile in caption, "the title arrives as literal text"
+        # Entities measure UTF-16 units: the bold name, and the title linked to the stream.
+        kinds = [(e["type"], e["length"]) for e in message["caption_entities"]]
+        assert kinds == [("bold", len("@everyone")), ("text_link", len(hostile) + 1)]
+        assert button(message) == WATCH
+        assert rows(store)[str(chat)]["message_id"] == f"photo:{message['message_id']}"
+    calls = fake.calls_to("sendPhoto")
+    assert [c.params["photo"] for c in calls] == [COVER, COVER]
+    assert all(c.params["parse_mode"] == "HTML" for c in calls)
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; &lt;script&gt;" in calls[0].params["caption"]
+    assert not fake.calls_to("sendMessage")
+
+
+@pytest.mark.parametrize(
+    ("cover", "title"),
+    [(None, "No cover today"), (COVER, "A very long title " * 60)],
+    ids=["no-cover", "caption-too-long"],
+)
+async def test_without_a_cover_or_with_a_long_caption_it_is_a_text_message(
+    fake: FakeTelegram, store: Store, sink: TelegramSink, cover: str | None, title: str
+) -> None:
+    queue(store, (GROUP,), live_event(title=title, cover=cover))
+    await run_outbox(store, sink)
+
+    assert not fake.calls_to("sendPhoto")
+    [call] = fake.calls_to("sendMessage")
+    assert call.params["parse_mode"] == "HTML"
+    assert call.params["link_preview_options"] == {"is_disabled": True}
+    [message] = fake.messages[str(GROUP)]
+    assert title.strip() in message["text"]
+    assert button(message) == WATCH
+    assert rows(store)[str(GROUP)]["message_id"] == f"text:{message['message_id']}"
+
+
+async def test_a_cover_telegram_cannot_fetch_falls_back_to_text(
+    fake: FakeTelegram, store: Store, sink: TelegramSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.unreachable_photos.add(COVER)
+    queue(store, (GROUP,), live_event())
+    await run_outbox(store, sink)
+
+    [photo_call] = fake.calls_to("sendPhoto")
+    assert photo_call.status == 400
+    [message] = fake.messages[str(GROUP)]
+    assert "photo" not in message
+    assert "Ranked grind" in message["text"]
+    assert button(message) == WATCH
+    assert rows(store)[str(GROUP)]["state"] == "sent"
+    assert any("could not use the cover" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_route_may_name_a_forum_topic(fake: FakeTelegram, sink: TelegramSink) -> None:
+    message_id = await sink.deliver(a_delivery(FORUM, message_thread_id=7), live_event())
+    [message] = fake.messages[str(FORUM)]
+    assert message_id == f"photo:{message['message_id']}"
+    assert message["message_thread_id"] == 7
+
+
+# ---- editing the card ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cover", "method", "field"),
+    [(COVER, "editMessageCaption", "caption"), (None, "editMessageText", "text")],
+    ids=["photo-card", "text-card"],
+)
+async def test_a_title_change_edits_the_card_and_keeps_its_button(
+    fake: FakeTelegram,
+    store: Store,
+    sink: TelegramSink,
+    cover: str | None,
+    method: str,
+    field: str,
+) -> None:
+    queue(store, (GROUP,), live_event(cover=cover))
+    await run_outbox(store, sink)
+    [card] = fake.messages[str(GROUP)]
+    assert "Ranked grind" in card[field]
+
+    queue(store, (GROUP,), live_event("title_change", event_id="e2", title="Road to <Diamond>",
+                                      cover=cover, minutes=5))
+    await run_outbox(store, sink)
+
+    [edited] = fake.messages[str(GROUP)]
+    assert edited["message_id"] == card["message_id"], "edited in place, nothing new posted"
+    assert "edit_date" in edited
+    assert "Road to <Diamond>" in edited[field]
+    assert button(edited), "the keyboard is sent again with the edit"
+    [call] = fake.calls_to(method)
+    assert call.params["message_id"] == card["message_id"]
+    assert call.params["parse_mode"] == "HTML"
+    assert len(fake.calls_to("sendPhoto") + fake.calls_to("sendMessage")) == 1
+
+
+async def test_editing_a_deleted_card_is_message_gone(
+    fake: FakeTelegram, sink: TelegramSink
+) -> None:
+    delivery = a_delivery(GROUP)
+    message_id = await sink.deliver(delivery, live_event(cover=None))
+    kind, number = parse_message_id(message_id)
+    assert kind == "text"
+    fake.delete_message(GROUP, number)
+    with pytest.raises(MessageGone, match=r"(?i)message to edit not found"):
+        await sink.edit(delivery, message_id, live_event("title_change", title="later"))
+    with pytest.raises(MessageGone):
+        await sink.edit(delivery, "not-an-id", live_event("title_change"))
+
+
+async def test_an_edit_that_changes_nothing_is_success(
+    fake: FakeTelegram, sink: TelegramSink
+) -> None:
+    delivery = a_delivery(GROUP)
+    event = live_event()
+    message_id = await sink.deliver(delivery, event)
+    await sink.edit(delivery, message_id, event)  # same card: Telegram says not modified
+    [call] = fake.calls_to("editMessageCaption")
+    assert call.status == 400
+    assert "message is not modified" in (call.description or "")
+
+
+# ---- failures -----------------------------------------------------------------------------
+
+
+async def test_a_429_is_waited_out_and_the_message_arrives_once(
+    fake: FakeTelegram, store: Store, sink: TelegramSink
+) -> None:
+    fake.fail_next("sendPhoto", error_code=429, retry_after=0.05)
+    queue(store, (GROUP,), live_event())
+    await run_outbox(store, sink)
+
+    first, second = fake.calls_to("sendPhoto")
+    assert first.status == 429
+    assert second.ok
+    assert len(fake.messages[str(GROUP)]) == 1
+    row = rows(store)[str(GROUP)]
+    assert (row["state"], row["attempts"]) == ("sent", 1), "the limiter retried, not the outbox"
+
+
+async def test_a_429_outlasting_the_limiters_retries_is_transient_with_retry_after(
+    fake: FakeTelegram, store: Store
+) -> None:
+    fake.fail_next("sendMessage", error_code=429, retry_after=0.05, times=2)
+    tg = make_sink(fake, store, rate_limit_retries=1)
+    await tg.start()
+    try:
+        with pytest.raises(TransientDeliveryError) as caught:
+            await tg.deliver(a_delivery(GROUP), live_event(cover=None))
+    finally:
+        await tg.stop()
+    assert caught.value.retry_after == pytest.approx(0.05)
+    assert fake.messages[str(GROUP)] == []
+
+
+@pytest.mark.parametrize(
+    ("chat", "blocked", "error"),
+    [(MISSING, False, "chat not found"), (USER, True, "bot was blocked by the user")],
+)
+async def test_permanent_errors(
+    fake: FakeTelegram, sink: TelegramSink, chat: int, blocked: bool, error: str
+) -> None:
+    if blocked:
+        fake.chats[str(chat)].bot_status = "kicked"
+    with pytest.raises(PermanentDeliveryError, match=rf"(?i){error}"):
+        await sink.deliver(a_delivery(chat), live_event())
+
+
+async def test_a_missing_chat_fails_its_row_while_other_chats_get_theirs(
+    fake: FakeTelegram, store: Store, sink: TelegramSink
+) -> None:
+    queue(store, (MISSING, GROUP), live_event())
+    await run_outbox(store, sink)
+
+    by_target = rows(store)
+    assert by_target[str(MISSING)]["state"] == "failed"
+    assert "chat not found" in by_target[str(MISSING)]["last_error"].lower()
+    assert by_target[str(GROUP)]["state"] == "sent"
+    assert len(fake.messages[str(GROUP)]) == 1
+    assert store.failed_count("telegram", str(MISSING)) == 1
+
+
+async def test_deliveries_wait_while_the_sink_is_not_running(
+    fake: FakeTelegram, store: Store
+) -> None:
+    tg = make_sink(fake, store)
+    with pytest.raises(TransientDeliveryError, match="not connected"):
+        await tg.deliver(a_delivery(GROUP), live_event())
+
+
+async def test_an_unreachable_api_at_start_is_retried_in_the_background(
+    fake: FakeTelegram, store: Store
+) -> None:
+    fake.fail_next("getMe", error_code=502, description="Bad Gateway")
+    tg = make_sink(fake, store, reconnect_delay=0.05)
+    await tg.start()
+    try:
+        assert tg.state == "failed"
+        async with asyncio.timeout(5):
+            while tg.state != "running":
+                await asyncio.sleep(0.01)
+        assert (await tg.deliver(a_delivery(GROUP), live_event())).startswith("photo:")
+    finally:
+        await tg.stop()
+    assert tg.state == "stopped"
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+
+def go_live(store: Store, *, title: str = "Ranked grind") -> None:
+    """Make twitch/quinn live in the store without queueing any delivery."""
+    Dispatcher(store=store, routes=[route(GROUP)], sinks=[]).accept(live_event(title=title))
+
+
+async def reply_in(fake: FakeTelegram, chat: int, text: str, **kwargs: Any) -> dict[str, Any]:
+    """Push a user's command and wait for the bot's answer to it."""
+    sent = fake.push_message(chat, text, **kwargs)
+
+    def answers(message: dict[str, Any]) -> bool:
+        if chat > 0:  # private chats get a plain message, later than the command
+            return bool(message["message_id"] > sent)
+        return bool(message.get("reply_to_message", {}).get("message_id") == sent)
+
+    return await fake.wait_for_message(chat, answers)
+
+
+async def test_commands_are_registered_at_start(fake: FakeTelegram, sink: TelegramSink) -> None:
+    [call] = fake.calls_to("setMyCommands")
+    names = [c["command"] for c in call.params["commands"]]
+    assert names == ["start", *(name for name, _ in COMMAND_HELP)]
+    assert fake.calls_to("deleteWebhook"), "polling started"
+
+
+async def test_status_in_a_private_chat_lists_who_is_live(
+    fake: FakeTelegram, store: Store, sink: TelegramSink
+) -> None:
+    go_live(store, title="<b>x</b> & co")
+    answer = await reply_in(fake, USER, "/status")
+    text = answer["text"]
+    assert "Live now" in text
+    assert "Quinn" in text
+    assert "<b>x</b> & co" in text
+    assert "Art" in text
+    assert "up 30m" in text
+    assert "Nothing is muted here." in text
+    links = [e for e in answer["entities"] if e["type"] == "text_link"]
+    assert [e["url"] for e in links] == [STREAM_URL]
+    assert not fake.calls_to("getChatMember"), "no admin check for a read-only command"
+
+
+async def test_a_group_member_may_not_mute_but_an_admin_may(
+    fake: FakeTelegram, store: Store, sink: TelegramSink
+) -> None:
+    go_live(store)
+    refused = await reply_in(fake, GROUP, "/mute twitch/quinn 2h", from_user_id=MEMBER)
+    assert "only this chat's admins" in refused["text"]
+    assert store.mutes_for("telegram", str(GROUP), time.time()) == []
+    assert fake.calls_to("getChatMember")[-1].params["user_id"] == MEMBER
+
+    done = await reply_in(fake, GROUP, "/mute twitch/quinn 2h", from_user_id=ADMIN)
+    assert done["text"] == "Muted twitch/quinn here for 2h."
+    [mute] = store.mutes_for("telegram", str(GROUP), time.time())
+    assert mute.pattern == "twitch/quinn"
+    assert mute.until is not None
+    assert mute.until - time.time() == pytest.approx(7200, abs=60)
+
+
+async def test_mute_with_a_lone_duration_mutes_everything_for_that_long(
+    fake: FakeTelegram, store: Store, sink: TelegramSink
+) -> None:
+    answer = await reply_in(fake, GROUP, "/mute 2h", from_user_id=ADMIN)
+    assert answer["text"] == "Muted every stream here for 2h."
+    [mute] = store.mutes_for("telegram", str(GROUP), time.time())
+    assert mute.pattern == "*"
+    assert mute.until is not None
+    assert mute.until - time.time() == pytest.approx(7200, abs=60)
+
+
+async def test_a_bad_duration_gets_a_helpful_answer(
+    fake: FakeTelegram, store: Store, sink: TelegramSink
+) -> None:
+    go_live(store)
+    answer = await reply_in(fake, USER, "/mute twitch/quinn soon")
+    assert "'soon' is not a duration" in answer["text"]
+    assert "30m, 2h or 1d" in answer["text"]
+    assert store.mutes_for("telegram", str(USER), time.time()) == []
+
+
+async def test_a_command_for_another_bot_is_ignored(
+    fake: FakeTelegram, sink: TelegramSink
+) -> None:
+    fake.push_message(GROUP, "/status@otherbot", from_user_id=MEMBER)
+    answer = await reply_in(fake, GROUP, "/help@streambot_test", from_user_id=MEMBER)
+    assert "-100777" in answer["text"]
+    # Updates are handled in order: had /status@otherbot been answered, it would be here.
+    assert [m["message_id"] for m in fake.messages[str(GROUP)]] == [answer["message_id"]]
+
+
+@pytest.mark.parametrize("command", ["/start", "/help"])
+async def test_start_and_help_tell_the_chat_id_and_how_to_subscribe(
+    fake: FakeTelegram, sink: TelegramSink, command: str
+) -> None:
+    answer = await reply_in(fake, USER, command)
+    assert "This chat's id: 1001" in answer["text"]
+    assert "/subscribe" in answer["text"]
+    assert "/mute [streamer] [duration]" in answer["text"]
+
+
+async def test_subscribe_and_answers_in_a_forum_topic(
+    fake: FakeTelegram, store: Store, sink: TelegramSink
+) -> None:
+    answer = await reply_in(
+        fake, FORUM, "/subscribe twitch/*", from_user_id=ADMIN, message_thread_id=7
+    )
+    assert answer["text"].startswith("Subscribed: notifications for twitch/* will come here.")
+    assert answer["message_thread_id"] == 7
+    assert [(s.target, s.pattern) for s in store.subscriptions()] == [(str(FORUM), "twitch/*")]
+
+    usage = await reply_in(fake, FORUM, "/subscribe", from_user_id=ADMIN, message_thread_id=7)
+    assert "Use: /subscribe pattern" in usage["text"]
+
+
+async def test_status_tells_an_admin_when_deliveries_here_fail(
+    fake: FakeTelegram, store: Store, sink: TelegramSink
+) -> None:
+    queue(store, (GROUP,), live_event())
+    [row] = store.conn.execute("SELECT id FROM deliveries").fetchall()
+    store.mark_failed(row["id"], error="Forbidden: not enough rights", now=time.time())
+
+    member = await reply_in(fake, GROUP, "/status", from_user_id=MEMBER)
+    assert "failed" not in member["text"]
+    admin = await reply_in(fake, GROUP, "/status", from_user_id=ADMIN)
+    assert "1 notification to this chat failed for good" in admin["text"]
+
+
+# ---- secrets ------------------------------------------------------------------------------
+
+
+async def test_a_wrong_token_fails_quietly_without_logging_it(
+    fake: FakeTelegram,
+    store: Store,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tg = make_sink(fake, store, token="123456:WRONG-secret-token")
+    built: list[Any] = []
+    build = tg._build_app
+
+    def spy() -> Any:
+        built.append(build())
+        return built[-1]
+
+    monkeypatch.setattr(tg, "_build_app", spy)
+    await tg.start()
+    assert tg.state == "failed"
+    assert fake.calls_to("getMe")[-1].status == 401
+    await tg.stop()
+
+    assert any("rejected the bot token" in r.getMessage() for r in caplog.records)
+    for record in caplog.records:
+        assert "WRONG-secret-token" not in record.getMessage()
+        assert "WRONG-secret-token" not in (record.exc_text or "")
+    assert "WRONG-secret-token" not in caplog.text
+    [app] = built
+    assert all(request._client.is_closed for request in app.bot._request), "clients closed"
+
+
+async def test_the_token_never_reaches_a_log_line_or_repr(
+    fake: FakeTelegram, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tg = make_sink(fake, store)
+    await tg.start()
+    try:
+        await tg.deliver(a_delivery(GROUP), live_event())
+        quiet = [r for r in caplog.records if r.name.startswith("httpx")]
+        assert quiet == [], "httpx request lines are held back while the sink runs"
+
+        # Someone debugging turns httpx logging back on: the URLs are redacted.
+        logging.getLogger("httpx").setLevel(logging.INFO)
+        await tg.deliver(a_delivery(OTHER), live_event())
+        await reply_in(fake, USER, "/help")
+    finally:
+        await tg.stop()
+
+    loud = [r.getMessage() for r in caplog.records if r.name.startswith("httpx")]
+    assert any("/bot123456:***/sendPhoto" in line for line in loud)
+    for record in caplog.records:
+        assert SECRET_PART not in record.getMessage()
+    assert SECRET_PART not in caplog.text
+    assert SECRET_PART not in repr(tg)
+    assert SECRET_PART not in str(tg)
+
+
+# ---- small pieces -------------------------------------------------------------------------
+
+
+def test_message_ids_and_chat_ids() -> None:
+    assert parse_message_id("photo:12") == ("photo", 12)
+    assert parse_message_id("text:7") == ("text", 7)
+    assert parse_message_id("7") == (None, 7)
+    with pytest.raises(MessageGone):
+        parse_message_id("video:7")
+    assert chat_id_of("-1001234567890") == -1001234567890
+    assert chat_id_of("@streamnews") == "@streamnews"
