@@ -156,7 +156,8 @@ class Commands:
                 if chat.sink == "discord"
                 else route.telegram_chats
             )
-            if chat.target in targets:
+            # A forum topic of this chat ("-100123/42") counts as this chat.
+            if any(str(t).partition("/")[0] == chat.target for t in targets):
                 patterns.extend(route.patterns)
         patterns.extend(
             sub.pattern

@@ -608,7 +608,10 @@ def _snowflake(value: Any, path: str, problems: list[str]) -> int | None:
 
 
 def _telegram_chat(value: Any, path: str, problems: list[str]) -> str | None:
-    """A Telegram chat: a numeric id (int or string) or a public "@username"."""
+    """A Telegram chat: a numeric id (int or string) or a public "@username".
+
+    A forum topic is the chat followed by "/<thread id>": "-1001234567890/42".
+    """
     if isinstance(value, int) and not isinstance(value, bool) and value != 0:
         return str(value)
     if isinstance(value, str):
@@ -616,12 +619,15 @@ def _telegram_chat(value: Any, path: str, problems: list[str]) -> str | None:
             return str(int(value))
         if _CHAT_USERNAME.fullmatch(value):
             return value
+        chat, slash, thread = value.partition("/")
+        if slash and _CHAT_ID.fullmatch(chat) and int(chat) != 0 and _DIGITS.fullmatch(thread):
+            return f"{int(chat)}/{int(thread)}"
     shown = _show(value) if isinstance(value, str) else _type_name(value)
     if isinstance(value, int) and not isinstance(value, bool):
         shown = "0"
     problems.append(
-        f"{path}: expected a chat id like -1001234567890 or a public @username"
-        f" (5-32 letters, digits or _), got {shown}"
+        f"{path}: expected a chat id like -1001234567890, a public @username"
+        f" (5-32 letters, digits or _) or a forum topic like -1001234567890/42, got {shown}"
     )
     return None
 

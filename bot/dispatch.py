@@ -294,7 +294,9 @@ class Dispatcher:
                     self._add(wanted, Target(sub.sink, sub.target))
         now = self._clock()
         for target in list(wanted):
-            mutes = self._store.mutes_for(target.sink, target.target, now)
+            # Mutes are per chat: a forum topic ("-100123/42") follows its chat's mutes.
+            chat = target.target.partition("/")[0]
+            mutes = self._store.mutes_for(target.sink, chat, now)
             if any(glob_match(key or "", mute.pattern) for mute in mutes):
                 log.info("%s for %s muted in %s %s", event.kind, key, target.sink, target.target)
                 del wanted[target]

@@ -537,10 +537,11 @@ class Store:
         )
 
     def failed_count(self, sink: str, target: str) -> int:
-        """How many deliveries to one chat failed for good."""
+        """How many deliveries to one chat (or its forum topics) failed for good."""
         row = self.conn.execute(
-            "SELECT count(*) FROM deliveries WHERE sink = ? AND target = ? AND state = 'failed'",
-            (sink, target),
+            """SELECT count(*) FROM deliveries WHERE sink = ? AND state = 'failed'
+               AND (target = ? OR target LIKE ? || '/%')""",
+            (sink, target, target),
         ).fetchone()
         return int(row[0])
 

@@ -120,7 +120,7 @@ def test_example_file_with_everything_uncommented_loads(tmp_path: Path) -> None:
     assert config.templates.dir == tmp_path / "templates"
     assert config.behaviour == BehaviourConfig()  # the commented values are the defaults
     assert len(config.routes) == 2
-    assert config.routes[1].telegram_chats == ("-1001234567890", "@mychannel")
+    assert config.routes[1].telegram_chats == ("-1001234567890", "-1009876543210/42")
 
 
 def test_example_and_docs_mention_every_key() -> None:
@@ -299,7 +299,8 @@ def test_route_values_are_normalised() -> None:
                     "match": ["twitch/*", "youtube/a", "twitch/*"],
                     "events": ["live_start", "app_launch", "live_start"],
                     "discord_channels": ["123456789012345678", 42],
-                    "telegram_chats": [-1001234567890, "-100123", "@channel_1", "007"],
+                    "telegram_chats": [-1001234567890, "-100123", "@channel_1", "007",
+                                       "-100123/042"],
                     "mention_roles": ["234567890123456789"],
                 }
             ]
@@ -308,7 +309,9 @@ def test_route_values_are_normalised() -> None:
     assert route.match == ("twitch/*", "youtube/a")
     assert route.events == frozenset({"live_start", "app_launch"})
     assert route.discord_channels == (123456789012345678, 42)
-    assert route.telegram_chats == ("-1001234567890", "-100123", "@channel_1", "7")
+    assert route.telegram_chats == (
+        "-1001234567890", "-100123", "@channel_1", "7", "-100123/42"
+    )
     assert route.mention_roles == (234567890123456789,)
 
 
@@ -324,6 +327,8 @@ def test_route_values_are_normalised() -> None:
         ({"telegram_chats": ["@abc"]}, "routes[0].telegram_chats[0]: expected a chat id"),
         ({"telegram_chats": ["@" + "a" * 33]}, "routes[0].telegram_chats[0]: "),
         ({"telegram_chats": [0]}, "routes[0].telegram_chats[0]: expected a chat id"),
+        ({"telegram_chats": ["-100/x"]}, "routes[0].telegram_chats[0]: expected a chat id"),
+        ({"telegram_chats": ["@chan/5"]}, "routes[0].telegram_chats[0]: expected a chat id"),
         ({"telegram_chats": [True]}, "routes[0].telegram_chats[0]: expected a chat id"),
         ({"discord_channels": ["12ab"]}, "routes[0].discord_channels[0]: expected a Discord id"),
         ({"discord_channels": [True]}, "routes[0].discord_channels[0]: expected a Discord id"),

@@ -306,3 +306,14 @@ def test_a_renamed_stream_in_any_event_while_live_is_a_title_change(store: Store
     again = d.accept(event("live_start", "s2", minutes=3,
                            live=LiveInfo(title="Night show", live_id="L")))
     assert kinds_notified(again) == ["title_change"]
+
+
+def test_a_forum_topic_is_its_own_target_but_follows_its_chats_mutes(store: Store) -> None:
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS),
+                  telegram_chats=("-100", "-100/42", "-200/7"))
+    store.add_mute(Mute("telegram", "-200", "*", until=None))
+    d = dispatcher(store, route, sinks=("telegram",))
+    result = d.accept(event("live_start", "s"))
+    assert sorted(r["target"] for r in store.deliveries_for_event(result.event_row)) == [
+        "-100", "-100/42"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -224,7 +225,8 @@ async def test_a_cover_telegram_cannot_fetch_falls_back_to_text(
 
 
 async def test_a_route_may_name_a_forum_topic(fake: FakeTelegram, sink: TelegramSink) -> None:
-    message_id = await sink.deliver(a_delivery(FORUM, message_thread_id=7), live_event())
+    topic = dataclasses.replace(a_delivery(FORUM), target=f"{FORUM}/7")
+    message_id = await sink.deliver(topic, live_event())
     [message] = fake.messages[str(FORUM)]
     assert message_id == f"photo:{message['message_id']}"
     assert message["message_thread_id"] == 7

@@ -562,8 +562,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def chat_id_of(target: str) -> int | str:
-    """A route's chat: a numeric id ("-1001234567890") or a public "@channelname"."""
-    text = target.strip()
+    """A route's chat: a numeric id ("-1001234567890"), a public "@channelname", or the
+    chat of a forum topic ("-1001234567890/42")."""
+    text = target.strip().partition("/")[0]
     return int(text) if _NUMERIC_CHAT.fullmatch(text) else text
 
 
@@ -580,14 +581,9 @@ def parse_message_id(message_id: str) -> tuple[CardKind | None, int]:
 
 
 def _thread_id(delivery: Delivery) -> int | None:
-    """A forum topic to post in, when the delivery names one."""
-    value = delivery.options.get("message_thread_id")
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise PermanentDeliveryError(f"message_thread_id {value!r} is not a number") from None
+    """The forum topic a target like "-1001234567890/42" names (config checked the form)."""
+    _chat, slash, thread = delivery.target.partition("/")
+    return int(thread) if slash else None
 
 
 def _keyboard(message: TelegramMessage) -> InlineKeyboardMarkup | None:
