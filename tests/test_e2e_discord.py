@@ -214,12 +214,18 @@ async def test_a_reconnect_mid_run_keeps_commands_and_notifications_working(
     tmp_path: Path, fake: FakeDiscord
 ) -> None:
     async with running_bot(tmp_path, fake) as running:
-        await fake.drop_connections()
+        # Discord asks for a reconnect (op 7), then a connection simply drops.
+        await fake.request_reconnect()
         async with asyncio.timeout(10):
             while len(fake.gateway_paths) < 2:
+                await asyncio.sleep(0.02)
+        await fake.drop_connections()
+        async with asyncio.timeout(10):
+            while len(fake.gateway_paths) < 3:
                 await asyncio.sleep(0.02)
         await webhook(running, "live_start", **LIVE)
         await fake.wait_for_message(STREAMS_CHANNEL_ID)
         status = await fake.invoke_command("status", channel_id=GENERAL_CHANNEL_ID)
         assert "Quinn" in str(status.embeds)
-    assert len(fake.gateway_paths) >= 2
+    # Both times the session was resumed, not identified afresh.
+    assert sum(frame.get("op") == 6 for frame in fake.gateway_frames) == 2
