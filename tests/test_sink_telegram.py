@@ -579,3 +579,20 @@ def test_message_ids_and_chat_ids() -> None:
         parse_message_id("video:7")
     assert chat_id_of("-1001234567890") == -1001234567890
     assert chat_id_of("@streamnews") == "@streamnews"
+
+
+async def test_help_posted_in_a_channel_answers_with_the_channels_id(
+    fake: FakeTelegram, sink: TelegramSink
+) -> None:
+    channel = -100999
+    fake.add_chat(channel, "channel", title="Announcements")
+    post = {
+        "message_id": 1,
+        "chat": fake.chats[str(channel)].to_dict(),
+        "date": int(time.time()),
+        "text": "/help",
+        "entities": [{"type": "bot_command", "offset": 0, "length": 5}],
+    }
+    fake.push_update({"channel_post": post})
+    answer = await fake.wait_for_message(channel)
+    assert f"This chat's id: {channel}" in answer["text"]
