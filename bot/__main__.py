@@ -1,4 +1,4 @@
-"""Command line: `python -m bot run|check|render`. Signal handling lives only here."""
+"""Command line: `python -m bot run|check|render|deliveries`. Signal handling lives only here."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from bot.render import ConsoleMessage, DiscordMessage, Renderer, TelegramMessage
 from bot.samples import sample_event
 from bot.sources import SOURCE_TYPES
 from bot.sources.base import WebhookRequest
+from bot.store import DeliveryInfo, Store
 
 log = logging.getLogger("bot")
 
@@ -83,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
         help="Discord role id a live_start would ping (repeatable)",
     )
     render.set_defaults(func=_cmd_render)
+
+    deliveries = commands.add_parser(
+        "deliveries", help="list pending and failed deliveries with their last error"
+    )
+    deliveries.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    deliveries.add_argument(
+        "--retry",
+        action="store_true",
+        help="re-queue every failed delivery (a running bot sends them within 30s)",
+    )
+    deliveries.set_defaults(func=_cmd_deliveries)
     return parser
 
 
@@ -169,6 +182,64 @@ def _cmd_render(args: argparse.Namespace) -> int:
         return 1
     print(preview(message))
     return 0
+
+
+def _cmd_deliveries(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    path = config.storage.path
+    if not Path(path).exists():
+        print(f"error: no database at {path} (has the bot run yet?)", file=sys.stderr)
+        return 1
+    store = Store(path)
+    store.open()
+    try:
+        now = time.time()
+        if args.retry:
+            count = store.retry_failed(now=now)
+            print(f"re-queued {count} failed deliveries")
+        rows = store.list_deliveries()
+    finally:
+        store.close()
+    if not rows:
+        print("no pending or failed deliveries")
+        return 0
+    print(_delivery_table(rows, now=now))
+    return 0
+
+
+def _delivery_table(rows: list[DeliveryInfo], *, now: float) -> str:
+    header = ("ID", "STATE", "SINK", "TARGET", "EVENT", "ATTEMPTS", "AGE", "LAST ERROR")
+    lines = [header]
+    for row in rows:
+        event = f"{row.kind} {row.streamer_key or '-'}"
+        if row.action != "post":
+            event += f" ({row.action})"
+        error = " ".join((row.last_error or "-").split())
+        lines.append((
+            str(row.id), row.state, row.sink, row.target, event, str(row.attempts),
+            _age(now - row.created_at), error[:120],
+        ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False))
+        + "  " + line[-1]
+        for line in lines
+    )
+
+
+def _age(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24}h"
 
 
 def _event_from_file(path: Path, source_kind: str) -> Event | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,12 +27,16 @@ from bot.sinks.discord import DiscordSink
 from bot.sinks.telegram import TelegramSink
 from bot.sources import SOURCE_TYPES, Source
 from bot.store import Store
-from bot.web import RedactingAccessLogger, create_app
+from bot.web import BODY_READ_TIMEOUT_SECONDS, RedactingAccessLogger, create_app, start_draining
 
 log = logging.getLogger(__name__)
 
 # How long in-flight webhook requests get to finish when the bot stops.
 SHUTDOWN_GRACE_SECONDS = 5.0
+# How long in-flight sends get to finish when the bot stops; what is left stays queued.
+DRAIN_GRACE_SECONDS = 5.0
+# /healthz fails when a due delivery has waited this long for a running worker.
+STUCK_AFTER_SECONDS = 300.0
 
 
 @dataclass(slots=True)
@@ -123,8 +128,15 @@ async def run(
     on_ready: Callable[[Running], None] | None = None,
     console_stream: TextIO | None = None,
     sink_options: Mapping[str, Mapping[str, Any]] | None = None,
+    stuck_after: float = STUCK_AFTER_SECONDS,
+    body_timeout: float = BODY_READ_TIMEOUT_SECONDS,
 ) -> None:
-    """Run listener, sinks and outbox workers until `stop` is set; then shut down cleanly."""
+    """Run listener, sinks and outbox workers until `stop` is set; then shut down cleanly.
+
+    On stop: webhooks are answered 503 with Retry-After, in-flight sends get
+    DRAIN_GRACE_SECONDS, then the listener and the clients close. Whatever was not sent
+    stays in the outbox for the next start.
+    """
     store = Store(config.storage.path)
     store.open()
     try:
@@ -135,6 +147,8 @@ async def run(
             on_ready=on_ready,
             console_stream=console_stream,
             sink_options=sink_options,
+            stuck_after=stuck_after,
+            body_timeout=body_timeout,
         )
     finally:
         store.close()
@@ -148,6 +162,8 @@ async def _run_with_store(
     on_ready: Callable[[Running], None] | None,
     console_stream: TextIO | None,
     sink_options: Mapping[str, Mapping[str, Any]] | None,
+    stuck_after: float,
+    body_timeout: float,
 ) -> None:
     requeued = store.requeue_in_flight()
     if requeued:
@@ -158,7 +174,10 @@ async def _run_with_store(
     sinks = build_sinks(
         config, renderer, commands, console_stream=console_stream, sink_options=sink_options
     )
-    workers = {name: OutboxWorker(store=store, sink=sink) for name, sink in sinks.items()}
+    workers = {
+        name: OutboxWorker(store=store, sink=sink, drain_grace=DRAIN_GRACE_SECONDS)
+        for name, sink in sinks.items()
+    }
 
     def wake(sink_names: set[str]) -> None:
         for name in sink_names:
@@ -171,31 +190,13 @@ async def _run_with_store(
         on_queued=wake,
         on_change=config.behaviour.on_change,
     )
-    started = time.monotonic()
-
-    def health() -> dict[str, Any]:
-        database = store.check()
-        sink_states = {name: sink.state for name, sink in sinks.items()}
-        outbox: dict[str, Any] = {}
-        if database == "ok":
-            counts = store.outbox_counts()
-            outbox = {
-                "pending": counts.by_state.get("pending", 0),
-                "failed": counts.by_state.get("failed", 0),
-            }
-        return {
-            "ok": database == "ok" and all(s == "running" for s in sink_states.values()),
-            "uptime_seconds": round(time.monotonic() - started, 1),
-            "database": database,
-            "sinks": sink_states,
-            "outbox": outbox,
-        }
-
+    health = Health(store=store, sinks=sinks, stuck_after=stuck_after)
     app = create_app(
         sources=build_sources(config),
         dispatcher=dispatcher,
         max_body_bytes=config.server.max_body_bytes,
-        health=health,
+        health=health.report,
+        body_timeout=body_timeout,
     )
     runner = web.AppRunner(
         app,
@@ -213,18 +214,65 @@ async def _run_with_store(
         await asyncio.gather(*(sink.start() for sink in sinks.values()))
         if on_ready is not None:
             on_ready(Running(host=host, port=port, store=store, sinks=dict(sinks)))
+        health.workers_started = time.time()
         async with asyncio.TaskGroup() as group:
             for worker in workers.values():
                 group.create_task(worker.run(stop), name=f"outbox-{worker.sink_name}")
             await stop.wait()
-            log.info("stopping: no new webhooks; finishing what is in flight")
-            # Stop taking webhooks first; the workers see `stop` and drain meanwhile.
-            await runner.cleanup()
+            # Senders hear 503 + Retry-After (not a refused connection) while the workers,
+            # which saw `stop` too, give in-flight sends DRAIN_GRACE_SECONDS.
+            start_draining(app)
+            log.info("stopping: answering webhooks with 503; finishing in-flight deliveries")
     finally:
         await runner.cleanup()
         for sink in sinks.values():
             await sink.stop()
     log.info("stopped")
+
+
+@dataclass(slots=True)
+class Health:
+    """The /healthz report: database usable, sinks running, outbox not stuck."""
+
+    store: Store
+    sinks: Mapping[str, Sink]
+    stuck_after: float
+    started: float = field(default_factory=time.monotonic)
+    # Wall-clock time the workers started; deliveries due before then are not overdue yet.
+    workers_started: float | None = None
+
+    def report(self) -> dict[str, Any]:
+        """What /healthz answers; `ok` decides 200 or 503."""
+        database = self.store.check()
+        sink_states = {name: sink.state for name, sink in self.sinks.items()}
+        outbox: dict[str, Any] = {}
+        stuck = False
+        if database == "ok":
+            try:
+                counts = self.store.outbox_counts()
+                oldest_due = self.store.oldest_due(list(self.sinks))
+            except sqlite3.Error as exc:
+                database = f"error: {exc}"
+            else:
+                overdue = 0.0
+                if oldest_due is not None and self.workers_started is not None:
+                    overdue = max(time.time() - max(oldest_due, self.workers_started), 0.0)
+                stuck = overdue > self.stuck_after
+                outbox = {
+                    "pending": counts.by_state.get("pending", 0),
+                    "failed": counts.by_state.get("failed", 0),
+                    "overdue_seconds": round(overdue, 1),
+                    "stuck": stuck,
+                }
+        return {
+            "ok": database == "ok"
+            and not stuck
+            and all(s == "running" for s in sink_states.values()),
+            "uptime_seconds": round(time.monotonic() - self.started, 1),
+            "database": database,
+            "sinks": sink_states,
+            "outbox": outbox,
+        }
 
 
 def _bound_address(runner: web.AppRunner, config: Config) -> tuple[str, int]:

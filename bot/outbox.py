@@ -47,8 +47,10 @@ class OutboxWorker:
         sink: Sink,
         max_age: timedelta = timedelta(hours=24),
         clock: Callable[[], float] = time.time,
+        drain_grace: float = 5.0,
     ) -> None:
         self._store = store
+        self._drain_grace = drain_grace
         self._sink = sink
         self._max_age = max_age.total_seconds()
         self._clock = clock
@@ -186,12 +188,14 @@ class OutboxWorker:
         )
         self._store.mark_retry(delivery.id, error=error, not_before=now + delay, now=now)
 
-    async def _drain(self, grace: float = 5.0) -> None:
-        """Give in-flight sends `grace` seconds, then cancel what is left."""
+    async def _drain(self) -> None:
+        """Give in-flight sends the drain grace, then cancel what is left."""
         tasks = list(self._in_flight.values())
         if not tasks:
             return
-        _done, pending = await asyncio.wait(tasks, timeout=grace)
+        log.info("%s: waiting up to %.0fs for %d in-flight sends",
+                 self._sink.name, self._drain_grace, len(tasks))
+        _done, pending = await asyncio.wait(tasks, timeout=self._drain_grace)
         for task in pending:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

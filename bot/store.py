@@ -136,6 +136,23 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryInfo:
+    """One outbox row as `python -m bot deliveries` lists it."""
+
+    id: int
+    sink: str
+    target: str
+    action: str
+    state: str
+    attempts: int
+    created_at: float
+    not_before: float
+    last_error: str | None
+    kind: str
+    streamer_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Mute:
     """A mute of one chat: every stream (pattern "*") or the streams a glob matches."""
 
@@ -511,6 +528,49 @@ class Store:
         ).fetchone()
         counts.oldest_pending_created = row[0]
         return counts
+
+    def oldest_due(self, sinks: Sequence[str]) -> float | None:
+        """The earliest `not_before` of the pending deliveries of these sinks (for /healthz)."""
+        if not sinks:
+            return None
+        placeholders = ",".join("?" * len(sinks))
+        row = self.conn.execute(
+            f"""SELECT min(not_before) FROM deliveries
+                WHERE state = 'pending' AND sink IN ({placeholders})""",
+            tuple(sinks),
+        ).fetchone()
+        return float(row[0]) if row[0] is not None else None
+
+    def list_deliveries(self, states: Sequence[str] = ("pending", "sending", "failed")) -> list[
+        DeliveryInfo
+    ]:
+        """Deliveries in these states with their event's kind and streamer, oldest first."""
+        placeholders = ",".join("?" * len(states))
+        rows = self.conn.execute(
+            f"""SELECT d.id, d.sink, d.target, d.action, d.state, d.attempts, d.created_at,
+                       d.not_before, d.last_error, e.kind, e.streamer_key
+                FROM deliveries d JOIN events e ON e.id = d.event_row
+                WHERE d.state IN ({placeholders}) ORDER BY d.created_at, d.id""",
+            tuple(states),
+        ).fetchall()
+        return [
+            DeliveryInfo(
+                id=row["id"], sink=row["sink"], target=row["target"], action=row["action"],
+                state=row["state"], attempts=row["attempts"], created_at=row["created_at"],
+                not_before=row["not_before"], last_error=row["last_error"], kind=row["kind"],
+                streamer_key=row["streamer_key"],
+            )
+            for row in rows
+        ]
+
+    def retry_failed(self, *, now: float) -> int:
+        """Re-queue every failed delivery, due now, attempts kept; returns how many."""
+        cursor = self.conn.execute(
+            """UPDATE deliveries SET state = 'pending', not_before = ?, updated_at = ?
+               WHERE state = 'failed'""",
+            (now, now),
+        )
+        return cursor.rowcount
 
     def card_delivery(self, event_row: int, sink: str, target: str) -> int | None:
         """The delivery that posted an event's message (its card) to one chat, if any."""

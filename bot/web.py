@@ -1,26 +1,31 @@
 """The HTTP side: `POST /webhook/<source>` and `GET /healthz`, as an aiohttp app factory.
 
-The handler checks, in this order: known source (404), method (405), declared size
-(413), content type (415), body size as read (413), credentials (401), UTF-8 and JSON
-(400), payload shape (422). Only then does the dispatcher store the event, and only
-after that commit does the sender hear 202. Every refusal is JSON `{"error": ...}`;
-nothing a client sends produces a 500.
+The handler checks, in this order: draining (503), known source (404), method (405),
+declared size (413), content type (415), body size as read (413), body read in time
+(408) and complete (400), credentials (401), UTF-8 and JSON (400), payload shape (422).
+Only then does the dispatcher store the event, and only after that commit does the
+sender hear 202. Every refusal is JSON `{"error": ...}`; nothing a client sends produces
+a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
+import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from yarl import URL
 
 from bot.dispatch import Dispatcher
-from bot.errors import PayloadError, SchemaError, UnsupportedMedia, WebhookError
+from bot.errors import AuthError, PayloadError, SchemaError, UnsupportedMedia, WebhookError
 from bot.events import utcnow
 from bot.sources.base import Source, WebhookRequest
 
@@ -33,6 +38,18 @@ HEALTH_KEY: Final[web.AppKey[HealthReport]] = web.AppKey("health")
 LIMIT_KEY: Final = web.AppKey("max_body_bytes", int)
 # (source, type) pairs already logged as ignored, so a chatty sender logs once per type.
 IGNORED_KEY: Final = web.AppKey("ignored_types", set[tuple[str, str]])
+BODY_TIMEOUT_KEY: Final = web.AppKey("body_timeout", float)
+
+# How long a sender may take to deliver a whole body; a trickle past that is refused (408)
+# so slow clients cannot hold connections and memory open.
+BODY_READ_TIMEOUT_SECONDS: Final = 10.0
+# While draining, senders are told to come back after this many seconds.
+DRAIN_RETRY_AFTER_SECONDS: Final = 30
+# Per window, at most this many failed-auth warnings (and their access log lines).
+AUTH_LOG_BURST: Final = 5
+AUTH_LOG_WINDOW_SECONDS: Final = 60.0
+# Set on a request whose access log line is left out (a suppressed auth failure).
+_QUIET: Final = web.RequestKey("quiet_access_log", bool)
 
 _JSON_TYPES: Final = ("application/json",)
 # aiohttp reports this when a request has no Content-Type header at all; senders that
@@ -41,6 +58,61 @@ _NO_CONTENT_TYPE: Final = "application/octet-stream"
 MAX_JSON_DEPTH: Final = 64
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class AuthFailureLog:
+    """Rate-limits the "authentication failed" warning so a flood of bad secrets logs little.
+
+    The first `burst` failures of each window are logged; the rest are counted and
+    summarised in one line when the next window opens.
+    """
+
+    burst: int = AUTH_LOG_BURST
+    window: float = AUTH_LOG_WINDOW_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    _window_start: float = field(default=float("-inf"), init=False)
+    _count: int = field(default=0, init=False)
+    _suppressed: int = field(default=0, init=False)
+
+    def failed(self, source: str, remote: str | None) -> bool:
+        """Record one failure; True when it was logged, False when suppressed."""
+        now = self.clock()
+        if now - self._window_start >= self.window:
+            if self._suppressed:
+                log.warning(
+                    "%d more failed authentications were not logged in the last %.0fs",
+                    self._suppressed, now - self._window_start,
+                )
+            self._window_start, self._count, self._suppressed = now, 0, 0
+        self._count += 1
+        if self._count > self.burst:
+            self._suppressed += 1
+            return False
+        # Never the credentials themselves: only which source and who tried.
+        log.warning("authentication failed for source %s from %s", source, remote or "-")
+        if self._count == self.burst:
+            log.warning(
+                "further failed authentications are summarised for the next %.0fs",
+                self.window,
+            )
+        return True
+
+
+@dataclass(slots=True)
+class ListenerState:
+    """Mutable state of the listener: whether it drains, and the auth failure log."""
+
+    draining: bool = False
+    auth_failures: AuthFailureLog = field(default_factory=AuthFailureLog)
+
+
+STATE_KEY: Final = web.AppKey("listener_state", ListenerState)
+
+
+def start_draining(app: web.Application) -> None:
+    """From now on, webhooks are answered 503 with Retry-After and /healthz is 503."""
+    app[STATE_KEY].draining = True
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
@@ -54,6 +126,8 @@ def create_app(
     dispatcher: Dispatcher,
     max_body_bytes: int,
     health: Callable[[], dict[str, Any]],
+    body_timeout: float = BODY_READ_TIMEOUT_SECONDS,
+    auth_failures: AuthFailureLog | None = None,
 ) -> web.Application:
     """The aiohttp application: one webhook route for all configured sources, /healthz."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors_as_json])
@@ -62,6 +136,8 @@ def create_app(
     app[HEALTH_KEY] = health
     app[LIMIT_KEY] = max_body_bytes
     app[IGNORED_KEY] = set()
+    app[BODY_TIMEOUT_KEY] = body_timeout
+    app[STATE_KEY] = ListenerState(auth_failures=auth_failures or AuthFailureLog())
     app.router.add_route("*", "/webhook/{source}", _webhook)
     app.router.add_get("/healthz", _healthz, allow_head=True)
     return app
@@ -91,6 +167,11 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def _webhook(request: web.Request) -> web.Response:
+    if request.app[STATE_KEY].draining:
+        response = json_error(503, "shutting down; retry later")
+        response.headers["Retry-After"] = str(DRAIN_RETRY_AFTER_SECONDS)
+        response.force_close()
+        return response
     name = request.match_info["source"]
     source = request.app[SOURCES_KEY].get(name)
     if source is None:
@@ -104,7 +185,7 @@ async def _webhook(request: web.Request) -> web.Response:
         return json_error(413, f"request body too large (limit {limit} bytes)")
     try:
         _check_content_type(request)
-        body = await request.read()
+        body = await _read_body(request)
         webhook_request = WebhookRequest(
             query=request.query,
             headers=request.headers,
@@ -116,8 +197,20 @@ async def _webhook(request: web.Request) -> web.Response:
         event = source.parse(payload, webhook_request)
     except web.HTTPRequestEntityTooLarge:
         return json_error(413, f"request body too large (limit {limit} bytes)")
+    except _BodyTimeout:
+        response = json_error(408, "request body not received in time")
+        response.force_close()
+        return response
+    except _BodyIncomplete:
+        response = json_error(400, "request body incomplete")
+        response.force_close()
+        return response
     except SchemaError as exc:
         return json_error(exc.status, exc.message, field=exc.path)
+    except AuthError as exc:
+        if not request.app[STATE_KEY].auth_failures.failed(name, request.remote):
+            request[_QUIET] = True
+        return json_error(exc.status, exc.message)
     except WebhookError as exc:
         return json_error(exc.status, exc.message)
     if event is None:
@@ -146,6 +239,25 @@ async def _webhook(request: web.Request) -> web.Response:
         },
         status=202,
     )
+
+
+class _BodyTimeout(Exception):
+    pass
+
+
+class _BodyIncomplete(Exception):
+    pass
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, within the app's read timeout; a sender that hangs up gets nothing."""
+    try:
+        async with asyncio.timeout(request.app[BODY_TIMEOUT_KEY]):
+            return await request.read()
+    except TimeoutError:
+        raise _BodyTimeout from None
+    except (aiohttp.ClientPayloadError, ConnectionError, asyncio.IncompleteReadError):
+        raise _BodyIncomplete from None
 
 
 def _check_content_type(request: web.Request) -> None:
@@ -209,6 +321,8 @@ def _log_ignored_once(app: web.Application, source: str, payload: Any) -> None:
 
 async def _healthz(request: web.Request) -> web.Response:
     report = request.app[HEALTH_KEY]()
+    if request.app[STATE_KEY].draining:
+        report = {**report, "ok": False, "draining": True}
     return web.json_response(report, status=200 if report.get("ok") else 503)
 
 
@@ -217,6 +331,8 @@ class RedactingAccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         """Write one line: remote, method, path with masked query, status, size, time."""
+        if request.get(_QUIET):
+            return
         self.logger.info(
             '%s "%s %s" %d %d %.3fs',
             request.remote,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,3 +51,68 @@ def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
     ``RetryAfter.retry_after`` is a timedelta.
     """
     monkeypatch.setenv("PTB_TIMEDELTA", "true")
+
+
+# -- no secret in any log line -------------------------------------------------------------
+
+# Every secret and token the suite hands the bot. Spelled out here (not imported) so the
+# check needs no test module; a test that adds a new one should list it.
+KNOWN_SECRETS: tuple[str, ...] = (
+    SECRET,
+    "cli-test-key-8d1f",  # test_cli.KEY
+    "lp-secret-4f7a",  # test_app.LIVEPEER_SECRET
+    "ZmFzdHBpeC1zaWduaW5nLWtleS1ieXRlcy0wMTIzNDU2",  # test_app.FASTPIX_SECRET
+    "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY=",  # test_source_fastpix.SECRET
+    "lp-webhook-secret-1234",  # test_source_livepeer.SECRET
+    "s3cr3t-Zebra-Quokka-9931",  # test_config.SECRET
+    "t0ken-Narwhal-Okapi-4417",  # test_config.TOKEN
+    "TEST-token-for-the-fake",  # fakes.telegram_api default token (secret part)
+    "fake-bot-token.for-tests",  # fakes.discord_api.TOKEN
+    "not-the-bot-token.9f8e7d",  # test_sink_discord.WRONG_TOKEN
+    "WRONG-secret-token",  # test_sink_telegram: a token the API refuses
+)
+
+
+class _SecretWatch(logging.Handler):
+    """Remembers every log line (message and traceback) that contains a known secret."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a broken format string is some other test's business
+            text = f"{record.msg} {record.args}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        text += record.exc_text or ""
+        for secret in KNOWN_SECRETS:
+            if secret in text:
+                self.leaks.append(f"{record.name} {record.levelname}: {text[:300]}")
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_logs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any test during which a log line, at any level, carries a known secret.
+
+    The root logger is opened to DEBUG for the test so even debug lines are checked;
+    the bot's own guards (the Telegram sink holding httpx at WARNING) still apply.
+    Tests of the protocol fakes drive the client libraries without the bot's guards,
+    so they are not the bot's logs and are left out.
+    """
+    if request.node.path.name.startswith("test_fake_"):
+        yield
+        return
+    root = logging.getLogger()
+    watch = _SecretWatch()
+    level = root.level
+    root.addHandler(watch)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.removeHandler(watch)
+    assert not watch.leaks, "secrets in log lines:\n" + "\n".join(watch.leaks)

@@ -51,9 +51,13 @@ def app_parts(tmp_path: Path, store: Store) -> tuple[web.Application, Store]:
 
 @pytest.fixture
 async def client(
-    aiohttp_client: ClientFactory, app_parts: tuple[web.Application, Store]
+    aiohttp_client: ClientFactory,
+    aiohttp_server: Callable[..., Awaitable[Any]],
+    app_parts: tuple[web.Application, Store],
 ) -> TestClient[Any, Any]:
-    return await aiohttp_client(app_parts[0])
+    # The bot's own access logger: aiohttp's default would log each `?key=` secret.
+    server = await aiohttp_server(app_parts[0], access_log_class=RedactingAccessLogger)
+    return await aiohttp_client(server)
 
 
 def stored(store: Store) -> tuple[int, dict[str, int]]:
