@@ -175,7 +175,12 @@ async def _run_with_store(
         config, renderer, commands, console_stream=console_stream, sink_options=sink_options
     )
     workers = {
-        name: OutboxWorker(store=store, sink=sink, drain_grace=DRAIN_GRACE_SECONDS)
+        name: OutboxWorker(
+            store=store,
+            sink=sink,
+            max_age=config.delivery.max_age,
+            drain_grace=DRAIN_GRACE_SECONDS,
+        )
         for name, sink in sinks.items()
     }
 

@@ -41,6 +41,7 @@ _SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "telegram": ("token", "token_env", "api_url"),
     "templates": ("dir",),
     "behaviour": ("on_change", "on_end", "end_grace", "rejoin_window", "change_cooldown"),
+    "delivery": ("max_age",),
 }
 _SOURCE_KEYS: Final = ("name", "kind", "secret", "secret_env")
 #: Keys only some source kinds accept; for any other kind they are unknown keys.
@@ -137,6 +138,13 @@ class BehaviourConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    """Outbox policy: how long a failing delivery is retried before it is given up."""
+
+    max_age: timedelta = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
 class SourceConfig:
     """One webhook endpoint, `/webhook/<name>`, of one provider kind."""
 
@@ -170,6 +178,7 @@ class Config:
     behaviour: BehaviourConfig
     sources: tuple[SourceConfig, ...]
     routes: tuple[RouteConfig, ...]
+    delivery: DeliveryConfig = DeliveryConfig()
 
 
 def read_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -205,6 +214,11 @@ def load_config(data: Mapping[str, Any], *, environ: Mapping[str, str], base_dir
         telegram=_telegram(root, environ),
         templates=_templates(root.section("templates"), base_dir),
         behaviour=_behaviour(root.section("behaviour")),
+        delivery=DeliveryConfig(
+            max_age=root.section("delivery").duration(
+                "max_age", DeliveryConfig().max_age, positive=True
+            )
+        ),
         sources=_sources(root.tables("sources"), environ),
         routes=tuple(_route(table) for table in root.tables("routes")),
     )

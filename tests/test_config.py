@@ -515,3 +515,16 @@ def test_config_keys_cover_kind_specific_keys() -> None:
     assert "sources[].tolerance" in CONFIG_KEYS
     assert "server.host" in CONFIG_KEYS
     assert all("." in key for key in CONFIG_KEYS)
+
+
+def test_delivery_max_age_defaults_to_a_day_and_must_be_a_positive_duration(
+    tmp_path: Path,
+) -> None:
+    assert load_config({}, environ={}, base_dir=tmp_path).delivery.max_age == timedelta(hours=24)
+    config = load_config({"delivery": {"max_age": "6h"}}, environ={}, base_dir=tmp_path)
+    assert config.delivery.max_age == timedelta(hours=6)
+    for bad, message in [("0s", "longer than 0s"), (6, "expected a duration")]:
+        with pytest.raises(ConfigError) as info:
+            load_config({"delivery": {"max_age": bad}}, environ={}, base_dir=tmp_path)
+        assert info.value.problems[0].startswith("delivery.max_age: ")
+        assert message in info.value.problems[0]
