@@ -98,13 +98,16 @@ class Dispatcher:
         with store.transaction():
             if store.has_event(event.source, event.event_id):
                 return AcceptResult(duplicate=True)
-            stored, to_notify = self._apply_state(event)
-            notify_self = any(item is stored for item in to_notify)
+            stored, candidates = self._apply_state(event)
+            # Recorded kinds only count as notified when some route asks for them.
+            plans = [(item, self.targets_for(item)) for item in candidates]
+            plans = [(i, t) for i, t in plans if t or i.kind in ev.NOTIFIED_KINDS]
+            notify_self = any(item is stored for item, _targets in plans)
             row = store.insert_event(stored, notified=notify_self, raw=raw)
             assert row is not None  # has_event said it is new, inside this transaction
             result = AcceptResult(duplicate=False, event_row=row)
             touched: set[str] = set()
-            for item in to_notify:
+            for item, targets in plans:
                 item_row = row
                 if item is not stored:
                     derived_row = store.insert_event(item, notified=True, parent=row)
@@ -113,7 +116,7 @@ class Dispatcher:
                     item_row = derived_row
                 if item.kind == ev.LIVE_START and item.streamer_key is not None:
                     store.set_session(item.streamer_key, item_row)
-                for target, options in self.targets_for(item).items():
+                for target, options in targets.items():
                     for action, action_options in self._actions(item, target, options):
                         store.add_delivery(
                             event_row=item_row,
@@ -134,14 +137,14 @@ class Dispatcher:
     # -- live state ----------------------------------------------------------------
 
     def _apply_state(self, event: Event) -> tuple[Event, list[Event]]:
-        """Update the stream's saved state; returns the enriched event and what to notify.
+        """Update the stream's saved state; returns the enriched event and the candidates.
 
-        The returned list holds the enriched event itself when it should be notified,
-        and any derived change events.
+        The candidates are the enriched event itself when it may be notified (recorded
+        kinds only go out where a route names them), and any derived change events.
         """
         key = event.streamer_key
         if key is None:
-            return event, self._if_routed([event])
+            return event, [event]
         prev = self._store.get_stream(key)
         event = _fill_from_state(event, prev)
         if prev is not None and event.kind in _STATE_KINDS and event.occurred_at < prev.state_at:
@@ -167,8 +170,8 @@ class Dispatcher:
         if prev is not None and prev.live and event.live is not None:
             # Sources like Livepeer attach the stream's current state to every event;
             # a renamed stream shows up as a title change.
-            return event, self._if_routed([event]) + self._on_update(event, prev)
-        return event, self._if_routed([event])
+            return event, [event, *self._on_update(event, prev)]
+        return event, [event]
 
     def _on_start(self, event: Event, prev: StreamState | None) -> tuple[Event, list[Event]]:
         info = event.live or LiveInfo()
@@ -265,9 +268,6 @@ class Dispatcher:
         if card is None or self._on_change in ("post", "both"):
             actions.append(("post", options))
         return actions
-
-    def _if_routed(self, items: list[Event]) -> list[Event]:
-        return [item for item in items if self.targets_for(item)]
 
     def targets_for(self, event: Event) -> dict[Target, dict[str, object]]:
         """Every (sink, target) this event should go to, after subscriptions and mutes.
