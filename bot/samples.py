@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -30,39 +31,9 @@ _LIVE: Final = LiveInfo(
     live_id="318847223",
     start_time=_START,
 )
-_RETITLED: Final = LiveInfo(
-    title="Diamond or bust: last 40 LP 🔥 | !socials",
-    categories=_LIVE.categories,
-    cover=_COVER,
-    avatar=_AVATAR,
-    uid=_LIVE.uid,
-    uname=_LIVE.uname,
-    status="live",
-    live_id=_LIVE.live_id,
-    start_time=_START,
-)
-_RECATEGORISED: Final = LiveInfo(
-    title=_RETITLED.title,
-    categories=("League of Legends",),
-    cover=_COVER,
-    avatar=_AVATAR,
-    uid=_LIVE.uid,
-    uname=_LIVE.uname,
-    status="live",
-    live_id=_LIVE.live_id,
-    start_time=_START,
-)
-_ENDED: Final = LiveInfo(
-    title=_RECATEGORISED.title,
-    categories=_RECATEGORISED.categories,
-    cover=_COVER,
-    avatar=_AVATAR,
-    uid=_LIVE.uid,
-    uname=_LIVE.uname,
-    status="offline",
-    live_id=_LIVE.live_id,
-    start_time=_START,
-)
+_RETITLED: Final = replace(_LIVE, title="Diamond or bust: last 40 LP 🔥 | !socials")
+_RECATEGORISED: Final = replace(_RETITLED, categories=("League of Legends",))
+_ENDED: Final = replace(_RECATEGORISED, status="offline")
 _RECORDING: Final = "rec/twitch/auroravale/2026-03-11_05-22-38"
 
 # Livepeer and FastPix streams, for their own event kinds.

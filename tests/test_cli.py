@@ -99,6 +99,7 @@ async def running_bot(config: Path) -> AsyncIterator[BotProcess]:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        await asyncio.gather(*bot._readers, return_exceptions=True)
 
 
 async def post(url: str, payload: dict[str, object]) -> tuple[int, dict[str, object]]:

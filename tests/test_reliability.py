@@ -33,7 +33,7 @@ from tests.conftest import SECRET, make_config
 from tests.fakes.discord_api import STREAMS_CHANNEL_ID, FakeDiscord
 from tests.fakes.discord_api import TOKEN as DISCORD_TOKEN
 from tests.fakes.telegram_api import FakeTelegram, _ApiError
-from tests.test_cli import REPO, BotProcess
+from tests.test_cli import BotProcess, running_bot
 
 GROUP = -100777
 OTHER = -100555
@@ -117,14 +117,7 @@ telegram_chats = ["{GROUP}", "{OTHER}"]
 @contextlib.asynccontextmanager
 async def bot_process(config: Path) -> AsyncIterator[BotProcess]:
     """`python -m bot run`, yielded once every sink is running (per /healthz)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", "-c", str(config),
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    bot = BotProcess(proc)
-    try:
-        found = await bot.wait_for("stderr", r"listening on (http://127\.0\.0\.1:\d+)")
-        bot.url = found.group(1)
+    async with running_bot(config) as bot:
         async with asyncio.timeout(15), aiohttp.ClientSession() as session:
             while True:
                 async with session.get(f"{bot.url}/healthz") as response:
@@ -133,11 +126,6 @@ async def bot_process(config: Path) -> AsyncIterator[BotProcess]:
                     break
                 await asyncio.sleep(0.05)
         yield bot
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        await asyncio.gather(*bot._readers, return_exceptions=True)
 
 
 def live_start(channel: str, title: str) -> dict[str, Any]:
