@@ -207,28 +207,10 @@ class TelegramSink:
         self._state = "starting"
         app = self._build_app()
         self._app = app
+        step = "reach the Bot API"
         try:
             await app.initialize()
-        except InvalidToken:
-            # InvalidToken's message contains the token: never log the exception itself.
-            log.error(
-                "telegram: the Bot API server rejected the bot token; check [telegram] token "
-                "(or token_env). Telegram notifications are off until the bot restarts."
-            )
-            return await self._give_up(app, "fatal")
-        except TelegramError as exc:
-            log.error(
-                "telegram: cannot reach the Bot API at %s (%s); will keep trying",
-                self._api_label(), _describe(exc),
-            )
-            return await self._give_up(app, "retry")
-        except Exception:
-            log.exception("telegram: unexpected error while starting")
-            return await self._give_up(app, "fatal")
-        except BaseException:
-            await self._give_up(app, "fatal")
-            raise
-        try:
+            step = "start polling"
             await self._set_commands(app)
             assert app.updater is not None  # the builder's default Updater
             await app.updater.start_polling(
@@ -238,10 +220,17 @@ class TelegramSink:
                 error_callback=_polling_error,
             )
             await app.start()
+        except InvalidToken:
+            # InvalidToken's message contains the token: never log the exception itself.
+            log.error(
+                "telegram: the Bot API server rejected the bot token; check [telegram] token "
+                "(or token_env). Telegram notifications are off until the bot restarts."
+            )
+            return await self._give_up(app, "fatal")
         except TelegramError as exc:
             log.error(
-                "telegram: could not start polling at %s (%s); will keep trying",
-                self._api_label(), _describe(exc),
+                "telegram: could not %s at %s (%s); will keep trying",
+                step, self._api_label(), _describe(exc),
             )
             return await self._give_up(app, "retry")
         except Exception:
