@@ -369,19 +369,3 @@ def _derive(event: Event, kind: str, old: LiveInfo, new: LiveInfo) -> Event:
         live=_merge(old, new),
         old_live=old,
     )
-
-
-def routes_from_config(routes: Iterable[object]) -> list[Route]:
-    """Routes from `[[routes]]` config entries."""
-    out: list[Route] = []
-    for entry in routes:
-        out.append(
-            Route(
-                patterns=tuple(entry.match),  # type: ignore[attr-defined]
-                events=frozenset(entry.events),  # type: ignore[attr-defined]
-                discord_channels=tuple(entry.discord_channels),  # type: ignore[attr-defined]
-                telegram_chats=tuple(entry.telegram_chats),  # type: ignore[attr-defined]
-                mention_roles=tuple(entry.mention_roles),  # type: ignore[attr-defined]
-            )
-        )
-    return out
