@@ -27,6 +27,8 @@ SOURCE_KINDS: Final = frozenset({"onliverec", "livepeer", "fastpix"})
 
 ON_CHANGE_CHOICES: Final = frozenset({"edit", "post", "both"})
 ON_END_CHOICES: Final = frozenset({"edit", "post", "both", "delete"})
+LOG_LEVELS: Final = frozenset({"debug", "info", "warning", "error"})
+LOG_FORMATS: Final = frozenset({"text", "json"})
 
 _MAX_BODY_LIMIT: Final = 64 * 1024 * 1024
 _MAX_SNOWFLAKE: Final = 2**64 - 1
@@ -42,11 +44,23 @@ _SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "templates": ("dir",),
     "behaviour": ("on_change", "on_end", "end_grace", "rejoin_window", "change_cooldown"),
     "delivery": ("max_age",),
+    "logging": ("level", "format"),
+    "metrics": ("enabled", "token", "token_env"),
 }
 _SOURCE_KEYS: Final = ("name", "kind", "secret", "secret_env")
 #: Keys only some source kinds accept; for any other kind they are unknown keys.
 _SOURCE_KIND_KEYS: Final[Mapping[str, tuple[str, ...]]] = {"livepeer": ("tolerance",)}
-_ROUTE_KEYS: Final = ("match", "events", "discord_channels", "telegram_chats", "mention_roles")
+_ROUTE_KEYS: Final = (
+    "match",
+    "events",
+    "discord_channels",
+    "telegram_chats",
+    "mention_roles",
+    # Per-route overrides of [behaviour]: how this route's chats see changes and ends.
+    "on_change",
+    "on_end",
+    "end_grace",
+)
 _TOP_KEYS: Final = (*_SECTION_KEYS, "sources", "routes")
 
 #: Every dotted key the loader accepts; array-of-table keys are spelled `sources[].name`.
@@ -138,6 +152,22 @@ class BehaviourConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """How much the bot logs, and whether as text lines or one JSON object per line."""
+
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """`GET /metrics` (Prometheus); with a token it wants `Authorization: Bearer <token>`."""
+
+    enabled: bool = True
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     """Outbox policy: how long a failing delivery is retried before it is given up."""
 
@@ -163,6 +193,10 @@ class RouteConfig:
     discord_channels: tuple[int, ...] = ()
     telegram_chats: tuple[str, ...] = ()
     mention_roles: tuple[int, ...] = ()
+    # None: the [behaviour] setting applies.
+    on_change: str | None = None
+    on_end: str | None = None
+    end_grace: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +213,8 @@ class Config:
     sources: tuple[SourceConfig, ...]
     routes: tuple[RouteConfig, ...]
     delivery: DeliveryConfig = DeliveryConfig()
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def read_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -221,6 +257,8 @@ def load_config(data: Mapping[str, Any], *, environ: Mapping[str, str], base_dir
         ),
         sources=_sources(root.tables("sources"), environ),
         routes=tuple(_route(table) for table in root.tables("routes")),
+        logging=_logging(root.section("logging")),
+        metrics=_metrics(root.section("metrics"), environ),
     )
     if problems:
         raise ConfigError(problems)
@@ -427,6 +465,34 @@ def _behaviour(table: _Table) -> BehaviourConfig:
     )
 
 
+def _logging(table: _Table) -> LoggingConfig:
+    default = LoggingConfig()
+    return LoggingConfig(
+        level=table.choice("level", default.level, LOG_LEVELS),
+        format=table.choice("format", default.format, LOG_FORMATS),
+    )
+
+
+def _metrics(table: _Table, environ: Mapping[str, str]) -> MetricsConfig:
+    enabled = table.flag("enabled", True)
+    if table.has("token") and table.has("token_env"):
+        table.problem("", "set token or token_env, not both")
+        return MetricsConfig(enabled=enabled)
+    token: str | None = None
+    if table.has("token_env"):
+        env_name = _env_name(table, "token_env")
+        if env_name is not None:
+            # Unlike a chat token, a missing metrics token must not quietly open /metrics.
+            token = environ.get(env_name, "").strip() or None
+            if token is None:
+                table.problem("token_env", f"environment variable {env_name} is not set")
+    elif table.has("token"):
+        token = (table.opt_text("token") or "").strip() or None
+        if token is None:
+            table.problem("token", "must not be empty")
+    return MetricsConfig(enabled=enabled, token=token)
+
+
 def _sink_token(table: _Table, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
     """(token, disabled_reason) for a chat sink; an unset token_env disables, not errors."""
     if table.has("token") and table.has("token_env"):
@@ -591,6 +657,9 @@ def _route(table: _Table) -> RouteConfig:
             _snowflake(value, path, table.problems)
             for path, value in table.items("mention_roles") or []
         ),
+        on_change=table.choice("on_change", "", ON_CHANGE_CHOICES) or None,
+        on_end=table.choice("on_end", "", ON_END_CHOICES) or None,
+        end_grace=table.duration("end_grace", timedelta(0)) if table.has("end_grace") else None,
     )
 
 

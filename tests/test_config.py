@@ -113,6 +113,7 @@ def test_example_file_with_everything_uncommented_loads(tmp_path: Path) -> None:
         "TELEGRAM_TOKEN": TOKEN,
         "LIVEPEER_WEBHOOK_SECRET": SECRET,
         "FASTPIX_WEBHOOK_SECRET": SECRET,
+        "METRICS_TOKEN": SECRET,
     }
     config = read_config(path, environ=environ)
     assert config.discord.enabled and config.telegram.enabled
@@ -121,6 +122,10 @@ def test_example_file_with_everything_uncommented_loads(tmp_path: Path) -> None:
     assert config.behaviour == BehaviourConfig()  # the commented values are the defaults
     assert len(config.routes) == 2
     assert config.routes[1].telegram_chats == ("-1001234567890", "-1009876543210/42")
+    assert (config.routes[1].on_change, config.routes[1].on_end) == ("both", "edit")
+    assert config.routes[1].end_grace == timedelta(minutes=2)
+    assert config.routes[0].on_end is None  # not set: [behaviour] decides
+    assert config.metrics.token == SECRET
 
 
 def test_example_and_docs_mention_every_key() -> None:
@@ -182,6 +187,15 @@ def test_unknown_keys_are_named_by_path(data: dict[str, Any], expected: str) -> 
         ({"discord": {"gateway_url": "https://x"}}, "discord.gateway_url: expected an absolute"),
         ({"telegram": {"api_url": "localhost:8081"}}, "telegram.api_url: expected an absolute"),
         ({"discord": {"token_env": "NOT A NAME"}}, "discord.token_env: 'NOT A NAME' is not an"),
+        ({"routes": [{"match": "*", "on_end": "erase"}]}, "routes[0].on_end: must be one of"),
+        ({"routes": [{"match": "*", "on_change": 1}]}, "routes[0].on_change: expected a string"),
+        ({"routes": [{"match": "*", "end_grace": "soon"}]}, "routes[0].end_grace: "),
+        ({"logging": {"level": "verbose"}}, "logging.level: must be one of debug, error, info,"),
+        ({"logging": {"format": "xml"}}, "logging.format: must be one of json, text, got 'xml'"),
+        ({"metrics": {"enabled": "yes"}}, "metrics.enabled: expected a boolean"),
+        ({"metrics": {"token": ""}}, "metrics.token: must not be empty"),
+        ({"metrics": {"token_env": "M"}}, "metrics.token_env: environment variable M is not set"),
+        ({"metrics": {"token": "a", "token_env": "M"}}, "metrics: set token or token_env, not"),
     ],
 )
 def test_wrong_types_and_values(data: dict[str, Any], expected: str) -> None:
