@@ -63,6 +63,9 @@ def routes_from_config(config: Config) -> list[Route]:
             discord_channels=route.discord_channels,
             telegram_chats=route.telegram_chats,
             mention_roles=route.mention_roles,
+            on_change=route.on_change,
+            on_end=route.on_end,
+            end_grace=route.end_grace,
         )
         for route in config.routes
     ]
@@ -193,7 +196,7 @@ async def _run_with_store(
         routes=routes,
         sinks=sinks,
         on_queued=wake,
-        on_change=config.behaviour.on_change,
+        behaviour=config.behaviour,
     )
     health = Health(store=store, sinks=sinks, stuck_after=stuck_after)
     app = create_app(

@@ -15,17 +15,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot import events as ev
+from bot.cards import CARD_SINKS, CHANGE_KINDS, EDIT, POST, CardPolicy, card_actions
+from bot.config import BehaviourConfig
 from bot.events import Event, LiveInfo, utcnow
 from bot.store import Store, StreamState
 
 log = logging.getLogger(__name__)
 
-#: Sinks whose posted messages can be edited later (the console cannot).
-CARD_SINKS = frozenset({"discord", "telegram"})
-_CHANGE_KINDS = frozenset({ev.TITLE_CHANGE, ev.CATEGORY_CHANGE})
 _STATE_KINDS = frozenset(
     {ev.LIVE_START, ev.LIVE_END, ev.TITLE_CHANGE, ev.CATEGORY_CHANGE, ev.STREAM_UPDATE}
 )
@@ -40,6 +39,18 @@ class Route:
     discord_channels: tuple[int, ...] = ()
     telegram_chats: tuple[str, ...] = ()
     mention_roles: tuple[int, ...] = ()
+    # Overrides of [behaviour] for this route's chats; None: the global setting.
+    on_change: str | None = None
+    on_end: str | None = None
+    end_grace: timedelta | None = None
+
+    def policy(self, default: CardPolicy) -> CardPolicy:
+        """The card policy for this route's chats: its overrides over `default`."""
+        return CardPolicy(
+            on_change=self.on_change or default.on_change,
+            on_end=self.on_end or default.on_end,
+            end_grace=default.end_grace if self.end_grace is None else self.end_grace,
+        )
 
     def matches(self, streamer_key: str | None, kind: str) -> bool:
         """True when this route wants events of `kind` for this stream."""
@@ -54,6 +65,23 @@ class Target:
 
     sink: str
     target: str
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one target does with one event: its card policy and the delivery's options."""
+
+    policy: CardPolicy
+    # Stored with each delivery row: the Discord roles a live_start pings.
+    options: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """An event that may be notified; `resumed` marks a live_start reopening old cards."""
+
+    event: Event
+    resumed: bool = False
 
 
 @dataclass(slots=True)
@@ -81,11 +109,13 @@ class Dispatcher:
         routes: Sequence[Route],
         sinks: Iterable[str],
         on_queued: Callable[[set[str]], None] | None = None,
-        on_change: str = "edit",
+        behaviour: BehaviourConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._on_change = on_change
+        # Without a config (unit tests, tools) ends are announced at once.
+        self._behaviour = behaviour or BehaviourConfig(end_grace=timedelta(0))
+        self._default_policy = CardPolicy.from_behaviour(self._behaviour)
         self._routes = tuple(routes)
         self._sinks = frozenset(sinks)
         self._on_queued = on_queued
@@ -100,43 +130,31 @@ class Dispatcher:
                 return AcceptResult(duplicate=True)
             stored, candidates = self._apply_state(event)
             # Recorded kinds only count as notified when some route asks for them.
-            plans = [(item, self.targets_for(item)) for item in candidates]
-            plans = [(i, t) for i, t in plans if t or i.kind in ev.NOTIFIED_KINDS]
-            notify_self = any(item is stored for item, _targets in plans)
+            plans = [(item, self.targets_for(item.event)) for item in candidates]
+            plans = [(i, t) for i, t in plans if t or i.event.kind in ev.NOTIFIED_KINDS]
+            notify_self = any(item.event is stored for item, _targets in plans)
             row = store.insert_event(stored, notified=notify_self, raw=raw)
             assert row is not None  # has_event said it is new, inside this transaction
             result = AcceptResult(duplicate=False, event_row=row)
             touched: set[str] = set()
             for item, targets in plans:
                 item_row = row
-                if item is not stored:
-                    derived_row = store.insert_event(item, notified=True, parent=row)
+                if item.event is not stored:
+                    derived_row = store.insert_event(item.event, notified=True, parent=row)
                     if derived_row is None:
                         continue
                     item_row = derived_row
-                if item.kind == ev.LIVE_START and item.streamer_key is not None:
-                    store.set_session(item.streamer_key, item_row)
-                for target, options in targets.items():
-                    for action, action_options in self._actions(item, target, options):
-                        store.add_delivery(
-                            event_row=item_row,
-                            sink=target.sink,
-                            target=target.target,
-                            action=action,
-                            options=action_options,
-                            not_before=now,
-                            now=now,
-                        )
-                        result.deliveries += 1
-                    touched.add(target.sink)
-                result.notified.append(item)
+                queued = self._queue(item, item_row, targets, now)
+                result.deliveries += len(queued)
+                touched.update(target.sink for target, *_rest in queued)
+                result.notified.append(item.event)
         if touched and self._on_queued is not None:
             self._on_queued(touched)
         return result
 
     # -- live state ----------------------------------------------------------------
 
-    def _apply_state(self, event: Event) -> tuple[Event, list[Event]]:
+    def _apply_state(self, event: Event) -> tuple[Event, list[_Candidate]]:
         """Update the stream's saved state; returns the enriched event and the candidates.
 
         The candidates are the enriched event itself when it may be notified (recorded
@@ -144,7 +162,7 @@ class Dispatcher:
         """
         key = event.streamer_key
         if key is None:
-            return event, [event]
+            return event, [_Candidate(event)]
         prev = self._store.get_stream(key)
         event = _fill_from_state(event, prev)
         if prev is not None and event.kind in _STATE_KINDS and event.occurred_at < prev.state_at:
@@ -164,16 +182,16 @@ class Dispatcher:
         if kind in (ev.TITLE_CHANGE, ev.CATEGORY_CHANGE):
             self._save(event, prev, live=True if prev is None else prev.live, info=event.live,
                        started_at=event.started_at, ended_at=prev.ended_at if prev else None)
-            return event, [event]
+            return event, [_Candidate(event)]
         if kind == ev.STREAM_UPDATE:
             return event, self._on_update(event, prev)
         if prev is not None and prev.live and event.live is not None:
             # Sources like Livepeer attach the stream's current state to every event;
             # a renamed stream shows up as a title change.
-            return event, [event, *self._on_update(event, prev)]
-        return event, [event]
+            return event, [_Candidate(event), *self._on_update(event, prev)]
+        return event, [_Candidate(event)]
 
-    def _on_start(self, event: Event, prev: StreamState | None) -> tuple[Event, list[Event]]:
+    def _on_start(self, event: Event, prev: StreamState | None) -> tuple[Event, list[_Candidate]]:
         info = event.live or LiveInfo()
         if prev is not None and prev.live and _same_session(prev, info):
             log.info("live_start for %s repeats the session in progress; not notified",
@@ -181,12 +199,31 @@ class Dispatcher:
             # ...but what it says may have changed since (a recorder restarted after a
             # rename): those are title / category changes.
             return event, self._on_update(event, prev)
+        if prev is not None and self._resumes(event, prev):
+            # The same session after a short drop: it keeps its cards and its start time,
+            # so the final duration covers the whole stream.
+            event = event.with_changes(started_at=prev.started_at, ended_at=None)
+            self._save(event, prev, live=True, info=info, started_at=prev.started_at,
+                       ended_at=None)
+            log.info("%s is live again within rejoin_window; its cards reopen, no new ping",
+                     prev.streamer_key)
+            changes = _changes(event, prev.info, event.live or info)
+            return event, [_Candidate(event, resumed=True), *map(_Candidate, changes)]
         started = info.start_time or event.occurred_at
         event = event.with_changes(started_at=started, ended_at=None)
         self._save(event, prev, live=True, info=info, started_at=started, ended_at=None)
-        return event, [event]
+        return event, [_Candidate(event)]
 
-    def _on_end(self, event: Event, prev: StreamState | None) -> tuple[Event, list[Event]]:
+    def _resumes(self, event: Event, prev: StreamState) -> bool:
+        """Whether a live_start comes within rejoin_window of the stream's last live_end."""
+        window = self._behaviour.rejoin_window
+        if prev.live or prev.ended_at is None or prev.started_at is None or not window:
+            return False
+        if self._store.session_row(prev.streamer_key) is None:
+            return False
+        return timedelta(0) <= event.occurred_at - prev.ended_at <= window
+
+    def _on_end(self, event: Event, prev: StreamState | None) -> tuple[Event, list[_Candidate]]:
         if prev is not None and not prev.live:
             # Already ended (a repeat), or a disabled/deleted stream that was not live.
             log.info("%s for %s while not live; recorded, not notified",
@@ -198,9 +235,9 @@ class Dispatcher:
         event = event.with_changes(started_at=started, ended_at=event.occurred_at)
         self._save(event, prev, live=False, info=event.live, started_at=started,
                    ended_at=event.occurred_at)
-        return event, [event]
+        return event, [_Candidate(event)]
 
-    def _on_update(self, event: Event, prev: StreamState | None) -> list[Event]:
+    def _on_update(self, event: Event, prev: StreamState | None) -> list[_Candidate]:
         new = event.live
         if new is None:
             return []
@@ -211,12 +248,7 @@ class Dispatcher:
                    ended_at=prev.ended_at if prev else None)
         if old is None or not live:
             return []
-        derived: list[Event] = []
-        if new.title is not None and new.title != old.title:
-            derived.append(_derive(event, ev.TITLE_CHANGE, old, new))
-        if new.categories and new.categories != old.categories:
-            derived.append(_derive(event, ev.CATEGORY_CHANGE, old, new))
-        return derived
+        return [_Candidate(change) for change in _changes(event, old, new)]
 
     def _save(
         self,
@@ -243,55 +275,137 @@ class Dispatcher:
         )
         self._store.save_stream(state, now=utcnow())
 
-    # -- routing -------------------------------------------------------------------
+    # -- session cards -------------------------------------------------------------
 
-    def _actions(
-        self, event: Event, target: Target, options: dict[str, object]
-    ) -> list[tuple[str, dict[str, object]]]:
-        """What to do in one chat: post a message, edit the session's card, or both.
+    def _queue(
+        self, item: _Candidate, row: int, targets: dict[Target, Plan], now: float
+    ) -> list[_Row]:
+        """Write the outbox rows for one candidate; returns them."""
+        store = self._store
+        event = item.event
+        key = event.streamer_key
+        if key is not None and event.kind == ev.LIVE_START and not item.resumed:
+            store.set_session(key, row)
+        if key is not None and event.kind == ev.LIVE_END:
+            store.set_end(key, row)
+        if item.resumed:
+            assert key is not None
+            rows = self._resume_rows(key, targets, now)
+        else:
+            rows = self._card_rows(event, targets, now)
+        for target, action, options, not_before in rows:
+            store.add_delivery(
+                event_row=row,
+                sink=target.sink,
+                target=target.target,
+                action=action,
+                options=options,
+                not_before=not_before,
+                now=now,
+            )
+        return rows
 
-        A title or category change edits the live card posted at live_start (when there
-        is one) and, per `[behaviour] on_change`, also posts a notice of its own.
-        """
-        if event.kind not in _CHANGE_KINDS or target.sink not in CARD_SINKS:
-            return [("post", options)]
+    def _card_rows(self, event: Event, targets: dict[Target, Plan], now: float) -> list[_Row]:
+        """Posts, card edits and deletes for an event, per each target's card policy."""
         key = event.streamer_key
         session = self._store.session_row(key) if key is not None else None
-        card = (
-            self._store.card_delivery(session, target.sink, target.target)
-            if session is not None
-            else None
-        )
-        actions: list[tuple[str, dict[str, object]]] = []
-        if card is not None and self._on_change in ("edit", "both"):
-            actions.append(("edit", {**options, "card": card}))
-        if card is None or self._on_change in ("post", "both"):
-            actions.append(("post", options))
-        return actions
+        posts_allowed = self._change_posts_allowed(event, now)
+        rows: list[_Row] = []
+        for target, plan in targets.items():
+            due = now
+            if event.kind == ev.LIVE_END:
+                # The end waits out the grace period in the outbox, where a restart
+                # cannot lose it and a comeback can still call it off.
+                due = now + plan.policy.end_grace.total_seconds()
+            if target.sink not in CARD_SINKS:
+                rows.append((target, POST, plan.options, due))
+                continue
+            card = (
+                self._store.card_delivery(session, target.sink, target.target)
+                if session is not None
+                else None
+            )
+            for action in card_actions(event.kind, plan.policy, has_card=card is not None):
+                if action == POST and not posts_allowed:
+                    continue
+                options = plan.options if action == POST else {**plan.options, "card": card}
+                rows.append((target, action, options, due))
+        if event.kind in CHANGE_KINDS and key is not None:
+            if any(t.sink in CARD_SINKS and action == POST for t, action, *_r in rows):
+                self._store.set_change_posted_at(key, now)
+            elif not posts_allowed:
+                log.info("%s for %s: no notice posted (change_cooldown); cards still edited",
+                         event.kind, key)
+        return rows
 
-    def targets_for(self, event: Event) -> dict[Target, dict[str, object]]:
+    def _change_posts_allowed(self, event: Event, now: float) -> bool:
+        """False while a change notice for this stream was posted less than a cooldown ago."""
+        key = event.streamer_key
+        if event.kind not in CHANGE_KINDS or key is None:
+            return True
+        last = self._store.change_posted_at(key)
+        cooldown = self._behaviour.change_cooldown.total_seconds()
+        return last is None or now - last >= cooldown
+
+    def _resume_rows(self, key: str, targets: dict[Target, Plan], now: float) -> list[_Row]:
+        """A comeback within rejoin_window: call off the end where it is still waiting,
+        and turn the cards back to live where the end was already shown. Nobody is pinged.
+        """
+        store = self._store
+        end = store.end_row(key)
+        if end is None:
+            return []
+        cancelled = store.cancel_pending(
+            end, reason="cancelled: the stream came back within end_grace", now=now
+        )
+        if cancelled:
+            log.info("%s came back before its end was announced: %d end notices called off",
+                     key, cancelled)
+        shown = store.reached_targets(end)
+        session = store.session_row(key)
+        rows: list[_Row] = []
+        for target, plan in targets.items():
+            if (target.sink, target.target) not in shown:
+                continue  # the chat never saw the end: its card still says live
+            options = {k: v for k, v in plan.options.items() if k != "mention_roles"}
+            card = (
+                store.card_delivery(session, target.sink, target.target)
+                if session is not None and target.sink in CARD_SINKS
+                else None
+            )
+            if card is not None:
+                rows.append((target, EDIT, {**options, "card": card}, now))
+            else:
+                rows.append((target, POST, options, now))
+        return rows
+
+    # -- routing -------------------------------------------------------------------
+
+    def targets_for(self, event: Event) -> dict[Target, Plan]:
         """Every (sink, target) this event should go to, after subscriptions and mutes.
 
-        The value is the delivery's options (the Discord roles to ping on live_start).
+        Each target's plan carries its card policy (the first matching route's) and the
+        delivery options (the Discord roles to ping on live_start).
         """
         key = event.streamer_key
-        wanted: dict[Target, dict[str, object]] = {}
+        wanted: dict[Target, Plan] = {}
         for route in self._routes:
             if not route.matches(key, event.kind):
                 continue
-            self._add(wanted, Target("console", ""))
+            policy = route.policy(self._default_policy)
+            self._add(wanted, Target("console", ""), policy)
             for channel in route.discord_channels:
-                options = self._add(wanted, Target("discord", str(channel)))
-                if event.kind == ev.LIVE_START and route.mention_roles:
-                    roles = options.setdefault("mention_roles", [])
+                plan = self._add(wanted, Target("discord", str(channel)), policy)
+                if plan is not None and event.kind == ev.LIVE_START and route.mention_roles:
+                    roles = plan.options.setdefault("mention_roles", [])
                     assert isinstance(roles, list)
                     roles.extend(r for r in route.mention_roles if r not in roles)
             for chat in route.telegram_chats:
-                self._add(wanted, Target("telegram", chat))
+                self._add(wanted, Target("telegram", chat), policy)
         if event.kind in ev.NOTIFIED_KINDS:
             for sub in self._store.subscriptions():
                 if glob_match(key or "", sub.pattern):
-                    self._add(wanted, Target(sub.sink, sub.target))
+                    self._add(wanted, Target(sub.sink, sub.target), self._default_policy)
         now = self._clock()
         for target in list(wanted):
             # Mutes are per chat: a forum topic ("-100123/42") follows its chat's mutes.
@@ -302,10 +416,15 @@ class Dispatcher:
                 del wanted[target]
         return wanted
 
-    def _add(self, wanted: dict[Target, dict[str, object]], target: Target) -> dict[str, object]:
+    def _add(self, wanted: dict[Target, Plan], target: Target, policy: CardPolicy) -> Plan | None:
         if target.sink not in self._sinks:
-            return {}
-        return wanted.setdefault(target, {})
+            return None
+        # The first route that reaches a chat decides its policy.
+        return wanted.setdefault(target, Plan(policy))
+
+
+# (target, action, options, not_before) of one outbox row to write.
+_Row = tuple[Target, str, dict[str, object], float]
 
 
 def _same_session(prev: StreamState, info: LiveInfo) -> bool:
@@ -360,6 +479,16 @@ def _fill_from_state(event: Event, prev: StreamState | None) -> Event:
     if event.kind != ev.LIVE_START and prev.live and event.started_at is None:
         changes["started_at"] = prev.started_at
     return event.with_changes(**changes) if changes else event
+
+
+def _changes(event: Event, old: LiveInfo, new: LiveInfo) -> list[Event]:
+    """Title and category change events for what differs between `old` and `new`."""
+    derived: list[Event] = []
+    if new.title is not None and new.title != old.title:
+        derived.append(_derive(event, ev.TITLE_CHANGE, old, new))
+    if new.categories and new.categories != old.categories:
+        derived.append(_derive(event, ev.CATEGORY_CHANGE, old, new))
+    return derived
 
 
 def _derive(event: Event, kind: str, old: LiveInfo, new: LiveInfo) -> Event:

@@ -17,7 +17,13 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from bot.errors import DeliveryError, MessageGone, TransientDeliveryError
+from bot.cards import DELETE, EDIT, card_view
+from bot.errors import (
+    DeliveryError,
+    MessageGone,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from bot.events import Event
 from bot.sinks.base import Sink
 from bot.store import Delivery, Store
@@ -121,8 +127,10 @@ class OutboxWorker:
         store = self._store
         try:
             event = store.load_event(delivery.event_row)
-            if delivery.action == "edit":
-                message_id = await self._edit_card(delivery, event)
+            if delivery.action == EDIT:
+                message_id = await self._edit_card(delivery, card_view(event))
+            elif delivery.action == DELETE:
+                message_id = await self._delete_card(delivery, event)
             else:
                 message_id = await self._sink.deliver(delivery, event)
         except asyncio.CancelledError:
@@ -166,6 +174,29 @@ class OutboxWorker:
             # Later changes in this session edit the new message.
             self._store.set_message_id(card_id, new_message)
         return new_message
+
+    async def _delete_card(self, delivery: Delivery, event: Event) -> str | None:
+        """Take the session's card down; where the platform refuses, mark it ended instead."""
+        card_id = int(delivery.options["card"])
+        state, card_message = self._store.delivery_status(card_id)
+        if state in ("pending", "sending"):
+            raise TransientDeliveryError("the card to delete is not posted yet", retry_after=2.0)
+        if state != "sent" or card_message is None:
+            log.info("no card to delete in %s %s (its post %s)", delivery.sink,
+                     delivery.target, state)
+            return None
+        try:
+            await self._sink.delete(delivery, card_message)
+        except PermanentDeliveryError as exc:
+            # Telegram bots cannot delete group messages older than 48 hours; a card
+            # saying "ended" is the next best thing to no card.
+            log.warning("card %s in %s %s cannot be deleted (%s); marking it ended instead",
+                        card_message, delivery.sink, delivery.target, exc)
+            try:
+                await self._sink.edit(delivery, card_message, card_view(event))
+            except MessageGone:
+                pass  # gone after all: what was wanted
+        return None
 
     def _failed(
         self, delivery: Delivery, exc: Exception, *, retryable: bool, retry_after: float | None

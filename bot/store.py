@@ -103,6 +103,40 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE streams ADD COLUMN session_row INTEGER REFERENCES events(id);
     CREATE INDEX deliveries_by_event ON deliveries (event_row, sink, target, action);
     """,
+    # 3: session cards beyond edits. A delayed end notice can be called off when the
+    # stream comes back ('cancelled'; SQLite cannot alter a CHECK, so the table is
+    # rebuilt the documented way), a card can be deleted ('delete' action, no schema
+    # change), and each stream remembers its last live_end and its last posted change
+    # notice (rejoin window, change cooldown).
+    """
+    CREATE TABLE deliveries_v3 (
+        id INTEGER PRIMARY KEY,
+        event_row INTEGER NOT NULL REFERENCES events(id),
+        sink TEXT NOT NULL,
+        target TEXT NOT NULL,
+        action TEXT NOT NULL DEFAULT 'post',
+        options TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'cancelled')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        last_error TEXT,
+        message_id TEXT,
+        UNIQUE (event_row, sink, target, action)
+    );
+    INSERT INTO deliveries_v3 (id, event_row, sink, target, action, options, state, attempts,
+                               not_before, created_at, updated_at, last_error, message_id)
+        SELECT id, event_row, sink, target, action, options, state, attempts, not_before,
+               created_at, updated_at, last_error, message_id FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_v3 RENAME TO deliveries;
+    CREATE INDEX deliveries_due ON deliveries (sink, state, not_before);
+    CREATE INDEX deliveries_by_event ON deliveries (event_row, sink, target, action);
+    ALTER TABLE streams ADD COLUMN end_row INTEGER REFERENCES events(id);
+    ALTER TABLE streams ADD COLUMN change_posted_at REAL;
+    """,
 )
 
 
@@ -319,6 +353,32 @@ class Store:
             "SELECT session_row FROM streams WHERE streamer_key = ?", (key,)
         ).fetchone()
         return row[0] if row is not None else None
+
+    def set_end(self, key: str, event_row: int) -> None:
+        """Record the live_end event that closed the stream's last session."""
+        self.conn.execute(
+            "UPDATE streams SET end_row = ? WHERE streamer_key = ?", (event_row, key)
+        )
+
+    def end_row(self, key: str) -> int | None:
+        """The live_end event row of the stream's last session, if it ended."""
+        row = self.conn.execute(
+            "SELECT end_row FROM streams WHERE streamer_key = ?", (key,)
+        ).fetchone()
+        return row[0] if row is not None else None
+
+    def change_posted_at(self, key: str) -> float | None:
+        """When a change notice for this stream was last queued as a post."""
+        row = self.conn.execute(
+            "SELECT change_posted_at FROM streams WHERE streamer_key = ?", (key,)
+        ).fetchone()
+        return row[0] if row is not None else None
+
+    def set_change_posted_at(self, key: str, when: float) -> None:
+        """Remember that a change notice for this stream was queued as a post at `when`."""
+        self.conn.execute(
+            "UPDATE streams SET change_posted_at = ? WHERE streamer_key = ?", (when, key)
+        )
 
     def live_streams(self) -> list[StreamState]:
         """Every stream currently live, longest-running first."""
@@ -580,6 +640,28 @@ class Store:
             (event_row, sink, target),
         ).fetchone()
         return row[0] if row is not None else None
+
+    def cancel_pending(self, event_row: int, *, reason: str, now: float) -> int:
+        """Call off an event's deliveries that were not sent yet; returns how many."""
+        cursor = self.conn.execute(
+            """UPDATE deliveries SET state = 'cancelled', last_error = ?, updated_at = ?
+               WHERE event_row = ? AND state = 'pending'""",
+            (reason, now, event_row),
+        )
+        return cursor.rowcount
+
+    def reached_targets(self, event_row: int) -> set[tuple[str, str]]:
+        """The (sink, target) pairs an event's deliveries went or are going out to.
+
+        Cancelled deliveries do not count; failed ones do, since a failed card edit may
+        have left anything on screen.
+        """
+        rows = self.conn.execute(
+            """SELECT DISTINCT sink, target FROM deliveries
+               WHERE event_row = ? AND state != 'cancelled'""",
+            (event_row,),
+        ).fetchall()
+        return {(row[0], row[1]) for row in rows}
 
     def delivery_status(self, delivery_id: int) -> tuple[str, str | None]:
         """(state, platform message id) of one delivery."""

@@ -22,6 +22,8 @@ def make_config(tmp_path: Path, **sections: Any) -> Config:
         "storage": {"path": str(tmp_path / "bot.sqlite3")},
         "sources": [{"name": "rec", "kind": "onliverec", "secret": SECRET}],
         "routes": [{"match": "*"}],
+        # Ends are announced at once unless a test is about the grace period.
+        "behaviour": {"end_grace": "0s"},
     }
     data.update(sections)
     return load_config(data, environ={}, base_dir=tmp_path)
@@ -70,6 +72,7 @@ KNOWN_SECRETS: tuple[str, ...] = (
     "fake-bot-token.for-tests",  # fakes.discord_api.TOKEN
     "not-the-bot-token.9f8e7d",  # test_sink_discord.WRONG_TOKEN
     "WRONG-secret-token",  # test_sink_telegram: a token the API refuses
+    "metrics-bearer-Ibis-Tapir-7305",  # test_metrics.TOKEN
 )
 
 

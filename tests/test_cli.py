@@ -8,6 +8,7 @@ import json
 import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,6 +33,9 @@ path = "state/bot.sqlite3"
 name = "onliverec"
 kind = "onliverec"
 secret = "{KEY}"
+
+[behaviour]
+end_grace = "4s"
 
 [[routes]]
 match = "twitch/*"
@@ -139,12 +143,21 @@ async def test_run_notifies_on_console_and_remembers_across_restart(tmp_path: Pa
     assert "youtube" not in first_out
     assert KEY not in bot.stderr
 
+    # The end waits out end_grace (4s) in the outbox; a restart in the middle of it
+    # neither loses the notice nor prints it twice.
     async with running_bot(config) as bot:
         end = live_event("e-1", "live_end", "2026-03-11T07:13:00Z")
         status, _ = await post(bot.url, end)
+        posted = time.monotonic()
         assert status == 202
-        await bot.wait_for("stdout", r"2h 13m")
         assert await bot.stop() == 0
+    assert "2h 13m" not in bot.stdout
+
+    async with running_bot(config) as bot:
+        await bot.wait_for("stdout", r"2h 13m")
+        assert time.monotonic() - posted >= 4.0  # not before the grace was over
+        assert await bot.stop() == 0
+    assert bot.stdout.count("2h 13m") == 1
     assert "Quinn" in bot.stdout
     assert KEY not in bot.stderr
 

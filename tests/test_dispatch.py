@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import BehaviourConfig
 from bot.dispatch import Dispatcher, Route, glob_match
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo
 from bot.store import Mute, Store, Subscription
@@ -263,7 +264,8 @@ def test_changes_edit_the_sessions_card_and_post_per_on_change(
     route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(7,),
                   telegram_chats=("-5",))
     d = Dispatcher(store=store, routes=[route], sinks=["console", "discord", "telegram"],
-                   on_change=on_change, clock=T0.timestamp)
+                   behaviour=BehaviourConfig(on_change=on_change, end_grace=timedelta(0)),
+                   clock=T0.timestamp)
     start = d.accept(event("live_start", "s"))
     cards = {(r["sink"], r["target"]): r["id"] for r in store.deliveries_for_event(
         start.event_row)}

@@ -26,7 +26,8 @@ class RecordingSink:
         self.delivered: list[tuple[str, str]] = []
         self.failures: dict[str, list[Exception]] = {}
         self.blocked: dict[str, asyncio.Event] = {}
-        self.edited: list[tuple[str, str]] = []
+        # (message id, kind the card shows, its title)
+        self.edited: list[tuple[str, str, str | None]] = []
         self.gone: set[str] = set()
         self.state = "running"
 
@@ -48,7 +49,7 @@ class RecordingSink:
     async def edit(self, delivery: Delivery, message_id: str, event: Event) -> None:
         if message_id in self.gone:
             raise MessageGone("Unknown Message (10008)")
-        self.edited.append((message_id, event.kind))
+        self.edited.append((message_id, event.kind, event.live.title if event.live else None))
 
 
 def queue_events(store: Store, channels: tuple[int, ...], *ids: str) -> None:
@@ -215,7 +216,8 @@ async def test_a_change_edits_the_posted_card(store: Store) -> None:
     await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.edited))
     assert sink.delivered == [("1", "live_start")]
     card = store.conn.execute("SELECT message_id FROM deliveries WHERE action = 'post'")
-    assert sink.edited == [(card.fetchone()[0], "title_change")]
+    # The card keeps looking like a live card, now with the new title.
+    assert sink.edited == [(card.fetchone()[0], "live_start", "Two")]
 
 
 async def test_a_deleted_card_is_posted_anew_and_later_edits_follow_it(store: Store) -> None:
@@ -232,4 +234,4 @@ async def test_a_deleted_card_is_posted_anew_and_later_edits_follow_it(store: St
                             occurred_at=at, received_at=at, platform="twitch",
                             channel="quinn", live=LiveInfo(categories=("Art",))))
     await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.edited))
-    assert sink.edited == [(new_card, "category_change")]
+    assert sink.edited == [(new_card, "live_start", "Two")]
