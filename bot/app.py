@@ -19,6 +19,7 @@ from aiohttp import web
 from bot.commands import Commands
 from bot.config import Config
 from bot.dispatch import Dispatcher, Route
+from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
 from bot.render import Renderer
 from bot.sinks.base import Sink
@@ -177,12 +178,21 @@ async def _run_with_store(
     sinks = build_sinks(
         config, renderer, commands, console_stream=console_stream, sink_options=sink_options
     )
+    metrics = (
+        Metrics(
+            outbox=store.outbox_counts,
+            sinks=lambda: {name: sink.state for name, sink in sinks.items()},
+        )
+        if config.metrics.enabled
+        else None
+    )
     workers = {
         name: OutboxWorker(
             store=store,
             sink=sink,
             max_age=config.delivery.max_age,
             drain_grace=DRAIN_GRACE_SECONDS,
+            metrics=metrics,
         )
         for name, sink in sinks.items()
     }
@@ -205,6 +215,8 @@ async def _run_with_store(
         max_body_bytes=config.server.max_body_bytes,
         health=health.report,
         body_timeout=body_timeout,
+        metrics=metrics,
+        metrics_token=config.metrics.token,
     )
     runner = web.AppRunner(
         app,

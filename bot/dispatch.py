@@ -313,12 +313,14 @@ class Dispatcher:
         rows: list[_Row] = []
         for target, plan in targets.items():
             due = now
-            if event.kind == ev.LIVE_END:
+            options = plan.options
+            if event.kind == ev.LIVE_END and plan.policy.end_grace:
                 # The end waits out the grace period in the outbox, where a restart
                 # cannot lose it and a comeback can still call it off.
                 due = now + plan.policy.end_grace.total_seconds()
+                options = {**options, "due": due}
             if target.sink not in CARD_SINKS:
-                rows.append((target, POST, plan.options, due))
+                rows.append((target, POST, options, due))
                 continue
             card = (
                 self._store.card_delivery(session, target.sink, target.target)
@@ -328,8 +330,8 @@ class Dispatcher:
             for action in card_actions(event.kind, plan.policy, has_card=card is not None):
                 if action == POST and not posts_allowed:
                     continue
-                options = plan.options if action == POST else {**plan.options, "card": card}
-                rows.append((target, action, options, due))
+                extra = {} if action == POST else {"card": card}
+                rows.append((target, action, {**options, **extra}, due))
         if event.kind in CHANGE_KINDS and key is not None:
             if any(t.sink in CARD_SINKS and action == POST for t, action, *_r in rows):
                 self._store.set_change_posted_at(key, now)

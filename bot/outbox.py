@@ -25,6 +25,7 @@ from bot.errors import (
     TransientDeliveryError,
 )
 from bot.events import Event
+from bot.metrics import Metrics
 from bot.sinks.base import Sink
 from bot.store import Delivery, Store
 
@@ -54,8 +55,10 @@ class OutboxWorker:
         max_age: timedelta = timedelta(hours=24),
         clock: Callable[[], float] = time.time,
         drain_grace: float = 5.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._drain_grace = drain_grace
         self._sink = sink
         self._max_age = max_age.total_seconds()
@@ -145,7 +148,10 @@ class OutboxWorker:
                           delivery.target)
             self._failed(delivery, exc, retryable=True, retry_after=None)
             return
-        store.mark_sent(delivery.id, message_id=message_id, now=self._clock())
+        now = self._clock()
+        store.mark_sent(delivery.id, message_id=message_id, now=now)
+        if self._metrics is not None:
+            self._metrics.delivery(self._sink.name, delivery.action, "sent", now - _due(delivery))
 
     async def _edit_card(self, delivery: Delivery, event: Event) -> str | None:
         """Edit the session's card in place; post a new card when it is gone."""
@@ -192,10 +198,8 @@ class OutboxWorker:
             # saying "ended" is the next best thing to no card.
             log.warning("card %s in %s %s cannot be deleted (%s); marking it ended instead",
                         card_message, delivery.sink, delivery.target, exc)
-            try:
+            with contextlib.suppress(MessageGone):  # gone after all: what was wanted
                 await self._sink.edit(delivery, card_message, card_view(event))
-            except MessageGone:
-                pass  # gone after all: what was wanted
         return None
 
     def _failed(
@@ -203,7 +207,7 @@ class OutboxWorker:
     ) -> None:
         now = self._clock()
         error = f"{type(exc).__name__}: {exc}"
-        age = now - delivery.created_at
+        age = now - _due(delivery)
         if not retryable or age >= self._max_age:
             reason = "permanent error" if not retryable else "gave up after max age"
             log.error(
@@ -211,6 +215,8 @@ class OutboxWorker:
                 delivery.id, delivery.sink, delivery.target, reason, delivery.attempts, error,
             )
             self._store.mark_failed(delivery.id, error=error, now=now)
+            if self._metrics is not None:
+                self._metrics.delivery(self._sink.name, delivery.action, "failed")
             return
         delay = max(retry_after or 0.0, backoff_delay(delivery.attempts))
         log.warning(
@@ -218,6 +224,8 @@ class OutboxWorker:
             delivery.id, delivery.sink, delivery.target, delivery.attempts, delay, error,
         )
         self._store.mark_retry(delivery.id, error=error, not_before=now + delay, now=now)
+        if self._metrics is not None:
+            self._metrics.delivery(self._sink.name, delivery.action, "retry")
 
     async def _drain(self) -> None:
         """Give in-flight sends the drain grace, then cancel what is left."""
@@ -231,3 +239,13 @@ class OutboxWorker:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _due(delivery: Delivery) -> float:
+    """When a delivery was first due: its creation, or the end of the wait it was held for.
+
+    Latency and `max_age` count from here, so an end notice held back by `end_grace`
+    neither looks slow nor loses part of its retry time to the wait.
+    """
+    held_until = delivery.options.get("due")
+    return float(held_until) if isinstance(held_until, (int, float)) else delivery.created_at

@@ -1,11 +1,11 @@
-"""The HTTP side: `POST /webhook/<source>` and `GET /healthz`, as an aiohttp app factory.
+"""The HTTP side: `POST /webhook/<source>`, `GET /healthz` and `GET /metrics`, as an app factory.
 
 The handler checks, in this order: draining (503), known source (404), method (405),
 declared size (413), content type (415), body size as read (413), body read in time
 (408) and complete (400), credentials (401), UTF-8 and JSON (400), payload shape (422).
 Only then does the dispatcher store the event, and only after that commit does the
 sender hear 202. Every refusal is JSON `{"error": ...}`; nothing a client sends produces
-a 500.
+a 500. With metrics, each answer is counted under its outcome (bot.metrics).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from yarl import URL
 
 from bot.dispatch import Dispatcher
 from bot.errors import AuthError, PayloadError, SchemaError, UnsupportedMedia, WebhookError
-from bot.events import utcnow
+from bot.events import Event, utcnow
+from bot.metrics import UNKNOWN, Metrics, WebhookOutcome, metrics_handler
 from bot.sources.base import Source, WebhookRequest
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ LIMIT_KEY: Final = web.AppKey("max_body_bytes", int)
 # (source, type) pairs already logged as ignored, so a chatty sender logs once per type.
 IGNORED_KEY: Final = web.AppKey("ignored_types", set[tuple[str, str]])
 BODY_TIMEOUT_KEY: Final = web.AppKey("body_timeout", float)
+METRICS_KEY: Final = web.AppKey("metrics", Metrics)
 
 # How long a sender may take to deliver a whole body; a trickle past that is refused (408)
 # so slow clients cannot hold connections and memory open.
@@ -128,8 +130,14 @@ def create_app(
     health: Callable[[], dict[str, Any]],
     body_timeout: float = BODY_READ_TIMEOUT_SECONDS,
     auth_failures: AuthFailureLog | None = None,
+    metrics: Metrics | None = None,
+    metrics_token: str | None = None,
 ) -> web.Application:
-    """The aiohttp application: one webhook route for all configured sources, /healthz."""
+    """The aiohttp application: one webhook route for all sources, /healthz, /metrics.
+
+    Without `metrics` there is no /metrics and nothing is counted; with `metrics_token`
+    /metrics wants `Authorization: Bearer <token>`.
+    """
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors_as_json])
     app[SOURCES_KEY] = dict(sources)
     app[DISPATCHER_KEY] = dispatcher
@@ -140,6 +148,9 @@ def create_app(
     app[STATE_KEY] = ListenerState(auth_failures=auth_failures or AuthFailureLog())
     app.router.add_route("*", "/webhook/{source}", _webhook)
     app.router.add_get("/healthz", _healthz, allow_head=True)
+    if metrics is not None:
+        app[METRICS_KEY] = metrics
+        app.router.add_get("/metrics", metrics_handler(metrics, token=metrics_token))
     return app
 
 
@@ -163,26 +174,60 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         # Never echo the URL: its query may hold a source's key.
         log.exception("unhandled error serving %s %s", request.method, request.path)
+        if "source" in request.match_info:
+            _count(request, "error")
         return json_error(500, "internal error")
 
 
+def _count(request: web.Request, outcome: WebhookOutcome, event: Event | None = None) -> None:
+    """Count one webhook answer, when the app has metrics."""
+    metrics = request.app.get(METRICS_KEY)
+    if metrics is None:
+        return
+    name = request.match_info.get("source", "")
+    # Only configured names become label values: a scanner's random paths must not
+    # each create a new series.
+    source = name if name in request.app[SOURCES_KEY] else UNKNOWN
+    metrics.webhook(source, event.kind if event is not None else None, outcome)
+
+
+# The outcome counted for each status a WebhookError may carry.
+_ERROR_OUTCOMES: Final[Mapping[int, WebhookOutcome]] = {
+    400: "bad_request",
+    401: "unauthorized",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+}
+
+# An answer to a webhook: the response, how it is counted, and the event if one was parsed.
+_Answer = tuple[web.Response, WebhookOutcome, Event | None]
+
+
 async def _webhook(request: web.Request) -> web.Response:
+    response, outcome, event = await _answer_webhook(request)
+    _count(request, outcome, event)
+    return response
+
+
+async def _answer_webhook(request: web.Request) -> _Answer:
     if request.app[STATE_KEY].draining:
         response = json_error(503, "shutting down; retry later")
         response.headers["Retry-After"] = str(DRAIN_RETRY_AFTER_SECONDS)
         response.force_close()
-        return response
+        return response, "draining", None
     name = request.match_info["source"]
     source = request.app[SOURCES_KEY].get(name)
     if source is None:
-        return json_error(404, f"unknown source {name!r}")
+        return json_error(404, f"unknown source {name!r}"), "unknown_source", None
     if request.method != "POST":
         response = json_error(405, f"method {request.method} not allowed; use POST")
         response.headers["Allow"] = "POST"
-        return response
+        return response, "method_not_allowed", None
     limit = request.app[LIMIT_KEY]
+    too_large = f"request body too large (limit {limit} bytes)"
     if request.content_length is not None and request.content_length > limit:
-        return json_error(413, f"request body too large (limit {limit} bytes)")
+        return json_error(413, too_large), "too_large", None
     try:
         _check_content_type(request)
         body = await _read_body(request)
@@ -196,40 +241,42 @@ async def _webhook(request: web.Request) -> web.Response:
         payload = _decode_json(body)
         event = source.parse(payload, webhook_request)
     except web.HTTPRequestEntityTooLarge:
-        return json_error(413, f"request body too large (limit {limit} bytes)")
+        return json_error(413, too_large), "too_large", None
     except _BodyTimeout:
         response = json_error(408, "request body not received in time")
         response.force_close()
-        return response
+        return response, "timeout", None
     except _BodyIncomplete:
         response = json_error(400, "request body incomplete")
         response.force_close()
-        return response
+        return response, "bad_request", None
     except SchemaError as exc:
-        return json_error(exc.status, exc.message, field=exc.path)
+        return json_error(exc.status, exc.message, field=exc.path), "invalid", None
     except AuthError as exc:
         if not request.app[STATE_KEY].auth_failures.failed(name, request.remote):
             request[_QUIET] = True
-        return json_error(exc.status, exc.message)
+        return json_error(exc.status, exc.message), "unauthorized", None
     except WebhookError as exc:
-        return json_error(exc.status, exc.message)
+        outcome = _ERROR_OUTCOMES.get(exc.status, "bad_request")
+        return json_error(exc.status, exc.message), outcome, None
     if event is None:
         _log_ignored_once(request.app, name, payload)
-        return web.json_response({"status": "ignored"}, status=202)
+        return web.json_response({"status": "ignored"}, status=202), "ignored", None
     try:
         result = request.app[DISPATCHER_KEY].accept(event, raw=body)
     except sqlite3.Error:
         log.exception("could not store event %s from %s", event.event_id, name)
         response = json_error(503, "storage unavailable, retry later")
         response.headers["Retry-After"] = "30"
-        return response
+        return response, "unavailable", event
     if result.duplicate:
-        return web.json_response({"status": "duplicate", "id": event.event_id}, status=200)
+        response = web.json_response({"status": "duplicate", "id": event.event_id}, status=200)
+        return response, "duplicate", event
     log.info(
         "accepted %s %s for %s from %s: %d deliveries",
         event.kind, event.event_id, event.streamer_key or "-", name, result.deliveries,
     )
-    return web.json_response(
+    response = web.json_response(
         {
             "status": "accepted",
             "id": event.event_id,
@@ -239,6 +286,7 @@ async def _webhook(request: web.Request) -> web.Response:
         },
         status=202,
     )
+    return response, "accepted", event
 
 
 class _BodyTimeout(Exception):

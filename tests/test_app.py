@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import Running, run
 from tests.conftest import make_config
@@ -156,3 +157,42 @@ async def test_expired_livepeer_signature_is_401(bot: Bot) -> None:
     body, headers = livepeer("stream.started", "x", "Old", at_ms=old)
     assert await bot.post("lp", body, headers) == 401
     assert bot.running.store.count_events() == 0
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics page, keyed by name and sorted labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_count_the_webhooks_and_the_deliveries_they_caused(bot: Bot) -> None:
+    body, headers = livepeer("stream.started", "lp-m", "Metrics show",
+                             at_ms=int(time.time() * 1000))
+    assert await bot.post("lp", body, headers) == 202
+    assert await bot.post("lp", body, headers) == 200
+    assert await bot.post("lp", body, {}) == 401
+    await bot.wait_for_console("Metrics show")
+    async with asyncio.timeout(5):
+        while bot.running.store.outbox_counts().by_state.get("sent") != 1:
+            await asyncio.sleep(0.01)
+    async with aiohttp.ClientSession() as session, session.get(
+        f"{bot.running.base_url}/metrics"
+    ) as response:
+        assert response.status == 200
+        page = samples(await response.text())
+
+    def webhooks(outcome: str, kind: str) -> float:
+        key = (("kind", kind), ("outcome", outcome), ("source", "lp"))
+        return page.get(("streambot_webhooks_total", key), 0.0)
+
+    assert webhooks("accepted", "live_start") == 1
+    assert webhooks("duplicate", "live_start") == 1
+    assert webhooks("unauthorized", "unknown") == 1
+    sent = (("action", "post"), ("outcome", "sent"), ("sink", "console"))
+    assert page[("streambot_deliveries_total", sent)] == 1
+    assert page[("streambot_delivery_seconds_count", (("sink", "console"),))] == 1
+    assert page[("streambot_outbox_deliveries", (("state", "sent"),))] == 1
+    assert page[("streambot_sink_up", (("sink", "console"),))] == 1

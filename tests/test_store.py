@@ -1,0 +1,64 @@
+"""The SQLite store: schema upgrades in place, and the outbox queries session cards use."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bot.events import Event
+from bot.store import MIGRATIONS, Store
+
+AT = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
+
+
+def an_event(event_id: str, kind: str = "live_end") -> Event:
+    return Event(source="rec", event_id=event_id, kind=kind, occurred_at=AT, received_at=AT,
+                 platform="twitch", channel="quinn")
+
+
+def test_a_schema_2_database_is_upgraded_keeping_its_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:2]:
+        for statement in filter(str.strip, script.split(";")):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute(
+        """INSERT INTO events (id, source, event_id, kind, occurred_at, received_at,
+                               notified, payload) VALUES (1, 'rec', 'a', 'live_end', '', '',
+                               1, '{}')"""
+    )
+    conn.execute(
+        """INSERT INTO deliveries (event_row, sink, target, state, not_before, created_at,
+                                   updated_at, message_id)
+           VALUES (1, 'discord', '7', 'sent', 1, 1, 1, '555')"""
+    )
+    conn.close()
+
+    store = Store(path)
+    store.open()
+    try:
+        assert store.schema_version == len(MIGRATIONS) == 3
+        assert store.delivery_status(1) == ("sent", "555")
+        assert store.outbox_counts().by_state == {"sent": 1}
+        assert store.reached_targets(1) == {("discord", "7")}
+    finally:
+        store.close()
+
+
+def test_cancel_pending_calls_off_only_what_was_not_sent(store: Store) -> None:
+    with store.transaction():
+        row = store.insert_event(an_event("end"), notified=True)
+        assert row is not None
+        sent = store.add_delivery(event_row=row, sink="discord", target="7", not_before=0, now=0)
+        store.mark_sent(sent, message_id="1", now=0)
+        store.add_delivery(event_row=row, sink="telegram", target="-5", not_before=9, now=0)
+        store.add_delivery(event_row=row, sink="console", target="", not_before=9, now=0)
+        assert store.cancel_pending(row, reason="came back", now=1) == 2
+    assert store.outbox_counts().by_state == {"sent": 1, "cancelled": 2}
+    # Only the chat that really saw the end needs its card reopened.
+    assert store.reached_targets(row) == {("discord", "7")}
+    # Cancelled rows are never claimed, and do not count as due.
+    assert store.claim_due("telegram", now=100) == []
+    assert store.next_due("telegram") is None
