@@ -319,3 +319,39 @@ def test_a_forum_topic_is_its_own_target_but_follows_its_chats_mutes(store: Stor
     assert sorted(r["target"] for r in store.deliveries_for_event(result.event_row)) == [
         "-100", "-100/42"
     ]
+
+
+def test_an_end_waits_out_each_routes_grace_in_the_outbox(store: Store) -> None:
+    quick = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(7,),
+                  end_grace=timedelta(0))
+    slow = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), telegram_chats=("-5",))
+    d = Dispatcher(store=store, routes=[quick, slow], sinks=["discord", "telegram"],
+                   behaviour=BehaviourConfig(end_grace=timedelta(seconds=90)),
+                   clock=T0.timestamp)
+    d.accept(event("live_start", "s"))
+    end = d.accept(event("live_end", "e", minutes=30))
+    due = {r["sink"]: r["not_before"] for r in store.deliveries_for_event(end.event_row)}
+    assert due == {"discord": T0.timestamp(), "telegram": T0.timestamp() + 90}
+    # Nothing of the end is due before its grace is over.
+    early = store.claim_due("telegram", now=T0.timestamp() + 89)
+    assert [x.event_row for x in early] == [end.event_row - 1]  # the card, not the end
+    store.mark_sent(early[0].id, message_id="m", now=0)
+    assert [x.action for x in store.claim_due("telegram", now=T0.timestamp() + 90)] == ["edit"]
+
+
+def test_a_comeback_reopens_cards_without_the_roles_ping(store: Store) -> None:
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(7,),
+                  mention_roles=(99,))
+    d = Dispatcher(store=store, routes=[route], sinks=["discord"],
+                   behaviour=BehaviourConfig(end_grace=timedelta(0)), clock=T0.timestamp)
+    start = d.accept(event("live_start", "s"))
+    [card] = store.deliveries_for_event(start.event_row)
+    assert '"mention_roles": [99]' in card["options"]
+    d.accept(event("live_end", "e", minutes=30))
+    store.mark_sent(card["id"] + 1, message_id="m", now=0)  # the end edit went out
+    back = d.accept(event("live_start", "s2", minutes=32))
+    [reopen] = store.deliveries_for_event(back.event_row)
+    assert reopen["action"] == "edit" and "mention_roles" not in reopen["options"]
+    assert store.get_stream("twitch/quinn").started_at == T0  # one session all along
+    later = d.accept(event("live_end", "e2", minutes=40))
+    assert later.notified[0].duration == timedelta(minutes=40)

@@ -29,6 +29,8 @@ class RecordingSink:
         # (message id, kind the card shows, its title)
         self.edited: list[tuple[str, str, str | None]] = []
         self.gone: set[str] = set()
+        self.deleted: list[str] = []
+        self.undeletable: set[str] = set()
         self.state = "running"
 
     async def start(self) -> None:
@@ -50,6 +52,11 @@ class RecordingSink:
         if message_id in self.gone:
             raise MessageGone("Unknown Message (10008)")
         self.edited.append((message_id, event.kind, event.live.title if event.live else None))
+
+    async def delete(self, delivery: Delivery, message_id: str) -> None:
+        if message_id in self.undeletable:
+            raise PermanentDeliveryError("message can't be deleted")
+        self.deleted.append(message_id)
 
 
 def queue_events(store: Store, channels: tuple[int, ...], *ids: str) -> None:
@@ -235,3 +242,32 @@ async def test_a_deleted_card_is_posted_anew_and_later_edits_follow_it(store: St
                             channel="quinn", live=LiveInfo(categories=("Art",))))
     await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.edited))
     assert sink.edited == [(new_card, "live_start", "Two")]
+
+
+def start_and_end(store: Store, on_end: str) -> None:
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1,),
+                  on_end=on_end)
+    dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
+    for minutes, kind in ((0, "live_start"), (30, "live_end")):
+        at = T0 + timedelta(minutes=minutes)
+        dispatcher.accept(Event(source="rec", event_id=kind, kind=kind, occurred_at=at,
+                                received_at=at, platform="twitch", channel="quinn",
+                                live=LiveInfo(title="Final")))
+
+
+async def test_on_end_delete_takes_the_card_down(store: Store) -> None:
+    start_and_end(store, "delete")
+    sink = RecordingSink()
+    await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.deleted))
+    card = store.delivery_status(store.card_delivery(1, "discord", "1"))[1]
+    assert sink.deleted == [card]
+    assert sink.delivered == [("1", "live_start")] and sink.edited == []
+
+
+async def test_a_card_that_cannot_be_deleted_is_marked_ended_instead(store: Store) -> None:
+    start_and_end(store, "delete")
+    sink = RecordingSink()
+    sink.undeletable.add(f"msg-{store.card_delivery(1, 'discord', '1')}")
+    await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.edited))
+    assert sink.edited == [(f"msg-{store.card_delivery(1, 'discord', '1')}", "live_end", "Final")]
+    assert store.outbox_counts().by_state == {"sent": 2}
