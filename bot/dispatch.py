@@ -123,34 +123,65 @@ class Dispatcher:
 
     def accept(self, event: Event, *, raw: bytes | None = None) -> AcceptResult:
         """Store the event and queue its deliveries, all in one transaction."""
+        [outcome] = self.accept_many([(event, raw)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def accept_many(
+        self, batch: Sequence[tuple[Event, bytes | None]]
+    ) -> list[AcceptResult | Exception]:
+        """Accept several events in one transaction (a group commit).
+
+        Each event succeeds or fails on its own (a savepoint each): the result list holds,
+        in order, each one's AcceptResult or the exception it raised. A failing COMMIT
+        raises, and then none of them was stored.
+        """
         store = self._store
         now = self._clock()
+        outcomes: list[AcceptResult | Exception] = []
+        touched: set[str] = set()
         with store.transaction():
-            if store.has_event(event.source, event.event_id):
-                return AcceptResult(duplicate=True)
-            stored, candidates = self._apply_state(event)
-            # Recorded kinds only count as notified when some route asks for them.
-            plans = [(item, self.targets_for(item.event)) for item in candidates]
-            plans = [(i, t) for i, t in plans if t or i.event.kind in ev.NOTIFIED_KINDS]
-            notify_self = any(item.event is stored for item, _targets in plans)
-            row = store.insert_event(stored, notified=notify_self, raw=raw)
-            assert row is not None  # has_event said it is new, inside this transaction
-            result = AcceptResult(duplicate=False, event_row=row)
-            touched: set[str] = set()
-            for item, targets in plans:
-                item_row = row
-                if item.event is not stored:
-                    derived_row = store.insert_event(item.event, notified=True, parent=row)
-                    if derived_row is None:
-                        continue
-                    item_row = derived_row
-                queued = self._queue(item, item_row, targets, now)
-                result.deliveries += len(queued)
-                touched.update(target.sink for target, *_rest in queued)
-                result.notified.append(item.event)
+            for event, raw in batch:
+                try:
+                    with store.savepoint():
+                        result, sinks = self._accept_one(event, raw, now)
+                except Exception as exc:
+                    outcomes.append(exc)
+                    continue
+                outcomes.append(result)
+                touched |= sinks
         if touched and self._on_queued is not None:
             self._on_queued(touched)
-        return result
+        return outcomes
+
+    def _accept_one(
+        self, event: Event, raw: bytes | None, now: float
+    ) -> tuple[AcceptResult, set[str]]:
+        store = self._store
+        if store.has_event(event.source, event.event_id):
+            return AcceptResult(duplicate=True), set()
+        stored, candidates = self._apply_state(event)
+        # Recorded kinds only count as notified when some route asks for them.
+        plans = [(item, self.targets_for(item.event)) for item in candidates]
+        plans = [(i, t) for i, t in plans if t or i.event.kind in ev.NOTIFIED_KINDS]
+        notify_self = any(item.event is stored for item, _targets in plans)
+        row = store.insert_event(stored, notified=notify_self, raw=raw)
+        assert row is not None  # has_event said it is new, inside this transaction
+        result = AcceptResult(duplicate=False, event_row=row)
+        touched: set[str] = set()
+        for item, targets in plans:
+            item_row = row
+            if item.event is not stored:
+                derived_row = store.insert_event(item.event, notified=True, parent=row)
+                if derived_row is None:
+                    continue
+                item_row = derived_row
+            queued = self._queue(item, item_row, targets, now)
+            result.deliveries += len(queued)
+            touched.update(target.sink for target, *_rest in queued)
+            result.notified.append(item.event)
+        return result, touched
 
     # -- live state ----------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from yarl import URL
 from bot.dispatch import Dispatcher
 from bot.errors import AuthError, PayloadError, SchemaError, UnsupportedMedia, WebhookError
 from bot.events import Event, utcnow
+from bot.intake import Intake
 from bot.metrics import UNKNOWN, Metrics, WebhookOutcome, metrics_handler
 from bot.sources.base import Source, WebhookRequest
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SOURCES_KEY: Final = web.AppKey("sources", dict[str, Source])
 DISPATCHER_KEY: Final = web.AppKey("dispatcher", Dispatcher)
+INTAKE_KEY: Final = web.AppKey("intake", Intake)
 HealthReport = Callable[[], dict[str, Any]]
 HEALTH_KEY: Final[web.AppKey[HealthReport]] = web.AppKey("health")
 LIMIT_KEY: Final = web.AppKey("max_body_bytes", int)
@@ -52,6 +54,7 @@ AUTH_LOG_BURST: Final = 5
 AUTH_LOG_WINDOW_SECONDS: Final = 60.0
 # Set on a request whose access log line is left out (a suppressed auth failure).
 _QUIET: Final = web.RequestKey("quiet_access_log", bool)
+_ROUTINE_PATHS: Final = frozenset({"/healthz", "/metrics"})
 
 _JSON_TYPES: Final = ("application/json",)
 # aiohttp reports this when a request has no Content-Type header at all; senders that
@@ -141,6 +144,7 @@ def create_app(
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors_as_json])
     app[SOURCES_KEY] = dict(sources)
     app[DISPATCHER_KEY] = dispatcher
+    app[INTAKE_KEY] = Intake(dispatcher)
     app[HEALTH_KEY] = health
     app[LIMIT_KEY] = max_body_bytes
     app[IGNORED_KEY] = set()
@@ -263,7 +267,7 @@ async def _answer_webhook(request: web.Request) -> _Answer:
         _log_ignored_once(request.app, name, payload)
         return web.json_response({"status": "ignored"}, status=202), "ignored", None
     try:
-        result = request.app[DISPATCHER_KEY].accept(event, raw=body)
+        result = await request.app[INTAKE_KEY].accept(event, raw=body)
     except sqlite3.Error:
         log.exception("could not store event %s from %s", event.event_id, name)
         response = json_error(503, "storage unavailable, retry later")
@@ -272,9 +276,13 @@ async def _answer_webhook(request: web.Request) -> _Answer:
     if result.duplicate:
         response = web.json_response({"status": "duplicate", "id": event.event_id}, status=200)
         return response, "duplicate", event
+    # This line says all the access log would, so the access log skips the request:
+    # under load, log lines cost the bot more than storing the event does.
+    request[_QUIET] = True
     log.info(
-        "accepted %s %s for %s from %s: %d deliveries",
-        event.kind, event.event_id, event.streamer_key or "-", name, result.deliveries,
+        "accepted %s %s for %s from %s (%s): %d deliveries",
+        event.kind, event.event_id, event.streamer_key or "-", name, request.remote,
+        result.deliveries,
     )
     response = web.json_response(
         {
@@ -381,7 +389,14 @@ class RedactingAccessLogger(AbstractAccessLogger):
         """Write one line: remote, method, path with masked query, status, size, time."""
         if request.get(_QUIET):
             return
-        self.logger.info(
+        # Health checks and scrapes come every few seconds for months; only their
+        # failures are news.
+        routine = request.path in _ROUTINE_PATHS and response.status < 400
+        level = logging.DEBUG if routine else logging.INFO
+        if not self.logger.isEnabledFor(level):
+            return
+        self.logger.log(
+            level,
             '%s "%s %s" %d %d %.3fs',
             request.remote,
             request.method,

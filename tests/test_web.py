@@ -235,3 +235,24 @@ async def test_the_key_never_reaches_a_log_line(
     for record in caplog.records:
         assert SECRET not in record.getMessage()
         assert SECRET[:5] not in record.getMessage()
+
+
+async def test_one_log_line_per_accepted_webhook_and_routine_checks_at_debug(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert (await client.post(URL, json=LIVE_START)).status == 202
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.post(URL, data=b"{", headers={"Content-Type": "application/json"})
+            ).status == 400
+    info = [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.INFO and r.name in ("aiohttp.access", "bot.web")]
+    # The accepted event is logged once, with who sent it; a refusal gets its access line.
+    assert len([m for m in info if "accepted live_start" in m and "127.0.0.1" in m]) == 1
+    assert [m for m in info if '"POST /webhook' in m] == [
+        m for m in info if '"POST /webhook/rec?key=***" 400' in m
+    ]
+    assert len([m for m in info if '"POST /webhook' in m]) == 1
+    assert not any("/healthz" in m for m in info)
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any('"GET /healthz" 200' in m for m in debug)

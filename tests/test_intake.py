@@ -1,0 +1,100 @@
+"""Group commit: webhooks arriving together are stored in one transaction, each on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.dispatch import AcceptResult, Dispatcher, Route
+from bot.events import NOTIFIED_KINDS, Event
+from bot.intake import Intake
+from bot.store import Store
+
+T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
+
+
+def start(n: int) -> Event:
+    at = T0 + timedelta(seconds=n)
+    return Event(source="rec", event_id=f"e{n}", kind="live_start", occurred_at=at,
+                 received_at=at, platform="twitch", channel=f"streamer{n}")
+
+
+def intake(store: Store, woken: list[set[str]] | None = None) -> Intake:
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS))
+    return Intake(Dispatcher(store=store, routes=[route], sinks=["console"],
+                             on_queued=woken.append if woken is not None else None))
+
+
+def commits(store: Store) -> list[str]:
+    seen: list[str] = []
+    store.conn.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+    return seen
+
+
+async def test_concurrent_webhooks_share_one_commit_and_each_gets_its_answer(
+    store: Store,
+) -> None:
+    woken: list[set[str]] = []
+    seen = commits(store)
+    gate = intake(store, woken)
+    results = await asyncio.gather(*(gate.accept(start(n)) for n in range(20)),
+                                   gate.accept(start(3)))
+    assert seen == ["COMMIT"]
+    assert [r.duplicate for r in results] == [False] * 20 + [True]
+    assert all(r.deliveries == 1 for r in results[:20])
+    assert store.count_events() == 20
+    assert woken == [{"console"}]  # the workers are woken once, after the commit
+
+
+async def test_a_lone_webhook_is_committed_before_its_answer(store: Store) -> None:
+    result = await intake(store).accept(start(1))
+    assert isinstance(result, AcceptResult) and not result.duplicate
+    # Another connection sees it: it is committed, not just inside an open transaction.
+    other = sqlite3.connect(store.path)
+    assert other.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+    other.close()
+
+
+async def test_one_bad_event_fails_alone(store: Store) -> None:
+    gate = intake(store)
+    good, bad, also_good = await asyncio.gather(
+        gate.accept(start(1)),
+        gate.accept(start(2), raw=object()),  # type: ignore[arg-type]  # cannot be stored
+        gate.accept(start(3)),
+        return_exceptions=True,
+    )
+    assert isinstance(bad, sqlite3.Error)
+    assert isinstance(good, AcceptResult) and isinstance(also_good, AcceptResult)
+    assert store.count_events() == 2
+    assert store.get_stream("twitch/streamer2") is None  # its state change rolled back too
+
+
+async def test_a_failed_commit_fails_every_waiting_webhook_and_stores_nothing(
+    store: Store,
+) -> None:
+    def deny_commit(action: int, arg1: str | None, *_: object) -> int:
+        if action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT":
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    store.conn.set_authorizer(deny_commit)
+    gate = intake(store)
+    outcomes = await asyncio.gather(*(gate.accept(start(n)) for n in range(3)),
+                                    return_exceptions=True)
+    assert all(isinstance(o, sqlite3.Error) for o in outcomes)
+    store.conn.set_authorizer(None)
+    assert store.count_events() == 0
+    assert not store.conn.in_transaction
+    # The store is usable again afterwards.
+    assert not (await gate.accept(start(9))).duplicate
+
+
+@pytest.mark.parametrize("count", [1, 5])
+async def test_batches_follow_one_another(store: Store, count: int) -> None:
+    gate = intake(store)
+    for round_ in range(3):
+        await asyncio.gather(*(gate.accept(start(round_ * 10 + n)) for n in range(count)))
+    assert store.count_events() == 3 * count
