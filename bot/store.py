@@ -592,13 +592,20 @@ class Store:
         )
         return cursor.rowcount
 
-    def outbox_counts(self) -> OutboxCounts:
-        """Deliveries per state and the creation time of the oldest pending one."""
+    def outbox_counts(self, *, now: float | None = None) -> OutboxCounts:
+        """Deliveries per state and the creation time of the oldest one waiting to go out.
+
+        A delivery held back on purpose (an end notice in its `end_grace`, never tried
+        yet) is scheduled, not waiting, so it does not count as the oldest.
+        """
         counts = OutboxCounts()
         for row in self.conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state"):
             counts.by_state[row[0]] = row[1]
         row = self.conn.execute(
-            "SELECT min(created_at) FROM deliveries WHERE state IN ('pending', 'sending')"
+            """SELECT min(created_at) FROM deliveries
+               WHERE state IN ('pending', 'sending')
+               AND NOT (state = 'pending' AND attempts = 0 AND not_before > ?)""",
+            (time.time() if now is None else now,),
         ).fetchone()
         counts.oldest_pending_created = row[0]
         return counts

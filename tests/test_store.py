@@ -62,3 +62,15 @@ def test_cancel_pending_calls_off_only_what_was_not_sent(store: Store) -> None:
     # Cancelled rows are never claimed, and do not count as due.
     assert store.claim_due("telegram", now=100) == []
     assert store.next_due("telegram") is None
+
+
+def test_an_end_held_for_its_grace_is_not_the_oldest_waiting_delivery(store: Store) -> None:
+    with store.transaction():
+        row = store.insert_event(an_event("end"), notified=True)
+        assert row is not None
+        store.add_delivery(event_row=row, sink="discord", target="7", not_before=500, now=100)
+    assert store.outbox_counts(now=200).oldest_pending_created is None
+    assert store.outbox_counts(now=500).oldest_pending_created == 100  # due now: waiting
+    retrying = store.claim_due("discord", now=500)[0]
+    store.mark_retry(retrying.id, error="503", not_before=900, now=500)
+    assert store.outbox_counts(now=600).oldest_pending_created == 100  # tried: waiting
