@@ -1,4 +1,4 @@
-"""Command line: `python -m bot run|check|render|deliveries`. Signal handling lives only here."""
+"""Command line: `python -m bot init|run|check|render|deliveries`. Signal handling lives here."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot import events as ev
-from bot.config import Config, SourceConfig, read_config
+from bot.config import LOG_LEVELS, Config, SourceConfig, read_config
 from bot.errors import ConfigError, SchemaError, TemplateProblem, WebhookError
 from bot.events import Event, utcnow
+from bot.init import InitOptions, run_init
+from bot.logs import setup_logging
 from bot.render import ConsoleMessage, DiscordMessage, Renderer, TelegramMessage, preview
 from bot.samples import sample_event
 from bot.sources import SOURCE_TYPES
@@ -36,11 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PTB_TIMEDELTA", "true")
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Until a config is loaded (then its [logging] applies, under the flag).
+    setup_logging(args.log_level or "info", "text")
     command: int = args.func(args)
     return command
 
@@ -50,9 +49,39 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bot", description="Livestream notifications for Discord and Telegram."
     )
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        choices=sorted(LOG_LEVELS, key=lambda name: logging.getLevelName(name.upper())),
+        help="overrides the config's [logging] level (default: info)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    init = commands.add_parser(
+        "init",
+        help="write a new bot.toml with fresh webhook secrets",
+        description="Write a new config. In a terminal, with none of the answer flags, it"
+        " asks; otherwise the flags and defaults decide (one onliverec source, no chats,"
+        " 127.0.0.1:8080).",
+    )
+    init.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    init.add_argument(
+        "--source",
+        action="append",
+        metavar="KIND",
+        help="onliverec, livepeer or fastpix; repeat it or give a comma list",
+    )
+    init.add_argument("--discord", action=argparse.BooleanOptionalAction, help="post to Discord")
+    init.add_argument(
+        "--telegram", action=argparse.BooleanOptionalAction, help="post to Telegram"
+    )
+    init.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="base URL the providers reach the bot at (default: http://<host>:<port>)",
+    )
+    init.add_argument("--host", help="address to listen on (0.0.0.0 in a container)")
+    init.add_argument("--port", type=int)
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+    init.set_defaults(func=_cmd_init)
 
     run = commands.add_parser("run", help="run the webhook listener and every enabled sink")
     run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
@@ -99,17 +128,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: Path) -> Config | None:
+def _load(path: Path, log_level: str | None) -> Config | None:
+    """The config, with its [logging] applied (a --log-level flag wins); None if invalid."""
     try:
-        return read_config(path)
+        config = read_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return None
+    setup_logging(log_level or config.logging.level, config.logging.format)
+    return config
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    options = InitOptions(
+        config=args.config,
+        sources=args.source,
+        discord=args.discord,
+        telegram=args.telegram,
+        public_url=args.public_url,
+        host=args.host,
+        port=args.port,
+        force=args.force,
+    )
+    # Never read a pipe or /dev/null for answers: without a terminal, flags decide.
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+    return run_init(options, ask=input if interactive else None)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, args.log_level)
     if config is None:
         return 1
     from bot.app import run  # noqa: PLC0415 - `check` and `render` skip the clients
@@ -126,7 +174,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, args.log_level)
     if config is None:
         return 1
     problems = Renderer(user_dir=config.templates.dir).check()
@@ -148,7 +196,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     user_dir = None
     if args.config is not None:
-        config = _load(args.config)
+        config = _load(args.config, args.log_level)
         if config is None:
             return 1
         user_dir = config.templates.dir
@@ -185,7 +233,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_deliveries(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, args.log_level)
     if config is None:
         return 1
     path = config.storage.path
