@@ -191,15 +191,18 @@ async def test_sigterm_mid_delivery_drains_with_503_exits_0_and_the_next_start_d
     assert "stopped" in bot.stderr
     assert_no_secrets(bot, telegram.token)
     # The hung send was cut off; its delivery is still in the outbox, nothing else is.
-    states = delivery_states(tmp_path)
-    assert sorted(states) == sorted([
-        ("telegram", str(GROUP), "sending"), ("telegram", str(OTHER), "sent")])
+    # Cut off by the drain ('sending', re-queued at start) or by the HTTP client's own
+    # 5 s read timeout a moment before ('pending', a retry): the two race, and either
+    # way it is delivered after the restart.
+    states = dict(((sink, target), state) for sink, target, state in delivery_states(tmp_path))
+    assert states.pop(("telegram", str(OTHER))) == "sent"
+    assert states.pop(("telegram", str(GROUP))) in ("sending", "pending")
+    assert states == {}
 
     telegram.hanging_chats.clear()
     async with bot_process(config) as bot:
         await telegram.wait_for_message(GROUP, lambda m: "Hanging send" in str(m))
         assert await bot.stop() == 0
-    assert "resuming 1 deliveries" in bot.stderr
     assert telegram.texts(GROUP).count(telegram.texts(GROUP)[0]) == 1
     assert len(telegram.texts(GROUP)) == len(telegram.texts(OTHER)) == 1
     assert not any("Too late" in text for text in telegram.texts(OTHER))
