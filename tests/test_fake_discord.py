@@ -8,6 +8,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 
 from tests.fakes.discord_api import (
@@ -161,6 +162,24 @@ async def test_429_is_waited_out_and_delivered_once(
     path = f"/channels/{STREAMS_CHANNEL_ID}/messages"
     assert statuses(fake, "POST", path) == [429, 200]
     assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1
+
+
+async def test_the_global_limit_answers_a_global_429_to_bot_requests() -> None:
+    async with FakeDiscord(global_rate_limit=(2, 60.0)) as fake:
+        answers = []
+        async with aiohttp.ClientSession(headers={"Authorization": "Bot any"}) as http:
+            for _ in range(3):
+                async with http.get(f"{fake.api_url}/users/@me") as response:
+                    answers.append((response.status, response.headers, await response.json()))
+            # Requests without the bot token (interaction answers, /gateway) are exempt.
+            async with http.get(f"{fake.api_url}/gateway") as response:
+                assert response.status == 200
+    assert [status for status, _, _ in answers] == [200, 200, 429]
+    _, headers, body = answers[2]
+    assert body["global"] is True
+    assert 0 < body["retry_after"] <= 60
+    assert headers["Via"], "discord.py treats a 429 without Via as a Cloudflare ban"
+    assert headers["X-RateLimit-Scope"] == "global"
 
 
 async def test_server_errors_are_retried_and_nonce_keeps_it_single(

@@ -241,6 +241,45 @@ async def test_editing_a_deleted_message(fake: FakeTelegram, bot: Bot) -> None:
     assert fake.messages[str(USER)] == []
 
 
+async def test_delete_message_follows_the_bot_api_rules(fake: FakeTelegram, bot: Bot) -> None:
+    card = await bot.send_message(GROUP, "card")
+    theirs = fake.push_message(GROUP, "hello", from_user_id=MEMBER)
+    with pytest.raises(BadRequest, match=r"(?i)message can't be deleted"):
+        await bot.delete_message(GROUP, theirs)  # someone else's, and the bot is no admin
+
+    fake.messages[str(GROUP)][0]["date"] -= 49 * 3600
+    with pytest.raises(BadRequest, match=r"(?i)message can't be deleted"):
+        await bot.delete_message(GROUP, card.message_id)  # older than 48 hours
+    assert [m["message_id"] for m in fake.messages[str(GROUP)]] == [card.message_id]
+
+    fake.chats[str(GROUP)].bot_status = "administrator"  # an admin may delete anything
+    assert await bot.delete_message(GROUP, card.message_id) is True
+    assert await bot.delete_message(GROUP, theirs) is True
+    assert fake.messages[str(GROUP)] == []
+    with pytest.raises(BadRequest, match=r"(?i)message to delete not found"):
+        await bot.delete_message(GROUP, card.message_id)
+
+
+async def test_send_limit_answers_429_with_retry_after_for_sends_only() -> None:
+    async with FakeTelegram(send_limit=(2, 60.0)) as fake:
+        fake.add_chat(GROUP, "supergroup", title="Streams")
+        async with Bot(
+            fake.token, base_url=f"{fake.api_url}/bot", base_file_url=f"{fake.api_url}/file/bot"
+        ) as bot:
+            first = await bot.send_message(GROUP, "one")
+            await bot.send_photo(GROUP, "https://cdn.example.com/a.jpg", caption="two")
+            with pytest.raises(RetryAfter) as caught:
+                await bot.send_message(GROUP, "three")
+            # Other methods are not counted.
+            await bot.edit_message_text("one, edited", GROUP, first.message_id)
+            assert await bot.delete_message(GROUP, first.message_id) is True
+    assert 59 < caught.value.retry_after.total_seconds() <= 60
+    sends = [c for c in fake.calls if c.method in ("sendMessage", "sendPhoto")]
+    assert [c.status for c in sends] == [200, 200, 429]
+    assert sends[2].description.startswith("Too Many Requests: retry after ")
+    assert [m.get("caption") for m in fake.messages[str(GROUP)]] == ["two"]
+
+
 async def test_forum_topic_thread_is_echoed(fake: FakeTelegram, bot: Bot) -> None:
     sent = await bot.send_message(FORUM, "in a topic", message_thread_id=7)
     assert sent.message_thread_id == 7

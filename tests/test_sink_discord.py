@@ -122,6 +122,8 @@ def make_sink(
     renderer: Renderer | None = None,
     api_url: str | None = None,
     ready_timeout: float = 5.0,
+    global_limit: int | None = None,
+    global_period: float | None = None,
     **client_options: Any,
 ) -> DiscordSink:
     config = DiscordConfig(
@@ -138,6 +140,8 @@ def make_sink(
         client_options={"guild_ready_timeout": 0.1, **client_options},
         before_identify_hook=no_identify_delay,
         ready_timeout=ready_timeout,
+        global_limit=global_limit,
+        global_period=global_period,
     )
 
 
@@ -328,6 +332,128 @@ async def test_edit_changes_the_card_in_place_and_a_deleted_card_is_gone(
         fake.delete_message(STREAMS_CHANNEL_ID, int(card))
         with pytest.raises(MessageGone, match="10008"):
             await sink.edit(delivery(3), card, title_change("Newer title"))
+
+
+async def test_delete_takes_the_card_down_and_a_card_already_gone_counts_as_deleted(
+    fake: FakeDiscord, store: Store
+) -> None:
+    async with running(make_sink(fake, store)) as sink:
+        first = await sink.deliver(delivery(1), live_start())
+        second = await sink.deliver(delivery(2), live_start(n=2))
+        assert first is not None
+        assert second is not None
+
+        await sink.delete(delivery(3), first)
+        assert [m["id"] for m in fake.messages[STREAMS_CHANNEL_ID]] == [second]
+        await sink.delete(delivery(4), first)  # again, say after a lost answer: done
+
+        fake.delete_message(STREAMS_CHANNEL_ID, int(second))  # a moderator was quicker
+        await sink.delete(delivery(5), second)
+        assert fake.messages[STREAMS_CHANNEL_ID] == []
+    assert statuses(fake, "DELETE", f"{MESSAGES}/{first}") == [204, 404]
+    assert statuses(fake, "DELETE", f"{MESSAGES}/{second}") == [404]
+
+
+async def test_a_refused_delete_is_permanent_and_the_card_can_still_be_edited(
+    fake: FakeDiscord, store: Store
+) -> None:
+    async with running(make_sink(fake, store, max_ratelimit_timeout=30.0)) as sink:
+        card = await sink.deliver(delivery(1), live_start())
+        assert card is not None
+        fake.fail_next(
+            "DELETE",
+            f"{MESSAGES}/{card}",
+            status=403,
+            json={"code": 50013, "message": "Missing Permissions"},
+        )
+        with pytest.raises(PermanentDeliveryError, match="50013") as refused:
+            await sink.delete(delivery(2), card)
+        # Not MessageGone: the card is still there, and the caller edits it instead.
+        assert not isinstance(refused.value, MessageGone)
+        await sink.edit(delivery(3), card, title_change("Over for today"))
+        [message] = fake.messages[STREAMS_CHANNEL_ID]
+        assert message["embeds"][0]["title"] == "Over for today"
+
+        with pytest.raises(PermanentDeliveryError) as malformed:
+            await sink.delete(delivery(4), "not-a-message-id")
+        assert not isinstance(malformed.value, MessageGone)
+
+        fake.rate_limit_next("DELETE", f"{MESSAGES}/{card}", retry_after=45)
+        with pytest.raises(TransientDeliveryError):
+            await sink.delete(delivery(5), card)
+        assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1
+
+
+PACED_CHANNEL_IDS = [1_210_000_000_000_001_000 + k for k in range(12)]
+
+
+def guild_with_paced_channels() -> dict[str, Any]:
+    """The default guild plus twelve plain text channels the bot may post in."""
+    guild = default_guild()
+    for k, channel_id in enumerate(PACED_CHANNEL_IDS):
+        guild["channels"].append(
+            {
+                "id": str(channel_id),
+                "type": 0,
+                "name": f"paced-{k}",
+                "position": 10 + k,
+                "parent_id": None,
+                "topic": None,
+                "nsfw": False,
+                "rate_limit_per_user": 0,
+                "last_message_id": None,
+                "flags": 0,
+                "permission_overwrites": [],
+            }
+        )
+    return guild
+
+
+@pytest.mark.parametrize(
+    ("sink_limit", "expect_429s"),
+    [(5, False), (1000, True)],
+    ids=["paced-to-discords-limit", "unpaced-control"],
+)
+async def test_a_fan_out_is_paced_under_the_global_limit_instead_of_riding_429s(
+    store: Store, sink_limit: int, expect_429s: bool
+) -> None:
+    # Discord's 50 requests/s, scaled down: 5 per 0.25 s, 12 channels at once.
+    async with FakeDiscord(
+        token=TOKEN,
+        heartbeat_interval=200,
+        guilds=[guild_with_paced_channels()],
+        global_rate_limit=(5, 0.25),
+    ) as fake:
+        sink = make_sink(fake, store, global_limit=sink_limit, global_period=0.25)
+        async with running(sink):
+            await asyncio.gather(
+                *(
+                    sink.deliver(delivery(n, channel), live_start(n=n))
+                    for n, channel in enumerate(PACED_CHANNEL_IDS, 1)
+                )
+            )
+        assert [len(fake.messages[channel]) for channel in PACED_CHANNEL_IDS] == [1] * 12
+        rejected = [r for r in fake.requests if r.status == 429]
+        # Paced, nothing is refused: not the sends, nor the login and command sync before.
+        assert bool(rejected) is expect_429s
+
+
+async def test_a_retry_in_a_turn_never_leaves_the_channels_waiting_on_each_other(
+    store: Store,
+) -> None:
+    # Every first send gets a 429 that discord.py waits out and retries: two requests per
+    # delivery, with more deliveries at once than the limiter has slots.
+    async with FakeDiscord(
+        token=TOKEN, heartbeat_interval=200, guilds=[guild_with_paced_channels()]
+    ) as fake:
+        channels = PACED_CHANNEL_IDS[:4]
+        sink = make_sink(fake, store, global_limit=2, global_period=0.05)
+        async with running(sink):
+            fake.rate_limit_next("POST", "/channels/*/messages", retry_after=0.05, times=4)
+            sends = [sink.deliver(delivery(n, c), live_start(n=n)) for n, c in enumerate(channels)]
+            async with asyncio.timeout(10):
+                await asyncio.gather(*sends)
+        assert [len(fake.messages[channel]) for channel in channels] == [1, 1, 1, 1]
 
 
 async def test_429_is_waited_out_and_5xx_retried_with_the_same_nonce(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -292,6 +293,132 @@ async def test_an_edit_that_changes_nothing_is_success(
     [call] = fake.calls_to("editMessageCaption")
     assert call.status == 400
     assert "message is not modified" in (call.description or "")
+
+
+# ---- deleting the card --------------------------------------------------------------------
+
+
+async def test_delete_takes_the_card_down_and_a_card_already_gone_counts_as_deleted(
+    fake: FakeTelegram, sink: TelegramSink
+) -> None:
+    delivery = a_delivery(GROUP)
+    photo = await sink.deliver(delivery, live_event())
+    text = await sink.deliver(delivery, live_event(cover=None))
+    assert (photo.split(":")[0], text.split(":")[0]) == ("photo", "text")
+
+    await sink.delete(delivery, photo)
+    assert [f"text:{m['message_id']}" for m in fake.messages[str(GROUP)]] == [text]
+    await sink.delete(delivery, photo)  # again, say after a lost answer: done
+
+    _kind, number = parse_message_id(text)
+    fake.delete_message(GROUP, number)  # an admin was quicker
+    await sink.delete(delivery, text)
+    assert fake.messages[str(GROUP)] == []
+    assert [c.status for c in fake.calls_to("deleteMessage")] == [200, 400, 400]
+
+
+async def test_a_card_in_a_forum_topic_is_deleted_by_its_chat(
+    fake: FakeTelegram, sink: TelegramSink
+) -> None:
+    topic = dataclasses.replace(a_delivery(FORUM), target=f"{FORUM}/7")
+    card = await sink.deliver(topic, live_event())
+    await sink.delete(topic, card)
+    assert fake.messages[str(FORUM)] == []
+    [call] = fake.calls_to("deleteMessage")
+    assert call.params["chat_id"] == FORUM
+    assert "message_thread_id" not in call.params
+
+
+async def test_a_card_telegram_will_not_delete_is_permanent_and_can_still_be_edited(
+    fake: FakeTelegram, sink: TelegramSink
+) -> None:
+    delivery = a_delivery(GROUP)
+    card = await sink.deliver(delivery, live_event(cover=None))
+    [message] = fake.messages[str(GROUP)]
+    message["date"] -= 49 * 3600  # bots cannot delete group messages after 48 hours
+    with pytest.raises(PermanentDeliveryError, match=r"(?i)message can't be deleted") as caught:
+        await sink.delete(delivery, card)
+    # Not MessageGone: the card is still there, and the caller edits it instead.
+    assert not isinstance(caught.value, MessageGone)
+    await sink.edit(delivery, card, live_event("live_end", title="That was fun"))
+    [edited] = fake.messages[str(GROUP)]
+    assert "That was fun" in edited["text"]
+
+    with pytest.raises(PermanentDeliveryError) as malformed:
+        await sink.delete(delivery, "not-an-id")
+    assert not isinstance(malformed.value, MessageGone)
+
+    fake.fail_next("deleteMessage", error_code=502)
+    with pytest.raises(TransientDeliveryError):
+        await sink.delete(delivery, card)
+    assert len(fake.messages[str(GROUP)]) == 1
+
+
+# ---- pacing -------------------------------------------------------------------------------
+
+PACED_CHATS = [-100_900_000 - k for k in range(12)]
+
+
+@pytest.mark.parametrize(
+    ("sink_limit", "expect_429s"),
+    [(5, False), (1000, True)],
+    ids=["paced-to-telegrams-limit", "unpaced-control"],
+)
+async def test_a_fan_out_is_paced_under_the_overall_limit_instead_of_riding_429s(
+    store: Store, sink_limit: int, expect_429s: bool
+) -> None:
+    # Telegram's 30 messages/s overall, scaled down: 5 per 0.25 s, 12 groups at once.
+    async with FakeTelegram(send_limit=(5, 0.25)) as fake:
+        for chat in PACED_CHATS:
+            fake.add_chat(chat, "supergroup", title=f"Paced {chat}")
+        tg = make_sink(fake, store, overall_limit=sink_limit, overall_period=0.25)
+        await tg.start()
+        try:
+            await asyncio.gather(*(tg.deliver(a_delivery(c), live_event()) for c in PACED_CHATS))
+        finally:
+            await tg.stop()
+        assert [len(fake.messages[str(chat)]) for chat in PACED_CHATS] == [1] * 12
+        rejected = [c for c in fake.calls_to("sendPhoto") if c.status == 429]
+        assert bool(rejected) is expect_429s
+
+
+async def test_a_second_request_in_a_turn_never_leaves_the_chats_waiting_on_each_other(
+    fake: FakeTelegram, store: Store
+) -> None:
+    # Every card's photo fails and falls back to text: two requests per delivery, with
+    # more deliveries at once than the limiter has slots.
+    fake.unreachable_photos.add(COVER)
+    chats = (GROUP, OTHER, FORUM, USER)
+    tg = make_sink(fake, store, overall_limit=2, overall_period=0.05)
+    await tg.start()
+    try:
+        async with asyncio.timeout(10):
+            ids = await asyncio.gather(*(tg.deliver(a_delivery(c), live_event()) for c in chats))
+    finally:
+        await tg.stop()
+    assert all(message_id.startswith("text:") for message_id in ids)
+    assert [len(fake.messages[str(chat)]) for chat in chats] == [1, 1, 1, 1]
+
+
+async def test_a_group_gets_no_more_than_its_limit_in_a_window(
+    fake: FakeTelegram, store: Store
+) -> None:
+    tg = make_sink(fake, store, group_limit=2, group_period=3600)
+    await tg.start()
+    try:
+        delivery = a_delivery(GROUP)
+        for _ in range(2):
+            await tg.deliver(delivery, live_event(cover=None))
+        third = asyncio.create_task(tg.deliver(delivery, live_event(cover=None)))
+        await tg.deliver(a_delivery(USER), live_event(cover=None))  # other chats go on
+        assert not third.done(), "the group's third message waits for its window"
+        third.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await third
+    finally:
+        await tg.stop()
+    assert len(fake.messages[str(GROUP)]) == 2
+    assert len(fake.messages[str(USER)]) == 1
 
 
 # ---- failures -----------------------------------------------------------------------------

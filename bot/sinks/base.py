@@ -37,3 +37,12 @@ class Sink(Protocol):
         a new one instead.
         """
         ...
+
+    async def delete(self, delivery: Delivery, message_id: str) -> None:
+        """Delete the bot's message `message_id` (from `deliver`) in `delivery.target`.
+
+        A message that is already gone counts as deleted. PermanentDeliveryError (never
+        MessageGone) when the platform refuses for good, so the caller can edit the card
+        instead; TransientDeliveryError when a retry may help.
+        """
+        ...

@@ -45,3 +45,7 @@ class ConsoleSink:
     async def edit(self, delivery: Delivery, message_id: str, event: Event) -> None:
         """The console cannot edit what it printed; it prints the change instead."""
         await self.deliver(delivery, event)
+
+    async def delete(self, delivery: Delivery, message_id: str) -> None:
+        """The console cannot unprint; there is nothing to take down, so this is done."""
+        del delivery, message_id

@@ -4,7 +4,9 @@ discord.py runs inside the bot's one event loop: `login` and `connect` in a task
 `Client.run`, which owns the loop). Posting and editing only need REST; the gateway
 connection is there for the slash commands (INTERACTION_CREATE). Platform errors never
 escape raw: each becomes a TransientDeliveryError (retry later) or a
-PermanentDeliveryError (give up now), which the outbox worker acts on.
+PermanentDeliveryError (give up now), which the outbox worker acts on. Every REST request
+is paced under Discord's global limit (bot/sinks/ratelimit.py), each delivery taking its
+turn before it is rendered.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Final
 
 import aiohttp
@@ -49,6 +53,7 @@ from bot.errors import (
 )
 from bot.events import Event
 from bot.render import Renderer
+from bot.sinks.ratelimit import DEFAULT_RATE_SLACK, WindowLimiter
 from bot.store import Delivery
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,8 @@ _LIVE_COLOUR: Final = 0xE5312B
 _IDLE_COLOUR: Final = 0x4F545C
 
 _NETWORK_ERRORS: Final = (OSError, aiohttp.ClientError, TimeoutError)
+# Interaction callbacks and their follow-ups (the bot uses webhooks for nothing else).
+_UNLIMITED_PATH: Final = re.compile(r"/(interactions|webhooks)/")
 
 _OPTION_HELP: Final = {
     "streamer": "platform/channel like twitch/quinn, or a pattern like twitch/*",
@@ -210,6 +217,13 @@ class DiscordSink:
     """Posts notifications to Discord channels, edits live cards, answers slash commands."""
 
     name = "discord"
+    #: Discord's global limit: 50 requests per second per bot, across all routes
+    #: (interaction answers are exempt; discord.py keeps to the per-route buckets itself).
+    #: Every REST request the client makes waits its turn (`_paced_requests`): at most
+    #: `global_limit` in any `global_period + rate_slack` seconds. The constructor's
+    #: arguments of the same names override these.
+    global_limit = 50
+    global_period = 1.0
 
     def __init__(
         self,
@@ -221,6 +235,9 @@ class DiscordSink:
         before_identify_hook: Callable[..., Awaitable[None]] | None = None,
         ready_timeout: float = DEFAULT_READY_TIMEOUT,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        global_limit: int | None = None,
+        global_period: float | None = None,
+        rate_slack: float = DEFAULT_RATE_SLACK,
     ) -> None:
         self._config = config
         self._renderer = renderer
@@ -238,6 +255,15 @@ class DiscordSink:
         self._ready = asyncio.Event()
         self._saved_endpoints: tuple[str, yarl.URL] | None = None
         self._unpinged: set[tuple[int, int]] = set()
+        if "http_trace" in self._client_options:
+            raise ValueError("http_trace is the sink's own: it paces the client's requests")
+        # discord.py only reacts to a global 429 once it has it, and requests already in
+        # flight then all sleep and retry together; the outbox starts every channel's send
+        # at once, so pace them here instead (docs/performance.md, fan-out).
+        self._limiter = WindowLimiter(
+            global_limit or self.global_limit,
+            (global_period or self.global_period) + rate_slack,
+        )
 
     def __repr__(self) -> str:
         # Never the config's token (DiscordConfig hides it too; this does not rely on it).
@@ -386,6 +412,7 @@ class DiscordSink:
             # discord.py waits 2 s after the last GUILD_CREATE before "ready"; sends go to
             # channels by id and need no complete guild cache (bench: ready 2.6 s -> 1.1 s).
             "guild_ready_timeout": 0.5,
+            "http_trace": _paced_requests(self._limiter),
         }
         options.update(self._client_options)
         client = _Client(
@@ -487,7 +514,6 @@ class DiscordSink:
         client = self._connected_client()
         channel_id = _channel_id(delivery.target)
         roles = _role_ids(delivery.options.get("mention_roles"))
-        message = self._renderer.render_discord(event, mention_roles=roles)
         channel = client.get_channel(channel_id)
         target: discord.abc.Messageable = (
             channel
@@ -495,20 +521,25 @@ class DiscordSink:
             else client.get_partial_messageable(channel_id)
         )
         where = f"channel {channel_id}"
-        try:
-            async with asyncio.timeout(self._send_timeout):
-                sent = await target.send(
-                    content=message.content or None,
-                    embeds=_embeds(message.embed),
-                    allowed_mentions=allowed_mentions_for(message.allowed_mentions["roles"]),
-                    nonce=delivery_nonce(delivery),
-                )
-        except Exception as exc:
-            mapped = delivery_error(exc, where)
-            if mapped is None:
-                raise
-            raise mapped from exc
-        self._check_pings(sent, message.allowed_mentions["roles"])
+        # The turn comes before rendering: the outbox starts every channel's delivery at
+        # once, and the first sends should not wait for all the others to be rendered.
+        async with self._limiter.reserve():
+            message = self._renderer.render_discord(event, mention_roles=roles)
+            pings = message.allowed_mentions["roles"]
+            try:
+                async with asyncio.timeout(self._send_timeout):
+                    sent = await target.send(
+                        content=message.content or None,
+                        embeds=_embeds(message.embed),
+                        allowed_mentions=allowed_mentions_for(pings),
+                        nonce=delivery_nonce(delivery),
+                    )
+            except Exception as exc:
+                mapped = delivery_error(exc, where)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+        self._check_pings(sent, pings)
         return str(sent.id)
 
     async def edit(self, delivery: Delivery, message_id: str, event: Event) -> None:
@@ -519,21 +550,53 @@ class DiscordSink:
             card = int(message_id)
         except ValueError:
             raise MessageGone(f"{message_id!r} is not a Discord message id") from None
-        message = self._renderer.render_discord(event)
         partial = client.get_partial_messageable(channel_id).get_partial_message(card)
         where = f"message {card} in channel {channel_id}"
+        async with self._limiter.reserve():
+            message = self._renderer.render_discord(event)
+            pings = message.allowed_mentions["roles"]
+            try:
+                async with asyncio.timeout(self._send_timeout):
+                    await partial.edit(
+                        content=message.content or None,
+                        embeds=_embeds(message.embed),
+                        allowed_mentions=allowed_mentions_for(pings),
+                    )
+            except Exception as exc:
+                mapped = delivery_error(exc, where)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+
+    async def delete(self, delivery: Delivery, message_id: str) -> None:
+        """Delete the card `message_id`; one already gone (404) counts as deleted.
+
+        A refusal (say Missing Permissions, 50013) is a PermanentDeliveryError and never
+        MessageGone: the card is still there, so the caller edits it instead.
+        """
+        client = self._connected_client()
+        channel_id = _channel_id(delivery.target)
         try:
-            async with asyncio.timeout(self._send_timeout):
-                await partial.edit(
-                    content=message.content or None,
-                    embeds=_embeds(message.embed),
-                    allowed_mentions=allowed_mentions_for(message.allowed_mentions["roles"]),
-                )
-        except Exception as exc:
-            mapped = delivery_error(exc, where)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            card = int(message_id)
+        except ValueError:
+            raise PermanentDeliveryError(f"{message_id!r} is not a Discord message id") from None
+        partial = client.get_partial_messageable(channel_id).get_partial_message(card)
+        where = f"message {card} in channel {channel_id}"
+        async with self._limiter.reserve():
+            try:
+                async with asyncio.timeout(self._send_timeout):
+                    await partial.delete()
+            except discord.NotFound as exc:
+                # 10008 Unknown Message (a moderator was first, or this is a retry after a
+                # lost answer) or 10003 Unknown Channel: the message is not there any more.
+                log.debug("discord: %s was already gone: %s", where, exc)
+            except Exception as exc:
+                mapped = delivery_error(exc, where)
+                if mapped is None:
+                    raise
+                if isinstance(mapped, MessageGone):  # 50005: not the bot's to delete
+                    mapped = PermanentDeliveryError(str(mapped))
+                raise mapped from exc
 
     def _check_pings(self, sent: discord.Message, wanted: Sequence[str]) -> None:
         """Say once per channel and role when a configured role ping did not ping."""
@@ -774,6 +837,43 @@ def status_embed(report: StatusReport, *, admin: bool) -> discord.Embed:
     if not report.scoped:
         embed.set_footer(text="No streams are routed to this channel, so this lists them all.")
     return embed
+
+
+def _paced_requests(limiter: WindowLimiter) -> aiohttp.TraceConfig:
+    """An aiohttp trace that holds each REST request of the client until `limiter` has room.
+
+    discord.py has no hook of its own for this, but hands its `http_trace` to aiohttp,
+    which awaits `on_request_start` before sending. So every request waits its turn:
+    login, command sync, sends, edits, deletes, and discord.py's own retries.
+    """
+
+    async def start(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestStartParams,
+    ) -> None:
+        del session
+        url = params.url
+        # Not the gateway websocket, and not interaction answers: Discord exempts those
+        # from the global limit, and they must arrive within 3 s even during a fan-out.
+        if url.scheme not in ("http", "https") or _UNLIMITED_PATH.search(url.path):
+            return
+        await limiter.acquire()
+        context.paced = True
+
+    async def end(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+    ) -> None:
+        del session, params
+        if getattr(context, "paced", False):
+            context.paced = False
+            limiter.release()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(start)
+    trace.on_request_end.append(end)
+    trace.on_request_exception.append(end)
+    return trace
 
 
 def _embeds(embed: Mapping[str, Any]) -> list[discord.Embed]:

@@ -9,6 +9,10 @@ Telegram edits the two with different methods: ``"photo:<id>"`` (editMessageCapt
 and ``"text:<id>"`` (editMessageText). A bare ``"<id>"`` is edited as text, then as a
 caption if Telegram says it has no text.
 
+Requests that name a chat are paced under Telegram's flood limits by PacedRateLimiter
+(rolling windows, bot/sinks/ratelimit.py), each delivery taking its turn before it is
+rendered.
+
 The bot token sits in every Bot API URL, which httpx logs at INFO and PTB's InvalidToken
 repeats, so while the sink runs the "httpx" logger is held at WARNING and a filter on the
 libraries' loggers (and the bot's own) redacts the token from anything that still gets
@@ -18,11 +22,12 @@ through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
 import re
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Final, Literal
@@ -45,11 +50,12 @@ from telegram.error import (
     TelegramError,
 )
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
+    BaseRateLimiter,
     CommandHandler,
     ContextTypes,
+    ExtBot,
     filters,
 )
 from telegram.warnings import PTBDeprecationWarning
@@ -74,6 +80,7 @@ from bot.errors import (
 )
 from bot.events import Event
 from bot.render import TELEGRAM_CAPTION_MAX, TELEGRAM_TEXT_MAX, Renderer, TelegramMessage
+from bot.sinks.ratelimit import DEFAULT_RATE_SLACK, WindowLimiter
 from bot.store import Delivery
 
 log = logging.getLogger(__name__)
@@ -117,8 +124,14 @@ _GONE: Final = (
     "there is no caption in the message to edit",
 )
 _NOT_MODIFIED: Final = "message is not modified"
+# deleteMessage for a message that is not there (any more): the delete is done.
+_ALREADY_DELETED: Final = "message to delete not found"
+# Past this many groups' limiters, the idle ones are dropped (an idle one limits nothing).
+_GROUP_LIMITERS_KEPT: Final = 512
 
 CardKind = Literal["photo", "text"]
+# What a Bot API call answers (PTB's JSONDict is dict[str, Any]).
+_ApiResult = bool | dict[str, Any] | list[dict[str, Any]]
 
 
 class TelegramSink:
@@ -131,6 +144,15 @@ class TelegramSink:
     #: Telegram downloads a photo URL before it answers sendPhoto, which can take a while;
     #: a timeout there is ambiguous (the photo may still be posted), so be patient.
     photo_read_timeout = 20.0
+    #: Telegram's flood limits (Bots FAQ): about 30 messages a second overall, 20 a minute
+    #: in one group or channel. Every request naming a chat waits its turn: at most
+    #: `overall_limit` in any `overall_period + rate_slack` seconds, and for a group or
+    #: channel also `group_limit` in any `group_period + rate_slack`. The constructor's
+    #: arguments of the same names override these.
+    overall_limit = 30
+    overall_period = 1.0
+    group_limit = 20
+    group_period = 60.0
 
     def __init__(
         self,
@@ -142,18 +164,34 @@ class TelegramSink:
         rate_limit_retries: int = 3,
         reconnect_delay: float = 5.0,
         reconnect_max_delay: float = 300.0,
+        overall_limit: int | None = None,
+        overall_period: float | None = None,
+        group_limit: int | None = None,
+        group_period: float | None = None,
+        rate_slack: float = DEFAULT_RATE_SLACK,
     ) -> None:
         if config.token is None:
             raise ValueError("TelegramSink needs a token; leave the sink out when there is none")
         if rate_limit_retries < 1:
-            # With 0 retries AIORateLimiter lets a 429 through as an error (platform-notes).
+            # A 429 on a command's answer would lose it; deliveries would only be retried
+            # later by the outbox, with the chat held back meanwhile.
             raise ValueError("rate_limit_retries must be at least 1")
         self._token = config.token
         self._api_url = config.api_url.rstrip("/") if config.api_url else None
         self._renderer = renderer
         self._commands = commands
         self._poll_timeout = poll_timeout
-        self._rate_limit_retries = rate_limit_retries
+        self._rate_limiter = PacedRateLimiter(
+            overall=(
+                overall_limit or self.overall_limit,
+                (overall_period or self.overall_period) + rate_slack,
+            ),
+            group=(
+                group_limit or self.group_limit,
+                (group_period or self.group_period) + rate_slack,
+            ),
+            max_retries=rate_limit_retries,
+        )
         self._reconnect_delay = reconnect_delay
         self._reconnect_max_delay = reconnect_max_delay
         self._state = "created"
@@ -264,7 +302,7 @@ class TelegramSink:
         builder = (
             ApplicationBuilder()
             .token(self._token)
-            .rate_limiter(AIORateLimiter(max_retries=self._rate_limit_retries))
+            .rate_limiter(self._rate_limiter)
             .job_queue(None)
         )
         if self._api_url is not None:
@@ -331,6 +369,12 @@ class TelegramSink:
     async def deliver(self, delivery: Delivery, event: Event) -> str:
         """Post the event's card; returns "photo:<id>" or "text:<id>" for later edits."""
         bot = self._running_app().bot
+        # The chat's turn comes before rendering: the outbox starts every chat's delivery
+        # at once, and the first sends should not wait for all the others to be rendered.
+        async with self._rate_limiter.reserve(chat_id_of(delivery.target)):
+            return await self._post_card(bot, delivery, event)
+
+    async def _post_card(self, bot: ExtBot[Any], delivery: Delivery, event: Event) -> str:
         message = self._renderer.render_telegram(event)
         chat_id = chat_id_of(delivery.target)
         thread_id = _thread_id(delivery)
@@ -376,6 +420,17 @@ class TelegramSink:
         """
         bot = self._running_app().bot
         kind, number = parse_message_id(message_id)
+        async with self._rate_limiter.reserve(chat_id_of(delivery.target)):
+            await self._edit_card(bot, delivery, kind, number, event)
+
+    async def _edit_card(
+        self,
+        bot: ExtBot[Any],
+        delivery: Delivery,
+        kind: CardKind | None,
+        number: int,
+        event: Event,
+    ) -> None:
         message = self._renderer.render_telegram(event)
         chat_id = chat_id_of(delivery.target)
         # Telegram removes the keyboard from an edit that does not repeat it.
@@ -412,6 +467,30 @@ class TelegramSink:
                 if "no text in the message" not in str(exc).lower():
                     raise
                 await _edit(edit_caption)
+
+    async def delete(self, delivery: Delivery, message_id: str) -> None:
+        """Delete the card `message_id`; one already gone counts as deleted.
+
+        "message can't be deleted" (in a group after 48 hours, or without the right) is a
+        PermanentDeliveryError, never MessageGone: the card is still there to be edited.
+        """
+        bot = self._running_app().bot
+        try:
+            _kind, number = parse_message_id(message_id)
+        except MessageGone as exc:
+            raise PermanentDeliveryError(str(exc)) from None
+        # A forum topic's message is deleted by its chat id alone.
+        chat_id = chat_id_of(delivery.target)
+        try:
+            async with self._rate_limiter.reserve(chat_id):
+                await bot.delete_message(chat_id, number)
+        except BadRequest as exc:
+            if _ALREADY_DELETED in exc.message.lower():
+                log.debug("telegram %s: card %s was already gone", delivery.target, message_id)
+                return
+            raise delivery_error(exc) from exc
+        except TelegramError as exc:
+            raise delivery_error(exc) from exc
 
     # -- commands -----------------------------------------------------------------------
 
@@ -548,6 +627,92 @@ def _describe(exc: BaseException) -> str:
 
 
 # -- sending helpers ----------------------------------------------------------------------
+
+
+class PacedRateLimiter(BaseRateLimiter[int]):
+    """PTB's rate limiter, on rolling windows (WindowLimiter) rather than leaky buckets.
+
+    As with PTB's AIORateLimiter, a request that names a chat counts towards the overall
+    limit, one to a group or channel (a negative id or an @name) also towards that chat's
+    group limit, and getUpdates is never held back. Unlike it, no window ever holds more
+    than the limit (AIORateLimiter lets 30 through and then 30 a second more, so a fan-out
+    ran into Telegram's 429s), and a 429 holds back only the request that got it: it waits
+    retry_after and tries again, at most `max_retries` times, while other chats carry on.
+    """
+
+    def __init__(
+        self, *, overall: tuple[int, float], group: tuple[int, float], max_retries: int
+    ) -> None:
+        self._overall = WindowLimiter(*overall)
+        self._group_rate = group
+        self._groups: dict[int | str, WindowLimiter] = {}
+        self._max_retries = max_retries
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
+
+    async def process_request(  # noqa: PLR0917 - PTB's signature, called positionally
+        self,
+        callback: Callable[..., Coroutine[Any, Any, _ApiResult]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: int | None,
+    ) -> _ApiResult:
+        """Wait for the chat's group turn, then the overall one, and make the request."""
+        del endpoint
+        retries = rate_limit_args or self._max_retries
+        chat_id = data.get("chat_id")
+        group = self._group_limiter(chat_id)
+        attempt = 0
+        while True:
+            try:
+                # The group first: its wait can be long, and an overall slot taken before
+                # it would sit unused meanwhile.
+                async with (
+                    group.slot() if group else contextlib.nullcontext(),
+                    self._overall.slot() if chat_id is not None else contextlib.nullcontext(),
+                ):
+                    return await callback(*args, **kwargs)
+            except RetryAfter as exc:
+                if attempt >= retries:
+                    raise
+                attempt += 1
+                wait = retry_after_seconds(exc)
+                log.info("telegram: rate limited by Telegram, retrying in %.1fs", wait)
+                await asyncio.sleep(wait)
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, chat_id: int | str) -> AsyncIterator[None]:
+        """Take the chat's turn now for the first request made inside the block.
+
+        See WindowLimiter.reserve: the sink waits before rendering, not after.
+        """
+        group = self._group_limiter(chat_id)
+        async with (
+            group.reserve() if group else contextlib.nullcontext(),
+            self._overall.reserve(),
+        ):
+            yield
+
+    def _group_limiter(self, chat_id: object) -> WindowLimiter | None:
+        """The limiter of a group or channel chat (as AIORateLimiter tells them), or None."""
+        key = chat_id
+        with contextlib.suppress(TypeError, ValueError):
+            key = int(chat_id)  # type: ignore[call-overload]
+        if not (isinstance(key, int) and key < 0) and not isinstance(key, str):
+            return None
+        limiter = self._groups.get(key)
+        if limiter is None:
+            if len(self._groups) >= _GROUP_LIMITERS_KEPT:
+                for idle in [k for k, v in self._groups.items() if v.idle]:
+                    del self._groups[idle]
+            limiter = self._groups[key] = WindowLimiter(*self._group_rate)
+        return limiter
 
 
 def chat_id_of(target: str) -> int | str:

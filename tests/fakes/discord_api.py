@@ -27,7 +27,10 @@ FakeDiscord(*, guilds=None, application_id=APPLICATION_ID, bot_user_id=BOT_USER_
     gateway close 4004. ``heartbeat_interval`` (ms), ``interaction_ack_timeout`` (3 s, as
     Discord), ``interaction_token_ttl`` (15 min), ``nonce_window`` (s),
     ``message_rate_limit=(5, 5.0)`` to enforce a per-channel bucket on message creation
-    (off by default: headers then always show spare capacity), ``allowed_intents``.
+    (off by default: headers then always show spare capacity), ``global_rate_limit=(50,
+    1.0)`` to enforce the bot's global limit on every request made with the bot token
+    (interaction answers are exempt, as on Discord; a fixed window opened by the first
+    request in it; beyond it a 429 with ``"global": true``), ``allowed_intents``.
 start() / close(), or ``async with``.
 api_url, gateway_url, resume_gateway_url.
 messages: channel id -> messages as Discord returns them (live dicts: edits applied,
@@ -941,6 +944,7 @@ class FakeDiscord:
         interaction_token_ttl: float = 15 * 60.0,
         nonce_window: float = 300.0,
         message_rate_limit: tuple[int, float] | None = None,
+        global_rate_limit: tuple[int, float] | None = None,
         allowed_intents: int | None = None,
     ) -> None:
         self.application_id = application_id
@@ -951,6 +955,7 @@ class FakeDiscord:
         self.interaction_token_ttl = interaction_token_ttl
         self.nonce_window = nonce_window
         self.message_rate_limit = message_rate_limit
+        self.global_rate_limit = global_rate_limit
         self.allowed_intents = allowed_intents
         self.bot_user: dict[str, Any] = {
             **_user(bot_user_id, bot_name, bot=True),
@@ -991,6 +996,7 @@ class FakeDiscord:
         self._by_id: dict[int, dict[str, Any]] = {}
         self._nonces: dict[tuple[int, str], tuple[float, int]] = {}
         self._buckets: dict[int, tuple[float, int]] = {}  # key -> (resets at, used)
+        self._global_window = (0.0, 0)  # (opened at, used), for global_rate_limit
         self._interactions: dict[int, InteractionResult] = {}
         self._tokens: dict[str, InteractionResult] = {}
         self._sessions: dict[str, _Session] = {}
@@ -1806,6 +1812,29 @@ class FakeDiscord:
         }
         return headers, 0.0
 
+    def _global_limited(self) -> web.Response | None:
+        """Count a request against ``global_rate_limit``; the 429 if it is over."""
+        if self.global_rate_limit is None:
+            return None
+        limit, window = self.global_rate_limit
+        now = time.monotonic()
+        opened, used = self._global_window
+        if now >= opened + window:
+            opened, used = now, 0
+        if used < limit:
+            self._global_window = (opened, used + 1)
+            return None
+        wait = opened + window - now
+        body = {"message": "You are being rate limited.", "retry_after": round(wait, 3),
+                "global": True}
+        headers = {
+            "Via": "1.1 google",
+            "Retry-After": str(max(1, math.ceil(wait))),
+            "X-RateLimit-Global": "true",
+            "X-RateLimit-Scope": "global",
+        }
+        return _json_response(429, body, headers)
+
     async def _handle_rest(self, request: web.Request) -> web.StreamResponse:
         path = request.path[len(API_PREFIX) :]
         body, files = await self._read_body(request)
@@ -1842,6 +1871,8 @@ class FakeDiscord:
                 continue
             if needs_auth and not self._authorized(rec):
                 raise _ApiError(401, 0, "401: Unauthorized")
+            if needs_auth and (limited := self._global_limited()) is not None:
+                return limited
             key = int(match["cid"]) if handler == self._create_message else None
             headers, wait = self._ratelimit_headers(pattern, key)
             if wait:

@@ -14,8 +14,13 @@ The real python-telegram-bot talks to it unchanged::
 
 API (everything a test needs; the rest is private):
 
-- ``FakeTelegram(*, token=..., bot_username=..., strict_html=True)``; ``await start()``,
-  ``await close()``, or ``async with``. ``api_url`` is ``http://127.0.0.1:PORT``;
+- ``FakeTelegram(*, token=..., bot_username=..., strict_html=True, send_limit=None)``;
+  ``await start()``, ``await close()``, or ``async with``. ``send_limit=(n, seconds)``
+  enforces a flood limit on sendMessage and sendPhoto across all chats: a fixed window
+  opened by the first send in it, and a send beyond ``n`` is answered 429 "Too Many
+  Requests: retry after N" with ``parameters.retry_after`` (N is the time left in the
+  window rounded up to 0.01 s: real Telegram rounds up to whole seconds, which would
+  only slow tests down). Count them with ``calls_to``: ``status == 429``. ``api_url`` is ``http://127.0.0.1:PORT``;
   ``token``, ``bot_id`` (the token's numeric prefix) and ``bot_user`` (getMe's User).
 - ``add_chat(id, type="private"|"group"|"supergroup"|"channel", *, title=, username=,
   first_name=, admins={user ids}, owner_id=, is_forum=False, bot_status=None) -> FakeChat``.
@@ -54,6 +59,11 @@ API (everything a test needs; the rest is private):
   identifier/HTTP URL specified" (Telegram could not fetch it).
 - ``delete_message(chat_id, message_id)``: someone else deleted it; edits then get 400 "Bad
   Request: message to edit not found".
+- deleteMessage follows the Bot API's rules: a message already gone is "message to delete
+  not found"; "message can't be deleted" for a message sent 48 hours ago or more, and
+  for someone else's message in a group, supergroup or channel, unless the bot is an
+  administrator there (admins of the fake have every right). Age a message by moving
+  its ``date`` back: ``fake.messages[str(chat)][0]["date"] -= 49 * 3600``.
 
 Served methods (POST or GET, case-insensitive, params form-urlencoded, JSON or multipart,
 plus the query string): getMe, logOut/close (no-ops), deleteWebhook, getWebhookInfo,
@@ -101,8 +111,9 @@ PTB pitfalls this fake exposes (python-telegram-bot 22.8):
   times out in PTB's pool instead of reaching the server.
 
 Not modelled: Markdown parse modes (text passes through unparsed), media other than
-photos, inline-mode edits, webhooks, Telegram's own rate limits (use ``fail_next``), URL
-normalisation in keyboards, automatic url/mention entities.
+photos, inline-mode edits, webhooks, Telegram's per-chat and per-group rate limits (use
+``fail_next``; ``send_limit`` is the overall one), URL normalisation in keyboards,
+automatic url/mention entities.
 """
 
 from __future__ import annotations
@@ -112,6 +123,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -126,6 +138,8 @@ __all__ = ["FakeChat", "FakeTelegram", "HtmlParseError", "RecordedCall", "parse_
 MAX_TEXT_LENGTH = 4096
 MAX_CAPTION_LENGTH = 1024
 MAX_CALLBACK_DATA_BYTES = 64
+# deleteMessage refuses messages this old (unless the bot is a group's administrator).
+DELETE_WINDOW_SECONDS = 48 * 3600
 
 NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup "
@@ -655,8 +669,10 @@ class FakeTelegram:
         token: str = "123456:TEST-token-for-the-fake",
         bot_username: str = "streambot_test",
         strict_html: bool = True,
+        send_limit: tuple[int, float] | None = None,
     ) -> None:
         self.token = token
+        self.send_limit = send_limit
         self.bot_username = bot_username
         self.strict_html = strict_html
         prefix = token.split(":", 1)[0]
@@ -685,6 +701,7 @@ class FakeTelegram:
         self._query_ids = itertools.count(1)
         self._file_ids: dict[str, list[dict[str, Any]]] = {}
         self._failures: dict[str, list[_Failure]] = {}
+        self._send_window = (0.0, 0)  # (opened at, sends counted), for send_limit
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._closing = False
@@ -1353,11 +1370,28 @@ class FakeTelegram:
             if self._poll is poll:
                 self._poll = None
 
+    def _count_send(self) -> None:
+        """Count a send against ``send_limit``, or refuse it with Telegram's 429."""
+        if self.send_limit is None:
+            return
+        limit, seconds = self.send_limit
+        now = time.monotonic()
+        opened, used = self._send_window
+        if now >= opened + seconds:
+            opened, used = now, 0
+        if used >= limit:
+            wait = math.ceil((opened + seconds - now) * 100) / 100 or 0.01
+            raise _ApiError(
+                429, f"Too Many Requests: retry after {_number(wait)}", {"retry_after": wait}
+            )
+        self._send_window = (opened, used + 1)
+
     async def _send_message(
         self, params: dict[str, Any], files: dict[str, bytes]
     ) -> dict[str, Any]:
         chat = self._chat(params)
         self._check_access(chat, posting=True)
+        self._count_send()
         text, entities = self._formatted(params, "text", "entities")
         if not text:
             raise _bad("message text is empty")
@@ -1377,6 +1411,7 @@ class FakeTelegram:
     async def _send_photo(self, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
         chat = self._chat(params)
         self._check_access(chat, posting=True)
+        self._count_send()
         caption, entities = self._formatted(params, "caption", "caption_entities")
         if utf16_len(caption) > MAX_CAPTION_LENGTH:
             raise _bad("message caption is too long")
@@ -1437,8 +1472,15 @@ class FakeTelegram:
         if message_id is None:
             raise _bad("message identifier is not specified")
         key = str(chat.id)
-        if self._find_any_message(key, message_id) is None:
+        message = self._find_any_message(key, message_id)
+        if message is None:
             raise _bad("message to delete not found")
+        if chat.type == "private" or chat.bot_status != "administrator":
+            # In a private chat the bot may delete the user's messages too.
+            theirs = chat.type != "private" and self._find_bot_message(key, message_id) is None
+            too_old = time.time() - message["date"] >= DELETE_WINDOW_SECONDS
+            if theirs or too_old:
+                raise _bad("message can't be deleted")
         self.delete_message(key, message_id)
         return True
 

@@ -1,0 +1,106 @@
+"""The rate limiter the sinks use to stay under the platforms' request limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+#: Seconds added to each platform window by default. None are needed: a slot is held
+#: until `period` after the answer, and the platform counted the request before answering.
+#: A platform whose windows run longer than it says would need some.
+DEFAULT_RATE_SLACK = 0.0
+
+
+@dataclass(eq=False, slots=True)
+class _Reservation:
+    limiter: WindowLimiter
+    used: bool = False
+
+
+# Slots taken by `WindowLimiter.reserve` in this task, each for the first request made
+# under it. A context variable because the request is made deep inside a platform library.
+_reserved: ContextVar[tuple[_Reservation, ...]] = ContextVar("reserved_slots", default=())
+
+
+class WindowLimiter:
+    """At most `limit` requests in any `period` seconds, first come first served.
+
+    Each request holds one of `limit` slots from the moment it starts until `period`
+    seconds after it is answered (or fails), so a burst of `limit` goes at once and the
+    next waits. The platform counts a request somewhere between its start and its
+    answer, so no `period` of the platform's ever counts more than `limit`, however late
+    it counts and wherever its windows begin. (A leaky bucket such as aiolimiter's, under
+    PTB's AIORateLimiter, lets `limit` through and then `limit` per `period` more: nearly
+    twice the limit in the first period.)
+    """
+
+    def __init__(self, limit: int, period: float) -> None:
+        if limit < 1 or period <= 0:
+            raise ValueError(f"a rate limit needs limit >= 1 and period > 0, not {limit}/{period}")
+        self.limit = limit
+        self.period = period
+        self._slots = asyncio.Semaphore(limit)  # FIFO: waiters go in the order they came
+        self._held = 0
+
+    def __repr__(self) -> str:
+        return f"<WindowLimiter {self.limit} per {self.period:g}s, {self._held} held>"
+
+    @property
+    def idle(self) -> bool:
+        """No slot is held: the limiter is as good as a new one."""
+        return self._held == 0 and not self._slots.locked()
+
+    async def acquire(self) -> None:
+        """Wait for one request's slot, or take the one `reserve` set aside for it.
+
+        Call `release` once the request is answered or has failed.
+        """
+        for reservation in _reserved.get():
+            if reservation.limiter is self and not reservation.used:
+                # From here on the slot is this request's, released when it is over: a
+                # later request in the same block (a retry, a fallback) never waits for
+                # a slot while holding one, which could leave everyone waiting.
+                reservation.used = True
+                return
+        await self._take()
+
+    def release(self) -> None:
+        """A request is over: its slot frees up `period` seconds from now."""
+        asyncio.get_running_loop().call_later(self.period, self._free)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One request's slot: ``async with limiter.slot(): await send()``."""
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    @contextlib.asynccontextmanager
+    async def reserve(self) -> AsyncIterator[None]:
+        """Take a slot now for the first request made inside the block, in this task.
+
+        Then the work before that request (rendering it) waits for its turn too, and the
+        requests of a burst go out before the ones behind them are even prepared.
+        """
+        await self._take()
+        reservation = _Reservation(self)
+        token = _reserved.set((*_reserved.get(), reservation))
+        try:
+            yield
+        finally:
+            _reserved.reset(token)
+            if not reservation.used:
+                self._free()  # no request went out: nothing for the platform to count
+
+    async def _take(self) -> None:
+        await self._slots.acquire()
+        self._held += 1
+
+    def _free(self) -> None:
+        self._held -= 1
+        self._slots.release()
