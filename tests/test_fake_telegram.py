@@ -20,8 +20,9 @@ from telegram import (
 )
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter
-from telegram.ext import AIORateLimiter, ApplicationBuilder, CommandHandler, ContextTypes
+from telegram.ext import ApplicationBuilder, BaseRateLimiter, CommandHandler, ContextTypes
 
+from bot.sinks.telegram import PacedRateLimiter
 from tests.fakes.telegram_api import FakeTelegram, HtmlParseError, parse_html
 
 USER = 1001  # a private chat with this user
@@ -36,7 +37,7 @@ BUTTON = InlineKeyboardMarkup([[InlineKeyboardButton("Watch", url="https://examp
 def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
     """RetryAfter.__init__ reads its own deprecated int property, which warns unless opted in.
 
-    Under filterwarnings=error that warning replaces the RetryAfter, so AIORateLimiter never
+    Under filterwarnings=error that warning replaces the RetryAfter, so a rate limiter never
     sees a 429. With the opt-in, ``RetryAfter.retry_after`` is a timedelta.
     """
     monkeypatch.setenv("PTB_TIMEDELTA", "true")
@@ -52,7 +53,10 @@ async def fake() -> AsyncIterator[FakeTelegram]:
 
 
 def build_app(
-    fake: FakeTelegram, *, token: str | None = None, rate_limiter: AIORateLimiter | None = None
+    fake: FakeTelegram,
+    *,
+    token: str | None = None,
+    rate_limiter: BaseRateLimiter[Any] | None = None,
 ) -> Any:
     """An Application pointed at the fake, built the way the bot's sink will build it."""
     builder = (
@@ -366,7 +370,8 @@ async def test_unknown_chat_blocked_and_kicked(fake: FakeTelegram, bot: Bot) -> 
 
 async def test_429_is_retried_by_the_rate_limiter(fake: FakeTelegram) -> None:
     fake.fail_next("sendMessage", error_code=429, retry_after=0.05)
-    app = build_app(fake, rate_limiter=AIORateLimiter(max_retries=1))
+    limiter = PacedRateLimiter(overall=(30, 1.0), group=(20, 60.0), max_retries=1)
+    app = build_app(fake, rate_limiter=limiter)
     async with app:
         sent = await app.bot.send_message(GROUP, "retried")
     assert sent.text == "retried"
