@@ -1,11 +1,12 @@
 """From an accepted event to outbox rows: state, routes, subscriptions, mutes.
 
-`Dispatcher.accept` is what the webhook handler calls. In one SQLite transaction it
-dedupes the event, applies it to the stream's saved live state (filling in what the
-payload left out, such as when a session started), derives title/category changes
-from full-state updates, and writes one delivery row per target that should hear about
-it. Rendering and sending happen later, from the outbox, so the webhook answers fast
-and an accepted event survives a crash.
+Webhook handlers reach `Dispatcher.accept_many` through the group commit in intake.py
+(`accept` is the one-event form). In one SQLite transaction it dedupes each event,
+applies it to the stream's saved live state (filling in what the payload left out, such
+as when a session started), derives title/category changes from full-state updates, and
+writes one delivery row per target that should hear about it, following the session-card
+policy of cards.py. Rendering and sending happen later, from the outbox, so the webhook
+answers fast and an accepted event survives a crash.
 """
 
 from __future__ import annotations
@@ -147,6 +148,10 @@ class Dispatcher:
                     with store.savepoint():
                         result, sinks = self._accept_one(event, raw, now)
                 except Exception as exc:
+                    if not store.conn.in_transaction:
+                        # SQLite rolled the whole transaction back itself (disk full, I/O
+                        # error): nothing of the batch is stored; fail it with the cause.
+                        raise
                     outcomes.append(exc)
                     continue
                 outcomes.append(result)
@@ -170,6 +175,11 @@ class Dispatcher:
         assert row is not None  # has_event said it is new, inside this transaction
         result = AcceptResult(duplicate=False, event_row=row)
         touched: set[str] = set()
+        # Decided once per webhook: a title and a category change from one update are
+        # one change, and both may post under the cooldown.
+        change_posts = any(i.event.kind in CHANGE_KINDS for i, _t in plans) and (
+            self._change_posts_allowed(stored.streamer_key, now)
+        )
         for item, targets in plans:
             item_row = row
             if item.event is not stored:
@@ -177,7 +187,7 @@ class Dispatcher:
                 if derived_row is None:
                     continue
                 item_row = derived_row
-            queued = self._queue(item, item_row, targets, now)
+            queued = self._queue(item, item_row, targets, now, change_posts=change_posts)
             result.deliveries += len(queued)
             touched.update(target.sink for target, *_rest in queued)
             result.notified.append(item.event)
@@ -309,13 +319,20 @@ class Dispatcher:
     # -- session cards -------------------------------------------------------------
 
     def _queue(
-        self, item: _Candidate, row: int, targets: dict[Target, Plan], now: float
+        self,
+        item: _Candidate,
+        row: int,
+        targets: dict[Target, Plan],
+        now: float,
+        *,
+        change_posts: bool,
     ) -> list[_Row]:
         """Write the outbox rows for one candidate; returns them."""
         store = self._store
         event = item.event
         key = event.streamer_key
         if key is not None and event.kind == ev.LIVE_START and not item.resumed:
+            self._close_last_session(key, now)
             store.set_session(key, row)
         if key is not None and event.kind == ev.LIVE_END:
             store.set_end(key, row)
@@ -323,7 +340,7 @@ class Dispatcher:
             assert key is not None
             rows = self._resume_rows(key, targets, now)
         else:
-            rows = self._card_rows(event, targets, now)
+            rows = self._card_rows(event, targets, now, change_posts=change_posts)
         for target, action, options, not_before in rows:
             store.add_delivery(
                 event_row=row,
@@ -336,11 +353,12 @@ class Dispatcher:
             )
         return rows
 
-    def _card_rows(self, event: Event, targets: dict[Target, Plan], now: float) -> list[_Row]:
+    def _card_rows(
+        self, event: Event, targets: dict[Target, Plan], now: float, *, change_posts: bool
+    ) -> list[_Row]:
         """Posts, card edits and deletes for an event, per each target's card policy."""
         key = event.streamer_key
-        session = self._store.session_row(key) if key is not None else None
-        posts_allowed = self._change_posts_allowed(event, now)
+        cards = self._session_cards(event)
         rows: list[_Row] = []
         for target, plan in targets.items():
             due = now
@@ -353,32 +371,53 @@ class Dispatcher:
             if target.sink not in CARD_SINKS:
                 rows.append((target, POST, options, due))
                 continue
-            card = (
-                self._store.card_delivery(session, target.sink, target.target)
-                if session is not None
-                else None
-            )
+            card = cards.get((target.sink, target.target))
             for action in card_actions(event.kind, plan.policy, has_card=card is not None):
-                if action == POST and not posts_allowed:
+                if action == POST and event.kind in CHANGE_KINDS and not change_posts:
                     continue
                 extra = {} if action == POST else {"card": card}
                 rows.append((target, action, {**options, **extra}, due))
         if event.kind in CHANGE_KINDS and key is not None:
             if any(t.sink in CARD_SINKS and action == POST for t, action, *_r in rows):
                 self._store.set_change_posted_at(key, now)
-            elif not posts_allowed:
-                log.info("%s for %s: no notice posted (change_cooldown); cards still edited",
-                         event.kind, key)
+            elif not change_posts:
+                log.info("%s for %s: no change notice posted (change_cooldown)", event.kind, key)
         return rows
 
-    def _change_posts_allowed(self, event: Event, now: float) -> bool:
-        """False while a change notice for this stream was posted less than a cooldown ago."""
+    def _session_cards(self, event: Event) -> dict[tuple[str, str], int]:
+        """The cards of the session this event belongs to: (sink, target) -> delivery id.
+
+        Only changes while live and the end touch cards. A title set while offline
+        belongs to no session: the last session's card stays as it ended.
+        """
         key = event.streamer_key
-        if event.kind not in CHANGE_KINDS or key is None:
+        if key is None or event.kind not in (*CHANGE_KINDS, ev.LIVE_END):
+            return {}
+        if event.kind != ev.LIVE_END:
+            state = self._store.get_stream(key)
+            if state is None or not state.live:
+                return {}
+        session = self._store.session_row(key)
+        return self._store.cards(session) if session is not None else {}
+
+    def _change_posts_allowed(self, key: str | None, now: float) -> bool:
+        """False while a change notice for this stream was posted less than a cooldown ago."""
+        if key is None:
             return True
         last = self._store.change_posted_at(key)
         cooldown = self._behaviour.change_cooldown.total_seconds()
         return last is None or now - last >= cooldown
+
+    def _close_last_session(self, key: str, now: float) -> None:
+        """A new session begins: the last one's end, if still held back, goes out first.
+
+        That happens when end_grace is longer than rejoin_window: the comeback is a new
+        session, so the old end is announced now, ahead of the new card, not after it.
+        """
+        end = self._store.end_row(key)
+        if end is not None and self._store.release_held(end, now=now):
+            log.info("%s: a new session began during the last one's end_grace; "
+                     "announcing that end now", key)
 
     def _resume_rows(self, key: str, targets: dict[Target, Plan], now: float) -> list[_Row]:
         """A comeback within rejoin_window: call off the end where it is still waiting,
@@ -396,16 +435,13 @@ class Dispatcher:
                      key, cancelled)
         shown = store.reached_targets(end)
         session = store.session_row(key)
+        cards = store.cards(session) if session is not None else {}
         rows: list[_Row] = []
         for target, plan in targets.items():
             if (target.sink, target.target) not in shown:
                 continue  # the chat never saw the end: its card still says live
             options = {k: v for k, v in plan.options.items() if k != "mention_roles"}
-            card = (
-                store.card_delivery(session, target.sink, target.target)
-                if session is not None and target.sink in CARD_SINKS
-                else None
-            )
+            card = cards.get((target.sink, target.target))
             if card is not None:
                 rows.append((target, EDIT, {**options, "card": card}, now))
             else:

@@ -358,8 +358,11 @@ class Store:
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK TO step")
-            self.conn.execute("RELEASE step")
+            # After a disk-full or I/O error SQLite may have rolled everything back
+            # already: then there is no savepoint left to return to.
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK TO step")
+                self.conn.execute("RELEASE step")
             raise
         self.conn.execute("RELEASE step")
 
@@ -673,8 +676,10 @@ class Store:
         counts = OutboxCounts()
         for row in self.conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state"):
             counts.by_state[row[0]] = row[1]
+        # Waiting since it was due: created, or released from its hold (outbox._due).
         row = self.conn.execute(
-            """SELECT min(created_at) FROM deliveries
+            """SELECT min(max(created_at, coalesce(json_extract(options, '$.due'), 0)))
+               FROM deliveries
                WHERE state IN ('pending', 'sending')
                AND NOT (state = 'pending' AND attempts = 0 AND not_before > ?)""",
             (time.time() if now is None else now,),
@@ -725,14 +730,24 @@ class Store:
         )
         return cursor.rowcount
 
-    def card_delivery(self, event_row: int, sink: str, target: str) -> int | None:
-        """The delivery that posted an event's message (its card) to one chat, if any."""
-        row = self.conn.execute(
-            """SELECT id FROM deliveries
-               WHERE event_row = ? AND sink = ? AND target = ? AND action = 'post'""",
-            (event_row, sink, target),
-        ).fetchone()
-        return row[0] if row is not None else None
+    def cards(self, event_row: int) -> dict[tuple[str, str], int]:
+        """The deliveries that posted an event's messages (a session's cards), by chat."""
+        rows = self.conn.execute(
+            """SELECT sink, target, id FROM deliveries
+               WHERE event_row = ? AND action = 'post'""",
+            (event_row,),
+        ).fetchall()
+        return {(row[0], row[1]): row[2] for row in rows}
+
+    def release_held(self, event_row: int, *, now: float) -> int:
+        """Make an event's deliveries that are held back for later due now; returns how many."""
+        cursor = self.conn.execute(
+            """UPDATE deliveries SET not_before = ?, options = json_set(options, '$.due', ?),
+                                     updated_at = ?
+               WHERE event_row = ? AND state = 'pending' AND not_before > ?""",
+            (now, now, now, event_row, now),
+        )
+        return cursor.rowcount
 
     def cancel_pending(self, event_row: int, *, reason: str, now: float) -> int:
         """Call off an event's deliveries that were not sent yet; returns how many."""

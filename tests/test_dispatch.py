@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -355,3 +356,71 @@ def test_a_comeback_reopens_cards_without_the_roles_ping(store: Store) -> None:
     assert store.get_stream("twitch/quinn").started_at == T0  # one session all along
     later = d.accept(event("live_end", "e2", minutes=40))
     assert later.notified[0].duration == timedelta(minutes=40)
+
+
+def carding(store: Store, **behaviour: object) -> Dispatcher:
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(7,))
+    settings: dict[str, object] = {"end_grace": timedelta(0), **behaviour}
+    return Dispatcher(store=store, routes=[route], sinks=["discord"],
+                      behaviour=BehaviourConfig(**settings),  # type: ignore[arg-type]
+                      clock=T0.timestamp)
+
+
+def actions(store: Store, result: object) -> list[str]:
+    return [r["action"] for r in store.deliveries_for_event(result.event_row)]  # type: ignore[attr-defined]
+
+
+def test_a_title_set_while_offline_leaves_the_ended_card_alone(store: Store) -> None:
+    d = carding(store)
+    d.accept(event("live_start", "s"))
+    d.accept(event("live_end", "e", minutes=30))
+    later = d.accept(event("title_change", "t", minutes=150, live=LiveInfo(title="Tomorrow")))
+    # Not an edit of the last session's card (that would show it live again): a notice.
+    assert actions(store, later) == ["post"]
+
+
+def test_a_new_session_during_the_last_ones_grace_announces_that_end_first(
+    store: Store,
+) -> None:
+    d = carding(store, end_grace=timedelta(minutes=10), rejoin_window=timedelta(minutes=2))
+    d.accept(event("live_start", "s"))
+    end = d.accept(event("live_end", "e", minutes=30))
+    new = d.accept(event("live_start", "s2", minutes=35))  # after the window, in the grace
+    due = store.claim_due("discord", now=T0.timestamp())
+    # Both due now, the old session's end ahead of the new card.
+    assert [(x.event_row, x.action) for x in due][-2:] == [
+        (end.event_row, "edit"), (new.event_row, "post")]
+
+
+def test_one_update_changing_title_and_category_posts_both_under_the_cooldown(
+    store: Store,
+) -> None:
+    d = carding(store, on_change="post", change_cooldown=timedelta(minutes=10))
+    d.accept(event("live_start", "s", live=LiveInfo(title="A", categories=("X",))))
+    both = d.accept(event("stream_update", "u", minutes=1,
+                          live=LiveInfo(title="B", categories=("Y",))))
+    assert kinds_notified(both) == ["title_change", "category_change"]
+    rows = store.conn.execute(
+        "SELECT e.kind FROM deliveries d JOIN events e ON e.id = d.event_row"
+        " WHERE d.action = 'post' AND e.parent_id = ?", (both.event_row,)).fetchall()
+    assert [r[0] for r in rows] == ["title_change", "category_change"]
+    # The next change inside the cooldown posts nothing.
+    again = d.accept(event("title_change", "t", minutes=2, live=LiveInfo(title="C")))
+    assert actions(store, again) == []
+
+
+def test_a_batch_fails_whole_when_sqlite_rolled_it_back_itself(store: Store) -> None:
+    class DiskFull(Dispatcher):
+        def _accept_one(self, event, raw, now):  # type: ignore[no-untyped-def]
+            if event.event_id == "boom":
+                # What SQLite does on SQLITE_FULL: the transaction is gone.
+                store.conn.execute("ROLLBACK")
+                raise sqlite3.OperationalError("database or disk is full")
+            return super()._accept_one(event, raw, now)
+
+    d = DiskFull(store=store, routes=[EVERYTHING], sinks=["console"])
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        d.accept_many([(event("live_start", "a"), None), (event("live_start", "boom"), None),
+                       (event("live_start", "c", channel="other"), None)])
+    assert store.count_events() == 0
+    assert not store.conn.in_transaction

@@ -230,11 +230,11 @@ async def test_a_change_edits_the_posted_card(store: Store) -> None:
 async def test_a_deleted_card_is_posted_anew_and_later_edits_follow_it(store: Store) -> None:
     dispatcher = start_and_change(store)
     sink = RecordingSink()
-    first_card = f"msg-{store.card_delivery(1, 'discord', '1')}"
+    first_card = f"msg-{store.cards(1)['discord', '1']}"
     sink.gone.add(first_card)
     await run_until(OutboxWorker(store=store, sink=sink), lambda: len(sink.delivered) == 2)
     assert sink.delivered == [("1", "live_start"), ("1", "title_change")]
-    new_card = store.delivery_status(store.card_delivery(1, "discord", "1"))[1]
+    new_card = store.delivery_status(store.cards(1)["discord", "1"])[1]
     assert new_card != first_card
     at = T0 + timedelta(minutes=5)
     dispatcher.accept(Event(source="rec", event_id="c3", kind="category_change",
@@ -259,7 +259,7 @@ async def test_on_end_delete_takes_the_card_down(store: Store) -> None:
     start_and_end(store, "delete")
     sink = RecordingSink()
     await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.deleted))
-    card = store.delivery_status(store.card_delivery(1, "discord", "1"))[1]
+    card = store.delivery_status(store.cards(1)["discord", "1"])[1]
     assert sink.deleted == [card]
     assert sink.delivered == [("1", "live_start")] and sink.edited == []
 
@@ -267,7 +267,7 @@ async def test_on_end_delete_takes_the_card_down(store: Store) -> None:
 async def test_a_card_that_cannot_be_deleted_is_marked_ended_instead(store: Store) -> None:
     start_and_end(store, "delete")
     sink = RecordingSink()
-    sink.undeletable.add(f"msg-{store.card_delivery(1, 'discord', '1')}")
+    sink.undeletable.add(f"msg-{store.cards(1)['discord', '1']}")
     await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.edited))
-    assert sink.edited == [(f"msg-{store.card_delivery(1, 'discord', '1')}", "live_end", "Final")]
+    assert sink.edited == [(f"msg-{store.cards(1)['discord', '1']}", "live_end", "Final")]
     assert store.outbox_counts().by_state == {"sent": 2}

@@ -70,12 +70,15 @@ def test_an_end_held_for_its_grace_is_not_the_oldest_waiting_delivery(store: Sto
     with store.transaction():
         row = store.insert_event(an_event("end"), notified=True)
         assert row is not None
-        store.add_delivery(event_row=row, sink="discord", target="7", not_before=500, now=100)
+        # As dispatch writes an end held for its grace: due at 500, written at 100.
+        store.add_delivery(event_row=row, sink="discord", target="7", options={"due": 500},
+                           not_before=500, now=100)
     assert store.outbox_counts(now=200).oldest_pending_created is None
-    assert store.outbox_counts(now=500).oldest_pending_created == 100  # due now: waiting
+    # Due now: waiting since it became due, not since it was written.
+    assert store.outbox_counts(now=500).oldest_pending_created == 500
     retrying = store.claim_due("discord", now=500)[0]
     store.mark_retry(retrying.id, error="503", not_before=900, now=500)
-    assert store.outbox_counts(now=600).oldest_pending_created == 100  # tried: waiting
+    assert store.outbox_counts(now=600).oldest_pending_created == 500  # tried: waiting
 
 
 def test_the_checkpoint_thread_moves_the_log_into_the_database_file(tmp_path: Path) -> None:
