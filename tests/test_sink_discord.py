@@ -633,7 +633,7 @@ def go_live(store: Store, title: str = "Painting a dragon") -> None:
     Dispatcher(store=store, routes=[ROUTE], sinks=["console"]).accept(live_start(title))
 
 
-async def test_commands_are_synced_globally_and_to_the_guild(
+async def test_commands_are_synced_to_the_guild_only(
     fake: FakeDiscord, store: Store
 ) -> None:
     async with running(make_sink(fake, store)):
@@ -647,7 +647,9 @@ async def test_commands_are_synced_globally_and_to_the_guild(
         "unsubscribe": ["pattern"],
         "help": [],
     }
-    for synced in (fake.commands, fake.guild_commands[GUILD_ID]):
+    # Registered in the configured server only: global copies would list them twice there.
+    assert fake.commands == []
+    for synced in (fake.guild_commands[GUILD_ID],):
         by_name = {c["name"]: c for c in synced}
         assert {n: [o["name"] for o in c.get("options", [])] for n, c in by_name.items()} == (
             expected

@@ -452,21 +452,21 @@ class DiscordSink:
         log.info("discord: invite the bot to a server with %s", url)
 
     async def _sync_commands(self) -> None:
-        """Register the slash commands globally, and in each configured guild at once."""
+        """Register the slash commands: globally, or only in `guild_ids` when that is set.
+
+        Global commands take up to an hour to appear; guild ones appear at once. Having
+        both would list every command twice in those servers, so with `guild_ids` the
+        global registration (from an earlier run without it) is emptied.
+        """
         tree = self._tree
         if tree is None:
             return
-        try:
-            synced = await tree.sync()
-        except (discord.HTTPException, *_NETWORK_ERRORS) as exc:
-            log.error("discord: could not register the slash commands: %s", exc)
-            return
-        log.info("discord: registered %d slash commands", len(synced))
-        for guild_id in self._config.guild_ids:
+        guild_ids = self._config.guild_ids
+        for guild_id in guild_ids:
             guild = discord.Object(guild_id)
             tree.copy_global_to(guild=guild)
             try:
-                await tree.sync(guild=guild)
+                synced = await tree.sync(guild=guild)
             except (discord.HTTPException, *_NETWORK_ERRORS) as exc:
                 log.error(
                     "discord: could not register the slash commands in server %d "
@@ -474,6 +474,18 @@ class DiscordSink:
                     guild_id,
                     exc,
                 )
+            else:
+                log.info("discord: registered %d slash commands in server %d",
+                         len(synced), guild_id)
+        if guild_ids:
+            tree.clear_commands(guild=None)
+        try:
+            synced = await tree.sync()
+        except (discord.HTTPException, *_NETWORK_ERRORS) as exc:
+            log.error("discord: could not register the slash commands: %s", exc)
+            return
+        if synced:
+            log.info("discord: registered %d slash commands", len(synced))
 
     def _point_at_endpoints(self) -> None:
         """Point discord.py at api_url / gateway_url (process globals; see stop())."""
@@ -769,6 +781,10 @@ class DiscordSink:
         ]
         for name, text in COMMAND_HELP:
             command = tree.get_command(name)
+            if command is None and self._config.guild_ids:
+                # Registered per server (guild_ids): the tree's global list was emptied.
+                first = discord.Object(self._config.guild_ids[0])
+                command = tree.get_command(name, guild=first)
             usage = f"/{name}"
             if isinstance(command, app_commands.Command):
                 usage += "".join(
