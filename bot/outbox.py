@@ -153,13 +153,18 @@ class OutboxWorker:
         if self._metrics is not None:
             self._metrics.delivery(self._sink.name, delivery.action, "sent", now - _due(delivery))
 
-    async def _edit_card(self, delivery: Delivery, event: Event) -> str | None:
-        """Edit the session's card in place; post a new card when it is gone."""
+    def _card(self, delivery: Delivery, doing: str) -> tuple[int, str, str | None]:
+        """(delivery id, state, platform message id) of the card a delivery acts on."""
         card_id = int(delivery.options["card"])
         state, card_message = self._store.delivery_status(card_id)
         if state in ("pending", "sending"):
             # Same chat, so normally the card went first; it may be waiting on a retry.
-            raise TransientDeliveryError("the card to edit is not posted yet", retry_after=2.0)
+            raise TransientDeliveryError(f"the card to {doing} is not posted yet", retry_after=2.0)
+        return card_id, state, card_message
+
+    async def _edit_card(self, delivery: Delivery, event: Event) -> str | None:
+        """Edit the session's card in place; post a new card when it is gone."""
+        card_id, state, card_message = self._card(delivery, "edit")
         if state == "sent" and card_message is not None:
             try:
                 await self._sink.edit(delivery, card_message, event)
@@ -183,10 +188,7 @@ class OutboxWorker:
 
     async def _delete_card(self, delivery: Delivery, event: Event) -> str | None:
         """Take the session's card down; where the platform refuses, mark it ended instead."""
-        card_id = int(delivery.options["card"])
-        state, card_message = self._store.delivery_status(card_id)
-        if state in ("pending", "sending"):
-            raise TransientDeliveryError("the card to delete is not posted yet", retry_after=2.0)
+        _card_id, state, card_message = self._card(delivery, "delete")
         if state != "sent" or card_message is None:
             log.info("no card to delete in %s %s (its post %s)", delivery.sink,
                      delivery.target, state)

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import re
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Final
@@ -53,7 +53,7 @@ from bot.errors import (
 )
 from bot.events import Event
 from bot.render import Renderer
-from bot.sinks.ratelimit import DEFAULT_RATE_SLACK, WindowLimiter
+from bot.sinks.ratelimit import WindowLimiter
 from bot.store import Delivery
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,19 @@ def delivery_nonce(delivery: Delivery) -> str:
     """
     seed = f"{delivery.id}:{delivery.event_row}:{delivery.target}:{delivery.created_at!r}"
     return "d" + hashlib.sha256(seed.encode()).hexdigest()[: NONCE_LENGTH - 1]
+
+
+@contextlib.asynccontextmanager
+async def _platform_call(where: str, seconds: float) -> AsyncIterator[None]:
+    """One REST call: bounded by `seconds`, its failures raised as the bot's DeliveryErrors."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except Exception as exc:
+        mapped = delivery_error(exc, where)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 def delivery_error(exc: BaseException, where: str) -> DeliveryError | None:
@@ -220,7 +233,7 @@ class DiscordSink:
     #: Discord's global limit: 50 requests per second per bot, across all routes
     #: (interaction answers are exempt; discord.py keeps to the per-route buckets itself).
     #: Every REST request the client makes waits its turn (`_paced_requests`): at most
-    #: `global_limit` in any `global_period + rate_slack` seconds. The constructor's
+    #: `global_limit` in any `global_period` seconds. The constructor's
     #: arguments of the same names override these.
     global_limit = 50
     global_period = 1.0
@@ -237,7 +250,6 @@ class DiscordSink:
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
         global_limit: int | None = None,
         global_period: float | None = None,
-        rate_slack: float = DEFAULT_RATE_SLACK,
     ) -> None:
         self._config = config
         self._renderer = renderer
@@ -262,7 +274,7 @@ class DiscordSink:
         # at once, so pace them here instead (docs/performance.md, fan-out).
         self._limiter = WindowLimiter(
             global_limit or self.global_limit,
-            (global_period or self.global_period) + rate_slack,
+            global_period or self.global_period,
         )
 
     def __repr__(self) -> str:
@@ -538,19 +550,13 @@ class DiscordSink:
         async with self._limiter.reserve():
             message = self._renderer.render_discord(event, mention_roles=roles)
             pings = message.allowed_mentions["roles"]
-            try:
-                async with asyncio.timeout(self._send_timeout):
-                    sent = await target.send(
-                        content=message.content or None,
-                        embeds=_embeds(message.embed),
-                        allowed_mentions=allowed_mentions_for(pings),
-                        nonce=delivery_nonce(delivery),
-                    )
-            except Exception as exc:
-                mapped = delivery_error(exc, where)
-                if mapped is None:
-                    raise
-                raise mapped from exc
+            async with _platform_call(where, self._send_timeout):
+                sent = await target.send(
+                    content=message.content or None,
+                    embeds=_embeds(message.embed),
+                    allowed_mentions=allowed_mentions_for(pings),
+                    nonce=delivery_nonce(delivery),
+                )
         self._check_pings(sent, pings)
         return str(sent.id)
 
@@ -567,18 +573,12 @@ class DiscordSink:
         async with self._limiter.reserve():
             message = self._renderer.render_discord(event)
             pings = message.allowed_mentions["roles"]
-            try:
-                async with asyncio.timeout(self._send_timeout):
-                    await partial.edit(
-                        content=message.content or None,
-                        embeds=_embeds(message.embed),
-                        allowed_mentions=allowed_mentions_for(pings),
-                    )
-            except Exception as exc:
-                mapped = delivery_error(exc, where)
-                if mapped is None:
-                    raise
-                raise mapped from exc
+            async with _platform_call(where, self._send_timeout):
+                await partial.edit(
+                    content=message.content or None,
+                    embeds=_embeds(message.embed),
+                    allowed_mentions=allowed_mentions_for(pings),
+                )
 
     async def delete(self, delivery: Delivery, message_id: str) -> None:
         """Delete the card `message_id`; one already gone (404) counts as deleted.
@@ -594,21 +594,16 @@ class DiscordSink:
             raise PermanentDeliveryError(f"{message_id!r} is not a Discord message id") from None
         partial = client.get_partial_messageable(channel_id).get_partial_message(card)
         where = f"message {card} in channel {channel_id}"
-        async with self._limiter.reserve():
-            try:
-                async with asyncio.timeout(self._send_timeout):
+        try:
+            async with self._limiter.reserve(), _platform_call(where, self._send_timeout):
+                try:
                     await partial.delete()
-            except discord.NotFound as exc:
-                # 10008 Unknown Message (a moderator was first, or this is a retry after a
-                # lost answer) or 10003 Unknown Channel: the message is not there any more.
-                log.debug("discord: %s was already gone: %s", where, exc)
-            except Exception as exc:
-                mapped = delivery_error(exc, where)
-                if mapped is None:
-                    raise
-                if isinstance(mapped, MessageGone):  # 50005: not the bot's to delete
-                    mapped = PermanentDeliveryError(str(mapped))
-                raise mapped from exc
+                except discord.NotFound as exc:
+                    # 10008 Unknown Message (a moderator was first, or a retry after a lost
+                    # answer) or 10003 Unknown Channel: the message is not there any more.
+                    log.debug("discord: %s was already gone: %s", where, exc)
+        except MessageGone as exc:  # 50005: there, but not the bot's to delete
+            raise PermanentDeliveryError(str(exc)) from exc
 
     def _check_pings(self, sent: discord.Message, wanted: Sequence[str]) -> None:
         """Say once per channel and role when a configured role ping did not ping."""

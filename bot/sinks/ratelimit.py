@@ -8,11 +8,6 @@ from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-#: Seconds added to each platform window by default. None are needed: a slot is held
-#: until `period` after the answer, and the platform counted the request before answering.
-#: A platform whose windows run longer than it says would need some.
-DEFAULT_RATE_SLACK = 0.0
-
 
 @dataclass(eq=False, slots=True)
 class _Reservation:

@@ -80,7 +80,7 @@ from bot.errors import (
 )
 from bot.events import Event
 from bot.render import TELEGRAM_CAPTION_MAX, TELEGRAM_TEXT_MAX, Renderer, TelegramMessage
-from bot.sinks.ratelimit import DEFAULT_RATE_SLACK, WindowLimiter
+from bot.sinks.ratelimit import WindowLimiter
 from bot.store import Delivery
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,8 @@ class TelegramSink:
     photo_read_timeout = 20.0
     #: Telegram's flood limits (Bots FAQ): about 30 messages a second overall, 20 a minute
     #: in one group or channel. Every request naming a chat waits its turn: at most
-    #: `overall_limit` in any `overall_period + rate_slack` seconds, and for a group or
-    #: channel also `group_limit` in any `group_period + rate_slack`. The constructor's
+    #: `overall_limit` in any `overall_period` seconds, and for a group or channel also
+    #: `group_limit` in any `group_period`. The constructor's
     #: arguments of the same names override these.
     overall_limit = 30
     overall_period = 1.0
@@ -168,7 +168,6 @@ class TelegramSink:
         overall_period: float | None = None,
         group_limit: int | None = None,
         group_period: float | None = None,
-        rate_slack: float = DEFAULT_RATE_SLACK,
     ) -> None:
         if config.token is None:
             raise ValueError("TelegramSink needs a token; leave the sink out when there is none")
@@ -182,14 +181,8 @@ class TelegramSink:
         self._commands = commands
         self._poll_timeout = poll_timeout
         self._rate_limiter = PacedRateLimiter(
-            overall=(
-                overall_limit or self.overall_limit,
-                (overall_period or self.overall_period) + rate_slack,
-            ),
-            group=(
-                group_limit or self.group_limit,
-                (group_period or self.group_period) + rate_slack,
-            ),
+            overall=(overall_limit or self.overall_limit, overall_period or self.overall_period),
+            group=(group_limit or self.group_limit, group_period or self.group_period),
             max_retries=rate_limit_retries,
         )
         self._reconnect_delay = reconnect_delay
