@@ -258,16 +258,20 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
 
 
 def _delivery_table(rows: list[DeliveryInfo], *, now: float) -> str:
-    header = ("ID", "STATE", "SINK", "TARGET", "EVENT", "ATTEMPTS", "AGE", "LAST ERROR")
+    header = ("ID", "STATE", "SINK", "TARGET", "EVENT", "ATTEMPTS", "AGE", "NEXT", "LAST ERROR")
     lines = [header]
     for row in rows:
         event = f"{row.kind} {row.streamer_key or '-'}"
         if row.action != "post":
             event += f" ({row.action})"
         error = " ".join((row.last_error or "-").split())
+        # When a pending row goes out: a retry's backoff, or an end held for end_grace.
+        next_try = "-"
+        if row.state == "pending":
+            next_try = _age(row.not_before - now) if row.not_before > now else "now"
         lines.append((
             str(row.id), row.state, row.sink, row.target, event, str(row.attempts),
-            _age(now - row.created_at), error[:120],
+            _age(now - row.created_at), next_try, error[:120],
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     return "\n".join(

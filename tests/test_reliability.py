@@ -419,6 +419,8 @@ def test_deliveries_lists_pending_and_failed_with_their_last_error(
     assert failed.split()[6] == "3"  # attempts
     assert pending.split()[:4] == [str(ids["-1002"]), "pending", "telegram", "-1002"]
     assert "1m" in pending and "RetryAfter: 30" in pending
+    assert pending.split()[8] in ("29s", "30s")  # NEXT: when the retry is due
+    assert failed.split()[8] == "-"
 
 
 def test_deliveries_retry_requeues_failed_ones_keeping_attempts(
