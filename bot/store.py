@@ -141,6 +141,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 )
 
 
+# The streams columns `_mark` and `_set_mark` may name (never user input).
+_SESSION_MARKS: Final = frozenset({"session_row", "end_row", "change_posted_at"})
+
 #: WAL pages after which SQLite checkpoints on its own even with the checkpoint thread
 #: running: a safety net (about 40 MB), not the normal path.
 FALLBACK_CHECKPOINT_PAGES: Final = 10_000
@@ -430,44 +433,46 @@ class Store:
         row = self.conn.execute("SELECT * FROM streams WHERE streamer_key = ?", (key,)).fetchone()
         return _stream_from_row(row) if row is not None else None
 
+    # A stream's session marks: the live_start that opened its current (or last) session,
+    # the live_end that closed it, and when a change notice was last posted.
+
     def set_session(self, key: str, event_row: int) -> None:
         """Record which live_start event opened the stream's current session."""
-        self.conn.execute(
-            "UPDATE streams SET session_row = ? WHERE streamer_key = ?", (event_row, key)
-        )
+        self._set_mark(key, "session_row", event_row)
 
     def session_row(self, key: str) -> int | None:
         """The live_start event row of the stream's current (or last) session."""
-        row = self.conn.execute(
-            "SELECT session_row FROM streams WHERE streamer_key = ?", (key,)
-        ).fetchone()
-        return row[0] if row is not None else None
+        row = self._mark(key, "session_row")
+        return None if row is None else int(row)
 
     def set_end(self, key: str, event_row: int) -> None:
         """Record the live_end event that closed the stream's last session."""
-        self.conn.execute(
-            "UPDATE streams SET end_row = ? WHERE streamer_key = ?", (event_row, key)
-        )
+        self._set_mark(key, "end_row", event_row)
 
     def end_row(self, key: str) -> int | None:
         """The live_end event row of the stream's last session, if it ended."""
-        row = self.conn.execute(
-            "SELECT end_row FROM streams WHERE streamer_key = ?", (key,)
-        ).fetchone()
-        return row[0] if row is not None else None
-
-    def change_posted_at(self, key: str) -> float | None:
-        """When a change notice for this stream was last queued as a post."""
-        row = self.conn.execute(
-            "SELECT change_posted_at FROM streams WHERE streamer_key = ?", (key,)
-        ).fetchone()
-        return row[0] if row is not None else None
+        row = self._mark(key, "end_row")
+        return None if row is None else int(row)
 
     def set_change_posted_at(self, key: str, when: float) -> None:
         """Remember that a change notice for this stream was queued as a post at `when`."""
-        self.conn.execute(
-            "UPDATE streams SET change_posted_at = ? WHERE streamer_key = ?", (when, key)
-        )
+        self._set_mark(key, "change_posted_at", when)
+
+    def change_posted_at(self, key: str) -> float | None:
+        """When a change notice for this stream was last queued as a post."""
+        return self._mark(key, "change_posted_at")
+
+    def _mark(self, key: str, column: str) -> float | None:
+        assert column in _SESSION_MARKS
+        row = self.conn.execute(
+            f"SELECT {column} FROM streams WHERE streamer_key = ?", (key,)
+        ).fetchone()
+        value: float | None = row[0] if row is not None else None
+        return value
+
+    def _set_mark(self, key: str, column: str, value: float) -> None:
+        assert column in _SESSION_MARKS
+        self.conn.execute(f"UPDATE streams SET {column} = ? WHERE streamer_key = ?", (value, key))
 
     def live_streams(self) -> list[StreamState]:
         """Every stream currently live, longest-running first."""
