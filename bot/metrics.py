@@ -32,6 +32,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
+from bot.cards import DELETE, EDIT, POST
 from bot.events import KNOWN_KINDS
 from bot.store import OutboxCounts
 
@@ -60,7 +61,7 @@ WEBHOOK_OUTCOMES: Final[tuple[str, ...]] = get_args(WebhookOutcome)
 DeliveryOutcome = Literal["sent", "retry", "failed"]
 DELIVERY_OUTCOMES: Final[tuple[str, ...]] = get_args(DeliveryOutcome)
 
-DELIVERY_ACTIONS: Final = frozenset({"post", "edit", "delete"})
+DELIVERY_ACTIONS: Final = frozenset({POST, EDIT, DELETE})
 #: Outbox states, always all exported so a state that empties shows 0, not a gap.
 OUTBOX_STATES: Final = ("pending", "sending", "sent", "failed", "cancelled")
 
