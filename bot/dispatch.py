@@ -75,6 +75,9 @@ class Plan:
     policy: CardPolicy
     # Stored with each delivery row: the Discord roles a live_start pings.
     options: dict[str, object] = field(default_factory=dict)
+    # A /mute holds back every new message here; a card already posted is still kept
+    # current (edited to ended, say), which notifies nobody and never leaves it stale.
+    muted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +376,8 @@ class Dispatcher:
                 continue
             card = cards.get((target.sink, target.target))
             for action in card_actions(event.kind, plan.policy, has_card=card is not None):
-                if action == POST and event.kind in CHANGE_KINDS and not change_posts:
+                if action == POST and (plan.muted or (event.kind in CHANGE_KINDS
+                                                      and not change_posts)):
                     continue
                 extra = {} if action == POST else {"card": card}
                 rows.append((target, action, {**options, **extra}, due))
@@ -444,7 +448,7 @@ class Dispatcher:
             card = cards.get((target.sink, target.target))
             if card is not None:
                 rows.append((target, EDIT, {**options, "card": card}, now))
-            else:
+            elif not plan.muted:
                 rows.append((target, POST, options, now))
         return rows
 
@@ -482,7 +486,10 @@ class Dispatcher:
             mutes = self._store.mutes_for(target.sink, chat, now)
             if any(glob_match(key or "", mute.pattern) for mute in mutes):
                 log.info("%s for %s muted in %s %s", event.kind, key, target.sink, target.target)
-                del wanted[target]
+                if target.sink in CARD_SINKS:
+                    wanted[target].muted = True
+                else:
+                    del wanted[target]
         return wanted
 
     def _add(self, wanted: dict[Target, Plan], target: Target, policy: CardPolicy) -> Plan | None:

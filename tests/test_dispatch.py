@@ -424,3 +424,13 @@ def test_a_batch_fails_whole_when_sqlite_rolled_it_back_itself(store: Store) -> 
                        (event("live_start", "c", channel="other"), None)])
     assert store.count_events() == 0
     assert not store.conn.in_transaction
+
+
+def test_a_muted_chat_gets_no_new_message_but_its_card_stays_current(store: Store) -> None:
+    d = carding(store, on_end="both")
+    d.accept(event("live_start", "s"))
+    store.add_mute(Mute("discord", "7", "*", until=None))
+    # The end edits the card to "ended" (silent) but posts no end notice here...
+    assert actions(store, d.accept(event("live_end", "e", minutes=30))) == ["edit"]
+    # ...and a new session, muted from its start, gets nothing at all.
+    assert actions(store, d.accept(event("live_start", "s2", minutes=90))) == []

@@ -163,11 +163,15 @@ async def test_status_mute_and_unmute_act_on_exactly_one_channel(
 
         await webhook(running, "title_change", uname="Quinn", title="Muted title")
         await webhook(running, "error", channel="quinn")
-        # The general channel's card changes; the muted channel's stays as it was.
-        await fake.wait_for_message(GENERAL_CHANNEL_ID, lambda m: "Muted title" in str(m))
+        # Both cards are kept current (an edit notifies nobody); the muted channel gets
+        # no new message: neither the error notice nor anything else.
+        await fake.wait_for_message(GENERAL_CHANNEL_ID, lambda m: "reported an error" in str(m))
+        await fake.wait_for_message(STREAMS_CHANNEL_ID, lambda m: "Muted title" in str(m))
         await asyncio.sleep(0.3)
-        assert all("Muted title" not in str(m) for m in fake.messages[STREAMS_CHANNEL_ID])
         assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1
+        posts = [r for r in fake.requests
+                 if r.method == "POST" and r.path == f"/channels/{STREAMS_CHANNEL_ID}/messages"]
+        assert len(posts) == 1  # the card only
 
         unmuted = await fake.invoke_command(
             "unmute", {"streamer": "twitch/quinn"}, channel_id=STREAMS_CHANNEL_ID,
