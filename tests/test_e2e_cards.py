@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-import threading
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from tests.fakes.discord_api import (
     STREAMS_CHANNEL_ID,
     TOKEN,
     FakeDiscord,
+    assert_no_heartbeat_threads,
     no_identify_delay,
 )
 from tests.fakes.telegram_api import FakeTelegram
@@ -49,10 +49,7 @@ _ids = itertools.count(1)
 @pytest.fixture(autouse=True)
 def no_heartbeat_threads_left() -> Any:
     yield
-    for thread in threading.enumerate():
-        if thread.name.startswith("keep-alive-handler"):
-            thread.join(1.0)
-            assert not thread.is_alive()
+    assert_no_heartbeat_threads()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from tests.fakes.discord_api import (
     TOKEN,
     CommandNotAvailable,
     FakeDiscord,
+    assert_no_heartbeat_threads,
     fast_client_options,
     point_discord_at,
     running_client,
@@ -45,10 +45,7 @@ async def no_leftovers() -> AsyncIterator[None]:
     current = asyncio.current_task()
     leftover = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
     assert leftover == []
-    for thread in threading.enumerate():
-        if thread.name.startswith("keep-alive-handler"):
-            thread.join(1.0)
-            assert not thread.is_alive()
+    assert_no_heartbeat_threads()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -49,6 +48,7 @@ from tests.fakes.discord_api import (
     TOKEN,
     CommandNotAvailable,
     FakeDiscord,
+    assert_no_heartbeat_threads,
     default_guild,
     no_identify_delay,
 )
@@ -83,10 +83,7 @@ async def no_leftovers() -> AsyncIterator[None]:
     await asyncio.sleep(0)
     current = asyncio.current_task()
     assert [t for t in asyncio.all_tasks() if t is not current and not t.done()] == []
-    for thread in threading.enumerate():
-        if thread.name.startswith("keep-alive-handler"):
-            thread.join(1.0)
-            assert not thread.is_alive()
+    assert_no_heartbeat_threads()
 
 
 WRONG_TOKEN = "not-the-bot-token.9f8e7d"

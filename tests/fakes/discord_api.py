@@ -81,6 +81,7 @@ import logging
 import math
 import re
 import secrets
+import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -2447,6 +2448,14 @@ def point_discord_at(fake: FakeDiscord) -> Iterator[None]:
 
 async def no_identify_delay(shard_id: int | None, *, initial: bool = False) -> None:
     """A ``before_identify_hook`` without the default 5 s sleep before a re-IDENTIFY."""
+
+
+def assert_no_heartbeat_threads() -> None:
+    """Fail if a discord.py gateway heartbeat thread outlives its client (1 s to end)."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("keep-alive-handler"):
+            thread.join(1.0)
+            assert not thread.is_alive(), f"{thread.name} is still running"
 
 
 def fast_client_options(**overrides: Any) -> dict[str, Any]:
