@@ -3,6 +3,8 @@
     BotError
     ├── ConfigError            bot.toml is wrong; carries every problem, each naming its key
     ├── TemplateProblem        a template does not compile or render
+    ├── InstanceLocked         another bot process holds this database
+    ├── StoreUnavailable       the database cannot be used now (full, read-only, locked, I/O)
     ├── WebhookError           a client sent something we refuse; carries the HTTP status
     │   ├── AuthError          401: missing or wrong key / signature (never says which)
     │   ├── PayloadError       400: not UTF-8, not JSON, too deeply nested
@@ -31,6 +33,31 @@ class ConfigError(BotError):
 
 class TemplateProblem(BotError):
     """A template failed to compile or render; the message names the template and line."""
+
+
+class InstanceLocked(BotError):
+    """Another bot process runs on this database; `pid` is the holder's, when it wrote one."""
+
+    def __init__(self, lock_path: str, pid: int | None) -> None:
+        self.lock_path = lock_path
+        self.pid = pid
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(f"another bot ({holder}) is already running on this database "
+                         f"(lock {lock_path}); stop it first")
+
+
+class StoreUnavailable(BotError):
+    """The database refused a read or write for now: disk full, read-only, locked, I/O error.
+
+    Nothing was changed by the failed call. `busy` is True when another connection held a
+    lock past the wait, which usually clears within moments; `code` is SQLite's error name
+    (SQLITE_FULL, SQLITE_READONLY, ...) for logs and /healthz.
+    """
+
+    def __init__(self, message: str, *, code: str = "", busy: bool = False) -> None:
+        self.code = code
+        self.busy = busy
+        super().__init__(message)
 
 
 class WebhookError(BotError):

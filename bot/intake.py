@@ -5,22 +5,39 @@ caps how many webhooks a second the bot can take, so handlers hand their event t
 Intake and wait: everything queued during one pass of the event loop is stored with one
 `Dispatcher.accept_many` call right after it. Under load one COMMIT serves many requests;
 a lone request waits no longer than before (one pass of the loop).
+
+When another process holds the database's write lock past the store's short busy
+timeout, the batch is tried again a few times, giving the event loop back in between
+(the wait would otherwise block every other request), before the handlers answer 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Final
 
 from bot.dispatch import AcceptResult, Dispatcher
+from bot.errors import StoreUnavailable
 from bot.events import Event
+
+#: How long a batch keeps retrying a locked database before its senders hear 503; well
+#: inside the 5-10 s senders wait for an answer.
+LOCK_RETRY_SECONDS: Final = 3.0
+LOCK_RETRY_PAUSE_SECONDS: Final = 0.2
+
+_Waiting = list[tuple[Event, bytes | None, "asyncio.Future[AcceptResult]"]]
 
 
 class Intake:
     """Batches `accept` calls from concurrent handlers into group commits."""
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, *, lock_retry_seconds: float = LOCK_RETRY_SECONDS
+    ) -> None:
         self._dispatcher = dispatcher
-        self._waiting: list[tuple[Event, bytes | None, asyncio.Future[AcceptResult]]] = []
+        self._lock_retry_seconds = lock_retry_seconds
+        self._waiting: _Waiting = []
         self._flush_scheduled = False
 
     async def accept(self, event: Event, *, raw: bytes | None = None) -> AcceptResult:
@@ -33,16 +50,27 @@ class Intake:
             loop.call_soon(self._flush)
         return await future
 
-    def _flush(self) -> None:
+    def _flush(self, retry_until: float | None = None) -> None:
         self._flush_scheduled = False
         batch, self._waiting = self._waiting, []
+        self._store(batch, retry_until)
+
+    def _store(self, batch: _Waiting, retry_until: float | None) -> None:
         try:
             outcomes = self._dispatcher.accept_many([(event, raw) for event, raw, _ in batch])
+        except StoreUnavailable as exc:
+            now = time.monotonic()
+            if retry_until is None:
+                retry_until = now + self._lock_retry_seconds
+            if exc.busy and now < retry_until:
+                asyncio.get_running_loop().call_later(
+                    LOCK_RETRY_PAUSE_SECONDS, self._store, batch, retry_until
+                )
+                return
+            self._fail(batch, exc)
+            return
         except Exception as exc:
-            # The COMMIT itself failed: nothing of the batch is stored, every handler says so.
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            self._fail(batch, exc)
             return
         for (*_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
@@ -51,3 +79,10 @@ class Intake:
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+
+    @staticmethod
+    def _fail(batch: _Waiting, exc: Exception) -> None:
+        # The transaction failed: nothing of the batch is stored, every handler says so.
+        for *_, future in batch:
+            if not future.done():
+                future.set_exception(exc)

@@ -11,6 +11,7 @@ the last few transactions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -23,9 +24,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from bot.errors import StoreUnavailable
 from bot.events import Event, LiveInfo
 
 log = logging.getLogger(__name__)
+
+#: How long a statement on the bot's connection waits for a lock another process holds
+#: (`python -m bot deliveries --retry`, a backup tool). Short on purpose: the wait blocks
+#: the event loop, so /healthz and every webhook would wait with it. A longer hold is a
+#: StoreUnavailable(busy=True) that the caller retries after giving the loop back.
+BUSY_TIMEOUT_MS: Final = 200
+#: Command-line tools (`deliveries`) block nothing else, so they wait patiently.
+TOOL_BUSY_TIMEOUT_MS: Final = 5000
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: the first schema.
@@ -200,6 +210,138 @@ class Checkpointer:
             conn.close()
 
 
+# Statements that change the database (the rest only read it).
+_WRITES: Final = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "COMMIT"})
+_TRANSACTION: Final = frozenset({"BEGIN", "SAVEPOINT", "RELEASE", "ROLLBACK"})
+
+
+@dataclass(slots=True)
+class WriteHealth:
+    """Whether the last write that changed something went through, and since when.
+
+    Reads keep working on a full disk, so only writes decide: the state changes on a
+    write that commits changes (ok) or on any failed statement (unavailable). A
+    transaction that changed nothing tells nothing. Each change of state is logged once,
+    so a flood of refused webhooks does not flood the log.
+    """
+
+    ok: bool = True
+    error: str | None = None
+    since: float = field(default_factory=time.time)
+    failures: int = 0
+
+    def succeeded(self) -> None:
+        """A write committed."""
+        if not self.ok:
+            log.warning(
+                "database writable again after %.0fs (%d refused calls meanwhile)",
+                time.time() - self.since, self.failures,
+            )
+            self.ok, self.error, self.since, self.failures = True, None, time.time(), 0
+
+    def failed(self, exc: StoreUnavailable) -> None:
+        """A statement failed: the database is unavailable until a write succeeds."""
+        self.failures += 1
+        error = str(exc)
+        if self.ok:
+            log.error(
+                "database unavailable (%s); webhooks are answered 503 and deliveries wait"
+                " until it recovers", error,
+            )
+            self.ok, self.since = False, time.time()
+        elif error != self.error:
+            log.error("database still unavailable, now: %s", error)
+        self.error = error
+
+
+def unavailable(exc: sqlite3.Error) -> StoreUnavailable:
+    """The StoreUnavailable for an sqlite3 error, keeping SQLite's own words and code."""
+    code = getattr(exc, "sqlite_errorname", "") or type(exc).__name__
+    busy = code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    return StoreUnavailable(f"{code}: {exc}", code=code, busy=busy)
+
+
+def _translated(exc: sqlite3.Error) -> bool:
+    """True for errors that mean "the database cannot do this now", not a bug of ours.
+
+    Constraint violations and API misuse (IntegrityError, ProgrammingError) stay as they
+    are: retrying them would never help.
+    """
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) in (
+        sqlite3.DatabaseError,
+        sqlite3.InternalError,
+    )
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose fetches raise StoreUnavailable like its connection's statements."""
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.Error as exc:
+            raise _connection(self).refused(exc) from exc
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.Error as exc:
+            raise _connection(self).refused(exc) from exc
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.Error as exc:
+            raise _connection(self).refused(exc) from exc
+
+
+def _connection(cursor: sqlite3.Cursor) -> _Connection:
+    conn = cursor.connection
+    assert isinstance(conn, _Connection)
+    return conn
+
+
+class _Connection(sqlite3.Connection):
+    """The store's connection: database trouble surfaces as StoreUnavailable, writes are
+    tracked in `health`, and a read-only refusal asks the store to reopen the file."""
+
+    health: WriteHealth
+    reopen_wanted: bool = False
+    _changes_at_begin: int = 0
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        """Run one statement, translating database trouble and recording write outcomes."""
+        verb = sql.lstrip()[:8].split(None, 1)[0].upper() if sql.strip() else ""
+        before = self.total_changes
+        try:
+            cursor = self.cursor(_Cursor)
+            cursor.execute(sql, parameters)
+        except sqlite3.Error as exc:
+            raise self.refused(exc, write=verb in _WRITES or verb in _TRANSACTION) from exc
+        if verb == "BEGIN":
+            self._changes_at_begin = before
+        elif verb == "COMMIT":
+            if self.total_changes > self._changes_at_begin:
+                self.health.succeeded()
+        elif verb in _WRITES and not self.in_transaction and self.total_changes > before:
+            self.health.succeeded()
+        return cursor
+
+    def refused(self, exc: sqlite3.Error, *, write: bool = False) -> Exception:
+        """What to raise for `exc`: StoreUnavailable or the error itself; a refused
+        write marks the database unavailable until a write goes through."""
+        if not _translated(exc):
+            return exc
+        error = unavailable(exc)
+        if error.code.startswith("SQLITE_READONLY"):
+            # SQLite opened the file read-only (it could not open it for writing then);
+            # only a new connection notices that it became writable again.
+            self.reopen_wanted = True
+        if write:
+            self.health.failed(error)
+        return error
+
+
 @dataclass(frozen=True, slots=True)
 class StreamState:
     """What the bot knows about one stream: whether it is live, and since when."""
@@ -276,10 +418,13 @@ class OutboxCounts:
 class Store:
     """The bot's SQLite database. Not thread-safe: use it from the event loop only."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
+        self.busy_timeout_ms = busy_timeout_ms
+        self._conn: _Connection | None = None
         self._checkpointer: Checkpointer | None = None
+        #: The outcome of the last write attempt (for /healthz and the log).
+        self.health = WriteHealth()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -291,19 +436,55 @@ class Store:
         """
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
-        self._conn = conn
+        # Migrations at start may wait for a lock as long as a tool would.
+        self._conn = self._connect(create=True, busy_timeout_ms=TOOL_BUSY_TIMEOUT_MS)
         self._migrate()
+        conn = self.conn
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
         if background_checkpoints and str(self.path) != ":memory:":
             # SQLite still checkpoints by itself if the thread ever falls far behind.
             conn.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_CHECKPOINT_PAGES}")
             self._checkpointer = Checkpointer(self.path)
             self._checkpointer.start()
+
+    def _connect(self, *, create: bool, busy_timeout_ms: int) -> _Connection:
+        if str(self.path) == ":memory:":
+            target, uri = ":memory:", False
+        else:
+            # mode=rw on a reopen: a database deleted meanwhile is an error, not a new
+            # empty file that forgets every card and pending delivery.
+            mode = "rwc" if create else "rw"
+            target, uri = f"{self.path.resolve().as_uri()}?mode={mode}", True
+        try:
+            conn = sqlite3.connect(
+                target, isolation_level=None, check_same_thread=False, uri=uri,
+                factory=_Connection,
+            )
+        except sqlite3.Error as exc:
+            error = unavailable(exc)
+            self.health.failed(error)
+            raise error from exc
+        assert isinstance(conn, _Connection)
+        conn.health = self.health
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _reopen_if_wanted(self) -> None:
+        """After a read-only refusal, a new connection, in case the file is writable now."""
+        if self._conn is None or not self._conn.reopen_wanted or self._conn.in_transaction:
+            return
+        fresh = self._connect(create=False, busy_timeout_ms=self.busy_timeout_ms)
+        old, self._conn = self._conn, fresh
+        old.close()
+        log.info("database %s reopened after a read-only refusal", self.path)
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -342,6 +523,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction; rolled back if the block raises."""
+        self._reopen_if_wanted()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -351,7 +533,8 @@ class Store:
         except BaseException:
             # Also after a failed COMMIT (disk full), which can leave the transaction open.
             if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+                with contextlib.suppress(StoreUnavailable):
+                    self.conn.execute("ROLLBACK")
             raise
 
     @contextmanager
@@ -364,16 +547,20 @@ class Store:
             # After a disk-full or I/O error SQLite may have rolled everything back
             # already: then there is no savepoint left to return to.
             if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK TO step")
-                self.conn.execute("RELEASE step")
+                with contextlib.suppress(StoreUnavailable):
+                    self.conn.execute("ROLLBACK TO step")
+                    self.conn.execute("RELEASE step")
             raise
         self.conn.execute("RELEASE step")
 
     def check(self) -> str:
-        """'ok', or what is wrong with the database (for /healthz)."""
+        """'ok', or what is wrong with the database (for /healthz): the last write's
+        outcome, then a read (which never waits for a lock in WAL mode)."""
+        if not self.health.ok:
+            return f"error: {self.health.error}"
         try:
             self.conn.execute("SELECT count(*) FROM streams").fetchone()
-        except (sqlite3.Error, RuntimeError) as exc:
+        except (StoreUnavailable, RuntimeError) as exc:
             return f"error: {exc}"
         return "ok"
 
@@ -664,6 +851,15 @@ class Store:
                WHERE id = ?""",
             (error, now, delivery_id),
         )
+
+    def release_claimed(self, delivery_ids: Sequence[int], *, now: float) -> None:
+        """Hand claimed deliveries that were never tried back to the queue, attempt undone."""
+        for delivery_id in delivery_ids:
+            self.conn.execute(
+                """UPDATE deliveries SET state = 'pending', attempts = max(attempts - 1, 0),
+                   updated_at = ? WHERE id = ? AND state = 'sending'""",
+                (now, delivery_id),
+            )
 
     def requeue_in_flight(self) -> int:
         """At start-up: deliveries a crash left 'sending' go back to 'pending'."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +24,14 @@ from aiohttp.abc import AbstractAccessLogger
 from yarl import URL
 
 from bot.dispatch import Dispatcher
-from bot.errors import AuthError, PayloadError, SchemaError, UnsupportedMedia, WebhookError
+from bot.errors import (
+    AuthError,
+    PayloadError,
+    SchemaError,
+    StoreUnavailable,
+    UnsupportedMedia,
+    WebhookError,
+)
 from bot.events import Event, utcnow
 from bot.intake import Intake
 from bot.metrics import UNKNOWN, Metrics, WebhookOutcome, metrics_handler
@@ -49,6 +55,8 @@ METRICS_KEY: Final = web.AppKey("metrics", Metrics)
 BODY_READ_TIMEOUT_SECONDS: Final = 10.0
 # While draining, senders are told to come back after this many seconds.
 DRAIN_RETRY_AFTER_SECONDS: Final = 30
+# While the database refuses writes, senders are told to come back after this long.
+STORE_RETRY_AFTER_SECONDS: Final = 30
 # Per window, at most this many failed-auth warnings (and their access log lines).
 AUTH_LOG_BURST: Final = 5
 AUTH_LOG_WINDOW_SECONDS: Final = 60.0
@@ -268,10 +276,12 @@ async def _answer_webhook(request: web.Request) -> _Answer:
         return web.json_response({"status": "ignored"}, status=202), "ignored", None
     try:
         result = await request.app[INTAKE_KEY].accept(event, raw=body)
-    except sqlite3.Error:
-        log.exception("could not store event %s from %s", event.event_id, name)
+    except StoreUnavailable as exc:
+        # Nothing was stored, so nothing is acknowledged: the sender retries. The store
+        # logs the outage once; one line per refused webhook would flood the log.
+        log.debug("could not store event %s from %s: %s", event.event_id, name, exc)
         response = json_error(503, "storage unavailable, retry later")
-        response.headers["Retry-After"] = "30"
+        response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
         return response, "unavailable", event
     if result.duplicate:
         response = web.json_response({"status": "duplicate", "id": event.event_id}, status=200)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.dispatch import AcceptResult, Dispatcher, Route
+from bot.errors import StoreUnavailable
 from bot.events import NOTIFIED_KINDS, Event
 from bot.intake import Intake
 from bot.store import Store
@@ -84,7 +85,7 @@ async def test_a_failed_commit_fails_every_waiting_webhook_and_stores_nothing(
     gate = intake(store)
     outcomes = await asyncio.gather(*(gate.accept(start(n)) for n in range(3)),
                                     return_exceptions=True)
-    assert all(isinstance(o, sqlite3.Error) for o in outcomes)
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
     store.conn.set_authorizer(None)
     assert store.count_events() == 0
     assert not store.conn.in_transaction
