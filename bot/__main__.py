@@ -15,7 +15,14 @@ from pathlib import Path
 
 from bot import events as ev
 from bot.config import LOG_LEVELS, Config, SourceConfig, read_config
-from bot.errors import ConfigError, SchemaError, TemplateProblem, WebhookError
+from bot.errors import (
+    ConfigError,
+    InstanceLocked,
+    SchemaError,
+    StoreUnavailable,
+    TemplateProblem,
+    WebhookError,
+)
 from bot.events import Event, utcnow
 from bot.init import InitOptions, run_init
 from bot.logs import setup_logging
@@ -23,7 +30,7 @@ from bot.render import ConsoleMessage, DiscordMessage, Renderer, TelegramMessage
 from bot.samples import sample_event
 from bot.sources import SOURCE_TYPES
 from bot.sources.base import WebhookRequest
-from bot.store import DeliveryInfo, Store
+from bot.store import TOOL_BUSY_TIMEOUT_MS, DeliveryInfo, Store
 
 log = logging.getLogger("bot")
 
@@ -164,12 +171,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         stop = asyncio.Event()
+        reload = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run(config, stop)
+        # SIGHUP's default action ends the process with no drain; here it reloads.
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
+        await run(
+            config,
+            stop,
+            reload=reload,
+            load_config=lambda: read_config(args.config),
+            log_level=args.log_level,
+        )
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except InstanceLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except StoreUnavailable as exc:
+        print(f"error: cannot use the database {config.storage.path}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -240,7 +263,7 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
     if not Path(path).exists():
         print(f"error: no database at {path} (has the bot run yet?)", file=sys.stderr)
         return 1
-    store = Store(path)
+    store = Store(path, busy_timeout_ms=TOOL_BUSY_TIMEOUT_MS)
     store.open()
     try:
         now = time.time()

@@ -7,11 +7,12 @@ directly and the whole process can be embedded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -19,8 +20,11 @@ from aiohttp import web
 from bot.commands import Commands
 from bot.config import Config
 from bot.dispatch import Dispatcher, Route
+from bot.errors import StoreUnavailable
+from bot.instance import InstanceLock
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
+from bot.reload import Reloader
 from bot.render import Renderer
 from bot.sinks.base import Sink
 from bot.sinks.console import ConsoleSink
@@ -28,14 +32,18 @@ from bot.sinks.discord import DiscordSink
 from bot.sinks.telegram import TelegramSink
 from bot.sources import SOURCE_TYPES, Source
 from bot.store import Store
-from bot.web import BODY_READ_TIMEOUT_SECONDS, RedactingAccessLogger, create_app, start_draining
+from bot.web import (
+    BODY_READ_TIMEOUT_SECONDS,
+    SOURCES_KEY,
+    RedactingAccessLogger,
+    create_app,
+    start_draining,
+)
 
 log = logging.getLogger(__name__)
 
 # How long in-flight webhook requests get to finish when the bot stops.
 SHUTDOWN_GRACE_SECONDS = 5.0
-# How long in-flight sends get to finish when the bot stops; what is left stays queued.
-DRAIN_GRACE_SECONDS = 5.0
 # /healthz fails when a due delivery has waited this long for a running worker.
 STUCK_AFTER_SECONDS = 300.0
 
@@ -134,28 +142,43 @@ async def run(
     sink_options: Mapping[str, Mapping[str, Any]] | None = None,
     stuck_after: float = STUCK_AFTER_SECONDS,
     body_timeout: float = BODY_READ_TIMEOUT_SECONDS,
+    reload: asyncio.Event | None = None,
+    load_config: Callable[[], Config] | None = None,
+    log_level: str | None = None,
 ) -> None:
     """Run listener, sinks and outbox workers until `stop` is set; then shut down cleanly.
 
-    On stop: webhooks are answered 503 with Retry-After, in-flight sends get
-    DRAIN_GRACE_SECONDS, then the listener and the clients close. Whatever was not sent
-    stays in the outbox for the next start.
+    Raises InstanceLocked when another process runs on the same database. On stop:
+    webhooks are answered 503 with Retry-After, each send in flight is waited for until
+    it answers (up to its sink's `drain_timeout`), then the listener and the clients
+    close. Whatever was not sent stays in the outbox for the next start. Each time
+    `reload` is set, `load_config()` is applied (bot.reload); `log_level` is the
+    command line's override of [logging] level, kept across reloads.
     """
-    store = Store(config.storage.path)
-    store.open(background_checkpoints=True)
-    try:
-        await _run_with_store(
-            config,
-            stop,
-            store,
-            on_ready=on_ready,
-            console_stream=console_stream,
-            sink_options=sink_options,
-            stuck_after=stuck_after,
-            body_timeout=body_timeout,
-        )
-    finally:
-        store.close()
+    lock = None if _in_memory(config) else InstanceLock(Path(config.storage.path))
+    with lock or contextlib.nullcontext():
+        store = Store(config.storage.path)
+        store.open(background_checkpoints=True)
+        try:
+            await _run_with_store(
+                config,
+                stop,
+                store,
+                on_ready=on_ready,
+                console_stream=console_stream,
+                sink_options=sink_options,
+                stuck_after=stuck_after,
+                body_timeout=body_timeout,
+                reload=reload,
+                load_config=load_config,
+                log_level=log_level,
+            )
+        finally:
+            store.close()
+
+
+def _in_memory(config: Config) -> bool:
+    return str(config.storage.path) == ":memory:"
 
 
 async def _run_with_store(
@@ -168,34 +191,31 @@ async def _run_with_store(
     sink_options: Mapping[str, Mapping[str, Any]] | None,
     stuck_after: float,
     body_timeout: float,
+    reload: asyncio.Event | None,
+    load_config: Callable[[], Config] | None,
+    log_level: str | None,
 ) -> None:
-    requeued = store.requeue_in_flight()
-    if requeued:
-        log.info("resuming %d deliveries interrupted by the last shutdown", requeued)
     renderer = Renderer(user_dir=config.templates.dir)
     routes = routes_from_config(config)
     commands = Commands(store=store, routes=routes)
     sinks = build_sinks(
         config, renderer, commands, console_stream=console_stream, sink_options=sink_options
     )
+    workers: dict[str, OutboxWorker] = {}
     metrics = (
-        Metrics(
-            outbox=store.outbox_counts,
-            sinks=lambda: {name: sink.state for name, sink in sinks.items()},
-        )
+        Metrics(outbox=store.outbox_counts, sinks=lambda: sink_states(sinks, workers))
         if config.metrics.enabled
         else None
     )
-    workers = {
-        name: OutboxWorker(
-            store=store,
-            sink=sink,
-            max_age=config.delivery.max_age,
-            drain_grace=DRAIN_GRACE_SECONDS,
-            metrics=metrics,
+    workers.update(
+        (
+            name,
+            OutboxWorker(
+                store=store, sink=sink, max_age=config.delivery.max_age, metrics=metrics
+            ),
         )
         for name, sink in sinks.items()
-    }
+    )
 
     def wake(sink_names: set[str]) -> None:
         for name in sink_names:
@@ -208,7 +228,7 @@ async def _run_with_store(
         on_queued=wake,
         behaviour=config.behaviour,
     )
-    health = Health(store=store, sinks=sinks, stuck_after=stuck_after)
+    health = Health(store=store, sinks=sinks, stuck_after=stuck_after, workers=workers)
     app = create_app(
         sources=build_sources(config),
         dispatcher=dispatcher,
@@ -234,13 +254,35 @@ async def _run_with_store(
         await asyncio.gather(*(sink.start() for sink in sinks.values()))
         if on_ready is not None:
             on_ready(Running(host=host, port=port, store=store, sinks=dict(sinks)))
-        health.workers_started = time.time()
         async with asyncio.TaskGroup() as group:
-            for worker in workers.values():
-                group.create_task(worker.run(stop), name=f"outbox-{worker.sink_name}")
+            group.create_task(
+                _start_workers(store, workers, stop, group, health), name="outbox-start"
+            )
+            reloader = None
+            if reload is not None and load_config is not None:
+                reloader = group.create_task(
+                    _reload_on_request(
+                        reload,
+                        Reloader(
+                            config=config,
+                            load=load_config,
+                            routes_from_config=routes_from_config,
+                            build_sources=build_sources,
+                            renderer=renderer,
+                            dispatcher=dispatcher,
+                            commands=commands,
+                            workers=workers,
+                            sources=app[SOURCES_KEY],
+                            log_level=log_level,
+                        ),
+                    ),
+                    name="reload",
+                )
             await stop.wait()
+            if reloader is not None:
+                reloader.cancel()
             # Senders hear 503 + Retry-After (not a refused connection) while the workers,
-            # which saw `stop` too, give in-flight sends DRAIN_GRACE_SECONDS.
+            # which saw `stop` too, wait for each send in flight to answer.
             start_draining(app)
             log.info("stopping: answering webhooks with 503; finishing in-flight deliveries")
     finally:
@@ -250,29 +292,93 @@ async def _run_with_store(
     log.info("stopped")
 
 
+STORE_RETRY_FIRST_SECONDS = 0.5
+STORE_RETRY_MAX_SECONDS = 15.0
+
+
+async def _start_workers(
+    store: Store,
+    workers: Mapping[str, OutboxWorker],
+    stop: asyncio.Event,
+    group: asyncio.TaskGroup,
+    health: Health,
+) -> None:
+    """Re-queue what the last run left in flight, then start the outbox workers.
+
+    A database refusing writes at start delays only this (webhooks are answered 503
+    meanwhile); workers must not claim rows before the old ones are back in the queue.
+    """
+    delay = STORE_RETRY_FIRST_SECONDS
+    while not stop.is_set():
+        try:
+            requeued = store.requeue_in_flight()
+        except StoreUnavailable:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
+            continue
+        if requeued:
+            log.info("resuming %d deliveries interrupted by the last shutdown", requeued)
+        break
+    else:
+        return
+    health.workers_started = time.time()
+    for worker in workers.values():
+        group.create_task(worker.run(stop), name=f"outbox-{worker.sink_name}")
+
+
+async def _reload_on_request(request: asyncio.Event, reloader: Reloader) -> None:
+    """Apply the config again each time `request` is set (by SIGHUP in __main__)."""
+    while True:
+        await request.wait()
+        request.clear()
+        try:
+            reloader.reload()
+        except Exception:
+            # A reload must never take the running bot down with it.
+            log.exception("reload failed; the running config stays")
+
+
+def sink_states(
+    sinks: Mapping[str, Sink], workers: Mapping[str, OutboxWorker]
+) -> dict[str, str]:
+    """Each sink's state; "degraded" when it runs but its worker's sends keep failing."""
+    return {
+        name: workers[name].state if name in workers else sink.state
+        for name, sink in sinks.items()
+    }
+
+
 @dataclass(slots=True)
 class Health:
-    """The /healthz report: database usable, sinks running, outbox not stuck."""
+    """The /healthz report: database usable, sinks running, outbox not stuck.
+
+    Never waits for the database: its state comes from the last write attempt
+    (Store.health) and from reads, which WAL mode serves without a lock.
+    """
 
     store: Store
     sinks: Mapping[str, Sink]
     stuck_after: float
+    workers: Mapping[str, OutboxWorker] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     # Wall-clock time the workers started; deliveries due before then are not overdue yet.
     workers_started: float | None = None
 
     def report(self) -> dict[str, Any]:
         """What /healthz answers; `ok` decides 200 or 503."""
-        database = self.store.check()
-        sink_states = {name: sink.state for name, sink in self.sinks.items()}
+        probe = self.store.check()
+        database, database_error = ("ok", None) if probe == "ok" else ("unavailable", probe)
+        sink_states_now = sink_states(self.sinks, self.workers)
+        unrecorded = sum(worker.unrecorded for worker in self.workers.values())
         outbox: dict[str, Any] = {}
         stuck = False
         if database == "ok":
             try:
                 counts = self.store.outbox_counts()
                 oldest_due = self.store.oldest_due(list(self.sinks))
-            except sqlite3.Error as exc:
-                database = f"error: {exc}"
+            except StoreUnavailable as exc:
+                database, database_error = "unavailable", f"error: {exc}"
             else:
                 overdue = 0.0
                 if oldest_due is not None and self.workers_started is not None:
@@ -284,15 +390,20 @@ class Health:
                     "overdue_seconds": round(overdue, 1),
                     "stuck": stuck,
                 }
-        return {
+        outbox["unrecorded"] = unrecorded
+        report: dict[str, Any] = {
             "ok": database == "ok"
             and not stuck
-            and all(s == "running" for s in sink_states.values()),
+            and unrecorded == 0
+            and all(s == "running" for s in sink_states_now.values()),
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             "database": database,
-            "sinks": sink_states,
+            "sinks": sink_states_now,
             "outbox": outbox,
         }
+        if database_error is not None:
+            report["database_error"] = database_error.removeprefix("error: ")
+        return report
 
 
 def _bound_address(runner: web.AppRunner, config: Config) -> tuple[str, int]:

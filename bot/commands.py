@@ -103,6 +103,10 @@ class Commands:
         self._routes = tuple(routes)
         self._clock = clock
 
+    def reconfigure(self, *, routes: Sequence[Route]) -> None:
+        """Answer from these routes from now on (SIGHUP)."""
+        self._routes = tuple(routes)
+
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 

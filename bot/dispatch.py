@@ -117,13 +117,19 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._sinks = frozenset(sinks)
+        self._on_queued = on_queued
+        self._clock = clock
+        self.reconfigure(routes=routes, behaviour=behaviour)
+
+    def reconfigure(
+        self, *, routes: Sequence[Route], behaviour: BehaviourConfig | None = None
+    ) -> None:
+        """Use these routes and [behaviour] for events accepted from now on (SIGHUP)."""
         # Without a config (unit tests, tools) ends are announced at once.
         self._behaviour = behaviour or BehaviourConfig(end_grace=timedelta(0))
         self._default_policy = CardPolicy.from_behaviour(self._behaviour)
         self._routes = tuple(routes)
-        self._sinks = frozenset(sinks)
-        self._on_queued = on_queued
-        self._clock = clock
 
     def accept(self, event: Event, *, raw: bytes | None = None) -> AcceptResult:
         """Store the event and queue its deliveries, all in one transaction."""

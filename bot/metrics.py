@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Final, Literal, get_args
@@ -23,6 +22,7 @@ from aiohttp import web
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -33,6 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from bot.cards import DELETE, EDIT, POST
+from bot.errors import StoreUnavailable
 from bot.events import KNOWN_KINDS
 from bot.store import OutboxCounts
 
@@ -113,6 +114,13 @@ class Metrics:
             buckets=DELIVERY_BUCKETS,
             registry=self.registry,
         )
+        self._unrecorded = Gauge(
+            "streambot_outbox_unrecorded",
+            "Delivery outcomes (sent, failed, retry) the database refused, held in memory"
+            " until it takes them.",
+            ["sink"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveCollector(outbox=outbox, sinks=sinks, clock=clock))
         if process:
             # What the default registry would show: memory, CPU, open files, GC, Python.
@@ -133,6 +141,10 @@ class Metrics:
         if outcome == "sent" and seconds is not None:
             # Wall clocks can step back; a negative latency would only skew the sum.
             self._delivery_seconds.labels(sink).observe(max(seconds, 0.0))
+
+    def unrecorded(self, sink: str, count: int) -> None:
+        """How many of a sink's outcomes wait for the database to record them."""
+        self._unrecorded.labels(sink).set(count)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric, read now."""
@@ -183,7 +195,7 @@ class _LiveCollector:
     def _collect_outbox(self, outbox: OutboxReport) -> Iterator[Metric]:
         try:
             counts = outbox()
-        except sqlite3.Error as exc:
+        except StoreUnavailable as exc:
             # The series go missing (what `absent()` alerts on) and the scrape still
             # serves everything else; /healthz says the same about the database.
             log.warning("metrics: cannot read the outbox: %s", exc)

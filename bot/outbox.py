@@ -5,6 +5,16 @@ records the outcome. Each target (a channel or chat) is served by its own short-
 task, so one slow or rate-limited chat never delays another, while messages to the same
 chat keep their order. A transient failure is retried with exponential backoff and
 jitter until the delivery is `max_age` old; a permanent one fails at once, visibly.
+
+A database that refuses reads or writes (full disk, read-only, locked) never ends a
+worker: it backs off and tries again. An outcome the database would not take (a message
+that was sent, say) is kept in memory and recorded as soon as the database is back, so
+the row is neither sent again by this process nor lost.
+
+On stop, no new send starts; a send already on the wire is waited for up to the sink's
+`drain_timeout` (as long as it may take to answer), since cutting it off is what makes a
+platform without an idempotency key post twice. Claimed rows never tried go back to the
+queue.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.cards import DELETE, EDIT, card_view
@@ -22,6 +33,7 @@ from bot.errors import (
     DeliveryError,
     MessageGone,
     PermanentDeliveryError,
+    StoreUnavailable,
     TransientDeliveryError,
 )
 from bot.events import Event
@@ -35,6 +47,27 @@ BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 600.0
 # How long a worker sleeps at most between looks at the outbox when nothing wakes it.
 IDLE_POLL_SECONDS = 30.0
+# Backoff while the database refuses the worker: from half a second up to this.
+STORE_BACKOFF_CAP_SECONDS = 15.0
+# How long a stopping worker keeps trying to record outcomes the database refused.
+RECORD_AT_STOP_SECONDS = 5.0
+#: A sink is reported degraded after this many failed sends in a row (rate limits and
+#: waits for another message do not count), or when it has not managed a send for
+#: DEGRADED_AFTER_SECONDS while failing.
+DEGRADED_AFTER_FAILURES = 3
+DEGRADED_AFTER_SECONDS = 300.0
+#: How long a send in flight at shutdown is waited for, when the sink does not say.
+DEFAULT_DRAIN_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Unrecorded:
+    """An outcome the database refused: written again until it goes through."""
+
+    delivery_id: int
+    target: str
+    what: str
+    write: Callable[[], None]
 
 
 def backoff_delay(attempts: int, *, rng: Callable[[], float] = random.random) -> float:
@@ -54,17 +87,57 @@ class OutboxWorker:
         sink: Sink,
         max_age: timedelta = timedelta(hours=24),
         clock: Callable[[], float] = time.time,
-        drain_grace: float = 5.0,
+        drain_timeout: float | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics
-        self._drain_grace = drain_grace
+        self._drain_timeout = (
+            drain_timeout
+            if drain_timeout is not None
+            else float(getattr(sink, "drain_timeout", DEFAULT_DRAIN_TIMEOUT))
+        )
         self._sink = sink
         self._max_age = max_age.total_seconds()
         self._clock = clock
         self._wakeup = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._unrecorded: list[_Unrecorded] = []
+        self._stopping = False
+        self._store_failures = 0
+        # For `degraded`: failed sends since the last success, and since when.
+        self._failures_in_a_row = 0
+        self._failing_since: float | None = None
+
+    @property
+    def max_age(self) -> timedelta:
+        """How long a failing delivery is retried ([delivery] max_age)."""
+        return timedelta(seconds=self._max_age)
+
+    @max_age.setter
+    def max_age(self, value: timedelta) -> None:
+        self._max_age = value.total_seconds()
+
+    @property
+    def unrecorded(self) -> int:
+        """Outcomes (sent, failed, retry) the database has not taken yet."""
+        return len(self._unrecorded)
+
+    @property
+    def degraded(self) -> bool:
+        """True while sends keep failing: the sink is up but not getting messages through."""
+        if self._failures_in_a_row >= DEGRADED_AFTER_FAILURES:
+            return True
+        return (
+            self._failing_since is not None
+            and self._clock() - self._failing_since >= DEGRADED_AFTER_SECONDS
+        )
+
+    @property
+    def state(self) -> str:
+        """The sink's state, or "degraded" when it runs but its sends keep failing."""
+        state = self._sink.state
+        return "degraded" if state == "running" and self.degraded else state
 
     @property
     def sink_name(self) -> str:
@@ -80,15 +153,36 @@ class OutboxWorker:
         try:
             while not stop.is_set():
                 self._wakeup.clear()
-                self._start_due()
-                await self._sleep_until_next(stop)
+                try:
+                    self._record_pending_outcomes()
+                    self._start_due()
+                    next_due = self._store.next_due(
+                        self._sink.name, busy_targets=self._busy_targets()
+                    )
+                except StoreUnavailable as exc:
+                    # The store logs the outage once; here only when it goes on.
+                    self._store_failures += 1
+                    delay = min(0.5 * 2 ** (self._store_failures - 1), STORE_BACKOFF_CAP_SECONDS)
+                    log.debug("%s: database unavailable (%s); next look in %.1fs",
+                              self._sink.name, exc, delay)
+                    await self._sleep(stop, delay)
+                    continue
+                self._store_failures = 0
+                await self._sleep_until_next(stop, next_due)
         finally:
+            self._stopping = True
             await self._drain()
+
+    def _busy_targets(self) -> list[str]:
+        """Targets not to claim for: a send in flight, or an outcome not yet recorded."""
+        busy = set(self._in_flight)
+        busy.update(item.target for item in self._unrecorded)
+        return sorted(busy)
 
     def _start_due(self) -> None:
         now = self._clock()
         claimed = self._store.claim_due(
-            self._sink.name, now=now, busy_targets=list(self._in_flight)
+            self._sink.name, now=now, busy_targets=self._busy_targets()
         )
         by_target: dict[str, list[Delivery]] = {}
         for delivery in claimed:
@@ -107,24 +201,72 @@ class OutboxWorker:
         # The target is free again: anything queued for it meanwhile can go now.
         self._wakeup.set()
 
-    async def _sleep_until_next(self, stop: asyncio.Event) -> None:
-        next_due = self._store.next_due(self._sink.name, busy_targets=list(self._in_flight))
+    async def _sleep_until_next(self, stop: asyncio.Event, next_due: float | None) -> None:
         timeout = IDLE_POLL_SECONDS
         if next_due is not None:
             timeout = min(timeout, max(next_due - self._clock(), 0.0))
         if timeout <= 0:
             return
+        await self._sleep(stop, timeout)
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        """Wait `seconds`, or less when woken or stopped."""
         waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
 
     async def _deliver_batch(self, batch: list[Delivery]) -> None:
-        for delivery in batch:
+        for index, delivery in enumerate(batch):
+            if self._stopping:
+                self._release(batch[index:])
+                return
             await self._deliver_one(delivery)
+
+    def _release(self, deliveries: list[Delivery]) -> None:
+        """Stopping: claimed rows not tried yet go back to the queue for the next start."""
+        # If the database refuses, they stay 'sending' and the next start re-queues them:
+        # never tried either way.
+        with contextlib.suppress(StoreUnavailable):
+            self._store.release_claimed([d.id for d in deliveries], now=self._clock())
+
+    # -- recording outcomes ----------------------------------------------------------
+
+    def _record(self, delivery: Delivery, what: str, write: Callable[[], None]) -> None:
+        """Write an outcome now, or keep it until the database takes it."""
+        if not self._unrecorded:
+            try:
+                write()
+            except StoreUnavailable as exc:
+                log.warning(
+                    "delivery %d to %s %s: %s, but the database refused to record it (%s);"
+                    " kept in memory until it can", delivery.id, delivery.sink,
+                    delivery.target, what, exc,
+                )
+            else:
+                return
+        # Behind others already waiting: keep their order.
+        self._unrecorded.append(_Unrecorded(delivery.id, delivery.target, what, write))
+        self._report_unrecorded()
+
+    def _record_pending_outcomes(self) -> None:
+        """Write the outcomes the database refused before; raises while it still refuses."""
+        if not self._unrecorded:
+            return
+        while self._unrecorded:
+            self._unrecorded[0].write()
+            done = self._unrecorded.pop(0)
+            log.info("delivery %d: recorded at last (%s)", done.delivery_id, done.what)
+        self._report_unrecorded()
+
+    def _report_unrecorded(self) -> None:
+        if self._metrics is not None:
+            self._metrics.unrecorded(self._sink.name, len(self._unrecorded))
+
+    # -- one delivery ---------------------------------------------------------------
 
     async def _deliver_one(self, delivery: Delivery) -> None:
         store = self._store
@@ -137,10 +279,16 @@ class OutboxWorker:
             else:
                 message_id = await self._sink.deliver(delivery, event)
         except asyncio.CancelledError:
-            # Shutting down mid-send: the row stays 'sending' and is re-queued on start.
+            # Cut off mid-send: the row stays 'sending' and is re-queued on start.
             raise
+        except StoreUnavailable as exc:
+            # Raised before anything was sent (reading the event or the card): try later.
+            self._failed(delivery, exc, retryable=True, retry_after=None, counts=False)
+            return
         except DeliveryError as exc:
-            self._failed(delivery, exc, retryable=exc.retryable, retry_after=exc.retry_after)
+            counts = exc.retry_after is None  # a rate limit or a wait is no failure
+            self._failed(delivery, exc, retryable=exc.retryable, retry_after=exc.retry_after,
+                         counts=counts)
             return
         except Exception as exc:
             # A bug, not the platform: keep the delivery and say loudly what happened.
@@ -149,7 +297,11 @@ class OutboxWorker:
             self._failed(delivery, exc, retryable=True, retry_after=None)
             return
         now = self._clock()
-        store.mark_sent(delivery.id, message_id=message_id, now=now)
+        self._failures_in_a_row, self._failing_since = 0, None
+        self._record(
+            delivery, "sent",
+            lambda: store.mark_sent(delivery.id, message_id=message_id, now=now),
+        )
         if self._metrics is not None:
             self._metrics.delivery(self._sink.name, delivery.action, "sent", now - _due(delivery))
 
@@ -183,7 +335,10 @@ class OutboxWorker:
         new_message = await self._sink.deliver(delivery, event)
         if new_message is not None:
             # Later changes in this session edit the new message.
-            self._store.set_message_id(card_id, new_message)
+            self._record(
+                delivery, f"card reposted as {new_message}",
+                lambda: self._store.set_message_id(card_id, new_message),
+            )
         return new_message
 
     async def _delete_card(self, delivery: Delivery, event: Event) -> str | None:
@@ -205,9 +360,19 @@ class OutboxWorker:
         return None
 
     def _failed(
-        self, delivery: Delivery, exc: Exception, *, retryable: bool, retry_after: float | None
+        self,
+        delivery: Delivery,
+        exc: Exception,
+        *,
+        retryable: bool,
+        retry_after: float | None,
+        counts: bool = True,
     ) -> None:
         now = self._clock()
+        if counts:
+            self._failures_in_a_row += 1
+            if self._failing_since is None:
+                self._failing_since = now
         error = f"{type(exc).__name__}: {exc}"
         age = now - _due(delivery)
         if not retryable or age >= self._max_age:
@@ -216,7 +381,10 @@ class OutboxWorker:
                 "delivery %d to %s %s failed (%s, attempt %d): %s",
                 delivery.id, delivery.sink, delivery.target, reason, delivery.attempts, error,
             )
-            self._store.mark_failed(delivery.id, error=error, now=now)
+            self._record(
+                delivery, "failed",
+                lambda: self._store.mark_failed(delivery.id, error=error, now=now),
+            )
             if self._metrics is not None:
                 self._metrics.delivery(self._sink.name, delivery.action, "failed")
             return
@@ -225,22 +393,50 @@ class OutboxWorker:
             "delivery %d to %s %s failed (attempt %d), retrying in %.1fs: %s",
             delivery.id, delivery.sink, delivery.target, delivery.attempts, delay, error,
         )
-        self._store.mark_retry(delivery.id, error=error, not_before=now + delay, now=now)
+        self._record(
+            delivery, "to retry",
+            lambda: self._store.mark_retry(
+                delivery.id, error=error, not_before=now + delay, now=now
+            ),
+        )
         if self._metrics is not None:
             self._metrics.delivery(self._sink.name, delivery.action, "retry")
 
     async def _drain(self) -> None:
-        """Give in-flight sends the drain grace, then cancel what is left."""
+        """Let in-flight sends answer (up to the drain timeout), then record their outcomes."""
         tasks = list(self._in_flight.values())
-        if not tasks:
-            return
-        log.info("%s: waiting up to %.0fs for %d in-flight sends",
-                 self._sink.name, self._drain_grace, len(tasks))
-        _done, pending = await asyncio.wait(tasks, timeout=self._drain_grace)
-        for task in pending:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*pending, return_exceptions=True)
+        if tasks:
+            log.info("%s: waiting up to %.0fs for %d in-flight sends to answer",
+                     self._sink.name, self._drain_timeout, len(tasks))
+            _done, pending = await asyncio.wait(tasks, timeout=self._drain_timeout)
+            if pending:
+                log.warning(
+                    "%s: %d sends did not answer within %.0fs and were cut off; they are"
+                    " sent again at the next start (the platform may have posted them)",
+                    self._sink.name, len(pending), self._drain_timeout,
+                )
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*pending, return_exceptions=True)
+        await self._record_before_exit()
+
+    async def _record_before_exit(self) -> None:
+        deadline = time.monotonic() + RECORD_AT_STOP_SECONDS
+        while self._unrecorded:
+            try:
+                self._record_pending_outcomes()
+            except StoreUnavailable:
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.25)
+        if self._unrecorded:
+            sent = sorted({u.delivery_id for u in self._unrecorded if u.what == "sent"})
+            log.error(
+                "%s: the database still refuses writes; %d outcomes are lost with this"
+                " process, and deliveries %s, already sent, will be sent again at the next"
+                " start", self._sink.name, len(self._unrecorded), sent or "none",
+            )
 
 
 def _due(delivery: Delivery) -> float:

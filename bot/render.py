@@ -448,11 +448,17 @@ class Renderer:
         builtin_dir: Path | None = None,
     ) -> None:
         self._builtin_dir = (builtin_dir or builtin_templates_dir()).resolve()
+        self._clock = clock
+        self._envs: dict[str, _SinkEnvironments] = {}
+        self._user_dir: Path | None = None
+        self.reload(user_dir)
+
+    def reload(self, user_dir: Path | None) -> None:
+        """Read the templates afresh from `user_dir` (and the built-in ones), e.g. on SIGHUP."""
         self._user_dir = user_dir.resolve() if user_dir is not None else None
         if self._user_dir == self._builtin_dir:
             self._user_dir = None  # a checkout run with [templates] dir = "templates"
-        self._clock = clock
-        self._envs: dict[str, _SinkEnvironments] = {}
+        self._envs = {}
         for sink in SINKS:
             builtin = _environment(sink, FileSystemLoader(self._builtin_dir))
             if self._user_dir is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import build_sources, routes_from_config
 from bot.dispatch import Dispatcher
+from bot.errors import StoreUnavailable
 from bot.events import Event
 from bot.metrics import DELIVERY_BUCKETS, Metrics
 from bot.sources.base import Source, WebhookRequest
@@ -407,7 +407,7 @@ async def test_a_broken_database_drops_the_outbox_series_not_the_scrape(
     aiohttp_client: ClientFactory,
 ) -> None:
     def broken() -> OutboxCounts:
-        raise sqlite3.OperationalError("disk I/O error")
+        raise StoreUnavailable("SQLITE_IOERR: disk I/O error", code="SQLITE_IOERR")
 
     metrics = Metrics(outbox=broken, sinks=lambda: {"console": "running"})
     client = await serve(build_app(tmp_path, store, metrics), aiohttp_server, aiohttp_client)

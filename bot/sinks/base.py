@@ -12,6 +12,8 @@ class Sink(Protocol):
     """A place notifications go. `deliver` raises DeliveryError subclasses on failure."""
 
     name: str
+    #: Seconds a send in flight at shutdown is waited for before it is cut off.
+    drain_timeout: float
 
     @property
     def state(self) -> str:

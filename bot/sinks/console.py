@@ -20,6 +20,9 @@ class ConsoleSink:
         self._stream = stream
         self._state = "created"
 
+    #: Printing never hangs for long; at shutdown a print in progress gets this long.
+    drain_timeout = 5.0
+
     @property
     def state(self) -> str:
         """created, running or stopped."""

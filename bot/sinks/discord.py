@@ -237,6 +237,10 @@ class DiscordSink:
     #: arguments of the same names override these.
     global_limit = 50
     global_period = 1.0
+    #: At shutdown a send in flight is waited for this long. Short, unlike Telegram's:
+    #: a send cut off here goes again after the restart with the same enforced nonce,
+    #: which Discord answers with the message it already made, for a few minutes.
+    drain_timeout = 10.0
 
     def __init__(
         self,

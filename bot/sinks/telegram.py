@@ -144,6 +144,11 @@ class TelegramSink:
     #: Telegram downloads a photo URL before it answers sendPhoto, which can take a while;
     #: a timeout there is ambiguous (the photo may still be posted), so be patient.
     photo_read_timeout = 20.0
+    #: At shutdown a send in flight is waited for this long: the slowest send's whole
+    #: round trip (photo read timeout, plus PTB's 5 s connect and 5 s write timeouts and
+    #: some slack). Telegram has no idempotency key, so a send cut off here may post
+    #: twice; waiting it out never does.
+    drain_timeout = photo_read_timeout + 15.0
     #: Telegram's flood limits (Bots FAQ): about 30 messages a second overall, 20 a minute
     #: in one group or channel. Every request naming a chat waits its turn: at most
     #: `overall_limit` in any `overall_period` seconds, and for a group or channel also

@@ -1,0 +1,126 @@
+"""SIGHUP: read bot.toml and the templates again and apply what can change while running.
+
+Routes, [behaviour], [delivery], [logging], the sources' settings and the templates take
+effect at once. Sections a running process cannot swap (the listener's address, the
+database, the chat clients' tokens and endpoints, the console switch, /metrics) are named
+in the log as waiting for a restart. A config that fails the same checks as
+`python -m bot check` changes nothing: the old one stays in force and the log says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bot.commands import Commands
+from bot.config import Config
+from bot.dispatch import Dispatcher, Route
+from bot.errors import ConfigError
+from bot.logs import setup_logging
+from bot.outbox import OutboxWorker
+from bot.render import Renderer
+from bot.sources import Source
+
+log = logging.getLogger(__name__)
+
+#: Config sections whose change needs a restart, with why, for the log line.
+RESTART_SECTIONS = ("server", "storage", "console", "discord", "telegram", "metrics")
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """The keys (`server.port`, `telegram.token`...) that differ and need a restart.
+
+    Only key names: the values may be secrets.
+    """
+    changed: list[str] = []
+    for section in RESTART_SECTIONS:
+        before, after = getattr(old, section), getattr(new, section)
+        if before == after:
+            continue
+        if dataclasses.is_dataclass(before):
+            for item in dataclasses.fields(before):
+                if getattr(before, item.name) != getattr(after, item.name):
+                    changed.append(f"{section}.{item.name}")
+        else:
+            changed.append(section)
+    return changed
+
+
+class Reloader:
+    """Applies a re-read config to the running parts, or refuses it whole."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        load: Callable[[], Config],
+        routes_from_config: Callable[[Config], list[Route]],
+        build_sources: Callable[[Config], dict[str, Source]],
+        renderer: Renderer,
+        dispatcher: Dispatcher,
+        commands: Commands,
+        workers: Mapping[str, OutboxWorker],
+        sources: dict[str, Source],
+        log_level: str | None = None,
+    ) -> None:
+        self.config = config
+        self._load = load
+        self._routes_from_config = routes_from_config
+        self._build_sources = build_sources
+        self._renderer = renderer
+        self._dispatcher = dispatcher
+        self._commands = commands
+        self._workers = workers
+        self._sources = sources
+        self._log_level = log_level
+
+    def reload(self) -> bool:
+        """Read the config again and apply it; False (nothing changed) when it is invalid."""
+        log.info("reloading the config (SIGHUP)")
+        try:
+            new = self._load()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused, the running config stays: %s", problem)
+            return False
+        problems = Renderer(user_dir=new.templates.dir).check()
+        for problem in problems:
+            log.error("reload refused, the running config stays: template %s", problem)
+        if problems:
+            return False
+        self._apply(new)
+        for key in restart_needed(self.config, new):
+            log.warning("reload: %s changed; that takes effect at the next restart", key)
+        before = {entry.name for entry in self.config.sources}
+        after = {entry.name for entry in new.sources}
+        added, removed = sorted(after - before), sorted(before - after)
+        log.info(
+            "reloaded: %d routes, %d sources%s%s, templates from %s",
+            len(new.routes), len(new.sources),
+            f" (added {', '.join(added)})" if added else "",
+            f" (removed {', '.join(removed)})" if removed else "",
+            new.templates.dir or "the built-in set",
+        )
+        self.config = _keep_restart_sections(self.config, new)
+        return True
+
+    def _apply(self, new: Config) -> None:
+        routes = self._routes_from_config(new)
+        self._renderer.reload(new.templates.dir)
+        self._dispatcher.reconfigure(routes=routes, behaviour=new.behaviour)
+        self._commands.reconfigure(routes=routes)
+        for worker in self._workers.values():
+            worker.max_age = new.delivery.max_age
+        sources = self._build_sources(new)
+        self._sources.clear()
+        self._sources.update(sources)
+        if new.logging != self.config.logging:
+            setup_logging(self._log_level or new.logging.level, new.logging.format)
+
+
+def _keep_restart_sections(old: Config, new: Config) -> Config:
+    """`new`, but with the sections still running from `old` (so later diffs stay true)."""
+    kept: dict[str, Any] = {section: getattr(old, section) for section in RESTART_SECTIONS}
+    return dataclasses.replace(new, **kept)
