@@ -258,6 +258,7 @@ async def _run_with_store(
             group.create_task(
                 _start_workers(store, workers, stop, group, health), name="outbox-start"
             )
+            group.create_task(_watch_database(store, stop), name="database-watch")
             reloader = None
             if reload is not None and load_config is not None:
                 reloader = group.create_task(
@@ -325,6 +326,21 @@ async def _start_workers(
     health.workers_started = time.time()
     for worker in workers.values():
         group.create_task(worker.run(stop), name=f"outbox-{worker.sink_name}")
+
+
+async def _watch_database(store: Store, stop: asyncio.Event) -> None:
+    """While the database refuses writes, try one now and then, so that it is seen to be
+    back (and /healthz turns green) even when nothing else is waiting to be written."""
+    delay = STORE_RETRY_FIRST_SECONDS
+    while not stop.is_set():
+        if store.health.ok:
+            delay = STORE_RETRY_FIRST_SECONDS
+        else:
+            with contextlib.suppress(StoreUnavailable):
+                store.probe_write()
+            delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay if not store.health.ok else 1.0)
 
 
 async def _reload_on_request(request: asyncio.Event, reloader: Reloader) -> None:

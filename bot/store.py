@@ -148,6 +148,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE streams ADD COLUMN end_row INTEGER REFERENCES events(id);
     ALTER TABLE streams ADD COLUMN change_posted_at REAL;
     """,
+    # 4: one row the bot rewrites to find out whether a database that refused writes
+    # takes them again (Store.probe_write), when nothing else is waiting to be written.
+    """
+    CREATE TABLE write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
+    INSERT INTO write_probe (id, at) VALUES (1, 0);
+    """,
 )
 
 
@@ -563,6 +569,12 @@ class Store:
         except (StoreUnavailable, RuntimeError) as exc:
             return f"error: {exc}"
         return "ok"
+
+    def probe_write(self) -> None:
+        """Write one row and commit: raises StoreUnavailable while writes are refused,
+        and a success marks the database writable again (Store.health)."""
+        with self.transaction():
+            self.conn.execute("UPDATE write_probe SET at = ? WHERE id = 1", (time.time(),))
 
     # -- events --------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ def test_a_schema_2_database_is_upgraded_keeping_its_outbox(tmp_path: Path) -> N
     store = Store(path)
     store.open()
     try:
-        assert store.schema_version == len(MIGRATIONS) == 3
+        assert store.schema_version == len(MIGRATIONS) == 4
         assert store.delivery_status(1) == ("sent", "555")
         assert store.outbox_counts().by_state == {"sent": 1}
         assert store.reached_targets(1) == {("discord", "7")}
