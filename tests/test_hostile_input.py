@@ -278,22 +278,28 @@ SURROGATE_CASES: list[tuple[str, str, bytes, Callable[[Event], Any]]] = [
     (
         "half an emoji in a title",
         "rec",
-        with_changes(onliverec("sg-1"), lambda p: p["data"]["live_info"].update(
-            title="Speedrun \ud83d")),
+        with_changes(
+            onliverec("sg-1"), lambda p: p["data"]["live_info"].update(title="Speedrun \ud83d")
+        ),
         lambda e: e.live is not None and e.live.title == "Speedrun \ufffd",
     ),
     (
         "a low surrogate alone in the display name",
         "rec",
-        with_changes(onliverec("sg-2"), lambda p: p["data"]["live_info"].update(
-            uname="\ude00Quinn")),
+        with_changes(
+            onliverec("sg-2"), lambda p: p["data"]["live_info"].update(uname="\ude00Quinn")
+        ),
         lambda e: e.display_name == "\ufffdQuinn",
     ),
     (
         "in an object key",
         "rec",
-        with_changes(onliverec("sg-3"), lambda p: p["data"]["live_info"].update(
-            {"\ud83d": "x", "categories": ["Games \udfff"]})),
+        with_changes(
+            onliverec("sg-3"),
+            lambda p: p["data"]["live_info"].update(
+                {"\ud83d": "x", "categories": ["Games \udfff"]}
+            ),
+        ),
         lambda e: e.live is not None and e.live.categories == ("Games \ufffd",),
     ),
     (
@@ -305,8 +311,9 @@ SURROGATE_CASES: list[tuple[str, str, bytes, Callable[[Event], Any]]] = [
     (
         "a whole pair is one character, kept",
         "rec",
-        with_changes(onliverec("sg-5"), lambda p: p["data"]["live_info"].update(
-            title="GG \U0001f600")),
+        with_changes(
+            onliverec("sg-5"), lambda p: p["data"]["live_info"].update(title="GG \U0001f600")
+        ),
         lambda e: e.live is not None and e.live.title == "GG \U0001f600",
     ),
     (
@@ -318,20 +325,25 @@ SURROGATE_CASES: list[tuple[str, str, bytes, Callable[[Event], Any]]] = [
     (
         "FastPix metadata title",
         "fp",
-        with_changes(fastpix("sg-7"), lambda p: p["data"]["metadata"].update(
-            title="T \ud800\ud800")),
+        with_changes(
+            fastpix("sg-7"), lambda p: p["data"]["metadata"].update(title="T \ud800\ud800")
+        ),
         lambda e: e.live is not None and e.live.title == "T \ufffd\ufffd",
     ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("source", "body", "check"), [c[1:] for c in SURROGATE_CASES],
+    ("source", "body", "check"),
+    [c[1:] for c in SURROGATE_CASES],
     ids=[c[0] for c in SURROGATE_CASES],
 )
 async def test_a_lone_surrogate_is_replaced_and_the_event_is_stored(
-    client: TestClient[Any, Any], app_parts: tuple[web.Application, Store],
-    caplog: pytest.LogCaptureFixture, source: str, body: bytes,
+    client: TestClient[Any, Any],
+    app_parts: tuple[web.Application, Store],
+    caplog: pytest.LogCaptureFixture,
+    source: str,
+    body: bytes,
     check: Callable[[Event], Any],
 ) -> None:
     status, answer = await post_signed(client, source, body)
@@ -342,7 +354,8 @@ async def test_a_lone_surrogate_is_replaced_and_the_event_is_stored(
 
 
 async def test_a_lone_surrogate_in_the_event_id_is_replaced_and_dedupes(
-    client: TestClient[Any, Any], app_parts: tuple[web.Application, Store],
+    client: TestClient[Any, Any],
+    app_parts: tuple[web.Application, Store],
 ) -> None:
     body = json.dumps(onliverec("evt-\ud83d")).encode()
     status, answer = await post_signed(client, "rec", body)
@@ -354,29 +367,63 @@ async def test_a_lone_surrogate_in_the_event_id_is_replaced_and_dedupes(
 
 
 def rec_recording(**data: Any) -> dict[str, Any]:
-    return {"id": "rf-1", "ts": "2026-03-11T05:22:38Z", "type": "video_file_finish",
-            "data": {"platform": "twitch", "channel": "quinn", "path": "/r/1.flv", **data}}
+    return {
+        "id": "rf-1",
+        "ts": "2026-03-11T05:22:38Z",
+        "type": "video_file_finish",
+        "data": {"platform": "twitch", "channel": "quinn", "path": "/r/1.flv", **data},
+    }
 
 
 # (name, source, body, field): out-of-range numbers and times are 422 naming the field.
 OUT_OF_RANGE: list[tuple[str, str, bytes, str]] = [
-    ("an integer wider than a float", "rec",
-     json.dumps(rec_recording(filesize=10**400)).encode(), "data.filesize"),
-    ("a float past the largest double", "rec",
-     json.dumps(rec_recording(duration="@")).encode().replace(b'"@"', b"-1e400"),
-     "data.duration"),
-    ("epoch ms wider than a float", "lp",
-     with_changes(livepeer("or-1"), lambda p: p.update(createdAt=2**1024)), "createdAt"),
-    ("epoch ms past year 9999", "lp",
-     with_changes(livepeer("or-2"), lambda p: p.update(createdAt=253402300800000)), "createdAt"),
-    ("year 9999 with a negative offset", "rec",
-     with_changes(onliverec("or-3"), lambda p: p.update(ts="9999-12-31T23:59:59-23:59")), "ts"),
-    ("year 1 with a positive offset", "rec",
-     with_changes(onliverec("or-4"), lambda p: p["data"]["live_info"].update(
-         start_time="0001-01-01T00:00:00+00:01")), "data.live_info.start_time"),
-    ("nanoseconds past the end of time", "fp",
-     with_changes(fastpix("or-5"), lambda p: p.update(
-         createdAt="9999-12-31T23:59:59.999999999-00:01")), "createdAt"),
+    (
+        "an integer wider than a float",
+        "rec",
+        json.dumps(rec_recording(filesize=10**400)).encode(),
+        "data.filesize",
+    ),
+    (
+        "a float past the largest double",
+        "rec",
+        json.dumps(rec_recording(duration="@")).encode().replace(b'"@"', b"-1e400"),
+        "data.duration",
+    ),
+    (
+        "epoch ms wider than a float",
+        "lp",
+        with_changes(livepeer("or-1"), lambda p: p.update(createdAt=2**1024)),
+        "createdAt",
+    ),
+    (
+        "epoch ms past year 9999",
+        "lp",
+        with_changes(livepeer("or-2"), lambda p: p.update(createdAt=253402300800000)),
+        "createdAt",
+    ),
+    (
+        "year 9999 with a negative offset",
+        "rec",
+        with_changes(onliverec("or-3"), lambda p: p.update(ts="9999-12-31T23:59:59-23:59")),
+        "ts",
+    ),
+    (
+        "year 1 with a positive offset",
+        "rec",
+        with_changes(
+            onliverec("or-4"),
+            lambda p: p["data"]["live_info"].update(start_time="0001-01-01T00:00:00+00:01"),
+        ),
+        "data.live_info.start_time",
+    ),
+    (
+        "nanoseconds past the end of time",
+        "fp",
+        with_changes(
+            fastpix("or-5"), lambda p: p.update(createdAt="9999-12-31T23:59:59.999999999-00:01")
+        ),
+        "createdAt",
+    ),
 ]
 
 
@@ -384,8 +431,12 @@ OUT_OF_RANGE: list[tuple[str, str, bytes, str]] = [
     ("source", "body", "field"), [c[1:] for c in OUT_OF_RANGE], ids=[c[0] for c in OUT_OF_RANGE]
 )
 async def test_out_of_range_numbers_and_times_are_422_naming_the_field(
-    client: TestClient[Any, Any], app_parts: tuple[web.Application, Store],
-    caplog: pytest.LogCaptureFixture, source: str, body: bytes, field: str,
+    client: TestClient[Any, Any],
+    app_parts: tuple[web.Application, Store],
+    caplog: pytest.LogCaptureFixture,
+    source: str,
+    body: bytes,
+    field: str,
 ) -> None:
     status, answer = await post_signed(client, source, body)
     assert (status, answer.get("field")) == (422, field), answer
@@ -395,15 +446,21 @@ async def test_out_of_range_numbers_and_times_are_422_naming_the_field(
 
 
 async def test_an_integer_too_long_to_read_is_400_saying_so(
-    aiohttp_client: ClientFactory, aiohttp_server: Any, tmp_path: Path, store: Store,
+    aiohttp_client: ClientFactory,
+    aiohttp_server: Any,
+    tmp_path: Path,
+    store: Store,
 ) -> None:
     server = await aiohttp_server(
-        make_app(tmp_path, store, 65536), access_log_class=RedactingAccessLogger)
+        make_app(tmp_path, store, 65536), access_log_class=RedactingAccessLogger
+    )
     client = await aiohttp_client(server)
     body = json.dumps(onliverec()).encode().replace(b'"h-1"', b"9" * 5000)
     status, answer = await post_signed(client, "rec", body)
     assert (status, answer) == (
-        400, {"error": "invalid JSON: a number of 5000 digits is too long"})
+        400,
+        {"error": "invalid JSON: a number of 5000 digits is too long"},
+    )
     assert stored(store) == (0, 0)
 
 
@@ -418,8 +475,10 @@ async def test_an_integer_too_long_to_read_is_400_saying_so(
     ],
 )
 async def test_times_at_the_edge_of_the_calendar_are_accepted(
-    client: TestClient[Any, Any], app_parts: tuple[web.Application, Store],
-    ts: str, start_time: str | None,
+    client: TestClient[Any, Any],
+    app_parts: tuple[web.Application, Store],
+    ts: str,
+    start_time: str | None,
 ) -> None:
     payload = onliverec("edge")
     payload["ts"] = ts
@@ -461,13 +520,15 @@ ENCODED: list[tuple[str, str, bytes]] = [
     ("encoding", "body"), [c[1:] for c in ENCODED], ids=[c[0] for c in ENCODED]
 )
 async def test_compressed_bodies_are_decoded(
-    client: TestClient[Any, Any], app_parts: tuple[web.Application, Store],
-    encoding: str, body: bytes,
+    client: TestClient[Any, Any],
+    app_parts: tuple[web.Application, Store],
+    encoding: str,
+    body: bytes,
 ) -> None:
     # The key is in the URL, so the body needs no signature over either form.
     response = await client.post(
-        f"/webhook/rec?key={SECRET}", data=body,
-        headers={**JSON, "Content-Encoding": encoding})
+        f"/webhook/rec?key={SECRET}", data=body, headers={**JSON, "Content-Encoding": encoding}
+    )
     assert response.status == 202, await response.text()
     assert stored_event(app_parts[1], "rec", "enc").live is not None
 
@@ -485,37 +546,80 @@ BAD_ENCODINGS: list[tuple[str, str, bytes, int, str]] = [
     ("gzip header on a plain body", "gzip", PLAIN, 400, "body is not valid gzip data"),
     ("deflate header on a plain body", "deflate", PLAIN, 400, "body is not valid deflate data"),
     ("gzip cut short", "gzip", gzipped(PLAIN)[:-12], 400, "gzip body is truncated"),
-    ("junk after the gzip stream", "gzip", gzipped(PLAIN) + b"junk", 400,
-     "body is not valid gzip data"),
-    ("junk after the deflate stream", "deflate", deflated(PLAIN) + b"junk", 400,
-     "unexpected data after the end of the deflate stream"),
+    (
+        "junk after the gzip stream",
+        "gzip",
+        gzipped(PLAIN) + b"junk",
+        400,
+        "body is not valid gzip data",
+    ),
+    (
+        "junk after the deflate stream",
+        "deflate",
+        deflated(PLAIN) + b"junk",
+        400,
+        "unexpected data after the end of the deflate stream",
+    ),
     ("an empty gzip body", "gzip", b"", 400, "empty body; expected a JSON object"),
-    ("a bomb past max_body_bytes", "gzip", gzip_bomb(1_000_000), 413,
-     f"request body too large (limit {MAX_BODY} bytes)"),
-    ("brotli", "br", PLAIN, 415,
-     "Content-Encoding 'br' is not supported; send gzip, deflate or no encoding"),
-    ("zstd", "zstd", PLAIN, 415,
-     "Content-Encoding 'zstd' is not supported; send gzip, deflate or no encoding"),
-    ("unknown", "snappy", PLAIN, 415,
-     "Content-Encoding 'snappy' is not supported; send gzip, deflate or no encoding"),
-    ("too many layers", "gzip, gzip, gzip", gzipped(gzipped(gzipped(PLAIN))), 415,
-     "at most 2 content codings are supported, got 3"),
+    (
+        "a bomb past max_body_bytes",
+        "gzip",
+        gzip_bomb(1_000_000),
+        413,
+        f"request body too large (limit {MAX_BODY} bytes)",
+    ),
+    (
+        "brotli",
+        "br",
+        PLAIN,
+        415,
+        "Content-Encoding 'br' is not supported; send gzip, deflate or no encoding",
+    ),
+    (
+        "zstd",
+        "zstd",
+        PLAIN,
+        415,
+        "Content-Encoding 'zstd' is not supported; send gzip, deflate or no encoding",
+    ),
+    (
+        "unknown",
+        "snappy",
+        PLAIN,
+        415,
+        "Content-Encoding 'snappy' is not supported; send gzip, deflate or no encoding",
+    ),
+    (
+        "too many layers",
+        "gzip, gzip, gzip",
+        gzipped(gzipped(gzipped(PLAIN))),
+        415,
+        "at most 2 content codings are supported, got 3",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("encoding", "body", "status", "error"), [c[1:] for c in BAD_ENCODINGS],
+    ("encoding", "body", "status", "error"),
+    [c[1:] for c in BAD_ENCODINGS],
     ids=[c[0] for c in BAD_ENCODINGS],
 )
 async def test_bad_or_unknown_content_encoding_is_a_json_4xx_and_the_connection_lives_on(
-    client: TestClient[Any, Any], app_parts: tuple[web.Application, Store],
-    caplog: pytest.LogCaptureFixture, encoding: str, body: bytes, status: int, error: str,
+    client: TestClient[Any, Any],
+    app_parts: tuple[web.Application, Store],
+    caplog: pytest.LogCaptureFixture,
+    encoding: str,
+    body: bytes,
+    status: int,
+    error: str,
 ) -> None:
     assert len(body) <= MAX_BODY  # refused for what it decodes to, not for its size
     for event_id in ("first", "again"):
         response = await client.post(
-            f"/webhook/rec?key={SECRET}&n={event_id}", data=body,
-            headers={**JSON, "Content-Encoding": encoding})
+            f"/webhook/rec?key={SECRET}&n={event_id}",
+            data=body,
+            headers={**JSON, "Content-Encoding": encoding},
+        )
         assert (response.status, await response.json()) == (status, {"error": error})
         if status == 415:
             assert response.headers["Accept-Encoding"] == "gzip, deflate"
@@ -531,28 +635,88 @@ FUZZ_SEED = 20261123
 FUZZ_CASES = 6000
 # Lone halves of UTF-16 pairs (a reversed pair is two lone halves).
 _SURROGATES = ["\ud800", "\ud83d", "\udc00", "x\udfff", "\ude00\ud83d", "Quinn \ud83d"]
-_EDGE_TIMES = ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59Z",
-               "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999-00:01",
-               "0001-01-01T00:00:00.000001+00:00:01", "9999-12-31", "0001-01-01T00:00"]
-_HUGE_NUMBERS = [2**64, -(2**70), 10**20, 2**1024, -(10**400), 253402300799999, 253402300800000,
-                 -62135596800000, -62135596800001, 8.64e15, 1e308, 5e-324]
+_EDGE_TIMES = [
+    "9999-12-31T23:59:59-23:59",
+    "0001-01-01T00:00:00+23:59",
+    "9999-12-31T23:59:59Z",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999999-00:01",
+    "0001-01-01T00:00:00.000001+00:00:01",
+    "9999-12-31",
+    "0001-01-01T00:00",
+]
+_HUGE_NUMBERS = [
+    2**64,
+    -(2**70),
+    10**20,
+    2**1024,
+    -(10**400),
+    253402300799999,
+    253402300800000,
+    -62135596800000,
+    -62135596800001,
+    8.64e15,
+    1e308,
+    5e-324,
+]
 # Number literals json.dumps cannot write; they replace a placeholder string in the body.
 _LITERALS = {"@@inf@@": b"1e400", "@@-inf@@": b"-1e999", "@@long@@": b"1" + b"0" * 600}
-_STRINGS = ["", " ", "x" * 300, "\u0000", "💥", "<b>@everyone</b>", "{{ 7*7 }}", "2026-13-45",
-            "2026-03-11T05:22:38Z", "-1", "NaN", "live_start", "stream.idle", "../../etc",
-            "video.live_stream.idle", "\ud800", *_SURROGATES, *_EDGE_TIMES, *_LITERALS]
+_STRINGS = [
+    "",
+    " ",
+    "x" * 300,
+    "\u0000",
+    "💥",
+    "<b>@everyone</b>",
+    "{{ 7*7 }}",
+    "2026-13-45",
+    "2026-03-11T05:22:38Z",
+    "-1",
+    "NaN",
+    "live_start",
+    "stream.idle",
+    "../../etc",
+    "video.live_stream.idle",
+    "\ud800",
+    *_SURROGATES,
+    *_EDGE_TIMES,
+    *_LITERALS,
+]
 
 # The fields each source reads, where a hostile value goes deepest into the pipeline.
 _FIELDS: dict[str, list[tuple[str, ...]]] = {
-    "rec": [("ts",), ("id",), ("data", "channel"), ("data", "platform"), ("data", "url"),
-            ("data", "live_info", "title"), ("data", "live_info", "uname"),
-            ("data", "live_info", "start_time"), ("data", "live_info", "categories"),
-            ("data", "live_info", "live_id"), ("data", "filesize"), ("data", "duration")],
-    "lp": [("createdAt",), ("id",), ("stream", "id"), ("stream", "name"),
-           ("stream", "playbackId"), ("stream", "parentId"), ("webhookId",)],
-    "fp": [("createdAt",), ("id",), ("data", "streamId"), ("data", "metadata", "title"),
-           ("data", "metadata", "livestream_name"), ("data", "metadata", "category"),
-           ("object", "id")],
+    "rec": [
+        ("ts",),
+        ("id",),
+        ("data", "channel"),
+        ("data", "platform"),
+        ("data", "url"),
+        ("data", "live_info", "title"),
+        ("data", "live_info", "uname"),
+        ("data", "live_info", "start_time"),
+        ("data", "live_info", "categories"),
+        ("data", "live_info", "live_id"),
+        ("data", "filesize"),
+        ("data", "duration"),
+    ],
+    "lp": [
+        ("createdAt",),
+        ("id",),
+        ("stream", "id"),
+        ("stream", "name"),
+        ("stream", "playbackId"),
+        ("stream", "parentId"),
+        ("webhookId",),
+    ],
+    "fp": [
+        ("createdAt",),
+        ("id",),
+        ("data", "streamId"),
+        ("data", "metadata", "title"),
+        ("data", "metadata", "livestream_name"),
+        ("data", "metadata", "category"),
+        ("object", "id"),
+    ],
 }
 
 
@@ -650,10 +814,12 @@ def fuzz_case(rng: random.Random, n: int) -> tuple[str, str, bytes, dict[str, st
     if shape < 0.35:
         payload = poke(rng, base, source) if source in _FIELDS else base
         body = json.dumps(payload, ensure_ascii=rng.random() < 0.8).encode(
-            "utf-8", "surrogatepass")
+            "utf-8", "surrogatepass"
+        )
     elif shape < 0.6:
         body = json.dumps(mutate(rng, base), ensure_ascii=rng.random() < 0.5).encode(
-            "utf-8", "surrogatepass")
+            "utf-8", "surrogatepass"
+        )
     elif shape < 0.67:
         body = rng.randbytes(rng.randint(0, 200))
     elif shape < 0.75:
@@ -671,7 +837,8 @@ def fuzz_case(rng: random.Random, n: int) -> tuple[str, str, bytes, dict[str, st
         path, headers = signed("unknown", body)[0].replace("unknown", source), {}
     content_type = rng.choices(
         ["application/json", "text/plain", None, "application/cloudevents+json"],
-        weights=[12, 1, 1, 1])[0]
+        weights=[12, 1, 1, 1],
+    )[0]
     if content_type is not None:
         headers["Content-Type"] = content_type
     sent = body
@@ -687,7 +854,8 @@ _LONE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 async def test_fuzzed_webhooks_never_get_a_5xx_and_every_2xx_event_is_stored(
-    client: TestClient[Any, Any], app_parts: tuple[web.Application, Store],
+    client: TestClient[Any, Any],
+    app_parts: tuple[web.Application, Store],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = app_parts[1]
@@ -698,11 +866,14 @@ async def test_fuzzed_webhooks_never_get_a_5xx_and_every_2xx_event_is_stored(
         method, path, sent, headers, body = fuzz_case(rng, n)
         before = stored(store)
         response = await client.request(
-            method, path, data=sent, headers=headers, skip_auto_headers=["Content-Type"])
+            method, path, data=sent, headers=headers, skip_auto_headers=["Content-Type"]
+        )
         answer = await response.read()
         statuses[response.status] = statuses.get(response.status, 0) + 1
-        case = f"case {n}: {method} {path} {headers} {sent[:300]!r} -> {response.status} " \
-               f"{answer[:300]!r}"
+        case = (
+            f"case {n}: {method} {path} {headers} {sent[:300]!r} -> {response.status} "
+            f"{answer[:300]!r}"
+        )
         assert response.status < 500, case
         reply = json.loads(answer)
         if response.status >= 400:
@@ -764,27 +935,42 @@ async def test_the_running_bot_answers_former_500s_with_4xx_or_2xx_and_no_traceb
 ) -> None:
     config = tmp_path / "bot.toml"
     config.write_text(E2E_CONFIG)
-    half_emoji = with_changes(onliverec("e2e-surrogate"), lambda p: p["data"]["live_info"].update(
-        title="Speedrun \ud83d"))
+    half_emoji = with_changes(
+        onliverec("e2e-surrogate"),
+        lambda p: p["data"]["live_info"].update(title="Speedrun \ud83d"),
+    )
     wide_int = json.dumps({**rec_recording(filesize=10**400), "id": "e2e-int"}).encode()
-    edge_time = with_changes(onliverec("e2e-time"), lambda p: p.update(
-        ts="9999-12-31T23:59:59-23:59"))
+    edge_time = with_changes(
+        onliverec("e2e-time"), lambda p: p.update(ts="9999-12-31T23:59:59-23:59")
+    )
     not_gzip = json.dumps(onliverec("e2e-gzip")).encode()
     # Times at the very edge that do parse go all the way to the console.
-    last_second = with_changes(onliverec("e2e-last"), lambda p: (
-        p.update(ts="9999-12-31T23:59:59Z"), p["data"].update(channel="future")))
-    go_zero = with_changes(onliverec("e2e-zero"), lambda p: (
-        p["data"].update(channel="zero"),
-        p["data"]["live_info"].update(start_time="0001-01-01T00:00:00Z")))
-    zero_end = json.dumps({"id": "e2e-zero-end", "ts": "2026-03-11T07:00:00Z",
-                           "type": "live_end",
-                           "data": {"platform": "twitch", "channel": "zero"}}).encode()
+    last_second = with_changes(
+        onliverec("e2e-last"),
+        lambda p: (p.update(ts="9999-12-31T23:59:59Z"), p["data"].update(channel="future")),
+    )
+    go_zero = with_changes(
+        onliverec("e2e-zero"),
+        lambda p: (
+            p["data"].update(channel="zero"),
+            p["data"]["live_info"].update(start_time="0001-01-01T00:00:00Z"),
+        ),
+    )
+    zero_end = json.dumps(
+        {
+            "id": "e2e-zero-end",
+            "ts": "2026-03-11T07:00:00Z",
+            "type": "live_end",
+            "data": {"platform": "twitch", "channel": "zero"},
+        }
+    ).encode()
 
     async with running_bot(config) as bot, aiohttp.ClientSession() as session:
 
         async def send(body: bytes, **headers: str) -> tuple[int, dict[str, Any]]:
             async with session.post(
-                f"{bot.url}/webhook/rec?key={CLI_KEY}", data=body,
+                f"{bot.url}/webhook/rec?key={CLI_KEY}",
+                data=body,
                 headers={**JSON, **headers},
             ) as response:
                 return response.status, await response.json()
@@ -793,11 +979,15 @@ async def test_the_running_bot_answers_former_500s_with_4xx_or_2xx_and_no_traceb
         assert (status, answer.get("status")) == (202, "accepted"), answer
         await bot.wait_for("stdout", "title: +Speedrun \ufffd")
         assert await send(wide_int) == (
-            422, {"error": "data.filesize: is out of range", "field": "data.filesize"})
+            422,
+            {"error": "data.filesize: is out of range", "field": "data.filesize"},
+        )
         status, answer = await send(edge_time)
         assert (status, answer.get("field")) == (422, "ts"), answer
         assert await send(not_gzip, **{"Content-Encoding": "gzip"}) == (
-            400, {"error": "body is not valid gzip data"})
+            400,
+            {"error": "body is not valid gzip data"},
+        )
         # Decoding is the bot's own now; a real gzip body still goes through.
         status, answer = await send(gzip.compress(not_gzip), **{"Content-Encoding": "gzip"})
         assert (status, answer.get("id")) == (202, "e2e-gzip"), answer

@@ -600,10 +600,16 @@ PASTED_SECRETS: list[tuple[str, str, bytes]] = [
     ("padding dropped, whitespace around", f"  {SECRET.rstrip('=')}\n", KEY),
     ("too much padding", SECRET + "==", KEY),
     ("URL-safe", base64.urlsafe_b64encode(URL_SAFE_KEY).decode(), URL_SAFE_KEY),
-    ("URL-safe, padding dropped", base64.urlsafe_b64encode(URL_SAFE_KEY).decode().rstrip("="),
-     URL_SAFE_KEY),
-    ("standard, padding dropped", base64.b64encode(URL_SAFE_KEY).decode().rstrip("="),
-     URL_SAFE_KEY),
+    (
+        "URL-safe, padding dropped",
+        base64.urlsafe_b64encode(URL_SAFE_KEY).decode().rstrip("="),
+        URL_SAFE_KEY,
+    ),
+    (
+        "standard, padding dropped",
+        base64.b64encode(URL_SAFE_KEY).decode().rstrip("="),
+        URL_SAFE_KEY,
+    ),
 ]
 
 
@@ -706,12 +712,17 @@ match = "*"
 """)
     async with running_bot(config) as bot, aiohttp.ClientSession() as session:
         for name, key, title in (("fp", KEY, "Unpadded"), ("fp2", URL_SAFE_KEY, "URL-safe")):
-            payload = reference("video.live_stream.active", stream_data(
-                streamId=f"stream-{name}",
-                metadata={"livestream_name": title, "title": f"{title} works"}))
+            payload = reference(
+                "video.live_stream.active",
+                stream_data(
+                    streamId=f"stream-{name}",
+                    metadata={"livestream_name": title, "title": f"{title} works"},
+                ),
+            )
             body = json.dumps(payload).encode()
             async with session.post(
-                f"{bot.url}/webhook/{name}", data=body,
+                f"{bot.url}/webhook/{name}",
+                data=body,
                 headers={"Content-Type": "application/json", HEADER: signature(body, key)},
             ) as response:
                 assert response.status == 202, await response.text()
