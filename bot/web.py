@@ -1,8 +1,9 @@
 """The HTTP side: `POST /webhook/<source>`, `GET /healthz` and `GET /metrics`, as an app factory.
 
 The handler checks, in this order: draining (503), known source (404), method (405),
-declared size (413), content type (415), body size as read (413), body read in time
-(408) and complete (400), credentials (401), UTF-8 and JSON (400), payload shape (422).
+declared size (413), content type and content encoding (415), body size as read and as
+decoded (413), body read in time (408), complete and decodable (400), credentials (401),
+UTF-8 and JSON (400), payload shape (422).
 Only then does the dispatcher store the event, and only after that commit does the
 sender hear 202. Every refusal is JSON `{"error": ...}`; nothing a client sends produces
 a 500. With metrics, each answer is counted under its outcome (bot.metrics).
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -69,6 +72,14 @@ _JSON_TYPES: Final = ("application/json",)
 # omit the header still mean JSON, so only a declared non-JSON type is refused.
 _NO_CONTENT_TYPE: Final = "application/octet-stream"
 MAX_JSON_DEPTH: Final = 64
+# The content codings _read_body undoes (x-gzip is gzip's old name, RFC 9110 8.4.1.3);
+# any other is refused with 415 and this list as Accept-Encoding.
+_GZIP: Final = ("gzip", "x-gzip")
+_DEFLATE: Final = "deflate"
+_IDENTITY: Final = "identity"
+ACCEPT_ENCODING: Final = "gzip, deflate"
+# More layers than anyone sends only multiply the work a small body can cause.
+MAX_CONTENT_CODINGS: Final = 2
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -149,7 +160,14 @@ def create_app(
     Without `metrics` there is no /metrics and nothing is counted; with `metrics_token`
     /metrics wants `Authorization: Bearer <token>`.
     """
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors_as_json])
+    app = web.Application(
+        client_max_size=max_body_bytes,
+        middlewares=[_errors_as_json],
+        # _read_body decodes bodies itself: aiohttp's decoder turns a corrupt gzip body
+        # into a 500 with the connection dropped, and a brotli one (without the brotli
+        # package) into a plain-text 400 and a logged traceback.
+        handler_args={"auto_decompress": False},
+    )
     app[SOURCES_KEY] = dict(sources)
     app[DISPATCHER_KEY] = dispatcher
     app[INTAKE_KEY] = Intake(dispatcher)
@@ -262,6 +280,10 @@ async def _answer_webhook(request: web.Request) -> _Answer:
         response = json_error(400, "request body incomplete")
         response.force_close()
         return response, "bad_request", None
+    except _UnsupportedEncoding as exc:
+        response = json_error(exc.status, exc.message)
+        response.headers["Accept-Encoding"] = ACCEPT_ENCODING
+        return response, "unsupported_media_type", None
     except SchemaError as exc:
         return json_error(exc.status, exc.message, field=exc.path), "invalid", None
     except AuthError as exc:
@@ -315,15 +337,88 @@ class _BodyIncomplete(Exception):
     pass
 
 
+class _UnsupportedEncoding(UnsupportedMedia):
+    """A Content-Encoding the bot cannot undo (415, with Accept-Encoding)."""
+
+
 async def _read_body(request: web.Request) -> bytes:
-    """The whole body, within the app's read timeout; a sender that hangs up gets nothing."""
+    """The whole body, decoded, within the app's read timeout and size limit.
+
+    A sender that hangs up gets nothing; an unknown Content-Encoding is refused before
+    the body is read.
+    """
+    codings = _content_codings(request)
     try:
         async with asyncio.timeout(request.app[BODY_TIMEOUT_KEY]):
-            return await request.read()
+            body = await request.read()
     except TimeoutError:
         raise _BodyTimeout from None
-    except (aiohttp.ClientPayloadError, ConnectionError, asyncio.IncompleteReadError):
+    except (
+        aiohttp.ClientPayloadError,
+        web.RequestPayloadError,
+        ConnectionError,
+        asyncio.IncompleteReadError,
+    ):
         raise _BodyIncomplete from None
+    limit = request.app[LIMIT_KEY]
+    # Codings are listed in the order they were applied, so they come off in reverse.
+    for coding in reversed(codings):
+        body = _decompress(body, coding, limit)
+    return body
+
+
+def _content_codings(request: web.Request) -> list[str]:
+    """The body's content codings, in the order applied; 415 for one the bot cannot undo."""
+    codings: list[str] = []
+    for header in request.headers.getall("Content-Encoding", ()):
+        for item in header.split(","):
+            coding = item.strip().lower()
+            if coding and coding != _IDENTITY:
+                codings.append(coding)
+    for coding in codings:
+        if coding not in _GZIP and coding != _DEFLATE:
+            raise _UnsupportedEncoding(
+                f"Content-Encoding {coding[:32]!r} is not supported; "
+                f"send {ACCEPT_ENCODING} or no encoding"
+            )
+    if len(codings) > MAX_CONTENT_CODINGS:
+        raise _UnsupportedEncoding(
+            f"at most {MAX_CONTENT_CODINGS} content codings are supported, got {len(codings)}"
+        )
+    return codings
+
+
+def _decompress(data: bytes, coding: str, limit: int) -> bytes:
+    """Undo one gzip or deflate coding; 413 once the output passes `limit`, 400 if corrupt."""
+    if not data:
+        return data  # an empty body is reported as such, not as broken gzip
+    if coding in _GZIP:
+        wbits = 16 + zlib.MAX_WBITS
+    else:
+        # "deflate" means the zlib format (RFC 9110 8.4.1.2), but some senders send a raw
+        # deflate stream: a zlib header is method 8 with a check that makes it a multiple
+        # of 31 (RFC 1950 2.2).
+        zlib_header = len(data) > 1 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+        wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
+    out = bytearray()
+    while True:
+        decoder = zlib.decompressobj(wbits)
+        try:
+            # At most one byte past the limit is ever inflated: a bomb costs no memory.
+            out += decoder.decompress(data, limit + 1 - len(out))
+        except zlib.error:
+            raise PayloadError(f"body is not valid {coding} data") from None
+        if len(out) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(out))
+        if not decoder.eof:
+            raise PayloadError(f"{coding} body is truncated")
+        data = decoder.unused_data
+        # A gzip body may be several members one after another (RFC 1952 2.2).
+        if not data or coding not in _GZIP:
+            break
+    if data:
+        raise PayloadError(f"unexpected data after the end of the {coding} stream")
+    return bytes(out)
 
 
 def _check_content_type(request: web.Request) -> None:
@@ -339,6 +434,20 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        # Python reads at most sys.get_int_max_str_digits() (4300) digits; say so plainly.
+        raise ValueError(f"a number of {len(text.lstrip('-'))} digits is too long") from None
+
+
+# A JSON escape of a UTF-16 surrogate: json.loads joins a valid pair into one character,
+# so any surrogate it leaves in a string is a lone one.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 def _decode_json(body: bytes) -> Any:
     if not body.strip():
         raise PayloadError("empty body; expected a JSON object")
@@ -347,7 +456,7 @@ def _decode_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        payload = json.loads(text, parse_constant=_reject_constant)
+        payload = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise PayloadError(
             f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -360,7 +469,28 @@ def _decode_json(body: bytes) -> Any:
         raise PayloadError(f"JSON nested too deeply (limit {MAX_JSON_DEPTH})")
     if not isinstance(payload, dict):
         raise SchemaError("body", "expected a JSON object")
+    if _SURROGATE_ESCAPE.search(text):
+        # A string cut in the middle of an emoji (`"\ud83d"`, as JavaScript's
+        # JSON.stringify writes it) is valid JSON but no valid text: SQLite cannot store
+        # it. The event still counts, with U+FFFD where the half character was (what
+        # Go's encoding/json does with one).
+        payload = _replace_lone_surrogates(payload)
     return payload
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    """`value` with every lone surrogate, in keys and strings alike, replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        # Recursion is safe: the depth was checked already.
+        return {
+            _replace_lone_surrogates(key): _replace_lone_surrogates(item)
+            for key, item in value.items()
+        }
+    return value
 
 
 def _depth(value: Any) -> int:

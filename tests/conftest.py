@@ -64,7 +64,10 @@ KNOWN_SECRETS: tuple[str, ...] = (
     "cli-test-key-8d1f",  # test_cli.KEY
     "lp-secret-4f7a",  # test_app.LIVEPEER_SECRET
     "ZmFzdHBpeC1zaWduaW5nLWtleS1ieXRlcy0wMTIzNDU2",  # test_app.FASTPIX_SECRET
-    "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY=",  # test_source_fastpix.SECRET
+    # test_source_fastpix.SECRET, as pasted without its padding (a part of the padded one).
+    "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY",
+    "-__7__v_-__7__v_-__7__v_-__7__v_-__7__v_-_8",  # test_source_fastpix.URL_SAFE_KEY, unpadded
+    "+//7//v/+//7//v/+//7//v/+//7//v/+//7//v/+/8",  # ... and in standard base64, unpadded
     "lp-webhook-secret-1234",  # test_source_livepeer.SECRET
     "s3cr3t-Zebra-Quokka-9931",  # test_config.SECRET
     "t0ken-Narwhal-Okapi-4417",  # test_config.TOKEN

@@ -8,15 +8,18 @@ import hmac
 import json
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from bot import events as ev
 from bot.config import SourceConfig
 from bot.errors import AuthError, SchemaError
 from bot.sources.base import WebhookRequest
-from bot.sources.fastpix import KIND_BY_TYPE, FastPixSource
+from bot.sources.fastpix import KIND_BY_TYPE, FastPixSource, decode_secret
+from tests.test_cli import running_bot
 
 KEY = bytes(range(7, 39))  # what the dashboard's Signing Secret decodes to
 SECRET = base64.b64encode(KEY).decode()
@@ -589,6 +592,56 @@ def test_url_safe_secret_is_decoded() -> None:
     make_source(secret=secret).verify(req(BODY, {HEADER: signature(BODY, key)}))
 
 
+URL_SAFE_KEY = b"\xfb\xff" * 16  # encodes with + and / in standard base64, and one =
+
+# (case id, secret as pasted, the key it stands for)
+PASTED_SECRETS: list[tuple[str, str, bytes]] = [
+    ("padding dropped", SECRET.rstrip("="), KEY),
+    ("padding dropped, whitespace around", f"  {SECRET.rstrip('=')}\n", KEY),
+    ("too much padding", SECRET + "==", KEY),
+    ("URL-safe", base64.urlsafe_b64encode(URL_SAFE_KEY).decode(), URL_SAFE_KEY),
+    (
+        "URL-safe, padding dropped",
+        base64.urlsafe_b64encode(URL_SAFE_KEY).decode().rstrip("="),
+        URL_SAFE_KEY,
+    ),
+    (
+        "standard, padding dropped",
+        base64.b64encode(URL_SAFE_KEY).decode().rstrip("="),
+        URL_SAFE_KEY,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("secret", "key"), [c[1:] for c in PASTED_SECRETS], ids=[c[0] for c in PASTED_SECRETS]
+)
+def test_a_secret_pasted_without_padding_or_url_safe_is_decoded(
+    caplog: pytest.LogCaptureFixture, secret: str, key: bytes
+) -> None:
+    assert decode_secret(secret) == key
+    with caplog.at_level(logging.WARNING, logger="bot.sources.fastpix"):
+        source = make_source(secret=secret)
+    assert not caplog.records
+    source.verify(req(BODY, {HEADER: signature(BODY, key)}))
+    with pytest.raises(AuthError):
+        source.verify(req(BODY, {HEADER: signature(BODY, secret.encode())}))
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "abcde",  # 4n+1 digits: no byte string encodes to that
+        "YR==",  # stray bits after the last byte: "a" is YQ==
+        SECRET[:-3],  # cut short, so its last digit has stray bits too
+        "a=b",
+        "my hand-made secret!",
+    ],
+)
+def test_a_secret_no_base64_encoder_writes_is_not_base64(secret: str) -> None:
+    assert decode_secret(secret) is None
+
+
 def test_secret_that_is_not_base64_is_used_raw(caplog: pytest.LogCaptureFixture) -> None:
     raw = "my hand-made secret!"
     with caplog.at_level(logging.WARNING, logger="bot.sources.fastpix"):
@@ -625,3 +678,56 @@ def test_auth_failures(request_: WebhookRequest, secret: str) -> None:
     with pytest.raises(AuthError) as info:
         make_source(secret=secret).verify(request_)
     assert info.value.message == AuthError().message
+
+
+# -- through the real process --------------------------------------------------------------
+
+
+async def test_the_running_bot_accepts_webhooks_for_an_unpadded_or_url_safe_secret(
+    tmp_path: Path,
+) -> None:
+    unpadded = SECRET.rstrip("=")
+    url_safe = base64.urlsafe_b64encode(URL_SAFE_KEY).decode().rstrip("=")
+    config = tmp_path / "bot.toml"
+    config.write_text(f"""
+[server]
+host = "127.0.0.1"
+port = 0
+
+[storage]
+path = "bot.sqlite3"
+
+[[sources]]
+name = "fp"
+kind = "fastpix"
+secret = "{unpadded}"
+
+[[sources]]
+name = "fp2"
+kind = "fastpix"
+secret = "{url_safe}"
+
+[[routes]]
+match = "*"
+""")
+    async with running_bot(config) as bot, aiohttp.ClientSession() as session:
+        for name, key, title in (("fp", KEY, "Unpadded"), ("fp2", URL_SAFE_KEY, "URL-safe")):
+            payload = reference(
+                "video.live_stream.active",
+                stream_data(
+                    streamId=f"stream-{name}",
+                    metadata={"livestream_name": title, "title": f"{title} works"},
+                ),
+            )
+            body = json.dumps(payload).encode()
+            async with session.post(
+                f"{bot.url}/webhook/{name}",
+                data=body,
+                headers={"Content-Type": "application/json", HEADER: signature(body, key)},
+            ) as response:
+                assert response.status == 202, await response.text()
+            await bot.wait_for("stdout", f"title: +{title} works")
+        assert await bot.stop() == 0
+    assert "not base64" not in bot.stderr
+    assert "authentication failed" not in bot.stderr
+    assert unpadded not in bot.stderr and url_safe not in bot.stderr

@@ -297,6 +297,13 @@ SCHEMA_CASES: list[tuple[str, Any, str]] = [
     ("id missing", without(envelope("stream.started"), "id"), "id"),
     ("id a number", {**envelope("stream.started"), "id": 5}, "id"),
     ("createdAt a string", {**envelope("stream.idle"), "createdAt": "yesterday"}, "createdAt"),
+    (
+        "createdAt wider than a float",
+        {**envelope("stream.idle"), "createdAt": 2**1024},
+        "createdAt",
+    ),
+    ("createdAt infinite", {**envelope("stream.idle"), "createdAt": float("inf")}, "createdAt"),
+    ("createdAt past 9999", {**envelope("stream.idle"), "createdAt": 2.6e14}, "createdAt"),
     ("start without stream", without(envelope("stream.started"), "stream"), "stream"),
     ("stream a string", {**envelope("stream.idle"), "stream": "s"}, "stream"),
     ("stream without id", envelope("stream.started", stream=without(STREAM, "id")), "stream.id"),

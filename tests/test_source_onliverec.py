@@ -173,6 +173,16 @@ def test_recording_details_are_kept() -> None:
                              "duration": 3600.0}
 
 
+@pytest.mark.parametrize(("field", "value"), [("filesize", 10**400), ("duration", float("-inf"))])
+def test_a_number_no_float_holds_is_out_of_range(field: str, value: float) -> None:
+    payload = copy.deepcopy(SEED_EXAMPLES[5][1])
+    payload["data"][field] = value
+    with pytest.raises(SchemaError) as info:
+        parse(payload)
+    assert info.value.path == f"data.{field}"
+    assert info.value.message == f"data.{field}: is out of range"
+
+
 def test_error_without_channel_is_the_recorders_own() -> None:
     event = parse({"id": "x", "type": "error", "data": {"error": "disk full"}})
     assert event.kind == "error"
@@ -220,6 +230,10 @@ def test_numeric_channel_and_ids_are_accepted_as_strings() -> None:
         (lambda p: p["data"]["live_info"].update(start_time="yesterday"),
          "data.live_info.start_time"),
         (lambda p: p.update(ts="not a time"), "ts"),
+        # Valid local times whose UTC instant falls outside years 1 to 9999.
+        (lambda p: p.update(ts="9999-12-31T23:59:59-23:59"), "ts"),
+        (lambda p: p["data"]["live_info"].update(start_time="0001-01-01T00:00:00+01:00"),
+         "data.live_info.start_time"),
         (lambda p: p.update(id=1.5), "id"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,9 +121,18 @@ class Fields:
         return str(value)
 
     def number(self, key: str, *, required: bool = False) -> float | None:
-        """A JSON number."""
+        """A JSON number that fits a float (an integer wider than one, or 1e400, does not)."""
         value = self._get(key, (int, float), "a number", required)
-        return None if value is None else float(value)
+        if value is None:
+            return None
+        try:
+            number = float(value)
+        except OverflowError:
+            raise SchemaError(self._sub(key), "is out of range") from None
+        # json reads 1e400 as inf: not a value any sender meant, nor one that stores.
+        if not math.isfinite(number):
+            raise SchemaError(self._sub(key), "is out of range")
+        return number
 
     def boolean(self, key: str, *, required: bool = False) -> bool | None:
         """A JSON boolean."""
@@ -193,8 +203,15 @@ def parse_rfc3339(value: str, path: str) -> datetime:
     except ValueError:
         raise SchemaError(path, f"{value!r} is not an RFC 3339 time") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        return parsed.replace(tzinfo=UTC)
+    try:
+        # 9999-12-31T23:59:59-01:00 is a valid local time whose UTC instant is in year
+        # 10000, which no datetime holds (likewise year 1 with a positive offset).
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise SchemaError(
+            path, f"{value!r} is out of range (in UTC it is before year 1 or after 9999)"
+        ) from None
 
 
 def _as_tuple(expected: type | tuple[type, ...]) -> tuple[type, ...]:

@@ -1,8 +1,9 @@
 """FastPix: workspace webhooks signed with `FastPix-Signature: base64(hmac-sha256(key, body))`.
 
-The key is the dashboard's Signing Secret, base64-decoded. A secret that is not valid
-base64 is used as its raw UTF-8 bytes instead (and a warning is logged at start-up), so a
-hand-made secret still works with a sender that signs with it directly.
+The key is the dashboard's Signing Secret, base64-decoded (standard or URL-safe, with or
+without its `=` padding). A secret that is not valid base64 is used as its raw UTF-8
+bytes instead (and a warning is logged at start-up), so a hand-made secret still works
+with a sender that signs with it directly.
 
 `video.live_stream.active` is live_start and `video.live_stream.idle` live_end;
 `disabled` / `deleted` end the stream only if it is live (`details["only_if_live"]`);
@@ -23,6 +24,7 @@ import binascii
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -42,6 +44,8 @@ PLATFORM: Final = "fastpix"
 #: (FastPix is moving its hosts from .io to .com; the .com names are the lasting ones.)
 WATCH_URL: Final = "https://play.fastpix.com/?playbackId={playback_id}"
 HLS_URL: Final = "https://stream.fastpix.com/{playback_id}.m3u8"
+
+_BASE64_DIGITS: Final = re.compile("[A-Za-z0-9+/]*")
 
 _LIVE: Final = "video.live_stream."
 _SIMULCAST: Final = ("video.live_stream.simulcast.", "video.live_stream.simulcast_target.")
@@ -242,17 +246,26 @@ def _media_event(
 
 
 def decode_secret(secret: str) -> bytes | None:
-    """A Signing Secret's base64 decoding (standard or URL-safe), or None if it is not base64.
+    """A Signing Secret's base64 decoding, or None if it is not base64.
 
-    An empty secret decodes to an empty key, which `verify` refuses outright.
+    Standard and URL-safe alphabets are read alike, with or without the `=` padding
+    (which a copy and paste easily drops): `+`/`-` and `/`/`_` mean the same digits, and
+    the padding only restates the length. An encoding no encoder writes (a length of
+    4n+1, or set bits past the last byte) is not base64. An empty secret decodes to an
+    empty key, which `verify` refuses outright.
     """
-    text = secret.strip()
-    for altchars in (None, b"-_"):
-        try:
-            return base64.b64decode(text, altchars=altchars, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-    return None
+    text = secret.strip().rstrip("=").replace("-", "+").replace("_", "/")
+    if len(text) % 4 == 1 or not _BASE64_DIGITS.fullmatch(text):
+        return None
+    try:
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    # A cut or hand-made secret usually leaves stray bits in its last digit; one that
+    # FastPix generated never does, so such a secret is taken as raw text instead.
+    if base64.b64encode(key).decode().rstrip("=") != text:
+        return None
+    return key
 
 
 def _status(kind: str, status: str | None) -> str | None:
