@@ -14,14 +14,18 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from bot import events as ev
 from bot.cards import CARD_SINKS, CHANGE_KINDS, EDIT, POST, CardPolicy, card_actions
 from bot.config import BehaviourConfig
+from bot.durations import format_duration
 from bot.events import Event, LiveInfo, utcnow
+from bot.sources.base import is_body_digest
 from bot.store import Store, StreamState
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,29 @@ log = logging.getLogger(__name__)
 _STATE_KINDS = frozenset(
     {ev.LIVE_START, ev.LIVE_END, ev.TITLE_CHANGE, ev.CATEGORY_CHANGE, ev.STREAM_UPDATE}
 )
+
+#: How far ahead of the bot's clock a sender's clock may run and its times still count
+#: (design.md: a sender's clock is not trusted for ordering beyond a small skew
+#: allowance). NTP keeps clocks within a second; this leaves room for a neglected one.
+CLOCK_SKEW: Final = timedelta(minutes=5)
+#: How long, and for at most how many deliveries per source, what a delivery says about
+#: its sender's clock is remembered: long enough that a late retry stands out against
+#: the deliveries around it, short enough that a sender's clock being reset is followed.
+CLOCK_MEMORY: Final = timedelta(hours=1)
+CLOCK_SAMPLES: Final = 256
+
+#: How long a payload without an id of its own is a duplicate of an identical body. Its
+#: id is a hash of the body (sources/base.py `body_digest`; only OneLiveRec payloads
+#: without `id` get one, Livepeer and FastPix require theirs), and the same body can
+#: honestly come again: the docs' live_start has neither `id` nor `ts`, so tomorrow's
+#: stream sends the very bytes of today's. Within the window it is the sender retrying;
+#: after it, a new event. OneLiveRec documents no retry schedule, so the window is the
+#: horizon the bot's own outbox retries a delivery for (`[delivery] max_age`, 24 h by
+#: default): a sender still retrying a day later is not one we know of. The price: a
+#: stream that ends and starts again within the day, sending byte-identical payloads
+#: with neither `id` nor `ts`, is taken for a retry. Ids a provider sets are unique for
+#: good and dedupe forever.
+DIGEST_WINDOW: Final = timedelta(hours=24)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +130,75 @@ def glob_match(key: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(key.casefold(), pattern.casefold())
 
 
+class SenderClocks:
+    """Puts the times senders give on the bot's own clock, for ordering a stream's events.
+
+    A stream's saved state remembers when (on the bot's clock) the event that set it
+    happened; an event that happened before that is a late delivery (a retry of a
+    live_start that lost the race with its live_end) and is recorded, not applied.
+
+    - Within one source, sender times are what orders its events, however wrong that
+      sender's clock: a late retry carries its old time and is recognised as older.
+    - Across sources they are comparable only on one clock. Each source's offset is
+      learned from its deliveries: the smallest lag (receive time minus sender time)
+      among its recent ones, since a delivery can arrive late but never early. A sender
+      whose clock is hours behind thus has an offset of hours: its new events land at
+      about their receive time, not hours before the state another source just set,
+      and its own late retries still land before it. (Right after a start a source's
+      first delivery is taken as on time; a clock that is reset is followed within
+      CLOCK_MEMORY.)
+    - A time further ahead than CLOCK_SKEW is no time at all (a clock set to 2099): the
+      event is taken to have happened when it arrived, which orders such a sender's
+      events by arrival. Not at the edge of the allowance: an event set there would
+      make every event of the next five minutes older than the state, and drop them.
+
+    The time an event shows is the sender's own; only `sane` keeps a future time out of
+    the session's start and end, so a duration is never negative or absurd.
+    """
+
+    def __init__(self, *, skew: timedelta = CLOCK_SKEW) -> None:
+        self._skew = skew
+        self._lags: dict[str, deque[tuple[datetime, timedelta]]] = {}
+        self._warned: set[str] = set()
+
+    def sane(self, when: datetime | None, event: Event) -> datetime | None:
+        """A time `event`'s sender gave, or its receive time if that lies too far ahead."""
+        if when is None or when <= event.received_at + self._skew:
+            return when
+        return event.received_at
+
+    def order_time(self, event: Event) -> datetime:
+        """When `event` happened on the bot's clock (learning its sender's offset)."""
+        received = event.received_at
+        sent = event.occurred_at
+        if sent == received:
+            # The payload had no time: the source used the receive time.
+            return received
+        ahead = sent - received
+        if ahead > self._skew:
+            self._warn(event.source, ahead)
+            return received
+        lags = self._lags.setdefault(event.source, deque(maxlen=CLOCK_SAMPLES))
+        while lags and received - lags[0][0] > CLOCK_MEMORY:
+            lags.popleft()
+        lags.append((received, -ahead))
+        return sent + min(lag for _at, lag in lags)
+
+    def _warn(self, source: str, ahead: timedelta) -> None:
+        # Once per source: a sender with a broken clock sends every event that way.
+        if source in self._warned:
+            return
+        self._warned.add(source)
+        log.warning(
+            "source %r: the sender's clock is %s ahead of the bot's; its events are "
+            "ordered by when they arrive, and times more than %s ahead are not used for "
+            "session starts and ends (check the clock of the machine sending them)",
+            source,
+            format_duration(ahead),
+            format_duration(self._skew),
+        )
+
+
 class Dispatcher:
     """Turns accepted events into stored state and outbox rows."""
 
@@ -115,11 +211,14 @@ class Dispatcher:
         on_queued: Callable[[set[str]], None] | None = None,
         behaviour: BehaviourConfig | None = None,
         clock: Callable[[], float] = time.time,
+        digest_window: timedelta = DIGEST_WINDOW,
     ) -> None:
         self._store = store
         self._sinks = frozenset(sinks)
         self._on_queued = on_queued
         self._clock = clock
+        self._digest_window = digest_window
+        self._clocks = SenderClocks()
         self.reconfigure(routes=routes, behaviour=behaviour)
 
     def reconfigure(
@@ -173,9 +272,16 @@ class Dispatcher:
         self, event: Event, raw: bytes | None, now: float
     ) -> tuple[AcceptResult, set[str]]:
         store = self._store
+        if is_body_digest(event.event_id):
+            # An id made from the body dedupes retries within the window only: after it,
+            # the stored row's id is moved aside and the same body is a new event.
+            store.retire_event_id(
+                event.source, event.event_id,
+                received_before=event.received_at - self._digest_window,
+            )
         if store.has_event(event.source, event.event_id):
             return AcceptResult(duplicate=True), set()
-        stored, candidates = self._apply_state(event)
+        stored, candidates = self._apply_state(event, self._clocks.order_time(event))
         # Recorded kinds only count as notified when some route asks for them.
         plans = [(item, self.targets_for(item.event)) for item in candidates]
         plans = [(i, t) for i, t in plans if t or i.event.kind in ev.NOTIFIED_KINDS]
@@ -204,18 +310,22 @@ class Dispatcher:
 
     # -- live state ----------------------------------------------------------------
 
-    def _apply_state(self, event: Event) -> tuple[Event, list[_Candidate]]:
+    def _apply_state(self, event: Event, order_at: datetime) -> tuple[Event, list[_Candidate]]:
         """Update the stream's saved state; returns the enriched event and the candidates.
 
         The candidates are the enriched event itself when it may be notified (recorded
         kinds only go out where a route names them), and any derived change events.
+        `order_at` is when the event happened on the bot's clock (SenderClocks).
         """
         key = event.streamer_key
         if key is None:
             return event, [_Candidate(event)]
-        prev = self._store.get_stream(key)
+        prev = self._heal(self._store.get_stream(key), event)
+        started = self._clocks.sane(event.started_at, event)
+        if started != event.started_at:
+            event = event.with_changes(started_at=started)
         event = _fill_from_state(event, prev)
-        if prev is not None and event.kind in _STATE_KINDS and event.occurred_at < prev.state_at:
+        if prev is not None and event.kind in _STATE_KINDS and order_at < prev.state_at:
             log.info(
                 "%s %s for %s is older than the stream's saved state; recorded, not notified",
                 event.kind,
@@ -226,42 +336,76 @@ class Dispatcher:
 
         kind = event.kind
         if kind == ev.LIVE_START:
-            return self._on_start(event, prev)
+            return self._on_start(event, prev, order_at)
         if kind == ev.LIVE_END:
-            return self._on_end(event, prev)
+            return self._on_end(event, prev, order_at)
         if kind in (ev.TITLE_CHANGE, ev.CATEGORY_CHANGE):
-            self._save(event, prev, live=True if prev is None else prev.live, info=event.live,
-                       started_at=event.started_at, ended_at=prev.ended_at if prev else None)
+            self._save(event, prev, order_at, live=True if prev is None else prev.live,
+                       info=event.live, started_at=event.started_at,
+                       ended_at=prev.ended_at if prev else None)
             return event, [_Candidate(event)]
         if kind == ev.STREAM_UPDATE:
-            return event, self._on_update(event, prev)
+            return event, self._on_update(event, prev, order_at)
         if prev is not None and prev.live and event.live is not None:
             # Sources like Livepeer attach the stream's current state to every event;
             # a renamed stream shows up as a title change.
-            return event, [_Candidate(event), *self._on_update(event, prev)]
+            return event, [_Candidate(event), *self._on_update(event, prev, order_at)]
         return event, [_Candidate(event)]
 
-    def _on_start(self, event: Event, prev: StreamState | None) -> tuple[Event, list[_Candidate]]:
+    def _heal(self, prev: StreamState | None, event: Event) -> StreamState | None:
+        """The saved state, minus times in the future that an older version stored.
+
+        This version never saves a state time later than the event that set it arrived,
+        nor a session start or end beyond the skew allowance. An older one took a
+        sender's time as it came: one event dated 2099 left every later one older than
+        the state. A state time beyond the allowance says nothing, so it counts as the
+        beginning of time: no event is older, and the next one replaces it. Such a start
+        becomes the time its live_start arrived, so the duration at the end is sane.
+        """
+        if prev is None:
+            return None
+        limit = event.received_at + CLOCK_SKEW
+        state_at = _NO_TIME if prev.state_at > limit else prev.state_at
+        started_at = prev.started_at
+        if started_at is not None and started_at > limit:
+            session = self._store.session_row(prev.streamer_key)
+            start = self._store.load_event(session) if session is not None else None
+            arrived = start.received_at if start is not None else None
+            started_at = arrived if arrived is not None and arrived <= limit else None
+        ended_at = prev.ended_at
+        if ended_at is not None and ended_at > limit:
+            ended_at = None
+        if (state_at, started_at, ended_at) == (prev.state_at, prev.started_at, prev.ended_at):
+            return prev
+        log.info("%s: the saved state has times in the future (from an older version); "
+                 "they are not used", prev.streamer_key)
+        return replace(prev, state_at=state_at, started_at=started_at, ended_at=ended_at)
+
+    def _on_start(
+        self, event: Event, prev: StreamState | None, order_at: datetime
+    ) -> tuple[Event, list[_Candidate]]:
         info = event.live or LiveInfo()
         if prev is not None and prev.live and _same_session(prev, info):
             log.info("live_start for %s repeats the session in progress; not notified",
                      prev.streamer_key)
             # ...but what it says may have changed since (a recorder restarted after a
             # rename): those are title / category changes.
-            return event, self._on_update(event, prev)
+            return event, self._on_update(event, prev, order_at)
         if prev is not None and self._resumes(event, prev):
             # The same session after a short drop: it keeps its cards and its start time,
             # so the final duration covers the whole stream.
             event = event.with_changes(started_at=prev.started_at, ended_at=None)
-            self._save(event, prev, live=True, info=info, started_at=prev.started_at,
-                       ended_at=None)
+            self._save(event, prev, order_at, live=True, info=info,
+                       started_at=prev.started_at, ended_at=None)
             log.info("%s is live again within rejoin_window; its cards reopen, no new ping",
                      prev.streamer_key)
             changes = _changes(event, prev.info, event.live or info)
             return event, [_Candidate(event, resumed=True), *map(_Candidate, changes)]
-        started = info.start_time or event.occurred_at
+        sane = self._clocks.sane
+        started = sane(info.start_time, event) or sane(event.occurred_at, event)
         event = event.with_changes(started_at=started, ended_at=None)
-        self._save(event, prev, live=True, info=info, started_at=started, ended_at=None)
+        self._save(event, prev, order_at, live=True, info=info, started_at=started,
+                   ended_at=None)
         return event, [_Candidate(event)]
 
     def _resumes(self, event: Event, prev: StreamState) -> bool:
@@ -271,9 +415,13 @@ class Dispatcher:
             return False
         if self._store.session_row(prev.streamer_key) is None:
             return False
-        return timedelta(0) <= event.occurred_at - prev.ended_at <= window
+        at = self._clocks.sane(event.occurred_at, event)
+        assert at is not None
+        return timedelta(0) <= at - prev.ended_at <= window
 
-    def _on_end(self, event: Event, prev: StreamState | None) -> tuple[Event, list[_Candidate]]:
+    def _on_end(
+        self, event: Event, prev: StreamState | None, order_at: datetime
+    ) -> tuple[Event, list[_Candidate]]:
         if prev is not None and not prev.live:
             # Already ended (a repeat), or a disabled/deleted stream that was not live.
             log.info("%s for %s while not live; recorded, not notified",
@@ -282,18 +430,26 @@ class Dispatcher:
         if prev is None and event.details.get("only_if_live"):
             return event, []
         started = event.started_at or (prev.started_at if prev else None)
-        event = event.with_changes(started_at=started, ended_at=event.occurred_at)
-        self._save(event, prev, live=False, info=event.live, started_at=started,
-                   ended_at=event.occurred_at)
+        ended = self._clocks.sane(event.occurred_at, event)
+        assert ended is not None
+        if started is not None and ended < started:
+            # An end before its start: the two came from clocks that disagree (another
+            # source started the session). The bot's clock is the one they share.
+            ended = max(order_at, started)
+        event = event.with_changes(started_at=started, ended_at=ended)
+        self._save(event, prev, order_at, live=False, info=event.live, started_at=started,
+                   ended_at=ended)
         return event, [_Candidate(event)]
 
-    def _on_update(self, event: Event, prev: StreamState | None) -> list[_Candidate]:
+    def _on_update(
+        self, event: Event, prev: StreamState | None, order_at: datetime
+    ) -> list[_Candidate]:
         new = event.live
         if new is None:
             return []
         old = prev.info if prev is not None else None
         live = prev.live if prev is not None else False
-        self._save(event, prev, live=live, info=new,
+        self._save(event, prev, order_at, live=live, info=new,
                    started_at=prev.started_at if prev else None,
                    ended_at=prev.ended_at if prev else None)
         if old is None or not live:
@@ -304,6 +460,7 @@ class Dispatcher:
         self,
         event: Event,
         prev: StreamState | None,
+        order_at: datetime,
         *,
         live: bool,
         info: LiveInfo | None,
@@ -321,7 +478,8 @@ class Dispatcher:
             info=merged,
             started_at=started_at,
             ended_at=ended_at,
-            state_at=max(event.occurred_at, prev.state_at) if prev else event.occurred_at,
+            # On the bot's clock (SenderClocks), so never later than this event arrived.
+            state_at=max(order_at, prev.state_at) if prev else order_at,
         )
         self._store.save_stream(state, now=utcnow())
 
@@ -508,13 +666,18 @@ class Dispatcher:
 # (target, action, options, not_before) of one outbox row to write.
 _Row = tuple[Target, str, dict[str, object], float]
 
+# A saved state time that says nothing (see `_heal`): no event is older than it.
+_NO_TIME: Final = datetime.min.replace(tzinfo=UTC)
+
 
 def _same_session(prev: StreamState, info: LiveInfo) -> bool:
     """Whether a live_start describes the session already in progress."""
     if info.live_id is not None or prev.info.live_id is not None:
         return info.live_id == prev.info.live_id
     if info.start_time is not None and prev.started_at is not None:
-        return info.start_time == prev.started_at
+        # The saved info keeps the start time as sent, for a session whose start was
+        # taken as its arrival (a start time in the future, SenderClocks.sane).
+        return info.start_time in (prev.started_at, prev.info.start_time)
     # Nothing tells the two apart: a recorder that restarted re-announces the same
     # session, and a second ping would be the double post users hate most.
     return True

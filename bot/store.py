@@ -614,6 +614,32 @@ class Store:
         )
         return cursor.lastrowid if cursor.rowcount == 1 else None
 
+    def retire_event_id(self, source: str, event_id: str, *, received_before: datetime) -> bool:
+        """Free an event id stored before `received_before` for a new event; True if freed.
+
+        The old row and the change events derived from it stay, under `<id>@<row id>`, so
+        the (source, event id) key stays unique and the history complete. Call it in the
+        transaction that then inserts the new event.
+        """
+        row = self.conn.execute(
+            "SELECT id, received_at FROM events WHERE source = ? AND event_id = ?",
+            (source, event_id),
+        ).fetchone()
+        if row is None or datetime.fromisoformat(row["received_at"]) >= received_before:
+            return False
+        try:
+            self.conn.execute(
+                """UPDATE events SET event_id = event_id || '@' || id
+                   WHERE id = ? OR parent_id = ?""",
+                (row["id"], row["id"]),
+            )
+        except sqlite3.IntegrityError:
+            # A sender chose an id shaped like ours: the old row stays where it is, and
+            # the new event is a duplicate of it, as before there was a window.
+            log.warning("event id %s of source %r could not be moved aside", event_id, source)
+            return False
+        return True
+
     def load_event(self, row_id: int) -> Event:
         """The stored (enriched) event of a row."""
         row = self.conn.execute("SELECT payload FROM events WHERE id = ?", (row_id,)).fetchone()

@@ -98,9 +98,11 @@ def test_repeated_live_end_is_not_notified(store: Store) -> None:
 
 def test_an_event_older_than_the_saved_state_is_recorded_not_notified(store: Store) -> None:
     d = dispatcher(store)
-    d.accept(event("live_start", "s", minutes=0))
-    d.accept(event("live_end", "e", minutes=60))
-    late = d.accept(event("live_start", "s-retry", minutes=1, live=LiveInfo(live_id="X")))
+    lag = timedelta(seconds=1)  # deliveries take a moment; the retry comes an hour late
+    d.accept(event("live_start", "s", minutes=0, received_at=T0 + lag))
+    d.accept(event("live_end", "e", minutes=60, received_at=T0 + timedelta(minutes=60) + lag))
+    late = d.accept(event("live_start", "s-retry", minutes=1, live=LiveInfo(live_id="X"),
+                          received_at=T0 + timedelta(minutes=61)))
     assert late.notified == []
     assert store.count_events() == 3
     assert not store.get_stream("twitch/quinn").live

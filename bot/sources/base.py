@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +65,14 @@ class Source(Protocol):
 def body_digest(body: bytes) -> str:
     """A stable id for a payload that carries none: retries of the same body dedupe."""
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def is_body_digest(event_id: str) -> bool:
+    """Whether an event id is a `body_digest`, made up by the bot, not the sender's own."""
+    return _DIGEST.fullmatch(event_id) is not None
 
 
 class Fields:
