@@ -19,6 +19,7 @@ from aiohttp import web
 from bot.commands import Commands
 from bot.config import Config
 from bot.dispatch import Dispatcher, Route
+from bot.listener import HEADER_TIMEOUT_SECONDS, ListenerRunner
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
 from bot.render import Renderer
@@ -134,6 +135,7 @@ async def run(
     sink_options: Mapping[str, Mapping[str, Any]] | None = None,
     stuck_after: float = STUCK_AFTER_SECONDS,
     body_timeout: float = BODY_READ_TIMEOUT_SECONDS,
+    header_timeout: float = HEADER_TIMEOUT_SECONDS,
 ) -> None:
     """Run listener, sinks and outbox workers until `stop` is set; then shut down cleanly.
 
@@ -153,6 +155,7 @@ async def run(
             sink_options=sink_options,
             stuck_after=stuck_after,
             body_timeout=body_timeout,
+            header_timeout=header_timeout,
         )
     finally:
         store.close()
@@ -168,6 +171,7 @@ async def _run_with_store(
     sink_options: Mapping[str, Mapping[str, Any]] | None,
     stuck_after: float,
     body_timeout: float,
+    header_timeout: float,
 ) -> None:
     requeued = store.requeue_in_flight()
     if requeued:
@@ -218,8 +222,9 @@ async def _run_with_store(
         metrics=metrics,
         metrics_token=config.metrics.token,
     )
-    runner = web.AppRunner(
+    runner = ListenerRunner(
         app,
+        header_timeout=header_timeout,
         access_log_class=RedactingAccessLogger,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
