@@ -22,6 +22,7 @@ from bot.config import Config
 from bot.dispatch import Dispatcher, Route
 from bot.errors import StoreUnavailable
 from bot.instance import InstanceLock
+from bot.listener import HEADER_TIMEOUT_SECONDS, ListenerRunner
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
 from bot.reload import Reloader
@@ -142,6 +143,7 @@ async def run(
     sink_options: Mapping[str, Mapping[str, Any]] | None = None,
     stuck_after: float = STUCK_AFTER_SECONDS,
     body_timeout: float = BODY_READ_TIMEOUT_SECONDS,
+    header_timeout: float = HEADER_TIMEOUT_SECONDS,
     reload: asyncio.Event | None = None,
     load_config: Callable[[], Config] | None = None,
     log_level: str | None = None,
@@ -169,6 +171,7 @@ async def run(
                 sink_options=sink_options,
                 stuck_after=stuck_after,
                 body_timeout=body_timeout,
+                header_timeout=header_timeout,
                 reload=reload,
                 load_config=load_config,
                 log_level=log_level,
@@ -191,6 +194,7 @@ async def _run_with_store(
     sink_options: Mapping[str, Mapping[str, Any]] | None,
     stuck_after: float,
     body_timeout: float,
+    header_timeout: float,
     reload: asyncio.Event | None,
     load_config: Callable[[], Config] | None,
     log_level: str | None,
@@ -238,8 +242,9 @@ async def _run_with_store(
         metrics=metrics,
         metrics_token=config.metrics.token,
     )
-    runner = web.AppRunner(
+    runner = ListenerRunner(
         app,
+        header_timeout=header_timeout,
         access_log_class=RedactingAccessLogger,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,

@@ -89,10 +89,12 @@ class BotProcess:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(config: Path) -> AsyncIterator[BotProcess]:
+async def running_bot(config: Path, *, line_limit: int = 2**16) -> AsyncIterator[BotProcess]:
+    # line_limit: the longest output line BotProcess can read (asyncio's default is 64 KiB).
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "run", "-c", str(config),
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        limit=line_limit,
     )
     bot = BotProcess(proc)
     try:

@@ -79,6 +79,7 @@ from bot.errors import (
     TransientDeliveryError,
 )
 from bot.events import Event
+from bot.logs import RecordRewriter
 from bot.render import TELEGRAM_CAPTION_MAX, TELEGRAM_TEXT_MAX, Renderer, TelegramMessage
 from bot.sinks.ratelimit import WindowLimiter
 from bot.store import Delivery
@@ -585,7 +586,7 @@ class TelegramSink:
 # -- logging ------------------------------------------------------------------------------
 
 
-class TokenRedactor(logging.Filter):
+class TokenRedactor(RecordRewriter):
     """Replaces the token's secret part in a record's message and traceback with ***."""
 
     def __init__(self, token: str) -> None:
@@ -597,20 +598,9 @@ class TokenRedactor(logging.Filter):
         """`text` without the secret."""
         return text.replace(self._secret, _REDACTED)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Redact in place; never drops a record."""
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string is the logging module's to report
-            return True
-        if self._secret in message:
-            record.msg = self.redact(message)
-            record.args = None
-        if record.exc_info and record.exc_info[1] is not None:
-            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
-            if self._secret in text:
-                record.exc_text = self.redact(text)
-        return True
+    def rewrite(self, text: str) -> str:
+        """The message (or traceback) without the secret."""
+        return self.redact(text)
 
 
 def _polling_error(exc: TelegramError) -> None:
