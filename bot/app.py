@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 # How long in-flight webhook requests get to finish when the bot stops.
 SHUTDOWN_GRACE_SECONDS = 5.0
+# An idle keep-alive connection is closed after this long (aiohttp's default is an hour,
+# which lets idle connections pile up). Longer than the 60 s reverse proxies keep idle
+# upstream connections (nginx, HAProxy defaults), so the proxy is the side that closes.
+KEEPALIVE_TIMEOUT_SECONDS = 75.0
 # /healthz fails when a due delivery has waited this long for a running worker.
 STUCK_AFTER_SECONDS = 300.0
 
@@ -248,6 +252,7 @@ async def _run_with_store(
         access_log_class=RedactingAccessLogger,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+        keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
     )
     await runner.setup()
     try:
