@@ -97,8 +97,12 @@ async def _deliver_rest(config: Path, telegram: SlowTelegram, titles: list[str])
         await bot.stop()
 
 
-async def stops(workdir: Path, *, how: str, cycles: int, latency: float) -> dict[str, Any]:
-    """Kill -9 or SIGTERM at a random moment of each event's sends."""
+async def stops(
+    workdir: Path, *, how: str, cycles: int, latency: float, window: float | None = None
+) -> dict[str, Any]:
+    """Kill -9 or SIGTERM at a random moment within `window` seconds of each event's post
+    (by default the send's round trip and as long again: the worst case)."""
+    window = 2 * latency + 0.05 if window is None else window
     telegram = await _telegram()
     try:
         config = write_config(workdir, telegram)
@@ -110,8 +114,7 @@ async def stops(workdir: Path, *, how: str, cycles: int, latency: float) -> dict
                 title = f"{how} cycle {n} {time.monotonic_ns()}"
                 titles.append(title)
                 assert await _post(bot.url, _event(n, title)) == 202
-                # Anywhere from before the request goes out to after the answer.
-                await asyncio.sleep(random.uniform(0, 2 * latency + 0.05))
+                await asyncio.sleep(random.uniform(0, window))
                 if how == "kill9":
                     bot.proc.kill()
                     await bot.proc.wait()
@@ -119,7 +122,8 @@ async def stops(workdir: Path, *, how: str, cycles: int, latency: float) -> dict
                     bot.proc.send_signal(signal.SIGTERM)
                     assert await bot.stop() == 0
         await _deliver_rest(config, telegram, titles)
-        return {"cycles": cycles, "latency_s": latency, **_count(telegram, titles)}
+        return {"cycles": cycles, "latency_s": latency, "window_s": round(window, 2),
+                **_count(telegram, titles)}
     finally:
         await telegram.__aexit__(None, None, None)
 
@@ -197,7 +201,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             print(f"-- {name} ...", file=sys.stderr, flush=True)
             if name == "kill9":
                 results[name] = await stops(work, how=name, cycles=args.kills,
-                                            latency=args.latency)
+                                            latency=args.latency, window=args.kill_window)
             elif name == "sigterm":
                 results[name] = await stops(work, how=name, cycles=args.terms,
                                             latency=args.slow_latency)
@@ -216,6 +220,9 @@ def main() -> None:
     parser.add_argument("--terms", type=int, default=20, help="SIGTERM cycles (20)")
     parser.add_argument("--latency", type=float, default=0.25,
                         help="Telegram answer latency for the kills, seconds (0.25)")
+    parser.add_argument("--kill-window", type=float,
+                        help="kill within this many seconds of each post (default: twice"
+                        " the latency plus 50 ms, the worst case)")
     parser.add_argument("--slow-latency", type=float, default=2.0,
                         help="Telegram answer latency for SIGTERM, seconds (2.0)")
     parser.add_argument("--only", action="append",

@@ -193,6 +193,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except StoreUnavailable as exc:
         print(f"error: cannot use the database {config.storage.path}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        # A port in use, a database folder that cannot be written: the system's words.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -39,39 +39,44 @@ class Intake:
         self._lock_retry_seconds = lock_retry_seconds
         self._waiting: _Waiting = []
         self._flush_scheduled = False
+        # While a batch waits out a lock, when it gives up (monotonic); None otherwise.
+        self._retry_until: float | None = None
 
     async def accept(self, event: Event, *, raw: bytes | None = None) -> AcceptResult:
         """Store the event (with whatever else is waiting); returns once it is committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AcceptResult] = loop.create_future()
         self._waiting.append((event, raw, future))
-        if not self._flush_scheduled:
+        # During a lock retry, new events wait for it and join it, so that events are
+        # still stored in the order they came (a live_end never before its live_start).
+        if not self._flush_scheduled and self._retry_until is None:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return await future
 
-    def _flush(self, retry_until: float | None = None) -> None:
+    def _flush(self) -> None:
         self._flush_scheduled = False
         batch, self._waiting = self._waiting, []
-        self._store(batch, retry_until)
-
-    def _store(self, batch: _Waiting, retry_until: float | None) -> None:
         try:
             outcomes = self._dispatcher.accept_many([(event, raw) for event, raw, _ in batch])
         except StoreUnavailable as exc:
             now = time.monotonic()
-            if retry_until is None:
-                retry_until = now + self._lock_retry_seconds
-            if exc.busy and now < retry_until:
-                asyncio.get_running_loop().call_later(
-                    LOCK_RETRY_PAUSE_SECONDS, self._store, batch, retry_until
-                )
+            if self._retry_until is None:
+                self._retry_until = now + self._lock_retry_seconds
+            if exc.busy and now < self._retry_until:
+                # Try again with everything that is waiting, this batch first.
+                self._waiting = batch + self._waiting
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_later(LOCK_RETRY_PAUSE_SECONDS, self._flush)
                 return
+            self._retry_until = None
             self._fail(batch, exc)
             return
         except Exception as exc:
+            self._retry_until = None
             self._fail(batch, exc)
             return
+        self._retry_until = None
         for (*_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue  # the handler is gone; its event is stored all the same

@@ -103,7 +103,7 @@ class OutboxWorker:
         self._wakeup = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._unrecorded: list[_Unrecorded] = []
-        self._stopping = False
+        self._stop: asyncio.Event | None = None
         self._store_failures = 0
         # For `degraded`: failed sends since the last success, and since when.
         self._failures_in_a_row = 0
@@ -150,6 +150,7 @@ class OutboxWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then let in-flight sends finish."""
+        self._stop = stop
         try:
             while not stop.is_set():
                 self._wakeup.clear()
@@ -170,7 +171,6 @@ class OutboxWorker:
                 self._store_failures = 0
                 await self._sleep_until_next(stop, next_due)
         finally:
-            self._stopping = True
             await self._drain()
 
     def _busy_targets(self) -> list[str]:
@@ -221,7 +221,8 @@ class OutboxWorker:
 
     async def _deliver_batch(self, batch: list[Delivery]) -> None:
         for index, delivery in enumerate(batch):
-            if self._stopping:
+            if self._stop is not None and self._stop.is_set():
+                # Stopping: no new send starts (only the one on its way is waited for).
                 self._release(batch[index:])
                 return
             await self._deliver_one(delivery)

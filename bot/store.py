@@ -317,7 +317,8 @@ class _Connection(sqlite3.Connection):
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         """Run one statement, translating database trouble and recording write outcomes."""
-        verb = sql.lstrip()[:8].split(None, 1)[0].upper() if sql.strip() else ""
+        words = sql.lstrip()[:12].split(None, 1)
+        verb = words[0].upper() if words else ""
         before = self.total_changes
         try:
             cursor = self.cursor(_Cursor)

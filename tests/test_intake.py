@@ -99,3 +99,42 @@ async def test_batches_follow_one_another(store: Store, count: int) -> None:
     for round_ in range(3):
         await asyncio.gather(*(gate.accept(start(round_ * 10 + n)) for n in range(count)))
     assert store.count_events() == 3 * count
+
+
+def end(n: int) -> Event:
+    at = T0 + timedelta(seconds=n, minutes=1)
+    return Event(source="rec", event_id=f"end{n}", kind="live_end", occurred_at=at,
+                 received_at=at, platform="twitch", channel=f"streamer{n}")
+
+
+async def test_a_brief_lock_is_waited_out_and_events_keep_their_order(store: Store) -> None:
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    asyncio.get_running_loop().call_later(0.6, holder.rollback)
+    gate = intake(store)
+    first = asyncio.ensure_future(gate.accept(start(1)))
+    await asyncio.sleep(0.3)  # the start is retrying; the end comes in meanwhile
+    results = await asyncio.gather(first, gate.accept(end(1)))
+    holder.close()
+    assert [r.duplicate for r in results] == [False, False]
+    # The end was stored after its start, so it ended the stream (and was notified).
+    assert results[1].deliveries == 1
+    state = store.get_stream("twitch/streamer1")
+    assert state is not None and not state.live
+    rows = store.conn.execute("SELECT event_id FROM events ORDER BY id").fetchall()
+    assert [row[0] for row in rows] == ["e1", "end1"]
+
+
+async def test_a_lock_held_too_long_fails_the_batch_as_unavailable(store: Store) -> None:
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    gate = Intake(
+        Dispatcher(store=store, routes=[], sinks=["console"]), lock_retry_seconds=0.5
+    )
+    with pytest.raises(StoreUnavailable) as refused:
+        await gate.accept(start(1))
+    assert refused.value.busy
+    holder.rollback()
+    holder.close()
+    assert store.count_events() == 0
+    assert not (await gate.accept(start(1))).duplicate  # usable again at once
