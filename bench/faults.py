@@ -32,29 +32,17 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import SECRET
-from tests.test_cli import REPO, running_bot
-from tests.test_faults import SlowTelegram
-from tests.test_reliability import GROUP, OTHER, write_config
+from tests.test_cli import REPO
+from tests.test_reliability import (
+    GROUP,
+    OTHER,
+    FlakyTelegram,
+    bot_process,
+    two_chats,
+    write_config,
+)
 
 CHATS = (GROUP, OTHER)
-
-
-async def _telegram() -> SlowTelegram:
-    telegram = SlowTelegram()
-    await telegram.__aenter__()
-    telegram.add_chat(GROUP, "supergroup", title="Streams")
-    telegram.add_chat(OTHER, "group", title="Friends")
-    return telegram
-
-
-async def _healthy(url: str, within: float = 20.0) -> None:
-    async with asyncio.timeout(within), aiohttp.ClientSession() as session:
-        while True:
-            async with session.get(f"{url}/healthz") as response:
-                sinks = (await response.json())["sinks"]
-            if sinks and all(state == "running" for state in sinks.values()):
-                return
-            await asyncio.sleep(0.05)
 
 
 def _event(n: int, title: str) -> dict[str, Any]:
@@ -75,7 +63,7 @@ async def _post(url: str, payload: dict[str, Any]) -> int:
         return response.status
 
 
-def _count(telegram: SlowTelegram, titles: list[str]) -> dict[str, int]:
+def _count(telegram: FlakyTelegram, titles: list[str]) -> dict[str, int]:
     """Messages lost and repeated over all chats and titles."""
     lost = extra = 0
     for chat in CHATS:
@@ -87,10 +75,9 @@ def _count(telegram: SlowTelegram, titles: list[str]) -> dict[str, int]:
     return {"messages": len(titles) * len(CHATS), "lost": lost, "repeated": extra}
 
 
-async def _deliver_rest(config: Path, telegram: SlowTelegram, titles: list[str]) -> None:
+async def _deliver_rest(config: Path, telegram: FlakyTelegram, titles: list[str]) -> None:
     telegram.latency = 0.0
-    async with running_bot(config) as bot:
-        await _healthy(bot.url)
+    async with bot_process(config) as bot:
         async with asyncio.timeout(60):
             while _count(telegram, titles)["lost"]:
                 await asyncio.sleep(0.1)
@@ -103,14 +90,12 @@ async def stops(
     """Kill -9 or SIGTERM at a random moment within `window` seconds of each event's post
     (by default the send's round trip and as long again: the worst case)."""
     window = 2 * latency + 0.05 if window is None else window
-    telegram = await _telegram()
-    try:
+    async with two_chats() as telegram:
         config = write_config(workdir, telegram)
         titles: list[str] = []
         for n in range(cycles):
             telegram.latency = latency
-            async with running_bot(config) as bot:
-                await _healthy(bot.url)
+            async with bot_process(config) as bot:
                 title = f"{how} cycle {n} {time.monotonic_ns()}"
                 titles.append(title)
                 assert await _post(bot.url, _event(n, title)) == 202
@@ -124,18 +109,14 @@ async def stops(
         await _deliver_rest(config, telegram, titles)
         return {"cycles": cycles, "latency_s": latency, "window_s": round(window, 2),
                 **_count(telegram, titles)}
-    finally:
-        await telegram.__aexit__(None, None, None)
 
 
 async def instances(workdir: Path, *, tries: int) -> dict[str, Any]:
     """Start a second bot on the same database `tries` times while one runs."""
-    telegram = await _telegram()
-    try:
+    async with two_chats() as telegram:
         config = write_config(workdir, telegram)
         refused = 0
-        async with running_bot(config) as bot:
-            await _healthy(bot.url)
+        async with bot_process(config) as bot:
             for _ in range(tries):
                 second = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "bot", "run", "-c", str(config), cwd=REPO,
@@ -145,19 +126,15 @@ async def instances(workdir: Path, *, tries: int) -> dict[str, Any]:
                 refused += second.returncode == 1 and b"already running" in err
             await bot.stop()
         return {"tries": tries, "refused": refused}
-    finally:
-        await telegram.__aexit__(None, None, None)
 
 
 async def full_disk(workdir: Path, *, events: int) -> dict[str, Any]:
     """Events before, during and after a full disk; refused ones are sent again after."""
-    telegram = await _telegram()
-    try:
+    async with two_chats() as telegram:
         config = write_config(workdir, telegram)
         titles: list[str] = []
         answers: dict[int, int] = {}
-        async with running_bot(config) as bot:
-            await _healthy(bot.url)
+        async with bot_process(config) as bot:
             pid = bot.proc.pid
             _soft, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
             refused: list[dict[str, Any]] = []
@@ -186,8 +163,6 @@ async def full_disk(workdir: Path, *, events: int) -> dict[str, Any]:
                     await asyncio.sleep(0.1)
             await bot.stop()
         return {"events": len(titles), "answers": answers, **_count(telegram, titles)}
-    finally:
-        await telegram.__aexit__(None, None, None)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:

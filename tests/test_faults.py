@@ -38,33 +38,14 @@ from tests.test_reliability import (
     delivery_states,
     live_start,
     post,
+    two_chats,
     write_config,
 )
 
 
-class SlowTelegram(FlakyTelegram):
-    """Telegram that stores a message at once but answers `latency` seconds later.
-
-    That is the ambiguous case a slow platform creates: the message is in the chat while
-    the bot still waits for its id.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.latency = 0.0
-
-    async def _send_message(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
-        result = await super()._send_message(params, files)
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        return result
-
-
 @pytest.fixture
-async def telegram() -> AsyncIterator[SlowTelegram]:
-    async with SlowTelegram() as tg:
-        tg.add_chat(GROUP, "supergroup", title="Streams")
-        tg.add_chat(OTHER, "group", title="Friends")
+async def telegram() -> AsyncIterator[FlakyTelegram]:
+    async with two_chats() as tg:
         yield tg
 
 
@@ -133,7 +114,7 @@ def with_metrics(config: Path) -> Path:
 
 
 async def test_a_second_instance_is_refused_naming_the_holder_and_kill_9_frees_the_lock(
-    tmp_path: Path, telegram: SlowTelegram
+    tmp_path: Path, telegram: FlakyTelegram
 ) -> None:
     config = write_config(tmp_path, telegram)
     async with bot_process(config) as first:
@@ -170,7 +151,7 @@ async def test_a_second_instance_is_refused_naming_the_holder_and_kill_9_frees_t
 
 
 async def test_a_full_disk_gets_503s_keeps_the_sent_outcome_and_recovers_by_itself(
-    tmp_path: Path, telegram: SlowTelegram
+    tmp_path: Path, telegram: FlakyTelegram
 ) -> None:
     config = with_metrics(write_config(tmp_path, telegram))
     telegram.hanging_chats.add(GROUP)
@@ -230,7 +211,7 @@ def hold_write_lock(database: Path) -> sqlite3.Connection:
 
 
 async def test_a_database_locked_by_another_process_answers_503_and_catches_up_after(
-    tmp_path: Path, telegram: SlowTelegram
+    tmp_path: Path, telegram: FlakyTelegram
 ) -> None:
     config = write_config(tmp_path, telegram)
     config.write_text(config.read_text().replace(
@@ -284,7 +265,7 @@ async def test_a_database_locked_by_another_process_answers_503_and_catches_up_a
 
 
 async def test_sigterm_with_a_slow_telegram_waits_for_each_send_and_never_repeats_one(
-    tmp_path: Path, telegram: SlowTelegram
+    tmp_path: Path, telegram: FlakyTelegram
 ) -> None:
     config = write_config(tmp_path, telegram)
     titles = [f"Slow stream {n}" for n in range(4)]
@@ -320,7 +301,7 @@ async def test_sigterm_with_a_slow_telegram_waits_for_each_send_and_never_repeat
 
 
 async def test_healthz_reports_telegram_degraded_while_every_send_fails(
-    tmp_path: Path, telegram: SlowTelegram
+    tmp_path: Path, telegram: FlakyTelegram
 ) -> None:
     config = with_metrics(write_config(tmp_path, telegram))
     async with bot_process(config) as bot:
@@ -382,7 +363,7 @@ async def accepted(url: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_sighup_reloads_routes_and_templates_and_refuses_a_broken_config(
-    tmp_path: Path, telegram: SlowTelegram
+    tmp_path: Path, telegram: FlakyTelegram
 ) -> None:
     config = tmp_path / "bot.toml"
     config.write_text(console_config(tmp_path))
@@ -424,7 +405,7 @@ async def test_sighup_reloads_routes_and_templates_and_refuses_a_broken_config(
 
 
 async def test_sighup_mid_delivery_neither_kills_nor_repeats_a_send(
-    tmp_path: Path, telegram: SlowTelegram
+    tmp_path: Path, telegram: FlakyTelegram
 ) -> None:
     config = write_config(tmp_path, telegram)
     telegram.hanging_chats.add(GROUP)

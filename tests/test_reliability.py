@@ -41,7 +41,9 @@ _ids = itertools.count(1)
 
 
 class FlakyTelegram(FakeTelegram):
-    """The Telegram fake, plus chats whose sends hang forever and a switch for a 503 outage."""
+    """The Telegram fake, plus chats whose sends hang forever, a switch for a 503 outage,
+    and a `latency`: a message is stored at once but answered that many seconds later
+    (the ambiguous case a slow Telegram creates: posted, while the bot waits for its id)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,6 +51,7 @@ class FlakyTelegram(FakeTelegram):
         self.release = asyncio.Event()
         self.release_ok = False
         self.down = False
+        self.latency = 0.0
 
     async def _send_message(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         if self.down:
@@ -58,17 +61,27 @@ class FlakyTelegram(FakeTelegram):
             await self.release.wait()
             if not self.release_ok:
                 raise _ApiError(503, "Service Unavailable")
-        return await super()._send_message(params, files)
+        result = await super()._send_message(params, files)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return result
 
     def texts(self, chat: int) -> list[str]:
         return [m.get("text") or m.get("caption") or "" for m in self.messages.get(str(chat), [])]
 
 
-@pytest.fixture
-async def telegram() -> AsyncIterator[FlakyTelegram]:
+@contextlib.asynccontextmanager
+async def two_chats() -> AsyncIterator[FlakyTelegram]:
+    """The flaky Telegram fake with a supergroup (GROUP) and a group (OTHER)."""
     async with FlakyTelegram() as tg:
         tg.add_chat(GROUP, "supergroup", title="Streams")
         tg.add_chat(OTHER, "group", title="Friends")
+        yield tg
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FlakyTelegram]:
+    async with two_chats() as tg:
         yield tg
 
 
