@@ -430,6 +430,9 @@ class Store:
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: _Connection | None = None
         self._checkpointer: Checkpointer | None = None
+        self._background_checkpoints = False
+        # True from a read-only refusal until a new connection is open.
+        self._reopening = False
         #: The outcome of the last write attempt (for /healthz and the log).
         self.health = WriteHealth()
 
@@ -446,11 +449,14 @@ class Store:
         # Migrations at start may wait for a lock as long as a tool would.
         self._conn = self._connect(create=True, busy_timeout_ms=TOOL_BUSY_TIMEOUT_MS)
         self._migrate()
-        conn = self.conn
-        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-        if background_checkpoints and str(self.path) != ":memory:":
+        self.conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+        self._background_checkpoints = background_checkpoints and str(self.path) != ":memory:"
+        self._start_checkpoints()
+
+    def _start_checkpoints(self) -> None:
+        if self._background_checkpoints:
             # SQLite still checkpoints by itself if the thread ever falls far behind.
-            conn.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_CHECKPOINT_PAGES}")
+            self.conn.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_CHECKPOINT_PAGES}")
             self._checkpointer = Checkpointer(self.path)
             self._checkpointer.start()
 
@@ -485,13 +491,30 @@ class Store:
         return conn
 
     def _reopen_if_wanted(self) -> None:
-        """After a read-only refusal, a new connection, in case the file is writable now."""
-        if self._conn is None or not self._conn.reopen_wanted or self._conn.in_transaction:
+        """After a read-only refusal, connect anew, in case the file is writable now.
+
+        Every connection of the process goes, the checkpoint thread's too: SQLite shares
+        one read-only view of the WAL index among a process's connections to a file, so
+        a new connection beside an old read-only one would stay read-only.
+        """
+        conn = self._conn
+        if conn is None:
+            if not self._reopening:
+                return  # closed on purpose
+        elif not conn.reopen_wanted or conn.in_transaction:
             return
-        fresh = self._connect(create=False, busy_timeout_ms=self.busy_timeout_ms)
-        old, self._conn = self._conn, fresh
-        old.close()
+        else:
+            self._reopening = True
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+                self._checkpointer = None
+            conn.close()
+            self._conn = None
+        # Left closed if this fails (the file is gone, say); the next call tries again.
+        self._conn = self._connect(create=False, busy_timeout_ms=self.busy_timeout_ms)
+        self._reopening = False
         log.info("database %s reopened after a read-only refusal", self.path)
+        self._start_checkpoints()
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -501,11 +524,17 @@ class Store:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._reopening = False
 
     @property
     def conn(self) -> sqlite3.Connection:
         """The open connection."""
         if self._conn is None:
+            if self._reopening:
+                raise StoreUnavailable(
+                    "SQLITE_CANTOPEN: the database could not be opened again",
+                    code="SQLITE_CANTOPEN",
+                )
             raise RuntimeError("store is not open")
         return self._conn
 

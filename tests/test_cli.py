@@ -9,7 +9,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -89,10 +89,13 @@ class BotProcess:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(config: Path, *, line_limit: int = 2**16) -> AsyncIterator[BotProcess]:
+async def running_bot(
+    config: Path, *, line_limit: int = 2**16, wrapper: Sequence[str] = ()
+) -> AsyncIterator[BotProcess]:
     # line_limit: the longest output line BotProcess can read (asyncio's default is 64 KiB).
+    # wrapper: a command the bot runs under (setpriv, to drop a capability).
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", "-c", str(config),
+        *wrapper, sys.executable, "-m", "bot", "run", "-c", str(config),
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         limit=line_limit,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import resource
 import signal
@@ -202,6 +203,43 @@ async def test_a_full_disk_gets_503s_keeps_the_sent_outcome_and_recovers_by_itse
         assert sum("In flight" in text for text in texts(telegram, chat)) == 1
         assert sum("During the outage" in text for text in texts(telegram, chat)) == 1
     assert {state for *_, state in delivery_states(tmp_path)} == {"sent"}
+
+
+# Root writes to any file whatever its mode; without these capabilities it obeys the
+# mode like any user, so a read-only database file is read-only to the bot.
+AS_AN_ORDINARY_USER = (
+    ("setpriv", "--bounding-set=-dac_override,-dac_read_search") if os.geteuid() == 0 else ()
+)
+
+
+async def test_a_read_only_database_is_503_until_it_is_writable_then_recovers_by_itself(
+    tmp_path: Path, telegram: FlakyTelegram
+) -> None:
+    config = write_config(tmp_path, telegram)
+    database = tmp_path / "bot.sqlite3"
+    async with bot_process(config) as bot:
+        assert (await post(bot.url, live_start("quinn", "While writable"))).status == 202
+        await wait_all_sent(tmp_path)
+        assert await bot.stop() == 0
+    # Restored from a backup with the wrong mode, say: the bot can read it, not write it.
+    database.chmod(0o444)
+    async with running_bot(config, wrapper=AS_AN_ORDINARY_USER) as bot:
+        report = await wait_health(bot.url, lambda s, r: r["database"] == "unavailable")
+        assert "SQLITE_READONLY" in report["database_error"]
+        refused = await post(bot.url, live_start("ada", "Read-only"))
+        assert refused.status == 503 and "Retry-After" in refused.headers
+        assert bot.proc.returncode is None
+        for name in ("bot.sqlite3", "bot.sqlite3-wal", "bot.sqlite3-shm"):
+            os.chmod(tmp_path / name, 0o644)  # the WAL files took the database's mode
+        await wait_health(bot.url, lambda s, r: s == 200, timeout=30)
+        assert (await post(bot.url, live_start("ada", "Read-only"))).status == 202
+        for chat in (GROUP, OTHER):
+            await telegram.wait_for_message(chat, lambda m: "Read-only" in str(m))
+        assert await bot.stop() == 0
+    no_tracebacks(bot)
+    assert "reopened after a read-only refusal" in bot.stderr
+    for chat in (GROUP, OTHER):
+        assert sum("While writable" in text for text in texts(telegram, chat)) == 1
 
 
 def hold_write_lock(database: Path) -> sqlite3.Connection:
