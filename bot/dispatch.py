@@ -162,8 +162,10 @@ class SenderClocks:
         self._warned: set[str] = set()
 
     def sane(self, when: datetime | None, event: Event) -> datetime | None:
-        """A time `event`'s sender gave, or its receive time if that lies too far ahead."""
-        if when is None or when <= event.received_at + self._skew:
+        """A time `event`'s sender gave, or its receive time if that lies too far ahead,
+        or before 1970: that is a language's "no time" (Go's zero time is year 1, .NET's
+        MinValue too), and a stream started then would show a 2,000-year duration."""
+        if when is None or _EPOCH <= when <= event.received_at + self._skew:
             return when
         return event.received_at
 
@@ -665,6 +667,8 @@ class Dispatcher:
 
 # (target, action, options, not_before) of one outbox row to write.
 _Row = tuple[Target, str, dict[str, object], float]
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 # A saved state time that says nothing (see `_heal`): no event is older than it.
 _NO_TIME: Final = datetime.min.replace(tzinfo=UTC)

@@ -386,3 +386,15 @@ def test_an_id_shaped_like_a_moved_aside_one_leaves_the_event_a_duplicate(
     d.accept(sent("error", f"{digest}@{first.event_row}", received=1, error="odd"))
     later = d.accept(idless("live_start", received=2 * 24 * 60, body=START_BODY))
     assert later.duplicate
+
+
+def test_a_start_time_of_year_one_means_not_set_and_the_duration_counts_from_arrival(
+    store: Store,
+) -> None:
+    bot = dispatcher(store)
+    zero = datetime(1, 1, 1, tzinfo=UTC)  # Go's zero time, what an unset time.Time sends
+    bot.accept(sent("live_start", "s", received=0, live=LiveInfo(start_time=zero)))
+    end = bot.accept(sent("live_end", "e", received=90))
+    [ended] = end.notified
+    assert ended.started_at is not None and ended.ended_at is not None
+    assert timedelta(minutes=89) < ended.ended_at - ended.started_at <= timedelta(minutes=90)
