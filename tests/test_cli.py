@@ -90,9 +90,13 @@ class BotProcess:
 
 @contextlib.asynccontextmanager
 async def running_bot(config: Path) -> AsyncIterator[BotProcess]:
+    # A line longer than the reader's limit (64 KiB by default) ends its pump; the pipe then
+    # fills, the bot blocks writing to it and proc.wait() never returns. A webhook body is
+    # at most 1 MiB, so no printed or logged line of the bot's comes near 8 MiB.
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "run", "-c", str(config),
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        limit=8 * 1024 * 1024,
     )
     bot = BotProcess(proc)
     try:
@@ -165,9 +169,13 @@ async def test_run_notifies_on_console_and_remembers_across_restart(tmp_path: Pa
 async def test_run_with_a_bad_config_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "bot.toml"
     config.write_text(CONFIG.replace("port = 0", 'port = "eighty"'))
+    # A line longer than the reader's limit (64 KiB by default) ends its pump; the pipe then
+    # fills, the bot blocks writing to it and proc.wait() never returns. A webhook body is
+    # at most 1 MiB, so no printed or logged line of the bot's comes near 8 MiB.
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "run", "-c", str(config),
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        limit=8 * 1024 * 1024,
     )
     _out, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 1
