@@ -35,20 +35,26 @@ _ANSI = re.compile(
     r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"  # DCS, SOS, PM, APC strings
     r"|\x1b[ -/]*[0-~]"  # other escapes (charset selection, RIS, ...)
 )
-# Bidirectional overrides and isolates: they make a terminal show text in an order other
-# than the bytes' ("Trojan Source"); a log line should read as what it is.
+# Bidirectional embeddings, overrides and isolates: they make text show in an order other
+# than its characters' ("Trojan Source"), so a title could pass for another name or link.
 _BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+# Line and paragraph separators, and NEL (a C1 control): line breaks no newline shows, so a
+# value could start a line of its own that looks like the template's. A space keeps the
+# words apart.
+_LINE_SEPARATORS = re.compile(r"[\x85\u2028\u2029]")
 
 
 def strip_controls(text: str) -> str:
-    """Drop control characters except newline; tabs become spaces, CR LF becomes LF."""
+    """Drop control characters except newline, and bidi controls; tabs and line separators
+    become spaces, CR LF becomes LF."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
-    return _CONTROLS.sub("", text)
+    text = _LINE_SEPARATORS.sub(" ", text)
+    return _BIDI.sub("", _CONTROLS.sub("", text))
 
 
 def sanitize_console(text: str) -> str:
     """Text safe to print on a terminal: no ANSI sequences, controls or bidi overrides."""
-    return _BIDI.sub("", strip_controls(_ANSI.sub("", text)))
+    return strip_controls(_ANSI.sub("", text))
 
 
 # --- lengths ---------------------------------------------------------------------------
@@ -107,7 +113,12 @@ def safe_url(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     text = value.strip()
-    if not text or _CONTROLS.search(text) or any(ch.isspace() and ch != " " for ch in text):
+    if (
+        not text
+        or _CONTROLS.search(text)
+        or _BIDI.search(text)
+        or any(ch.isspace() and ch != " " for ch in text)
+    ):
         return None
     try:
         parts = urlsplit(text)
@@ -119,7 +130,9 @@ def safe_url(value: object) -> str | None:
         return None
 
     def encode(part: str) -> str:
-        return "".join(_URL_ENCODE.get(ch, ch) for ch in part)
+        # Discord shows a bare URL as text, where "@everyone" in it would read as a
+        # mention; web servers take "%40" in a path or query for the "@" it stands for.
+        return _MENTION_AT.sub("%40", "".join(_URL_ENCODE.get(ch, ch) for ch in part))
 
     return urlunsplit(
         (
@@ -149,14 +162,26 @@ _MD_LINE_START = re.compile(
 )
 # Mentions. `@everyone`/`@here` get a zero-width space after the @; `<@id>`, `<@!id>`,
 # `<@&id>`, `<#id>`, `</cmd:id>`, `<t:..>`, `<:emoji:id>` one after the `<`.
-_MENTION_AT = re.compile(r"@(?=(?:everyone|here)\b)", re.IGNORECASE)
+# Discord finds @everyone and @here anywhere, whatever follows ("@everyone1", "@here_" and
+# "a@everyone" ping too), and has been seen to skip combining marks between the @ and the
+# word (discord-api-docs#1241), so those may stand in between here.
+_MENTION_AT = re.compile(
+    r"@(?=[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f]*"
+    r"(?:everyone|here))",
+    re.IGNORECASE,
+)
 _MENTION_ANGLE = re.compile(r"<(?=[@#/:]|[A-Za-z]+:)")
 ZWSP: Final = "\u200b"
 
 
+def neutralise_everyone(text: str) -> str:
+    """`text` with every `@everyone` and `@here` broken by an invisible zero-width space."""
+    return _MENTION_AT.sub("@" + ZWSP, text)
+
+
 def neutralise_mentions(text: str) -> str:
     """`text` with every Discord mention syntax broken by an invisible zero-width space."""
-    return _MENTION_ANGLE.sub("<" + ZWSP, _MENTION_AT.sub("@" + ZWSP, text))
+    return _MENTION_ANGLE.sub("<" + ZWSP, neutralise_everyone(text))
 
 
 def escape_discord(text: str) -> str:
@@ -281,6 +306,36 @@ _TAG_NAME = re.compile(r"<\s*(/?)\s*([A-Za-z][A-Za-z0-9-]*)")
 
 def _tg_tokens(markup: str) -> list[tuple[str, str]]:
     return [(m.lastgroup or "text", m.group()) for m in _TG_TOKEN.finditer(markup)]
+
+
+#: Telegram makes a mention of "@" and 2-32 letters, digits or underscores (one that notifies
+#: that member of a group); an invisible word joiner right after the "@" stops it.
+WORD_JOINER: Final = "\u2060"
+_TG_AT = re.compile("@(?!" + WORD_JOINER + ")")
+
+
+def break_telegram_mentions(text: str) -> str:
+    """`text` with a word joiner after every "@", so Telegram makes no mention of it."""
+    return _TG_AT.sub("@" + WORD_JOINER, text)
+
+
+def escape_telegram(text: str) -> str:
+    """Untrusted text as Telegram HTML: no controls or bidi, mentions broken, escaped."""
+    return html.escape(break_telegram_mentions(strip_controls(text)))
+
+
+def break_telegram_html_mentions(markup: str) -> str:
+    """Telegram HTML with a word joiner after every "@" of its text (`&#64;` included);
+    tags, and so link targets, are left as they are."""
+    out: list[str] = []
+    for kind, token in _tg_tokens(markup):
+        if kind == "text":
+            out.append(break_telegram_mentions(token))
+        elif kind == "entity" and html.unescape(token) == "@":
+            out.append(token + WORD_JOINER)
+        else:
+            out.append(token)
+    return "".join(out)
 
 
 def telegram_visible_len(markup: str) -> int:

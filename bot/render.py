@@ -52,6 +52,9 @@ DISCORD_MAX_ROLE_MENTIONS: Final = 100
 # Telegram's: visible characters after entity parsing.
 TELEGRAM_TEXT_MAX: Final = 4096
 TELEGRAM_CAPTION_MAX: Final = 1024
+#: The console has no limit of its own; a megabyte of title should still not fill the
+#: terminal (or the journal it goes to), so a notification is cut like a Telegram one.
+CONSOLE_TEXT_MAX: Final = 4096
 
 #: Embed colour per event kind (templates may override with the `colour` block).
 KIND_COLOURS: Final[Mapping[str, int]] = {
@@ -342,8 +345,12 @@ def _console_finalize(value: object) -> str:
 def _discord_finalize(context: Context, value: object) -> str:
     if value is None:
         return ""
-    if isinstance(value, Markup | SafeUrl):
+    if isinstance(value, SafeUrl):
         return str(value)
+    if isinstance(value, Markup):
+        # Markdown already (discord_time, |codeblock, |e); what it holds may still be
+        # stream text, and neither a bidi control nor @everyone is markup anyone needs.
+        return markup.neutralise_everyone(markup.strip_controls(str(value)))
     text = markup.strip_controls(str(value))
     if context.get(_PLAIN_TEXT):
         # Not markdown, so no backslashes; the invisible mention breaks cost nothing.
@@ -355,9 +362,15 @@ def _telegram_finalize(value: object) -> object:
     # Autoescaping runs after this, on what it returns.
     if value is None:
         return ""
-    if isinstance(value, Markup):
+    if isinstance(value, SafeUrl):
+        # Usually an href, where a word joiner would break the link; shown as text,
+        # Telegram makes the whole URL one link, with no mention inside it.
         return value
-    return markup.strip_controls(str(value))
+    if isinstance(value, Markup):
+        # HTML already (|e, |join and other filters give Markup): stream text may be in
+        # it, so its text gets the same treatment, its tags are left alone.
+        return Markup(markup.break_telegram_html_mentions(markup.strip_controls(str(value))))
+    return markup.break_telegram_mentions(markup.strip_controls(str(value)))
 
 
 # --- environments ----------------------------------------------------------------------
@@ -592,6 +605,9 @@ class Renderer:
         text = rendered.blocks["text"]
         if not text:
             raise TemplateProblem(f"{rendered.name}: block 'text' is empty")
+        text = _Cutter("console", event.kind)(
+            markup.truncate_plain, text, CONSOLE_TEXT_MAX, "text"
+        )
         return ConsoleMessage(text=text)
 
     def _discord(

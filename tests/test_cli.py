@@ -90,9 +90,11 @@ class BotProcess:
 
 @contextlib.asynccontextmanager
 async def running_bot(
-    config: Path, *, line_limit: int = 2**16, wrapper: Sequence[str] = ()
+    config: Path, *, line_limit: int = 8 * 1024 * 1024, wrapper: Sequence[str] = ()
 ) -> AsyncIterator[BotProcess]:
-    # line_limit: the longest output line BotProcess can read (asyncio's default is 64 KiB).
+    # A line longer than the reader's limit ends its pump; the pipe then fills, the bot
+    # blocks writing to it and proc.wait() never returns. A webhook body is at most 1 MiB
+    # by default, so no line of the bot's comes near 8 MiB unless a test raises the limit.
     # wrapper: a command the bot runs under (setpriv, to drop a capability).
     proc = await asyncio.create_subprocess_exec(
         *wrapper, sys.executable, "-m", "bot", "run", "-c", str(config),
@@ -170,9 +172,13 @@ async def test_run_notifies_on_console_and_remembers_across_restart(tmp_path: Pa
 async def test_run_with_a_bad_config_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "bot.toml"
     config.write_text(CONFIG.replace("port = 0", 'port = "eighty"'))
+    # A line longer than the reader's limit (64 KiB by default) ends its pump; the pipe then
+    # fills, the bot blocks writing to it and proc.wait() never returns. A webhook body is
+    # at most 1 MiB, so no printed or logged line of the bot's comes near 8 MiB.
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "run", "-c", str(config),
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        limit=8 * 1024 * 1024,
     )
     _out, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 1

@@ -148,6 +148,18 @@ async def test_send_edit_and_moderator_delete(fake: FakeDiscord, client: discord
         assert caught.value.code == 10008
 
 
+async def test_everyone_and_here_ping_wherever_they_stand_when_allowed(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    async with running_client(fake, client):
+        channel = client.get_channel(STREAMS_CHANNEL_ID)
+        everyone = discord.AllowedMentions(everyone=True)
+        for content in ("@everyone1", "hi@here_", "@\u200beveryone", "@ everyone"):
+            await channel.send(content, allowed_mentions=everyone)
+    pinged = [m["mention_everyone"] for m in fake.messages[STREAMS_CHANNEL_ID]]
+    assert pinged == [True, True, False, False]
+
+
 async def test_429_is_waited_out_and_delivered_once(
     fake: FakeDiscord, client: discord.Client
 ) -> None:

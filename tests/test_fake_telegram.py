@@ -23,7 +23,13 @@ from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryA
 from telegram.ext import ApplicationBuilder, BaseRateLimiter, CommandHandler, ContextTypes
 
 from bot.sinks.telegram import PacedRateLimiter
-from tests.fakes.telegram_api import FakeTelegram, HtmlParseError, parse_html
+from tests.fakes.telegram_api import (
+    FakeTelegram,
+    HtmlParseError,
+    find_entities,
+    merge_found_entities,
+    parse_html,
+)
 
 USER = 1001  # a private chat with this user
 ADMIN = 2002
@@ -437,6 +443,70 @@ async def test_callback_query_answer(fake: FakeTelegram, bot: Bot) -> None:
     assert await bot.answer_callback_query(query_id, text="Muted")
     with pytest.raises(BadRequest, match=r"(?i)query is too old"):
         await bot.answer_callback_query(query_id)
+
+
+# ---- entities Telegram finds by itself ------------------------------------------------------
+
+
+async def test_mentions_links_and_commands_are_found_in_what_the_bot_sends(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    await bot.send_message(GROUP, "ping @admin_user, see https://t.example/@x or /status")
+    stored = fake.messages[str(GROUP)][-1]
+    assert [(e["type"], e["offset"], e["length"]) for e in stored["entities"]] == [
+        ("mention", 5, 11),
+        ("url", 22, 20),
+        ("bot_command", 46, 7),
+    ]
+    await bot.send_photo(
+        GROUP,
+        "https://cdn.example.com/t.jpg",
+        caption='<b>@admin_user</b> <a href="tg://user?id=2002">you</a>',
+        parse_mode="HTML",
+    )
+    caption = fake.messages[str(GROUP)][-1]["caption_entities"]
+    assert [e["type"] for e in caption] == ["mention", "bold", "text_mention"]
+    assert caption[2]["user"]["id"] == 2002
+    # An edit is looked at again.
+    sent = await bot.send_message(GROUP, "hello")
+    assert "entities" not in fake.messages[str(GROUP)][-1]
+    await bot.edit_message_text("hello @mod_team", GROUP, sent.message_id)
+    assert fake.messages[str(GROUP)][-1]["entities"] == [
+        {"type": "mention", "offset": 6, "length": 9}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("@admin_user", [("mention", "@admin_user")]),
+        ("(@ab)", [("mention", "@ab")]),  # stricter than TDLib, which wants 4 characters
+        ("@\u2060admin_user", []),  # a word joiner ends it before it starts
+        ("x@admin_user me@example.com", [("email", "me@example.com")]),
+        ("@" + "a" * 33, []),
+        ("@adminé", []),
+        ("https://youtube.com/@quinn.", [("url", "https://youtube.com/@quinn")]),
+        ("https://x.example/@\u2060q", [("url", "https://x.example/@")]),
+        ("/mute@streambot_test 1h", [("bot_command", "/mute@streambot_test")]),
+        ("#tag #123 #a#b $USD", [("hashtag", "#tag"), ("cashtag", "$USD")]),
+    ],
+)
+def test_found_entities_follow_tdlib(text: str, found: list[tuple[str, str]]) -> None:
+    entities = find_entities(text)
+    assert [(e["type"], text[e["offset"] : e["offset"] + e["length"]]) for e in entities] == found
+
+
+def test_found_entities_give_way_to_links_and_code_except_mentions() -> None:
+    text, parsed = parse_html(
+        '<a href="https://t.example/">#in https://u.example</a> <code>#c @code_x</code> '
+        "<b>#bold</b> <blockquote>#q</blockquote>"
+    )
+    merged = merge_found_entities(parsed, find_entities(text))
+    kinds = [(e["type"], text[e["offset"] : e["offset"] + e["length"]]) for e in merged]
+    assert ("hashtag", "#in") not in kinds and ("url", "https://u.example") not in kinds
+    assert ("hashtag", "#c") not in kinds
+    assert ("mention", "@code_x") in kinds  # the fake's deliberate strictness
+    assert ("hashtag", "#bold") in kinds and ("hashtag", "#q") in kinds
 
 
 # ---- the parser itself (cases from TDLib's test/message_entities.cpp) -----------------------

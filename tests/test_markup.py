@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 import pytest
 
 from bot import markup
+from tests.fakes.telegram_api import find_entities, merge_found_entities, parse_html
 
 # --- independent checkers (not the code under test) -------------------------------------
 
@@ -131,6 +132,9 @@ def test_console_text_cannot_drive_the_terminal(raw: str, shown: str) -> None:
         "http://",
         "https://exa mple.com/",
         "https://example.com/\nInjected: header",
+        "https://example.com/\u202egnp.exe",
+        "https://exa\u2066mple.com/",
+        "https://example.com/a\u2028b",
         "",
         None,
         42,
@@ -147,6 +151,14 @@ def test_http_urls_are_kept_and_made_safe_for_links() -> None:
     assert markup.safe_url("HTTP://example.com/a b") == "http://example.com/a%20b"
     # A ")" would end a markdown link early, a quote an HTML attribute.
     assert markup.safe_url('https://e.com/x)"y') == "https://e.com/x%29%22y"
+
+
+def test_urls_keep_their_at_signs_unless_they_spell_everyone_or_here() -> None:
+    assert markup.safe_url("https://youtube.com/@quinn") == "https://youtube.com/@quinn"
+    # Discord shows a bare URL as text: "@everyone" in it reads as a mention.
+    assert markup.safe_url("https://e.com/@everyone?to=@Here#@here1") == (
+        "https://e.com/%40everyone?to=%40Here#%40here1"
+    )
 
 
 # --- Discord escaping ------------------------------------------------------------------
@@ -309,3 +321,85 @@ def test_telegram_html_problems_are_found(text: str, problem: str) -> None:
 
 def test_valid_telegram_html_has_no_problems() -> None:
     assert markup.telegram_html_problems(RICH_TELEGRAM) == []
+
+
+# --- what no sink may carry from stream text ---------------------------------------------
+
+HIDDEN = re.compile("[\u202a-\u202e\u2066-\u2069\u2028\u2029\x85]")
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("\u2066iso\u2069late \u2067rtl\u2069 \u2068first\u2069", "isolate rtl first"),
+        ("\u202aembed\u202c \u202boverride\u202c \u202dlro\u202e", "embed override lro"),
+        ("line\u2028sep\u2029para\x85nel", "line sep para nel"),
+    ],
+)
+def test_bidi_controls_and_line_separators_reach_no_sink(raw: str, shown: str) -> None:
+    assert markup.strip_controls(raw) == shown
+    assert markup.sanitize_console(raw) == shown
+    assert markup.escape_discord(markup.strip_controls(raw)) == shown
+    assert telegram_visible(markup.escape_telegram(raw)) == shown
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["@everyone1", "@here_", "mail@everyone.example", "@EVERYONE!", "x@Here2",
+     "@\u0301everyone", "@\u0300\u0301here", "@everyone@here"],
+)  # fmt: skip
+def test_discord_everyone_and_here_are_broken_whatever_surrounds_them(payload: str) -> None:
+    # Discord pings for them anywhere, whatever follows; combining marks can hide in between.
+    ping = re.compile(r"@[\u0300-\u036f]*(?:everyone|here)", re.IGNORECASE)
+    for text in (markup.escape_discord(payload), markup.neutralise_mentions(payload)):
+        assert not ping.search(text), text
+        # Still what was written, once the invisible spaces and the escapes are read.
+        assert re.sub(r"\\(.)", r"\1", text).replace(markup.ZWSP, "") == payload
+
+
+def telegram_pings(html_text: str) -> list[dict[str, object]]:
+    """The mention and text_mention entities Telegram would make of this HTML (as the fake
+    finds them, a port of TDLib's parser and entity finder)."""
+    text, entities = parse_html(html_text)
+    merged = merge_found_entities(entities, find_entities(text))
+    return [e for e in merged if e["type"] in ("mention", "text_mention")]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["@admin_user", "ask @admin_user!", "@ab", "(@x_y_z)", "@@admin_user", "a @b_c@d_e",
+     "@" + "a" * 32, "\u202e@admin_user", "@\u2028admin_user", "&#64;admin_user"],
+)  # fmt: skip
+def test_telegram_stream_text_mentions_nobody_and_still_reads_the_same(payload: str) -> None:
+    escaped = markup.escape_telegram(payload)
+    for html_text in (escaped, f"<b>{escaped}</b>"):
+        assert telegram_pings(html_text) == [], html_text
+        shown = telegram_visible(html_text).replace(markup.WORD_JOINER, "")
+        assert shown == markup.strip_controls(payload)
+
+
+def test_the_mention_break_is_made_once() -> None:
+    once = markup.break_telegram_mentions("@a @b")
+    assert once == "@\u2060a @\u2060b"
+    assert markup.break_telegram_mentions(once) == once
+
+
+def test_telegram_html_gets_its_text_broken_and_its_links_left_whole() -> None:
+    html_text = '<a href="https://youtube.com/@quinn">@quinn</a> &#64;admin_user &amp;@x_y'
+    broken = markup.break_telegram_html_mentions(html_text)
+    assert telegram_pings(broken) == []
+    assert 'href="https://youtube.com/@quinn"' in broken
+    text, entities = parse_html(broken)
+    assert entities[0]["url"] == "https://youtube.com/@quinn"
+    assert text.replace(markup.WORD_JOINER, "") == "@quinn @admin_user &@x_y"
+
+
+def test_a_telegram_cut_never_makes_a_broken_mention_whole_again() -> None:
+    html_text = (
+        f"<b>{markup.escape_telegram('@admin_user ' * 20)}</b> "
+        f'<a href="https://twitch.tv/q">{markup.escape_telegram("@mod_team " * 20)}</a>'
+    )
+    assert telegram_pings(html_text) == []
+    for limit in range(1, markup.telegram_visible_len(html_text) + 2):
+        cut = markup.truncate_telegram(html_text, limit)
+        assert telegram_pings(cut) == [], (limit, cut)

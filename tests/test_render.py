@@ -15,6 +15,7 @@ import pytest
 from bot.errors import TemplateProblem
 from bot.events import KNOWN_KINDS, NOTIFIED_KINDS, Event, LiveInfo
 from bot.render import (
+    CONSOLE_TEXT_MAX,
     KIND_COLOURS,
     ConsoleMessage,
     DiscordMessage,
@@ -28,7 +29,15 @@ from bot.render import (
     reltime,
 )
 from bot.samples import sample_event
-from tests.test_markup import MENTION, telegram_problems, telegram_visible, unescaped, utf16
+from tests.test_markup import (
+    HIDDEN,
+    MENTION,
+    telegram_pings,
+    telegram_problems,
+    telegram_visible,
+    unescaped,
+    utf16,
+)
 
 NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 SINKS = ("console", "discord", "telegram")
@@ -338,6 +347,24 @@ def test_console_strips_terminal_escapes_from_stream_text(renderer: Renderer) ->
     assert "RED title" in text and "Aurora" in text and "Music" in text
 
 
+def test_console_notification_is_cut_to_its_limit_and_the_cut_logged_once(
+    renderer: Renderer, caplog: pytest.LogCaptureFixture
+) -> None:
+    ev = event(live=live(title="word " * 200_000))
+    with caplog.at_level(logging.WARNING, logger="bot.render"):
+        text = renderer.render_console(ev).text
+    assert utf16(text) <= CONSOLE_TEXT_MAX
+    assert text.startswith("[live_start] Aurora Vale is live") and text.endswith("…")
+    cuts = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert cuts == [
+        f"console live_start: text is longer than {CONSOLE_TEXT_MAX} characters; truncated"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bot.render"):
+        renderer.render_console(sample_event("live_start"))
+    assert not caplog.records, "an ordinary notification is not cut"
+
+
 def test_console_live_end_shows_the_duration(renderer: Renderer) -> None:
     text = renderer.render_console(sample_event("live_end")).text
     assert "2h 13m" in text and "Aurora Vale" in text
@@ -360,6 +387,88 @@ def test_non_http_urls_are_dropped_everywhere(renderer: Renderer) -> None:
     console = renderer.render_console(ev)
     for shown in (preview(discord), preview(telegram), console.text):
         assert "javascript" not in shown and "data:" not in shown and "file:" not in shown
+
+
+# --- what every sink keeps out of stream text -------------------------------------------
+
+SNEAKY = (
+    "@admin_user \u202eevil\u202c \u2066iso\u2069 line\u2028para\u2029nel\x85@here_ @everyone1"
+)
+
+
+def hostile_event(kind: str) -> Event:
+    return event(
+        kind,
+        display_name=f"N {SNEAKY}",
+        live=live(title=f"T {SNEAKY}", categories=(f"C {SNEAKY}",)),
+        old_live=live(title=f"O {SNEAKY}", categories=(f"P {SNEAKY}",)),
+        error=f"E {SNEAKY}",
+        details={"note": f"D {SNEAKY}"},
+    )
+
+
+def shown_strings(message: ConsoleMessage | DiscordMessage | TelegramMessage) -> list[str]:
+    if isinstance(message, DiscordMessage):
+        return discord_strings(message)
+    if isinstance(message, TelegramMessage):
+        return [message.text, message.caption or "", message.button_text or ""]
+    return [message.text]
+
+
+@pytest.mark.parametrize("sink", SINKS)
+@pytest.mark.parametrize("kind", sorted(KNOWN_KINDS))
+def test_no_sink_shows_bidi_controls_or_line_separators_from_stream_text(
+    renderer: Renderer, sink: str, kind: str
+) -> None:
+    strings = shown_strings(render(renderer, sink, hostile_event(kind)))
+    assert not HIDDEN.search("".join(strings)), strings
+
+
+@pytest.mark.parametrize("kind", sorted(KNOWN_KINDS))
+def test_telegram_stream_text_mentions_nobody_wherever_it_lands(
+    renderer: Renderer, kind: str
+) -> None:
+    message = renderer.render_telegram(hostile_event(kind))
+    for html_text in (message.text, message.caption or ""):
+        assert telegram_pings(html_text) == [], html_text
+    # The names are still there to read: the word joiners are invisible.
+    shown = telegram_visible(message.text).replace("\u2060", "")
+    assert "@admin_user evil iso line para nel @here_ @everyone1" in shown
+
+
+def test_telegram_filters_that_give_html_keep_the_breaks_and_leave_links_whole(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        "telegram/live_start.j2",
+        '{% block text %}<a href="{{ streamer.url }}">{{ streamer.url }}</a> {{ live.title|e }} '
+        '{{ live.categories|join(", ") }} {{ streamer.name|indent }}{% endblock %}',
+    )
+    ev = event(
+        url="https://youtube.com/@quinn",
+        display_name="@admin_user\u2066",
+        live=live(title="@admin_user & co\u202e", categories=("@mod_team", "@here_")),
+    )
+    message = Renderer(user_dir=tmp_path).render_telegram(ev)
+    assert 'href="https://youtube.com/@quinn"' in message.text
+    # Shown as text the URL is one link entity, which takes in its "@quinn".
+    assert telegram_pings(message.text) == [], message.text
+    assert not HIDDEN.search(message.text)
+    shown = telegram_visible(message.text).replace("\u2060", "")
+    assert shown == "https://youtube.com/@quinn @admin_user & co @mod_team, @here_ @admin_user"
+
+
+def test_discord_values_that_are_already_markup_lose_everyone_and_bidi(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "discord/live_start.j2",
+        '{% extends "discord/base.j2" %}{% block content %}{{ live.title|e }}{% endblock %}',
+    )
+    ev = event(live=live(title="@everyone1 \u202eevil\u2028x"))
+    message = Renderer(user_dir=tmp_path).render_discord(ev)
+    assert not MENTION.search(message.content) and not HIDDEN.search(message.content)
+    assert message.content.replace("\u200b", "") == "@everyone1 evil x"
 
 
 # --- user templates --------------------------------------------------------------------

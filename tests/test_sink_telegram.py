@@ -173,11 +173,12 @@ async def test_live_start_is_a_photo_with_escaped_caption_and_button_in_each_cha
         [message] = fake.messages[str(chat)]
         assert message["photo"], "sent with sendPhoto"
         caption = message["caption"]
-        assert "@everyone is live!" in caption
+        # A word joiner after the "@" keeps Telegram from making the name a mention.
+        assert "@\u2060everyone is live!" in caption
         assert hostile in caption, "the title arrives as literal text"
         # Entities measure UTF-16 units: the bold name, and the title linked to the stream.
         kinds = [(e["type"], e["length"]) for e in message["caption_entities"]]
-        assert kinds == [("bold", len("@everyone")), ("text_link", len(hostile) + 1)]
+        assert kinds == [("bold", len("@\u2060everyone")), ("text_link", len(hostile) + 1)]
         assert button(message) == WATCH
         assert rows(store)[str(chat)]["message_id"] == f"photo:{message['message_id']}"
     calls = fake.calls_to("sendPhoto")
@@ -565,6 +566,23 @@ async def test_a_group_member_may_not_mute_but_an_admin_may(
     assert mute.pattern == "twitch/quinn"
     assert mute.until is not None
     assert mute.until - time.time() == pytest.approx(7200, abs=60)
+
+
+async def test_a_key_copied_from_status_mutes_that_stream_and_the_answer_pings_nobody(
+    fake: FakeTelegram, store: Store, sink: TelegramSink
+) -> None:
+    handle = live_event().with_changes(platform="youtube", channel="@quinn", url=None)
+    Dispatcher(store=store, routes=[route(GROUP)], sinks=[]).accept(handle)
+    status = await reply_in(fake, GROUP, "/status@streambot_test", from_user_id=MEMBER)
+    # /status shows "youtube/@\u2060quinn", so that its "@" is no mention...
+    assert "<code>youtube/@\u2060quinn</code>" in fake.calls_to("sendMessage")[-1].params["text"]
+    assert not [e for e in status["entities"] if e["type"] == "mention"]
+    # ... and pasted into a command, the invisible word joiner is no part of the key.
+    answer = await reply_in(fake, GROUP, "/mute youtube/@\u2060quinn 2h", from_user_id=ADMIN)
+    [mute] = store.mutes_for("telegram", str(GROUP), time.time())
+    assert mute.pattern == "youtube/@quinn"
+    assert answer["text"].replace("\u2060", "") == "Muted youtube/@quinn here for 2h."
+    assert not [e for e in answer.get("entities", []) if e["type"] == "mention"]
 
 
 async def test_mute_with_a_lone_duration_mutes_everything_for_that_long(

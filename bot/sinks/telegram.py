@@ -512,14 +512,16 @@ class TelegramSink:
         if message is None or chat is None:
             return
         here = Chat("telegram", str(chat.id))
-        args = list(context.args or ())
+        # A streamer key copied out of /status carries the word joiner that keeps its "@"
+        # from being a mention; it is not part of the key.
+        args = [arg.replace(markup.WORD_JOINER, "") for arg in context.args or ()]
         try:
             if name in CHANGING_COMMANDS and not await _is_admin(update, context):
                 reply = html.escape(_REFUSAL)
             else:
                 reply = await self._answer(name, here, args, update, context)
         except CommandError as exc:
-            reply = html.escape(str(exc))
+            reply = markup.escape_telegram(str(exc))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -559,19 +561,19 @@ class TelegramSink:
             return mutes_text(commands.status(here))
         if name == "mute":
             streamer, duration = split_mute_arguments(args)
-            return html.escape(commands.mute(here, streamer, duration, by=by))
+            return markup.escape_telegram(commands.mute(here, streamer, duration, by=by))
         if name == "unmute":
             if len(args) > 1:
                 raise CommandError("Use: /unmute [streamer], like: /unmute twitch/quinn")
-            return html.escape(commands.unmute(here, args[0] if args else None))
+            return markup.escape_telegram(commands.unmute(here, args[0] if args else None))
         if name in ("subscribe", "unsubscribe"):
             if len(args) != 1:
                 raise CommandError(
                     f"Use: /{name} pattern, like: /{name} twitch/quinn or /{name} twitch/*"
                 )
             if name == "subscribe":
-                return html.escape(commands.subscribe(here, args[0], by=by))
-            return html.escape(commands.unsubscribe(here, args[0]))
+                return markup.escape_telegram(commands.subscribe(here, args[0], by=by))
+            return markup.escape_telegram(commands.unsubscribe(here, args[0]))
         raise AssertionError(f"no handler for /{name}")  # pragma: no cover
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -892,15 +894,16 @@ def status_text(report: StatusReport, *, show_failures: bool) -> str:
     if report.live:
         lines.append("<b>Live now</b>")
         for entry in report.live:
-            name = html.escape(entry.name)
+            # Names, titles and categories are stream text, keys and mutes partly too.
+            name = markup.escape_telegram(entry.name)
             url = markup.safe_url(entry.url)
             link = f'<a href="{html.escape(url)}">{name}</a>' if url else f"<b>{name}</b>"
-            lines.append(f"🔴 {link} <code>{html.escape(entry.key)}</code>")
+            lines.append(f"🔴 {link} <code>{markup.escape_telegram(entry.key)}</code>")
             if entry.title:
-                lines.append(f"<i>{html.escape(entry.title)}</i>")
+                lines.append(f"<i>{markup.escape_telegram(entry.title)}</i>")
             details = []
             if entry.categories:
-                details.append("🎮 " + html.escape(", ".join(entry.categories)))
+                details.append("🎮 " + markup.escape_telegram(", ".join(entry.categories)))
             if entry.uptime is not None:
                 details.append("⏱ up " + html.escape(format_duration(entry.uptime)))
             if details:
@@ -924,5 +927,5 @@ def mutes_text(report: StatusReport) -> str:
     if not report.mutes:
         return "Nothing is muted here."
     lines = ["<b>Muted here</b>"]
-    lines += [f"• {html.escape(mute.describe(report.now))}" for mute in report.mutes]
+    lines += [f"• {markup.escape_telegram(mute.describe(report.now))}" for mute in report.mutes]
     return "\n".join(lines)

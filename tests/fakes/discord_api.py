@@ -1559,8 +1559,9 @@ class FakeDiscord:
                 continue
             if role.get("mentionable") or perms & MENTION_EVERYONE:
                 roles.append(role_id)
+        # Discord pings for @everyone and @here wherever they stand, "@everyone1" too.
         everyone = bool(
-            re.search(r"@(everyone|here)\b", content)
+            re.search(r"@(everyone|here)", content)
             and "everyone" in parse
             and perms & MENTION_EVERYONE
         )

@@ -84,6 +84,13 @@ Behaviour copied from Telegram (the Bot API server and TDLib sources, error text
 - Text is trimmed of surrounding whitespace, then measured in UTF-16 code units: empty ->
   "message text is empty", > 4096 -> "message is too long", caption > 1024 -> "message
   caption is too long".
+- Stored ``entities``/``caption_entities`` also hold what Telegram finds in the text by
+  itself (TDLib's ``find_entities``; ``find_entities()`` here): ``mention`` for "@name",
+  ``hashtag``, ``cashtag``, ``bot_command``, ``url`` (with a scheme) and ``email``, merged
+  with the parsed ones as TDLib merges them. ``text_mention`` comes from
+  ``<a href="tg://user?id=N">``. Deliberately stricter than Telegram: a mention counts
+  however short (TDLib wants 4 characters or @gif/@vid/@pic) and inside links and code too,
+  so a test that finds no ``mention`` entity has shown that nobody is notified.
 - An edit replaces the inline keyboard with the one passed, or removes it when none is
   passed, as Telegram does; an edit that changes nothing -> "message is not modified: ...".
 - Inline keyboards: a button with no action, a bad URL (BUTTON_URL_INVALID) or
@@ -113,7 +120,8 @@ PTB pitfalls this fake exposes (python-telegram-bot 22.8):
 Not modelled: Markdown parse modes (text passes through unparsed), media other than
 photos, inline-mode edits, webhooks, Telegram's per-chat and per-group rate limits (use
 ``fail_next``; ``send_limit`` is the overall one), URL normalisation in keyboards,
-automatic url/mention entities.
+links to bare domains and phone or card numbers among the found entities, and Telegram's
+removal of U+2028-U+202E from texts (assert on ``calls`` to see what the bot sent).
 """
 
 from __future__ import annotations
@@ -133,7 +141,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-__all__ = ["FakeChat", "FakeTelegram", "HtmlParseError", "RecordedCall", "parse_html"]
+__all__ = [
+    "FakeChat",
+    "FakeTelegram",
+    "HtmlParseError",
+    "RecordedCall",
+    "find_entities",
+    "merge_found_entities",
+    "parse_html",
+]
 
 MAX_TEXT_LENGTH = 4096
 MAX_CAPTION_LENGTH = 1024
@@ -532,6 +548,142 @@ def _bot_command_entities(text: str) -> list[dict[str, Any]]:
         }
         for m in _BOT_COMMAND.finditer(text)
     ]
+
+
+# --------------------------------------------------------------------------------------
+# Entities Telegram finds by itself: TDLib's find_entities and merge_new_entities
+# --------------------------------------------------------------------------------------
+
+_HASHTAG = re.compile(r"(?<![\w\u200c\xb7\u0d80-\u0dff])#[\w\u200c\xb7\u0d80-\u0dff]++(?!#)")
+_CASHTAG = re.compile(
+    r"(?<![\w\u200c\xb7\u0d80-\u0dff$])\$(?:1INCH|[A-Z]{1,8}+)(?![\w\u200c\xb7\u0d80-\u0dff$])"
+)
+# With a scheme only: TDLib also links bare domains ("twitch.tv/quinn"), which can only
+# swallow mentions, so leaving them out makes this fake report more mentions, never fewer.
+_URL_START = re.compile(r"(?i)(?<![A-Za-z0-9+\-])(?:https?|ftp|tg|ton)://")
+_EMAIL = re.compile(
+    r"(?<![\w.+\-])[A-Za-z0-9_\-]{1,35}(?:[.+][A-Za-z0-9_\-]{1,35}){0,10}"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9_\-]{0,28}[A-Za-z0-9])?\.){1,6}[A-Za-z]{2,8}(?![\w\-@])"
+)
+_URL_BAD_END = ".:;,('?!`"
+# Entities a found one may sit inside (the rest are "continuous": it must not touch them).
+_SPLITTABLE_TYPES = frozenset({"bold", "italic", "underline", "strikethrough", "spoiler"})
+_BLOCKQUOTE_TYPES = frozenset({"blockquote", "expandable_blockquote"})
+
+
+def _is_word_character(ch: str) -> bool:
+    """TDLib's is_word_character: a letter, a number or an underscore."""
+    return ch == "_" or ch.isalnum()
+
+
+def _is_url_symbol(ch: str) -> bool:
+    """TDLib's is_url_path_symbol: General Punctuation (word joiners, zero-width spaces,
+    bidi controls) and separators end a URL, so do a newline, < > " « »."""
+    c = ord(ch)
+    if ch in '\n<>"\xab\xbb' or ch.isspace():
+        return False
+    if 0x2000 <= c <= 0x206F:
+        return c in (0x200C, 0x200D) or 0x2010 <= c <= 0x2015
+    return True
+
+
+def _find_mentions(text: str) -> list[tuple[int, int]]:
+    """TDLib's match_mentions, "@" and 2-32 of [A-Za-z0-9_] between non-word characters.
+
+    TDLib then drops those under 4 characters but @gif, @vid and @pic; the fake keeps them,
+    so a test errs on the side of seeing a mention.
+    """
+    found = []
+    pos = text.find("@")
+    while pos != -1:
+        end = pos + 1
+        if pos == 0 or not _is_word_character(text[pos - 1]):
+            while end < len(text) and (text[end].isascii() and _is_word_character(text[end])):
+                end += 1
+            size = end - pos - 1
+            after = text[end] if end < len(text) else ""
+            if 2 <= size <= 32 and not (after and _is_word_character(after)):
+                found.append((pos, end))
+        pos = text.find("@", end)
+    return found
+
+
+def _find_urls(text: str) -> list[tuple[int, int]]:
+    found = []
+    for match in _URL_START.finditer(text):
+        end = match.end()
+        while end < len(text) and _is_url_symbol(text[end]):
+            end += 1
+        while end > match.end() and text[end - 1] in _URL_BAD_END:
+            end -= 1
+        if end > match.end():
+            found.append((match.start(), end))
+    return found
+
+
+def find_entities(text: str) -> list[dict[str, Any]]:
+    """The entities Telegram adds to a message's plain text on its own: mention, hashtag,
+    cashtag, bot_command, url and email, as Bot API MessageEntity dicts (UTF-16 units).
+
+    Like TDLib, the first (then the longest) of overlapping ones wins, so a URL takes in an
+    "@name" in its path and an e-mail address its "@domain".
+    """
+    spans: list[tuple[int, int, str]] = [(a, b, "mention") for a, b in _find_mentions(text)]
+    spans += [(m.start(), m.end(), "bot_command") for m in _BOT_COMMAND.finditer(text)]
+    for match in _HASHTAG.finditer(text):
+        tag = match.group()[1:]
+        if any(ch.isalpha() for ch in tag):
+            letters = len(tag) if len(tag) <= 256 else 256
+            spans.append((match.start(), match.start() + 1 + letters, "hashtag"))
+    spans += [(m.start(), m.end(), "cashtag") for m in _CASHTAG.finditer(text)]
+    spans += [(a, b, "url") for a, b in _find_urls(text)]
+    spans += [(m.start(), m.end(), "email") for m in _EMAIL.finditer(text)]
+    spans.sort(key=lambda span: (span[0], -(span[1] - span[0])))
+    kept: list[dict[str, Any]] = []
+    last_end = 0
+    for start, end, kind in spans:
+        if start < last_end:
+            continue
+        last_end = end
+        offset = utf16_len(text[:start])
+        kept.append({"type": kind, "offset": offset, "length": utf16_len(text[start:end])})
+    return kept
+
+
+def merge_found_entities(
+    entities: list[dict[str, Any]], found: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """`entities` (from parse_mode or the caller) plus the `found` ones TDLib keeps.
+
+    TDLib drops a found entity that overlaps a link, a text_mention, code or pre, or that
+    crosses a blockquote's edge. One deliberate difference: a found mention is always kept,
+    even inside a link or code, so that a test asserting "no mention" is at least as strict
+    as Telegram, whatever tags the text sits in.
+    """
+
+    def overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return bool(
+            a["offset"] < b["offset"] + b["length"] and b["offset"] < a["offset"] + a["length"]
+        )
+
+    def crosses(entity: dict[str, Any], quote: dict[str, Any]) -> bool:
+        inside = quote["offset"] <= entity["offset"] and (
+            entity["offset"] + entity["length"] <= quote["offset"] + quote["length"]
+        )
+        return overlaps(entity, quote) and not inside
+
+    quotes = [e for e in entities if e["type"] in _BLOCKQUOTE_TYPES]
+    continuous = [e for e in entities if e["type"] not in _SPLITTABLE_TYPES | _BLOCKQUOTE_TYPES]
+    kept = [
+        entity
+        for entity in found
+        if entity["type"] == "mention"
+        or not (
+            any(crosses(entity, quote) for quote in quotes)
+            or any(overlaps(entity, old) for old in continuous)
+        )
+    ]
+    return _sort_entities([*entities, *kept])
 
 
 # --------------------------------------------------------------------------------------
@@ -1143,7 +1295,8 @@ class FakeTelegram:
                 raise _bad(f"can't parse {entities_name} JSON object")
         else:
             raise _bad("unsupported parse_mode")
-        return _trim(text, entities)
+        text, entities = _trim(text, entities)
+        return text, merge_found_entities(entities, find_entities(text))
 
     def _reply_markup(self, params: dict[str, Any]) -> dict[str, Any] | None:
         """The inline keyboard to store on the message (other keyboards are not echoed)."""
