@@ -50,7 +50,9 @@ async def collect(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             results[section] = await delivery.fan_out(workdir, targets=200, wait=60.0)
         elif section == "ingest":
             results[section] = await ingest.run(
-                workdir, seconds=3.0 if quick else 10.0, connections=64,
+                workdir,
+                seconds=3.0 if quick else 10.0,
+                connections=64,
                 rounds=1 if quick else 3,
             )
         print(f"   {section}: {time.perf_counter() - began:.1f}s", file=sys.stderr, flush=True)
@@ -75,17 +77,37 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(figure, measured, baseline, ratio, target and verdict) for every measured figure."""
     out: list[tuple[str, str, str, str, str]] = []
 
-    def add(figure: str, value: float, base: float | None, unit: str, *, target: str = "",
-            ok: bool | None = None) -> None:
+    def add(
+        figure: str,
+        value: float,
+        base: float | None,
+        unit: str,
+        *,
+        target: str = "",
+        ok: bool | None = None,
+    ) -> None:
         ratio = "-" if not base else f"{value / base:.2f}x"
         verdict = "" if ok is None else (" met" if ok else " MISSED")
-        out.append((figure, _fmt(value, unit), "-" if base is None else _fmt(base, unit),
-                    ratio, f"{target}{verdict}"))
+        out.append(
+            (
+                figure,
+                _fmt(value, unit),
+                "-" if base is None else _fmt(base, unit),
+                ratio,
+                f"{target}{verdict}",
+            )
+        )
 
     if "ingest" in results:
         r = results["ingest"]
-        add("ingest: accepted webhooks/s (bot / bare)", r["bot_rps"], r["bare_rps"], "ev/s",
-            target="ratio >= 0.6", ok=r["ratio"] >= 0.6)
+        add(
+            "ingest: accepted webhooks/s (bot / bare)",
+            r["bot_rps"],
+            r["bare_rps"],
+            "ev/s",
+            target="ratio >= 0.6",
+            ok=r["ratio"] >= 0.6,
+        )
     if "latency" in results:
         r = results["latency"]
         base = r["bare_rtt"]
@@ -94,29 +116,61 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         for sink in ("discord", "telegram"):
             s = r[sink]
             add(f"latency: POST -> {sink} message, p50", s["p50"], base["p50"], "ms")
-            add(f"latency: POST -> {sink} message, p99 (n={s['n']})", s["p99"], base["p99"], "ms",
-                target="< 25 ms", ok=s["p99"] < 25 and s["n"] == r["events"])
+            add(
+                f"latency: POST -> {sink} message, p99 (n={s['n']})",
+                s["p99"],
+                base["p99"],
+                "ms",
+                target="< 25 ms",
+                ok=s["p99"] < 25 and s["n"] == r["events"],
+            )
             add(f"latency: POST -> {sink} message, max", s["max"], base["max"], "ms")
-            add(f"latency: POST -> {sink}, first message after start", s["cold_ms"], None,
-                "ms")
+            add(f"latency: POST -> {sink}, first message after start", s["cold_ms"], None, "ms")
     if "fanout" in results:
         r = results["fanout"]
         for sink in ("discord", "telegram"):
             s = r[sink]
-            ok = (not math.isnan(s["seconds"]) and s["seconds"] <= 1.15 * s["bound"]
-                  and s["lost"] == 0)
-            add(f"fan-out: 1 event -> {r['targets']} {sink} targets, all delivered",
-                s["seconds"], s["bound"], "s", target="<= 1.15x bound, 0 lost", ok=ok)
-            out.append((f"fan-out: {sink} 429s / lost / duplicates",
-                        f"{s['429s']} / {s['lost']} / {s['duplicates']}", "-", "-",
-                        "0 lost" + (" met" if s["lost"] == 0 else " MISSED")))
+            ok = (
+                not math.isnan(s["seconds"])
+                and s["seconds"] <= 1.15 * s["bound"]
+                and s["lost"] == 0
+            )
+            add(
+                f"fan-out: 1 event -> {r['targets']} {sink} targets, all delivered",
+                s["seconds"],
+                s["bound"],
+                "s",
+                target="<= 1.15x bound, 0 lost",
+                ok=ok,
+            )
+            out.append(
+                (
+                    f"fan-out: {sink} 429s / lost / duplicates",
+                    f"{s['429s']} / {s['lost']} / {s['duplicates']}",
+                    "-",
+                    "-",
+                    "0 lost" + (" met" if s["lost"] == 0 else " MISSED"),
+                )
+            )
     if "footprint" in results:
         r = results["footprint"]
-        add("footprint: RSS idle, both clients connected", r["bot_rss_mb"], r["bare_rss_mb"],
-            "MiB", target="< 90 MiB", ok=r["bot_rss_mb"] < 90)
+        add(
+            "footprint: RSS idle, both clients connected",
+            r["bot_rss_mb"],
+            r["bare_rss_mb"],
+            "MiB",
+            target="< 90 MiB",
+            ok=r["bot_rss_mb"] < 90,
+        )
         add("footprint: start -> listening", r["bot_listening_s"], r["bare_start_s"], "s")
-        add("footprint: start -> ready (every sink running)", r["bot_ready_s"],
-            r["bare_start_s"], "s", target="< 2 s", ok=r["bot_ready_s"] < 2)
+        add(
+            "footprint: start -> ready (every sink running)",
+            r["bot_ready_s"],
+            r["bare_start_s"],
+            "s",
+            target="< 2 s",
+            ok=r["bot_ready_s"] < 2,
+        )
     return out
 
 
@@ -138,9 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print the table (and optionally the raw results as JSON)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs (about 1 minute)")
-    parser.add_argument("--only", dest="sections", default=",".join(SECTIONS),
-                        type=lambda s: [x for x in s.split(",") if x],
-                        help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--only",
+        dest="sections",
+        default=",".join(SECTIONS),
+        type=lambda s: [x for x in s.split(",") if x],
+        help=f"comma-separated subset of {','.join(SECTIONS)}",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
     unknown = set(args.sections) - set(SECTIONS)

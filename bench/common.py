@@ -39,10 +39,21 @@ def toml_config(
         return json.dumps(v)  # JSON strings, numbers and arrays are valid TOML
 
     lines = [
-        "[server]", 'host = "127.0.0.1"', "port = 0", "",
-        "[storage]", f"path = {value(str(db))}", "",
-        "[console]", "enabled = false", "",
-        "[[sources]]", 'name = "rec"', 'kind = "onliverec"', f"secret = {value(SECRET)}", "",
+        "[server]",
+        'host = "127.0.0.1"',
+        "port = 0",
+        "",
+        "[storage]",
+        f"path = {value(str(db))}",
+        "",
+        "[console]",
+        "enabled = false",
+        "",
+        "[[sources]]",
+        'name = "rec"',
+        'kind = "onliverec"',
+        f"secret = {value(SECRET)}",
+        "",
     ]
     for name, table in (("discord", discord), ("telegram", telegram)):
         if table:
@@ -71,8 +82,9 @@ class Proc:
         """Everything the process wrote to stderr so far."""
         return self.log_path.read_text(errors="replace")
 
-    async def wait_for_log(self, pattern: str | re.Pattern[str],
-                           within: float = START_TIMEOUT) -> re.Match[str]:
+    async def wait_for_log(
+        self, pattern: str | re.Pattern[str], within: float = START_TIMEOUT
+    ) -> re.Match[str]:
         """The first match of `pattern` in the log, polling every 5 ms."""
         async with asyncio.timeout(within):
             while True:
@@ -140,14 +152,18 @@ async def wait_healthy(url: str, within: float = START_TIMEOUT) -> dict[str, Any
 
 def live_start(event_id: str, channel: str, title: str, platform: str = "twitch") -> bytes:
     """A OneLiveRec live_start webhook body."""
-    return json.dumps({
-        "id": event_id,
-        "type": "live_start",
-        "data": {"platform": platform, "channel": channel,
-                 "url": f"https://twitch.tv/{channel}",
-                 "live_info": {"uname": channel.title(), "title": title,
-                               "categories": ["Bench"]}},
-    }).encode()
+    return json.dumps(
+        {
+            "id": event_id,
+            "type": "live_start",
+            "data": {
+                "platform": platform,
+                "channel": channel,
+                "url": f"https://twitch.tv/{channel}",
+                "live_info": {"uname": channel.title(), "title": title, "categories": ["Bench"]},
+            },
+        }
+    ).encode()
 
 
 def webhook_url(base: str) -> str:

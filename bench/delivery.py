@@ -53,7 +53,9 @@ async def fakes(targets: int, *, limits: bool) -> AsyncIterator[Fakes]:
     # PTB warns when building RetryAfter unless this opt-in is set (tests/conftest.py).
     os.environ.setdefault("PTB_TIMEDELTA", "true")
     discord = BenchDiscord(
-        guilds=[guild_with_channels(targets)], token=DISCORD_TOKEN, heartbeat_interval=30_000,
+        guilds=[guild_with_channels(targets)],
+        token=DISCORD_TOKEN,
+        heartbeat_interval=30_000,
         global_limit=50 if limits else None,
         message_rate_limit=(5, 5.0) if limits else None,
     )
@@ -67,36 +69,48 @@ async def fakes(targets: int, *, limits: bool) -> AsyncIterator[Fakes]:
 def routes_one_per_target(count: int) -> list[dict[str, Any]]:
     """Route `twitch/cK-*` to Discord channel K and Telegram chat K."""
     return [
-        {"match": f"twitch/c{k}-*", "discord_channels": [str(bench_channel_id(k))],
-         "telegram_chats": [str(bench_chat_id(k))]}
+        {
+            "match": f"twitch/c{k}-*",
+            "discord_channels": [str(bench_channel_id(k))],
+            "telegram_chats": [str(bench_chat_id(k))],
+        }
         for k in range(count)
     ]
 
 
 def routes_fan_out(count: int) -> list[dict[str, Any]]:
     """Route `twitch/fan*` to all `count` channels and chats."""
-    return [{
-        "match": "twitch/fan*",
-        "discord_channels": [str(bench_channel_id(k)) for k in range(count)],
-        "telegram_chats": [str(bench_chat_id(k)) for k in range(count)],
-    }]
+    return [
+        {
+            "match": "twitch/fan*",
+            "discord_channels": [str(bench_channel_id(k)) for k in range(count)],
+            "telegram_chats": [str(bench_chat_id(k)) for k in range(count)],
+        }
+    ]
 
 
 @contextlib.asynccontextmanager
-async def bot_with_fakes(workdir: Path, name: str, fx: Fakes,
-                         routes: list[dict[str, Any]]) -> AsyncIterator[Proc]:
+async def bot_with_fakes(
+    workdir: Path, name: str, fx: Fakes, routes: list[dict[str, Any]]
+) -> AsyncIterator[Proc]:
     """The real `python -m bot run`, both sinks pointed at the fakes, healthy on yield.
 
     `extra["ready_after"]`: seconds from process start until /healthz says every sink runs.
     """
     db = workdir / f"{name}.sqlite3"
     config = workdir / f"{name}.toml"
-    config.write_text(toml_config(
-        db, routes=routes,
-        discord={"token": DISCORD_TOKEN, "api_url": fx.discord.api_url,
-                 "gateway_url": fx.discord.gateway_url},
-        telegram={"token": fx.telegram.token, "api_url": fx.telegram.api_url},
-    ))
+    config.write_text(
+        toml_config(
+            db,
+            routes=routes,
+            discord={
+                "token": DISCORD_TOKEN,
+                "api_url": fx.discord.api_url,
+                "gateway_url": fx.discord.gateway_url,
+            },
+            telegram={"token": fx.telegram.token, "api_url": fx.telegram.api_url},
+        )
+    )
     async with server_process(bot_argv(config), workdir, name) as bot:
         await wait_healthy(bot.url)
         bot.extra["ready_after"] = time.perf_counter() - bot.started
@@ -109,9 +123,10 @@ async def footprint(workdir: Path, *, idle: float) -> dict[str, float]:
     async with server_process(bare_argv(), workdir, "bare-footprint") as bare:
         await asyncio.sleep(idle)
         bare_rss, bare_start = bare.rss_mb(), bare.listening_after
-    async with fakes(4, limits=False) as fx, bot_with_fakes(
-        workdir, "bot-footprint", fx, routes_one_per_target(4)
-    ) as bot:
+    async with (
+        fakes(4, limits=False) as fx,
+        bot_with_fakes(workdir, "bot-footprint", fx, routes_one_per_target(4)) as bot,
+    ):
         await asyncio.sleep(idle)
         return {
             "bare_rss_mb": bare_rss,
@@ -122,8 +137,9 @@ async def footprint(workdir: Path, *, idle: float) -> dict[str, float]:
         }
 
 
-async def latency(workdir: Path, *, seconds: float, rate: float = 10.0,
-                  targets: int = 60) -> dict[str, Any]:
+async def latency(
+    workdir: Path, *, seconds: float, rate: float = 10.0, targets: int = 60
+) -> dict[str, Any]:
     """Webhook POST -> message at each fake, at a steady `rate` over `targets` channels and
     chats (each gets one message per targets/rate seconds: under every platform limit).
 
@@ -131,9 +147,10 @@ async def latency(workdir: Path, *, seconds: float, rate: float = 10.0,
     count = int(seconds * rate)
     async with server_process(bare_argv(), workdir, "bare-latency") as bare:
         bare_rtt = await _steady(bare.url, count, rate, targets, {})
-    async with fakes(targets, limits=True) as fx, bot_with_fakes(
-        workdir, "bot-latency", fx, routes_one_per_target(targets)
-    ) as bot:
+    async with (
+        fakes(targets, limits=True) as fx,
+        bot_with_fakes(workdir, "bot-latency", fx, routes_one_per_target(targets)) as bot,
+    ):
         # The first message after start is cold (templates compiled, connections opened):
         # reported on its own, kept out of the steady-state percentiles.
         cold_at: dict[int, float] = {}
@@ -144,13 +161,16 @@ async def latency(workdir: Path, *, seconds: float, rate: float = 10.0,
         # targets/rate seconds (a second message to it within 1 s would be a 429).
         bot_rtt = await _steady(bot.url, count, rate, targets, sent_at, first=1)
         await _arrived(fx, sent_at)
-        result: dict[str, Any] = {"events": count, "bare_rtt": _stats(bare_rtt),
-                                  "webhook_rtt": _stats(bot_rtt)}
+        result: dict[str, Any] = {
+            "events": count,
+            "bare_rtt": _stats(bare_rtt),
+            "webhook_rtt": _stats(bot_rtt),
+        }
         for name, fake in (("discord", fx.discord), ("telegram", fx.telegram)):
-            result[name] = _stats([(fake.arrivals[m] - t) for m, t in sent_at.items()
-                                   if m in fake.arrivals])
-            result[name]["cold_ms"] = 1000 * sum(fake.arrivals[m] - t
-                                                 for m, t in cold_at.items())
+            result[name] = _stats(
+                [(fake.arrivals[m] - t) for m, t in sent_at.items() if m in fake.arrivals]
+            )
+            result[name]["cold_ms"] = 1000 * sum(fake.arrivals[m] - t for m, t in cold_at.items())
             result[name]["429s"] = fake.rejected
     return result
 
@@ -165,12 +185,17 @@ async def _arrived(fx: Fakes, sent_at: dict[int, float], within: float = 15.0) -
 
 def _stats(values: list[float]) -> dict[str, float]:
     ms = [v * 1000 for v in values]
-    return {"n": len(ms), "p50": percentile(ms, 50), "p99": percentile(ms, 99),
-            "max": max(ms) if ms else float("nan")}
+    return {
+        "n": len(ms),
+        "p50": percentile(ms, 50),
+        "p99": percentile(ms, 99),
+        "max": max(ms) if ms else float("nan"),
+    }
 
 
-async def _steady(base: str, count: int, rate: float, targets: int,
-                  sent_at: dict[int, float], *, first: int = 0) -> list[float]:
+async def _steady(
+    base: str, count: int, rate: float, targets: int, sent_at: dict[int, float], *, first: int = 0
+) -> list[float]:
     """POST `count` live_starts at `rate`/s, open loop (each on its own schedule); event i
     goes to target (first + i) % targets."""
     rtts: list[float] = []
@@ -205,8 +230,9 @@ def fixed_window_bound(messages: int, limit: int, window: float) -> float:
     return (-(-messages // limit) - 1) * window
 
 
-async def fan_out(workdir: Path, *, targets: int = 200, wait: float = 60.0,
-                  settle: float = 1.5) -> dict[str, Any]:
+async def fan_out(
+    workdir: Path, *, targets: int = 200, wait: float = 60.0, settle: float = 1.5
+) -> dict[str, Any]:
     """One live_start routed to `targets` Discord channels and `targets` Telegram chats,
     against fakes enforcing the platforms' limits (Discord 50 requests/s global and 5 per
     5 s per channel; Telegram 30/s overall, 1/s per chat, 20/min per group).
@@ -216,17 +242,19 @@ async def fan_out(workdir: Path, *, targets: int = 200, wait: float = 60.0,
     sent `settle` seconds after the bot is ready: its start-up requests to Discord (login,
     command sync) count towards the same global limit, and the bound assumes the 200
     messages have the windows to themselves."""
-    async with fakes(targets, limits=True) as fx, bot_with_fakes(
-        workdir, "bot-fanout", fx, routes_fan_out(targets)
-    ) as bot:
+    async with (
+        fakes(targets, limits=True) as fx,
+        bot_with_fakes(workdir, "bot-fanout", fx, routes_fan_out(targets)) as bot,
+    ):
         await asyncio.sleep(settle)
         before = {"discord": fx.discord.rejected, "telegram": fx.telegram.rejected}
         marker = next(_markers)
         body = live_start(f"fan-{marker}", f"fan{marker}", f"bench-{marker}")
         async with aiohttp.ClientSession() as session:
             start = time.perf_counter()
-            async with session.post(webhook_url(bot.url), data=body,
-                                    headers={"Content-Type": "application/json"}) as response:
+            async with session.post(
+                webhook_url(bot.url), data=body, headers={"Content-Type": "application/json"}
+            ) as response:
                 if response.status != 202:
                     raise RuntimeError(f"webhook answered {response.status}")
         fakes_ = {"discord": fx.discord, "telegram": fx.telegram}
@@ -235,8 +263,10 @@ async def fan_out(workdir: Path, *, targets: int = 200, wait: float = 60.0,
                 for fake in fakes_.values():
                     await fake.wait_until(lambda f: len(f.targets) >= targets)
         result: dict[str, Any] = {"targets": targets, "settle": settle}
-        bounds = {"discord": fixed_window_bound(targets, 50, 1.0),
-                  "telegram": fixed_window_bound(targets, 30, 1.0)}
+        bounds = {
+            "discord": fixed_window_bound(targets, 50, 1.0),
+            "telegram": fixed_window_bound(targets, 30, 1.0),
+        }
         for name, fake in fakes_.items():
             delivered = len(fake.targets)
             done = (fake.last - start) if fake.last is not None and delivered else float("nan")

@@ -40,12 +40,21 @@ def guild_with_channels(count: int) -> dict[str, Any]:
     """The fake's default guild plus `count` plain text channels the bot may post in."""
     guild = default_guild()
     for k in range(count):
-        guild["channels"].append({
-            "id": str(bench_channel_id(k)), "type": 0, "name": f"bench-{k}",
-            "position": 10 + k, "parent_id": None, "topic": None, "nsfw": False,
-            "rate_limit_per_user": 0, "last_message_id": None, "flags": 0,
-            "permission_overwrites": [],
-        })
+        guild["channels"].append(
+            {
+                "id": str(bench_channel_id(k)),
+                "type": 0,
+                "name": f"bench-{k}",
+                "position": 10 + k,
+                "parent_id": None,
+                "topic": None,
+                "nsfw": False,
+                "rate_limit_per_user": 0,
+                "last_message_id": None,
+                "flags": 0,
+                "permission_overwrites": [],
+            }
+        )
     return guild
 
 
@@ -108,11 +117,21 @@ class BenchDiscord(FakeDiscord, _Arrivals):
             wait = self._global.take(time.monotonic())
             if wait:
                 self.rejected += 1
-                body = {"message": "You are being rate limited.", "retry_after": round(wait, 3),
-                        "global": True}
-                return web.json_response(body, status=429, headers={
-                    "Via": "1.1 google", "X-RateLimit-Global": "true",
-                    "X-RateLimit-Scope": "global", "Retry-After": str(max(1, round(wait)))})
+                body = {
+                    "message": "You are being rate limited.",
+                    "retry_after": round(wait, 3),
+                    "global": True,
+                }
+                return web.json_response(
+                    body,
+                    status=429,
+                    headers={
+                        "Via": "1.1 google",
+                        "X-RateLimit-Global": "true",
+                        "X-RateLimit-Scope": "global",
+                        "Retry-After": str(max(1, round(wait))),
+                    },
+                )
         response = await super()._respond(rec)
         if response.status == 429:
             self.rejected += 1
@@ -151,21 +170,25 @@ class BenchTelegram(FakeTelegram, _Arrivals):
             result = await handler(params, files)
             self.arrived(result)
             return result
+
         return send
 
     def _check_limits(self, chat: str) -> None:
         now = time.monotonic()
-        windows = [self._overall,
-                   self._per_chat.setdefault(chat, _Window(1, 1.0))]
+        windows = [self._overall, self._per_chat.setdefault(chat, _Window(1, 1.0))]
         if chat.startswith("-"):
             windows.append(self._per_group.setdefault(chat, _Window(20, 60.0)))
         # Probe without counting: a rejected send must not use up any window.
-        waits = [w.opened + w.seconds - now for w in windows
-                 if now < w.opened + w.seconds and w.used >= w.limit]
+        waits = [
+            w.opened + w.seconds - now
+            for w in windows
+            if now < w.opened + w.seconds and w.used >= w.limit
+        ]
         if waits:
             self.rejected += 1
             seconds = max(1, round(max(waits) + 0.499))  # Telegram says whole seconds
-            raise telegram_api._ApiError(429, f"Too Many Requests: retry after {seconds}",
-                                         {"retry_after": seconds})
+            raise telegram_api._ApiError(
+                429, f"Too Many Requests: retry after {seconds}", {"retry_after": seconds}
+            )
         for window in windows:
             window.take(now)

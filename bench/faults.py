@@ -49,16 +49,20 @@ def _event(n: int, title: str) -> dict[str, Any]:
     return {
         "id": f"fault-{n}-{time.monotonic_ns()}",
         "type": "live_start",
-        "data": {"platform": "twitch", "channel": f"fault{n}",
-                 "url": f"https://twitch.tv/fault{n}",
-                 "live_info": {"uname": f"Fault {n}", "title": title}},
+        "data": {
+            "platform": "twitch",
+            "channel": f"fault{n}",
+            "url": f"https://twitch.tv/fault{n}",
+            "live_info": {"uname": f"Fault {n}", "title": title},
+        },
     }
 
 
 async def _post(url: str, payload: dict[str, Any]) -> int:
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{url}/webhook/rec?key={SECRET}", json=payload
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/webhook/rec?key={SECRET}", json=payload) as response,
+    ):
         await response.read()
         return response.status
 
@@ -107,8 +111,12 @@ async def stops(
                     bot.proc.send_signal(signal.SIGTERM)
                     assert await bot.stop() == 0
         await _deliver_rest(config, telegram, titles)
-        return {"cycles": cycles, "latency_s": latency, "window_s": round(window, 2),
-                **_count(telegram, titles)}
+        return {
+            "cycles": cycles,
+            "latency_s": latency,
+            "window_s": round(window, 2),
+            **_count(telegram, titles),
+        }
 
 
 async def instances(workdir: Path, *, tries: int) -> dict[str, Any]:
@@ -119,8 +127,15 @@ async def instances(workdir: Path, *, tries: int) -> dict[str, Any]:
         async with bot_process(config) as bot:
             for _ in range(tries):
                 second = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "bot", "run", "-c", str(config), cwd=REPO,
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                    sys.executable,
+                    "-m",
+                    "bot",
+                    "run",
+                    "-c",
+                    str(config),
+                    cwd=REPO,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
                 )
                 _out, err = await asyncio.wait_for(second.communicate(), 30)
                 refused += second.returncode == 1 and b"already running" in err
@@ -175,17 +190,26 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             began = time.perf_counter()
             print(f"-- {name} ...", file=sys.stderr, flush=True)
             if name == "kill9":
-                results[name] = await stops(work, how=name, cycles=args.kills,
-                                            latency=args.latency, window=args.kill_window)
+                results[name] = await stops(
+                    work,
+                    how=name,
+                    cycles=args.kills,
+                    latency=args.latency,
+                    window=args.kill_window,
+                )
             elif name == "sigterm":
-                results[name] = await stops(work, how=name, cycles=args.terms,
-                                            latency=args.slow_latency)
+                results[name] = await stops(
+                    work, how=name, cycles=args.terms, latency=args.slow_latency
+                )
             elif name == "instances":
                 results[name] = await instances(work, tries=5)
             elif name == "fulldisk":
                 results[name] = await full_disk(work, events=5)
-            print(f"   {name}: {time.perf_counter() - began:.1f}s {results[name]}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"   {name}: {time.perf_counter() - began:.1f}s {results[name]}",
+                file=sys.stderr,
+                flush=True,
+            )
     return results
 
 
@@ -193,15 +217,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__)
     parser.add_argument("--kills", type=int, default=30, help="kill -9 cycles (30)")
     parser.add_argument("--terms", type=int, default=20, help="SIGTERM cycles (20)")
-    parser.add_argument("--latency", type=float, default=0.25,
-                        help="Telegram answer latency for the kills, seconds (0.25)")
-    parser.add_argument("--kill-window", type=float,
-                        help="kill within this many seconds of each post (default: twice"
-                        " the latency plus 50 ms, the worst case)")
-    parser.add_argument("--slow-latency", type=float, default=2.0,
-                        help="Telegram answer latency for SIGTERM, seconds (2.0)")
-    parser.add_argument("--only", action="append",
-                        choices=("kill9", "sigterm", "instances", "fulldisk"))
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.25,
+        help="Telegram answer latency for the kills, seconds (0.25)",
+    )
+    parser.add_argument(
+        "--kill-window",
+        type=float,
+        help="kill within this many seconds of each post (default: twice"
+        " the latency plus 50 ms, the worst case)",
+    )
+    parser.add_argument(
+        "--slow-latency",
+        type=float,
+        default=2.0,
+        help="Telegram answer latency for SIGTERM, seconds (2.0)",
+    )
+    parser.add_argument(
+        "--only", action="append", choices=("kill9", "sigterm", "instances", "fulldisk")
+    )
     args = parser.parse_args()
     print(json.dumps(asyncio.run(main_async(args)), indent=2))
 

@@ -38,8 +38,9 @@ class Load:
         return self.accepted / self.seconds if self.seconds else 0.0
 
 
-async def generate(url: str, *, connections: int, seconds: float, warmup: float,
-                   prefix: str) -> Load:
+async def generate(
+    url: str, *, connections: int, seconds: float, warmup: float, prefix: str
+) -> Load:
     """`connections` keep-alive clients POSTing distinct live_start events back to back.
 
     Answers during `warmup` are not counted; the run ends after `seconds` more or
@@ -90,13 +91,23 @@ async def run(workdir: Path, *, seconds: float, connections: int, rounds: int) -
     errors = 0
     for r in range(rounds):
         async with server_process(bare_argv(), workdir, "bare") as bare:
-            load = await generate(webhook_url(bare.url), connections=connections,
-                                  seconds=seconds, warmup=1.0, prefix=f"b{r}")
+            load = await generate(
+                webhook_url(bare.url),
+                connections=connections,
+                seconds=seconds,
+                warmup=1.0,
+                prefix=f"b{r}",
+            )
             bare_rates.append(load.rate)
             errors += load.other
         async with server_process(bot_argv(config), workdir, "bot-ingest") as bot:
-            load = await generate(webhook_url(bot.url), connections=connections,
-                                  seconds=seconds, warmup=1.0, prefix=f"i{r}")
+            load = await generate(
+                webhook_url(bot.url),
+                connections=connections,
+                seconds=seconds,
+                warmup=1.0,
+                prefix=f"i{r}",
+            )
             bot_rates.append(load.rate)
             bot_accepted += load.accepted
             errors += load.other

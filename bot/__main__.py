@@ -77,9 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         help="onliverec, livepeer or fastpix; repeat it or give a comma list",
     )
     init.add_argument("--discord", action=argparse.BooleanOptionalAction, help="post to Discord")
-    init.add_argument(
-        "--telegram", action=argparse.BooleanOptionalAction, help="post to Telegram"
-    )
+    init.add_argument("--telegram", action=argparse.BooleanOptionalAction, help="post to Telegram")
     init.add_argument(
         "--public-url",
         metavar="URL",
@@ -296,14 +294,24 @@ def _delivery_table(rows: list[DeliveryInfo], *, now: float) -> str:
         next_try = "-"
         if row.state == "pending":
             next_try = _age(row.not_before - now) if row.not_before > now else "now"
-        lines.append((
-            str(row.id), row.state, row.sink, row.target, event, str(row.attempts),
-            _age(now - row.created_at), next_try, error[:120],
-        ))
+        lines.append(
+            (
+                str(row.id),
+                row.state,
+                row.sink,
+                row.target,
+                event,
+                str(row.attempts),
+                _age(now - row.created_at),
+                next_try,
+                error[:120],
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False))
-        + "  " + line[-1]
+        + "  "
+        + line[-1]
         for line in lines
     )
 

@@ -218,9 +218,7 @@ async def _run_with_store(
     workers.update(
         (
             name,
-            OutboxWorker(
-                store=store, sink=sink, max_age=config.delivery.max_age, metrics=metrics
-            ),
+            OutboxWorker(store=store, sink=sink, max_age=config.delivery.max_age, metrics=metrics),
         )
         for name, sink in sinks.items()
     )
@@ -365,9 +363,7 @@ async def _reload_on_request(request: asyncio.Event, reloader: Reloader) -> None
             log.exception("reload failed; the running config stays")
 
 
-def sink_states(
-    sinks: Mapping[str, Sink], workers: Mapping[str, OutboxWorker]
-) -> dict[str, str]:
+def sink_states(sinks: Mapping[str, Sink], workers: Mapping[str, OutboxWorker]) -> dict[str, str]:
     """Each sink's state; "degraded" when it runs but its worker's sends keep failing."""
     return {
         name: workers[name].state if name in workers else sink.state

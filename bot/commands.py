@@ -69,7 +69,7 @@ class MuteEntry:
     until: datetime | None
 
     def describe(self, now: datetime) -> str:
-        """"twitch/quinn for 1h 59m" or "everything until unmuted"."""
+        """ "twitch/quinn for 1h 59m" or "everything until unmuted"."""
         what = "everything" if self.pattern == "*" else self.pattern
         if self.until is None:
             return f"{what} until unmuted"
@@ -255,8 +255,9 @@ class Commands:
         if length <= timedelta(0):
             raise CommandError("A mute must last longer than 0 seconds.")
         if length > MAX_MUTE:
-            raise CommandError("A timed mute lasts at most 365d; leave out the duration to "
-                               "mute until you unmute.")
+            raise CommandError(
+                "A timed mute lasts at most 365d; leave out the duration to mute until you unmute."
+            )
         return length
 
     def _pattern(self, text: str) -> str:

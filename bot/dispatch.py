@@ -278,7 +278,8 @@ class Dispatcher:
             # An id made from the body dedupes retries within the window only: after it,
             # the stored row's id is moved aside and the same body is a new event.
             store.retire_event_id(
-                event.source, event.event_id,
+                event.source,
+                event.event_id,
                 received_before=event.received_at - self._digest_window,
             )
         if store.has_event(event.source, event.event_id):
@@ -342,9 +343,15 @@ class Dispatcher:
         if kind == ev.LIVE_END:
             return self._on_end(event, prev, order_at)
         if kind in (ev.TITLE_CHANGE, ev.CATEGORY_CHANGE):
-            self._save(event, prev, order_at, live=True if prev is None else prev.live,
-                       info=event.live, started_at=event.started_at,
-                       ended_at=prev.ended_at if prev else None)
+            self._save(
+                event,
+                prev,
+                order_at,
+                live=True if prev is None else prev.live,
+                info=event.live,
+                started_at=event.started_at,
+                ended_at=prev.ended_at if prev else None,
+            )
             return event, [_Candidate(event)]
         if kind == ev.STREAM_UPDATE:
             return event, self._on_update(event, prev, order_at)
@@ -379,8 +386,11 @@ class Dispatcher:
             ended_at = None
         if (state_at, started_at, ended_at) == (prev.state_at, prev.started_at, prev.ended_at):
             return prev
-        log.info("%s: the saved state has times in the future (from an older version); "
-                 "they are not used", prev.streamer_key)
+        log.info(
+            "%s: the saved state has times in the future (from an older version); "
+            "they are not used",
+            prev.streamer_key,
+        )
         return replace(prev, state_at=state_at, started_at=started_at, ended_at=ended_at)
 
     def _on_start(
@@ -388,8 +398,10 @@ class Dispatcher:
     ) -> tuple[Event, list[_Candidate]]:
         info = event.live or LiveInfo()
         if prev is not None and prev.live and _same_session(prev, info):
-            log.info("live_start for %s repeats the session in progress; not notified",
-                     prev.streamer_key)
+            log.info(
+                "live_start for %s repeats the session in progress; not notified",
+                prev.streamer_key,
+            )
             # ...but what it says may have changed since (a recorder restarted after a
             # rename): those are title / category changes.
             return event, self._on_update(event, prev, order_at)
@@ -397,17 +409,25 @@ class Dispatcher:
             # The same session after a short drop: it keeps its cards and its start time,
             # so the final duration covers the whole stream.
             event = event.with_changes(started_at=prev.started_at, ended_at=None)
-            self._save(event, prev, order_at, live=True, info=info,
-                       started_at=prev.started_at, ended_at=None)
-            log.info("%s is live again within rejoin_window; its cards reopen, no new ping",
-                     prev.streamer_key)
+            self._save(
+                event,
+                prev,
+                order_at,
+                live=True,
+                info=info,
+                started_at=prev.started_at,
+                ended_at=None,
+            )
+            log.info(
+                "%s is live again within rejoin_window; its cards reopen, no new ping",
+                prev.streamer_key,
+            )
             changes = _changes(event, prev.info, event.live or info)
             return event, [_Candidate(event, resumed=True), *map(_Candidate, changes)]
         sane = self._clocks.sane
         started = sane(info.start_time, event) or sane(event.occurred_at, event)
         event = event.with_changes(started_at=started, ended_at=None)
-        self._save(event, prev, order_at, live=True, info=info, started_at=started,
-                   ended_at=None)
+        self._save(event, prev, order_at, live=True, info=info, started_at=started, ended_at=None)
         return event, [_Candidate(event)]
 
     def _resumes(self, event: Event, prev: StreamState) -> bool:
@@ -426,8 +446,9 @@ class Dispatcher:
     ) -> tuple[Event, list[_Candidate]]:
         if prev is not None and not prev.live:
             # Already ended (a repeat), or a disabled/deleted stream that was not live.
-            log.info("%s for %s while not live; recorded, not notified",
-                     event.kind, prev.streamer_key)
+            log.info(
+                "%s for %s while not live; recorded, not notified", event.kind, prev.streamer_key
+            )
             return event, []
         if prev is None and event.details.get("only_if_live"):
             return event, []
@@ -439,8 +460,9 @@ class Dispatcher:
             # source started the session). The bot's clock is the one they share.
             ended = max(order_at, started)
         event = event.with_changes(started_at=started, ended_at=ended)
-        self._save(event, prev, order_at, live=False, info=event.live, started_at=started,
-                   ended_at=ended)
+        self._save(
+            event, prev, order_at, live=False, info=event.live, started_at=started, ended_at=ended
+        )
         return event, [_Candidate(event)]
 
     def _on_update(
@@ -451,9 +473,15 @@ class Dispatcher:
             return []
         old = prev.info if prev is not None else None
         live = prev.live if prev is not None else False
-        self._save(event, prev, order_at, live=live, info=new,
-                   started_at=prev.started_at if prev else None,
-                   ended_at=prev.ended_at if prev else None)
+        self._save(
+            event,
+            prev,
+            order_at,
+            live=live,
+            info=new,
+            started_at=prev.started_at if prev else None,
+            ended_at=prev.ended_at if prev else None,
+        )
         if old is None or not live:
             return []
         return [_Candidate(change) for change in _changes(event, old, new)]
@@ -542,8 +570,9 @@ class Dispatcher:
                 continue
             card = cards.get((target.sink, target.target))
             for action in card_actions(event.kind, plan.policy, has_card=card is not None):
-                if action == POST and (plan.muted or (event.kind in CHANGE_KINDS
-                                                      and not change_posts)):
+                if action == POST and (
+                    plan.muted or (event.kind in CHANGE_KINDS and not change_posts)
+                ):
                     continue
                 extra = {} if action == POST else {"card": card}
                 rows.append((target, action, {**options, **extra}, due))
@@ -586,8 +615,10 @@ class Dispatcher:
         """
         end = self._store.end_row(key)
         if end is not None and self._store.release_held(end, now=now):
-            log.info("%s: a new session began during the last one's end_grace; "
-                     "announcing that end now", key)
+            log.info(
+                "%s: a new session began during the last one's end_grace; announcing that end now",
+                key,
+            )
 
     def _resume_rows(self, key: str, targets: dict[Target, Plan], now: float) -> list[_Row]:
         """A comeback within rejoin_window: call off the end where it is still waiting,
@@ -601,8 +632,11 @@ class Dispatcher:
             end, reason="cancelled: the stream came back within end_grace", now=now
         )
         if cancelled:
-            log.info("%s came back before its end was announced: %d end notices called off",
-                     key, cancelled)
+            log.info(
+                "%s came back before its end was announced: %d end notices called off",
+                key,
+                cancelled,
+            )
         shown = store.reached_targets(end)
         session = store.session_row(key)
         cards = store.cards(session) if session is not None else {}

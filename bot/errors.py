@@ -1,19 +1,19 @@
 """The bot's exceptions, one tree so callers can catch at the level they care about.
 
-    BotError
-    ├── ConfigError            bot.toml is wrong; carries every problem, each naming its key
-    ├── TemplateProblem        a template does not compile or render
-    ├── InstanceLocked         another bot process holds this database
-    ├── StoreUnavailable       the database cannot be used now (full, read-only, locked, I/O)
-    ├── WebhookError           a client sent something we refuse; carries the HTTP status
-    │   ├── AuthError          401: missing or wrong key / signature (never says which)
-    │   ├── PayloadError       400: not UTF-8, not JSON, too deeply nested
-    │   ├── UnsupportedMedia   415: a Content-Type that is not JSON
-    │   └── SchemaError        422: valid JSON of the wrong shape; names the field path
-    └── DeliveryError          a sink could not deliver; says whether a retry can help
-        ├── TransientDeliveryError   network, timeout, 5xx, rate limit: retry later
-        └── PermanentDeliveryError   no access, unknown channel, bot blocked: give up now
-            └── MessageGone          the message to edit was deleted or is too old to edit
+BotError
+├── ConfigError            bot.toml is wrong; carries every problem, each naming its key
+├── TemplateProblem        a template does not compile or render
+├── InstanceLocked         another bot process holds this database
+├── StoreUnavailable       the database cannot be used now (full, read-only, locked, I/O)
+├── WebhookError           a client sent something we refuse; carries the HTTP status
+│   ├── AuthError          401: missing or wrong key / signature (never says which)
+│   ├── PayloadError       400: not UTF-8, not JSON, too deeply nested
+│   ├── UnsupportedMedia   415: a Content-Type that is not JSON
+│   └── SchemaError        422: valid JSON of the wrong shape; names the field path
+└── DeliveryError          a sink could not deliver; says whether a retry can help
+    ├── TransientDeliveryError   network, timeout, 5xx, rate limit: retry later
+    └── PermanentDeliveryError   no access, unknown channel, bot blocked: give up now
+        └── MessageGone          the message to edit was deleted or is too old to edit
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ class InstanceLocked(BotError):
         self.lock_path = lock_path
         self.pid = pid
         holder = f"process {pid}" if pid is not None else "another process"
-        super().__init__(f"another bot ({holder}) is already running on this database "
-                         f"(lock {lock_path}); stop it first")
+        super().__init__(
+            f"another bot ({holder}) is already running on this database "
+            f"(lock {lock_path}); stop it first"
+        )
 
 
 class StoreUnavailable(BotError):

@@ -84,7 +84,12 @@ class InitOptions:
         return any(
             value is not None
             for value in (
-                self.sources, self.discord, self.telegram, self.public_url, self.host, self.port
+                self.sources,
+                self.discord,
+                self.telegram,
+                self.public_url,
+                self.host,
+                self.port,
             )
         )
 
@@ -201,24 +206,36 @@ def _from_flags(options: InitOptions) -> Answers:
 def _ask_all(ask: Ask, out: TextIO) -> Answers:
     print("Set up a new bot.toml. Press Enter to take the suggestion in brackets.", file=out)
     sources = _ask(
-        ask, out, f"Webhook sources ({', '.join(SOURCE_ORDER)}; comma-separated)",
-        ",".join(DEFAULT_SOURCES), parse_sources,
+        ask,
+        out,
+        f"Webhook sources ({', '.join(SOURCE_ORDER)}; comma-separated)",
+        ",".join(DEFAULT_SOURCES),
+        parse_sources,
     )
     discord = _ask(ask, out, "Post to Discord? (y/n)", "n", parse_yes_no)
     telegram = _ask(ask, out, "Post to Telegram? (y/n)", "n", parse_yes_no)
     host = _ask(
-        ask, out,
+        ask,
+        out,
         "Listen on which address? (127.0.0.1: this machine only, behind a proxy; "
         "0.0.0.0: every interface, e.g. in a container)",
-        DEFAULT_HOST, parse_host,
+        DEFAULT_HOST,
+        parse_host,
     )
     port = _ask(ask, out, "Port", str(DEFAULT_PORT), parse_port)
     public_url = _ask(
-        ask, out, "Public base URL the providers will send webhooks to",
-        default_public_url(host, port), parse_public_url,
+        ask,
+        out,
+        "Public base URL the providers will send webhooks to",
+        default_public_url(host, port),
+        parse_public_url,
     )
     return Answers(
-        sources=sources, discord=discord, telegram=telegram, host=host, port=port,
+        sources=sources,
+        discord=discord,
+        telegram=telegram,
+        host=host,
+        port=port,
         public_url=public_url,
     )
 
@@ -323,22 +340,31 @@ def render_config(answers: Answers, sources: Sequence[Source]) -> str:
         "# streambot configuration, written by `python -m bot init`. Every key is described\n"
         "# in docs/configuration.md; `python -m bot check -c <this file>` checks it.\n"
         "# It holds webhook secrets: keep it readable by the bot's user only.\n",
-        _table("server", {"host": answers.host, "port": answers.port},
-               f"Providers reach this listener through {public}"),
+        _table(
+            "server",
+            {"host": answers.host, "port": answers.port},
+            f"Providers reach this listener through {public}",
+        ),
         _table("storage", {"path": "bot.sqlite3"}, "The database, beside this file"),
         _table("console", {"enabled": True}, "Print every notification to stdout"),
     ]
     if answers.discord:
         parts.append(
-            _table("discord", {"token_env": DISCORD_TOKEN_ENV},
-                   "The bot token is read from this environment variable, never from here")
+            _table(
+                "discord",
+                {"token_env": DISCORD_TOKEN_ENV},
+                "The bot token is read from this environment variable, never from here",
+            )
             + '# guild_ids = ["123456789012345678"]   # servers where slash commands'
             " appear at once\n"
         )
     if answers.telegram:
         parts.append(
-            _table("telegram", {"token_env": TELEGRAM_TOKEN_ENV},
-                   "The bot token (from @BotFather) is read from this environment variable")
+            _table(
+                "telegram",
+                {"token_env": TELEGRAM_TOKEN_ENV},
+                "The bot token (from @BotFather) is read from this environment variable",
+            )
         )
     for source in sources:
         values: dict[str, str] = {"name": source.name, "kind": source.kind}
@@ -350,7 +376,8 @@ def render_config(answers: Answers, sources: Sequence[Source]) -> str:
         parts.append(_table("sources", values, _source_comment(source, public), array=True))
     route_keys = _route_keys(answers)
     route = _table(
-        "routes", {"match": "*"},
+        "routes",
+        {"match": "*"},
         "Every streamer's events; the console prints them."
         + ("\nUncomment and fill in to post them in chats too:" if route_keys else ""),
         array=True,
@@ -443,7 +470,7 @@ def instructions(path: Path, answers: Answers, sources: Sequence[Source]) -> str
                 "    curl -X POST https://livepeer.studio/api/webhook \\",
                 '      -H "Authorization: Bearer $LIVEPEER_API_KEY" \\',
                 "      -H 'Content-Type: application/json' \\",
-                f"      --data '{{\"name\": \"streambot\", \"url\": \"{url}\","
+                f'      --data \'{{"name": "streambot", "url": "{url}",'
                 ' "events": ["stream.started", "stream.idle", "multistream.error"],'
                 f' "sharedSecret": "{source.secret}"}}\'',
             ]

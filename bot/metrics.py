@@ -69,7 +69,21 @@ OUTBOX_STATES: Final = ("pending", "sending", "sent", "failed", "cancelled")
 # From a console print (milliseconds) to a delivery that waited out rate limits and
 # retries with backoff (minutes); past 10 minutes only the count matters.
 DELIVERY_BUCKETS: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
     600.0,
 )
 

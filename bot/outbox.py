@@ -164,8 +164,12 @@ class OutboxWorker:
                     # The store logs the outage once; here only when it goes on.
                     self._store_failures += 1
                     delay = min(0.5 * 2 ** (self._store_failures - 1), STORE_BACKOFF_CAP_SECONDS)
-                    log.debug("%s: database unavailable (%s); next look in %.1fs",
-                              self._sink.name, exc, delay)
+                    log.debug(
+                        "%s: database unavailable (%s); next look in %.1fs",
+                        self._sink.name,
+                        exc,
+                        delay,
+                    )
                     await self._sleep(stop, delay)
                     continue
                 self._store_failures = 0
@@ -244,8 +248,12 @@ class OutboxWorker:
             except StoreUnavailable as exc:
                 log.warning(
                     "delivery %d to %s %s: %s, but the database refused to record it (%s);"
-                    " kept in memory until it can", delivery.id, delivery.sink,
-                    delivery.target, what, exc,
+                    " kept in memory until it can",
+                    delivery.id,
+                    delivery.sink,
+                    delivery.target,
+                    what,
+                    exc,
                 )
             else:
                 return
@@ -288,19 +296,22 @@ class OutboxWorker:
             return
         except DeliveryError as exc:
             counts = exc.retry_after is None  # a rate limit or a wait is no failure
-            self._failed(delivery, exc, retryable=exc.retryable, retry_after=exc.retry_after,
-                         counts=counts)
+            self._failed(
+                delivery, exc, retryable=exc.retryable, retry_after=exc.retry_after, counts=counts
+            )
             return
         except Exception as exc:
             # A bug, not the platform: keep the delivery and say loudly what happened.
-            log.exception("delivery %d to %s %s crashed", delivery.id, delivery.sink,
-                          delivery.target)
+            log.exception(
+                "delivery %d to %s %s crashed", delivery.id, delivery.sink, delivery.target
+            )
             self._failed(delivery, exc, retryable=True, retry_after=None)
             return
         now = self._clock()
         self._failures_in_a_row, self._failing_since = 0, None
         self._record(
-            delivery, "sent",
+            delivery,
+            "sent",
             lambda: store.mark_sent(delivery.id, message_id=message_id, now=now),
         )
         if self._metrics is not None:
@@ -324,20 +335,26 @@ class OutboxWorker:
             except MessageGone as exc:
                 log.warning(
                     "card %s in %s %s cannot be edited (%s); posting a new one",
-                    card_message, delivery.sink, delivery.target, exc,
+                    card_message,
+                    delivery.sink,
+                    delivery.target,
+                    exc,
                 )
             else:
                 return card_message
         else:
             log.warning(
                 "no card to edit in %s %s (its post %s); posting instead",
-                delivery.sink, delivery.target, state,
+                delivery.sink,
+                delivery.target,
+                state,
             )
         new_message = await self._sink.deliver(delivery, event)
         if new_message is not None:
             # Later changes in this session edit the new message.
             self._record(
-                delivery, f"card reposted as {new_message}",
+                delivery,
+                f"card reposted as {new_message}",
                 lambda: self._store.set_message_id(card_id, new_message),
             )
         return new_message
@@ -346,16 +363,22 @@ class OutboxWorker:
         """Take the session's card down; where the platform refuses, mark it ended instead."""
         _card_id, state, card_message = self._card(delivery, "delete")
         if state != "sent" or card_message is None:
-            log.info("no card to delete in %s %s (its post %s)", delivery.sink,
-                     delivery.target, state)
+            log.info(
+                "no card to delete in %s %s (its post %s)", delivery.sink, delivery.target, state
+            )
             return None
         try:
             await self._sink.delete(delivery, card_message)
         except PermanentDeliveryError as exc:
             # Telegram bots cannot delete group messages older than 48 hours; a card
             # saying "ended" is the next best thing to no card.
-            log.warning("card %s in %s %s cannot be deleted (%s); marking it ended instead",
-                        card_message, delivery.sink, delivery.target, exc)
+            log.warning(
+                "card %s in %s %s cannot be deleted (%s); marking it ended instead",
+                card_message,
+                delivery.sink,
+                delivery.target,
+                exc,
+            )
             with contextlib.suppress(MessageGone):  # gone after all: what was wanted
                 await self._sink.edit(delivery, card_message, card_view(event))
         return None
@@ -380,10 +403,16 @@ class OutboxWorker:
             reason = "permanent error" if not retryable else "gave up after max age"
             log.error(
                 "delivery %d to %s %s failed (%s, attempt %d): %s",
-                delivery.id, delivery.sink, delivery.target, reason, delivery.attempts, error,
+                delivery.id,
+                delivery.sink,
+                delivery.target,
+                reason,
+                delivery.attempts,
+                error,
             )
             self._record(
-                delivery, "failed",
+                delivery,
+                "failed",
                 lambda: self._store.mark_failed(delivery.id, error=error, now=now),
             )
             if self._metrics is not None:
@@ -392,10 +421,16 @@ class OutboxWorker:
         delay = max(retry_after or 0.0, backoff_delay(delivery.attempts))
         log.warning(
             "delivery %d to %s %s failed (attempt %d), retrying in %.1fs: %s",
-            delivery.id, delivery.sink, delivery.target, delivery.attempts, delay, error,
+            delivery.id,
+            delivery.sink,
+            delivery.target,
+            delivery.attempts,
+            delay,
+            error,
         )
         self._record(
-            delivery, "to retry",
+            delivery,
+            "to retry",
             lambda: self._store.mark_retry(
                 delivery.id, error=error, not_before=now + delay, now=now
             ),
@@ -407,14 +442,20 @@ class OutboxWorker:
         """Let in-flight sends answer (up to the drain timeout), then record their outcomes."""
         tasks = list(self._in_flight.values())
         if tasks:
-            log.info("%s: waiting up to %.0fs for %d in-flight sends to answer",
-                     self._sink.name, self._drain_timeout, len(tasks))
+            log.info(
+                "%s: waiting up to %.0fs for %d in-flight sends to answer",
+                self._sink.name,
+                self._drain_timeout,
+                len(tasks),
+            )
             _done, pending = await asyncio.wait(tasks, timeout=self._drain_timeout)
             if pending:
                 log.warning(
                     "%s: %d sends did not answer within %.0fs and were cut off; they are"
                     " sent again at the next start (the platform may have posted them)",
-                    self._sink.name, len(pending), self._drain_timeout,
+                    self._sink.name,
+                    len(pending),
+                    self._drain_timeout,
                 )
             for task in pending:
                 task.cancel()
@@ -436,7 +477,10 @@ class OutboxWorker:
             log.error(
                 "%s: the database still refuses writes; %d outcomes are lost with this"
                 " process, and deliveries %s, already sent, will be sent again at the next"
-                " start", self._sink.name, len(self._unrecorded), sent or "none",
+                " start",
+                self._sink.name,
+                len(self._unrecorded),
+                sent or "none",
             )
 
 

@@ -98,7 +98,8 @@ class Reloader:
         added, removed = sorted(after - before), sorted(before - after)
         log.info(
             "reloaded: %d routes, %d sources%s%s, templates from %s",
-            len(new.routes), len(new.sources),
+            len(new.routes),
+            len(new.sources),
             f" (added {', '.join(added)})" if added else "",
             f" (removed {', '.join(removed)})" if removed else "",
             new.templates.dir or "the built-in set",

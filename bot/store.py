@@ -241,7 +241,8 @@ class WriteHealth:
         if not self.ok:
             log.warning(
                 "database writable again after %.0fs (%d refused calls meanwhile)",
-                time.time() - self.since, self.failures,
+                time.time() - self.since,
+                self.failures,
             )
             self.ok, self.error, self.since, self.failures = True, None, time.time(), 0
 
@@ -252,7 +253,8 @@ class WriteHealth:
         if self.ok:
             log.error(
                 "database unavailable (%s); webhooks are answered 503 and deliveries wait"
-                " until it recovers", error,
+                " until it recovers",
+                error,
             )
             self.ok, self.since = False, time.time()
         elif error != self.error:
@@ -470,7 +472,10 @@ class Store:
             target, uri = f"{self.path.resolve().as_uri()}?mode={mode}", True
         try:
             conn = sqlite3.connect(
-                target, isolation_level=None, check_same_thread=False, uri=uri,
+                target,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=uri,
                 factory=_Connection,
             )
         except sqlite3.Error as exc:
@@ -968,9 +973,9 @@ class Store:
         ).fetchone()
         return float(row[0]) if row[0] is not None else None
 
-    def list_deliveries(self, states: Sequence[str] = ("pending", "sending", "failed")) -> list[
-        DeliveryInfo
-    ]:
+    def list_deliveries(
+        self, states: Sequence[str] = ("pending", "sending", "failed")
+    ) -> list[DeliveryInfo]:
         """Deliveries in these states with their event's kind and streamer, oldest first."""
         placeholders = ",".join("?" * len(states))
         rows = self.conn.execute(
@@ -982,9 +987,16 @@ class Store:
         ).fetchall()
         return [
             DeliveryInfo(
-                id=row["id"], sink=row["sink"], target=row["target"], action=row["action"],
-                state=row["state"], attempts=row["attempts"], created_at=row["created_at"],
-                not_before=row["not_before"], last_error=row["last_error"], kind=row["kind"],
+                id=row["id"],
+                sink=row["sink"],
+                target=row["target"],
+                action=row["action"],
+                state=row["state"],
+                attempts=row["attempts"],
+                created_at=row["created_at"],
+                not_before=row["not_before"],
+                last_error=row["last_error"],
+                kind=row["kind"],
                 streamer_key=row["streamer_key"],
             )
             for row in rows

@@ -106,7 +106,8 @@ class AuthFailureLog:
             if self._suppressed:
                 log.warning(
                     "%d more failed authentications were not logged in the last %.0fs",
-                    self._suppressed, now - self._window_start,
+                    self._suppressed,
+                    now - self._window_start,
                 )
             self._window_start, self._count, self._suppressed = now, 0, 0
         self._count += 1
@@ -313,7 +314,11 @@ async def _answer_webhook(request: web.Request) -> _Answer:
     request[_QUIET] = True
     log.info(
         "accepted %s %s for %s from %s (%s): %d deliveries",
-        event.kind, event.event_id, event.streamer_key or "-", name, request.remote,
+        event.kind,
+        event.event_id,
+        event.streamer_key or "-",
+        name,
+        request.remote,
         result.deliveries,
     )
     response = web.json_response(

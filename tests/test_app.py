@@ -31,11 +31,14 @@ class Bot:
         self.console = console
 
     async def post(self, source: str, body: bytes, headers: dict[str, str]) -> int:
-        async with aiohttp.ClientSession() as session, session.post(
-            f"{self.running.base_url}/webhook/{source}",
-            data=body,
-            headers={"Content-Type": "application/json", **headers},
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{self.running.base_url}/webhook/{source}",
+                data=body,
+                headers={"Content-Type": "application/json", **headers},
+            ) as response,
+        ):
             return response.status
 
     async def wait_for_console(self, text: str, count: int = 1) -> None:
@@ -56,8 +59,9 @@ async def bot(tmp_path: Path) -> AsyncIterator[Bot]:
     console = io.StringIO()
     stop = asyncio.Event()
     ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run(config, stop, on_ready=ready.set_result,
-                                   console_stream=console))
+    task = asyncio.create_task(
+        run(config, stop, on_ready=ready.set_result, console_stream=console)
+    )
     running = await asyncio.wait_for(ready, 10)
     yield Bot(running, console)
     stop.set()
@@ -70,26 +74,41 @@ def blocks(console: str) -> list[str]:
 
 
 def livepeer(event: str, event_id: str, name: str, *, at_ms: int) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps({
-        "id": event_id, "webhookId": "wh", "createdAt": at_ms, "timestamp": at_ms,
-        "event": event,
-        "stream": {"id": "stream-1", "kind": "stream", "name": name, "playbackId": "pb123"},
-    }).encode()
+    body = json.dumps(
+        {
+            "id": event_id,
+            "webhookId": "wh",
+            "createdAt": at_ms,
+            "timestamp": at_ms,
+            "event": event,
+            "stream": {"id": "stream-1", "kind": "stream", "name": name, "playbackId": "pb123"},
+        }
+    ).encode()
     digest = hmac.new(LIVEPEER_SECRET.encode(), body, hashlib.sha256).hexdigest()
     return body, {"Livepeer-Signature": f"t={at_ms},v1={digest}"}
 
 
-def fastpix(kind: str, event_id: str, title: str, category: str, at: str) -> tuple[
-    bytes, dict[str, str]
-]:
-    body = json.dumps({
-        "type": kind, "id": event_id, "object": {"name": "live", "id": "fp-stream"},
-        "createdAt": at,
-        "data": {"streamId": "fp-stream", "status": kind.rsplit(".", 1)[1],
-                 "metadata": {"livestream_name": "Tech Today", "title": title,
-                              "category": category},
-                 "playbackIds": [{"id": "fp-play", "accessPolicy": "public"}]},
-    }).encode()
+def fastpix(
+    kind: str, event_id: str, title: str, category: str, at: str
+) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(
+        {
+            "type": kind,
+            "id": event_id,
+            "object": {"name": "live", "id": "fp-stream"},
+            "createdAt": at,
+            "data": {
+                "streamId": "fp-stream",
+                "status": kind.rsplit(".", 1)[1],
+                "metadata": {
+                    "livestream_name": "Tech Today",
+                    "title": title,
+                    "category": category,
+                },
+                "playbackIds": [{"id": "fp-play", "accessPolicy": "public"}],
+            },
+        }
+    ).encode()
     signature = base64.b64encode(hmac.new(FASTPIX_KEY, body, hashlib.sha256).digest())
     return body, {"FastPix-Signature": signature.decode()}
 
@@ -114,8 +133,7 @@ async def test_livepeer_start_and_idle_notify_start_and_end(bot: Bot) -> None:
 async def test_fastpix_active_updated_idle_notify_start_change_and_end(bot: Bot) -> None:
     steps = [
         ("video.live_stream.active", "fp-1", "Building a bot", "IRL", "2026-03-11T05:00:00Z"),
-        ("video.live_stream.updated", "fp-2", "Shipping the bot", "IRL",
-         "2026-03-11T05:30:00Z"),
+        ("video.live_stream.updated", "fp-2", "Shipping the bot", "IRL", "2026-03-11T05:30:00Z"),
         ("video.live_stream.idle", "fp-3", "Shipping the bot", "IRL", "2026-03-11T06:15:00Z"),
     ]
     for kind, event_id, title, category, at in steps:
@@ -134,8 +152,14 @@ async def test_fastpix_active_updated_idle_notify_start_change_and_end(bot: Bot)
         ("lp", lambda body: {"Livepeer-Signature": "t=1,v1=00"}),
         ("lp", lambda body: {"Livepeer-Signature": "garbage"}),
         ("fp", lambda body: {}),
-        ("fp", lambda body: {"FastPix-Signature": base64.b64encode(
-            hmac.new(b"wrong", body, hashlib.sha256).digest()).decode()}),
+        (
+            "fp",
+            lambda body: {
+                "FastPix-Signature": base64.b64encode(
+                    hmac.new(b"wrong", body, hashlib.sha256).digest()
+                ).decode()
+            },
+        ),
     ],
 )
 async def test_bad_signatures_are_401_and_store_nothing(
@@ -169,8 +193,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_metrics_count_the_webhooks_and_the_deliveries_they_caused(bot: Bot) -> None:
-    body, headers = livepeer("stream.started", "lp-m", "Metrics show",
-                             at_ms=int(time.time() * 1000))
+    body, headers = livepeer(
+        "stream.started", "lp-m", "Metrics show", at_ms=int(time.time() * 1000)
+    )
     assert await bot.post("lp", body, headers) == 202
     assert await bot.post("lp", body, headers) == 200
     assert await bot.post("lp", body, {}) == 401
@@ -178,9 +203,10 @@ async def test_metrics_count_the_webhooks_and_the_deliveries_they_caused(bot: Bo
     async with asyncio.timeout(5):
         while bot.running.store.outbox_counts().by_state.get("sent") != 1:
             await asyncio.sleep(0.01)
-    async with aiohttp.ClientSession() as session, session.get(
-        f"{bot.running.base_url}/metrics"
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{bot.running.base_url}/metrics") as response,
+    ):
         assert response.status == 200
         page = samples(await response.text())
 

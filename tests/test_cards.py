@@ -40,8 +40,16 @@ def test_card_actions(
 
 
 def event(kind: str, **fields: object) -> Event:
-    return Event(source="rec", event_id="e", kind=kind, occurred_at=AT, received_at=AT,
-                 platform="twitch", channel="quinn", **fields)  # type: ignore[arg-type]
+    return Event(
+        source="rec",
+        event_id="e",
+        kind=kind,
+        occurred_at=AT,
+        received_at=AT,
+        platform="twitch",
+        channel="quinn",
+        **fields,
+    )  # type: ignore[arg-type]
 
 
 def test_a_card_edited_for_a_change_still_looks_live_with_the_new_details() -> None:

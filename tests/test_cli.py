@@ -47,8 +47,12 @@ def live_event(event_id: str, kind: str, ts: str, **live_info: object) -> dict[s
         "id": event_id,
         "ts": ts,
         "type": kind,
-        "data": {"platform": "twitch", "channel": "quinn", "url": "https://twitch.tv/quinn",
-                 "live_info": live_info},
+        "data": {
+            "platform": "twitch",
+            "channel": "quinn",
+            "url": "https://twitch.tv/quinn",
+            "live_info": live_info,
+        },
     }
 
 
@@ -97,8 +101,16 @@ async def running_bot(
     # by default, so no line of the bot's comes near 8 MiB unless a test raises the limit.
     # wrapper: a command the bot runs under (setpriv, to drop a capability).
     proc = await asyncio.create_subprocess_exec(
-        *wrapper, sys.executable, "-m", "bot", "run", "-c", str(config),
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *wrapper,
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        "-c",
+        str(config),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         limit=line_limit,
     )
     bot = BotProcess(proc)
@@ -114,17 +126,24 @@ async def running_bot(
 
 
 async def post(url: str, payload: dict[str, object]) -> tuple[int, dict[str, object]]:
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{url}/webhook/onliverec?key={KEY}", json=payload
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/webhook/onliverec?key={KEY}", json=payload) as response,
+    ):
         return response.status, await response.json()
 
 
 async def test_run_notifies_on_console_and_remembers_across_restart(tmp_path: Path) -> None:
     config = tmp_path / "bot.toml"
     config.write_text(CONFIG)
-    start = live_event("s-1", "live_start", "2026-03-11T05:00:00Z", uname="Quinn",
-                       title="Any% speedrun", categories=["Celeste"])
+    start = live_event(
+        "s-1",
+        "live_start",
+        "2026-03-11T05:00:00Z",
+        uname="Quinn",
+        title="Any% speedrun",
+        categories=["Celeste"],
+    )
 
     async with running_bot(config) as bot:
         status, body = await post(bot.url, start)
@@ -135,9 +154,10 @@ async def test_run_notifies_on_console_and_remembers_across_restart(tmp_path: Pa
         # Not routed (route matches twitch/* only): stored, not printed.
         other = {**start, "id": "y-1", "data": {**start["data"], "platform": "youtube"}}
         assert (await post(bot.url, other))[0] == 202
-        async with aiohttp.ClientSession() as session, session.get(
-            f"{bot.url}/healthz"
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{bot.url}/healthz") as response,
+        ):
             health = await response.json()
         assert response.status == 200 and health["database"] == "ok"
         assert health["sinks"] == {"console": "running"}
@@ -176,8 +196,15 @@ async def test_run_with_a_bad_config_exits_non_zero_naming_the_key(tmp_path: Pat
     # fills, the bot blocks writing to it and proc.wait() never returns. A webhook body is
     # at most 1 MiB, so no printed or logged line of the bot's comes near 8 MiB.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", "-c", str(config),
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        "-c",
+        str(config),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         limit=8 * 1024 * 1024,
     )
     _out, err = await asyncio.wait_for(proc.communicate(), 15)
@@ -194,11 +221,15 @@ def test_check_accepts_the_example_config(capsys: pytest.CaptureFixture[str]) ->
 @pytest.mark.parametrize(
     ("mutation", "expected"),
     [
-        (lambda c: c.replace("[server]", '[server]\ncolour = "red"'),
-         "server.colour: unknown key"),
+        (
+            lambda c: c.replace("[server]", '[server]\ncolour = "red"'),
+            "server.colour: unknown key",
+        ),
         (lambda c: c.replace("port = 0", 'port = "80"'), "server.port"),
-        (lambda c: c.replace(f'secret = "{KEY}"', 'secret_env = "NOPE_NOT_SET_XYZ"'),
-         "sources[0].secret_env"),
+        (
+            lambda c: c.replace(f'secret = "{KEY}"', 'secret_env = "NOPE_NOT_SET_XYZ"'),
+            "sources[0].secret_env",
+        ),
     ],
 )
 def test_check_names_the_key_of_each_config_mistake(
@@ -236,8 +267,17 @@ def test_render_previews_every_kind_for_every_sink(
 
 def test_render_from_a_payload_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     payload = tmp_path / "start.json"
-    payload.write_text(json.dumps(live_event("p", "live_start", "2026-03-11T05:00:00Z",
-                                             uname="Payload Person", title="From a file")))
+    payload.write_text(
+        json.dumps(
+            live_event(
+                "p",
+                "live_start",
+                "2026-03-11T05:00:00Z",
+                uname="Payload Person",
+                title="From a file",
+            )
+        )
+    )
     assert main(["render", "--event", str(payload), "--sink", "telegram"]) == 0
     out = capsys.readouterr().out
     assert "From a file" in out and "Payload Person" in out

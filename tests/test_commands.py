@@ -39,12 +39,20 @@ def commands(store: Store, clock: Clock) -> Commands:
 
 def go_live(store: Store, platform: str, channel: str, title: str, minutes_ago: float) -> None:
     at = T0 - timedelta(minutes=minutes_ago)
-    Dispatcher(store=store, routes=ROUTES, sinks=["console"]).accept(Event(
-        source="rec", event_id=f"{platform}/{channel}/{title}", kind="live_start",
-        occurred_at=at, received_at=at, platform=platform, channel=channel,
-        display_name=channel.title(), url=f"https://{platform}.example/{channel}",
-        live=LiveInfo(title=title, categories=("Art",)),
-    ))
+    Dispatcher(store=store, routes=ROUTES, sinks=["console"]).accept(
+        Event(
+            source="rec",
+            event_id=f"{platform}/{channel}/{title}",
+            kind="live_start",
+            occurred_at=at,
+            received_at=at,
+            platform=platform,
+            channel=channel,
+            display_name=channel.title(),
+            url=f"https://{platform}.example/{channel}",
+            live=LiveInfo(title=title, categories=("Art",)),
+        )
+    )
 
 
 def test_status_lists_streams_routed_here_with_uptime(store: Store, commands: Commands) -> None:
@@ -58,7 +66,8 @@ def test_status_lists_streams_routed_here_with_uptime(store: Store, commands: Co
     assert entry.uptime == timedelta(hours=2, minutes=13)
     # A chat every stream is routed to sees both, longest-running first.
     assert [e.key for e in commands.status(Chat("telegram", "-100")).live] == [
-        "twitch/quinn", "youtube/ada"
+        "twitch/quinn",
+        "youtube/ada",
     ]
 
 
@@ -79,9 +88,7 @@ def test_subscriptions_scope_status_too(store: Store, commands: Commands) -> Non
     assert [e.key for e in commands.status(dm).live] == ["youtube/ada"]
 
 
-def test_mute_for_a_while_then_it_expires(
-    store: Store, commands: Commands, clock: Clock
-) -> None:
+def test_mute_for_a_while_then_it_expires(store: Store, commands: Commands, clock: Clock) -> None:
     go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
     assert commands.mute(HERE, "twitch/quinn", "2h") == "Muted twitch/quinn here for 2h."
     (mute,) = commands.mutes(HERE)

@@ -313,8 +313,13 @@ def test_route_values_are_normalised() -> None:
                     "match": ["twitch/*", "youtube/a", "twitch/*"],
                     "events": ["live_start", "app_launch", "live_start"],
                     "discord_channels": ["123456789012345678", 42],
-                    "telegram_chats": [-1001234567890, "-100123", "@channel_1", "007",
-                                       "-100123/042"],
+                    "telegram_chats": [
+                        -1001234567890,
+                        "-100123",
+                        "@channel_1",
+                        "007",
+                        "-100123/042",
+                    ],
                     "mention_roles": ["234567890123456789"],
                 }
             ]
@@ -323,9 +328,7 @@ def test_route_values_are_normalised() -> None:
     assert route.match == ("twitch/*", "youtube/a")
     assert route.events == frozenset({"live_start", "app_launch"})
     assert route.discord_channels == (123456789012345678, 42)
-    assert route.telegram_chats == (
-        "-1001234567890", "-100123", "@channel_1", "7", "-100123/42"
-    )
+    assert route.telegram_chats == ("-1001234567890", "-100123", "@channel_1", "7", "-100123/42")
     assert route.mention_roles == (234567890123456789,)
 
 

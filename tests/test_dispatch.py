@@ -20,8 +20,13 @@ EVERYTHING = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS))
 def event(kind: str, event_id: str, minutes: float = 0, **fields: object) -> Event:
     at = T0 + timedelta(minutes=minutes)
     base: dict[str, object] = {
-        "source": "rec", "event_id": event_id, "kind": kind, "occurred_at": at,
-        "received_at": at, "platform": "twitch", "channel": "quinn",
+        "source": "rec",
+        "event_id": event_id,
+        "kind": kind,
+        "occurred_at": at,
+        "received_at": at,
+        "platform": "twitch",
+        "channel": "quinn",
     }
     base.update(fields)
     return Event(**base)  # type: ignore[arg-type]
@@ -30,8 +35,7 @@ def event(kind: str, event_id: str, minutes: float = 0, **fields: object) -> Eve
 def dispatcher(
     store: Store, *routes: Route, sinks: tuple[str, ...] = ("console", "discord", "telegram")
 ) -> Dispatcher:
-    return Dispatcher(store=store, routes=routes or (EVERYTHING,), sinks=sinks,
-                      clock=T0.timestamp)
+    return Dispatcher(store=store, routes=routes or (EVERYTHING,), sinks=sinks, clock=T0.timestamp)
 
 
 def kinds_notified(result: object) -> list[str]:
@@ -101,8 +105,15 @@ def test_an_event_older_than_the_saved_state_is_recorded_not_notified(store: Sto
     lag = timedelta(seconds=1)  # deliveries take a moment; the retry comes an hour late
     d.accept(event("live_start", "s", minutes=0, received_at=T0 + lag))
     d.accept(event("live_end", "e", minutes=60, received_at=T0 + timedelta(minutes=60) + lag))
-    late = d.accept(event("live_start", "s-retry", minutes=1, live=LiveInfo(live_id="X"),
-                          received_at=T0 + timedelta(minutes=61)))
+    late = d.accept(
+        event(
+            "live_start",
+            "s-retry",
+            minutes=1,
+            live=LiveInfo(live_id="X"),
+            received_at=T0 + timedelta(minutes=61),
+        )
+    )
     assert late.notified == []
     assert store.count_events() == 3
     assert not store.get_stream("twitch/quinn").live
@@ -116,8 +127,15 @@ def test_only_if_live_end_is_dropped_for_a_stream_never_seen_live(store: Store) 
 
 def test_title_change_fills_old_info_name_and_url_from_state(store: Store) -> None:
     d = dispatcher(store)
-    d.accept(event("live_start", "s", display_name="Quinn", url="https://twitch.tv/quinn",
-                   live=LiveInfo(title="Before", categories=("Art",))))
+    d.accept(
+        event(
+            "live_start",
+            "s",
+            display_name="Quinn",
+            url="https://twitch.tv/quinn",
+            live=LiveInfo(title="Before", categories=("Art",)),
+        )
+    )
     change = d.accept(event("title_change", "t", minutes=5, live=LiveInfo(title="After")))
     ev = change.notified[0]
     assert ev.old_live.title == "Before"
@@ -130,11 +148,13 @@ def test_title_change_fills_old_info_name_and_url_from_state(store: Store) -> No
 def test_full_state_update_derives_title_and_category_changes(store: Store) -> None:
     d = dispatcher(store)
     d.accept(event("live_start", "s", live=LiveInfo(title="A", categories=("Art",))))
-    same = d.accept(event("stream_update", "u0", minutes=1,
-                          live=LiveInfo(title="A", categories=("Art",))))
+    same = d.accept(
+        event("stream_update", "u0", minutes=1, live=LiveInfo(title="A", categories=("Art",)))
+    )
     assert same.notified == []
-    both = d.accept(event("stream_update", "u1", minutes=2,
-                          live=LiveInfo(title="B", categories=("Music",))))
+    both = d.accept(
+        event("stream_update", "u1", minutes=2, live=LiveInfo(title="B", categories=("Music",)))
+    )
     assert kinds_notified(both) == ["title_change", "category_change"]
     title, category = both.notified
     assert (title.old_live.title, title.live.title) == ("A", "B")
@@ -142,8 +162,7 @@ def test_full_state_update_derives_title_and_category_changes(store: Store) -> N
     assert title.event_id == "u1#title_change"
     assert both.deliveries == 2
     # A retried update is a duplicate: no second pair of notices.
-    assert d.accept(event("stream_update", "u1", minutes=2,
-                          live=LiveInfo(title="B"))).duplicate
+    assert d.accept(event("stream_update", "u1", minutes=2, live=LiveInfo(title="B"))).duplicate
 
 
 def test_update_while_offline_changes_state_silently(store: Store) -> None:
@@ -171,27 +190,35 @@ def test_glob_match(key: str, pattern: str, expected: bool) -> None:
 
 
 def test_routes_pick_targets_by_glob_and_kind(store: Store) -> None:
-    twitch = Route(patterns=("twitch/*",), events=frozenset({"live_start"}),
-                   discord_channels=(111,), mention_roles=(999,))
+    twitch = Route(
+        patterns=("twitch/*",),
+        events=frozenset({"live_start"}),
+        discord_channels=(111,),
+        mention_roles=(999,),
+    )
     errors = Route(patterns=("*",), events=frozenset({"error"}), telegram_chats=("-100",))
     d = dispatcher(store, twitch, errors)
     start = d.accept(event("live_start", "s"))
     rows = store.deliveries_for_event(start.event_row)
-    assert sorted((r["sink"], r["target"]) for r in rows) == [
-        ("console", ""), ("discord", "111")
-    ]
+    assert sorted((r["sink"], r["target"]) for r in rows) == [("console", ""), ("discord", "111")]
     discord_row = next(r for r in rows if r["sink"] == "discord")
     assert '"mention_roles": [999]' in discord_row["options"]
     end = d.accept(event("live_end", "e", minutes=1))
     assert end.deliveries == 0 and store.count_events() == 2
     err = d.accept(event("error", "x", minutes=2, error="boom"))
-    assert sorted((r["sink"], r["target"]) for r in store.deliveries_for_event(err.event_row)) \
-        == [("console", ""), ("telegram", "-100")]
+    assert sorted((r["sink"], r["target"]) for r in store.deliveries_for_event(err.event_row)) == [
+        ("console", ""),
+        ("telegram", "-100"),
+    ]
 
 
 def test_roles_are_pinged_only_on_live_start(store: Store) -> None:
-    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1,),
-                  mention_roles=(5,))
+    route = Route(
+        patterns=("*",),
+        events=frozenset(NOTIFIED_KINDS),
+        discord_channels=(1,),
+        mention_roles=(5,),
+    )
     d = dispatcher(store, route)
     d.accept(event("live_start", "s"))
     change = d.accept(event("title_change", "t", minutes=1, live=LiveInfo(title="x")))
@@ -200,8 +227,12 @@ def test_roles_are_pinged_only_on_live_start(store: Store) -> None:
 
 
 def test_targets_of_disabled_sinks_get_no_rows(store: Store) -> None:
-    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1,),
-                  telegram_chats=("2",))
+    route = Route(
+        patterns=("*",),
+        events=frozenset(NOTIFIED_KINDS),
+        discord_channels=(1,),
+        telegram_chats=("2",),
+    )
     d = dispatcher(store, route, sinks=("console",))
     assert d.accept(event("live_start", "s")).deliveries == 1
 
@@ -264,16 +295,26 @@ def test_a_new_session_does_not_inherit_the_last_sessions_start(store: Store) ->
 def test_changes_edit_the_sessions_card_and_post_per_on_change(
     store: Store, on_change: str, expected: list[str]
 ) -> None:
-    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(7,),
-                  telegram_chats=("-5",))
-    d = Dispatcher(store=store, routes=[route], sinks=["console", "discord", "telegram"],
-                   behaviour=BehaviourConfig(on_change=on_change, end_grace=timedelta(0)),
-                   clock=T0.timestamp)
+    route = Route(
+        patterns=("*",),
+        events=frozenset(NOTIFIED_KINDS),
+        discord_channels=(7,),
+        telegram_chats=("-5",),
+    )
+    d = Dispatcher(
+        store=store,
+        routes=[route],
+        sinks=["console", "discord", "telegram"],
+        behaviour=BehaviourConfig(on_change=on_change, end_grace=timedelta(0)),
+        clock=T0.timestamp,
+    )
     start = d.accept(event("live_start", "s"))
-    cards = {(r["sink"], r["target"]): r["id"] for r in store.deliveries_for_event(
-        start.event_row)}
-    change = d.accept(event("category_change", "c", minutes=1,
-                            live=LiveInfo(categories=("Music",))))
+    cards = {
+        (r["sink"], r["target"]): r["id"] for r in store.deliveries_for_event(start.event_row)
+    }
+    change = d.accept(
+        event("category_change", "c", minutes=1, live=LiveInfo(categories=("Music",)))
+    )
     rows = store.deliveries_for_event(change.event_row)
     for sink, target in (("discord", "7"), ("telegram", "-5")):
         mine = [r for r in rows if (r["sink"], r["target"]) == (sink, target)]
@@ -287,13 +328,12 @@ def test_changes_edit_the_sessions_card_and_post_per_on_change(
 
 
 def test_a_change_with_no_card_in_a_chat_posts(store: Store) -> None:
-    d = dispatcher(store, Route(patterns=("*",), events=frozenset({"title_change"}),
-                                discord_channels=(7,)))
+    d = dispatcher(
+        store, Route(patterns=("*",), events=frozenset({"title_change"}), discord_channels=(7,))
+    )
     d.accept(event("live_start", "s"))  # not routed to the channel: no card there
     change = d.accept(event("title_change", "t", minutes=1, live=LiveInfo(title="x")))
-    assert [r["action"] for r in store.deliveries_for_event(change.event_row)] == [
-        "post", "post"
-    ]
+    assert [r["action"] for r in store.deliveries_for_event(change.event_row)] == ["post", "post"]
 
 
 def test_a_renamed_stream_in_any_event_while_live_is_a_title_change(store: Store) -> None:
@@ -302,35 +342,49 @@ def test_a_renamed_stream_in_any_event_while_live_is_a_title_change(store: Store
     d.accept(event("live_start", "s", live=LiveInfo(title="Morning show", live_id="L")))
     same = d.accept(event("recording_ready", "r0", minutes=1, live=LiveInfo(title="Morning show")))
     assert same.notified == []
-    renamed = d.accept(event("multistream.connected", "r1", minutes=2,
-                             live=LiveInfo(title="Evening show")))
+    renamed = d.accept(
+        event("multistream.connected", "r1", minutes=2, live=LiveInfo(title="Evening show"))
+    )
     assert kinds_notified(renamed) == ["title_change"]
     change = renamed.notified[0]
     assert (change.old_live.title, change.live.title) == ("Morning show", "Evening show")
     # A repeated start of the same session with a new title is a change, not a new ping.
-    again = d.accept(event("live_start", "s2", minutes=3,
-                           live=LiveInfo(title="Night show", live_id="L")))
+    again = d.accept(
+        event("live_start", "s2", minutes=3, live=LiveInfo(title="Night show", live_id="L"))
+    )
     assert kinds_notified(again) == ["title_change"]
 
 
 def test_a_forum_topic_is_its_own_target_but_follows_its_chats_mutes(store: Store) -> None:
-    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS),
-                  telegram_chats=("-100", "-100/42", "-200/7"))
+    route = Route(
+        patterns=("*",),
+        events=frozenset(NOTIFIED_KINDS),
+        telegram_chats=("-100", "-100/42", "-200/7"),
+    )
     store.add_mute(Mute("telegram", "-200", "*", until=None))
     d = dispatcher(store, route, sinks=("telegram",))
     result = d.accept(event("live_start", "s"))
     assert sorted(r["target"] for r in store.deliveries_for_event(result.event_row)) == [
-        "-100", "-100/42"
+        "-100",
+        "-100/42",
     ]
 
 
 def test_an_end_waits_out_each_routes_grace_in_the_outbox(store: Store) -> None:
-    quick = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(7,),
-                  end_grace=timedelta(0))
+    quick = Route(
+        patterns=("*",),
+        events=frozenset(NOTIFIED_KINDS),
+        discord_channels=(7,),
+        end_grace=timedelta(0),
+    )
     slow = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), telegram_chats=("-5",))
-    d = Dispatcher(store=store, routes=[quick, slow], sinks=["discord", "telegram"],
-                   behaviour=BehaviourConfig(end_grace=timedelta(seconds=90)),
-                   clock=T0.timestamp)
+    d = Dispatcher(
+        store=store,
+        routes=[quick, slow],
+        sinks=["discord", "telegram"],
+        behaviour=BehaviourConfig(end_grace=timedelta(seconds=90)),
+        clock=T0.timestamp,
+    )
     d.accept(event("live_start", "s"))
     end = d.accept(event("live_end", "e", minutes=30))
     due = {r["sink"]: r["not_before"] for r in store.deliveries_for_event(end.event_row)}
@@ -343,10 +397,19 @@ def test_an_end_waits_out_each_routes_grace_in_the_outbox(store: Store) -> None:
 
 
 def test_a_comeback_reopens_cards_without_the_roles_ping(store: Store) -> None:
-    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(7,),
-                  mention_roles=(99,))
-    d = Dispatcher(store=store, routes=[route], sinks=["discord"],
-                   behaviour=BehaviourConfig(end_grace=timedelta(0)), clock=T0.timestamp)
+    route = Route(
+        patterns=("*",),
+        events=frozenset(NOTIFIED_KINDS),
+        discord_channels=(7,),
+        mention_roles=(99,),
+    )
+    d = Dispatcher(
+        store=store,
+        routes=[route],
+        sinks=["discord"],
+        behaviour=BehaviourConfig(end_grace=timedelta(0)),
+        clock=T0.timestamp,
+    )
     start = d.accept(event("live_start", "s"))
     [card] = store.deliveries_for_event(start.event_row)
     assert '"mention_roles": [99]' in card["options"]
@@ -363,9 +426,13 @@ def test_a_comeback_reopens_cards_without_the_roles_ping(store: Store) -> None:
 def carding(store: Store, **behaviour: object) -> Dispatcher:
     route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(7,))
     settings: dict[str, object] = {"end_grace": timedelta(0), **behaviour}
-    return Dispatcher(store=store, routes=[route], sinks=["discord"],
-                      behaviour=BehaviourConfig(**settings),  # type: ignore[arg-type]
-                      clock=T0.timestamp)
+    return Dispatcher(
+        store=store,
+        routes=[route],
+        sinks=["discord"],
+        behaviour=BehaviourConfig(**settings),  # type: ignore[arg-type]
+        clock=T0.timestamp,
+    )
 
 
 def actions(store: Store, result: object) -> list[str]:
@@ -391,7 +458,9 @@ def test_a_new_session_during_the_last_ones_grace_announces_that_end_first(
     due = store.claim_due("discord", now=T0.timestamp())
     # Both due now, the old session's end ahead of the new card.
     assert [(x.event_row, x.action) for x in due][-2:] == [
-        (end.event_row, "edit"), (new.event_row, "post")]
+        (end.event_row, "edit"),
+        (new.event_row, "post"),
+    ]
 
 
 def test_one_update_changing_title_and_category_posts_both_under_the_cooldown(
@@ -399,12 +468,15 @@ def test_one_update_changing_title_and_category_posts_both_under_the_cooldown(
 ) -> None:
     d = carding(store, on_change="post", change_cooldown=timedelta(minutes=10))
     d.accept(event("live_start", "s", live=LiveInfo(title="A", categories=("X",))))
-    both = d.accept(event("stream_update", "u", minutes=1,
-                          live=LiveInfo(title="B", categories=("Y",))))
+    both = d.accept(
+        event("stream_update", "u", minutes=1, live=LiveInfo(title="B", categories=("Y",)))
+    )
     assert kinds_notified(both) == ["title_change", "category_change"]
     rows = store.conn.execute(
         "SELECT e.kind FROM deliveries d JOIN events e ON e.id = d.event_row"
-        " WHERE d.action = 'post' AND e.parent_id = ?", (both.event_row,)).fetchall()
+        " WHERE d.action = 'post' AND e.parent_id = ?",
+        (both.event_row,),
+    ).fetchall()
     assert [r[0] for r in rows] == ["title_change", "category_change"]
     # The next change inside the cooldown posts nothing.
     again = d.accept(event("title_change", "t", minutes=2, live=LiveInfo(title="C")))
@@ -422,8 +494,13 @@ def test_a_batch_fails_whole_when_sqlite_rolled_it_back_itself(store: Store) -> 
 
     d = DiskFull(store=store, routes=[EVERYTHING], sinks=["console"])
     with pytest.raises(sqlite3.OperationalError, match="disk is full"):
-        d.accept_many([(event("live_start", "a"), None), (event("live_start", "boom"), None),
-                       (event("live_start", "c", channel="other"), None)])
+        d.accept_many(
+            [
+                (event("live_start", "a"), None),
+                (event("live_start", "boom"), None),
+                (event("live_start", "c", channel="other"), None),
+            ]
+        )
     assert store.count_events() == 0
     assert not store.conn.in_transaction
 

@@ -41,8 +41,12 @@ with warnings.catch_warnings():
 GROUP = -100777
 ADMIN = 2002
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
-LIVE = {"uname": "Quinn", "title": "Painting a dragon", "categories": ["Art"],
-        "cover": "https://img.example/quinn.jpg"}
+LIVE = {
+    "uname": "Quinn",
+    "title": "Painting a dragon",
+    "categories": ["Art"],
+    "cover": "https://img.example/quinn.jpg",
+}
 _ids = itertools.count(1)
 
 
@@ -80,12 +84,19 @@ class Bot:
             "id": f"c{next(_ids)}",
             "type": kind,
             "ts": (T0 + timedelta(minutes=minutes)).isoformat(),
-            "data": {"platform": "twitch", "channel": "quinn",
-                     "url": "https://twitch.tv/quinn", info_key: live},
+            "data": {
+                "platform": "twitch",
+                "channel": "quinn",
+                "url": "https://twitch.tv/quinn",
+                info_key: live,
+            },
         }
-        async with aiohttp.ClientSession() as session, session.post(
-            f"{self.running.base_url}/webhook/rec?key={SECRET}", json=payload
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{self.running.base_url}/webhook/rec?key={SECRET}", json=payload
+            ) as response,
+        ):
             assert response.status == 202, await response.text()
 
     def outbox_idle(self) -> bool:
@@ -115,24 +126,35 @@ async def running_bot(
         discord={"token": TOKEN, "api_url": dc.api_url, "gateway_url": dc.gateway_url},
         telegram={"token": tg.token, "api_url": tg.api_url},
         behaviour={"end_grace": "0s", **behaviour},
-        routes=routes or [{
-            "match": "twitch/*",
-            "discord_channels": [str(STREAMS_CHANNEL_ID)],
-            "telegram_chats": [str(GROUP)],
-            "mention_roles": [str(STREAMERS_ROLE_ID)],
-        }],
+        routes=routes
+        or [
+            {
+                "match": "twitch/*",
+                "discord_channels": [str(STREAMS_CHANNEL_ID)],
+                "telegram_chats": [str(GROUP)],
+                "mention_roles": [str(STREAMERS_ROLE_ID)],
+            }
+        ],
     )
     console = io.StringIO()
     stop = asyncio.Event()
     ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run(
-        config, stop, on_ready=ready.set_result, console_stream=console,
-        sink_options={
-            "discord": {"client_options": {"guild_ready_timeout": 0.1},
-                        "before_identify_hook": no_identify_delay, "ready_timeout": 5.0},
-            "telegram": {"poll_timeout": 1.0},
-        },
-    ))
+    task = asyncio.create_task(
+        run(
+            config,
+            stop,
+            on_ready=ready.set_result,
+            console_stream=console,
+            sink_options={
+                "discord": {
+                    "client_options": {"guild_ready_timeout": 0.1},
+                    "before_identify_hook": no_identify_delay,
+                    "ready_timeout": 5.0,
+                },
+                "telegram": {"poll_timeout": 1.0},
+            },
+        )
+    )
     try:
         running = await asyncio.wait_for(ready, 10)
         yield Bot(running, console)
@@ -142,24 +164,35 @@ async def running_bot(
 
 
 def discord_posts(dc: FakeDiscord, channel: int = STREAMS_CHANNEL_ID) -> list[dict[str, Any]]:
-    return [r.json for r in dc.requests
-            if r.method == "POST" and r.path == f"/channels/{channel}/messages"]
+    return [
+        r.json
+        for r in dc.requests
+        if r.method == "POST" and r.path == f"/channels/{channel}/messages"
+    ]
 
 
 def discord_edits(dc: FakeDiscord, message_id: str) -> list[dict[str, Any]]:
-    return [r.json for r in dc.requests
-            if r.method == "PATCH" and r.path.endswith(f"/messages/{message_id}")]
+    return [
+        r.json
+        for r in dc.requests
+        if r.method == "PATCH" and r.path.endswith(f"/messages/{message_id}")
+    ]
 
 
 def telegram_posts(tg: FakeTelegram) -> list[dict[str, Any]]:
-    return [c.params for c in tg.calls
-            if c.method in ("sendPhoto", "sendMessage") and c.status == 200]
+    return [
+        c.params for c in tg.calls if c.method in ("sendPhoto", "sendMessage") and c.status == 200
+    ]
 
 
 def telegram_edits(tg: FakeTelegram, message_id: int) -> list[dict[str, Any]]:
-    return [c.params for c in tg.calls
-            if c.method in ("editMessageCaption", "editMessageText") and c.status == 200
-            and int(c.params["message_id"]) == message_id]
+    return [
+        c.params
+        for c in tg.calls
+        if c.method in ("editMessageCaption", "editMessageText")
+        and c.status == 200
+        and int(c.params["message_id"]) == message_id
+    ]
 
 
 def card_text(message: dict[str, Any]) -> str:
@@ -172,11 +205,17 @@ def card_text(message: dict[str, Any]) -> str:
     [("edit", "edit", 0, 0), ("both", "both", 2, 1), ("post", "post", 2, 1)],
 )
 async def test_one_card_per_chat_edited_through_the_session(
-    tmp_path: Path, dc: FakeDiscord, tg: FakeTelegram,
-    on_change: str, on_end: str, change_posts: int, end_posts: int,
+    tmp_path: Path,
+    dc: FakeDiscord,
+    tg: FakeTelegram,
+    on_change: str,
+    on_end: str,
+    change_posts: int,
+    end_posts: int,
 ) -> None:
-    async with running_bot(tmp_path, dc, tg, on_change=on_change, on_end=on_end,
-                           change_cooldown="0s") as bot:
+    async with running_bot(
+        tmp_path, dc, tg, on_change=on_change, on_end=on_end, change_cooldown="0s"
+    ) as bot:
         await bot.send("live_start", 0, **LIVE)
         await bot.settle()
         await bot.send("title_change", 10, title="Inking the dragon")
@@ -192,8 +231,9 @@ async def test_one_card_per_chat_edited_through_the_session(
     assert len(discord_edits(dc, card["id"])) == edits
     assert len(discord_posts(dc)) == 1 + change_posts + end_posts
     # Only the card pinged; change and end notices never do, and neither do edits.
-    assert [p["allowed_mentions"]["roles"] for p in discord_posts(dc)] == [
-        [STREAMERS_ROLE_ID]] + [[]] * (change_posts + end_posts)
+    assert [p["allowed_mentions"]["roles"] for p in discord_posts(dc)] == [[STREAMERS_ROLE_ID]] + [
+        []
+    ] * (change_posts + end_posts)
     assert all(e["allowed_mentions"]["roles"] == [] for e in discord_edits(dc, card["id"]))
 
     tg_card = tg.messages[str(GROUP)][0]
@@ -217,8 +257,12 @@ async def test_route_overrides_apply_to_their_chats_only(
 ) -> None:
     routes = [
         {"match": "twitch/*", "discord_channels": [str(STREAMS_CHANNEL_ID)]},
-        {"match": "twitch/quinn", "discord_channels": [str(GENERAL_CHANNEL_ID)],
-         "on_change": "post", "on_end": "delete"},
+        {
+            "match": "twitch/quinn",
+            "discord_channels": [str(GENERAL_CHANNEL_ID)],
+            "on_change": "post",
+            "on_end": "delete",
+        },
     ]
     async with running_bot(tmp_path, dc, tg, routes=routes) as bot:
         await bot.send("live_start", 0, **LIVE)

@@ -55,8 +55,11 @@ def bot_config(tmp_path: Path, fake: FakeDiscord) -> Any:
         console={"enabled": False},
         discord={"token": TOKEN, "api_url": fake.api_url, "gateway_url": fake.gateway_url},
         routes=[
-            {"match": "twitch/*", "discord_channels": [str(STREAMS_CHANNEL_ID)],
-             "mention_roles": [str(STREAMERS_ROLE_ID)]},
+            {
+                "match": "twitch/*",
+                "discord_channels": [str(STREAMS_CHANNEL_ID)],
+                "mention_roles": [str(STREAMERS_ROLE_ID)],
+            },
             {"match": "twitch/quinn", "discord_channels": [str(GENERAL_CHANNEL_ID)]},
         ],
     )
@@ -66,12 +69,20 @@ def bot_config(tmp_path: Path, fake: FakeDiscord) -> Any:
 async def running_bot(tmp_path: Path, fake: FakeDiscord) -> AsyncIterator[Running]:
     stop = asyncio.Event()
     ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run(
-        bot_config(tmp_path, fake), stop, on_ready=ready.set_result,
-        sink_options={"discord": {"client_options": {"guild_ready_timeout": 0.1},
-                                  "before_identify_hook": no_identify_delay,
-                                  "ready_timeout": 5.0}},
-    ))
+    task = asyncio.create_task(
+        run(
+            bot_config(tmp_path, fake),
+            stop,
+            on_ready=ready.set_result,
+            sink_options={
+                "discord": {
+                    "client_options": {"guild_ready_timeout": 0.1},
+                    "before_identify_hook": no_identify_delay,
+                    "ready_timeout": 5.0,
+                }
+            },
+        )
+    )
     try:
         running = await asyncio.wait_for(ready, 10)
         assert running.sinks["discord"].state == "running"
@@ -83,17 +94,29 @@ async def running_bot(tmp_path: Path, fake: FakeDiscord) -> AsyncIterator[Runnin
 
 async def webhook(running: Running, kind: str, channel: str = "quinn", **live: Any) -> int:
     info_key = "new_live_info" if kind.endswith("_change") else "live_info"
-    payload = {"id": f"e{next(_ids)}", "type": kind,
-               "data": {"platform": "twitch", "channel": channel,
-                        "url": f"https://twitch.tv/{channel}", info_key: live}}
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{running.base_url}/webhook/rec?key={SECRET}", json=payload
-    ) as response:
+    payload = {
+        "id": f"e{next(_ids)}",
+        "type": kind,
+        "data": {
+            "platform": "twitch",
+            "channel": channel,
+            "url": f"https://twitch.tv/{channel}",
+            info_key: live,
+        },
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{running.base_url}/webhook/rec?key={SECRET}", json=payload) as response,
+    ):
         return response.status
 
 
-LIVE = {"uname": "Quinn", "title": "Painting a dragon", "categories": ["Art"],
-        "cover": "https://img.example/quinn.jpg"}
+LIVE = {
+    "uname": "Quinn",
+    "title": "Painting a dragon",
+    "categories": ["Art"],
+    "cover": "https://img.example/quinn.jpg",
+}
 
 
 async def test_live_start_reaches_each_routed_channel_with_embed_and_role_ping(
@@ -148,13 +171,17 @@ async def test_status_mute_and_unmute_act_on_exactly_one_channel(
         assert "Quinn" in str(status.embeds) and "Painting a dragon" in str(status.embeds)
 
         refused = await fake.invoke_command(
-            "mute", {"streamer": "twitch/quinn"}, channel_id=STREAMS_CHANNEL_ID,
+            "mute",
+            {"streamer": "twitch/quinn"},
+            channel_id=STREAMS_CHANNEL_ID,
             check_permissions=False,
         )
         assert "Manage Channels" in (refused.content or "")
         muted = await fake.invoke_command(
-            "mute", {"streamer": "twitch/quinn", "duration": "2h"},
-            channel_id=STREAMS_CHANNEL_ID, user_id=MOD_USER_ID,
+            "mute",
+            {"streamer": "twitch/quinn", "duration": "2h"},
+            channel_id=STREAMS_CHANNEL_ID,
+            user_id=MOD_USER_ID,
         )
         assert muted.content == "Muted twitch/quinn here for 2h."
 
@@ -166,12 +193,17 @@ async def test_status_mute_and_unmute_act_on_exactly_one_channel(
         await fake.wait_for_message(STREAMS_CHANNEL_ID, lambda m: "Muted title" in str(m))
         await asyncio.sleep(0.3)
         assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1
-        posts = [r for r in fake.requests
-                 if r.method == "POST" and r.path == f"/channels/{STREAMS_CHANNEL_ID}/messages"]
+        posts = [
+            r
+            for r in fake.requests
+            if r.method == "POST" and r.path == f"/channels/{STREAMS_CHANNEL_ID}/messages"
+        ]
         assert len(posts) == 1  # the card only
 
         unmuted = await fake.invoke_command(
-            "unmute", {"streamer": "twitch/quinn"}, channel_id=STREAMS_CHANNEL_ID,
+            "unmute",
+            {"streamer": "twitch/quinn"},
+            channel_id=STREAMS_CHANNEL_ID,
             user_id=MOD_USER_ID,
         )
         assert unmuted.content == "Unmuted twitch/quinn here."
@@ -186,7 +218,9 @@ async def test_subscribe_routes_a_streamer_into_a_channel_across_a_restart(
         await webhook(running, "live_start", channel="bo", uname="Bo")
         await fake.wait_for_message(STREAMS_CHANNEL_ID)
         result = await fake.invoke_command(
-            "subscribe", {"pattern": "twitch/bo"}, channel_id=GENERAL_CHANNEL_ID,
+            "subscribe",
+            {"pattern": "twitch/bo"},
+            channel_id=GENERAL_CHANNEL_ID,
             user_id=MOD_USER_ID,
         )
         assert "Subscribed" in (result.content or "")
@@ -200,14 +234,16 @@ async def test_a_429_delays_the_message_but_it_arrives_once(
     tmp_path: Path, fake: FakeDiscord
 ) -> None:
     async with running_bot(tmp_path, fake) as running:
-        fake.rate_limit_next("POST", f"/channels/{STREAMS_CHANNEL_ID}/messages",
-                             retry_after=0.3)
+        fake.rate_limit_next("POST", f"/channels/{STREAMS_CHANNEL_ID}/messages", retry_after=0.3)
         await webhook(running, "live_start", **LIVE)
         await fake.wait_for_message(STREAMS_CHANNEL_ID)
         await asyncio.sleep(0.5)
     assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1
-    statuses = [r.status for r in fake.requests
-                if r.method == "POST" and r.path == f"/channels/{STREAMS_CHANNEL_ID}/messages"]
+    statuses = [
+        r.status
+        for r in fake.requests
+        if r.method == "POST" and r.path == f"/channels/{STREAMS_CHANNEL_ID}/messages"
+    ]
     assert statuses == [429, 200]
 
 

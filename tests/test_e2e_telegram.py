@@ -47,8 +47,14 @@ async def running_bot(
     )
     stop = asyncio.Event()
     ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run(config, stop, on_ready=ready.set_result,
-                                   sink_options={"telegram": {"poll_timeout": 1.0}}))
+    task = asyncio.create_task(
+        run(
+            config,
+            stop,
+            on_ready=ready.set_result,
+            sink_options={"telegram": {"poll_timeout": 1.0}},
+        )
+    )
     try:
         running = await asyncio.wait_for(ready, 10)
         assert running.sinks["telegram"].state == "running"
@@ -61,14 +67,19 @@ async def running_bot(
 async def webhook(
     running: Running, kind: str, channel: str = "quinn", error: str | None = None, **live: Any
 ) -> int:
-    data: dict[str, Any] = {"platform": "twitch", "channel": channel,
-                            "url": f"https://twitch.tv/{channel}", "live_info": live}
+    data: dict[str, Any] = {
+        "platform": "twitch",
+        "channel": channel,
+        "url": f"https://twitch.tv/{channel}",
+        "live_info": live,
+    }
     if error is not None:
         data["error"] = error
     payload = {"id": f"t{next(_ids)}", "type": kind, "data": data}
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{running.base_url}/webhook/rec?key={SECRET}", json=payload
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{running.base_url}/webhook/rec?key={SECRET}", json=payload) as response,
+    ):
         return response.status
 
 
@@ -89,15 +100,26 @@ async def test_live_start_is_a_photo_with_escaped_caption_and_watch_button(
 ) -> None:
     hostile = "<b>not bold</b> & </a> 🎮"
     async with running_bot(tmp_path, fake) as running:
-        assert await webhook(running, "live_start", uname="Quinn", title=hostile,
-                             categories=["Art"], cover=COVER) == 202
+        assert (
+            await webhook(
+                running,
+                "live_start",
+                uname="Quinn",
+                title=hostile,
+                categories=["Art"],
+                cover=COVER,
+            )
+            == 202
+        )
         for chat in (GROUP, OTHER):
             message = await fake.wait_for_message(chat)
             assert message["photo"]
             assert hostile in message["caption"]  # literal text, not markup
-            assert not any(e["type"] == "bold" and "not bold" in message["caption"][
-                e["offset"]:e["offset"] + e["length"]] for e in message.get(
-                "caption_entities", []))
+            assert not any(
+                e["type"] == "bold"
+                and "not bold" in message["caption"][e["offset"] : e["offset"] + e["length"]]
+                for e in message.get("caption_entities", [])
+            )
             [[button]] = message["reply_markup"]["inline_keyboard"]
             assert button["url"] == "https://twitch.tv/quinn"
     assert fake.messages.get(str(USER), []) == []
@@ -152,9 +174,7 @@ async def test_a_429_delays_a_notification_but_it_arrives_once(
     assert [c.status for c in fake.calls_to("sendMessage")] == [429, 200]
 
 
-async def test_a_missing_chat_does_not_stop_the_others(
-    tmp_path: Path, fake: FakeTelegram
-) -> None:
+async def test_a_missing_chat_does_not_stop_the_others(tmp_path: Path, fake: FakeTelegram) -> None:
     async with running_bot(tmp_path, fake, chats=(MISSING, GROUP)) as running:
         await webhook(running, "live_start", uname="Quinn", title="Still delivered")
         await fake.wait_for_message(GROUP, lambda m: "Still delivered" in str(m))
@@ -162,6 +182,8 @@ async def test_a_missing_chat_does_not_stop_the_others(
             while "failed" not in running.store.outbox_counts().by_state:
                 await asyncio.sleep(0.02)
         failed = running.store.conn.execute(
-            "SELECT target, last_error FROM deliveries WHERE state = 'failed'").fetchall()
-    assert [(row["target"], "chat not found" in row["last_error"].lower())
-            for row in failed] == [(str(MISSING), True)]
+            "SELECT target, last_error FROM deliveries WHERE state = 'failed'"
+        ).fetchall()
+    assert [(row["target"], "chat not found" in row["last_error"].lower()) for row in failed] == [
+        (str(MISSING), True)
+    ]

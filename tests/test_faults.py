@@ -52,9 +52,10 @@ async def telegram() -> AsyncIterator[FlakyTelegram]:
 
 async def healthz(url: str, timeout: float = 10) -> tuple[int, dict[str, Any]]:
     client_timeout = aiohttp.ClientTimeout(total=timeout)
-    async with aiohttp.ClientSession(timeout=client_timeout) as session, session.get(
-        f"{url}/healthz"
-    ) as response:
+    async with (
+        aiohttp.ClientSession(timeout=client_timeout) as session,
+        session.get(f"{url}/healthz") as response,
+    ):
         return response.status, await response.json()
 
 
@@ -121,8 +122,15 @@ async def test_a_second_instance_is_refused_naming_the_holder_and_kill_9_frees_t
     async with bot_process(config) as first:
         getme_before = len(telegram.calls_to("getMe"))
         second = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", "-c", str(config),
-            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            "-c",
+            str(config),
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         _out, err = await asyncio.wait_for(second.communicate(), 30)
         assert second.returncode == 1
@@ -252,8 +260,9 @@ async def test_a_database_locked_by_another_process_answers_503_and_catches_up_a
     tmp_path: Path, telegram: FlakyTelegram
 ) -> None:
     config = write_config(tmp_path, telegram)
-    config.write_text(config.read_text().replace(
-        "[[sources]]", '[behaviour]\nend_grace = "2s"\n\n[[sources]]'))
+    config.write_text(
+        config.read_text().replace("[[sources]]", '[behaviour]\nend_grace = "2s"\n\n[[sources]]')
+    )
     database = tmp_path / "bot.sqlite3"
     async with bot_process(config) as bot:
         start = live_start("quinn", "Locked out")
@@ -291,8 +300,11 @@ async def test_a_database_locked_by_another_process_answers_503_and_catches_up_a
         assert (await post(bot.url, long_wait)).status == 202
         for chat in (GROUP, OTHER):
             await telegram.wait_for_message(chat, lambda m: "After a long lock" in str(m))
-            await telegram.wait_for_message(chat, lambda m: "ended" in str(m).lower()
-                                            or "offline" in str(m).lower(), timeout=15)
+            await telegram.wait_for_message(
+                chat,
+                lambda m: "ended" in str(m).lower() or "offline" in str(m).lower(),
+                timeout=15,
+            )
         assert await bot.stop() == 0
     no_tracebacks(bot)
     for chat in (GROUP, OTHER):
@@ -330,8 +342,7 @@ async def test_sigterm_with_a_slow_telegram_waits_for_each_send_and_never_repeat
         assert await bot.stop() == 0
     for chat in (GROUP, OTHER):
         for title in titles:
-            assert sum(title in text for text in texts(telegram, chat)) == 1, texts(
-                telegram, chat)
+            assert sum(title in text for text in texts(telegram, chat)) == 1, texts(telegram, chat)
     assert {state for *_, state in delivery_states(tmp_path)} == {"sent"}
 
 
@@ -366,17 +377,18 @@ async def console_bot(config: Path) -> AsyncIterator[BotProcess]:
         yield bot
 
 
-def console_config(tmp_path: Path, *, match: str = "twitch/*", port: int = 0,
-                   templates: Path | None = None) -> str:
+def console_config(
+    tmp_path: Path, *, match: str = "twitch/*", port: int = 0, templates: Path | None = None
+) -> str:
     return f"""
 [server]
 host = "127.0.0.1"
 port = {port}
 
 [storage]
-path = "{tmp_path / 'bot.sqlite3'}"
+path = "{tmp_path / "bot.sqlite3"}"
 
-{f'[templates]{chr(10)}dir = "{templates}"' if templates else ''}
+{f'[templates]{chr(10)}dir = "{templates}"' if templates else ""}
 
 [behaviour]
 end_grace = "0s"
@@ -392,9 +404,10 @@ match = "{match}"
 
 
 async def accepted(url: str, payload: dict[str, Any]) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{url}/webhook/rec?key={SECRET}", json=payload
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/webhook/rec?key={SECRET}", json=payload) as response,
+    ):
         assert response.status == 202, await response.text()
         body: dict[str, Any] = await response.json()
         return body
@@ -413,7 +426,8 @@ async def test_sighup_reloads_routes_and_templates_and_refuses_a_broken_config(
         templates = tmp_path / "templates"
         (templates / "console").mkdir(parents=True)
         (templates / "console" / "live_start.j2").write_text(
-            "RELOADED {{ streamer.name }}: {{ live.title }}\n")
+            "RELOADED {{ streamer.name }}: {{ live.title }}\n"
+        )
         config.write_text(console_config(tmp_path, match="*/ada*", templates=templates))
         bot.proc.send_signal(signal.SIGHUP)
         await bot.wait_for("stderr", r"reloaded: 1 routes")

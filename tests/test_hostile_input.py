@@ -72,7 +72,8 @@ def make_app(tmp_path: Path, store: Store, max_body: int) -> web.Application:
 
 @pytest.fixture
 async def client(
-    aiohttp_client: ClientFactory, aiohttp_server: Any,
+    aiohttp_client: ClientFactory,
+    aiohttp_server: Any,
     app_parts: tuple[web.Application, Store],
 ) -> TestClient[Any, Any]:
     server = await aiohttp_server(app_parts[0], access_log_class=RedactingAccessLogger)
@@ -86,17 +87,30 @@ def stored(store: Store) -> tuple[int, int]:
 
 def onliverec(event_id: str = "h-1") -> dict[str, Any]:
     return {
-        "id": event_id, "ts": "2026-03-11T05:22:38Z", "type": "live_start",
-        "data": {"platform": "twitch", "channel": "quinn", "url": "https://twitch.tv/quinn",
-                 "live_info": {"uname": "Quinn", "title": "Speedrun", "categories": ["Games"],
-                               "cover": "https://img.example/c.jpg"}},
+        "id": event_id,
+        "ts": "2026-03-11T05:22:38Z",
+        "type": "live_start",
+        "data": {
+            "platform": "twitch",
+            "channel": "quinn",
+            "url": "https://twitch.tv/quinn",
+            "live_info": {
+                "uname": "Quinn",
+                "title": "Speedrun",
+                "categories": ["Games"],
+                "cover": "https://img.example/c.jpg",
+            },
+        },
     }
 
 
 def livepeer(event_id: str = "lp-1") -> dict[str, Any]:
     now = int(time.time() * 1000)
     return {
-        "id": event_id, "webhookId": "wh", "createdAt": now, "timestamp": now,
+        "id": event_id,
+        "webhookId": "wh",
+        "createdAt": now,
+        "timestamp": now,
         "event": "stream.started",
         "stream": {"id": "stream-1", "kind": "stream", "name": "Show", "playbackId": "pb1"},
     }
@@ -104,11 +118,16 @@ def livepeer(event_id: str = "lp-1") -> dict[str, Any]:
 
 def fastpix(event_id: str = "fp-1") -> dict[str, Any]:
     return {
-        "type": "video.live_stream.active", "id": event_id,
-        "object": {"name": "live", "id": "fp-stream"}, "createdAt": "2026-03-11T05:22:38Z",
-        "data": {"streamId": "fp-stream", "status": "active",
-                 "metadata": {"livestream_name": "Tech Today", "title": "T", "category": "C"},
-                 "playbackIds": [{"id": "fp-play", "accessPolicy": "public"}]},
+        "type": "video.live_stream.active",
+        "id": event_id,
+        "object": {"name": "live", "id": "fp-stream"},
+        "createdAt": "2026-03-11T05:22:38Z",
+        "data": {
+            "streamId": "fp-stream",
+            "status": "active",
+            "metadata": {"livestream_name": "Tech Today", "title": "T", "category": "C"},
+            "playbackIds": [{"id": "fp-play", "accessPolicy": "public"}],
+        },
     }
 
 
@@ -143,7 +162,8 @@ async def raw_exchange(client: TestClient[Any, Any], data: bytes, *, close: bool
         async with asyncio.timeout(5):
             answer = await reader.readuntil(b"\r\n\r\n")
             length = next(
-                int(line.split(b":", 1)[1]) for line in answer.split(b"\r\n")
+                int(line.split(b":", 1)[1])
+                for line in answer.split(b"\r\n")
                 if line.lower().startswith(b"content-length:")
             )
             return answer + await reader.readexactly(length)
@@ -161,29 +181,34 @@ def head(path: str, headers: dict[str, str]) -> bytes:
 
 
 async def test_a_trickled_body_times_out_with_408_json_and_stores_nothing(
-    client: TestClient[Any, Any], app_parts: tuple[web.Application, Store],
+    client: TestClient[Any, Any],
+    app_parts: tuple[web.Application, Store],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     body = json.dumps(onliverec()).encode()
     path, headers = signed("rec", body)
     started = time.monotonic()
     answer = await raw_exchange(
-        client, head(path, {**headers, "Content-Length": str(len(body))}) + body[:20],
+        client,
+        head(path, {**headers, "Content-Length": str(len(body))}) + body[:20],
         close=False,
     )
     assert time.monotonic() - started < BODY_TIMEOUT + 3
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 408")
     assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {
-        "error": "request body not received in time"}
+        "error": "request body not received in time"
+    }
     assert stored(app_parts[1]) == (0, 0)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_a_body_cut_off_midway_stores_nothing_and_the_server_carries_on(
-    client: TestClient[Any, Any], app_parts: tuple[web.Application, Store],
-    caplog: pytest.LogCaptureFixture, chunked: bool,
+    client: TestClient[Any, Any],
+    app_parts: tuple[web.Application, Store],
+    caplog: pytest.LogCaptureFixture,
+    chunked: bool,
 ) -> None:
     body = json.dumps(onliverec()).encode()
     path, headers = signed("rec", body)
@@ -195,8 +220,7 @@ async def test_a_body_cut_off_midway_stores_nothing_and_the_server_carries_on(
     await raw_exchange(client, data, close=True)
     await asyncio.sleep(0.1)
     assert stored(app_parts[1]) == (0, 0)
-    response = await client.post(
-        path, data=body, headers={**headers, **JSON})
+    response = await client.post(path, data=body, headers={**headers, **JSON})
     assert response.status == 202
     assert stored(app_parts[1])[0] == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -206,7 +230,8 @@ async def test_a_body_cut_off_midway_stores_nothing_and_the_server_carries_on(
 
 
 async def test_a_flood_of_bad_secrets_logs_a_bounded_number_of_lines(
-    client: TestClient[Any, Any], app_parts: tuple[web.Application, Store],
+    client: TestClient[Any, Any],
+    app_parts: tuple[web.Application, Store],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
@@ -214,12 +239,11 @@ async def test_a_flood_of_bad_secrets_logs_a_bounded_number_of_lines(
     wrong = "wrong-key-GUESS-771"
     for n in range(300):
         if n % 2:
-            response = await client.post(f"/webhook/rec?key={wrong}{n}", data=body,
-                                         headers=JSON)
+            response = await client.post(f"/webhook/rec?key={wrong}{n}", data=body, headers=JSON)
         else:
             response = await client.post(
-                "/webhook/lp", data=body,
-                headers={**JSON, "Livepeer-Signature": f"t=1,v1={wrong}"})
+                "/webhook/lp", data=body, headers={**JSON, "Livepeer-Signature": f"t=1,v1={wrong}"}
+            )
         assert response.status == 401
         assert await response.json() == {"error": "missing or invalid credentials"}
     assert stored(app_parts[1]) == (0, 0)
@@ -238,7 +262,12 @@ def test_auth_failure_log_summarises_what_it_left_out(
     now = [0.0]
     limiter = AuthFailureLog(burst=2, window=60.0, clock=lambda: now[0])
     assert [limiter.failed("rec", "10.0.0.1") for _ in range(5)] == [
-        True, True, False, False, False]
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
     now[0] = 61.0
     assert limiter.failed("rec", "10.0.0.1") is True
     messages = [r.getMessage() for r in caplog.records]
@@ -737,16 +766,35 @@ def hostile_leaf(rng: random.Random) -> Any:
 def random_value(rng: random.Random, depth: int = 0) -> Any:
     roll = rng.random()
     if depth > 3 or roll < 0.55:
-        return rng.choice([
-            None, True, False, 0, -1, 2**63, -(2**70), 1.5, 1e308, -0.0,
-            rng.randint(-10**6, 10**6), rng.choice(_STRINGS), hostile_leaf(rng),
-            "".join(chr(rng.choice([rng.randint(1, 0x2FFF), rng.randint(0xD800, 0xDFFF)]))
-                    for _ in range(rng.randint(0, 20))),
-        ])
+        return rng.choice(
+            [
+                None,
+                True,
+                False,
+                0,
+                -1,
+                2**63,
+                -(2**70),
+                1.5,
+                1e308,
+                -0.0,
+                rng.randint(-(10**6), 10**6),
+                rng.choice(_STRINGS),
+                hostile_leaf(rng),
+                "".join(
+                    chr(rng.choice([rng.randint(1, 0x2FFF), rng.randint(0xD800, 0xDFFF)]))
+                    for _ in range(rng.randint(0, 20))
+                ),
+            ]
+        )
     if roll < 0.8:
         return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
-    return {rng.choice(["id", "type", "data", "x", "live_info", "title", "", "\ud83d"]):
-            random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+    return {
+        rng.choice(["id", "type", "data", "x", "live_info", "title", "", "\ud83d"]): random_value(
+            rng, depth + 1
+        )
+        for _ in range(rng.randint(0, 4))
+    }
 
 
 def mutate(rng: random.Random, payload: Any) -> Any:

@@ -72,15 +72,28 @@ def test_flags_write_a_private_config_that_check_accepts(
 ) -> None:
     path = tmp_path / "bot.toml"
     caplog.set_level(logging.DEBUG)
-    code = init(path, "--source", "onliverec", "--source", "livepeer,fastpix",
-                "--discord", "--telegram", "--public-url", PUBLIC + "/", "--port", "9090")
+    code = init(
+        path,
+        "--source",
+        "onliverec",
+        "--source",
+        "livepeer,fastpix",
+        "--discord",
+        "--telegram",
+        "--public-url",
+        PUBLIC + "/",
+        "--port",
+        "9090",
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
     config = written(path)
     assert [(s["name"], s["kind"]) for s in config["sources"]] == [
-        ("onliverec", "onliverec"), ("livepeer", "livepeer"), ("fastpix", "fastpix"),
+        ("onliverec", "onliverec"),
+        ("livepeer", "livepeer"),
+        ("fastpix", "fastpix"),
     ]
     onliverec, livepeer, fastpix = config["sources"]
     assert len(onliverec["secret"]) >= 43 and len(livepeer["secret"]) >= 43
@@ -129,7 +142,10 @@ def test_as_a_process_with_stdin_not_a_terminal_it_asks_nothing(tmp_path: Path) 
     # stdin is an open pipe nobody writes to: a read would hang until the timeout.
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "init"],
-        cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -149,7 +165,11 @@ def test_as_a_process_with_stdin_not_a_terminal_it_asks_nothing(tmp_path: Path) 
 
     check = subprocess.run(
         [sys.executable, "-m", "bot", "check", "-c", str(path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={k: v for k, v in os.environ.items() if not k.endswith("_TOKEN")},
     )
     assert check.returncode == 0, check.stderr
@@ -218,16 +238,18 @@ def test_a_bad_flag_is_named_and_nothing_is_written(
 
 def test_interactive_answers_choose_the_sources_and_chats(tmp_path: Path) -> None:
     path = tmp_path / "bot.toml"
-    ask, prompts = scripted([
-        "livepeer twitch",   # not a source: asked again
-        "livepeer, FastPix",
-        "yes",               # Discord
-        "",                  # Telegram: the suggested "n"
-        "0.0.0.0",
-        "nine",              # not a port: asked again
-        "9000",
-        "",                  # public URL: the suggestion
-    ])
+    ask, prompts = scripted(
+        [
+            "livepeer twitch",  # not a source: asked again
+            "livepeer, FastPix",
+            "yes",  # Discord
+            "",  # Telegram: the suggested "n"
+            "0.0.0.0",
+            "nine",  # not a port: asked again
+            "9000",
+            "",  # public URL: the suggestion
+        ]
+    )
     out = io.StringIO()
     assert run_init(InitOptions(config=path), ask=ask, out=out) == 0
     config = written(path)

@@ -19,14 +19,27 @@ T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
 
 def start(n: int) -> Event:
     at = T0 + timedelta(seconds=n)
-    return Event(source="rec", event_id=f"e{n}", kind="live_start", occurred_at=at,
-                 received_at=at, platform="twitch", channel=f"streamer{n}")
+    return Event(
+        source="rec",
+        event_id=f"e{n}",
+        kind="live_start",
+        occurred_at=at,
+        received_at=at,
+        platform="twitch",
+        channel=f"streamer{n}",
+    )
 
 
 def intake(store: Store, woken: list[set[str]] | None = None) -> Intake:
     route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS))
-    return Intake(Dispatcher(store=store, routes=[route], sinks=["console"],
-                             on_queued=woken.append if woken is not None else None))
+    return Intake(
+        Dispatcher(
+            store=store,
+            routes=[route],
+            sinks=["console"],
+            on_queued=woken.append if woken is not None else None,
+        )
+    )
 
 
 def commits(store: Store) -> list[str]:
@@ -41,8 +54,9 @@ async def test_concurrent_webhooks_share_one_commit_and_each_gets_its_answer(
     woken: list[set[str]] = []
     seen = commits(store)
     gate = intake(store, woken)
-    results = await asyncio.gather(*(gate.accept(start(n)) for n in range(20)),
-                                   gate.accept(start(3)))
+    results = await asyncio.gather(
+        *(gate.accept(start(n)) for n in range(20)), gate.accept(start(3))
+    )
     assert seen == ["COMMIT"]
     assert [r.duplicate for r in results] == [False] * 20 + [True]
     assert all(r.deliveries == 1 for r in results[:20])
@@ -83,8 +97,9 @@ async def test_a_failed_commit_fails_every_waiting_webhook_and_stores_nothing(
 
     store.conn.set_authorizer(deny_commit)
     gate = intake(store)
-    outcomes = await asyncio.gather(*(gate.accept(start(n)) for n in range(3)),
-                                    return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(gate.accept(start(n)) for n in range(3)), return_exceptions=True
+    )
     assert all(isinstance(o, StoreUnavailable) for o in outcomes)
     store.conn.set_authorizer(None)
     assert store.count_events() == 0
@@ -103,8 +118,15 @@ async def test_batches_follow_one_another(store: Store, count: int) -> None:
 
 def end(n: int) -> Event:
     at = T0 + timedelta(seconds=n, minutes=1)
-    return Event(source="rec", event_id=f"end{n}", kind="live_end", occurred_at=at,
-                 received_at=at, platform="twitch", channel=f"streamer{n}")
+    return Event(
+        source="rec",
+        event_id=f"end{n}",
+        kind="live_end",
+        occurred_at=at,
+        received_at=at,
+        platform="twitch",
+        channel=f"streamer{n}",
+    )
 
 
 async def test_a_brief_lock_is_waited_out_and_events_keep_their_order(store: Store) -> None:
@@ -128,9 +150,7 @@ async def test_a_brief_lock_is_waited_out_and_events_keep_their_order(store: Sto
 async def test_a_lock_held_too_long_fails_the_batch_as_unavailable(store: Store) -> None:
     holder = sqlite3.connect(store.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
-    gate = Intake(
-        Dispatcher(store=store, routes=[], sinks=["console"]), lock_retry_seconds=0.5
-    )
+    gate = Intake(Dispatcher(store=store, routes=[], sinks=["console"]), lock_retry_seconds=0.5)
     with pytest.raises(StoreUnavailable) as refused:
         await gate.accept(start(1))
     assert refused.value.busy

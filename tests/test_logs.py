@@ -195,11 +195,15 @@ def test_secret_parameters_are_masked_in_any_logger_message_and_traceback(
         ("/w?a=1&key=abc#frag", "/w?a=1&key=***#frag"),
         ("b'/w?KEY=abc' seen", "b'/w?KEY=***' seen"),
         ("token key=abc, then more", "token key=*** then more"),
-        ("?api_key=a&access_token=b&X-Amz-Signature=c&hub.secret=d&password=e",
-         "?api_key=***&access_token=***&X-Amz-Signature=***&hub.secret=***&password=***"),
+        (
+            "?api_key=a&access_token=b&X-Amz-Signature=c&hub.secret=d&password=e",
+            "?api_key=***&access_token=***&X-Amz-Signature=***&hub.secret=***&password=***",
+        ),
         # An invite link stays usable.
-        ("authorize?client_id=12&scope=bot+applications.commands&permissions=3",
-         "authorize?client_id=12&scope=bot+applications.commands&permissions=3"),
+        (
+            "authorize?client_id=12&scope=bot+applications.commands&permissions=3",
+            "authorize?client_id=12&scope=bot+applications.commands&permissions=3",
+        ),
         ("no secrets = here", "no secrets = here"),
         ("?key=***", "?key=***"),
     ],
@@ -229,8 +233,9 @@ def test_a_throttled_log_writes_a_burst_then_one_summary_per_window(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = _Clock()
-    throttled = ThrottledLog(logging.getLogger("bot.logs-test"), "bad things",
-                             burst=2, window=60, clock=clock)
+    throttled = ThrottledLog(
+        logging.getLogger("bot.logs-test"), "bad things", burst=2, window=60, clock=clock
+    )
     with caplog.at_level(logging.INFO, "bot.logs-test"):
         logged = [throttled.log("bad thing %d", n) for n in range(5)]
         clock.now += 61
@@ -246,16 +251,22 @@ def test_a_throttled_log_writes_a_burst_then_one_summary_per_window(
 
 
 def test_a_throttled_log_below_the_level_costs_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    throttled = ThrottledLog(logging.getLogger("bot.logs-test"), "probes",
-                             level=logging.DEBUG, burst=1, clock=_Clock())
+    throttled = ThrottledLog(
+        logging.getLogger("bot.logs-test"), "probes", level=logging.DEBUG, burst=1, clock=_Clock()
+    )
     with caplog.at_level(logging.INFO, "bot.logs-test"):
         assert not any(throttled.log("probe %d", n) for n in range(10))
     assert caplog.records == []
 
 
 # A live_end payload with no start time: `render` says so in one INFO line.
-PAYLOAD = json.dumps({"id": "e-1", "type": "live_end",
-                      "data": {"platform": "twitch", "channel": "quinn", "live_info": {}}})
+PAYLOAD = json.dumps(
+    {
+        "id": "e-1",
+        "type": "live_end",
+        "data": {"platform": "twitch", "channel": "quinn", "live_info": {}},
+    }
+)
 NO_START = "the payload does not say when the stream started"
 
 

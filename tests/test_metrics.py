@@ -112,9 +112,7 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 def webhooks(samples: Samples, source: str, kind: str, outcome: str) -> float | None:
-    return value(
-        samples, "streambot_webhooks_total", source=source, kind=kind, outcome=outcome
-    )
+    return value(samples, "streambot_webhooks_total", source=source, kind=kind, outcome=outcome)
 
 
 def names(samples: Samples) -> set[str]:
@@ -183,13 +181,31 @@ async def test_unauthorized_and_invalid_are_counted(client: TestClient[Any, Any]
 
 OUTCOMES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     # name, method, url, request kwargs, status, outcome
-    ("unknown type", "POST", URL, {"json": {"id": "x", "type": "stream_exploded"}}, 202,
-     "ignored"),
+    (
+        "unknown type",
+        "POST",
+        URL,
+        {"json": {"id": "x", "type": "stream_exploded"}},
+        202,
+        "ignored",
+    ),
     ("not json", "POST", URL, {"data": b"{nope", "headers": JSON}, 400, "bad_request"),
-    ("text body", "POST", URL, {"data": "hi", "headers": {"Content-Type": "text/plain"}}, 415,
-     "unsupported_media_type"),
-    ("too large", "POST", URL, {"data": b"{" + b" " * 4096 + b"}", "headers": JSON}, 413,
-     "too_large"),
+    (
+        "text body",
+        "POST",
+        URL,
+        {"data": "hi", "headers": {"Content-Type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "too large",
+        "POST",
+        URL,
+        {"data": b"{" + b" " * 4096 + b"}", "headers": JSON},
+        413,
+        "too_large",
+    ),
     ("GET", "GET", URL, {}, 405, "method_not_allowed"),
 ]
 
@@ -223,7 +239,8 @@ async def test_unknown_source_paths_share_one_series(client: TestClient[Any, Any
     samples = await scrape(client)
     assert webhooks(samples, "unknown", "unknown", "unknown_source") == 3
     assert not [
-        labels for name, labels in samples
+        labels
+        for name, labels in samples
         if name == "streambot_webhooks_total" and ("source", "nobody") in labels
     ]
 
@@ -447,9 +464,7 @@ def test_deliveries_are_counted_and_timed() -> None:
         return value(samples, "streambot_delivery_seconds_bucket", sink=sink, le=le)
 
     assert value(samples, "streambot_delivery_seconds_count", sink="discord") == 2
-    assert value(samples, "streambot_delivery_seconds_sum", sink="discord") == pytest.approx(
-        700.3
-    )
+    assert value(samples, "streambot_delivery_seconds_sum", sink="discord") == pytest.approx(700.3)
     assert bucket("discord", "0.25") == 0
     assert bucket("discord", "0.5") == 1
     assert bucket("discord", "600.0") == 1

@@ -64,9 +64,18 @@ def queue_events(store: Store, channels: tuple[int, ...], *ids: str) -> None:
     dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
     for index, event_id in enumerate(ids):
         at = T0 + timedelta(minutes=index)
-        dispatcher.accept(Event(source="rec", event_id=event_id, kind="error", occurred_at=at,
-                                received_at=at, platform="twitch", channel="quinn",
-                                error="x"))
+        dispatcher.accept(
+            Event(
+                source="rec",
+                event_id=event_id,
+                kind="error",
+                occurred_at=at,
+                received_at=at,
+                platform="twitch",
+                channel="quinn",
+                error="x",
+            )
+        )
 
 
 async def run_until(worker: OutboxWorker, done: Callable[[], bool], timeout: float = 5) -> None:
@@ -109,9 +118,10 @@ async def test_transient_failure_is_retried_later_with_backoff(store: Store) -> 
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     async with asyncio.timeout(5):
-        while store.outbox_counts().by_state.get("pending") != 1 or not store.conn.execute(
-            "SELECT last_error FROM deliveries"
-        ).fetchone()[0]:
+        while (
+            store.outbox_counts().by_state.get("pending") != 1
+            or not store.conn.execute("SELECT last_error FROM deliveries").fetchone()[0]
+        ):
             await asyncio.sleep(0.01)
     row = store.conn.execute("SELECT * FROM deliveries").fetchone()
     assert row["attempts"] == 1
@@ -136,13 +146,16 @@ async def test_permanent_failure_fails_at_once_visibly(
     queue_events(store, (1,), "a")
     sink = RecordingSink()
     sink.failures["1"] = [PermanentDeliveryError("Missing Access (50001)")]
-    await run_until(OutboxWorker(store=store, sink=sink),
-                    lambda: store.outbox_counts().by_state.get("failed") == 1)
+    await run_until(
+        OutboxWorker(store=store, sink=sink),
+        lambda: store.outbox_counts().by_state.get("failed") == 1,
+    )
     row = store.conn.execute("SELECT state, attempts, last_error FROM deliveries").fetchone()
     assert (row["state"], row["attempts"]) == ("failed", 1)
     assert "Missing Access" in row["last_error"]
-    assert any("Missing Access" in r.getMessage() and r.levelname == "ERROR"
-               for r in caplog.records)
+    assert any(
+        "Missing Access" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records
+    )
 
 
 async def test_transient_failure_past_max_age_gives_up(store: Store) -> None:
@@ -150,8 +163,10 @@ async def test_transient_failure_past_max_age_gives_up(store: Store) -> None:
     store.conn.execute("UPDATE deliveries SET created_at = created_at - 90000")
     sink = RecordingSink()
     sink.failures["1"] = [TransientDeliveryError("timeout")]
-    await run_until(OutboxWorker(store=store, sink=sink, max_age=timedelta(hours=24)),
-                    lambda: store.outbox_counts().by_state.get("failed") == 1)
+    await run_until(
+        OutboxWorker(store=store, sink=sink, max_age=timedelta(hours=24)),
+        lambda: store.outbox_counts().by_state.get("failed") == 1,
+    )
     assert sink.delivered == []
 
 
@@ -189,9 +204,10 @@ async def test_an_unexpected_crash_in_a_sink_keeps_the_delivery(store: Store) ->
     queue_events(store, (1,), "a")
     sink = RecordingSink()
     sink.failures["1"] = [RuntimeError("bug")]
-    await run_until(OutboxWorker(store=store, sink=sink),
-                    lambda: bool(store.conn.execute(
-                        "SELECT last_error FROM deliveries").fetchone()[0]))
+    await run_until(
+        OutboxWorker(store=store, sink=sink),
+        lambda: bool(store.conn.execute("SELECT last_error FROM deliveries").fetchone()[0]),
+    )
     assert store.outbox_counts().by_state == {"pending": 1}
 
 
@@ -203,7 +219,8 @@ def test_backoff_grows_and_is_capped(attempts: int) -> None:
     assert high == 2 * low
     if attempts > 1:
         assert backoff_delay(attempts, rng=lambda: 0.0) >= backoff_delay(
-            attempts - 1, rng=lambda: 0.0)
+            attempts - 1, rng=lambda: 0.0
+        )
 
 
 def start_and_change(store: Store) -> Dispatcher:
@@ -211,9 +228,18 @@ def start_and_change(store: Store) -> Dispatcher:
     dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
     for index, (kind, title) in enumerate([("live_start", "One"), ("title_change", "Two")]):
         at = T0 + timedelta(minutes=index)
-        dispatcher.accept(Event(source="rec", event_id=kind, kind=kind, occurred_at=at,
-                                received_at=at, platform="twitch", channel="quinn",
-                                live=LiveInfo(title=title)))
+        dispatcher.accept(
+            Event(
+                source="rec",
+                event_id=kind,
+                kind=kind,
+                occurred_at=at,
+                received_at=at,
+                platform="twitch",
+                channel="quinn",
+                live=LiveInfo(title=title),
+            )
+        )
     return dispatcher
 
 
@@ -237,22 +263,41 @@ async def test_a_deleted_card_is_posted_anew_and_later_edits_follow_it(store: St
     new_card = store.delivery_status(store.cards(1)["discord", "1"])[1]
     assert new_card != first_card
     at = T0 + timedelta(minutes=5)
-    dispatcher.accept(Event(source="rec", event_id="c3", kind="category_change",
-                            occurred_at=at, received_at=at, platform="twitch",
-                            channel="quinn", live=LiveInfo(categories=("Art",))))
+    dispatcher.accept(
+        Event(
+            source="rec",
+            event_id="c3",
+            kind="category_change",
+            occurred_at=at,
+            received_at=at,
+            platform="twitch",
+            channel="quinn",
+            live=LiveInfo(categories=("Art",)),
+        )
+    )
     await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.edited))
     assert sink.edited == [(new_card, "live_start", "Two")]
 
 
 def start_and_end(store: Store, on_end: str) -> None:
-    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1,),
-                  on_end=on_end)
+    route = Route(
+        patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1,), on_end=on_end
+    )
     dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
     for minutes, kind in ((0, "live_start"), (30, "live_end")):
         at = T0 + timedelta(minutes=minutes)
-        dispatcher.accept(Event(source="rec", event_id=kind, kind=kind, occurred_at=at,
-                                received_at=at, platform="twitch", channel="quinn",
-                                live=LiveInfo(title="Final")))
+        dispatcher.accept(
+            Event(
+                source="rec",
+                event_id=kind,
+                kind=kind,
+                occurred_at=at,
+                received_at=at,
+                platform="twitch",
+                channel="quinn",
+                live=LiveInfo(title="Final"),
+            )
+        )
 
 
 async def test_on_end_delete_takes_the_card_down(store: Store) -> None:

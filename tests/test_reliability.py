@@ -103,7 +103,7 @@ host = "127.0.0.1"
 port = 0
 
 [storage]
-path = "{tmp_path / 'bot.sqlite3'}"
+path = "{tmp_path / "bot.sqlite3"}"
 
 [console]
 enabled = false
@@ -145,16 +145,20 @@ def live_start(channel: str, title: str) -> dict[str, Any]:
     return {
         "id": f"r{next(_ids)}-{time.monotonic_ns()}",
         "type": "live_start",
-        "data": {"platform": "twitch", "channel": channel,
-                 "url": f"https://twitch.tv/{channel}",
-                 "live_info": {"uname": channel.title(), "title": title}},
+        "data": {
+            "platform": "twitch",
+            "channel": channel,
+            "url": f"https://twitch.tv/{channel}",
+            "live_info": {"uname": channel.title(), "title": title},
+        },
     }
 
 
 async def post(url: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{url}/webhook/rec?key={SECRET}", json=payload
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/webhook/rec?key={SECRET}", json=payload) as response,
+    ):
         await response.read()
         return response
 
@@ -162,8 +166,10 @@ async def post(url: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
 def delivery_states(tmp_path: Path) -> list[tuple[str, str, str]]:
     conn = sqlite3.connect(tmp_path / "bot.sqlite3")
     try:
-        return [tuple(row) for row in conn.execute(
-            "SELECT sink, target, state FROM deliveries ORDER BY id")]
+        return [
+            tuple(row)
+            for row in conn.execute("SELECT sink, target, state FROM deliveries ORDER BY id")
+        ]
     finally:
         conn.close()
 
@@ -188,14 +194,15 @@ async def test_sigterm_mid_delivery_drains_with_503_exits_0_and_the_next_start_d
         )
         bot.proc.send_signal(signal.SIGTERM)
         await bot.wait_for("stderr", r"stopping: answering webhooks with 503")
-        async with aiohttp.ClientSession() as session, session.get(
-            f"{bot.url}/healthz"
-        ) as health:
+        async with aiohttp.ClientSession() as session, session.get(f"{bot.url}/healthz") as health:
             assert health.status == 503
             assert (await health.json())["draining"] is True
-        async with aiohttp.ClientSession() as session, session.post(
-            f"{bot.url}/webhook/rec?key={SECRET}", json=live_start("late", "Too late")
-        ) as refused:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{bot.url}/webhook/rec?key={SECRET}", json=live_start("late", "Too late")
+            ) as refused,
+        ):
             body = await refused.json()
             assert refused.status == 503
             assert int(refused.headers["Retry-After"]) > 0
@@ -237,13 +244,16 @@ async def test_kill_9_during_an_outage_then_recovery_delivers_each_event_once_ev
                 assert (await post(bot.url, event)).status == 202
                 # Telegram answering 503 all along does not hold Discord up.
                 await discord.wait_for_message(
-                    STREAMS_CHANNEL_ID, lambda m, t=event["data"]["live_info"]["title"]:
-                    t in json.dumps(m), timeout=3)
+                    STREAMS_CHANNEL_ID,
+                    lambda m, t=event["data"]["live_info"]["title"]: t in json.dumps(m),
+                    timeout=3,
+                )
                 assert time.monotonic() - started < 3
             # Every Telegram delivery was tried and failed at least once.
             async with asyncio.timeout(10):
-                while len([c for c in telegram.calls_to("sendMessage")
-                           if c.status == 503]) < 2 * len(events):
+                while len(
+                    [c for c in telegram.calls_to("sendMessage") if c.status == 503]
+                ) < 2 * len(events):
                     await asyncio.sleep(0.05)
             bot.proc.kill()
             assert await bot.proc.wait() == -signal.SIGKILL
@@ -253,8 +263,9 @@ async def test_kill_9_during_an_outage_then_recovery_delivers_each_event_once_ev
         async with bot_process(config) as bot:
             for chat in (GROUP, OTHER):
                 for title in titles:
-                    await telegram.wait_for_message(chat, lambda m, t=title: t in str(m),
-                                                    timeout=15)
+                    await telegram.wait_for_message(
+                        chat, lambda m, t=title: t in str(m), timeout=15
+                    )
             # The sender retrying an accepted event changes nothing.
             for event in events:
                 again = await post(bot.url, event)
@@ -283,11 +294,16 @@ async def in_process_bot(tmp_path: Path, **sections: Any) -> AsyncIterator[Runni
     stop = asyncio.Event()
     ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     config = make_config(tmp_path, **sections)
-    task = asyncio.create_task(run(
-        config, stop, on_ready=ready.set_result, console_stream=io.StringIO(),
-        sink_options={"telegram": {"poll_timeout": 1.0}} if "telegram" in sections else None,
-        stuck_after=0.5,
-    ))
+    task = asyncio.create_task(
+        run(
+            config,
+            stop,
+            on_ready=ready.set_result,
+            console_stream=io.StringIO(),
+            sink_options={"telegram": {"poll_timeout": 1.0}} if "telegram" in sections else None,
+            stuck_after=0.5,
+        )
+    )
     try:
         yield await asyncio.wait_for(ready, 10)
     finally:
@@ -296,9 +312,10 @@ async def in_process_bot(tmp_path: Path, **sections: Any) -> AsyncIterator[Runni
 
 
 async def healthz(running: Running) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as session, session.get(
-        f"{running.base_url}/healthz"
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{running.base_url}/healthz") as response,
+    ):
         return response.status, await response.json()
 
 
@@ -348,12 +365,19 @@ async def test_a_send_that_finishes_within_the_drain_grace_counts_as_sent(
     )
     stop = asyncio.Event()
     ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run(config, stop, on_ready=ready.set_result,
-                                   sink_options={"telegram": {"poll_timeout": 1.0}}))
+    task = asyncio.create_task(
+        run(
+            config,
+            stop,
+            on_ready=ready.set_result,
+            sink_options={"telegram": {"poll_timeout": 1.0}},
+        )
+    )
     running = await asyncio.wait_for(ready, 10)
     assert (await post(running.base_url, live_start("quinn", "Slow but sure"))).status == 202
     await telegram.wait_for_call(
-        "sendMessage", lambda c: c.params.get("chat_id") == GROUP, answered=False)
+        "sendMessage", lambda c: c.params.get("chat_id") == GROUP, answered=False
+    )
     stop.set()
     await asyncio.sleep(0.3)
     assert not task.done()  # waiting for the send, not cutting it off
@@ -386,7 +410,7 @@ def seeded_outbox(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     config = tmp_path / "bot.toml"
     config.write_text(f"""
 [storage]
-path = "{tmp_path / 'bot.sqlite3'}"
+path = "{tmp_path / "bot.sqlite3"}"
 
 [[sources]]
 name = "rec"
@@ -401,12 +425,21 @@ secret = "{SECRET}"
         assert row is not None
         ids = {}
         for target, created in (("-1001", 7200), ("-1002", 90), ("-1003", 30)):
-            ids[target] = store.add_delivery(event_row=row, sink="telegram", target=target,
-                                             not_before=now - created, now=now - created)
+            ids[target] = store.add_delivery(
+                event_row=row,
+                sink="telegram",
+                target=target,
+                not_before=now - created,
+                now=now - created,
+            )
         for _ in range(3):
             store.claim_due("telegram", now=now)
-            store.mark_retry(ids["-1001"], error="NetworkError: Bad Gateway\n(502)",
-                             not_before=now - 10, now=now)
+            store.mark_retry(
+                ids["-1001"],
+                error="NetworkError: Bad Gateway\n(502)",
+                not_before=now - 10,
+                now=now,
+            )
         store.mark_failed(ids["-1001"], error="NetworkError: Bad Gateway (502)", now=now)
         store.mark_sent(ids["-1003"], message_id="9", now=now)
         store.mark_retry(ids["-1002"], error="RetryAfter: 30", not_before=now + 30, now=now)
@@ -480,7 +513,8 @@ def test_the_log_secret_watch_catches_a_leak() -> None:
         raise ValueError(f"bad {SECRET}")
     except ValueError:
         in_traceback = logging.LogRecord(
-            "bot", logging.ERROR, __file__, 1, "boom", None, sys.exc_info())
+            "bot", logging.ERROR, __file__, 1, "boom", None, sys.exc_info()
+        )
     for record in (clean, leaky, in_traceback):
         watch.emit(record)
     assert len(watch.leaks) == 2
@@ -491,8 +525,9 @@ def test_health_counts_overdue_time_only_from_when_the_workers_started(store: St
     now = time.time()
     row = store.insert_event(sample_event("live_start"), notified=True)
     assert row is not None
-    store.add_delivery(event_row=row, sink="console", target="-", not_before=now - 3600,
-                       now=now - 3600)
+    store.add_delivery(
+        event_row=row, sink="console", target="-", not_before=now - 3600, now=now - 3600
+    )
     health = Health(store=store, sinks={}, stuck_after=300)
     health.sinks = {"console": ConsoleSink(renderer=Renderer(), stream=io.StringIO())}
     assert health.report()["outbox"]["stuck"] is False  # workers not started yet

@@ -630,9 +630,7 @@ def go_live(store: Store, title: str = "Painting a dragon") -> None:
     Dispatcher(store=store, routes=[ROUTE], sinks=["console"]).accept(live_start(title))
 
 
-async def test_commands_are_synced_to_the_guild_only(
-    fake: FakeDiscord, store: Store
-) -> None:
+async def test_commands_are_synced_to_the_guild_only(fake: FakeDiscord, store: Store) -> None:
     async with running(make_sink(fake, store)):
         pass
     expected = {

@@ -255,8 +255,13 @@ async def test_a_title_change_edits_the_card_and_keeps_its_button(
     [card] = fake.messages[str(GROUP)]
     assert "Ranked grind" in card[field]
 
-    queue(store, (GROUP,), live_event("title_change", event_id="e2", title="Road to <Diamond>",
-                                      cover=cover, minutes=5))
+    queue(
+        store,
+        (GROUP,),
+        live_event(
+            "title_change", event_id="e2", title="Road to <Diamond>", cover=cover, minutes=5
+        ),
+    )
     await run_outbox(store, sink)
 
     [edited] = fake.messages[str(GROUP)]

@@ -38,15 +38,19 @@ SEED_EXAMPLES: list[tuple[str, dict[str, Any], str | None, str | None]] = [
     ("app_exit", {"type": "app_exit"}, "app_exit", None),
     (
         "live_start",
-        {"type": "live_start", "data": {**STREAM, "url": "https://live.example.com",
-                                        "live_info": {}}},
+        {
+            "type": "live_start",
+            "data": {**STREAM, "url": "https://live.example.com", "live_info": {}},
+        },
         "live_start",
         "<platform>/<CHANNEL>",
     ),
     (
         "live_end",
-        {"type": "live_end", "data": {**STREAM, "url": "https://live.example.com",
-                                      "live_info": {}}},
+        {
+            "type": "live_end",
+            "data": {**STREAM, "url": "https://live.example.com", "live_info": {}},
+        },
         "live_end",
         "<platform>/<CHANNEL>",
     ),
@@ -58,15 +62,24 @@ SEED_EXAMPLES: list[tuple[str, dict[str, Any], str | None, str | None]] = [
     ),
     (
         "video_file_finish",
-        {"type": "video_file_finish", "data": {**STREAM, "path": "path/to/file.mp4",
-                                               "filesize": 1073741824, "duration": 3600}},
+        {
+            "type": "video_file_finish",
+            "data": {
+                **STREAM,
+                "path": "path/to/file.mp4",
+                "filesize": 1073741824,
+                "duration": 3600,
+            },
+        },
         "video_file_finish",
         "<platform>/<CHANNEL>",
     ),
     (
         "video_transmux_finish",
-        {"type": "video_transmux_finish", "data": {**STREAM, "input": "path/to/input.file",
-                                                   "output": "path/to/output.file"}},
+        {
+            "type": "video_transmux_finish",
+            "data": {**STREAM, "input": "path/to/input.file", "output": "path/to/output.file"},
+        },
         "video_transmux_finish",
         "<platform>/<CHANNEL>",
     ),
@@ -78,8 +91,7 @@ SEED_EXAMPLES: list[tuple[str, dict[str, Any], str | None, str | None]] = [
     ),
     (
         "category_change",
-        {"type": "category_change", "data": {**STREAM, "old_live_info": {},
-                                             "new_live_info": {}}},
+        {"type": "category_change", "data": {**STREAM, "old_live_info": {}, "new_live_info": {}}},
         "category_change",
         "<platform>/<CHANNEL>",
     ),
@@ -91,8 +103,12 @@ SEED_EXAMPLES: list[tuple[str, dict[str, Any], str | None, str | None]] = [
     ),
     (
         "common structure",
-        {"id": "398ea849-7c4b-45c4-bd2f-093df217266c", "ts": "2026-03-11T05:22:38.393477700Z",
-         "type": "event_type", "data": {}},
+        {
+            "id": "398ea849-7c4b-45c4-bd2f-093df217266c",
+            "ts": "2026-03-11T05:22:38.393477700Z",
+            "type": "event_type",
+            "data": {},
+        },
         None,  # "event_type" is a placeholder, not a type: ignored
         None,
     ),
@@ -140,8 +156,12 @@ def test_live_start_with_full_live_info() -> None:
         "id": "e1",
         "ts": "2026-03-11T05:22:38.393477700Z",
         "type": "live_start",
-        "data": {"platform": "Twitch", "channel": "quinn", "url": "https://twitch.tv/quinn",
-                 "live_info": LIVE_INFO},
+        "data": {
+            "platform": "Twitch",
+            "channel": "quinn",
+            "url": "https://twitch.tv/quinn",
+            "live_info": LIVE_INFO,
+        },
     }
     event = parse(payload)
     assert event.event_id == "e1"
@@ -161,16 +181,24 @@ def test_live_start_with_full_live_info() -> None:
 def test_title_change_carries_old_and_new() -> None:
     old = {**LIVE_INFO, "title": "Old title"}
     new = {**LIVE_INFO, "title": "New title"}
-    event = parse({"id": "t1", "type": "title_change",
-                   "data": {**STREAM, "old_live_info": old, "new_live_info": new}})
+    event = parse(
+        {
+            "id": "t1",
+            "type": "title_change",
+            "data": {**STREAM, "old_live_info": old, "new_live_info": new},
+        }
+    )
     assert event.old_live.title == "Old title"
     assert event.live.title == "New title"
 
 
 def test_recording_details_are_kept() -> None:
     event = parse(SEED_EXAMPLES[5][1])
-    assert event.details == {"path": "path/to/file.mp4", "filesize": 1073741824.0,
-                             "duration": 3600.0}
+    assert event.details == {
+        "path": "path/to/file.mp4",
+        "filesize": 1073741824.0,
+        "duration": 3600.0,
+    }
 
 
 @pytest.mark.parametrize(("field", "value"), [("filesize", 10**400), ("duration", float("-inf"))])
@@ -202,9 +230,17 @@ def test_nullable_fields_may_be_null_or_missing(field: str, value: Any) -> None:
 
 
 def test_numeric_channel_and_ids_are_accepted_as_strings() -> None:
-    event = parse({"id": 42, "type": "live_start",
-                   "data": {"platform": "bilibili", "channel": 123456,
-                            "live_info": {"uid": 99, "live_id": 7}}})
+    event = parse(
+        {
+            "id": 42,
+            "type": "live_start",
+            "data": {
+                "platform": "bilibili",
+                "channel": 123456,
+                "live_info": {"uid": 99, "live_id": 7},
+            },
+        }
+    )
     assert event.event_id == "42"
     assert event.streamer_key == "bilibili/123456"
     assert event.live.uid == "99"
@@ -223,23 +259,32 @@ def test_numeric_channel_and_ids_are_accepted_as_strings() -> None:
         (lambda p: p["data"].update(url=3), "data.url"),
         (lambda p: p["data"].update(live_info="x"), "data.live_info"),
         (lambda p: p["data"]["live_info"].update(title=["a"]), "data.live_info.title"),
-        (lambda p: p["data"]["live_info"].update(categories="Music"),
-         "data.live_info.categories"),
-        (lambda p: p["data"]["live_info"].update(categories=["ok", 3]),
-         "data.live_info.categories[1]"),
-        (lambda p: p["data"]["live_info"].update(start_time="yesterday"),
-         "data.live_info.start_time"),
+        (lambda p: p["data"]["live_info"].update(categories="Music"), "data.live_info.categories"),
+        (
+            lambda p: p["data"]["live_info"].update(categories=["ok", 3]),
+            "data.live_info.categories[1]",
+        ),
+        (
+            lambda p: p["data"]["live_info"].update(start_time="yesterday"),
+            "data.live_info.start_time",
+        ),
         (lambda p: p.update(ts="not a time"), "ts"),
         # Valid local times whose UTC instant falls outside years 1 to 9999.
         (lambda p: p.update(ts="9999-12-31T23:59:59-23:59"), "ts"),
-        (lambda p: p["data"]["live_info"].update(start_time="0001-01-01T00:00:00+01:00"),
-         "data.live_info.start_time"),
+        (
+            lambda p: p["data"]["live_info"].update(start_time="0001-01-01T00:00:00+01:00"),
+            "data.live_info.start_time",
+        ),
         (lambda p: p.update(id=1.5), "id"),
     ],
 )
 def test_wrong_shapes_name_the_field(mutate: Any, path: str) -> None:
-    payload = {"id": "e", "ts": "2026-03-11T05:22:38Z", "type": "live_start",
-               "data": {**STREAM, "url": "https://x", "live_info": copy.deepcopy(LIVE_INFO)}}
+    payload = {
+        "id": "e",
+        "ts": "2026-03-11T05:22:38Z",
+        "type": "live_start",
+        "data": {**STREAM, "url": "https://x", "live_info": copy.deepcopy(LIVE_INFO)},
+    }
     mutate(payload)
     with pytest.raises(SchemaError) as info:
         parse(payload)

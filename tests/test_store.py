@@ -15,8 +15,15 @@ AT = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
 
 
 def an_event(event_id: str, kind: str = "live_end") -> Event:
-    return Event(source="rec", event_id=event_id, kind=kind, occurred_at=AT, received_at=AT,
-                 platform="twitch", channel="quinn")
+    return Event(
+        source="rec",
+        event_id=event_id,
+        kind=kind,
+        occurred_at=AT,
+        received_at=AT,
+        platform="twitch",
+        channel="quinn",
+    )
 
 
 def test_a_schema_2_database_is_upgraded_keeping_its_outbox(tmp_path: Path) -> None:
@@ -71,8 +78,14 @@ def test_an_end_held_for_its_grace_is_not_the_oldest_waiting_delivery(store: Sto
         row = store.insert_event(an_event("end"), notified=True)
         assert row is not None
         # As dispatch writes an end held for its grace: due at 500, written at 100.
-        store.add_delivery(event_row=row, sink="discord", target="7", options={"due": 500},
-                           not_before=500, now=100)
+        store.add_delivery(
+            event_row=row,
+            sink="discord",
+            target="7",
+            options={"due": 500},
+            not_before=500,
+            now=100,
+        )
     assert store.outbox_counts(now=200).oldest_pending_created is None
     # Due now: waiting since it became due, not since it was written.
     assert store.outbox_counts(now=500).oldest_pending_created == 500

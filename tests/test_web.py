@@ -102,24 +102,64 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("unknown source", f"/webhook/nobody?key={SECRET}", {"json": LIVE_START}, 404, "nobody"),
     ("no such path", "/hooks", {"json": LIVE_START}, 404, "POST /webhook/"),
     ("form body", URL, {"data": {"a": "b"}}, 415, "application/json"),
-    ("text body", URL, {"data": "hi", "headers": {"Content-Type": "text/plain"}}, 415,
-     "text/plain"),
-    ("not json", URL, {"data": b"{nope", "headers": {"Content-Type": "application/json"}},
-     400, "invalid JSON"),
-    ("empty", URL, {"data": b"", "headers": {"Content-Type": "application/json"}}, 400,
-     "empty body"),
-    ("bad utf-8", URL, {"data": b'{"type": "\xff"}',
-                        "headers": {"Content-Type": "application/json"}}, 400, "UTF-8"),
-    ("NaN", URL, {"data": b'{"type": NaN}', "headers": {"Content-Type": "application/json"}},
-     400, "NaN"),
-    ("deep", URL, {"data": b"[" * 100 + b"]" * 100,
-                   "headers": {"Content-Type": "application/json"}}, 400, "nested"),
+    (
+        "text body",
+        URL,
+        {"data": "hi", "headers": {"Content-Type": "text/plain"}},
+        415,
+        "text/plain",
+    ),
+    (
+        "not json",
+        URL,
+        {"data": b"{nope", "headers": {"Content-Type": "application/json"}},
+        400,
+        "invalid JSON",
+    ),
+    (
+        "empty",
+        URL,
+        {"data": b"", "headers": {"Content-Type": "application/json"}},
+        400,
+        "empty body",
+    ),
+    (
+        "bad utf-8",
+        URL,
+        {"data": b'{"type": "\xff"}', "headers": {"Content-Type": "application/json"}},
+        400,
+        "UTF-8",
+    ),
+    (
+        "NaN",
+        URL,
+        {"data": b'{"type": NaN}', "headers": {"Content-Type": "application/json"}},
+        400,
+        "NaN",
+    ),
+    (
+        "deep",
+        URL,
+        {"data": b"[" * 100 + b"]" * 100, "headers": {"Content-Type": "application/json"}},
+        400,
+        "nested",
+    ),
     ("array", URL, {"json": [1, 2]}, 422, "object"),
     ("no type", URL, {"json": {"id": "a", "data": {}}}, 422, "type"),
-    ("bad field", URL, {"json": {**LIVE_START, "data": {**LIVE_START["data"], "channel": []}}},
-     422, "data.channel"),
-    ("too large", URL, {"data": b"{" + b" " * 4096 + b"}",
-                        "headers": {"Content-Type": "application/json"}}, 413, "too large"),
+    (
+        "bad field",
+        URL,
+        {"json": {**LIVE_START, "data": {**LIVE_START["data"], "channel": []}}},
+        422,
+        "data.channel",
+    ),
+    (
+        "too large",
+        URL,
+        {"data": b"{" + b" " * 4096 + b"}", "headers": {"Content-Type": "application/json"}},
+        413,
+        "too large",
+    ),
 ]
 
 
@@ -158,9 +198,7 @@ async def test_oversized_chunked_body_without_content_length_is_413(
         for _ in range(10):
             yield b" " * 1024
 
-    response = await client.post(
-        URL, data=chunks(), headers={"Content-Type": "application/json"}
-    )
+    response = await client.post(URL, data=chunks(), headers={"Content-Type": "application/json"})
     assert response.status == 413
     assert "too large" in (await response.json())["error"]
     assert stored(store) == (0, {})
@@ -169,16 +207,15 @@ async def test_oversized_chunked_body_without_content_length_is_413(
 async def test_missing_content_type_is_read_as_json(
     client: TestClient[Any, Any], store: Store
 ) -> None:
-    response = await client.post(URL, data=json.dumps(LIVE_START).encode(),
-                                 skip_auto_headers=["Content-Type"])
+    response = await client.post(
+        URL, data=json.dumps(LIVE_START).encode(), skip_auto_headers=["Content-Type"]
+    )
     assert response.status == 202
     assert store.count_events() == 1
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
-async def test_other_methods_are_405_with_allow(
-    client: TestClient[Any, Any], method: str
-) -> None:
+async def test_other_methods_are_405_with_allow(client: TestClient[Any, Any], method: str) -> None:
     response = await client.request(method, URL)
     assert response.status == 405
     assert response.headers["Allow"] == "POST"
@@ -200,9 +237,7 @@ async def test_healthz_is_503_when_the_database_is_gone(
     assert (await response.json())["database"].startswith("error")
 
 
-async def test_storage_failure_is_503_not_500(
-    client: TestClient[Any, Any], store: Store
-) -> None:
+async def test_storage_failure_is_503_not_500(client: TestClient[Any, Any], store: Store) -> None:
     store.conn.execute("DROP TABLE deliveries")
     response = await client.post(URL, json=LIVE_START)
     assert response.status == 503
@@ -243,10 +278,14 @@ async def test_one_log_line_per_accepted_webhook_and_routine_checks_at_debug(
     caplog.set_level(logging.DEBUG)
     assert (await client.post(URL, json=LIVE_START)).status == 202
     assert (await client.get("/healthz")).status == 200
-    assert (await client.post(URL, data=b"{", headers={"Content-Type": "application/json"})
-            ).status == 400
-    info = [r.getMessage() for r in caplog.records
-            if r.levelno >= logging.INFO and r.name in ("aiohttp.access", "bot.web")]
+    assert (
+        await client.post(URL, data=b"{", headers={"Content-Type": "application/json"})
+    ).status == 400
+    info = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.INFO and r.name in ("aiohttp.access", "bot.web")
+    ]
     # The accepted event is logged once, with who sent it; a refusal gets its access line.
     assert len([m for m in info if "accepted live_start" in m and "127.0.0.1" in m]) == 1
     assert [m for m in info if '"POST /webhook' in m] == [

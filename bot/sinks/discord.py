@@ -491,8 +491,9 @@ class DiscordSink:
                     exc,
                 )
             else:
-                log.info("discord: registered %d slash commands in server %d",
-                         len(synced), guild_id)
+                log.info(
+                    "discord: registered %d slash commands in server %d", len(synced), guild_id
+                )
         if guild_ids:
             tree.clear_commands(guild=None)
         try:

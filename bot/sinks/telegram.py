@@ -267,7 +267,9 @@ class TelegramSink:
         except TelegramError as exc:
             log.error(
                 "telegram: could not %s at %s (%s); will keep trying",
-                step, self._api_label(), _describe(exc),
+                step,
+                self._api_label(),
+                _describe(exc),
             )
             return await self._give_up(app, "retry")
         except Exception:
@@ -392,13 +394,13 @@ class TelegramSink:
                     )
                 return f"photo:{sent.message_id}"
             except PermanentDeliveryError as exc:
-                if not isinstance(exc.__cause__, BadRequest) or not _photo_unusable(
-                    exc.__cause__
-                ):
+                if not isinstance(exc.__cause__, BadRequest) or not _photo_unusable(exc.__cause__):
                     raise
                 log.warning(
                     "telegram %s: Telegram could not use the cover %s (%s); sending text",
-                    delivery.target, message.photo_url, exc,
+                    delivery.target,
+                    message.photo_url,
+                    exc,
                 )
         with _delivery_errors():
             sent = await bot.send_message(
@@ -536,8 +538,9 @@ class TelegramSink:
                 allow_sending_without_reply=True,
             )
         except TelegramError as exc:
-            log.warning("telegram: could not answer /%s in chat %s: %s", name, chat.id,
-                        _describe(exc))
+            log.warning(
+                "telegram: could not answer /%s in chat %s: %s", name, chat.id, _describe(exc)
+            )
 
     async def _answer(
         self,
@@ -581,8 +584,7 @@ class TelegramSink:
         error = context.error
         if error is None:
             return
-        log.error("telegram: error while handling an update: %s", _describe(error),
-                  exc_info=error)
+        log.error("telegram: error while handling an update: %s", _describe(error), exc_info=error)
 
 
 # -- logging ------------------------------------------------------------------------------

@@ -1827,8 +1827,11 @@ class FakeDiscord:
             self._global_window = (opened, used + 1)
             return None
         wait = opened + window - now
-        body = {"message": "You are being rate limited.", "retry_after": round(wait, 3),
-                "global": True}
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": round(wait, 3),
+            "global": True,
+        }
         headers = {
             "Via": "1.1 google",
             "Retry-After": str(max(1, math.ceil(wait))),
