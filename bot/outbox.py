@@ -72,7 +72,10 @@ class _Unrecorded:
 
 def backoff_delay(attempts: int, *, rng: Callable[[], float] = random.random) -> float:
     """Seconds to wait after `attempts` failed tries: exponential, capped, full jitter."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** max(attempts - 1, 0))
+    # Capped exponent: a row retried for days (or re-queued by `deliveries --retry` again
+    # and again) must not overflow the float.
+    doublings = min(max(attempts - 1, 0), 32)
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0**doublings)
     # "Equal jitter": never less than half the ceiling, so retries still spread out.
     return ceiling / 2 + rng() * ceiling / 2
 
@@ -163,7 +166,9 @@ class OutboxWorker:
                 except StoreUnavailable as exc:
                     # The store logs the outage once; here only when it goes on.
                     self._store_failures += 1
-                    delay = min(0.5 * 2 ** (self._store_failures - 1), STORE_BACKOFF_CAP_SECONDS)
+                    # The exponent is capped: an outage of hours must not overflow it.
+                    doublings = min(self._store_failures - 1, 16)
+                    delay = min(0.5 * 2**doublings, STORE_BACKOFF_CAP_SECONDS)
                     log.debug(
                         "%s: database unavailable (%s); next look in %.1fs",
                         self._sink.name,

@@ -211,7 +211,7 @@ async def test_an_unexpected_crash_in_a_sink_keeps_the_delivery(store: Store) ->
     assert store.outbox_counts().by_state == {"pending": 1}
 
 
-@pytest.mark.parametrize("attempts", [1, 2, 5, 30])
+@pytest.mark.parametrize("attempts", [1, 2, 5, 30, 2000])
 def test_backoff_grows_and_is_capped(attempts: int) -> None:
     low = backoff_delay(attempts, rng=lambda: 0.0)
     high = backoff_delay(attempts, rng=lambda: 1.0)
