@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import SECRET
-from tests.test_cli import REPO
+from tests.test_cli import start_bot
 from tests.test_reliability import (
     GROUP,
     OTHER,
@@ -126,17 +126,7 @@ async def instances(workdir: Path, *, tries: int) -> dict[str, Any]:
         refused = 0
         async with bot_process(config) as bot:
             for _ in range(tries):
-                second = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "bot",
-                    "run",
-                    "-c",
-                    str(config),
-                    cwd=REPO,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.PIPE,
-                )
+                second = await start_bot(config)
                 _out, err = await asyncio.wait_for(second.communicate(), 30)
                 refused += second.returncode == 1 and b"already running" in err
             await bot.stop()

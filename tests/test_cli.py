@@ -92,15 +92,15 @@ class BotProcess:
         return code
 
 
-@contextlib.asynccontextmanager
-async def running_bot(
+async def start_bot(
     config: Path, *, line_limit: int = 8 * 1024 * 1024, wrapper: Sequence[str] = ()
-) -> AsyncIterator[BotProcess]:
+) -> asyncio.subprocess.Process:
+    """`python -m bot run -c config` as a subprocess, its stdout and stderr piped."""
     # A line longer than the reader's limit ends its pump; the pipe then fills, the bot
     # blocks writing to it and proc.wait() never returns. A webhook body is at most 1 MiB
     # by default, so no line of the bot's comes near 8 MiB unless a test raises the limit.
     # wrapper: a command the bot runs under (setpriv, to drop a capability).
-    proc = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         *wrapper,
         sys.executable,
         "-m",
@@ -113,6 +113,13 @@ async def running_bot(
         stderr=asyncio.subprocess.PIPE,
         limit=line_limit,
     )
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    config: Path, *, line_limit: int = 8 * 1024 * 1024, wrapper: Sequence[str] = ()
+) -> AsyncIterator[BotProcess]:
+    proc = await start_bot(config, line_limit=line_limit, wrapper=wrapper)
     bot = BotProcess(proc)
     try:
         found = await bot.wait_for("stderr", r"listening on (http://127\.0\.0\.1:\d+)")
@@ -192,21 +199,7 @@ async def test_run_notifies_on_console_and_remembers_across_restart(tmp_path: Pa
 async def test_run_with_a_bad_config_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "bot.toml"
     config.write_text(CONFIG.replace("port = 0", 'port = "eighty"'))
-    # A line longer than the reader's limit (64 KiB by default) ends its pump; the pipe then
-    # fills, the bot blocks writing to it and proc.wait() never returns. A webhook body is
-    # at most 1 MiB, so no printed or logged line of the bot's comes near 8 MiB.
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "run",
-        "-c",
-        str(config),
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        limit=8 * 1024 * 1024,
-    )
+    proc = await start_bot(config)
     _out, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 1
     assert "server.port" in err.decode()

@@ -13,15 +13,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import SECRET
 from tests.fakes.discord_api import STREAMS_CHANNEL_ID, FakeDiscord
 from tests.fakes.discord_api import TOKEN as DISCORD_TOKEN
 from tests.fakes.telegram_api import FakeTelegram
 from tests.test_cli import CONFIG, live_event, running_bot
 from tests.test_cli import post as post_onliverec
-from tests.test_reliability import bot_process, post
+from tests.test_reliability import GROUP, bot_process, post
+from tests.test_reliability import write_config as reliability_config
 
-GROUP = -100777
 MEMBER = 3003
 # What must not reach a platform from stream text: bidi embeddings, overrides and isolates,
 # line and paragraph separators, NEL.
@@ -39,45 +38,9 @@ def write_config(
     tmp_path: Path, telegram: FakeTelegram, discord: FakeDiscord | None = None
 ) -> Path:
     """Telegram's GROUP (and Discord's streams channel) for twitch/*; changes edit at once."""
-    discord_section = discord_channels = ""
-    if discord is not None:
-        discord_section = (
-            f'[discord]\ntoken = "{DISCORD_TOKEN}"\napi_url = "{discord.api_url}"\n'
-            f'gateway_url = "{discord.gateway_url}"\n'
-        )
-        discord_channels = f'discord_channels = ["{STREAMS_CHANNEL_ID}"]'
-    config = tmp_path / "bot.toml"
-    config.write_text(f"""
-[server]
-host = "127.0.0.1"
-port = 0
-
-[storage]
-path = "{tmp_path / "bot.sqlite3"}"
-
-[console]
-enabled = false
-
-[behaviour]
-change_cooldown = "0s"
-
-[telegram]
-token = "{telegram.token}"
-api_url = "{telegram.api_url}"
-
-{discord_section}
-
-[[sources]]
-name = "rec"
-kind = "onliverec"
-secret = "{SECRET}"
-
-[[routes]]
-match = "twitch/*"
-telegram_chats = ["{GROUP}"]
-{discord_channels}
-""")
-    return config
+    return reliability_config(
+        tmp_path, telegram, discord, chats=(GROUP,), extra='[behaviour]\nchange_cooldown = "0s"'
+    )
 
 
 def webhook(kind: str, channel: str, url: str, **data: Any) -> dict[str, Any]:

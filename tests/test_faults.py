@@ -20,7 +20,6 @@ import re
 import resource
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,7 +29,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import SECRET
-from tests.test_cli import REPO, BotProcess, running_bot
+from tests.test_cli import BotProcess, running_bot, start_bot
 from tests.test_reliability import (
     GROUP,
     OTHER,
@@ -107,9 +106,7 @@ async def wait_state(tmp_path: Path, chat: int, state: str, timeout: float = 10)
             await asyncio.sleep(0.05)
 
 
-def with_metrics(config: Path) -> Path:
-    config.write_text(config.read_text() + "\n[metrics]\nenabled = true\n")
-    return config
+METRICS = "[metrics]\nenabled = true"
 
 
 # -- 1. one process per database ----------------------------------------------------------
@@ -121,17 +118,7 @@ async def test_a_second_instance_is_refused_naming_the_holder_and_kill_9_frees_t
     config = write_config(tmp_path, telegram)
     async with bot_process(config) as first:
         getme_before = len(telegram.calls_to("getMe"))
-        second = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "run",
-            "-c",
-            str(config),
-            cwd=REPO,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        second = await start_bot(config)
         _out, err = await asyncio.wait_for(second.communicate(), 30)
         assert second.returncode == 1
         lines = [line for line in err.decode().splitlines() if line.startswith("error:")]
@@ -162,7 +149,7 @@ async def test_a_second_instance_is_refused_naming_the_holder_and_kill_9_frees_t
 async def test_a_full_disk_gets_503s_keeps_the_sent_outcome_and_recovers_by_itself(
     tmp_path: Path, telegram: FlakyTelegram
 ) -> None:
-    config = with_metrics(write_config(tmp_path, telegram))
+    config = write_config(tmp_path, telegram, extra=METRICS)
     telegram.hanging_chats.add(GROUP)
     async with bot_process(config) as bot:
         # A send in flight when the disk fills: it answers after the disk is full.
@@ -259,10 +246,7 @@ def hold_write_lock(database: Path) -> sqlite3.Connection:
 async def test_a_database_locked_by_another_process_answers_503_and_catches_up_after(
     tmp_path: Path, telegram: FlakyTelegram
 ) -> None:
-    config = write_config(tmp_path, telegram)
-    config.write_text(
-        config.read_text().replace("[[sources]]", '[behaviour]\nend_grace = "2s"\n\n[[sources]]')
-    )
+    config = write_config(tmp_path, telegram, extra='[behaviour]\nend_grace = "2s"')
     database = tmp_path / "bot.sqlite3"
     async with bot_process(config) as bot:
         start = live_start("quinn", "Locked out")
@@ -352,7 +336,7 @@ async def test_sigterm_with_a_slow_telegram_waits_for_each_send_and_never_repeat
 async def test_healthz_reports_telegram_degraded_while_every_send_fails(
     tmp_path: Path, telegram: FlakyTelegram
 ) -> None:
-    config = with_metrics(write_config(tmp_path, telegram))
+    config = write_config(tmp_path, telegram, extra=METRICS)
     async with bot_process(config) as bot:
         telegram.down = True
         assert (await post(bot.url, live_start("quinn", "Nobody hears"))).status == 202

@@ -86,8 +86,15 @@ async def telegram() -> AsyncIterator[FlakyTelegram]:
 
 
 def write_config(
-    tmp_path: Path, telegram: FakeTelegram, discord: FakeDiscord | None = None
+    tmp_path: Path,
+    telegram: FakeTelegram,
+    discord: FakeDiscord | None = None,
+    *,
+    chats: tuple[int, ...] = (GROUP, OTHER),
+    extra: str = "",
 ) -> Path:
+    """bot.toml posting twitch/* to `chats` (and Discord's streams channel); `extra` is
+    more TOML ([behaviour], [metrics]...)."""
     discord_section = ""
     discord_channels = ""
     if discord is not None:
@@ -113,6 +120,7 @@ token = "{telegram.token}"
 api_url = "{telegram.api_url}"
 
 {discord_section}
+{extra}
 
 [[sources]]
 name = "rec"
@@ -121,7 +129,7 @@ secret = "{SECRET}"
 
 [[routes]]
 match = "twitch/*"
-telegram_chats = ["{GROUP}", "{OTHER}"]
+telegram_chats = {json.dumps([str(chat) for chat in chats])}
 {discord_channels}
 """)
     return config
