@@ -17,12 +17,13 @@ from bot.store import Store
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
 
 
-def start(n: int) -> Event:
-    at = T0 + timedelta(seconds=n)
+def start(n: int, *, kind: str = "live_start", event_id: str = "e", later: int = 0) -> Event:
+    """Streamer n's event (a live_start by default), `later` minutes after its start."""
+    at = T0 + timedelta(seconds=n, minutes=later)
     return Event(
         source="rec",
-        event_id=f"e{n}",
-        kind="live_start",
+        event_id=f"{event_id}{n}",
+        kind=kind,
         occurred_at=at,
         received_at=at,
         platform="twitch",
@@ -117,16 +118,7 @@ async def test_batches_follow_one_another(store: Store, count: int) -> None:
 
 
 def end(n: int) -> Event:
-    at = T0 + timedelta(seconds=n, minutes=1)
-    return Event(
-        source="rec",
-        event_id=f"end{n}",
-        kind="live_end",
-        occurred_at=at,
-        received_at=at,
-        platform="twitch",
-        channel=f"streamer{n}",
-    )
+    return start(n, kind="live_end", event_id="end", later=1)
 
 
 async def test_a_brief_lock_is_waited_out_and_events_keep_their_order(store: Store) -> None:
