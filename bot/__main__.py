@@ -30,7 +30,7 @@ from bot.render import ConsoleMessage, DiscordMessage, Renderer, TelegramMessage
 from bot.samples import sample_event
 from bot.sources import SOURCE_TYPES
 from bot.sources.base import WebhookRequest
-from bot.store import TOOL_BUSY_TIMEOUT_MS, DeliveryInfo, Store
+from bot.store import DeliveryInfo, Store, create_store
 
 log = logging.getLogger("bot")
 
@@ -265,21 +265,29 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
     if not Path(path).exists():
         print(f"error: no database at {path} (has the bot run yet?)", file=sys.stderr)
         return 1
-    store = Store(path, busy_timeout_ms=TOOL_BUSY_TIMEOUT_MS)
-    store.open()
-    try:
-        now = time.time()
-        if args.retry:
-            count = store.retry_failed(now=now)
-            print(f"re-queued {count} failed deliveries")
-        rows = store.list_deliveries()
-    finally:
-        store.close()
+    now = time.time()
+    rows, retried = asyncio.run(
+        _deliveries(create_store(config.storage, tool=True), now, args.retry)
+    )
+    if retried is not None:
+        print(f"re-queued {retried} failed deliveries")
     if not rows:
         print("no pending or failed deliveries")
         return 0
     print(_delivery_table(rows, now=now))
     return 0
+
+
+async def _deliveries(
+    store: Store, now: float, retry: bool
+) -> tuple[list[DeliveryInfo], int | None]:
+    """The outbox rows to list, after re-queueing the failed ones when asked to."""
+    await store.open()
+    try:
+        retried = await store.retry_failed(now=now) if retry else None
+        return await store.list_deliveries(), retried
+    finally:
+        await store.close()
 
 
 def _delivery_table(rows: list[DeliveryInfo], *, now: float) -> str:

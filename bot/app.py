@@ -32,7 +32,7 @@ from bot.sinks.console import ConsoleSink
 from bot.sinks.discord import DiscordSink
 from bot.sinks.telegram import TelegramSink
 from bot.sources import SOURCE_TYPES, Source
-from bot.store import Store
+from bot.store import Store, create_store
 from bot.web import (
     BODY_READ_TIMEOUT_SECONDS,
     SOURCES_KEY,
@@ -163,8 +163,8 @@ async def run(
     """
     lock = None if _in_memory(config) else InstanceLock(Path(config.storage.path))
     with lock or contextlib.nullcontext():
-        store = Store(config.storage.path)
-        store.open(background_checkpoints=True)
+        store = create_store(config.storage)
+        await store.open()
         try:
             await _run_with_store(
                 config,
@@ -181,7 +181,7 @@ async def run(
                 log_level=log_level,
             )
         finally:
-            store.close()
+            await store.close()
 
 
 def _in_memory(config: Config) -> bool:
@@ -320,7 +320,7 @@ async def _start_workers(
     delay = STORE_RETRY_FIRST_SECONDS
     while not stop.is_set():
         try:
-            requeued = store.requeue_in_flight()
+            requeued = await store.requeue_in_flight()
         except StoreUnavailable:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
@@ -345,7 +345,7 @@ async def _watch_database(store: Store, stop: asyncio.Event) -> None:
             delay = STORE_RETRY_FIRST_SECONDS
         else:
             with contextlib.suppress(StoreUnavailable):
-                store.probe_write()
+                await store.probe_write()
             delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay if not store.health.ok else 1.0)
@@ -387,9 +387,9 @@ class Health:
     # Wall-clock time the workers started; deliveries due before then are not overdue yet.
     workers_started: float | None = None
 
-    def report(self) -> dict[str, Any]:
+    async def report(self) -> dict[str, Any]:
         """What /healthz answers; `ok` decides 200 or 503."""
-        probe = self.store.check()
+        probe = await self.store.check()
         database, database_error = ("ok", None) if probe == "ok" else ("unavailable", probe)
         sink_states_now = sink_states(self.sinks, self.workers)
         unrecorded = sum(worker.unrecorded for worker in self.workers.values())
@@ -397,8 +397,8 @@ class Health:
         stuck = False
         if database == "ok":
             try:
-                counts = self.store.outbox_counts()
-                oldest_due = self.store.oldest_due(list(self.sinks))
+                counts = await self.store.outbox_counts()
+                oldest_due = await self.store.oldest_due(list(self.sinks))
             except StoreUnavailable as exc:
                 database, database_error = "unavailable", f"error: {exc}"
             else:

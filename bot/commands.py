@@ -112,12 +112,12 @@ class Commands:
 
     # -- reading -------------------------------------------------------------------
 
-    def status(self, chat: Chat) -> StatusReport:
+    async def status(self, chat: Chat) -> StatusReport:
         """Live streams routed to this chat (every live stream if none is), and mutes."""
         now = self._now()
-        patterns = self.patterns_for(chat)
+        patterns = await self.patterns_for(chat)
         live = []
-        for stream in self._store.live_streams():
+        for stream in await self._store.live_streams():
             if patterns and not any(glob_match(stream.streamer_key, p) for p in patterns):
                 continue
             started = stream.started_at
@@ -134,15 +134,15 @@ class Commands:
             )
         return StatusReport(
             live=tuple(live),
-            mutes=self.mutes(chat),
+            mutes=await self.mutes(chat),
             scoped=bool(patterns),
-            failed_deliveries=self._store.failed_count(chat.sink, chat.target),
+            failed_deliveries=await self._store.failed_count(chat.sink, chat.target),
             now=now,
         )
 
-    def mutes(self, chat: Chat) -> tuple[MuteEntry, ...]:
+    async def mutes(self, chat: Chat) -> tuple[MuteEntry, ...]:
         """The mutes in force in this chat."""
-        rows = self._store.mutes_for(chat.sink, chat.target, self._clock())
+        rows = await self._store.mutes_for(chat.sink, chat.target, self._clock())
         return tuple(
             MuteEntry(
                 pattern=row.pattern,
@@ -151,7 +151,7 @@ class Commands:
             for row in rows
         )
 
-    def patterns_for(self, chat: Chat) -> list[str]:
+    async def patterns_for(self, chat: Chat) -> list[str]:
         """The streamer patterns routed to this chat by config and by /subscribe."""
         patterns: list[str] = []
         for route in self._routes:
@@ -165,30 +165,30 @@ class Commands:
                 patterns.extend(route.patterns)
         patterns.extend(
             sub.pattern
-            for sub in self._store.subscriptions()
+            for sub in await self._store.subscriptions()
             if (sub.sink, sub.target) == (chat.sink, chat.target)
         )
         return patterns
 
-    def complete_streamers(self, typed: str, *, limit: int = 25) -> list[str]:
+    async def complete_streamers(self, typed: str, *, limit: int = 25) -> list[str]:
         """Known streamer keys containing what the user typed so far (for autocomplete)."""
         needle = typed.strip().casefold()
-        keys = self._store.known_streamers()
+        keys = await self._store.known_streamers()
         starts = [k for k in keys if k.casefold().startswith(needle)]
         contains = [k for k in keys if needle in k.casefold() and k not in starts]
         return (starts + contains)[:limit]
 
     # -- changing ------------------------------------------------------------------
 
-    def mute(
+    async def mute(
         self, chat: Chat, streamer: str | None, duration: str | None, *, by: str | None = None
     ) -> str:
         """Mute one streamer (or all) here, for a duration or until unmuted."""
-        pattern = self._existing_pattern(streamer) if streamer else "*"
+        pattern = await self._existing_pattern(streamer) if streamer else "*"
         length = self._duration(duration) if duration else None
         until = self._clock() + length.total_seconds() if length is not None else None
-        with self._store.transaction():
-            self._store.add_mute(
+        async with self._store.transaction():
+            await self._store.add_mute(
                 Mute(chat.sink, chat.target, pattern, until), created_by=by, now=self._clock()
             )
         what = "every stream" if pattern == "*" else pattern
@@ -196,47 +196,47 @@ class Commands:
             return f"Muted {what} here until you unmute it."
         return f"Muted {what} here for {format_duration(length)}."
 
-    def unmute(self, chat: Chat, streamer: str | None) -> str:
+    async def unmute(self, chat: Chat, streamer: str | None) -> str:
         """Lift one mute, or every mute here when no streamer is given."""
         pattern = streamer.strip() if streamer else None
-        with self._store.transaction():
-            removed = self._store.remove_mute(chat.sink, chat.target, pattern)
+        async with self._store.transaction():
+            removed = await self._store.remove_mute(chat.sink, chat.target, pattern)
         if removed:
             if pattern is None:
                 return f"Unmuted everything here ({removed} mute{'s' * (removed != 1)} lifted)."
             return f"Unmuted {pattern} here."
         if pattern is None:
             return "Nothing is muted here."
-        others = [m.pattern for m in self.mutes(chat)]
+        others = [m.pattern for m in await self.mutes(chat)]
         if others:
             return f"{pattern} is not muted here on its own. Muted here: {', '.join(others)}."
         return f"{pattern} is not muted here."
 
-    def subscribe(self, chat: Chat, pattern: str, *, by: str | None = None) -> str:
+    async def subscribe(self, chat: Chat, pattern: str, *, by: str | None = None) -> str:
         """Route streamers matching `pattern` to this chat."""
         pattern = self._pattern(pattern)
-        with self._store.transaction():
-            added = self._store.add_subscription(
+        async with self._store.transaction():
+            added = await self._store.add_subscription(
                 Subscription(chat.sink, chat.target, pattern), created_by=by, now=self._clock()
             )
         if not added:
             return f"This chat already follows {pattern}."
-        known = [k for k in self._store.known_streamers() if glob_match(k, pattern)]
+        known = [k for k in await self._store.known_streamers() if glob_match(k, pattern)]
         hint = f" It matches {len(known)} known streamer(s)." if known else ""
         return f"Subscribed: notifications for {pattern} will come here.{hint}"
 
-    def unsubscribe(self, chat: Chat, pattern: str) -> str:
+    async def unsubscribe(self, chat: Chat, pattern: str) -> str:
         """Undo a subscription made in this chat."""
         pattern = pattern.strip()
-        with self._store.transaction():
-            removed = self._store.remove_subscription(
+        async with self._store.transaction():
+            removed = await self._store.remove_subscription(
                 Subscription(chat.sink, chat.target, pattern)
             )
         if removed:
             return f"Unsubscribed from {pattern}."
         mine = [
             sub.pattern
-            for sub in self._store.subscriptions()
+            for sub in await self._store.subscriptions()
             if (sub.sink, sub.target) == (chat.sink, chat.target)
         ]
         if mine:
@@ -273,16 +273,16 @@ class Commands:
             )
         return pattern
 
-    def _existing_pattern(self, text: str) -> str:
+    async def _existing_pattern(self, text: str) -> str:
         """A pattern that must match a known streamer unless it is a glob."""
         pattern = self._pattern(text)
         if _GLOB_CHARS & set(pattern):
             return pattern
-        known = self._store.known_streamers()
+        known = await self._store.known_streamers()
         for key in known:
             if key.casefold() == pattern.casefold():
                 return key
-        suggestions = self.complete_streamers(pattern.split("/")[-1], limit=5)
+        suggestions = await self.complete_streamers(pattern.split("/")[-1], limit=5)
         hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
         raise CommandError(f"No streamer {pattern!r} is known to this bot.{hint}")
 

@@ -24,9 +24,10 @@ from bot import events as ev
 from bot.cards import CARD_SINKS, CHANGE_KINDS, EDIT, POST, CardPolicy, card_actions
 from bot.config import BehaviourConfig
 from bot.durations import format_duration
+from bot.errors import TransactionAborted
 from bot.events import Event, LiveInfo, utcnow
 from bot.sources.base import is_body_digest
-from bot.store import Store, StreamState
+from bot.store import SessionMarks, Store, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -232,14 +233,14 @@ class Dispatcher:
         self._default_policy = CardPolicy.from_behaviour(self._behaviour)
         self._routes = tuple(routes)
 
-    def accept(self, event: Event, *, raw: bytes | None = None) -> AcceptResult:
+    async def accept(self, event: Event, *, raw: bytes | None = None) -> AcceptResult:
         """Store the event and queue its deliveries, all in one transaction."""
-        [outcome] = self.accept_many([(event, raw)])
+        [outcome] = await self.accept_many([(event, raw)])
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
-    def accept_many(
+    async def accept_many(
         self, batch: Sequence[tuple[Event, bytes | None]]
     ) -> list[AcceptResult | Exception]:
         """Accept several events in one transaction (a group commit).
@@ -252,16 +253,16 @@ class Dispatcher:
         now = self._clock()
         outcomes: list[AcceptResult | Exception] = []
         touched: set[str] = set()
-        with store.transaction():
+        async with store.transaction():
             for event, raw in batch:
                 try:
-                    with store.savepoint():
-                        result, sinks = self._accept_one(event, raw, now)
+                    async with store.savepoint():
+                        result, sinks = await self._accept_one(event, raw, now)
+                except TransactionAborted:
+                    # The database rolled the whole transaction back itself (disk full,
+                    # I/O error): nothing of the batch is stored; fail it with the cause.
+                    raise
                 except Exception as exc:
-                    if not store.conn.in_transaction:
-                        # SQLite rolled the whole transaction back itself (disk full, I/O
-                        # error): nothing of the batch is stored; fail it with the cause.
-                        raise
                     outcomes.append(exc)
                     continue
                 outcomes.append(result)
@@ -270,42 +271,42 @@ class Dispatcher:
             self._on_queued(touched)
         return outcomes
 
-    def _accept_one(
+    async def _accept_one(
         self, event: Event, raw: bytes | None, now: float
     ) -> tuple[AcceptResult, set[str]]:
         store = self._store
         if is_body_digest(event.event_id):
             # An id made from the body dedupes retries within the window only: after it,
             # the stored row's id is moved aside and the same body is a new event.
-            store.retire_event_id(
+            await store.retire_event_id(
                 event.source,
                 event.event_id,
                 received_before=event.received_at - self._digest_window,
             )
-        if store.has_event(event.source, event.event_id):
+        if await store.has_event(event.source, event.event_id):
             return AcceptResult(duplicate=True), set()
-        stored, candidates = self._apply_state(event, self._clocks.order_time(event))
+        stored, candidates = await self._apply_state(event, self._clocks.order_time(event))
         # Recorded kinds only count as notified when some route asks for them.
-        plans = [(item, self.targets_for(item.event)) for item in candidates]
+        plans = [(item, await self.targets_for(item.event)) for item in candidates]
         plans = [(i, t) for i, t in plans if t or i.event.kind in ev.NOTIFIED_KINDS]
         notify_self = any(item.event is stored for item, _targets in plans)
-        row = store.insert_event(stored, notified=notify_self, raw=raw)
+        row = await store.insert_event(stored, notified=notify_self, raw=raw)
         assert row is not None  # has_event said it is new, inside this transaction
         result = AcceptResult(duplicate=False, event_row=row)
         touched: set[str] = set()
         # Decided once per webhook: a title and a category change from one update are
         # one change, and both may post under the cooldown.
         change_posts = any(i.event.kind in CHANGE_KINDS for i, _t in plans) and (
-            self._change_posts_allowed(stored.streamer_key, now)
+            await self._change_posts_allowed(stored.streamer_key, now)
         )
         for item, targets in plans:
             item_row = row
             if item.event is not stored:
-                derived_row = store.insert_event(item.event, notified=True, parent=row)
+                derived_row = await store.insert_event(item.event, notified=True, parent=row)
                 if derived_row is None:
                     continue
                 item_row = derived_row
-            queued = self._queue(item, item_row, targets, now, change_posts=change_posts)
+            queued = await self._queue(item, item_row, targets, now, change_posts=change_posts)
             result.deliveries += len(queued)
             touched.update(target.sink for target, *_rest in queued)
             result.notified.append(item.event)
@@ -313,7 +314,9 @@ class Dispatcher:
 
     # -- live state ----------------------------------------------------------------
 
-    def _apply_state(self, event: Event, order_at: datetime) -> tuple[Event, list[_Candidate]]:
+    async def _apply_state(
+        self, event: Event, order_at: datetime
+    ) -> tuple[Event, list[_Candidate]]:
         """Update the stream's saved state; returns the enriched event and the candidates.
 
         The candidates are the enriched event itself when it may be notified (recorded
@@ -323,7 +326,7 @@ class Dispatcher:
         key = event.streamer_key
         if key is None:
             return event, [_Candidate(event)]
-        prev = self._heal(self._store.get_stream(key), event)
+        prev = await self._heal(await self._store.get_stream(key), event)
         started = self._clocks.sane(event.started_at, event)
         if started != event.started_at:
             event = event.with_changes(started_at=started)
@@ -339,11 +342,11 @@ class Dispatcher:
 
         kind = event.kind
         if kind == ev.LIVE_START:
-            return self._on_start(event, prev, order_at)
+            return await self._on_start(event, prev, order_at)
         if kind == ev.LIVE_END:
-            return self._on_end(event, prev, order_at)
+            return await self._on_end(event, prev, order_at)
         if kind in (ev.TITLE_CHANGE, ev.CATEGORY_CHANGE):
-            self._save(
+            await self._save(
                 event,
                 prev,
                 order_at,
@@ -354,14 +357,14 @@ class Dispatcher:
             )
             return event, [_Candidate(event)]
         if kind == ev.STREAM_UPDATE:
-            return event, self._on_update(event, prev, order_at)
+            return event, await self._on_update(event, prev, order_at)
         if prev is not None and prev.live and event.live is not None:
             # Sources like Livepeer attach the stream's current state to every event;
             # a renamed stream shows up as a title change.
-            return event, [_Candidate(event), *self._on_update(event, prev, order_at)]
+            return event, [_Candidate(event), *await self._on_update(event, prev, order_at)]
         return event, [_Candidate(event)]
 
-    def _heal(self, prev: StreamState | None, event: Event) -> StreamState | None:
+    async def _heal(self, prev: StreamState | None, event: Event) -> StreamState | None:
         """The saved state, minus times in the future that an older version stored.
 
         This version never saves a state time later than the event that set it arrived,
@@ -377,8 +380,8 @@ class Dispatcher:
         state_at = _NO_TIME if prev.state_at > limit else prev.state_at
         started_at = prev.started_at
         if started_at is not None and started_at > limit:
-            session = self._store.session_row(prev.streamer_key)
-            start = self._store.load_event(session) if session is not None else None
+            session = (await self._marks(prev.streamer_key)).session_row
+            start = await self._store.load_event(session) if session is not None else None
             arrived = start.received_at if start is not None else None
             started_at = arrived if arrived is not None and arrived <= limit else None
         ended_at = prev.ended_at
@@ -393,7 +396,7 @@ class Dispatcher:
         )
         return replace(prev, state_at=state_at, started_at=started_at, ended_at=ended_at)
 
-    def _on_start(
+    async def _on_start(
         self, event: Event, prev: StreamState | None, order_at: datetime
     ) -> tuple[Event, list[_Candidate]]:
         info = event.live or LiveInfo()
@@ -404,12 +407,12 @@ class Dispatcher:
             )
             # ...but what it says may have changed since (a recorder restarted after a
             # rename): those are title / category changes.
-            return event, self._on_update(event, prev, order_at)
-        if prev is not None and self._resumes(event, prev):
+            return event, await self._on_update(event, prev, order_at)
+        if prev is not None and await self._resumes(event, prev):
             # The same session after a short drop: it keeps its cards and its start time,
             # so the final duration covers the whole stream.
             event = event.with_changes(started_at=prev.started_at, ended_at=None)
-            self._save(
+            await self._save(
                 event,
                 prev,
                 order_at,
@@ -427,21 +430,23 @@ class Dispatcher:
         sane = self._clocks.sane
         started = sane(info.start_time, event) or sane(event.occurred_at, event)
         event = event.with_changes(started_at=started, ended_at=None)
-        self._save(event, prev, order_at, live=True, info=info, started_at=started, ended_at=None)
+        await self._save(
+            event, prev, order_at, live=True, info=info, started_at=started, ended_at=None
+        )
         return event, [_Candidate(event)]
 
-    def _resumes(self, event: Event, prev: StreamState) -> bool:
+    async def _resumes(self, event: Event, prev: StreamState) -> bool:
         """Whether a live_start comes within rejoin_window of the stream's last live_end."""
         window = self._behaviour.rejoin_window
         if prev.live or prev.ended_at is None or prev.started_at is None or not window:
             return False
-        if self._store.session_row(prev.streamer_key) is None:
+        if (await self._marks(prev.streamer_key)).session_row is None:
             return False
         at = self._clocks.sane(event.occurred_at, event)
         assert at is not None
         return timedelta(0) <= at - prev.ended_at <= window
 
-    def _on_end(
+    async def _on_end(
         self, event: Event, prev: StreamState | None, order_at: datetime
     ) -> tuple[Event, list[_Candidate]]:
         if prev is not None and not prev.live:
@@ -460,12 +465,12 @@ class Dispatcher:
             # source started the session). The bot's clock is the one they share.
             ended = max(order_at, started)
         event = event.with_changes(started_at=started, ended_at=ended)
-        self._save(
+        await self._save(
             event, prev, order_at, live=False, info=event.live, started_at=started, ended_at=ended
         )
         return event, [_Candidate(event)]
 
-    def _on_update(
+    async def _on_update(
         self, event: Event, prev: StreamState | None, order_at: datetime
     ) -> list[_Candidate]:
         new = event.live
@@ -473,7 +478,7 @@ class Dispatcher:
             return []
         old = prev.info if prev is not None else None
         live = prev.live if prev is not None else False
-        self._save(
+        await self._save(
             event,
             prev,
             order_at,
@@ -486,7 +491,7 @@ class Dispatcher:
             return []
         return [_Candidate(change) for change in _changes(event, old, new)]
 
-    def _save(
+    async def _save(
         self,
         event: Event,
         prev: StreamState | None,
@@ -511,11 +516,16 @@ class Dispatcher:
             # On the bot's clock (SenderClocks), so never later than this event arrived.
             state_at=max(order_at, prev.state_at) if prev else order_at,
         )
-        self._store.save_stream(state, now=utcnow())
+        await self._store.save_stream(state, now=utcnow())
 
     # -- session cards -------------------------------------------------------------
 
-    def _queue(
+    async def _marks(self, key: str) -> SessionMarks:
+        """The stream's session marks as stored now (none for a stream never seen)."""
+        state = await self._store.get_stream(key)
+        return state.marks if state is not None else SessionMarks()
+
+    async def _queue(
         self,
         item: _Candidate,
         row: int,
@@ -529,17 +539,17 @@ class Dispatcher:
         event = item.event
         key = event.streamer_key
         if key is not None and event.kind == ev.LIVE_START and not item.resumed:
-            self._close_last_session(key, now)
-            store.set_session(key, row)
+            await self._close_last_session(key, now)
+            await store.set_session(key, row)
         if key is not None and event.kind == ev.LIVE_END:
-            store.set_end(key, row)
+            await store.set_end(key, row)
         if item.resumed:
             assert key is not None
-            rows = self._resume_rows(key, targets, now)
+            rows = await self._resume_rows(key, targets, now)
         else:
-            rows = self._card_rows(event, targets, now, change_posts=change_posts)
+            rows = await self._card_rows(event, targets, now, change_posts=change_posts)
         for target, action, options, not_before in rows:
-            store.add_delivery(
+            await store.add_delivery(
                 event_row=row,
                 sink=target.sink,
                 target=target.target,
@@ -550,12 +560,12 @@ class Dispatcher:
             )
         return rows
 
-    def _card_rows(
+    async def _card_rows(
         self, event: Event, targets: dict[Target, Plan], now: float, *, change_posts: bool
     ) -> list[_Row]:
         """Posts, card edits and deletes for an event, per each target's card policy."""
         key = event.streamer_key
-        cards = self._session_cards(event)
+        cards = await self._session_cards(event)
         rows: list[_Row] = []
         for target, plan in targets.items():
             due = now
@@ -578,12 +588,12 @@ class Dispatcher:
                 rows.append((target, action, {**options, **extra}, due))
         if event.kind in CHANGE_KINDS and key is not None:
             if any(t.sink in CARD_SINKS and action == POST for t, action, *_r in rows):
-                self._store.set_change_posted_at(key, now)
+                await self._store.set_change_posted_at(key, now)
             elif not change_posts:
                 log.info("%s for %s: no change notice posted (change_cooldown)", event.kind, key)
         return rows
 
-    def _session_cards(self, event: Event) -> dict[tuple[str, str], int]:
+    async def _session_cards(self, event: Event) -> dict[tuple[str, str], int]:
         """The cards of the session this event belongs to: (sink, target) -> delivery id.
 
         Only changes while live and the end touch cards. A title set while offline
@@ -593,42 +603,42 @@ class Dispatcher:
         if key is None or event.kind not in (*CHANGE_KINDS, ev.LIVE_END):
             return {}
         if event.kind != ev.LIVE_END:
-            state = self._store.get_stream(key)
+            state = await self._store.get_stream(key)
             if state is None or not state.live:
                 return {}
-        session = self._store.session_row(key)
-        return self._store.cards(session) if session is not None else {}
+        session = (await self._marks(key)).session_row
+        return await self._store.cards(session) if session is not None else {}
 
-    def _change_posts_allowed(self, key: str | None, now: float) -> bool:
+    async def _change_posts_allowed(self, key: str | None, now: float) -> bool:
         """False while a change notice for this stream was posted less than a cooldown ago."""
         if key is None:
             return True
-        last = self._store.change_posted_at(key)
+        last = (await self._marks(key)).change_posted_at
         cooldown = self._behaviour.change_cooldown.total_seconds()
         return last is None or now - last >= cooldown
 
-    def _close_last_session(self, key: str, now: float) -> None:
+    async def _close_last_session(self, key: str, now: float) -> None:
         """A new session begins: the last one's end, if still held back, goes out first.
 
         That happens when end_grace is longer than rejoin_window: the comeback is a new
         session, so the old end is announced now, ahead of the new card, not after it.
         """
-        end = self._store.end_row(key)
-        if end is not None and self._store.release_held(end, now=now):
+        end = (await self._marks(key)).end_row
+        if end is not None and await self._store.release_held(end, now=now):
             log.info(
                 "%s: a new session began during the last one's end_grace; announcing that end now",
                 key,
             )
 
-    def _resume_rows(self, key: str, targets: dict[Target, Plan], now: float) -> list[_Row]:
+    async def _resume_rows(self, key: str, targets: dict[Target, Plan], now: float) -> list[_Row]:
         """A comeback within rejoin_window: call off the end where it is still waiting,
         and turn the cards back to live where the end was already shown. Nobody is pinged.
         """
         store = self._store
-        end = store.end_row(key)
+        end = (await self._marks(key)).end_row
         if end is None:
             return []
-        cancelled = store.cancel_pending(
+        cancelled = await store.cancel_pending(
             end, reason="cancelled: the stream came back within end_grace", now=now
         )
         if cancelled:
@@ -637,9 +647,9 @@ class Dispatcher:
                 key,
                 cancelled,
             )
-        shown = store.reached_targets(end)
-        session = store.session_row(key)
-        cards = store.cards(session) if session is not None else {}
+        shown = await store.reached_targets(end)
+        session = (await self._marks(key)).session_row
+        cards = await store.cards(session) if session is not None else {}
         rows: list[_Row] = []
         for target, plan in targets.items():
             if (target.sink, target.target) not in shown:
@@ -654,7 +664,7 @@ class Dispatcher:
 
     # -- routing -------------------------------------------------------------------
 
-    def targets_for(self, event: Event) -> dict[Target, Plan]:
+    async def targets_for(self, event: Event) -> dict[Target, Plan]:
         """Every (sink, target) this event should go to, after subscriptions and mutes.
 
         Each target's plan carries its card policy (the first matching route's) and the
@@ -676,14 +686,14 @@ class Dispatcher:
             for chat in route.telegram_chats:
                 self._add(wanted, Target("telegram", chat), policy)
         if event.kind in ev.NOTIFIED_KINDS:
-            for sub in self._store.subscriptions():
+            for sub in await self._store.subscriptions():
                 if glob_match(key or "", sub.pattern):
                     self._add(wanted, Target(sub.sink, sub.target), self._default_policy)
         now = self._clock()
         for target in list(wanted):
             # Mutes are per chat: a forum topic ("-100123/42") follows its chat's mutes.
             chat = target.target.partition("/")[0]
-            mutes = self._store.mutes_for(target.sink, chat, now)
+            mutes = await self._store.mutes_for(target.sink, chat, now)
             if any(glob_match(key or "", mute.pattern) for mute in mutes):
                 log.info("%s for %s muted in %s %s", event.kind, key, target.sink, target.target)
                 if target.sink in CARD_SINKS:

@@ -5,6 +5,7 @@ BotError
 ├── TemplateProblem        a template does not compile or render
 ├── InstanceLocked         another bot process holds this database
 ├── StoreUnavailable       the database cannot be used now (full, read-only, locked, I/O)
+│   └── TransactionAborted the database rolled a whole transaction back by itself
 ├── WebhookError           a client sent something we refuse; carries the HTTP status
 │   ├── AuthError          401: missing or wrong key / signature (never says which)
 │   ├── PayloadError       400: not UTF-8, not JSON, too deeply nested
@@ -60,6 +61,11 @@ class StoreUnavailable(BotError):
         self.code = code
         self.busy = busy
         super().__init__(message)
+
+
+class TransactionAborted(StoreUnavailable):
+    """A step inside a transaction failed and took the whole transaction with it (the
+    database rolled it back itself: disk full, I/O error). Nothing of it was stored."""
 
 
 class WebhookError(BotError):

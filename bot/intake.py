@@ -38,9 +38,12 @@ class Intake:
         self._dispatcher = dispatcher
         self._lock_retry_seconds = lock_retry_seconds
         self._waiting: _Waiting = []
+        # True from when a flush is scheduled until it has finished: one flush at a time,
+        # so batches commit in the order their events came.
         self._flush_scheduled = False
         # While a batch waits out a lock, when it gives up (monotonic); None otherwise.
         self._retry_until: float | None = None
+        self._flushing: asyncio.Task[None] | None = None
 
     async def accept(self, event: Event, *, raw: bytes | None = None) -> AcceptResult:
         """Store the event (with whatever else is waiting); returns once it is committed."""
@@ -51,14 +54,32 @@ class Intake:
         # still stored in the order they came (a live_end never before its live_start).
         if not self._flush_scheduled and self._retry_until is None:
             self._flush_scheduled = True
-            loop.call_soon(self._flush)
+            loop.call_soon(self._start_flush)
         return await future
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
+    def _start_flush(self) -> None:
+        # Called after one pass of the loop, so that pass's arrivals share the commit.
+        self._flushing = asyncio.create_task(self._flush(), name="intake-flush")
+
+    async def _flush(self) -> None:
+        retrying = False
+        try:
+            retrying = await self._commit()
+        finally:
+            if not retrying:
+                self._flush_scheduled = False
+                if self._waiting and self._retry_until is None:
+                    # Arrived while this batch was committing: their own pass now.
+                    self._flush_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._start_flush)
+
+    async def _commit(self) -> bool:
+        """Commit what is waiting; True when it is to be tried again after a pause."""
         batch, self._waiting = self._waiting, []
         try:
-            outcomes = self._dispatcher.accept_many([(event, raw) for event, raw, _ in batch])
+            outcomes = await self._dispatcher.accept_many(
+                [(event, raw) for event, raw, _ in batch]
+            )
         except StoreUnavailable as exc:
             now = time.monotonic()
             if self._retry_until is None:
@@ -66,16 +87,16 @@ class Intake:
             if exc.busy and now < self._retry_until:
                 # Try again with everything that is waiting, this batch first.
                 self._waiting = batch + self._waiting
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_later(LOCK_RETRY_PAUSE_SECONDS, self._flush)
-                return
+                loop = asyncio.get_running_loop()
+                loop.call_later(LOCK_RETRY_PAUSE_SECONDS, self._start_flush)
+                return True
             self._retry_until = None
             self._fail(batch, exc)
-            return
+            return False
         except Exception as exc:
             self._retry_until = None
             self._fail(batch, exc)
-            return
+            return False
         self._retry_until = None
         for (*_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
@@ -84,6 +105,7 @@ class Intake:
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+        return False
 
     @staticmethod
     def _fail(batch: _Waiting, exc: Exception) -> None:

@@ -93,7 +93,7 @@ CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 UNKNOWN: Final = "unknown"
 OTHER: Final = "other"
 
-OutboxReport = Callable[[], OutboxCounts]
+OutboxReport = Callable[[], Awaitable[OutboxCounts]]
 SinkStates = Callable[[], Mapping[str, str]]
 
 
@@ -135,7 +135,9 @@ class Metrics:
             ["sink"],
             registry=self.registry,
         )
-        self.registry.register(_LiveCollector(outbox=outbox, sinks=sinks, clock=clock))
+        self._outbox = outbox
+        self._live = _LiveCollector(sinks=sinks, clock=clock)
+        self.registry.register(self._live)
         if process:
             # What the default registry would show: memory, CPU, open files, GC, Python.
             ProcessCollector(registry=self.registry)
@@ -160,8 +162,17 @@ class Metrics:
         """How many of a sink's outcomes wait for the database to record them."""
         self._unrecorded.labels(sink).set(count)
 
-    def render(self) -> bytes:
+    async def render(self) -> bytes:
         """The Prometheus text exposition of every metric, read now."""
+        # The registry collects synchronously, so the database is read first.
+        self._live.outbox = None
+        if self._outbox is not None:
+            try:
+                self._live.outbox = await self._outbox()
+            except StoreUnavailable as exc:
+                # The series go missing (what `absent()` alerts on) and the scrape still
+                # serves everything else; /healthz says the same about the database.
+                log.warning("metrics: cannot read the outbox: %s", exc)
         return generate_latest(self.registry)
 
     @property
@@ -177,12 +188,10 @@ def _kind_label(kind: str | None) -> str:
 
 
 class _LiveCollector:
-    """Outbox and sink gauges, read from the callbacks at each scrape."""
+    """Outbox and sink gauges: the outbox as `Metrics.render` read it, the sinks now."""
 
-    def __init__(
-        self, *, outbox: OutboxReport | None, sinks: SinkStates | None, clock: Callable[[], float]
-    ) -> None:
-        self._outbox = outbox
+    def __init__(self, *, sinks: SinkStates | None, clock: Callable[[], float]) -> None:
+        self.outbox: OutboxCounts | None = None
         self._sinks = sinks
         self._clock = clock
 
@@ -196,8 +205,8 @@ class _LiveCollector:
 
     def collect(self) -> Iterator[Metric]:
         """Read the outbox and the sinks now."""
-        if self._outbox is not None:
-            yield from self._collect_outbox(self._outbox)
+        if self.outbox is not None:
+            yield from self._collect_outbox(self.outbox)
         if self._sinks is not None:
             up = GaugeMetricFamily(
                 "streambot_sink_up", "1 when the sink is running, else 0.", labels=["sink"]
@@ -206,14 +215,7 @@ class _LiveCollector:
                 up.add_metric([name], 1.0 if state == "running" else 0.0)
             yield up
 
-    def _collect_outbox(self, outbox: OutboxReport) -> Iterator[Metric]:
-        try:
-            counts = outbox()
-        except StoreUnavailable as exc:
-            # The series go missing (what `absent()` alerts on) and the scrape still
-            # serves everything else; /healthz says the same about the database.
-            log.warning("metrics: cannot read the outbox: %s", exc)
-            return
+    def _collect_outbox(self, counts: OutboxCounts) -> Iterator[Metric]:
         deliveries = GaugeMetricFamily(
             "streambot_outbox_deliveries", "Deliveries in the outbox by state.", labels=["state"]
         )
@@ -245,7 +247,9 @@ def metrics_handler(
                 status=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
+        return web.Response(
+            body=await metrics.render(), headers={"Content-Type": metrics.content_type}
+        )
 
     return handle
 

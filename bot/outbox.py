@@ -24,7 +24,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -67,7 +67,7 @@ class _Unrecorded:
     delivery_id: int
     target: str
     what: str
-    write: Callable[[], None]
+    write: Callable[[], Awaitable[None]]
 
 
 def backoff_delay(attempts: int, *, rng: Callable[[], float] = random.random) -> float:
@@ -158,9 +158,9 @@ class OutboxWorker:
             while not stop.is_set():
                 self._wakeup.clear()
                 try:
-                    self._record_pending_outcomes()
-                    self._start_due()
-                    next_due = self._store.next_due(
+                    await self._record_pending_outcomes()
+                    await self._start_due()
+                    next_due = await self._store.next_due(
                         self._sink.name, busy_targets=self._busy_targets()
                     )
                 except StoreUnavailable as exc:
@@ -188,9 +188,9 @@ class OutboxWorker:
         busy.update(item.target for item in self._unrecorded)
         return sorted(busy)
 
-    def _start_due(self) -> None:
+    async def _start_due(self) -> None:
         now = self._clock()
-        claimed = self._store.claim_due(
+        claimed = await self._store.claim_due(
             self._sink.name, now=now, busy_targets=self._busy_targets()
         )
         by_target: dict[str, list[Delivery]] = {}
@@ -232,24 +232,26 @@ class OutboxWorker:
         for index, delivery in enumerate(batch):
             if self._stop is not None and self._stop.is_set():
                 # Stopping: no new send starts (only the one on its way is waited for).
-                self._release(batch[index:])
+                await self._release(batch[index:])
                 return
             await self._deliver_one(delivery)
 
-    def _release(self, deliveries: list[Delivery]) -> None:
+    async def _release(self, deliveries: list[Delivery]) -> None:
         """Stopping: claimed rows not tried yet go back to the queue for the next start."""
         # If the database refuses, they stay 'sending' and the next start re-queues them:
         # never tried either way.
         with contextlib.suppress(StoreUnavailable):
-            self._store.release_claimed([d.id for d in deliveries], now=self._clock())
+            await self._store.release_claimed([d.id for d in deliveries], now=self._clock())
 
     # -- recording outcomes ----------------------------------------------------------
 
-    def _record(self, delivery: Delivery, what: str, write: Callable[[], None]) -> None:
+    async def _record(
+        self, delivery: Delivery, what: str, write: Callable[[], Awaitable[None]]
+    ) -> None:
         """Write an outcome now, or keep it until the database takes it."""
         if not self._unrecorded:
             try:
-                write()
+                await write()
             except StoreUnavailable as exc:
                 log.warning(
                     "delivery %d to %s %s: %s, but the database refused to record it (%s);"
@@ -266,12 +268,12 @@ class OutboxWorker:
         self._unrecorded.append(_Unrecorded(delivery.id, delivery.target, what, write))
         self._report_unrecorded()
 
-    def _record_pending_outcomes(self) -> None:
+    async def _record_pending_outcomes(self) -> None:
         """Write the outcomes the database refused before; raises while it still refuses."""
         if not self._unrecorded:
             return
         while self._unrecorded:
-            self._unrecorded[0].write()
+            await self._unrecorded[0].write()
             done = self._unrecorded.pop(0)
             log.info("delivery %d: recorded at last (%s)", done.delivery_id, done.what)
         self._report_unrecorded()
@@ -285,7 +287,7 @@ class OutboxWorker:
     async def _deliver_one(self, delivery: Delivery) -> None:
         store = self._store
         try:
-            event = store.load_event(delivery.event_row)
+            event = await store.load_event(delivery.event_row)
             if delivery.action == EDIT:
                 message_id = await self._edit_card(delivery, card_view(event))
             elif delivery.action == DELETE:
@@ -297,11 +299,11 @@ class OutboxWorker:
             raise
         except StoreUnavailable as exc:
             # Raised before anything was sent (reading the event or the card): try later.
-            self._failed(delivery, exc, retryable=True, retry_after=None, counts=False)
+            await self._failed(delivery, exc, retryable=True, retry_after=None, counts=False)
             return
         except DeliveryError as exc:
             counts = exc.retry_after is None  # a rate limit or a wait is no failure
-            self._failed(
+            await self._failed(
                 delivery, exc, retryable=exc.retryable, retry_after=exc.retry_after, counts=counts
             )
             return
@@ -310,11 +312,11 @@ class OutboxWorker:
             log.exception(
                 "delivery %d to %s %s crashed", delivery.id, delivery.sink, delivery.target
             )
-            self._failed(delivery, exc, retryable=True, retry_after=None)
+            await self._failed(delivery, exc, retryable=True, retry_after=None)
             return
         now = self._clock()
         self._failures_in_a_row, self._failing_since = 0, None
-        self._record(
+        await self._record(
             delivery,
             "sent",
             lambda: store.mark_sent(delivery.id, message_id=message_id, now=now),
@@ -322,10 +324,10 @@ class OutboxWorker:
         if self._metrics is not None:
             self._metrics.delivery(self._sink.name, delivery.action, "sent", now - _due(delivery))
 
-    def _card(self, delivery: Delivery, doing: str) -> tuple[int, str, str | None]:
+    async def _card(self, delivery: Delivery, doing: str) -> tuple[int, str, str | None]:
         """(delivery id, state, platform message id) of the card a delivery acts on."""
         card_id = int(delivery.options["card"])
-        state, card_message = self._store.delivery_status(card_id)
+        state, card_message = await self._store.delivery_status(card_id)
         if state in ("pending", "sending"):
             # Same chat, so normally the card went first; it may be waiting on a retry.
             raise TransientDeliveryError(f"the card to {doing} is not posted yet", retry_after=2.0)
@@ -333,7 +335,7 @@ class OutboxWorker:
 
     async def _edit_card(self, delivery: Delivery, event: Event) -> str | None:
         """Edit the session's card in place; post a new card when it is gone."""
-        card_id, state, card_message = self._card(delivery, "edit")
+        card_id, state, card_message = await self._card(delivery, "edit")
         if state == "sent" and card_message is not None:
             try:
                 await self._sink.edit(delivery, card_message, event)
@@ -357,7 +359,7 @@ class OutboxWorker:
         new_message = await self._sink.deliver(delivery, event)
         if new_message is not None:
             # Later changes in this session edit the new message.
-            self._record(
+            await self._record(
                 delivery,
                 f"card reposted as {new_message}",
                 lambda: self._store.set_message_id(card_id, new_message),
@@ -366,7 +368,7 @@ class OutboxWorker:
 
     async def _delete_card(self, delivery: Delivery, event: Event) -> str | None:
         """Take the session's card down; where the platform refuses, mark it ended instead."""
-        _card_id, state, card_message = self._card(delivery, "delete")
+        _card_id, state, card_message = await self._card(delivery, "delete")
         if state != "sent" or card_message is None:
             log.info(
                 "no card to delete in %s %s (its post %s)", delivery.sink, delivery.target, state
@@ -388,7 +390,7 @@ class OutboxWorker:
                 await self._sink.edit(delivery, card_message, card_view(event))
         return None
 
-    def _failed(
+    async def _failed(
         self,
         delivery: Delivery,
         exc: Exception,
@@ -415,7 +417,7 @@ class OutboxWorker:
                 delivery.attempts,
                 error,
             )
-            self._record(
+            await self._record(
                 delivery,
                 "failed",
                 lambda: self._store.mark_failed(delivery.id, error=error, now=now),
@@ -433,7 +435,7 @@ class OutboxWorker:
             delay,
             error,
         )
-        self._record(
+        await self._record(
             delivery,
             "to retry",
             lambda: self._store.mark_retry(
@@ -472,7 +474,7 @@ class OutboxWorker:
         deadline = time.monotonic() + RECORD_AT_STOP_SECONDS
         while self._unrecorded:
             try:
-                self._record_pending_outcomes()
+                await self._record_pending_outcomes()
             except StoreUnavailable:
                 if time.monotonic() >= deadline:
                     break

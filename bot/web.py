@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 SOURCES_KEY: Final = web.AppKey("sources", dict[str, Source])
 DISPATCHER_KEY: Final = web.AppKey("dispatcher", Dispatcher)
 INTAKE_KEY: Final = web.AppKey("intake", Intake)
-HealthReport = Callable[[], dict[str, Any]]
+HealthReport = Callable[[], Awaitable[dict[str, Any]]]
 HEALTH_KEY: Final[web.AppKey[HealthReport]] = web.AppKey("health")
 LIMIT_KEY: Final = web.AppKey("max_body_bytes", int)
 # (source, type) pairs already logged as ignored, so a chatty sender logs once per type.
@@ -150,7 +150,7 @@ def create_app(
     sources: Mapping[str, Source],
     dispatcher: Dispatcher,
     max_body_bytes: int,
-    health: Callable[[], dict[str, Any]],
+    health: HealthReport,
     body_timeout: float = BODY_READ_TIMEOUT_SECONDS,
     auth_failures: AuthFailureLog | None = None,
     metrics: Metrics | None = None,
@@ -521,7 +521,7 @@ def _log_ignored_once(app: web.Application, source: str, payload: Any) -> None:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    report = request.app[HEALTH_KEY]()
+    report = await request.app[HEALTH_KEY]()
     if request.app[STATE_KEY].draining:
         report = {**report, "ok": False, "draining": True}
     return web.json_response(report, status=200 if report.get("ok") else 503)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import pytest
 
 from bot.config import Config, load_config
 from bot.store import Store
+from bot.store.sqlite import SQLiteStore
 
 SECRET = "s3cr3t-key-for-tests-Zq9"
 
@@ -36,12 +37,12 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
     """An open, migrated store in a temporary file."""
-    db = Store(tmp_path / "state.sqlite3")
-    db.open()
+    db = SQLiteStore(tmp_path / "state.sqlite3")
+    await db.open()
     yield db
-    db.close()
+    await db.close()
 
 
 @pytest.fixture(autouse=True)

@@ -37,9 +37,11 @@ def commands(store: Store, clock: Clock) -> Commands:
     return Commands(store=store, routes=ROUTES, clock=clock)
 
 
-def go_live(store: Store, platform: str, channel: str, title: str, minutes_ago: float) -> None:
+async def go_live(
+    store: Store, platform: str, channel: str, title: str, minutes_ago: float
+) -> None:
     at = T0 - timedelta(minutes=minutes_ago)
-    Dispatcher(store=store, routes=ROUTES, sinks=["console"]).accept(
+    await Dispatcher(store=store, routes=ROUTES, sinks=["console"]).accept(
         Event(
             source="rec",
             event_id=f"{platform}/{channel}/{title}",
@@ -55,61 +57,65 @@ def go_live(store: Store, platform: str, channel: str, title: str, minutes_ago: 
     )
 
 
-def test_status_lists_streams_routed_here_with_uptime(store: Store, commands: Commands) -> None:
-    go_live(store, "twitch", "quinn", "Painting", minutes_ago=133)
-    go_live(store, "youtube", "ada", "Compilers", minutes_ago=5)
-    report = commands.status(HERE)
+async def test_status_lists_streams_routed_here_with_uptime(
+    store: Store, commands: Commands
+) -> None:
+    await go_live(store, "twitch", "quinn", "Painting", minutes_ago=133)
+    await go_live(store, "youtube", "ada", "Compilers", minutes_ago=5)
+    report = await commands.status(HERE)
     assert report.scoped
     assert [e.key for e in report.live] == ["twitch/quinn"]
     entry = report.live[0]
     assert (entry.name, entry.title, entry.categories) == ("Quinn", "Painting", ("Art",))
     assert entry.uptime == timedelta(hours=2, minutes=13)
     # A chat every stream is routed to sees both, longest-running first.
-    assert [e.key for e in commands.status(Chat("telegram", "-100")).live] == [
+    assert [e.key for e in (await commands.status(Chat("telegram", "-100"))).live] == [
         "twitch/quinn",
         "youtube/ada",
     ]
 
 
-def test_status_in_a_chat_with_no_routes_shows_every_live_stream(
+async def test_status_in_a_chat_with_no_routes_shows_every_live_stream(
     store: Store, commands: Commands
 ) -> None:
-    go_live(store, "youtube", "ada", "Compilers", minutes_ago=5)
-    report = commands.status(Chat("telegram", "555"))  # e.g. someone's DM
+    await go_live(store, "youtube", "ada", "Compilers", minutes_ago=5)
+    report = await commands.status(Chat("telegram", "555"))  # e.g. someone's DM
     assert not report.scoped
     assert [e.key for e in report.live] == ["youtube/ada"]
 
 
-def test_subscriptions_scope_status_too(store: Store, commands: Commands) -> None:
-    go_live(store, "youtube", "ada", "Compilers", minutes_ago=5)
-    go_live(store, "kick", "bo", "Chess", minutes_ago=5)
+async def test_subscriptions_scope_status_too(store: Store, commands: Commands) -> None:
+    await go_live(store, "youtube", "ada", "Compilers", minutes_ago=5)
+    await go_live(store, "kick", "bo", "Chess", minutes_ago=5)
     dm = Chat("telegram", "555")
-    commands.subscribe(dm, "youtube/*")
-    assert [e.key for e in commands.status(dm).live] == ["youtube/ada"]
+    await commands.subscribe(dm, "youtube/*")
+    assert [e.key for e in (await commands.status(dm)).live] == ["youtube/ada"]
 
 
-def test_mute_for_a_while_then_it_expires(store: Store, commands: Commands, clock: Clock) -> None:
-    go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
-    assert commands.mute(HERE, "twitch/quinn", "2h") == "Muted twitch/quinn here for 2h."
-    (mute,) = commands.mutes(HERE)
+async def test_mute_for_a_while_then_it_expires(
+    store: Store, commands: Commands, clock: Clock
+) -> None:
+    await go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
+    assert await commands.mute(HERE, "twitch/quinn", "2h") == "Muted twitch/quinn here for 2h."
+    (mute,) = await commands.mutes(HERE)
     assert mute.pattern == "twitch/quinn" and mute.until == T0 + timedelta(hours=2)
-    assert commands.status(HERE).mutes == (mute,)
+    assert (await commands.status(HERE)).mutes == (mute,)
     clock.now += 2 * 3600 + 1
-    assert commands.mutes(HERE) == ()
+    assert await commands.mutes(HERE) == ()
 
 
-def test_mute_everything_until_unmuted(commands: Commands) -> None:
-    assert commands.mute(HERE, None, None) == "Muted every stream here until you unmute it."
-    assert commands.mutes(HERE)[0].pattern == "*"
-    assert commands.mutes(Chat("telegram", "-100")) == ()  # other chats are untouched
+async def test_mute_everything_until_unmuted(commands: Commands) -> None:
+    assert await commands.mute(HERE, None, None) == "Muted every stream here until you unmute it."
+    assert (await commands.mutes(HERE))[0].pattern == "*"
+    assert await commands.mutes(Chat("telegram", "-100")) == ()  # other chats are untouched
 
 
-def test_mute_matches_a_known_streamer_case_insensitively(
+async def test_mute_matches_a_known_streamer_case_insensitively(
     store: Store, commands: Commands
 ) -> None:
-    go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
-    commands.mute(HERE, "Twitch/Quinn", "30m")
-    assert commands.mutes(HERE)[0].pattern == "twitch/quinn"
+    await go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
+    await commands.mute(HERE, "Twitch/Quinn", "30m")
+    assert (await commands.mutes(HERE))[0].pattern == "twitch/quinn"
 
 
 @pytest.mark.parametrize(
@@ -124,54 +130,58 @@ def test_mute_matches_a_known_streamer_case_insensitively(
         ("x/" + "y" * 200, None, "too long"),
     ],
 )
-def test_bad_mute_arguments_get_a_helpful_message_and_change_nothing(
+async def test_bad_mute_arguments_get_a_helpful_message_and_change_nothing(
     store: Store, commands: Commands, streamer: str, duration: str | None, message: str
 ) -> None:
-    go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
+    await go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
     with pytest.raises(CommandError, match=message):
-        commands.mute(HERE, streamer, duration)
-    assert commands.mutes(HERE) == ()
+        await commands.mute(HERE, streamer, duration)
+    assert await commands.mutes(HERE) == ()
 
 
-def test_a_glob_may_mute_streamers_not_seen_yet(commands: Commands) -> None:
-    commands.mute(HERE, "kick/*", "1d")
-    assert commands.mutes(HERE)[0].pattern == "kick/*"
+async def test_a_glob_may_mute_streamers_not_seen_yet(commands: Commands) -> None:
+    await commands.mute(HERE, "kick/*", "1d")
+    assert (await commands.mutes(HERE))[0].pattern == "kick/*"
 
 
-def test_unmute_one_or_all(store: Store, commands: Commands) -> None:
-    go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
-    commands.mute(HERE, "twitch/quinn", None)
-    commands.mute(HERE, "kick/*", None)
-    assert commands.unmute(HERE, "twitch/quinn") == "Unmuted twitch/quinn here."
-    assert commands.unmute(HERE, "twitch/quinn") == (
+async def test_unmute_one_or_all(store: Store, commands: Commands) -> None:
+    await go_live(store, "twitch", "quinn", "Painting", minutes_ago=1)
+    await commands.mute(HERE, "twitch/quinn", None)
+    await commands.mute(HERE, "kick/*", None)
+    assert await commands.unmute(HERE, "twitch/quinn") == "Unmuted twitch/quinn here."
+    assert await commands.unmute(HERE, "twitch/quinn") == (
         "twitch/quinn is not muted here on its own. Muted here: kick/*."
     )
-    commands.mute(HERE, None, None)
-    assert commands.unmute(HERE, None) == "Unmuted everything here (2 mutes lifted)."
-    assert commands.unmute(HERE, None) == "Nothing is muted here."
+    await commands.mute(HERE, None, None)
+    assert await commands.unmute(HERE, None) == "Unmuted everything here (2 mutes lifted)."
+    assert await commands.unmute(HERE, None) == "Nothing is muted here."
 
 
-def test_subscribe_and_unsubscribe(commands: Commands, store: Store) -> None:
+async def test_subscribe_and_unsubscribe(commands: Commands, store: Store) -> None:
     chat = Chat("telegram", "42")
-    assert commands.subscribe(chat, "youtube/*").startswith("Subscribed")
-    assert commands.subscribe(chat, "youtube/*") == "This chat already follows youtube/*."
-    assert [(s.sink, s.target, s.pattern) for s in store.subscriptions()] == [
+    assert (await commands.subscribe(chat, "youtube/*")).startswith("Subscribed")
+    assert await commands.subscribe(chat, "youtube/*") == "This chat already follows youtube/*."
+    assert [(s.sink, s.target, s.pattern) for s in await store.subscriptions()] == [
         ("telegram", "42", "youtube/*")
     ]
-    assert commands.unsubscribe(chat, "twitch/*") == (
+    assert await commands.unsubscribe(chat, "twitch/*") == (
         "This chat does not follow twitch/*. It follows: youtube/*."
     )
-    assert commands.unsubscribe(chat, "youtube/*") == "Unsubscribed from youtube/*."
-    assert store.subscriptions() == []
+    assert await commands.unsubscribe(chat, "youtube/*") == "Unsubscribed from youtube/*."
+    assert await store.subscriptions() == []
     with pytest.raises(CommandError):
-        commands.subscribe(chat, "   ")
+        await commands.subscribe(chat, "   ")
 
 
-def test_autocomplete_prefers_prefix_matches(store: Store, commands: Commands) -> None:
+async def test_autocomplete_prefers_prefix_matches(store: Store, commands: Commands) -> None:
     for platform, channel in [("twitch", "quinn"), ("youtube", "twitchfan"), ("kick", "bo")]:
-        go_live(store, platform, channel, "x", minutes_ago=1)
-    assert commands.complete_streamers("twi") == ["twitch/quinn", "youtube/twitchfan"]
-    assert commands.complete_streamers("") == ["kick/bo", "twitch/quinn", "youtube/twitchfan"]
+        await go_live(store, platform, channel, "x", minutes_ago=1)
+    assert await commands.complete_streamers("twi") == ["twitch/quinn", "youtube/twitchfan"]
+    assert await commands.complete_streamers("") == [
+        "kick/bo",
+        "twitch/quinn",
+        "youtube/twitchfan",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,8 +9,10 @@ import pytest
 
 from bot.config import BehaviourConfig
 from bot.dispatch import Dispatcher, Route, glob_match
+from bot.errors import TransactionAborted
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo
-from bot.store import Mute, Store, Subscription
+from bot.store import DELIVERY_STATES, Mute, Store, Subscription
+from bot.store.sqlite import SQLiteStore
 
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
 EVERYTHING = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS))
@@ -39,73 +40,75 @@ def dispatcher(
 
 
 def kinds_notified(result: object) -> list[str]:
-    return [e.kind for e in result.notified]  # type: ignore[attr-defined]
+    return [e.kind for e in result.notified]
 
 
-def test_same_event_id_twice_is_a_duplicate_and_changes_nothing(store: Store) -> None:
+async def test_same_event_id_twice_is_a_duplicate_and_changes_nothing(store: Store) -> None:
     d = dispatcher(store)
-    first = d.accept(event("live_start", "a"))
+    first = await d.accept(event("live_start", "a"))
     assert not first.duplicate and first.deliveries == 1
-    again = d.accept(event("live_start", "a", minutes=5, live=LiveInfo(title="other")))
+    again = await d.accept(event("live_start", "a", minutes=5, live=LiveInfo(title="other")))
     assert again.duplicate
-    assert store.count_events() == 1
-    assert store.outbox_counts().by_state == {"pending": 1}
-    assert store.get_stream("twitch/quinn").info.title is None
+    assert await store.count_events() == 1
+    assert (await store.outbox_counts()).by_state == {"pending": 1}
+    assert (await store.get_stream("twitch/quinn")).info.title is None
 
 
-def test_live_end_after_reopen_knows_how_long_the_stream_lasted(tmp_path: Path) -> None:
+async def test_live_end_after_reopen_knows_how_long_the_stream_lasted(tmp_path: Path) -> None:
     path = tmp_path / "bot.sqlite3"
-    first = Store(path)
-    first.open()
-    dispatcher(first).accept(event("live_start", "s", live=LiveInfo(title="Hello")))
-    first.close()
+    first = SQLiteStore(path)
+    await first.open()
+    await dispatcher(first).accept(event("live_start", "s", live=LiveInfo(title="Hello")))
+    await first.close()
 
-    reopened = Store(path)
-    reopened.open()
-    result = dispatcher(reopened).accept(event("live_end", "e", minutes=133))
+    reopened = SQLiteStore(path)
+    await reopened.open()
+    result = await dispatcher(reopened).accept(event("live_end", "e", minutes=133))
     ended = result.notified[0]
     assert ended.duration == timedelta(hours=2, minutes=13)
     assert ended.live.title == "Hello"  # the final title, from saved state
-    stored = reopened.load_event(result.event_row)
+    stored = await reopened.load_event(result.event_row)
     assert stored.duration == timedelta(hours=2, minutes=13)
-    assert not reopened.get_stream("twitch/quinn").live
-    reopened.close()
+    assert not (await reopened.get_stream("twitch/quinn")).live
+    await reopened.close()
 
 
-def test_start_time_from_payload_wins_over_event_time(store: Store) -> None:
+async def test_start_time_from_payload_wins_over_event_time(store: Store) -> None:
     started = T0 - timedelta(minutes=10)
     d = dispatcher(store)
-    d.accept(event("live_start", "s", live=LiveInfo(start_time=started), started_at=started))
-    end = d.accept(event("live_end", "e", minutes=50)).notified[0]
+    await d.accept(event("live_start", "s", live=LiveInfo(start_time=started), started_at=started))
+    end = (await d.accept(event("live_end", "e", minutes=50))).notified[0]
     assert end.duration == timedelta(hours=1)
 
 
-def test_repeated_live_start_of_the_same_session_is_not_notified(store: Store) -> None:
+async def test_repeated_live_start_of_the_same_session_is_not_notified(store: Store) -> None:
     d = dispatcher(store)
-    assert kinds_notified(d.accept(event("live_start", "s1", live=LiveInfo(live_id="L1")))) == [
-        "live_start"
-    ]
+    assert kinds_notified(
+        await d.accept(event("live_start", "s1", live=LiveInfo(live_id="L1")))
+    ) == ["live_start"]
     # The recorder restarted and announced the session again under a new event id.
-    repeat = d.accept(event("live_start", "s2", minutes=3, live=LiveInfo(live_id="L1")))
+    repeat = await d.accept(event("live_start", "s2", minutes=3, live=LiveInfo(live_id="L1")))
     assert repeat.notified == [] and repeat.deliveries == 0
     # A different live id is a new session whose live_end was missed: notify.
-    new = d.accept(event("live_start", "s3", minutes=9, live=LiveInfo(live_id="L2")))
+    new = await d.accept(event("live_start", "s3", minutes=9, live=LiveInfo(live_id="L2")))
     assert kinds_notified(new) == ["live_start"]
 
 
-def test_repeated_live_end_is_not_notified(store: Store) -> None:
+async def test_repeated_live_end_is_not_notified(store: Store) -> None:
     d = dispatcher(store)
-    d.accept(event("live_start", "s"))
-    assert kinds_notified(d.accept(event("live_end", "e1", minutes=5))) == ["live_end"]
-    assert d.accept(event("live_end", "e2", minutes=6)).notified == []
+    await d.accept(event("live_start", "s"))
+    assert kinds_notified(await d.accept(event("live_end", "e1", minutes=5))) == ["live_end"]
+    assert (await d.accept(event("live_end", "e2", minutes=6))).notified == []
 
 
-def test_an_event_older_than_the_saved_state_is_recorded_not_notified(store: Store) -> None:
+async def test_an_event_older_than_the_saved_state_is_recorded_not_notified(store: Store) -> None:
     d = dispatcher(store)
     lag = timedelta(seconds=1)  # deliveries take a moment; the retry comes an hour late
-    d.accept(event("live_start", "s", minutes=0, received_at=T0 + lag))
-    d.accept(event("live_end", "e", minutes=60, received_at=T0 + timedelta(minutes=60) + lag))
-    late = d.accept(
+    await d.accept(event("live_start", "s", minutes=0, received_at=T0 + lag))
+    await d.accept(
+        event("live_end", "e", minutes=60, received_at=T0 + timedelta(minutes=60) + lag)
+    )
+    late = await d.accept(
         event(
             "live_start",
             "s-retry",
@@ -115,19 +118,19 @@ def test_an_event_older_than_the_saved_state_is_recorded_not_notified(store: Sto
         )
     )
     assert late.notified == []
-    assert store.count_events() == 3
-    assert not store.get_stream("twitch/quinn").live
+    assert await store.count_events() == 3
+    assert not (await store.get_stream("twitch/quinn")).live
 
 
-def test_only_if_live_end_is_dropped_for_a_stream_never_seen_live(store: Store) -> None:
+async def test_only_if_live_end_is_dropped_for_a_stream_never_seen_live(store: Store) -> None:
     d = dispatcher(store)
-    result = d.accept(event("live_end", "gone", details={"only_if_live": True}))
-    assert result.notified == [] and store.count_events() == 1
+    result = await d.accept(event("live_end", "gone", details={"only_if_live": True}))
+    assert result.notified == [] and await store.count_events() == 1
 
 
-def test_title_change_fills_old_info_name_and_url_from_state(store: Store) -> None:
+async def test_title_change_fills_old_info_name_and_url_from_state(store: Store) -> None:
     d = dispatcher(store)
-    d.accept(
+    await d.accept(
         event(
             "live_start",
             "s",
@@ -136,23 +139,23 @@ def test_title_change_fills_old_info_name_and_url_from_state(store: Store) -> No
             live=LiveInfo(title="Before", categories=("Art",)),
         )
     )
-    change = d.accept(event("title_change", "t", minutes=5, live=LiveInfo(title="After")))
+    change = await d.accept(event("title_change", "t", minutes=5, live=LiveInfo(title="After")))
     ev = change.notified[0]
     assert ev.old_live.title == "Before"
     assert ev.live.title == "After" and ev.live.categories == ("Art",)
     assert ev.display_name == "Quinn" and ev.url == "https://twitch.tv/quinn"
     assert ev.duration == timedelta(minutes=5)
-    assert store.get_stream("twitch/quinn").info.title == "After"
+    assert (await store.get_stream("twitch/quinn")).info.title == "After"
 
 
-def test_full_state_update_derives_title_and_category_changes(store: Store) -> None:
+async def test_full_state_update_derives_title_and_category_changes(store: Store) -> None:
     d = dispatcher(store)
-    d.accept(event("live_start", "s", live=LiveInfo(title="A", categories=("Art",))))
-    same = d.accept(
+    await d.accept(event("live_start", "s", live=LiveInfo(title="A", categories=("Art",))))
+    same = await d.accept(
         event("stream_update", "u0", minutes=1, live=LiveInfo(title="A", categories=("Art",)))
     )
     assert same.notified == []
-    both = d.accept(
+    both = await d.accept(
         event("stream_update", "u1", minutes=2, live=LiveInfo(title="B", categories=("Music",)))
     )
     assert kinds_notified(both) == ["title_change", "category_change"]
@@ -162,14 +165,16 @@ def test_full_state_update_derives_title_and_category_changes(store: Store) -> N
     assert title.event_id == "u1#title_change"
     assert both.deliveries == 2
     # A retried update is a duplicate: no second pair of notices.
-    assert d.accept(event("stream_update", "u1", minutes=2, live=LiveInfo(title="B"))).duplicate
+    assert (
+        await d.accept(event("stream_update", "u1", minutes=2, live=LiveInfo(title="B")))
+    ).duplicate
 
 
-def test_update_while_offline_changes_state_silently(store: Store) -> None:
+async def test_update_while_offline_changes_state_silently(store: Store) -> None:
     d = dispatcher(store)
-    d.accept(event("stream_update", "u", live=LiveInfo(title="Prepared title")))
-    assert store.get_stream("twitch/quinn").info.title == "Prepared title"
-    start = d.accept(event("live_start", "s", minutes=1)).notified[0]
+    await d.accept(event("stream_update", "u", live=LiveInfo(title="Prepared title")))
+    assert (await store.get_stream("twitch/quinn")).info.title == "Prepared title"
+    start = (await d.accept(event("live_start", "s", minutes=1))).notified[0]
     assert start.live.title == "Prepared title"
 
 
@@ -189,7 +194,7 @@ def test_glob_match(key: str, pattern: str, expected: bool) -> None:
     assert glob_match(key, pattern) is expected
 
 
-def test_routes_pick_targets_by_glob_and_kind(store: Store) -> None:
+async def test_routes_pick_targets_by_glob_and_kind(store: Store) -> None:
     twitch = Route(
         patterns=("twitch/*",),
         events=frozenset({"live_start"}),
@@ -198,21 +203,21 @@ def test_routes_pick_targets_by_glob_and_kind(store: Store) -> None:
     )
     errors = Route(patterns=("*",), events=frozenset({"error"}), telegram_chats=("-100",))
     d = dispatcher(store, twitch, errors)
-    start = d.accept(event("live_start", "s"))
-    rows = store.deliveries_for_event(start.event_row)
-    assert sorted((r["sink"], r["target"]) for r in rows) == [("console", ""), ("discord", "111")]
-    discord_row = next(r for r in rows if r["sink"] == "discord")
-    assert '"mention_roles": [999]' in discord_row["options"]
-    end = d.accept(event("live_end", "e", minutes=1))
-    assert end.deliveries == 0 and store.count_events() == 2
-    err = d.accept(event("error", "x", minutes=2, error="boom"))
-    assert sorted((r["sink"], r["target"]) for r in store.deliveries_for_event(err.event_row)) == [
+    start = await d.accept(event("live_start", "s"))
+    rows = await store.deliveries_for_event(start.event_row)
+    assert sorted((r.sink, r.target) for r in rows) == [("console", ""), ("discord", "111")]
+    discord_row = next(r for r in rows if r.sink == "discord")
+    assert discord_row.options["mention_roles"] == [999]
+    end = await d.accept(event("live_end", "e", minutes=1))
+    assert end.deliveries == 0 and await store.count_events() == 2
+    err = await d.accept(event("error", "x", minutes=2, error="boom"))
+    assert sorted((r.sink, r.target) for r in await store.deliveries_for_event(err.event_row)) == [
         ("console", ""),
         ("telegram", "-100"),
     ]
 
 
-def test_roles_are_pinged_only_on_live_start(store: Store) -> None:
+async def test_roles_are_pinged_only_on_live_start(store: Store) -> None:
     route = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
@@ -220,13 +225,13 @@ def test_roles_are_pinged_only_on_live_start(store: Store) -> None:
         mention_roles=(5,),
     )
     d = dispatcher(store, route)
-    d.accept(event("live_start", "s"))
-    change = d.accept(event("title_change", "t", minutes=1, live=LiveInfo(title="x")))
-    rows = [r for r in store.deliveries_for_event(change.event_row) if r["sink"] == "discord"]
-    assert rows and all("mention_roles" not in r["options"] for r in rows)
+    await d.accept(event("live_start", "s"))
+    change = await d.accept(event("title_change", "t", minutes=1, live=LiveInfo(title="x")))
+    rows = [r for r in await store.deliveries_for_event(change.event_row) if r.sink == "discord"]
+    assert rows and all("mention_roles" not in r.options for r in rows)
 
 
-def test_targets_of_disabled_sinks_get_no_rows(store: Store) -> None:
+async def test_targets_of_disabled_sinks_get_no_rows(store: Store) -> None:
     route = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
@@ -234,57 +239,57 @@ def test_targets_of_disabled_sinks_get_no_rows(store: Store) -> None:
         telegram_chats=("2",),
     )
     d = dispatcher(store, route, sinks=("console",))
-    assert d.accept(event("live_start", "s")).deliveries == 1
+    assert (await d.accept(event("live_start", "s"))).deliveries == 1
 
 
-def test_recorded_kinds_are_delivered_only_when_a_route_names_them(store: Store) -> None:
+async def test_recorded_kinds_are_delivered_only_when_a_route_names_them(store: Store) -> None:
     d = dispatcher(store)
-    quiet = d.accept(event("video_file_finish", "v1", details={"path": "a.mp4"}))
+    quiet = await d.accept(event("video_file_finish", "v1", details={"path": "a.mp4"}))
     assert quiet.deliveries == 0 and quiet.notified == []
     files = Route(patterns=("*",), events=frozenset({"video_file_finish"}))
-    loud = dispatcher(store, files).accept(event("video_file_finish", "v2"))
+    loud = await dispatcher(store, files).accept(event("video_file_finish", "v2"))
     assert loud.deliveries == 1
 
 
-def test_mutes_suppress_delivery_not_recording(store: Store) -> None:
+async def test_mutes_suppress_delivery_not_recording(store: Store) -> None:
     route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1, 2))
     now = T0.timestamp()
-    store.add_mute(Mute("discord", "1", "twitch/*", until=None))
-    store.add_mute(Mute("discord", "2", "*", until=now - 1))  # expired
+    await store.add_mute(Mute("discord", "1", "twitch/*", until=None))
+    await store.add_mute(Mute("discord", "2", "*", until=now - 1))  # expired
     d = dispatcher(store, route)
-    result = d.accept(event("live_start", "s"))
-    targets = {(r["sink"], r["target"]) for r in store.deliveries_for_event(result.event_row)}
+    result = await d.accept(event("live_start", "s"))
+    targets = {(r.sink, r.target) for r in await store.deliveries_for_event(result.event_row)}
     assert targets == {("console", ""), ("discord", "2")}
-    assert store.get_stream("twitch/quinn").live
+    assert (await store.get_stream("twitch/quinn")).live
 
 
-def test_subscriptions_add_targets_at_run_time(store: Store) -> None:
-    store.add_subscription(Subscription("telegram", "42", "twitch/qu*"))
-    store.add_subscription(Subscription("telegram", "43", "youtube/*"))
+async def test_subscriptions_add_targets_at_run_time(store: Store) -> None:
+    await store.add_subscription(Subscription("telegram", "42", "twitch/qu*"))
+    await store.add_subscription(Subscription("telegram", "43", "youtube/*"))
     d = dispatcher(store, Route(patterns=("nothing",), events=frozenset(NOTIFIED_KINDS)))
-    result = d.accept(event("live_start", "s"))
-    assert [(r["sink"], r["target"]) for r in store.deliveries_for_event(result.event_row)] == [
+    result = await d.accept(event("live_start", "s"))
+    assert [(r.sink, r.target) for r in await store.deliveries_for_event(result.event_row)] == [
         ("telegram", "42")
     ]
 
 
-def test_queued_sinks_are_reported_for_waking_workers(store: Store) -> None:
+async def test_queued_sinks_are_reported_for_waking_workers(store: Store) -> None:
     woken: list[set[str]] = []
     d = Dispatcher(store=store, routes=[EVERYTHING], sinks=["console"], on_queued=woken.append)
-    d.accept(event("live_start", "s"))
-    d.accept(event("live_start", "s"))  # duplicate: nothing new to deliver
+    await d.accept(event("live_start", "s"))
+    await d.accept(event("live_start", "s"))  # duplicate: nothing new to deliver
     assert woken == [{"console"}]
 
 
-def test_a_new_session_does_not_inherit_the_last_sessions_start(store: Store) -> None:
+async def test_a_new_session_does_not_inherit_the_last_sessions_start(store: Store) -> None:
     d = dispatcher(store)
     first_start = T0 - timedelta(hours=5)
-    d.accept(event("live_start", "s1", live=LiveInfo(live_id="L1", start_time=first_start)))
-    d.accept(event("live_end", "e1", minutes=10))
-    second = d.accept(event("live_start", "s2", minutes=60, live=LiveInfo(title="Again")))
+    await d.accept(event("live_start", "s1", live=LiveInfo(live_id="L1", start_time=first_start)))
+    await d.accept(event("live_end", "e1", minutes=10))
+    second = await d.accept(event("live_start", "s2", minutes=60, live=LiveInfo(title="Again")))
     assert kinds_notified(second) == ["live_start"]
     assert second.notified[0].started_at == T0 + timedelta(minutes=60)
-    end = d.accept(event("live_end", "e2", minutes=90)).notified[0]
+    end = (await d.accept(event("live_end", "e2", minutes=90))).notified[0]
     assert end.duration == timedelta(minutes=30)
 
 
@@ -292,7 +297,7 @@ def test_a_new_session_does_not_inherit_the_last_sessions_start(store: Store) ->
     ("on_change", "expected"),
     [("edit", ["edit"]), ("post", ["post"]), ("both", ["edit", "post"])],
 )
-def test_changes_edit_the_sessions_card_and_post_per_on_change(
+async def test_changes_edit_the_sessions_card_and_post_per_on_change(
     store: Store, on_change: str, expected: list[str]
 ) -> None:
     route = Route(
@@ -308,69 +313,72 @@ def test_changes_edit_the_sessions_card_and_post_per_on_change(
         behaviour=BehaviourConfig(on_change=on_change, end_grace=timedelta(0)),
         clock=T0.timestamp,
     )
-    start = d.accept(event("live_start", "s"))
-    cards = {
-        (r["sink"], r["target"]): r["id"] for r in store.deliveries_for_event(start.event_row)
-    }
-    change = d.accept(
+    start = await d.accept(event("live_start", "s"))
+    cards = {(r.sink, r.target): r.id for r in await store.deliveries_for_event(start.event_row)}
+    change = await d.accept(
         event("category_change", "c", minutes=1, live=LiveInfo(categories=("Music",)))
     )
-    rows = store.deliveries_for_event(change.event_row)
+    rows = await store.deliveries_for_event(change.event_row)
     for sink, target in (("discord", "7"), ("telegram", "-5")):
-        mine = [r for r in rows if (r["sink"], r["target"]) == (sink, target)]
-        assert [r["action"] for r in mine] == expected
+        mine = [r for r in rows if (r.sink, r.target) == (sink, target)]
+        assert [r.action for r in mine] == expected
         for row in mine:
-            if row["action"] == "edit":
-                assert f'"card": {cards[(sink, target)]}' in row["options"]
+            if row.action == "edit":
+                assert row.options["card"] == cards[(sink, target)]
     # The console cannot edit: it always prints the change.
-    assert [r["action"] for r in rows if r["sink"] == "console"] == ["post"]
+    assert [r.action for r in rows if r.sink == "console"] == ["post"]
     assert change.deliveries == len(rows)
 
 
-def test_a_change_with_no_card_in_a_chat_posts(store: Store) -> None:
+async def test_a_change_with_no_card_in_a_chat_posts(store: Store) -> None:
     d = dispatcher(
         store, Route(patterns=("*",), events=frozenset({"title_change"}), discord_channels=(7,))
     )
-    d.accept(event("live_start", "s"))  # not routed to the channel: no card there
-    change = d.accept(event("title_change", "t", minutes=1, live=LiveInfo(title="x")))
-    assert [r["action"] for r in store.deliveries_for_event(change.event_row)] == ["post", "post"]
+    await d.accept(event("live_start", "s"))  # not routed to the channel: no card there
+    change = await d.accept(event("title_change", "t", minutes=1, live=LiveInfo(title="x")))
+    assert [r.action for r in await store.deliveries_for_event(change.event_row)] == [
+        "post",
+        "post",
+    ]
 
 
-def test_a_renamed_stream_in_any_event_while_live_is_a_title_change(store: Store) -> None:
+async def test_a_renamed_stream_in_any_event_while_live_is_a_title_change(store: Store) -> None:
     # Livepeer has no "updated" event, but every event carries the stream's name.
     d = dispatcher(store)
-    d.accept(event("live_start", "s", live=LiveInfo(title="Morning show", live_id="L")))
-    same = d.accept(event("recording_ready", "r0", minutes=1, live=LiveInfo(title="Morning show")))
+    await d.accept(event("live_start", "s", live=LiveInfo(title="Morning show", live_id="L")))
+    same = await d.accept(
+        event("recording_ready", "r0", minutes=1, live=LiveInfo(title="Morning show"))
+    )
     assert same.notified == []
-    renamed = d.accept(
+    renamed = await d.accept(
         event("multistream.connected", "r1", minutes=2, live=LiveInfo(title="Evening show"))
     )
     assert kinds_notified(renamed) == ["title_change"]
     change = renamed.notified[0]
     assert (change.old_live.title, change.live.title) == ("Morning show", "Evening show")
     # A repeated start of the same session with a new title is a change, not a new ping.
-    again = d.accept(
+    again = await d.accept(
         event("live_start", "s2", minutes=3, live=LiveInfo(title="Night show", live_id="L"))
     )
     assert kinds_notified(again) == ["title_change"]
 
 
-def test_a_forum_topic_is_its_own_target_but_follows_its_chats_mutes(store: Store) -> None:
+async def test_a_forum_topic_is_its_own_target_but_follows_its_chats_mutes(store: Store) -> None:
     route = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
         telegram_chats=("-100", "-100/42", "-200/7"),
     )
-    store.add_mute(Mute("telegram", "-200", "*", until=None))
+    await store.add_mute(Mute("telegram", "-200", "*", until=None))
     d = dispatcher(store, route, sinks=("telegram",))
-    result = d.accept(event("live_start", "s"))
-    assert sorted(r["target"] for r in store.deliveries_for_event(result.event_row)) == [
+    result = await d.accept(event("live_start", "s"))
+    assert sorted(r.target for r in await store.deliveries_for_event(result.event_row)) == [
         "-100",
         "-100/42",
     ]
 
 
-def test_an_end_waits_out_each_routes_grace_in_the_outbox(store: Store) -> None:
+async def test_an_end_waits_out_each_routes_grace_in_the_outbox(store: Store) -> None:
     quick = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
@@ -385,18 +393,20 @@ def test_an_end_waits_out_each_routes_grace_in_the_outbox(store: Store) -> None:
         behaviour=BehaviourConfig(end_grace=timedelta(seconds=90)),
         clock=T0.timestamp,
     )
-    d.accept(event("live_start", "s"))
-    end = d.accept(event("live_end", "e", minutes=30))
-    due = {r["sink"]: r["not_before"] for r in store.deliveries_for_event(end.event_row)}
+    await d.accept(event("live_start", "s"))
+    end = await d.accept(event("live_end", "e", minutes=30))
+    due = {r.sink: r.not_before for r in await store.deliveries_for_event(end.event_row)}
     assert due == {"discord": T0.timestamp(), "telegram": T0.timestamp() + 90}
     # Nothing of the end is due before its grace is over.
-    early = store.claim_due("telegram", now=T0.timestamp() + 89)
+    early = await store.claim_due("telegram", now=T0.timestamp() + 89)
     assert [x.event_row for x in early] == [end.event_row - 1]  # the card, not the end
-    store.mark_sent(early[0].id, message_id="m", now=0)
-    assert [x.action for x in store.claim_due("telegram", now=T0.timestamp() + 90)] == ["edit"]
+    await store.mark_sent(early[0].id, message_id="m", now=0)
+    assert [x.action for x in await store.claim_due("telegram", now=T0.timestamp() + 90)] == [
+        "edit"
+    ]
 
 
-def test_a_comeback_reopens_cards_without_the_roles_ping(store: Store) -> None:
+async def test_a_comeback_reopens_cards_without_the_roles_ping(store: Store) -> None:
     route = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
@@ -410,16 +420,16 @@ def test_a_comeback_reopens_cards_without_the_roles_ping(store: Store) -> None:
         behaviour=BehaviourConfig(end_grace=timedelta(0)),
         clock=T0.timestamp,
     )
-    start = d.accept(event("live_start", "s"))
-    [card] = store.deliveries_for_event(start.event_row)
-    assert '"mention_roles": [99]' in card["options"]
-    d.accept(event("live_end", "e", minutes=30))
-    store.mark_sent(card["id"] + 1, message_id="m", now=0)  # the end edit went out
-    back = d.accept(event("live_start", "s2", minutes=32))
-    [reopen] = store.deliveries_for_event(back.event_row)
-    assert reopen["action"] == "edit" and "mention_roles" not in reopen["options"]
-    assert store.get_stream("twitch/quinn").started_at == T0  # one session all along
-    later = d.accept(event("live_end", "e2", minutes=40))
+    start = await d.accept(event("live_start", "s"))
+    [card] = await store.deliveries_for_event(start.event_row)
+    assert card.options["mention_roles"] == [99]
+    await d.accept(event("live_end", "e", minutes=30))
+    await store.mark_sent(card.id + 1, message_id="m", now=0)  # the end edit went out
+    back = await d.accept(event("live_start", "s2", minutes=32))
+    [reopen] = await store.deliveries_for_event(back.event_row)
+    assert reopen.action == "edit" and "mention_roles" not in reopen.options
+    assert (await store.get_stream("twitch/quinn")).started_at == T0  # one session all along
+    later = await d.accept(event("live_end", "e2", minutes=40))
     assert later.notified[0].duration == timedelta(minutes=40)
 
 
@@ -435,27 +445,29 @@ def carding(store: Store, **behaviour: object) -> Dispatcher:
     )
 
 
-def actions(store: Store, result: object) -> list[str]:
-    return [r["action"] for r in store.deliveries_for_event(result.event_row)]  # type: ignore[attr-defined]
+async def actions(store: Store, result: object) -> list[str]:
+    return [r.action for r in await store.deliveries_for_event(result.event_row)]
 
 
-def test_a_title_set_while_offline_leaves_the_ended_card_alone(store: Store) -> None:
+async def test_a_title_set_while_offline_leaves_the_ended_card_alone(store: Store) -> None:
     d = carding(store)
-    d.accept(event("live_start", "s"))
-    d.accept(event("live_end", "e", minutes=30))
-    later = d.accept(event("title_change", "t", minutes=150, live=LiveInfo(title="Tomorrow")))
+    await d.accept(event("live_start", "s"))
+    await d.accept(event("live_end", "e", minutes=30))
+    later = await d.accept(
+        event("title_change", "t", minutes=150, live=LiveInfo(title="Tomorrow"))
+    )
     # Not an edit of the last session's card (that would show it live again): a notice.
-    assert actions(store, later) == ["post"]
+    assert await actions(store, later) == ["post"]
 
 
-def test_a_new_session_during_the_last_ones_grace_announces_that_end_first(
+async def test_a_new_session_during_the_last_ones_grace_announces_that_end_first(
     store: Store,
 ) -> None:
     d = carding(store, end_grace=timedelta(minutes=10), rejoin_window=timedelta(minutes=2))
-    d.accept(event("live_start", "s"))
-    end = d.accept(event("live_end", "e", minutes=30))
-    new = d.accept(event("live_start", "s2", minutes=35))  # after the window, in the grace
-    due = store.claim_due("discord", now=T0.timestamp())
+    await d.accept(event("live_start", "s"))
+    end = await d.accept(event("live_end", "e", minutes=30))
+    new = await d.accept(event("live_start", "s2", minutes=35))  # after the window, in the grace
+    due = await store.claim_due("discord", now=T0.timestamp())
     # Both due now, the old session's end ahead of the new card.
     assert [(x.event_row, x.action) for x in due][-2:] == [
         (end.event_row, "edit"),
@@ -463,53 +475,53 @@ def test_a_new_session_during_the_last_ones_grace_announces_that_end_first(
     ]
 
 
-def test_one_update_changing_title_and_category_posts_both_under_the_cooldown(
+async def test_one_update_changing_title_and_category_posts_both_under_the_cooldown(
     store: Store,
 ) -> None:
     d = carding(store, on_change="post", change_cooldown=timedelta(minutes=10))
-    d.accept(event("live_start", "s", live=LiveInfo(title="A", categories=("X",))))
-    both = d.accept(
+    await d.accept(event("live_start", "s", live=LiveInfo(title="A", categories=("X",))))
+    both = await d.accept(
         event("stream_update", "u", minutes=1, live=LiveInfo(title="B", categories=("Y",)))
     )
     assert kinds_notified(both) == ["title_change", "category_change"]
-    rows = store.conn.execute(
-        "SELECT e.kind FROM deliveries d JOIN events e ON e.id = d.event_row"
-        " WHERE d.action = 'post' AND e.parent_id = ?",
-        (both.event_row,),
-    ).fetchall()
-    assert [r[0] for r in rows] == ["title_change", "category_change"]
+    posts = [
+        r.kind
+        for r in await store.list_deliveries(DELIVERY_STATES)
+        if r.action == "post" and r.event_row > both.event_row
+    ]
+    assert posts == ["title_change", "category_change"]
     # The next change inside the cooldown posts nothing.
-    again = d.accept(event("title_change", "t", minutes=2, live=LiveInfo(title="C")))
-    assert actions(store, again) == []
+    again = await d.accept(event("title_change", "t", minutes=2, live=LiveInfo(title="C")))
+    assert await actions(store, again) == []
 
 
-def test_a_batch_fails_whole_when_sqlite_rolled_it_back_itself(store: Store) -> None:
+async def test_a_batch_fails_whole_when_the_database_rolled_it_back_itself(store: Store) -> None:
     class DiskFull(Dispatcher):
-        def _accept_one(self, event, raw, now):  # type: ignore[no-untyped-def]
+        async def _accept_one(self, event, raw, now):  # type: ignore[no-untyped-def]
             if event.event_id == "boom":
-                # What SQLite does on SQLITE_FULL: the transaction is gone.
-                store.conn.execute("ROLLBACK")
-                raise sqlite3.OperationalError("database or disk is full")
-            return super()._accept_one(event, raw, now)
+                # What the store raises when SQLite ended the transaction (SQLITE_FULL).
+                raise TransactionAborted("the transaction was rolled back: SQLITE_FULL")
+            return await super()._accept_one(event, raw, now)
 
     d = DiskFull(store=store, routes=[EVERYTHING], sinks=["console"])
-    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
-        d.accept_many(
+    with pytest.raises(TransactionAborted, match="SQLITE_FULL"):
+        await d.accept_many(
             [
                 (event("live_start", "a"), None),
                 (event("live_start", "boom"), None),
                 (event("live_start", "c", channel="other"), None),
             ]
         )
-    assert store.count_events() == 0
-    assert not store.conn.in_transaction
+    assert await store.count_events() == 0
+    # The store is usable again at once.
+    assert not (await d.accept(event("live_start", "d"))).duplicate
 
 
-def test_a_muted_chat_gets_no_new_message_but_its_card_stays_current(store: Store) -> None:
+async def test_a_muted_chat_gets_no_new_message_but_its_card_stays_current(store: Store) -> None:
     d = carding(store, on_end="both")
-    d.accept(event("live_start", "s"))
-    store.add_mute(Mute("discord", "7", "*", until=None))
+    await d.accept(event("live_start", "s"))
+    await store.add_mute(Mute("discord", "7", "*", until=None))
     # The end edits the card to "ended" (silent) but posts no end notice here...
-    assert actions(store, d.accept(event("live_end", "e", minutes=30))) == ["edit"]
+    assert await actions(store, await d.accept(event("live_end", "e", minutes=30))) == ["edit"]
     # ...and a new session, muted from its start, gets nothing at all.
-    assert actions(store, d.accept(event("live_start", "s2", minutes=90))) == []
+    assert await actions(store, await d.accept(event("live_start", "s2", minutes=90))) == []

@@ -33,6 +33,7 @@ from tests.fakes.discord_api import (
     no_identify_delay,
 )
 from tests.fakes.telegram_api import FakeTelegram
+from tests.waiting import every_delivery
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
@@ -99,16 +100,16 @@ class Bot:
         ):
             assert response.status == 202, await response.text()
 
-    def outbox_idle(self) -> bool:
+    async def outbox_idle(self) -> bool:
         """Nothing due is waiting or being sent."""
-        counts = self.running.store.outbox_counts().by_state
-        due = self.running.store.oldest_due(["console", "discord", "telegram"])
+        counts = (await self.running.store.outbox_counts()).by_state
+        due = await self.running.store.oldest_due(["console", "discord", "telegram"])
         return counts.get("sending", 0) == 0 and (due is None or due > time.time())
 
     async def settle(self) -> None:
         """Wait until every due delivery went out."""
         async with asyncio.timeout(10):
-            while not self.outbox_idle():
+            while not await self.outbox_idle():
                 await asyncio.sleep(0.02)
 
 
@@ -326,12 +327,9 @@ async def test_a_comeback_during_end_grace_never_announces_the_end(
         await bot.send("live_start", 61, **LIVE)
         await bot.settle()
         store = bot.running.store
-        ends = store.conn.execute(
-            "SELECT d.state FROM deliveries d JOIN events e ON e.id = d.event_row"
-            " WHERE e.kind = 'live_end'"
-        ).fetchall()
+        ends = [r.state for r in await every_delivery(store) if r.kind == "live_end"]
     # The end notices were called off for every sink, not left to fire later.
-    assert [row[0] for row in ends] == ["cancelled"] * 3
+    assert ends == ["cancelled"] * 3
     card = dc.messages[STREAMS_CHANNEL_ID][0]
     assert discord_edits(dc, card["id"]) == [] and len(discord_posts(dc)) == 1
     assert telegram_edits(tg, tg.messages[str(GROUP)][0]["message_id"]) == []

@@ -15,6 +15,7 @@ import pytest
 from bot.app import Running, run
 from tests.conftest import SECRET, make_config
 from tests.fakes.telegram_api import FakeTelegram
+from tests.waiting import every_delivery
 
 USER = 1001
 ADMIN = 2002
@@ -179,11 +180,9 @@ async def test_a_missing_chat_does_not_stop_the_others(tmp_path: Path, fake: Fak
         await webhook(running, "live_start", uname="Quinn", title="Still delivered")
         await fake.wait_for_message(GROUP, lambda m: "Still delivered" in str(m))
         async with asyncio.timeout(5):
-            while "failed" not in running.store.outbox_counts().by_state:
+            while "failed" not in (await running.store.outbox_counts()).by_state:
                 await asyncio.sleep(0.02)
-        failed = running.store.conn.execute(
-            "SELECT target, last_error FROM deliveries WHERE state = 'failed'"
-        ).fetchall()
-    assert [(row["target"], "chat not found" in row["last_error"].lower()) for row in failed] == [
-        (str(MISSING), True)
-    ]
+        failed = [r for r in await every_delivery(running.store) if r.state == "failed"]
+    assert [
+        (row.target, "chat not found" in (row.last_error or "").lower()) for row in failed
+    ] == [(str(MISSING), True)]

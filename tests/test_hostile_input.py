@@ -37,6 +37,7 @@ from tests.conftest import SECRET, make_config
 from tests.test_app import FASTPIX_KEY, FASTPIX_SECRET, LIVEPEER_SECRET
 from tests.test_cli import KEY as CLI_KEY
 from tests.test_cli import running_bot
+from tests.waiting import store_health
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 MAX_BODY = 4096
@@ -45,11 +46,11 @@ BODY_TIMEOUT = 0.3
 
 
 @pytest.fixture
-def app_parts(tmp_path: Path, store: Store) -> tuple[web.Application, Store]:
-    return make_app(tmp_path, store, MAX_BODY), store
+async def app_parts(tmp_path: Path, store: Store) -> tuple[web.Application, Store]:
+    return await make_app(tmp_path, store, MAX_BODY), store
 
 
-def make_app(tmp_path: Path, store: Store, max_body: int) -> web.Application:
+async def make_app(tmp_path: Path, store: Store, max_body: int) -> web.Application:
     """The bot's web app for the three sources, storing into `store`."""
     config = make_config(
         tmp_path,
@@ -65,7 +66,7 @@ def make_app(tmp_path: Path, store: Store, max_body: int) -> web.Application:
         sources=build_sources(config),
         dispatcher=dispatcher,
         max_body_bytes=max_body,
-        health=lambda: {"ok": store.check() == "ok", "database": store.check()},
+        health=store_health(store),
         body_timeout=BODY_TIMEOUT,
     )
 
@@ -80,9 +81,9 @@ async def client(
     return await aiohttp_client(server)
 
 
-def stored(store: Store) -> tuple[int, int]:
-    deliveries = store.conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
-    return store.count_events(), int(deliveries)
+async def stored(store: Store) -> tuple[int, int]:
+    deliveries = sum((await store.outbox_counts()).by_state.values())
+    return await store.count_events(), deliveries
 
 
 def onliverec(event_id: str = "h-1") -> dict[str, Any]:
@@ -199,7 +200,7 @@ async def test_a_trickled_body_times_out_with_408_json_and_stores_nothing(
     assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {
         "error": "request body not received in time"
     }
-    assert stored(app_parts[1]) == (0, 0)
+    assert await stored(app_parts[1]) == (0, 0)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -219,10 +220,10 @@ async def test_a_body_cut_off_midway_stores_nothing_and_the_server_carries_on(
         data = head(path, {**headers, "Content-Length": str(len(body))}) + body[:30]
     await raw_exchange(client, data, close=True)
     await asyncio.sleep(0.1)
-    assert stored(app_parts[1]) == (0, 0)
+    assert await stored(app_parts[1]) == (0, 0)
     response = await client.post(path, data=body, headers={**headers, **JSON})
     assert response.status == 202
-    assert stored(app_parts[1])[0] == 1
+    assert (await stored(app_parts[1]))[0] == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -246,7 +247,7 @@ async def test_a_flood_of_bad_secrets_logs_a_bounded_number_of_lines(
             )
         assert response.status == 401
         assert await response.json() == {"error": "missing or invalid credentials"}
-    assert stored(app_parts[1]) == (0, 0)
+    assert await stored(app_parts[1]) == (0, 0)
     lines = [r.getMessage() for r in caplog.records]
     auth_lines = [line for line in lines if "authentication" in line]
     access_lines = [line for line in lines if '" 401 ' in line]
@@ -278,13 +279,11 @@ def test_auth_failure_log_summarises_what_it_left_out(
 # -- payloads that used to be 500s ---------------------------------------------------------
 
 
-def stored_event(store: Store, source: str, event_id: str) -> Event:
+async def stored_event(store: Store, source: str, event_id: str) -> Event:
     """The stored event, as the bot will render it."""
-    row = store.conn.execute(
-        "SELECT id FROM events WHERE source = ? AND event_id = ?", (source, event_id)
-    ).fetchone()
-    assert row is not None, f"{source} {event_id!r} was not stored"
-    return store.load_event(row[0])
+    event = await store.find_event(source, event_id)
+    assert event is not None, f"{source} {event_id!r} was not stored"
+    return event
 
 
 async def post_signed(
@@ -378,7 +377,7 @@ async def test_a_lone_surrogate_is_replaced_and_the_event_is_stored(
     status, answer = await post_signed(client, source, body)
     assert status == 202, answer
     assert answer["status"] == "accepted"
-    assert check(stored_event(app_parts[1], source, answer["id"]))
+    assert check(await stored_event(app_parts[1], source, answer["id"]))
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -389,7 +388,7 @@ async def test_a_lone_surrogate_in_the_event_id_is_replaced_and_dedupes(
     body = json.dumps(onliverec("evt-\ud83d")).encode()
     status, answer = await post_signed(client, "rec", body)
     assert (status, answer["id"]) == (202, "evt-\ufffd")
-    assert stored_event(app_parts[1], "rec", "evt-\ufffd").event_id == "evt-\ufffd"
+    assert (await stored_event(app_parts[1], "rec", "evt-\ufffd")).event_id == "evt-\ufffd"
     # The retry of the same body is recognised as the same event.
     status, answer = await post_signed(client, "rec", body)
     assert (status, answer["status"]) == (200, "duplicate")
@@ -470,7 +469,7 @@ async def test_out_of_range_numbers_and_times_are_422_naming_the_field(
     status, answer = await post_signed(client, source, body)
     assert (status, answer.get("field")) == (422, field), answer
     assert "out of range" in answer["error"] or "not a valid time" in answer["error"]
-    assert stored(app_parts[1]) == (0, 0)
+    assert await stored(app_parts[1]) == (0, 0)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -481,7 +480,7 @@ async def test_an_integer_too_long_to_read_is_400_saying_so(
     store: Store,
 ) -> None:
     server = await aiohttp_server(
-        make_app(tmp_path, store, 65536), access_log_class=RedactingAccessLogger
+        await make_app(tmp_path, store, 65536), access_log_class=RedactingAccessLogger
     )
     client = await aiohttp_client(server)
     body = json.dumps(onliverec()).encode().replace(b'"h-1"', b"9" * 5000)
@@ -490,7 +489,7 @@ async def test_an_integer_too_long_to_read_is_400_saying_so(
         400,
         {"error": "invalid JSON: a number of 5000 digits is too long"},
     )
-    assert stored(store) == (0, 0)
+    assert await stored(store) == (0, 0)
 
 
 @pytest.mark.parametrize(
@@ -514,7 +513,7 @@ async def test_times_at_the_edge_of_the_calendar_are_accepted(
     payload["data"]["live_info"]["start_time"] = start_time
     status, answer = await post_signed(client, "rec", json.dumps(payload).encode())
     assert (status, answer["status"]) == (202, "accepted"), answer
-    event = stored_event(app_parts[1], "rec", "edge")
+    event = await stored_event(app_parts[1], "rec", "edge")
     assert event.occurred_at.utcoffset() == timedelta(0)
 
 
@@ -559,7 +558,7 @@ async def test_compressed_bodies_are_decoded(
         f"/webhook/rec?key={SECRET}", data=body, headers={**JSON, "Content-Encoding": encoding}
     )
     assert response.status == 202, await response.text()
-    assert stored_event(app_parts[1], "rec", "enc").live is not None
+    assert (await stored_event(app_parts[1], "rec", "enc")).live is not None
 
 
 def gzip_bomb(size: int) -> bytes:
@@ -652,7 +651,7 @@ async def test_bad_or_unknown_content_encoding_is_a_json_4xx_and_the_connection_
         assert (response.status, await response.json()) == (status, {"error": error})
         if status == 415:
             assert response.headers["Accept-Encoding"] == "gzip, deflate"
-    assert stored(app_parts[1]) == (0, 0)
+    assert await stored(app_parts[1]) == (0, 0)
     response = await client.post(f"/webhook/rec?key={SECRET}", data=PLAIN, headers=JSON)
     assert response.status == 202
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -912,7 +911,7 @@ async def test_fuzzed_webhooks_never_get_a_5xx_and_every_2xx_event_is_stored(
     reached: dict[str, int] = {}
     for n in range(FUZZ_CASES):
         method, path, sent, headers, body = fuzz_case(rng, n)
-        before = stored(store)
+        before = await stored(store)
         response = await client.request(
             method, path, data=sent, headers=headers, skip_auto_headers=["Content-Type"]
         )
@@ -926,7 +925,7 @@ async def test_fuzzed_webhooks_never_get_a_5xx_and_every_2xx_event_is_stored(
         reply = json.loads(answer)
         if response.status >= 400:
             assert "error" in reply, case
-            assert stored(store) == before, case
+            assert await stored(store) == before, case
             if response.status == 422 and "out of range" in reply["error"]:
                 reached["out of range"] = reached.get("out of range", 0) + 1
             if "Content-Encoding" in headers and response.status in (400, 415):
@@ -934,9 +933,9 @@ async def test_fuzzed_webhooks_never_get_a_5xx_and_every_2xx_event_is_stored(
             continue
         if "id" in reply:
             source = path.split("/")[2].partition("?")[0]
-            assert store.has_event(source, reply["id"]), case
+            assert await store.has_event(source, reply["id"]), case
         if reply.get("status") == "accepted":
-            assert stored(store)[0] > before[0], case
+            assert (await stored(store))[0] > before[0], case
             if _LONE_ESCAPE.search(body):
                 reached["surrogate accepted"] = reached.get("surrogate accepted", 0) + 1
             if "Content-Encoding" in headers:
@@ -948,8 +947,8 @@ async def test_fuzzed_webhooks_never_get_a_5xx_and_every_2xx_event_is_stored(
     for kind in ("out of range", "bad encoding", "surrogate accepted", "encoded accepted"):
         assert reached.get(kind, 0) > 0, reached
     # Every stored event reads back as the event it was.
-    for (row,) in store.conn.execute("SELECT id FROM events"):
-        store.load_event(row)
+    for row in range(1, await store.count_events() + 1):
+        await store.load_event(row)
     health = await client.get("/healthz")
     assert health.status == 200
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -13,6 +13,7 @@ from bot.errors import StoreUnavailable
 from bot.events import NOTIFIED_KINDS, Event
 from bot.intake import Intake
 from bot.store import Store
+from tests.store_doubles import InstrumentedStore
 
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
 
@@ -43,25 +44,19 @@ def intake(store: Store, woken: list[set[str]] | None = None) -> Intake:
     )
 
 
-def commits(store: Store) -> list[str]:
-    seen: list[str] = []
-    store.conn.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
-    return seen
-
-
 async def test_concurrent_webhooks_share_one_commit_and_each_gets_its_answer(
     store: Store,
 ) -> None:
     woken: list[set[str]] = []
-    seen = commits(store)
-    gate = intake(store, woken)
+    counted = InstrumentedStore(store)
+    gate = intake(counted, woken)  # type: ignore[arg-type]
     results = await asyncio.gather(
         *(gate.accept(start(n)) for n in range(20)), gate.accept(start(3))
     )
-    assert seen == ["COMMIT"]
+    assert counted.commits == 1
     assert [r.duplicate for r in results] == [False] * 20 + [True]
     assert all(r.deliveries == 1 for r in results[:20])
-    assert store.count_events() == 20
+    assert await store.count_events() == 20
     assert woken == [{"console"}]  # the workers are woken once, after the commit
 
 
@@ -82,29 +77,24 @@ async def test_one_bad_event_fails_alone(store: Store) -> None:
         gate.accept(start(3)),
         return_exceptions=True,
     )
-    assert isinstance(bad, sqlite3.Error)
+    assert isinstance(bad, Exception) and not isinstance(bad, StoreUnavailable)
     assert isinstance(good, AcceptResult) and isinstance(also_good, AcceptResult)
-    assert store.count_events() == 2
-    assert store.get_stream("twitch/streamer2") is None  # its state change rolled back too
+    assert await store.count_events() == 2
+    assert await store.get_stream("twitch/streamer2") is None  # its state change rolled back too
 
 
 async def test_a_failed_commit_fails_every_waiting_webhook_and_stores_nothing(
     store: Store,
 ) -> None:
-    def deny_commit(action: int, arg1: str | None, *_: object) -> int:
-        if action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT":
-            return sqlite3.SQLITE_DENY
-        return sqlite3.SQLITE_OK
-
-    store.conn.set_authorizer(deny_commit)
-    gate = intake(store)
+    failing = InstrumentedStore(store)
+    failing.fail_commits = True
+    gate = intake(failing)  # type: ignore[arg-type]
     outcomes = await asyncio.gather(
         *(gate.accept(start(n)) for n in range(3)), return_exceptions=True
     )
     assert all(isinstance(o, StoreUnavailable) for o in outcomes)
-    store.conn.set_authorizer(None)
-    assert store.count_events() == 0
-    assert not store.conn.in_transaction
+    failing.fail_commits = False
+    assert await store.count_events() == 0
     # The store is usable again afterwards.
     assert not (await gate.accept(start(9))).duplicate
 
@@ -114,7 +104,7 @@ async def test_batches_follow_one_another(store: Store, count: int) -> None:
     gate = intake(store)
     for round_ in range(3):
         await asyncio.gather(*(gate.accept(start(round_ * 10 + n)) for n in range(count)))
-    assert store.count_events() == 3 * count
+    assert await store.count_events() == 3 * count
 
 
 def end(n: int) -> Event:
@@ -133,10 +123,9 @@ async def test_a_brief_lock_is_waited_out_and_events_keep_their_order(store: Sto
     assert [r.duplicate for r in results] == [False, False]
     # The end was stored after its start, so it ended the stream (and was notified).
     assert results[1].deliveries == 1
-    state = store.get_stream("twitch/streamer1")
+    state = await store.get_stream("twitch/streamer1")
     assert state is not None and not state.live
-    rows = store.conn.execute("SELECT event_id FROM events ORDER BY id").fetchall()
-    assert [row[0] for row in rows] == ["e1", "end1"]
+    assert results[0].event_row < results[1].event_row
 
 
 async def test_a_lock_held_too_long_fails_the_batch_as_unavailable(store: Store) -> None:
@@ -148,5 +137,5 @@ async def test_a_lock_held_too_long_fails_the_batch_as_unavailable(store: Store)
     assert refused.value.busy
     holder.rollback()
     holder.close()
-    assert store.count_events() == 0
+    assert await store.count_events() == 0
     assert not (await gate.accept(start(1))).duplicate  # usable again at once

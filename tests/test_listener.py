@@ -319,7 +319,7 @@ async def test_a_keep_alive_connection_is_not_cut_between_requests_only_in_a_slo
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
-        assert running.store.count_events() == 1
+        assert await running.store.count_events() == 1
 
 
 async def test_the_rest_of_a_refused_body_is_not_taken_for_a_slow_request_head(

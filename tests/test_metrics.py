@@ -23,7 +23,9 @@ from bot.sources.base import Source, WebhookRequest
 from bot.store import OutboxCounts, Store
 from bot.web import RedactingAccessLogger, create_app, start_draining
 from tests.conftest import SECRET, make_config
+from tests.sqlite_file import run_sql
 from tests.test_web import LIVE_START, URL
+from tests.waiting import store_health
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 ServerFactory = Callable[..., Awaitable[Any]]
@@ -50,7 +52,10 @@ def live() -> Live:
 
 @pytest.fixture
 def metrics(live: Live) -> Metrics:
-    return Metrics(outbox=lambda: live.outbox, sinks=lambda: live.sinks, clock=lambda: NOW)
+    async def outbox() -> OutboxCounts:
+        return live.outbox
+
+    return Metrics(outbox=outbox, sinks=lambda: live.sinks, clock=lambda: NOW)
 
 
 def build_app(
@@ -67,7 +72,7 @@ def build_app(
         sources=build_sources(config) if sources is None else sources,
         dispatcher=dispatcher,
         max_body_bytes=config.server.max_body_bytes,
-        health=lambda: {"ok": True},
+        health=store_health(store),
         metrics=metrics,
         metrics_token=token,
     )
@@ -144,13 +149,13 @@ async def test_webhook_counter_is_a_prometheus_counter(client: TestClient[Any, A
     assert families["streambot_webhooks"] == "counter"
 
 
-def test_each_metrics_has_its_own_registry() -> None:
+async def test_each_metrics_has_its_own_registry() -> None:
     first, second = Metrics(process=False), Metrics(process=False)
     first.webhook("rec", "live_start", "accepted")
     assert b'streambot_webhooks_total{kind="live_start",outcome="accepted",source="rec"} 1.0' in (
-        first.render()
+        await first.render()
     )
-    assert b"streambot_webhooks_total{" not in second.render()
+    assert b"streambot_webhooks_total{" not in await second.render()
 
 
 # -- webhook outcomes -------------------------------------------------------------------------
@@ -254,7 +259,7 @@ async def test_storage_failure_and_draining_are_counted_apart(
 ) -> None:
     app = build_app(tmp_path, store, metrics)
     client = await serve(app, aiohttp_server, aiohttp_client)
-    store.conn.execute("DROP TABLE deliveries")
+    run_sql(store.path, "DROP TABLE deliveries")
     assert (await client.post(URL, json=LIVE_START)).status == 503
     start_draining(app)
     assert (await client.post(URL, json=LIVE_START)).status == 503
@@ -290,11 +295,11 @@ async def test_a_crash_is_counted_as_error(
     assert webhooks(samples, "buggy", "unknown", "error") == 1
 
 
-def test_kind_labels_stay_in_a_closed_set() -> None:
+async def test_kind_labels_stay_in_a_closed_set() -> None:
     metrics = Metrics(process=False)
     metrics.webhook("rec", "made-up-kind-12345", "accepted")
     metrics.webhook("rec", None, "bad_request")
-    text = metrics.render().decode()
+    text = (await metrics.render()).decode()
     assert 'kind="other",outcome="accepted"' in text
     assert 'kind="unknown",outcome="bad_request"' in text
     assert "made-up-kind" not in text
@@ -423,7 +428,7 @@ async def test_a_broken_database_drops_the_outbox_series_not_the_scrape(
     aiohttp_server: ServerFactory,
     aiohttp_client: ClientFactory,
 ) -> None:
-    def broken() -> OutboxCounts:
+    async def broken() -> OutboxCounts:
         raise StoreUnavailable("SQLITE_IOERR: disk I/O error", code="SQLITE_IOERR")
 
     metrics = Metrics(outbox=broken, sinks=lambda: {"console": "running"})
@@ -436,7 +441,7 @@ async def test_a_broken_database_drops_the_outbox_series_not_the_scrape(
 # -- deliveries (the outbox workers call Metrics.delivery) ----------------------------------
 
 
-def test_deliveries_are_counted_and_timed() -> None:
+async def test_deliveries_are_counted_and_timed() -> None:
     metrics = Metrics(process=False)
     metrics.delivery("discord", "post", "sent", 0.3)
     metrics.delivery("discord", "post", "sent", 700.0)
@@ -446,7 +451,7 @@ def test_deliveries_are_counted_and_timed() -> None:
     metrics.delivery("console", "bogus-action", "sent", None)
     samples: Samples = {
         (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(metrics.render().decode())
+        for family in text_string_to_metric_families((await metrics.render()).decode())
         for sample in family.samples
     }
 

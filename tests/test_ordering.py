@@ -62,9 +62,9 @@ def notified(result: object) -> list[str]:
 # -- a sender's clock in the future ---------------------------------------------------
 
 
-def test_one_event_dated_2099_does_not_silence_the_stream(store: Store) -> None:
+async def test_one_event_dated_2099_does_not_silence_the_stream(store: Store) -> None:
     d = dispatcher(store)
-    start = d.accept(
+    start = await d.accept(
         sent(
             "live_start",
             "s",
@@ -77,22 +77,22 @@ def test_one_event_dated_2099_does_not_silence_the_stream(store: Store) -> None:
     # The session starts when the start arrived, not in 2099 ...
     assert start.notified[0].started_at == at(0)
     # ... while the event keeps the time its sender gave.
-    assert store.load_event(start.event_row).occurred_at == FUTURE
+    assert (await store.load_event(start.event_row)).occurred_at == FUTURE
 
-    end = d.accept(sent("live_end", "e", received=90))
+    end = await d.accept(sent("live_end", "e", received=90))
     assert notified(end) == ["live_end"]
     assert end.notified[0].duration == timedelta(minutes=90) - LATENCY
-    assert not store.get_stream("twitch/quinn").live
+    assert not (await store.get_stream("twitch/quinn")).live
 
-    again = d.accept(sent("live_start", "s2", received=24 * 60))
+    again = await d.accept(sent("live_start", "s2", received=24 * 60))
     assert notified(again) == ["live_start"]
-    assert store.get_stream("twitch/quinn").live
+    assert (await store.get_stream("twitch/quinn")).live
 
 
-def test_a_sender_stuck_in_the_future_is_ordered_by_arrival(store: Store) -> None:
+async def test_a_sender_stuck_in_the_future_is_ordered_by_arrival(store: Store) -> None:
     d = dispatcher(store)
-    d.accept(sent("live_start", "s", received=0, occurred=FUTURE))
-    change = d.accept(
+    await d.accept(sent("live_start", "s", received=0, occurred=FUTURE))
+    change = await d.accept(
         sent(
             "title_change",
             "t",
@@ -102,21 +102,21 @@ def test_a_sender_stuck_in_the_future_is_ordered_by_arrival(store: Store) -> Non
         )
     )
     assert notified(change) == ["title_change"]
-    end = d.accept(sent("live_end", "e", received=30, occurred=FUTURE))
+    end = await d.accept(sent("live_end", "e", received=30, occurred=FUTURE))
     assert notified(end) == ["live_end"]
     # Start and end were both taken as their arrival: a duration, not 0 or 73 years.
     assert end.notified[0].duration == timedelta(minutes=30)
 
 
-def test_a_clock_slightly_ahead_still_orders_by_the_senders_time(store: Store) -> None:
+async def test_a_clock_slightly_ahead_still_orders_by_the_senders_time(store: Store) -> None:
     # Within the allowance the sender's times count: its end raced ahead of a start
     # sent earlier, and the start, arriving last, is recognised as the older one.
     ahead = timedelta(minutes=3)
     d = dispatcher(store)
-    d.accept(sent("title_change", "t", received=0, occurred=at(0) + ahead))
-    d.accept(sent("live_start", "s", received=1, occurred=at(1) + ahead))
-    d.accept(sent("live_end", "e", received=50, occurred=at(50) + ahead))
-    late = d.accept(
+    await d.accept(sent("title_change", "t", received=0, occurred=at(0) + ahead))
+    await d.accept(sent("live_start", "s", received=1, occurred=at(1) + ahead))
+    await d.accept(sent("live_end", "e", received=50, occurred=at(50) + ahead))
+    late = await d.accept(
         sent(
             "live_start",
             "s-retry",
@@ -126,18 +126,18 @@ def test_a_clock_slightly_ahead_still_orders_by_the_senders_time(store: Store) -
         )
     )
     assert late.notified == []
-    assert not store.get_stream("twitch/quinn").live
+    assert not (await store.get_stream("twitch/quinn")).live
 
 
-def test_the_skew_is_logged_once_per_source_saying_how_far_ahead(
+async def test_the_skew_is_logged_once_per_source_saying_how_far_ahead(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     d = dispatcher(store)
     with caplog.at_level(logging.WARNING, logger="bot.dispatch"):
-        d.accept(sent("live_start", "s", received=0, occurred=at(0) + timedelta(hours=2)))
-        d.accept(sent("title_change", "t", received=1, occurred=at(1) + timedelta(hours=2)))
-        d.accept(sent("live_end", "e", received=2, occurred=at(2) + timedelta(hours=2)))
-        d.accept(
+        await d.accept(sent("live_start", "s", received=0, occurred=at(0) + timedelta(hours=2)))
+        await d.accept(sent("title_change", "t", received=1, occurred=at(1) + timedelta(hours=2)))
+        await d.accept(sent("live_end", "e", received=2, occurred=at(2) + timedelta(hours=2)))
+        await d.accept(
             sent(
                 "live_start",
                 "o",
@@ -153,35 +153,35 @@ def test_the_skew_is_logged_once_per_source_saying_how_far_ahead(
     assert "'other'" in warnings[1] and "30m ahead" in warnings[1]
 
 
-def test_within_the_allowance_nothing_is_logged(
+async def test_within_the_allowance_nothing_is_logged(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     d = dispatcher(store)
     with caplog.at_level(logging.WARNING, logger="bot.dispatch"):
-        d.accept(sent("live_start", "s", received=0, occurred=at(0) + CLOCK_SKEW))
+        await d.accept(sent("live_start", "s", received=0, occurred=at(0) + CLOCK_SKEW))
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
-def test_a_repeated_start_with_a_future_start_time_is_the_same_session(store: Store) -> None:
+async def test_a_repeated_start_with_a_future_start_time_is_the_same_session(store: Store) -> None:
     # A recorder that restarts re-announces its session; the start time it sends (in
     # 2099 here) still identifies the session although the bot started it on arrival.
     d = dispatcher(store)
     info = LiveInfo(title="Marathon", start_time=FUTURE)
     assert notified(
-        d.accept(sent("live_start", "s1", received=0, occurred=FUTURE, live=info))
+        await d.accept(sent("live_start", "s1", received=0, occurred=FUTURE, live=info))
     ) == ["live_start"]
     assert (
-        d.accept(sent("live_start", "s2", received=20, occurred=FUTURE, live=info)).notified == []
-    )
+        await d.accept(sent("live_start", "s2", received=20, occurred=FUTURE, live=info))
+    ).notified == []
 
 
 # -- a database an older version wrote -------------------------------------------------
 
 
-def old_version_state(store: Store, *, live: bool) -> None:
+async def old_version_state(store: Store, *, live: bool) -> None:
     """What the bot before this fix saved after a live_start dated 2099."""
-    with store.transaction():
-        store.save_stream(
+    async with store.transaction():
+        await store.save_stream(
             StreamState(
                 streamer_key="twitch/quinn",
                 display_name="Quinn",
@@ -196,25 +196,25 @@ def old_version_state(store: Store, *, live: bool) -> None:
         )
 
 
-def test_a_saved_state_time_in_the_future_is_healed(store: Store) -> None:
-    old_version_state(store, live=True)
+async def test_a_saved_state_time_in_the_future_is_healed(store: Store) -> None:
+    await old_version_state(store, live=True)
     d = dispatcher(store)
-    end = d.accept(sent("live_end", "e", received=0))
+    end = await d.accept(sent("live_end", "e", received=0))
     assert notified(end) == ["live_end"]
     # Nothing says when that session started: no duration rather than a negative one.
     assert end.notified[0].duration is None
-    state = store.get_stream("twitch/quinn")
+    state = await store.get_stream("twitch/quinn")
     assert not state.live and state.state_at <= at(0)
     assert state.started_at is None
-    assert notified(d.accept(sent("live_start", "s", received=5))) == ["live_start"]
+    assert notified(await d.accept(sent("live_start", "s", received=5))) == ["live_start"]
 
 
-def test_a_healed_session_start_is_when_its_live_start_arrived(store: Store) -> None:
+async def test_a_healed_session_start_is_when_its_live_start_arrived(store: Store) -> None:
     d = dispatcher(store)
-    d.accept(sent("live_start", "s", received=0, live=LiveInfo(title="Before")))
+    await d.accept(sent("live_start", "s", received=0, live=LiveInfo(title="Before")))
     # As the older version left it: the stream's times from a sender dated 2099.
-    with store.transaction():
-        store.save_stream(
+    async with store.transaction():
+        await store.save_stream(
             StreamState(
                 streamer_key="twitch/quinn",
                 display_name=None,
@@ -227,7 +227,7 @@ def test_a_healed_session_start_is_when_its_live_start_arrived(store: Store) -> 
             ),
             now=NOW,
         )
-    end = d.accept(sent("live_end", "e", received=45))
+    end = await d.accept(sent("live_end", "e", received=45))
     assert notified(end) == ["live_end"]
     assert end.notified[0].started_at == at(0)
     assert end.notified[0].duration == timedelta(minutes=45) - LATENCY
@@ -236,12 +236,12 @@ def test_a_healed_session_start_is_when_its_live_start_arrived(store: Store) -> 
 # -- a sender's clock far behind -------------------------------------------------------
 
 
-def test_a_sender_hours_behind_is_not_older_than_another_sources_state(store: Store) -> None:
+async def test_a_sender_hours_behind_is_not_older_than_another_sources_state(store: Store) -> None:
     behind = timedelta(hours=3)
     d = dispatcher(store)
-    d.accept(sent("live_start", "s", received=0, source="rec-a", live=LiveInfo(title="A")))
+    await d.accept(sent("live_start", "s", received=0, source="rec-a", live=LiveInfo(title="A")))
     # Another recorder of the same stream, its clock three hours slow.
-    change = d.accept(
+    change = await d.accept(
         sent(
             "title_change",
             "t",
@@ -252,24 +252,24 @@ def test_a_sender_hours_behind_is_not_older_than_another_sources_state(store: St
         )
     )
     assert notified(change) == ["title_change"]
-    end = d.accept(
+    end = await d.accept(
         sent("live_end", "e", received=60, source="rec-b", occurred=at(60) - behind - LATENCY)
     )
     assert notified(end) == ["live_end"]
-    assert not store.get_stream("twitch/quinn").live
+    assert not (await store.get_stream("twitch/quinn")).live
     # Start and end came from clocks three hours apart: the end is taken on the bot's
     # clock (when it arrived), so the duration is the stream's, not zero.
     assert end.notified[0].duration == timedelta(minutes=60) + LATENCY
 
 
-def test_a_slow_senders_late_retry_is_still_older_than_its_own_events(store: Store) -> None:
+async def test_a_slow_senders_late_retry_is_still_older_than_its_own_events(store: Store) -> None:
     # Past times are real ordering information: relative to each other, the slow
     # sender's times still recognise a retry that comes after what followed it.
     behind = timedelta(hours=3)
     d = dispatcher(store)
-    d.accept(sent("live_start", "s", received=0, occurred=at(0) - behind))
-    d.accept(sent("live_end", "e", received=60, occurred=at(60) - behind))
-    late = d.accept(
+    await d.accept(sent("live_start", "s", received=0, occurred=at(0) - behind))
+    await d.accept(sent("live_end", "e", received=60, occurred=at(60) - behind))
+    late = await d.accept(
         sent(
             "title_change",
             "t",
@@ -279,9 +279,9 @@ def test_a_slow_senders_late_retry_is_still_older_than_its_own_events(store: Sto
         )
     )
     assert late.notified == []
-    assert store.get_stream("twitch/quinn").info.title != "Sent mid-stream"
+    assert (await store.get_stream("twitch/quinn")).info.title != "Sent mid-stream"
     # The sender's own durations stand.
-    assert store.get_stream("twitch/quinn").ended_at == at(60) - behind
+    assert (await store.get_stream("twitch/quinn")).ended_at == at(60) - behind
 
 
 # -- id-less payloads --------------------------------------------------------------------
@@ -306,95 +306,105 @@ def test_digest_ids_are_recognised_and_provider_ids_are_not() -> None:
     assert not is_body_digest(body_digest(b"{}") + "@7")
 
 
-def test_an_idless_payload_is_a_duplicate_within_the_window_and_new_after_it(
+async def test_an_idless_payload_is_a_duplicate_within_the_window_and_new_after_it(
     store: Store,
 ) -> None:
     d = dispatcher(store)
-    first = d.accept(idless("live_start", received=0, body=START_BODY))
+    first = await d.accept(idless("live_start", received=0, body=START_BODY))
     assert notified(first) == ["live_start"]
-    assert d.accept(idless("live_start", received=30, body=START_BODY)).duplicate
-    assert notified(d.accept(idless("live_end", received=120, body=END_BODY))) == ["live_end"]
+    assert (await d.accept(idless("live_start", received=30, body=START_BODY))).duplicate
+    assert notified(await d.accept(idless("live_end", received=120, body=END_BODY))) == [
+        "live_end"
+    ]
     # Just inside the window it is still a retry...
     window = DIGEST_WINDOW / timedelta(minutes=1)
-    assert d.accept(idless("live_start", received=window - 1, body=START_BODY)).duplicate
+    assert (await d.accept(idless("live_start", received=window - 1, body=START_BODY))).duplicate
     # ...and the next day's stream, byte for byte the same, is a new one.
-    tomorrow = d.accept(idless("live_start", received=window + 1, body=START_BODY))
+    tomorrow = await d.accept(idless("live_start", received=window + 1, body=START_BODY))
     assert not tomorrow.duplicate and notified(tomorrow) == ["live_start"]
-    assert store.get_stream("twitch/quinn").live
+    assert (await store.get_stream("twitch/quinn")).live
     # Yesterday's row is kept, under an id no sender uses.
-    ids = [row[0] for row in store.conn.execute("SELECT event_id FROM events ORDER BY id")]
     digest = body_digest(START_BODY)
-    assert ids == [f"{digest}@{first.event_row}", body_digest(END_BODY), digest]
+    kept = await store.find_event("rec", f"{digest}@{first.event_row}")
+    assert kept is not None and kept.received_at == at(0)
+    new = await store.find_event("rec", digest)
+    assert new is not None and new.received_at == at(window + 1)
     # The day after, the new row is the one retries are duplicates of.
-    assert d.accept(idless("live_start", received=window + 2, body=START_BODY)).duplicate
+    assert (await d.accept(idless("live_start", received=window + 2, body=START_BODY))).duplicate
 
 
-def test_a_provider_id_is_a_duplicate_for_good(store: Store) -> None:
+async def test_a_provider_id_is_a_duplicate_for_good(store: Store) -> None:
     d = dispatcher(store)
-    d.accept(sent("live_start", "398ea849", received=0))
-    d.accept(sent("live_end", "e", received=60))
-    assert d.accept(sent("live_start", "398ea849", received=7 * 24 * 60)).duplicate
-    assert not store.get_stream("twitch/quinn").live
+    await d.accept(sent("live_start", "398ea849", received=0))
+    await d.accept(sent("live_end", "e", received=60))
+    assert (await d.accept(sent("live_start", "398ea849", received=7 * 24 * 60))).duplicate
+    assert not (await store.get_stream("twitch/quinn")).live
 
 
-def test_the_window_is_a_dispatcher_setting(store: Store) -> None:
+async def test_the_window_is_a_dispatcher_setting(store: Store) -> None:
     d = dispatcher(store, digest_window=timedelta(minutes=10))
-    d.accept(idless("live_start", received=0, body=START_BODY))
-    d.accept(idless("live_end", received=5, body=END_BODY))
-    assert notified(d.accept(idless("live_start", received=11, body=START_BODY))) == ["live_start"]
+    await d.accept(idless("live_start", received=0, body=START_BODY))
+    await d.accept(idless("live_end", received=5, body=END_BODY))
+    assert notified(await d.accept(idless("live_start", received=11, body=START_BODY))) == [
+        "live_start"
+    ]
 
 
-def test_retiring_an_id_moves_its_derived_change_events_too(store: Store) -> None:
+async def test_retiring_an_id_moves_its_derived_change_events_too(store: Store) -> None:
     body = json.dumps({"type": "stream_update"}).encode()
-    with store.transaction():
-        parent = store.insert_event(idless("stream_update", received=0, body=body), notified=False)
+    async with store.transaction():
+        parent = await store.insert_event(
+            idless("stream_update", received=0, body=body), notified=False
+        )
         assert parent is not None
         child = idless("stream_update", received=0, body=body)
-        store.insert_event(
+        await store.insert_event(
             child.with_changes(kind="title_change", event_id=f"{child.event_id}#title_change"),
             notified=True,
             parent=parent,
         )
-        assert store.retire_event_id("rec", body_digest(body), received_before=at(1))
+        assert await store.retire_event_id("rec", body_digest(body), received_before=at(1))
         # The id and the derived ids are free again: the same body's events store anew.
         again = idless("stream_update", received=1, body=body)
-        assert store.insert_event(again, notified=False) is not None
+        assert await store.insert_event(again, notified=False) is not None
         assert (
-            store.insert_event(
+            await store.insert_event(
                 again.with_changes(kind="title_change", event_id=f"{again.event_id}#title_change"),
                 notified=True,
             )
             is not None
         )
-    assert store.count_events() == 4
+    assert await store.count_events() == 4
 
 
-def test_retiring_a_row_received_inside_the_window_does_nothing(store: Store) -> None:
-    with store.transaction():
-        store.insert_event(idless("live_start", received=0, body=START_BODY), notified=True)
-        assert not store.retire_event_id("rec", body_digest(START_BODY), received_before=at(0))
-        assert not store.retire_event_id("rec", "never-stored", received_before=at(60))
+async def test_retiring_a_row_received_inside_the_window_does_nothing(store: Store) -> None:
+    async with store.transaction():
+        await store.insert_event(idless("live_start", received=0, body=START_BODY), notified=True)
+        assert not await store.retire_event_id(
+            "rec", body_digest(START_BODY), received_before=at(0)
+        )
+        assert not await store.retire_event_id("rec", "never-stored", received_before=at(60))
 
 
-def test_an_id_shaped_like_a_moved_aside_one_leaves_the_event_a_duplicate(
+async def test_an_id_shaped_like_a_moved_aside_one_leaves_the_event_a_duplicate(
     store: Store,
 ) -> None:
     d = dispatcher(store)
     digest = body_digest(START_BODY)
-    first = d.accept(idless("live_start", received=0, body=START_BODY))
+    first = await d.accept(idless("live_start", received=0, body=START_BODY))
     # A sender that chose, as its own id, the very name the old row would be moved to.
-    d.accept(sent("error", f"{digest}@{first.event_row}", received=1, error="odd"))
-    later = d.accept(idless("live_start", received=2 * 24 * 60, body=START_BODY))
+    await d.accept(sent("error", f"{digest}@{first.event_row}", received=1, error="odd"))
+    later = await d.accept(idless("live_start", received=2 * 24 * 60, body=START_BODY))
     assert later.duplicate
 
 
-def test_a_start_time_of_year_one_means_not_set_and_the_duration_counts_from_arrival(
+async def test_a_start_time_of_year_one_means_not_set_and_the_duration_counts_from_arrival(
     store: Store,
 ) -> None:
     bot = dispatcher(store)
     zero = datetime(1, 1, 1, tzinfo=UTC)  # Go's zero time, what an unset time.Time sends
-    bot.accept(sent("live_start", "s", received=0, live=LiveInfo(start_time=zero)))
-    end = bot.accept(sent("live_end", "e", received=90))
+    await bot.accept(sent("live_start", "s", received=0, live=LiveInfo(start_time=zero)))
+    end = await bot.accept(sent("live_end", "e", received=90))
     [ended] = end.notified
     assert ended.started_at is not None and ended.ended_at is not None
     assert timedelta(minutes=89) < ended.ended_at - ended.started_at <= timedelta(minutes=90)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +13,7 @@ from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryErr
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo
 from bot.outbox import BACKOFF_CAP_SECONDS, OutboxWorker, backoff_delay
 from bot.store import Delivery, Store
+from tests.waiting import Condition, delivery_where, every_delivery, holds, outbox_states
 
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
 
@@ -59,12 +60,12 @@ class RecordingSink:
         self.deleted.append(message_id)
 
 
-def queue_events(store: Store, channels: tuple[int, ...], *ids: str) -> None:
+async def queue_events(store: Store, channels: tuple[int, ...], *ids: str) -> None:
     route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=channels)
     dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
     for index, event_id in enumerate(ids):
         at = T0 + timedelta(minutes=index)
-        dispatcher.accept(
+        await dispatcher.accept(
             Event(
                 source="rec",
                 event_id=event_id,
@@ -78,12 +79,12 @@ def queue_events(store: Store, channels: tuple[int, ...], *ids: str) -> None:
         )
 
 
-async def run_until(worker: OutboxWorker, done: Callable[[], bool], timeout: float = 5) -> None:
+async def run_until(worker: OutboxWorker, done: Condition, timeout: float = 5) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
         async with asyncio.timeout(timeout):
-            while not done():
+            while not await holds(done):
                 await asyncio.sleep(0.01)
     finally:
         stop.set()
@@ -91,45 +92,44 @@ async def run_until(worker: OutboxWorker, done: Callable[[], bool], timeout: flo
 
 
 async def test_each_delivery_is_sent_once_and_remembers_its_message_id(store: Store) -> None:
-    queue_events(store, (1, 2), "a", "b")
+    await queue_events(store, (1, 2), "a", "b")
     sink = RecordingSink()
     worker = OutboxWorker(store=store, sink=sink)
     await run_until(worker, lambda: len(sink.delivered) == 4)
     await asyncio.sleep(0.05)
     assert sorted(sink.delivered) == [("1", "a"), ("1", "b"), ("2", "a"), ("2", "b")]
-    assert store.outbox_counts().by_state == {"sent": 4}
-    ids = [r["message_id"] for r in store.conn.execute("SELECT message_id FROM deliveries")]
+    assert (await store.outbox_counts()).by_state == {"sent": 4}
+    ids = [r.message_id for r in await every_delivery(store)]
     assert all(i and i.startswith("msg-") for i in ids)
 
 
 async def test_messages_to_one_chat_keep_their_order(store: Store) -> None:
-    queue_events(store, (1,), "first", "second", "third")
+    await queue_events(store, (1,), "first", "second", "third")
     sink = RecordingSink()
     await run_until(OutboxWorker(store=store, sink=sink), lambda: len(sink.delivered) == 3)
     assert [e for _t, e in sink.delivered] == ["first", "second", "third"]
 
 
 async def test_transient_failure_is_retried_later_with_backoff(store: Store) -> None:
-    queue_events(store, (1,), "a")
+    await queue_events(store, (1,), "a")
     sink = RecordingSink()
     sink.failures["1"] = [TransientDeliveryError("503 from Discord", retry_after=0.05)]
-    clock_start = T0.timestamp()
-    worker = OutboxWorker(store=store, sink=sink)
+    ahead = [0.0]  # seconds the worker's clock runs ahead of the wall clock
+    worker = OutboxWorker(store=store, sink=sink, clock=lambda: time.time() + ahead[0])
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     async with asyncio.timeout(5):
-        while (
-            store.outbox_counts().by_state.get("pending") != 1
-            or not store.conn.execute("SELECT last_error FROM deliveries").fetchone()[0]
+        while not (rows := await every_delivery(store)) or not (
+            rows[0].state == "pending" and rows[0].last_error
         ):
             await asyncio.sleep(0.01)
-    row = store.conn.execute("SELECT * FROM deliveries").fetchone()
-    assert row["attempts"] == 1
-    assert "503 from Discord" in row["last_error"]
+    [row] = rows
+    assert row.attempts == 1
+    assert row.last_error is not None and "503 from Discord" in row.last_error
     # Backoff: at least half the first ceiling, even though retry_after was tiny.
-    assert row["not_before"] - row["updated_at"] >= 1.0
-    # Make it due now and poke the worker, as the timer would later.
-    store.conn.execute("UPDATE deliveries SET not_before = ?", (clock_start,))
+    assert row.not_before - row.updated_at >= 1.0
+    # Let the backoff pass and poke the worker, as the timer would.
+    ahead[0] = 3600.0
     worker.wake()
     async with asyncio.timeout(5):
         while not sink.delivered:
@@ -137,41 +137,42 @@ async def test_transient_failure_is_retried_later_with_backoff(store: Store) -> 
     stop.set()
     await task
     assert sink.delivered == [("1", "a")]
-    assert store.outbox_counts().by_state == {"sent": 1}
+    assert (await store.outbox_counts()).by_state == {"sent": 1}
 
 
 async def test_permanent_failure_fails_at_once_visibly(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    queue_events(store, (1,), "a")
+    await queue_events(store, (1,), "a")
     sink = RecordingSink()
     sink.failures["1"] = [PermanentDeliveryError("Missing Access (50001)")]
     await run_until(
         OutboxWorker(store=store, sink=sink),
-        lambda: store.outbox_counts().by_state.get("failed") == 1,
+        outbox_states(store, lambda states: states.get("failed") == 1),
     )
-    row = store.conn.execute("SELECT state, attempts, last_error FROM deliveries").fetchone()
-    assert (row["state"], row["attempts"]) == ("failed", 1)
-    assert "Missing Access" in row["last_error"]
+    [row] = await every_delivery(store)
+    assert (row.state, row.attempts) == ("failed", 1)
+    assert row.last_error is not None and "Missing Access" in row.last_error
     assert any(
         "Missing Access" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records
     )
 
 
 async def test_transient_failure_past_max_age_gives_up(store: Store) -> None:
-    queue_events(store, (1,), "a")
-    store.conn.execute("UPDATE deliveries SET created_at = created_at - 90000")
+    await queue_events(store, (1,), "a")
     sink = RecordingSink()
     sink.failures["1"] = [TransientDeliveryError("timeout")]
+    # Tried first 25 hours after it was queued (the bot was down, say).
+    late = lambda: time.time() + 25 * 3600  # noqa: E731
     await run_until(
-        OutboxWorker(store=store, sink=sink, max_age=timedelta(hours=24)),
-        lambda: store.outbox_counts().by_state.get("failed") == 1,
+        OutboxWorker(store=store, sink=sink, max_age=timedelta(hours=24), clock=late),
+        outbox_states(store, lambda states: states.get("failed") == 1),
     )
     assert sink.delivered == []
 
 
 async def test_a_stuck_chat_does_not_hold_up_another(store: Store) -> None:
-    queue_events(store, (1, 2), "a", "b")
+    await queue_events(store, (1, 2), "a", "b")
     sink = RecordingSink()
     sink.blocked["1"] = asyncio.Event()
     worker = OutboxWorker(store=store, sink=sink)
@@ -190,25 +191,25 @@ async def test_a_stuck_chat_does_not_hold_up_another(store: Store) -> None:
 
 
 async def test_deliveries_in_flight_at_a_crash_are_resumed(store: Store) -> None:
-    queue_events(store, (1,), "a")
-    claimed = store.claim_due("discord", now=T0.timestamp() + 1e9)
+    await queue_events(store, (1,), "a")
+    claimed = await store.claim_due("discord", now=T0.timestamp() + 1e9)
     assert len(claimed) == 1
     # The process died here: the row is stuck in 'sending'.
-    assert store.requeue_in_flight() == 1
+    assert await store.requeue_in_flight() == 1
     sink = RecordingSink()
     await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.delivered))
     assert sink.delivered == [("1", "a")]
 
 
 async def test_an_unexpected_crash_in_a_sink_keeps_the_delivery(store: Store) -> None:
-    queue_events(store, (1,), "a")
+    await queue_events(store, (1,), "a")
     sink = RecordingSink()
     sink.failures["1"] = [RuntimeError("bug")]
     await run_until(
         OutboxWorker(store=store, sink=sink),
-        lambda: bool(store.conn.execute("SELECT last_error FROM deliveries").fetchone()[0]),
+        delivery_where(store, lambda row: bool(row.last_error)),
     )
-    assert store.outbox_counts().by_state == {"pending": 1}
+    assert (await store.outbox_counts()).by_state == {"pending": 1}
 
 
 @pytest.mark.parametrize("attempts", [1, 2, 5, 30, 2000])
@@ -223,12 +224,12 @@ def test_backoff_grows_and_is_capped(attempts: int) -> None:
         )
 
 
-def start_and_change(store: Store) -> Dispatcher:
+async def start_and_change(store: Store) -> Dispatcher:
     route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1,))
     dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
     for index, (kind, title) in enumerate([("live_start", "One"), ("title_change", "Two")]):
         at = T0 + timedelta(minutes=index)
-        dispatcher.accept(
+        await dispatcher.accept(
             Event(
                 source="rec",
                 event_id=kind,
@@ -244,26 +245,26 @@ def start_and_change(store: Store) -> Dispatcher:
 
 
 async def test_a_change_edits_the_posted_card(store: Store) -> None:
-    start_and_change(store)
+    await start_and_change(store)
     sink = RecordingSink()
     await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.edited))
     assert sink.delivered == [("1", "live_start")]
-    card = store.conn.execute("SELECT message_id FROM deliveries WHERE action = 'post'")
+    [card] = [r for r in await every_delivery(store) if r.action == "post"]
     # The card keeps looking like a live card, now with the new title.
-    assert sink.edited == [(card.fetchone()[0], "live_start", "Two")]
+    assert sink.edited == [(card.message_id, "live_start", "Two")]
 
 
 async def test_a_deleted_card_is_posted_anew_and_later_edits_follow_it(store: Store) -> None:
-    dispatcher = start_and_change(store)
+    dispatcher = await start_and_change(store)
     sink = RecordingSink()
-    first_card = f"msg-{store.cards(1)['discord', '1']}"
+    first_card = f"msg-{(await store.cards(1))['discord', '1']}"
     sink.gone.add(first_card)
     await run_until(OutboxWorker(store=store, sink=sink), lambda: len(sink.delivered) == 2)
     assert sink.delivered == [("1", "live_start"), ("1", "title_change")]
-    new_card = store.delivery_status(store.cards(1)["discord", "1"])[1]
+    new_card = (await store.delivery_status((await store.cards(1))["discord", "1"]))[1]
     assert new_card != first_card
     at = T0 + timedelta(minutes=5)
-    dispatcher.accept(
+    await dispatcher.accept(
         Event(
             source="rec",
             event_id="c3",
@@ -279,14 +280,14 @@ async def test_a_deleted_card_is_posted_anew_and_later_edits_follow_it(store: St
     assert sink.edited == [(new_card, "live_start", "Two")]
 
 
-def start_and_end(store: Store, on_end: str) -> None:
+async def start_and_end(store: Store, on_end: str) -> None:
     route = Route(
         patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1,), on_end=on_end
     )
     dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
     for minutes, kind in ((0, "live_start"), (30, "live_end")):
         at = T0 + timedelta(minutes=minutes)
-        dispatcher.accept(
+        await dispatcher.accept(
             Event(
                 source="rec",
                 event_id=kind,
@@ -301,18 +302,18 @@ def start_and_end(store: Store, on_end: str) -> None:
 
 
 async def test_on_end_delete_takes_the_card_down(store: Store) -> None:
-    start_and_end(store, "delete")
+    await start_and_end(store, "delete")
     sink = RecordingSink()
     await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.deleted))
-    card = store.delivery_status(store.cards(1)["discord", "1"])[1]
+    card = (await store.delivery_status((await store.cards(1))["discord", "1"]))[1]
     assert sink.deleted == [card]
     assert sink.delivered == [("1", "live_start")] and sink.edited == []
 
 
 async def test_a_card_that_cannot_be_deleted_is_marked_ended_instead(store: Store) -> None:
-    start_and_end(store, "delete")
+    await start_and_end(store, "delete")
     sink = RecordingSink()
-    sink.undeletable.add(f"msg-{store.cards(1)['discord', '1']}")
+    sink.undeletable.add(f"msg-{(await store.cards(1))['discord', '1']}")
     await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.edited))
-    assert sink.edited == [(f"msg-{store.cards(1)['discord', '1']}", "live_end", "Final")]
-    assert store.outbox_counts().by_state == {"sent": 2}
+    assert sink.edited == [(f"msg-{(await store.cards(1))['discord', '1']}", "live_end", "Final")]
+    assert (await store.outbox_counts()).by_state == {"sent": 2}

@@ -28,11 +28,13 @@ from bot.app import Health, Running, run
 from bot.render import Renderer
 from bot.samples import sample_event
 from bot.sinks.console import ConsoleSink
-from bot.store import Store
+from bot.store import DeliveryInfo, Store
+from bot.store.sqlite import SQLiteStore
 from tests.conftest import SECRET, make_config
 from tests.fakes.discord_api import STREAMS_CHANNEL_ID, FakeDiscord
 from tests.fakes.discord_api import TOKEN as DISCORD_TOKEN
 from tests.fakes.telegram_api import FakeTelegram, _ApiError
+from tests.sqlite_file import run_sql
 from tests.test_cli import BotProcess, running_bot
 
 GROUP = -100777
@@ -400,17 +402,50 @@ async def test_healthz_fails_when_the_database_is_unusable(tmp_path: Path) -> No
     async with in_process_bot(tmp_path) as running:
         code, report = await healthz(running)
         assert (code, report["ok"], report["database"]) == (200, True, "ok")
-        running.store.conn.execute("ALTER TABLE streams RENAME TO streams_gone")
+        run_sql(running.store.path, "ALTER TABLE streams RENAME TO streams_gone")
         code, report = await healthz(running)
         assert code == 503
         assert report["ok"] is False
         assert report["database"] == "unavailable"
         assert "no such table: streams" in report["database_error"]
-        running.store.conn.execute("ALTER TABLE streams_gone RENAME TO streams")
+        run_sql(running.store.path, "ALTER TABLE streams_gone RENAME TO streams")
         assert (await healthz(running))[0] == 200
 
 
 # -- python -m bot deliveries --------------------------------------------------------------
+
+
+async def _seed(path: Path) -> dict[str, int]:
+    """One delivery in each state, in a new database at `path`."""
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        now = time.time()
+        row = await store.insert_event(sample_event("live_start"), notified=True)
+        assert row is not None
+        ids: dict[str, int] = {}
+        for target, created in (("-1001", 7200), ("-1002", 90), ("-1003", 30)):
+            ids[target] = await store.add_delivery(
+                event_row=row,
+                sink="telegram",
+                target=target,
+                not_before=now - created,
+                now=now - created,
+            )
+        for _ in range(3):
+            await store.claim_due("telegram", now=now)
+            await store.mark_retry(
+                ids["-1001"],
+                error="NetworkError: Bad Gateway\n(502)",
+                not_before=now - 10,
+                now=now,
+            )
+        await store.mark_failed(ids["-1001"], error="NetworkError: Bad Gateway (502)", now=now)
+        await store.mark_sent(ids["-1003"], message_id="9", now=now)
+        await store.mark_retry(ids["-1002"], error="RetryAfter: 30", not_before=now + 30, now=now)
+    finally:
+        await store.close()
+    return ids
 
 
 def seeded_outbox(tmp_path: Path) -> tuple[Path, dict[str, int]]:
@@ -425,34 +460,7 @@ name = "rec"
 kind = "onliverec"
 secret = "{SECRET}"
 """)
-    store = Store(tmp_path / "bot.sqlite3")
-    store.open()
-    try:
-        now = time.time()
-        row = store.insert_event(sample_event("live_start"), notified=True)
-        assert row is not None
-        ids = {}
-        for target, created in (("-1001", 7200), ("-1002", 90), ("-1003", 30)):
-            ids[target] = store.add_delivery(
-                event_row=row,
-                sink="telegram",
-                target=target,
-                not_before=now - created,
-                now=now - created,
-            )
-        for _ in range(3):
-            store.claim_due("telegram", now=now)
-            store.mark_retry(
-                ids["-1001"],
-                error="NetworkError: Bad Gateway\n(502)",
-                not_before=now - 10,
-                now=now,
-            )
-        store.mark_failed(ids["-1001"], error="NetworkError: Bad Gateway (502)", now=now)
-        store.mark_sent(ids["-1003"], message_id="9", now=now)
-        store.mark_retry(ids["-1002"], error="RetryAfter: 30", not_before=now + 30, now=now)
-    finally:
-        store.close()
+    ids = asyncio.run(_seed(tmp_path / "bot.sqlite3"))
     return config, ids
 
 
@@ -486,16 +494,21 @@ def test_deliveries_retry_requeues_failed_ones_keeping_attempts(
     assert main(["deliveries", "-c", str(config), "--retry"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("re-queued 1 failed deliveries")
-    store = Store(tmp_path / "bot.sqlite3")
-    store.open()
-    try:
-        [row] = store.deliveries_for_event(1)[:1]
-        assert row["id"] == ids["-1001"]
-        assert (row["state"], row["attempts"]) == ("pending", 3)
-        assert before <= row["not_before"] <= time.time()
-        assert store.outbox_counts().by_state == {"pending": 2, "sent": 1}
-    finally:
-        store.close()
+
+    async def outbox() -> tuple[list[DeliveryInfo], dict[str, int]]:
+        store = SQLiteStore(tmp_path / "bot.sqlite3")
+        await store.open()
+        try:
+            return await store.deliveries_for_event(1), (await store.outbox_counts()).by_state
+        finally:
+            await store.close()
+
+    rows, states = asyncio.run(outbox())
+    row = rows[0]
+    assert row.id == ids["-1001"]
+    assert (row.state, row.attempts) == ("pending", 3)
+    assert before <= row.not_before <= time.time()
+    assert states == {"pending": 2, "sent": 1}
     assert main(["deliveries", "-c", str(config), "--retry"]) == 0
     assert capsys.readouterr().out.startswith("re-queued 0 failed deliveries")
 
@@ -528,23 +541,23 @@ def test_the_log_secret_watch_catches_a_leak() -> None:
     assert len(watch.leaks) == 2
 
 
-def test_health_counts_overdue_time_only_from_when_the_workers_started(store: Store) -> None:
+async def test_health_counts_overdue_time_only_from_when_the_workers_started(store: Store) -> None:
     """After downtime every pending row is 'late'; that is the backlog, not a stuck outbox."""
     now = time.time()
-    row = store.insert_event(sample_event("live_start"), notified=True)
+    row = await store.insert_event(sample_event("live_start"), notified=True)
     assert row is not None
-    store.add_delivery(
+    await store.add_delivery(
         event_row=row, sink="console", target="-", not_before=now - 3600, now=now - 3600
     )
     health = Health(store=store, sinks={}, stuck_after=300)
     health.sinks = {"console": ConsoleSink(renderer=Renderer(), stream=io.StringIO())}
-    assert health.report()["outbox"]["stuck"] is False  # workers not started yet
+    assert (await health.report())["outbox"]["stuck"] is False  # workers not started yet
     health.workers_started = now - 10
-    assert health.report()["outbox"]["stuck"] is False
+    assert (await health.report())["outbox"]["stuck"] is False
     health.workers_started = now - 301
-    report = health.report()
+    report = await health.report()
     assert report["outbox"]["stuck"] is True
     assert report["ok"] is False
     # A sink that is not configured any more has no worker; its rows do not count.
     health.sinks = {}
-    assert health.report()["outbox"]["stuck"] is False
+    assert (await health.report())["outbox"]["stuck"] is False

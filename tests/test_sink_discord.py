@@ -7,7 +7,7 @@ import logging
 import socket
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,7 @@ from bot.sinks.discord import (
     delivery_nonce,
     status_embed,
 )
-from bot.store import Delivery, Store
+from bot.store import Delivery, DeliveryInfo, Store
 from tests.fakes.discord_api import (
     APPLICATION_ID,
     BOT_ROLE_ID,
@@ -52,6 +52,7 @@ from tests.fakes.discord_api import (
     default_guild,
     no_identify_delay,
 )
+from tests.waiting import Condition, every_delivery, holds, outbox_states
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
@@ -194,14 +195,12 @@ def delivery(n: int, channel: int = STREAMS_CHANNEL_ID, **options: Any) -> Deliv
     )
 
 
-async def run_worker_until(
-    worker: OutboxWorker, done: Callable[[], bool], timeout: float = 5.0
-) -> None:
+async def run_worker_until(worker: OutboxWorker, done: Condition, timeout: float = 5.0) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
         async with asyncio.timeout(timeout):
-            while not done():
+            while not await holds(done):
                 await asyncio.sleep(0.01)
     finally:
         stop.set()
@@ -227,13 +226,13 @@ async def test_live_start_through_the_outbox_is_an_embed_that_pings_only_the_rou
     fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     dispatcher = Dispatcher(store=store, routes=[ROUTE], sinks=["discord"])
-    accepted = dispatcher.accept(live_start(title=NASTY, name=f"Quinn {NASTY}"))
+    accepted = await dispatcher.accept(live_start(title=NASTY, name=f"Quinn {NASTY}"))
     assert accepted.deliveries == 1
     sink = make_sink(fake, store)
     async with running(sink):
         await run_worker_until(
             OutboxWorker(store=store, sink=sink),
-            lambda: store.outbox_counts().by_state == {"sent": 1},
+            outbox_states(store, lambda states: states == {"sent": 1}),
         )
 
     [message] = fake.messages[STREAMS_CHANNEL_ID]
@@ -258,10 +257,10 @@ async def test_live_start_through_the_outbox_is_an_embed_that_pings_only_the_rou
     [post] = [r for r in fake.requests if r.method == "POST" and r.path == MESSAGES]
     assert post.json["allowed_mentions"] == {"parse": [], "roles": [STREAMERS_ROLE_ID]}
     assert post.json["enforce_nonce"] is True
-    row = store.conn.execute("SELECT id, message_id, state FROM deliveries").fetchone()
-    assert row["message_id"] == message["id"]
+    [row] = await every_delivery(store)
+    assert row.message_id == message["id"]
     # A derived, stable nonce: what a retry of this delivery would send again.
-    assert post.json["nonce"] == delivery_nonce(_delivery_row(store, row["id"]))
+    assert post.json["nonce"] == delivery_nonce(_delivery_row(row))
     assert len(post.json["nonce"]) <= 25
     # The invite link asks for the sink's permissions, with both scopes.
     invite = next(m for m in sink_logs(caplog, logging.INFO) if "invite" in m)
@@ -291,18 +290,17 @@ async def test_mentions_a_template_writes_out_literally_still_ping_only_the_rout
     assert message["mention_everyone"] is False
 
 
-def _delivery_row(store: Store, delivery_id: int) -> Delivery:
-    row = store.conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+def _delivery_row(row: DeliveryInfo) -> Delivery:
     return Delivery(
-        id=row["id"],
-        event_row=row["event_row"],
-        sink=row["sink"],
-        target=row["target"],
-        action=row["action"],
+        id=row.id,
+        event_row=row.event_row,
+        sink=row.sink,
+        target=row.target,
+        action=row.action,
         options={},
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        not_before=row["not_before"],
+        attempts=row.attempts,
+        created_at=row.created_at,
+        not_before=row.not_before,
     )
 
 
@@ -569,21 +567,18 @@ async def test_a_failing_channel_fails_visibly_without_blocking_another(
         events=frozenset(NOTIFIED_KINDS),
         discord_channels=(RESTRICTED_CHANNEL_ID, STREAMS_CHANNEL_ID),
     )
-    Dispatcher(store=store, routes=[route], sinks=["discord"]).accept(live_start())
+    await Dispatcher(store=store, routes=[route], sinks=["discord"]).accept(live_start())
     async with running(make_sink(fake, store, [route])) as sink:
         await run_worker_until(
             OutboxWorker(store=store, sink=sink),
-            lambda: store.outbox_counts().by_state == {"failed": 1, "sent": 1},
+            outbox_states(store, lambda states: states == {"failed": 1, "sent": 1}),
         )
-        rows = {
-            r["target"]: r
-            for r in store.conn.execute("SELECT target, state, last_error FROM deliveries")
-        }
-        assert rows[str(STREAMS_CHANNEL_ID)]["state"] == "sent"
+        rows = {r.target: r for r in await every_delivery(store)}
+        assert rows[str(STREAMS_CHANNEL_ID)].state == "sent"
         failed = rows[str(RESTRICTED_CHANNEL_ID)]
-        assert failed["state"] == "failed"
-        assert "PermanentDeliveryError" in failed["last_error"]
-        assert "Missing Access" in failed["last_error"]
+        assert failed.state == "failed"
+        assert "PermanentDeliveryError" in (failed.last_error or "")
+        assert "Missing Access" in (failed.last_error or "")
         assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1
         assert any(
             r.name == "bot.outbox"
@@ -626,8 +621,8 @@ async def test_a_role_that_cannot_be_pinged_is_reported_once(
 # --------------------------------------------------------------------------- commands
 
 
-def go_live(store: Store, title: str = "Painting a dragon") -> None:
-    Dispatcher(store=store, routes=[ROUTE], sinks=["console"]).accept(live_start(title))
+async def go_live(store: Store, title: str = "Painting a dragon") -> None:
+    await Dispatcher(store=store, routes=[ROUTE], sinks=["console"]).accept(live_start(title))
 
 
 async def test_commands_are_synced_to_the_guild_only(fake: FakeDiscord, store: Store) -> None:
@@ -661,7 +656,7 @@ async def test_commands_are_synced_to_the_guild_only(fake: FakeDiscord, store: S
 
 
 async def test_status_lists_the_live_stream_escaped(fake: FakeDiscord, store: Store) -> None:
-    go_live(store, title=NASTY)
+    await go_live(store, title=NASTY)
     async with running(make_sink(fake, store)):
         result = await fake.invoke_command("status", channel_id=STREAMS_CHANNEL_ID)
     assert result.ephemeral
@@ -707,7 +702,7 @@ def test_a_long_status_stays_within_discords_embed_limits() -> None:
 async def test_mute_needs_manage_channels_and_writes_the_mute(
     fake: FakeDiscord, store: Store
 ) -> None:
-    go_live(store)
+    await go_live(store)
     options = {"streamer": "twitch/quinn", "duration": "2h"}
     here = (str(STREAMS_CHANNEL_ID),)
     async with running(make_sink(fake, store)):
@@ -720,7 +715,7 @@ async def test_mute_needs_manage_channels_and_writes_the_mute(
         )
         assert refused.ephemeral
         assert "Manage Channels" in refused.content
-        assert store.mutes_for("discord", *here, time.time()) == []
+        assert await store.mutes_for("discord", *here, time.time()) == []
 
         before = time.time()
         muted = await fake.invoke_command(
@@ -728,7 +723,7 @@ async def test_mute_needs_manage_channels_and_writes_the_mute(
         )
         assert muted.ephemeral
         assert muted.content == "Muted twitch/quinn here for 2h."
-        [mute] = store.mutes_for("discord", *here, time.time())
+        [mute] = await store.mutes_for("discord", *here, time.time())
         assert mute.pattern == "twitch/quinn"
         assert mute.until == pytest.approx(before + 7200, abs=5)
 
@@ -755,7 +750,7 @@ async def test_mute_needs_manage_channels_and_writes_the_mute(
             user_id=MOD_USER_ID,
         )
         assert unmuted.content == "Unmuted twitch/quinn here."
-        assert store.mutes_for("discord", *here, time.time()) == []
+        assert await store.mutes_for("discord", *here, time.time()) == []
 
         # "/mute 2h" with the duration typed into the first box mutes everything here.
         everything = await fake.invoke_command(
@@ -778,7 +773,9 @@ async def test_subscribe_and_unsubscribe_route_streamers_here(
         )
         assert added.ephemeral
         assert "youtube/\\*" in added.content  # a glob, shown as typed
-        assert commands.patterns_for(Chat("discord", str(GENERAL_CHANNEL_ID))) == ["youtube/*"]
+        assert await commands.patterns_for(Chat("discord", str(GENERAL_CHANNEL_ID))) == [
+            "youtube/*"
+        ]
         removed = await fake.invoke_command(
             "unsubscribe",
             {"pattern": "youtube/*"},
@@ -786,11 +783,11 @@ async def test_subscribe_and_unsubscribe_route_streamers_here(
             user_id=MOD_USER_ID,
         )
         assert removed.content.startswith("Unsubscribed")
-        assert store.subscriptions() == []
+        assert await store.subscriptions() == []
 
 
 async def test_autocomplete_offers_known_streamers(fake: FakeDiscord, store: Store) -> None:
-    go_live(store)
+    await go_live(store)
     async with running(make_sink(fake, store)):
         for command, option in (("mute", "streamer"), ("subscribe", "pattern")):
             choices = await fake.autocomplete(command, {option: "qu"}, option)

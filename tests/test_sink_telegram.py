@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,8 +21,9 @@ from bot.events import NOTIFIED_KINDS, Event, LiveInfo, utcnow
 from bot.outbox import OutboxWorker
 from bot.render import Renderer
 from bot.sinks.telegram import TelegramSink, chat_id_of, parse_message_id
-from bot.store import Delivery, Store
+from bot.store import Delivery, DeliveryInfo, Store
 from tests.fakes.telegram_api import FakeTelegram
+from tests.waiting import Condition, every_delivery, holds
 
 USER = 1001  # a private chat with this user
 ADMIN = 2002
@@ -105,18 +106,18 @@ def live_event(
     )
 
 
-def queue(store: Store, chats: tuple[int, ...], *events: Event) -> None:
+async def queue(store: Store, chats: tuple[int, ...], *events: Event) -> None:
     dispatcher = Dispatcher(store=store, routes=[route(*chats)], sinks=["telegram"])
     for event in events:
-        assert not dispatcher.accept(event).duplicate
+        assert not (await dispatcher.accept(event)).duplicate
 
 
-def settled(store: Store) -> bool:
-    return set(store.outbox_counts().by_state) <= {"sent", "failed"}
+async def settled(store: Store) -> bool:
+    return set((await store.outbox_counts()).by_state) <= {"sent", "failed"}
 
 
 async def run_outbox(
-    store: Store, sink: TelegramSink, done: Callable[[], bool] | None = None, timeout: float = 5
+    store: Store, sink: TelegramSink, done: Condition | None = None, timeout: float = 5
 ) -> None:
     """Run the real outbox worker for the sink until `done` (default: nothing pending)."""
     check = done or (lambda: settled(store))
@@ -125,17 +126,16 @@ async def run_outbox(
     task = asyncio.create_task(worker.run(stop))
     try:
         async with asyncio.timeout(timeout):
-            while not check():
+            while not await holds(check):
                 await asyncio.sleep(0.01)
     finally:
         stop.set()
         await task
 
 
-def rows(store: Store) -> dict[str, Any]:
+async def rows(store: Store) -> dict[str, DeliveryInfo]:
     """Delivery rows by target (one delivery per chat in these tests)."""
-    found = store.conn.execute("SELECT * FROM deliveries ORDER BY id").fetchall()
-    return {row["target"]: row for row in found}
+    return {row.target: row for row in await every_delivery(store)}
 
 
 def a_delivery(target: int, **options: Any) -> Delivery:
@@ -166,7 +166,7 @@ async def test_live_start_is_a_photo_with_escaped_caption_and_button_in_each_cha
     fake: FakeTelegram, store: Store, sink: TelegramSink
 ) -> None:
     hostile = "<b>x</b> & <script> </a> 🎮"
-    queue(store, (GROUP, OTHER), live_event(title=hostile, name="@everyone"))
+    await queue(store, (GROUP, OTHER), live_event(title=hostile, name="@everyone"))
     await run_outbox(store, sink)
 
     for chat in (GROUP, OTHER):
@@ -180,7 +180,7 @@ async def test_live_start_is_a_photo_with_escaped_caption_and_button_in_each_cha
         kinds = [(e["type"], e["length"]) for e in message["caption_entities"]]
         assert kinds == [("bold", len("@\u2060everyone")), ("text_link", len(hostile) + 1)]
         assert button(message) == WATCH
-        assert rows(store)[str(chat)]["message_id"] == f"photo:{message['message_id']}"
+        assert (await rows(store))[str(chat)].message_id == f"photo:{message['message_id']}"
     calls = fake.calls_to("sendPhoto")
     assert [c.params["photo"] for c in calls] == [COVER, COVER]
     assert all(c.params["parse_mode"] == "HTML" for c in calls)
@@ -196,7 +196,7 @@ async def test_live_start_is_a_photo_with_escaped_caption_and_button_in_each_cha
 async def test_without_a_cover_or_with_a_long_caption_it_is_a_text_message(
     fake: FakeTelegram, store: Store, sink: TelegramSink, cover: str | None, title: str
 ) -> None:
-    queue(store, (GROUP,), live_event(title=title, cover=cover))
+    await queue(store, (GROUP,), live_event(title=title, cover=cover))
     await run_outbox(store, sink)
 
     assert not fake.calls_to("sendPhoto")
@@ -206,14 +206,14 @@ async def test_without_a_cover_or_with_a_long_caption_it_is_a_text_message(
     [message] = fake.messages[str(GROUP)]
     assert title.strip() in message["text"]
     assert button(message) == WATCH
-    assert rows(store)[str(GROUP)]["message_id"] == f"text:{message['message_id']}"
+    assert (await rows(store))[str(GROUP)].message_id == f"text:{message['message_id']}"
 
 
 async def test_a_cover_telegram_cannot_fetch_falls_back_to_text(
     fake: FakeTelegram, store: Store, sink: TelegramSink, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.unreachable_photos.add(COVER)
-    queue(store, (GROUP,), live_event())
+    await queue(store, (GROUP,), live_event())
     await run_outbox(store, sink)
 
     [photo_call] = fake.calls_to("sendPhoto")
@@ -222,7 +222,7 @@ async def test_a_cover_telegram_cannot_fetch_falls_back_to_text(
     assert "photo" not in message
     assert "Ranked grind" in message["text"]
     assert button(message) == WATCH
-    assert rows(store)[str(GROUP)]["state"] == "sent"
+    assert (await rows(store))[str(GROUP)].state == "sent"
     assert any("could not use the cover" in r.getMessage() for r in caplog.records)
 
 
@@ -250,12 +250,12 @@ async def test_a_title_change_edits_the_card_and_keeps_its_button(
     method: str,
     field: str,
 ) -> None:
-    queue(store, (GROUP,), live_event(cover=cover))
+    await queue(store, (GROUP,), live_event(cover=cover))
     await run_outbox(store, sink)
     [card] = fake.messages[str(GROUP)]
     assert "Ranked grind" in card[field]
 
-    queue(
+    await queue(
         store,
         (GROUP,),
         live_event(
@@ -434,15 +434,15 @@ async def test_a_429_is_waited_out_and_the_message_arrives_once(
     fake: FakeTelegram, store: Store, sink: TelegramSink
 ) -> None:
     fake.fail_next("sendPhoto", error_code=429, retry_after=0.05)
-    queue(store, (GROUP,), live_event())
+    await queue(store, (GROUP,), live_event())
     await run_outbox(store, sink)
 
     first, second = fake.calls_to("sendPhoto")
     assert first.status == 429
     assert second.ok
     assert len(fake.messages[str(GROUP)]) == 1
-    row = rows(store)[str(GROUP)]
-    assert (row["state"], row["attempts"]) == ("sent", 1), "the limiter retried, not the outbox"
+    row = (await rows(store))[str(GROUP)]
+    assert (row.state, row.attempts) == ("sent", 1), "the limiter retried, not the outbox"
 
 
 async def test_a_429_outlasting_the_limiters_retries_is_transient_with_retry_after(
@@ -476,15 +476,15 @@ async def test_permanent_errors(
 async def test_a_missing_chat_fails_its_row_while_other_chats_get_theirs(
     fake: FakeTelegram, store: Store, sink: TelegramSink
 ) -> None:
-    queue(store, (MISSING, GROUP), live_event())
+    await queue(store, (MISSING, GROUP), live_event())
     await run_outbox(store, sink)
 
-    by_target = rows(store)
-    assert by_target[str(MISSING)]["state"] == "failed"
-    assert "chat not found" in by_target[str(MISSING)]["last_error"].lower()
-    assert by_target[str(GROUP)]["state"] == "sent"
+    by_target = await rows(store)
+    assert by_target[str(MISSING)].state == "failed"
+    assert "chat not found" in (by_target[str(MISSING)].last_error or "").lower()
+    assert by_target[str(GROUP)].state == "sent"
     assert len(fake.messages[str(GROUP)]) == 1
-    assert store.failed_count("telegram", str(MISSING)) == 1
+    assert await store.failed_count("telegram", str(MISSING)) == 1
 
 
 async def test_deliveries_wait_while_the_sink_is_not_running(
@@ -515,9 +515,9 @@ async def test_an_unreachable_api_at_start_is_retried_in_the_background(
 # ---- commands -----------------------------------------------------------------------------
 
 
-def go_live(store: Store, *, title: str = "Ranked grind") -> None:
+async def go_live(store: Store, *, title: str = "Ranked grind") -> None:
     """Make twitch/quinn live in the store without queueing any delivery."""
-    Dispatcher(store=store, routes=[route(GROUP)], sinks=[]).accept(live_event(title=title))
+    await Dispatcher(store=store, routes=[route(GROUP)], sinks=[]).accept(live_event(title=title))
 
 
 async def reply_in(fake: FakeTelegram, chat: int, text: str, **kwargs: Any) -> dict[str, Any]:
@@ -542,7 +542,7 @@ async def test_commands_are_registered_at_start(fake: FakeTelegram, sink: Telegr
 async def test_status_in_a_private_chat_lists_who_is_live(
     fake: FakeTelegram, store: Store, sink: TelegramSink
 ) -> None:
-    go_live(store, title="<b>x</b> & co")
+    await go_live(store, title="<b>x</b> & co")
     answer = await reply_in(fake, USER, "/status")
     text = answer["text"]
     assert "Live now" in text
@@ -559,15 +559,15 @@ async def test_status_in_a_private_chat_lists_who_is_live(
 async def test_a_group_member_may_not_mute_but_an_admin_may(
     fake: FakeTelegram, store: Store, sink: TelegramSink
 ) -> None:
-    go_live(store)
+    await go_live(store)
     refused = await reply_in(fake, GROUP, "/mute twitch/quinn 2h", from_user_id=MEMBER)
     assert "only this chat's admins" in refused["text"]
-    assert store.mutes_for("telegram", str(GROUP), time.time()) == []
+    assert await store.mutes_for("telegram", str(GROUP), time.time()) == []
     assert fake.calls_to("getChatMember")[-1].params["user_id"] == MEMBER
 
     done = await reply_in(fake, GROUP, "/mute twitch/quinn 2h", from_user_id=ADMIN)
     assert done["text"] == "Muted twitch/quinn here for 2h."
-    [mute] = store.mutes_for("telegram", str(GROUP), time.time())
+    [mute] = await store.mutes_for("telegram", str(GROUP), time.time())
     assert mute.pattern == "twitch/quinn"
     assert mute.until is not None
     assert mute.until - time.time() == pytest.approx(7200, abs=60)
@@ -577,14 +577,14 @@ async def test_a_key_copied_from_status_mutes_that_stream_and_the_answer_pings_n
     fake: FakeTelegram, store: Store, sink: TelegramSink
 ) -> None:
     handle = live_event().with_changes(platform="youtube", channel="@quinn", url=None)
-    Dispatcher(store=store, routes=[route(GROUP)], sinks=[]).accept(handle)
+    await Dispatcher(store=store, routes=[route(GROUP)], sinks=[]).accept(handle)
     status = await reply_in(fake, GROUP, "/status@streambot_test", from_user_id=MEMBER)
     # /status shows "youtube/@\u2060quinn", so that its "@" is no mention...
     assert "<code>youtube/@\u2060quinn</code>" in fake.calls_to("sendMessage")[-1].params["text"]
     assert not [e for e in status["entities"] if e["type"] == "mention"]
     # ... and pasted into a command, the invisible word joiner is no part of the key.
     answer = await reply_in(fake, GROUP, "/mute youtube/@\u2060quinn 2h", from_user_id=ADMIN)
-    [mute] = store.mutes_for("telegram", str(GROUP), time.time())
+    [mute] = await store.mutes_for("telegram", str(GROUP), time.time())
     assert mute.pattern == "youtube/@quinn"
     assert answer["text"].replace("\u2060", "") == "Muted youtube/@quinn here for 2h."
     assert not [e for e in answer.get("entities", []) if e["type"] == "mention"]
@@ -595,7 +595,7 @@ async def test_mute_with_a_lone_duration_mutes_everything_for_that_long(
 ) -> None:
     answer = await reply_in(fake, GROUP, "/mute 2h", from_user_id=ADMIN)
     assert answer["text"] == "Muted every stream here for 2h."
-    [mute] = store.mutes_for("telegram", str(GROUP), time.time())
+    [mute] = await store.mutes_for("telegram", str(GROUP), time.time())
     assert mute.pattern == "*"
     assert mute.until is not None
     assert mute.until - time.time() == pytest.approx(7200, abs=60)
@@ -604,11 +604,11 @@ async def test_mute_with_a_lone_duration_mutes_everything_for_that_long(
 async def test_a_bad_duration_gets_a_helpful_answer(
     fake: FakeTelegram, store: Store, sink: TelegramSink
 ) -> None:
-    go_live(store)
+    await go_live(store)
     answer = await reply_in(fake, USER, "/mute twitch/quinn soon")
     assert "'soon' is not a duration" in answer["text"]
     assert "30m, 2h or 1d" in answer["text"]
-    assert store.mutes_for("telegram", str(USER), time.time()) == []
+    assert await store.mutes_for("telegram", str(USER), time.time()) == []
 
 
 async def test_a_command_for_another_bot_is_ignored(
@@ -639,7 +639,9 @@ async def test_subscribe_and_answers_in_a_forum_topic(
     )
     assert answer["text"].startswith("Subscribed: notifications for twitch/* will come here.")
     assert answer["message_thread_id"] == 7
-    assert [(s.target, s.pattern) for s in store.subscriptions()] == [(str(FORUM), "twitch/*")]
+    assert [(s.target, s.pattern) for s in await store.subscriptions()] == [
+        (str(FORUM), "twitch/*")
+    ]
 
     usage = await reply_in(fake, FORUM, "/subscribe", from_user_id=ADMIN, message_thread_id=7)
     assert "Use: /subscribe pattern" in usage["text"]
@@ -648,9 +650,9 @@ async def test_subscribe_and_answers_in_a_forum_topic(
 async def test_status_tells_an_admin_when_deliveries_here_fail(
     fake: FakeTelegram, store: Store, sink: TelegramSink
 ) -> None:
-    queue(store, (GROUP,), live_event())
-    [row] = store.conn.execute("SELECT id FROM deliveries").fetchall()
-    store.mark_failed(row["id"], error="Forbidden: not enough rights", now=time.time())
+    await queue(store, (GROUP,), live_event())
+    [row] = await every_delivery(store)
+    await store.mark_failed(row.id, error="Forbidden: not enough rights", now=time.time())
 
     member = await reply_in(fake, GROUP, "/status", from_user_id=MEMBER)
     assert "failed" not in member["text"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -9,7 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.events import Event
-from bot.store import MIGRATIONS, Store
+from bot.store import Store
+from bot.store.migrations import MIGRATIONS
+from bot.store.sqlite import SQLiteStore
 
 AT = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
 
@@ -26,7 +29,7 @@ def an_event(event_id: str, kind: str = "live_end") -> Event:
     )
 
 
-def test_a_schema_2_database_is_upgraded_keeping_its_outbox(tmp_path: Path) -> None:
+async def test_a_schema_2_database_is_upgraded_keeping_its_outbox(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
     for script in MIGRATIONS[:2]:
@@ -45,40 +48,42 @@ def test_a_schema_2_database_is_upgraded_keeping_its_outbox(tmp_path: Path) -> N
     )
     conn.close()
 
-    store = Store(path)
-    store.open()
+    store = SQLiteStore(path)
+    await store.open()
     try:
-        assert store.schema_version == len(MIGRATIONS) == 4
-        assert store.delivery_status(1) == ("sent", "555")
-        assert store.outbox_counts().by_state == {"sent": 1}
-        assert store.reached_targets(1) == {("discord", "7")}
+        assert await store.schema_version() == len(MIGRATIONS) == 4
+        assert await store.delivery_status(1) == ("sent", "555")
+        assert (await store.outbox_counts()).by_state == {"sent": 1}
+        assert await store.reached_targets(1) == {("discord", "7")}
     finally:
-        store.close()
+        await store.close()
 
 
-def test_cancel_pending_calls_off_only_what_was_not_sent(store: Store) -> None:
-    with store.transaction():
-        row = store.insert_event(an_event("end"), notified=True)
+async def test_cancel_pending_calls_off_only_what_was_not_sent(store: Store) -> None:
+    async with store.transaction():
+        row = await store.insert_event(an_event("end"), notified=True)
         assert row is not None
-        sent = store.add_delivery(event_row=row, sink="discord", target="7", not_before=0, now=0)
-        store.mark_sent(sent, message_id="1", now=0)
-        store.add_delivery(event_row=row, sink="telegram", target="-5", not_before=9, now=0)
-        store.add_delivery(event_row=row, sink="console", target="", not_before=9, now=0)
-        assert store.cancel_pending(row, reason="came back", now=1) == 2
-    assert store.outbox_counts().by_state == {"sent": 1, "cancelled": 2}
+        sent = await store.add_delivery(
+            event_row=row, sink="discord", target="7", not_before=0, now=0
+        )
+        await store.mark_sent(sent, message_id="1", now=0)
+        await store.add_delivery(event_row=row, sink="telegram", target="-5", not_before=9, now=0)
+        await store.add_delivery(event_row=row, sink="console", target="", not_before=9, now=0)
+        assert await store.cancel_pending(row, reason="came back", now=1) == 2
+    assert (await store.outbox_counts()).by_state == {"sent": 1, "cancelled": 2}
     # Only the chat that really saw the end needs its card reopened.
-    assert store.reached_targets(row) == {("discord", "7")}
+    assert await store.reached_targets(row) == {("discord", "7")}
     # Cancelled rows are never claimed, and do not count as due.
-    assert store.claim_due("telegram", now=100) == []
-    assert store.next_due("telegram") is None
+    assert await store.claim_due("telegram", now=100) == []
+    assert await store.next_due("telegram") is None
 
 
-def test_an_end_held_for_its_grace_is_not_the_oldest_waiting_delivery(store: Store) -> None:
-    with store.transaction():
-        row = store.insert_event(an_event("end"), notified=True)
+async def test_an_end_held_for_its_grace_is_not_the_oldest_waiting_delivery(store: Store) -> None:
+    async with store.transaction():
+        row = await store.insert_event(an_event("end"), notified=True)
         assert row is not None
         # As dispatch writes an end held for its grace: due at 500, written at 100.
-        store.add_delivery(
+        await store.add_delivery(
             event_row=row,
             sink="discord",
             target="7",
@@ -86,33 +91,33 @@ def test_an_end_held_for_its_grace_is_not_the_oldest_waiting_delivery(store: Sto
             not_before=500,
             now=100,
         )
-    assert store.outbox_counts(now=200).oldest_pending_created is None
+    assert (await store.outbox_counts(now=200)).oldest_pending_created is None
     # Due now: waiting since it became due, not since it was written.
-    assert store.outbox_counts(now=500).oldest_pending_created == 500
-    retrying = store.claim_due("discord", now=500)[0]
-    store.mark_retry(retrying.id, error="503", not_before=900, now=500)
-    assert store.outbox_counts(now=600).oldest_pending_created == 500  # tried: waiting
+    assert (await store.outbox_counts(now=500)).oldest_pending_created == 500
+    retrying = (await store.claim_due("discord", now=500))[0]
+    await store.mark_retry(retrying.id, error="503", not_before=900, now=500)
+    assert (await store.outbox_counts(now=600)).oldest_pending_created == 500  # tried: waiting
 
 
-def test_the_checkpoint_thread_moves_the_log_into_the_database_file(tmp_path: Path) -> None:
+async def test_the_checkpoint_thread_moves_the_log_into_the_database_file(tmp_path: Path) -> None:
     path = tmp_path / "bot.sqlite3"
-    store = Store(path)
-    store.open(background_checkpoints=True)
+    store = SQLiteStore(path, background_checkpoints=True)
+    await store.open()
     try:
         size_before = path.stat().st_size
-        with store.transaction():
+        async with store.transaction():
             for n in range(300):
-                store.insert_event(an_event(f"e{n}"), notified=False, raw=b"x" * 2000)
+                await store.insert_event(an_event(f"e{n}"), notified=False, raw=b"x" * 2000)
         # Well under SQLite's own fallback threshold: only the thread checkpoints this.
         deadline = time.monotonic() + 5
         while path.stat().st_size <= size_before and time.monotonic() < deadline:
-            time.sleep(0.02)
+            await asyncio.sleep(0.02)
         assert path.stat().st_size > size_before + 300 * 2000
         thread = next(t for t in threading.enumerate() if t.name == "sqlite-checkpoint")
     finally:
-        store.close()
+        await store.close()
     assert not thread.is_alive()
-    reopened = Store(path)
-    reopened.open()
-    assert reopened.count_events() == 300
-    reopened.close()
+    reopened = SQLiteStore(path)
+    await reopened.open()
+    assert await reopened.count_events() == 300
+    await reopened.close()

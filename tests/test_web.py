@@ -19,6 +19,8 @@ from bot.dispatch import Dispatcher
 from bot.store import Store
 from bot.web import RedactingAccessLogger, create_app, redact_query
 from tests.conftest import SECRET, make_config
+from tests.sqlite_file import run_sql
+from tests.waiting import store_health
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -37,14 +39,14 @@ URL = f"/webhook/rec?key={SECRET}"
 
 
 @pytest.fixture
-def app_parts(tmp_path: Path, store: Store) -> tuple[web.Application, Store]:
+async def app_parts(tmp_path: Path, store: Store) -> tuple[web.Application, Store]:
     config: Config = make_config(tmp_path, server={"port": 0, "max_body_bytes": 2048})
     dispatcher = Dispatcher(store=store, routes=routes_from_config(config), sinks=["console"])
     app = create_app(
         sources=build_sources(config),
         dispatcher=dispatcher,
         max_body_bytes=config.server.max_body_bytes,
-        health=lambda: {"ok": store.check() == "ok", "database": store.check()},
+        health=store_health(store),
     )
     return app, store
 
@@ -60,8 +62,8 @@ async def client(
     return await aiohttp_client(server)
 
 
-def stored(store: Store) -> tuple[int, dict[str, int]]:
-    return store.count_events(), store.outbox_counts().by_state
+async def stored(store: Store) -> tuple[int, dict[str, int]]:
+    return await store.count_events(), (await store.outbox_counts()).by_state
 
 
 async def test_accepted_event_answers_202_after_it_is_stored(
@@ -72,8 +74,8 @@ async def test_accepted_event_answers_202_after_it_is_stored(
     body = await response.json()
     assert body["status"] == "accepted" and body["id"] == "evt-1"
     assert body["deliveries"] == 1
-    assert stored(store) == (1, {"pending": 1})
-    assert store.get_stream("twitch/quinn").live
+    assert await stored(store) == (1, {"pending": 1})
+    assert (await store.get_stream("twitch/quinn")).live
 
 
 async def test_same_event_twice_is_200_duplicate_and_changes_nothing(
@@ -83,7 +85,7 @@ async def test_same_event_twice_is_200_duplicate_and_changes_nothing(
     response = await client.post(URL, json=LIVE_START)
     assert response.status == 200
     assert (await response.json())["status"] == "duplicate"
-    assert stored(store) == (1, {"pending": 1})
+    assert await stored(store) == (1, {"pending": 1})
 
 
 async def test_unknown_type_is_202_ignored_and_not_stored(
@@ -92,7 +94,7 @@ async def test_unknown_type_is_202_ignored_and_not_stored(
     response = await client.post(URL, json={"id": "x", "type": "stream_exploded", "data": {}})
     assert response.status == 202
     assert await response.json() == {"status": "ignored"}
-    assert stored(store) == (0, {})
+    assert await stored(store) == (0, {})
 
 
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
@@ -181,7 +183,7 @@ async def test_bad_requests_get_a_json_4xx_and_store_nothing(
     error = (await response.json())["error"]
     assert fragment in error
     assert SECRET not in error
-    assert stored(store) == (0, {})
+    assert await stored(store) == (0, {})
 
 
 async def test_schema_errors_name_the_field(client: TestClient[Any, Any]) -> None:
@@ -201,7 +203,7 @@ async def test_oversized_chunked_body_without_content_length_is_413(
     response = await client.post(URL, data=chunks(), headers={"Content-Type": "application/json"})
     assert response.status == 413
     assert "too large" in (await response.json())["error"]
-    assert stored(store) == (0, {})
+    assert await stored(store) == (0, {})
 
 
 async def test_missing_content_type_is_read_as_json(
@@ -211,7 +213,7 @@ async def test_missing_content_type_is_read_as_json(
         URL, data=json.dumps(LIVE_START).encode(), skip_auto_headers=["Content-Type"]
     )
     assert response.status == 202
-    assert store.count_events() == 1
+    assert await store.count_events() == 1
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
@@ -231,14 +233,14 @@ async def test_healthz_reports_ok(client: TestClient[Any, Any]) -> None:
 async def test_healthz_is_503_when_the_database_is_gone(
     client: TestClient[Any, Any], store: Store
 ) -> None:
-    store.close()
+    await store.close()
     response = await client.get("/healthz")
     assert response.status == 503
     assert (await response.json())["database"].startswith("error")
 
 
 async def test_storage_failure_is_503_not_500(client: TestClient[Any, Any], store: Store) -> None:
-    store.conn.execute("DROP TABLE deliveries")
+    run_sql(store.path, "DROP TABLE deliveries")
     response = await client.post(URL, json=LIVE_START)
     assert response.status == 503
     assert response.headers["Retry-After"]

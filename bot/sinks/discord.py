@@ -649,7 +649,7 @@ class DiscordSink:
             # Discord caps a choice's name and value at 100 characters.
             return [
                 app_commands.Choice(name=key, value=key)
-                for key in commands.complete_streamers(current)
+                for key in await commands.complete_streamers(current)
                 if len(key) <= 100
             ]
 
@@ -669,24 +669,21 @@ class DiscordSink:
             if streamer and not duration and "/" not in streamer and looks_like_duration(streamer):
                 streamer, duration = None, streamer  # "/mute 2h" typed into the first box
             by = str(interaction.user.id)
-            await self._answer(
-                interaction,
-                "mute",
-                lambda chat, _perms: _Reply(
-                    escape_text(commands.mute(chat, streamer, duration, by=by))
-                ),
-            )
+
+            async def run(chat: Chat, _perms: discord.Permissions) -> _Reply:
+                return _Reply(escape_text(await commands.mute(chat, streamer, duration, by=by)))
+
+            await self._answer(interaction, "mute", run)
 
         @tree.command(name="unmute", description=help_text["unmute"])
         @app_commands.describe(streamer=_OPTION_HELP["streamer"])
         @app_commands.autocomplete(streamer=complete_streamer)
         @app_commands.default_permissions(manage_channels=True)
         async def unmute(interaction: Interaction, streamer: str | None = None) -> None:
-            await self._answer(
-                interaction,
-                "unmute",
-                lambda chat, _perms: _Reply(escape_text(commands.unmute(chat, streamer))),
-            )
+            async def run(chat: Chat, _perms: discord.Permissions) -> _Reply:
+                return _Reply(escape_text(await commands.unmute(chat, streamer)))
+
+            await self._answer(interaction, "unmute", run)
 
         @tree.command(name="mutes", description=help_text["mutes"])
         async def mutes(interaction: Interaction) -> None:
@@ -698,26 +695,28 @@ class DiscordSink:
         @app_commands.default_permissions(manage_channels=True)
         async def subscribe(interaction: Interaction, pattern: str) -> None:
             by = str(interaction.user.id)
-            await self._answer(
-                interaction,
-                "subscribe",
-                lambda chat, _perms: _Reply(escape_text(commands.subscribe(chat, pattern, by=by))),
-            )
+
+            async def run(chat: Chat, _perms: discord.Permissions) -> _Reply:
+                return _Reply(escape_text(await commands.subscribe(chat, pattern, by=by)))
+
+            await self._answer(interaction, "subscribe", run)
 
         @tree.command(name="unsubscribe", description=help_text["unsubscribe"])
         @app_commands.describe(pattern=_OPTION_HELP["pattern"])
         @app_commands.autocomplete(pattern=complete_streamer)
         @app_commands.default_permissions(manage_channels=True)
         async def unsubscribe(interaction: Interaction, pattern: str) -> None:
-            await self._answer(
-                interaction,
-                "unsubscribe",
-                lambda chat, _perms: _Reply(escape_text(commands.unsubscribe(chat, pattern))),
-            )
+            async def run(chat: Chat, _perms: discord.Permissions) -> _Reply:
+                return _Reply(escape_text(await commands.unsubscribe(chat, pattern)))
+
+            await self._answer(interaction, "unsubscribe", run)
 
         @tree.command(name="help", description=help_text["help"])
         async def help_(interaction: Interaction) -> None:
-            await self._answer(interaction, "help", lambda chat, _perms: self._help(tree, chat))
+            async def run(chat: Chat, _perms: discord.Permissions) -> _Reply:
+                return self._help(tree, chat)
+
+            await self._answer(interaction, "help", run)
 
         del status, mute, unmute, mutes, subscribe, unsubscribe, help_
         return tree
@@ -726,7 +725,7 @@ class DiscordSink:
         self,
         interaction: Interaction,
         command: str,
-        run: Callable[[Chat, discord.Permissions], _Reply],
+        run: Callable[[Chat, discord.Permissions], Awaitable[_Reply]],
     ) -> None:
         """Check permissions, run the command, and answer ephemerally whatever happens.
 
@@ -741,7 +740,7 @@ class DiscordSink:
             )
         else:
             try:
-                reply = run(chat, perms)
+                reply = await run(chat, perms)
             except CommandError as exc:
                 reply = _Reply(escape_text(str(exc)))
             except Exception:
@@ -760,13 +759,14 @@ class DiscordSink:
                 "discord: could not answer /%s in channel %s: %s", command, chat.target, exc
             )
 
-    def _status(self, chat: Chat, perms: discord.Permissions) -> _Reply:
-        return _Reply(embed=status_embed(self._commands.status(chat), admin=_can_manage(perms)))
+    async def _status(self, chat: Chat, perms: discord.Permissions) -> _Reply:
+        report = await self._commands.status(chat)
+        return _Reply(embed=status_embed(report, admin=_can_manage(perms)))
 
-    def _mutes(self, chat: Chat, perms: discord.Permissions) -> _Reply:
+    async def _mutes(self, chat: Chat, perms: discord.Permissions) -> _Reply:
         del perms
         # The status report carries the mutes and the `now` they are described against.
-        report = self._commands.status(chat)
+        report = await self._commands.status(chat)
         if not report.mutes:
             return _Reply("Nothing is muted here.")
         lines = [f"- {escape_text(entry.describe(report.now))}" for entry in report.mutes]

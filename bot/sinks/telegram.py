@@ -556,27 +556,27 @@ class TelegramSink:
         if name == "help":
             return help_text(here.target)
         if name == "status":
-            report = commands.status(here)
+            report = await commands.status(here)
             show_failures = report.failed_deliveries > 0 and await _is_admin(update, context)
             return status_text(report, show_failures=show_failures)
         if name == "mutes":
             _no_arguments(name, args)
-            return mutes_text(commands.status(here))
+            return mutes_text(await commands.status(here))
         if name == "mute":
             streamer, duration = split_mute_arguments(args)
-            return markup.escape_telegram(commands.mute(here, streamer, duration, by=by))
+            return markup.escape_telegram(await commands.mute(here, streamer, duration, by=by))
         if name == "unmute":
             if len(args) > 1:
                 raise CommandError("Use: /unmute [streamer], like: /unmute twitch/quinn")
-            return markup.escape_telegram(commands.unmute(here, args[0] if args else None))
+            return markup.escape_telegram(await commands.unmute(here, args[0] if args else None))
         if name in ("subscribe", "unsubscribe"):
             if len(args) != 1:
                 raise CommandError(
                     f"Use: /{name} pattern, like: /{name} twitch/quinn or /{name} twitch/*"
                 )
             if name == "subscribe":
-                return markup.escape_telegram(commands.subscribe(here, args[0], by=by))
-            return markup.escape_telegram(commands.unsubscribe(here, args[0]))
+                return markup.escape_telegram(await commands.subscribe(here, args[0], by=by))
+            return markup.escape_telegram(await commands.unsubscribe(here, args[0]))
         raise AssertionError(f"no handler for /{name}")  # pragma: no cover
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

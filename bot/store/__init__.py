@@ -1,0 +1,432 @@
+"""The storage seam: what the bot keeps, as an async `Store` Protocol and its row types.
+
+Everything outside this package talks to the database through these Protocols, one per
+aggregate (events, streams, mutes, subscriptions, outbox, card refs), combined in `Store`.
+A backend is one module here that implements `Store` and passes the contract suite
+(tests/store_contract.py): `sqlite.py` today, `postgres.py` next. Backend errors never
+leak: every "the database cannot do this now" surfaces as `bot.errors.StoreUnavailable`.
+
+Transactions: each method is atomic on its own; `async with store.transaction():` makes
+the calls inside it, from the same task, one atomic unit, and `store.savepoint()` nests a
+step that can fail alone. Nothing but
+database work may be awaited inside a transaction (no sends, no sleeps): a backend may
+hold a lock or a pooled connection for its whole length.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bot.errors import StoreUnavailable
+from bot.events import Event, LiveInfo
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from bot.config import StorageConfig
+
+log = logging.getLogger(__name__)
+
+#: Every state a delivery row can be in.
+DELIVERY_STATES = ("pending", "sending", "sent", "failed", "cancelled")
+
+# -- row types -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMarks:
+    """A stream's session bookkeeping: the live_start event row that opened its current
+    (or last) session, the live_end row that closed it, and when a change notice was last
+    queued as a post (epoch seconds)."""
+
+    session_row: int | None = None
+    end_row: int | None = None
+    change_posted_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """What the bot knows about one stream: whether it is live, and since when."""
+
+    streamer_key: str
+    display_name: str | None
+    url: str | None
+    live: bool
+    info: LiveInfo
+    started_at: datetime | None
+    ended_at: datetime | None
+    state_at: datetime
+    #: Read with the state, so a dispatch reads each stream once; `save_stream` leaves
+    #: the stored marks alone (they change only through `set_session` and friends).
+    marks: SessionMarks = field(default_factory=SessionMarks)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One outbox row as a worker claims it: an event to deliver to one chat of one sink."""
+
+    id: int
+    event_row: int
+    sink: str
+    target: str
+    action: str
+    options: dict[str, Any]
+    attempts: int
+    created_at: float
+    not_before: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryInfo:
+    """One outbox row in full, with its event's kind and streamer (the CLI, tests)."""
+
+    id: int
+    event_row: int
+    sink: str
+    target: str
+    action: str
+    options: dict[str, Any]
+    state: str
+    attempts: int
+    created_at: float
+    updated_at: float
+    not_before: float
+    last_error: str | None
+    message_id: str | None
+    kind: str
+    streamer_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    """A mute of one chat: every stream (pattern "*") or the streams a glob matches."""
+
+    sink: str
+    target: str
+    pattern: str
+    until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """Streams matching `pattern` are routed to this chat, added at run time by a command."""
+
+    sink: str
+    target: str
+    pattern: str
+
+
+@dataclass(slots=True)
+class OutboxCounts:
+    """How many deliveries are in each state, and the oldest still waiting."""
+
+    by_state: dict[str, int] = field(default_factory=dict)
+    oldest_pending_created: float | None = None
+
+
+@dataclass(slots=True)
+class WriteHealth:
+    """Whether the last write that changed something went through, and since when.
+
+    Reads keep working on a full disk, so only writes decide: the state changes on a
+    write that commits changes (ok) or on any failed write (unavailable). A transaction
+    that changed nothing tells nothing. Each change of state is logged once, so a flood
+    of refused webhooks does not flood the log.
+    """
+
+    ok: bool = True
+    error: str | None = None
+    since: float = field(default_factory=time.time)
+    failures: int = 0
+
+    def succeeded(self) -> None:
+        """A write committed."""
+        if not self.ok:
+            log.warning(
+                "database writable again after %.0fs (%d refused calls meanwhile)",
+                time.time() - self.since,
+                self.failures,
+            )
+            self.ok, self.error, self.since, self.failures = True, None, time.time(), 0
+
+    def failed(self, exc: StoreUnavailable) -> None:
+        """A write failed: the database is unavailable until a write succeeds."""
+        self.failures += 1
+        error = str(exc)
+        if self.ok:
+            log.error(
+                "database unavailable (%s); webhooks are answered 503 and deliveries wait"
+                " until it recovers",
+                error,
+            )
+            self.ok, self.since = False, time.time()
+        elif error != self.error:
+            log.error("database still unavailable, now: %s", error)
+        self.error = error
+
+
+# -- the Protocols, one per aggregate ----------------------------------------------------
+
+
+class EventStore(Protocol):
+    """Normalized events, unique on (source, event id)."""
+
+    async def has_event(self, source: str, event_id: str) -> bool:
+        """True when this (source, event id) was stored before."""
+
+    async def insert_event(
+        self,
+        event: Event,
+        *,
+        notified: bool,
+        raw: bytes | None = None,
+        parent: int | None = None,
+    ) -> int | None:
+        """Store an event; its row id, or None when (source, event id) exists already."""
+
+    async def retire_event_id(
+        self, source: str, event_id: str, *, received_before: datetime
+    ) -> bool:
+        """Free an event id stored before `received_before` for a new event; True if freed.
+
+        The old row and the events derived from it stay, under `<id>@<row id>`, so the key
+        stays unique and the history complete. Call it in the transaction that inserts the
+        new event.
+        """
+
+    async def load_event(self, row_id: int) -> Event:
+        """The stored event of a row; KeyError if there is none."""
+
+    async def find_event(self, source: str, event_id: str) -> Event | None:
+        """The stored event with this (source, event id), if there is one."""
+
+    async def count_events(self) -> int:
+        """How many events are stored (derived ones included)."""
+
+
+class StreamStore(Protocol):
+    """Each stream's live state and session marks."""
+
+    async def get_stream(self, key: str) -> StreamState | None:
+        """The saved state of a stream, with its session marks; None if never seen."""
+
+    async def save_stream(self, state: StreamState, *, now: datetime) -> None:
+        """Insert or replace a stream's state (its session marks are left as they are)."""
+
+    async def set_session(self, key: str, event_row: int) -> None:
+        """Record which live_start event opened the stream's current session."""
+
+    async def set_end(self, key: str, event_row: int) -> None:
+        """Record the live_end event that closed the stream's last session."""
+
+    async def set_change_posted_at(self, key: str, when: float) -> None:
+        """Remember that a change notice for this stream was queued as a post at `when`."""
+
+    async def live_streams(self) -> list[StreamState]:
+        """Every stream currently live, longest-running first."""
+
+    async def known_streamers(self) -> list[str]:
+        """Every streamer key ever seen, sorted."""
+
+
+class MuteStore(Protocol):
+    """Mutes of chats, optionally expiring."""
+
+    async def mutes_for(self, sink: str, target: str, now: float) -> list[Mute]:
+        """The mutes of one chat still in force at `now`."""
+
+    async def add_mute(
+        self, mute: Mute, *, created_by: str | None = None, now: float | None = None
+    ) -> None:
+        """Mute a chat (replacing an earlier mute of the same pattern)."""
+
+    async def remove_mute(self, sink: str, target: str, pattern: str | None) -> int:
+        """Unmute one pattern, or every pattern when `pattern` is None; how many went."""
+
+
+class SubscriptionStore(Protocol):
+    """Run-time routes added by /subscribe."""
+
+    async def subscriptions(self) -> list[Subscription]:
+        """Every run-time subscription, oldest first."""
+
+    async def add_subscription(
+        self, sub: Subscription, *, created_by: str | None = None, now: float | None = None
+    ) -> bool:
+        """Add a subscription; False if this chat already had that pattern."""
+
+    async def remove_subscription(self, sub: Subscription) -> bool:
+        """Remove a subscription; False if there was none."""
+
+
+class OutboxStore(Protocol):
+    """Delivery rows: one per (event, chat, action), claimed by the workers."""
+
+    async def add_delivery(
+        self,
+        *,
+        event_row: int,
+        sink: str,
+        target: str,
+        options: dict[str, Any] | None = None,
+        action: str = "post",
+        not_before: float,
+        now: float,
+    ) -> int:
+        """Queue one delivery; its id."""
+
+    async def claim_due(
+        self, sink: str, *, now: float, busy_targets: Sequence[str] = (), limit: int = 50
+    ) -> list[Delivery]:
+        """Mark due pending deliveries of a sink as sending and return them, oldest first.
+
+        Targets in `busy_targets` are skipped, so one slow chat never holds up another and
+        one chat's messages still go out in order.
+        """
+
+    async def next_due(self, sink: str, *, busy_targets: Sequence[str] = ()) -> float | None:
+        """When the earliest pending delivery of a sink, not for a busy target, is due."""
+
+    async def mark_sent(self, delivery_id: int, *, message_id: str | None, now: float) -> None:
+        """The platform accepted the message; remember its id for later edits."""
+
+    async def mark_retry(
+        self, delivery_id: int, *, error: str, not_before: float, now: float
+    ) -> None:
+        """Put a delivery back in the queue for a later attempt."""
+
+    async def mark_failed(self, delivery_id: int, *, error: str, now: float) -> None:
+        """Give up on a delivery."""
+
+    async def release_claimed(self, delivery_ids: Sequence[int], *, now: float) -> None:
+        """Hand claimed deliveries that were never tried back to the queue, attempt undone."""
+
+    async def requeue_in_flight(self) -> int:
+        """At start-up: deliveries a crash left 'sending' go back to 'pending'; how many."""
+
+    async def outbox_counts(self, *, now: float | None = None) -> OutboxCounts:
+        """Deliveries per state and when the oldest one waiting to go out became due.
+
+        A delivery held back on purpose (an end notice in its `end_grace`, never tried
+        yet) is scheduled, not waiting, so it does not count as the oldest.
+        """
+
+    async def oldest_due(self, sinks: Sequence[str]) -> float | None:
+        """The earliest `not_before` of the pending deliveries of these sinks."""
+
+    async def list_deliveries(
+        self, states: Sequence[str] = ("pending", "sending", "failed")
+    ) -> list[DeliveryInfo]:
+        """Deliveries in these states, oldest first."""
+
+    async def deliveries_for_event(self, event_row: int) -> list[DeliveryInfo]:
+        """Every delivery row of one event, in the order they were queued."""
+
+    async def retry_failed(self, *, now: float) -> int:
+        """Re-queue every failed delivery, due now, attempts kept; how many."""
+
+    async def release_held(self, event_row: int, *, now: float) -> int:
+        """Make an event's deliveries that are held back for later due now; how many."""
+
+    async def cancel_pending(self, event_row: int, *, reason: str, now: float) -> int:
+        """Call off an event's deliveries that were not sent yet; how many."""
+
+    async def failed_count(self, sink: str, target: str) -> int:
+        """How many deliveries to one chat (or its forum topics) failed for good."""
+
+
+class CardStore(Protocol):
+    """Card refs: which delivery posted a session's message in each chat, and its id."""
+
+    async def cards(self, event_row: int) -> dict[tuple[str, str], int]:
+        """The deliveries that posted an event's messages (a session's cards), by chat."""
+
+    async def reached_targets(self, event_row: int) -> set[tuple[str, str]]:
+        """The (sink, target) pairs an event's deliveries went or are going out to.
+
+        Cancelled deliveries do not count; failed ones do, since a failed card edit may
+        have left anything on screen.
+        """
+
+    async def delivery_status(self, delivery_id: int) -> tuple[str, str | None]:
+        """(state, platform message id) of one delivery; KeyError if there is none."""
+
+    async def set_message_id(self, delivery_id: int, message_id: str) -> None:
+        """Point a delivery at another platform message (a card posted anew)."""
+
+
+class Store(
+    EventStore, StreamStore, MuteStore, SubscriptionStore, OutboxStore, CardStore, Protocol
+):
+    """The whole store: every aggregate, plus its lifecycle and health."""
+
+    #: Where the data lives, for messages (a file for SQLite, a redacted URL otherwise).
+    location: str
+    #: The outcome of the last write attempt (for /healthz and the log).
+    health: WriteHealth
+
+    async def open(self) -> None:
+        """Connect, creating and migrating the schema as needed."""
+
+    async def close(self) -> None:
+        """Let go of every connection (idempotent)."""
+
+    async def schema_version(self) -> int:
+        """The schema version the database is at."""
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """One write transaction; rolled back if the block raises."""
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A nested step inside a transaction; only its own changes roll back if it raises."""
+
+    async def check(self) -> str:
+        """'ok', or what is wrong with the database (for /healthz)."""
+
+    async def probe_write(self) -> None:
+        """Write and commit one row: StoreUnavailable while writes are refused; a success
+        marks the database writable again (`health`)."""
+
+
+def create_store(storage: StorageConfig, *, tool: bool = False) -> Store:
+    """The store [storage] names, not yet opened.
+
+    `tool` is for the command-line tools, which block nothing else and so may wait
+    patiently for a lock; the running bot gives its event loop back instead, and copies
+    SQLite's write-ahead log on a thread of its own.
+    """
+    # The backend module is imported here only: it is the one that imports its driver.
+    from bot.store.sqlite import BUSY_TIMEOUT_MS, TOOL_BUSY_TIMEOUT_MS, SQLiteStore  # noqa: PLC0415
+
+    return SQLiteStore(
+        storage.path,
+        busy_timeout_ms=TOOL_BUSY_TIMEOUT_MS if tool else BUSY_TIMEOUT_MS,
+        background_checkpoints=not tool,
+    )
+
+
+__all__ = [
+    "DELIVERY_STATES",
+    "CardStore",
+    "Delivery",
+    "DeliveryInfo",
+    "EventStore",
+    "Mute",
+    "MuteStore",
+    "OutboxCounts",
+    "OutboxStore",
+    "SessionMarks",
+    "Store",
+    "StoreUnavailable",
+    "StreamState",
+    "StreamStore",
+    "Subscription",
+    "SubscriptionStore",
+    "WriteHealth",
+    "create_store",
+]

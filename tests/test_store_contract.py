@@ -1,0 +1,418 @@
+"""The store contract: every method of the `bot.store.Store` Protocol, through its public API.
+
+Parametrized by backend (STORE_BACKENDS): a new backend is added to that dict and must pass
+these tests unchanged. Nothing here knows how a backend keeps its data.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot import store as store_module
+from bot.events import Event, LiveInfo
+from bot.store import (
+    DELIVERY_STATES,
+    Mute,
+    SessionMarks,
+    Store,
+    StreamState,
+    Subscription,
+)
+from bot.store.sqlite import SQLiteStore
+
+#: Backend name -> a factory for a new, empty (not yet opened) store in `tmp_path`.
+STORE_BACKENDS: dict[str, Callable[[Path], Store]] = {
+    "sqlite": lambda tmp_path: SQLiteStore(tmp_path / "contract.sqlite3"),
+}
+
+T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
+NOW = T0.timestamp()
+
+
+@pytest.fixture(params=sorted(STORE_BACKENDS))
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """A factory of stores on one and the same (initially empty) database."""
+    return lambda: STORE_BACKENDS[request.param](tmp_path)
+
+
+@pytest.fixture
+async def db(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
+    store = make_store()
+    await store.open()
+    yield store
+    await store.close()
+
+
+def event(
+    kind: str = "live_start",
+    event_id: str = "e1",
+    *,
+    source: str = "rec",
+    channel: str = "quinn",
+    minutes: float = 0,
+    title: str | None = "Painting",
+) -> Event:
+    at = T0 + timedelta(minutes=minutes)
+    return Event(
+        source=source,
+        event_id=event_id,
+        kind=kind,
+        occurred_at=at,
+        received_at=at,
+        platform="twitch",
+        channel=channel,
+        display_name="Quinn",
+        live=LiveInfo(title=title) if title is not None else None,
+    )
+
+
+def state(key: str = "twitch/quinn", *, live: bool = True, started: float = 0) -> StreamState:
+    start = T0 + timedelta(minutes=started)
+    return StreamState(
+        streamer_key=key,
+        display_name="Quinn",
+        url="https://twitch.tv/quinn",
+        live=live,
+        info=LiveInfo(title="Painting", categories=("Art",)),
+        started_at=start,
+        ended_at=None if live else start + timedelta(hours=1),
+        state_at=start,
+    )
+
+
+async def stored_event(db: Store, event_id: str = "e1", **fields: object) -> int:
+    async with db.transaction():
+        row = await db.insert_event(event(event_id=event_id, **fields), notified=True)  # type: ignore[arg-type]
+    assert row is not None
+    return row
+
+
+async def delivery(
+    db: Store,
+    event_row: int,
+    target: str,
+    *,
+    sink: str = "discord",
+    action: str = "post",
+    due: float = NOW,
+    created: float = NOW,
+    options: dict[str, object] | None = None,
+) -> int:
+    async with db.transaction():
+        return await db.add_delivery(
+            event_row=event_row,
+            sink=sink,
+            target=target,
+            action=action,
+            options=options,
+            not_before=due,
+            now=created,
+        )
+
+
+async def states(db: Store) -> dict[int, str]:
+    return {row.id: row.state for row in await db.list_deliveries(DELIVERY_STATES)}
+
+
+# -- the contract covers the whole Protocol ------------------------------------------------
+
+
+def test_every_protocol_method_is_exercised_here() -> None:
+    members = {
+        name
+        for name, value in inspect.getmembers(store_module.Store)
+        if not name.startswith("_") and callable(value)
+    }
+    source = Path(__file__).read_text(encoding="utf-8")
+    missing = sorted(name for name in members if f".{name}(" not in source)
+    assert not missing, f"store methods with no contract test: {missing}"
+
+
+# -- lifecycle and transactions ------------------------------------------------------------
+
+
+async def test_a_store_reopened_keeps_everything_and_its_schema(
+    make_store: Callable[[], Store],
+) -> None:
+    first = make_store()
+    await first.open()
+    version = await first.schema_version()
+    assert version >= 1
+    async with first.transaction():
+        assert await first.insert_event(event(), notified=True) is not None
+    await first.close()
+    await first.close()  # idempotent
+    again = make_store()
+    await again.open()
+    try:
+        assert await again.schema_version() == version
+        assert await again.has_event("rec", "e1")
+        assert again.location
+    finally:
+        await again.close()
+
+
+async def test_a_transaction_that_raises_changes_nothing(db: Store) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        async with db.transaction():
+            await db.insert_event(event(), notified=True)
+            await db.add_mute(Mute("discord", "1", "*", None), now=NOW)
+            raise RuntimeError("boom")
+    assert await db.count_events() == 0
+    assert await db.mutes_for("discord", "1", NOW) == []
+
+
+async def test_a_failed_savepoint_undoes_only_its_own_step(db: Store) -> None:
+    async with db.transaction():
+        await db.insert_event(event(event_id="kept"), notified=True)
+        with pytest.raises(ValueError, match="step"):
+            async with db.savepoint():
+                await db.insert_event(event(event_id="undone"), notified=True)
+                raise ValueError("step")
+        async with db.savepoint():
+            await db.insert_event(event(event_id="also kept"), notified=True)
+    assert await db.has_event("rec", "kept") and await db.has_event("rec", "also kept")
+    assert not await db.has_event("rec", "undone")
+
+
+async def test_health_check_and_write_probe(db: Store) -> None:
+    assert await db.check() == "ok"
+    await db.probe_write()
+    assert db.health.ok and db.health.error is None
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+async def test_an_event_is_stored_once_per_source_and_id(db: Store) -> None:
+    row = await stored_event(db)
+    async with db.transaction():
+        assert await db.insert_event(event(), notified=True) is None  # a repeat
+        other = await db.insert_event(event(source="lp"), notified=False)  # another source
+        derived = await db.insert_event(
+            event("title_change", "e1/title"), notified=True, parent=row, raw=b"{}"
+        )
+    assert other is not None and derived is not None
+    assert await db.count_events() == 3
+    assert await db.has_event("rec", "e1") and not await db.has_event("rec", "e2")
+    loaded = await db.load_event(row)
+    assert (loaded.event_id, loaded.kind, loaded.live) == (
+        "e1",
+        "live_start",
+        LiveInfo("Painting"),
+    )
+    found = await db.find_event("lp", "e1")
+    assert found is not None and found.source == "lp"
+    assert await db.find_event("lp", "nope") is None
+    with pytest.raises(KeyError):
+        await db.load_event(10_000)
+
+
+async def test_a_retired_event_id_is_free_again_and_the_old_event_kept(db: Store) -> None:
+    old = await stored_event(db, "digest", minutes=0)
+    async with db.transaction():
+        # Not older than the cut-off: stays where it is.
+        assert not await db.retire_event_id("rec", "digest", received_before=T0)
+        assert await db.retire_event_id("rec", "digest", received_before=T0 + timedelta(minutes=1))
+        assert not await db.retire_event_id("rec", "never", received_before=T0)
+        new = await db.insert_event(event(event_id="digest", minutes=2), notified=True)
+    assert new is not None
+    moved = await db.find_event("rec", f"digest@{old}")
+    assert moved is not None and moved.received_at == T0
+    current = await db.find_event("rec", "digest")
+    assert current is not None and current.received_at == T0 + timedelta(minutes=2)
+
+
+# -- streams -------------------------------------------------------------------------------
+
+
+async def test_stream_state_round_trips_and_marks_are_kept_apart(db: Store) -> None:
+    assert await db.get_stream("twitch/quinn") is None
+    start = await stored_event(db)
+    end = await stored_event(db, "e2", kind="live_end")
+    async with db.transaction():
+        await db.save_stream(state(), now=T0)
+        await db.set_session("twitch/quinn", start)
+        await db.set_end("twitch/quinn", end)
+        await db.set_change_posted_at("twitch/quinn", NOW + 5)
+        # Saving the state again leaves the marks alone.
+        await db.save_stream(state(live=False), now=T0)
+    saved = await db.get_stream("twitch/quinn")
+    assert saved is not None
+    assert (saved.live, saved.info.title, saved.info.categories) == (False, "Painting", ("Art",))
+    assert saved.started_at == T0 and saved.ended_at == T0 + timedelta(hours=1)
+    assert saved.marks == SessionMarks(session_row=start, end_row=end, change_posted_at=NOW + 5)
+
+
+async def test_live_streams_longest_running_first_and_every_known_streamer(db: Store) -> None:
+    async with db.transaction():
+        await db.save_stream(state("twitch/late", started=30), now=T0)
+        await db.save_stream(state("twitch/early", started=0), now=T0)
+        await db.save_stream(state("twitch/off", live=False), now=T0)
+    assert [s.streamer_key for s in await db.live_streams()] == ["twitch/early", "twitch/late"]
+    assert await db.known_streamers() == ["twitch/early", "twitch/late", "twitch/off"]
+
+
+# -- mutes and subscriptions ---------------------------------------------------------------
+
+
+async def test_mutes_expire_replace_and_lift(db: Store) -> None:
+    async with db.transaction():
+        await db.add_mute(Mute("discord", "1", "*", until=NOW + 60), created_by="u", now=NOW)
+        await db.add_mute(Mute("discord", "1", "twitch/a", until=None), now=NOW)
+        await db.add_mute(Mute("telegram", "1", "*", until=None), now=NOW)
+        # The same pattern again replaces the first one's expiry.
+        await db.add_mute(Mute("discord", "1", "*", until=NOW + 120), now=NOW)
+    mutes = await db.mutes_for("discord", "1", NOW + 90)
+    assert sorted((m.pattern, m.until) for m in mutes) == [("*", NOW + 120), ("twitch/a", None)]
+    assert [m.pattern for m in await db.mutes_for("discord", "1", NOW + 121)] == ["twitch/a"]
+    async with db.transaction():
+        assert await db.remove_mute("discord", "1", "twitch/a") == 1
+        assert await db.remove_mute("discord", "1", "twitch/a") == 0
+        assert await db.remove_mute("discord", "1", None) == 1
+    assert await db.mutes_for("discord", "1", NOW) == []
+    assert len(await db.mutes_for("telegram", "1", NOW)) == 1
+
+
+async def test_subscriptions_are_unique_per_chat_and_pattern(db: Store) -> None:
+    first = Subscription("telegram", "-100", "twitch/*")
+    async with db.transaction():
+        assert await db.add_subscription(first, created_by="u", now=NOW)
+        assert not await db.add_subscription(first, now=NOW)
+        assert await db.add_subscription(Subscription("discord", "5", "twitch/*"), now=NOW)
+    assert await db.subscriptions() == [first, Subscription("discord", "5", "twitch/*")]
+    async with db.transaction():
+        assert await db.remove_subscription(first)
+        assert not await db.remove_subscription(first)
+    assert await db.subscriptions() == [Subscription("discord", "5", "twitch/*")]
+
+
+# -- outbox --------------------------------------------------------------------------------
+
+
+async def test_claiming_takes_due_rows_oldest_first_skipping_busy_chats(db: Store) -> None:
+    row = await stored_event(db)
+    a1 = await delivery(db, row, "a", due=NOW - 10, options={"mention_roles": [1]})
+    b1 = await delivery(db, row, "b", due=NOW - 5)
+    await delivery(db, row, "c", due=NOW + 60)  # not due yet
+    await delivery(db, row, "a", sink="telegram", due=NOW - 20)  # another sink
+    assert await db.next_due("discord") == NOW - 10
+    assert await db.next_due("discord", busy_targets=["a", "b"]) == NOW + 60
+    async with db.transaction():
+        claimed = await db.claim_due("discord", now=NOW, busy_targets=["b"])
+    assert [(d.id, d.target, d.attempts) for d in claimed] == [(a1, "a", 1)]
+    assert claimed[0].options == {"mention_roles": [1]}
+    assert claimed[0].event_row == row and claimed[0].action == "post"
+    assert (await states(db))[a1] == "sending"
+    async with db.transaction():
+        assert [d.id for d in await db.claim_due("discord", now=NOW, limit=1)] == [b1]
+
+
+async def test_outcomes_sent_retry_failed_and_released(db: Store) -> None:
+    row = await stored_event(db)
+    ids = [await delivery(db, row, target) for target in ("a", "b", "c", "d")]
+    async with db.transaction():
+        await db.claim_due("discord", now=NOW)
+        await db.mark_sent(ids[0], message_id="m1", now=NOW)
+        await db.mark_retry(ids[1], error="503", not_before=NOW + 30, now=NOW)
+        await db.mark_failed(ids[2], error="403 Missing Access", now=NOW)
+        await db.release_claimed([ids[3]], now=NOW)
+    rows = {r.id: r for r in await db.list_deliveries(DELIVERY_STATES)}
+    assert (rows[ids[0]].state, rows[ids[0]].message_id) == ("sent", "m1")
+    assert (rows[ids[1]].state, rows[ids[1]].not_before, rows[ids[1]].last_error) == (
+        "pending",
+        NOW + 30,
+        "503",
+    )
+    assert (rows[ids[2]].state, rows[ids[2]].attempts) == ("failed", 1)
+    # Released untried: back in the queue with its attempt undone.
+    assert (rows[ids[3]].state, rows[ids[3]].attempts) == ("pending", 0)
+    assert rows[ids[0]].kind == "live_start" and rows[ids[0]].streamer_key == "twitch/quinn"
+    assert await db.delivery_status(ids[0]) == ("sent", "m1")
+    with pytest.raises(KeyError):
+        await db.delivery_status(10_000)
+    # The default listing leaves out what is done.
+    assert {r.id for r in await db.list_deliveries()} == set(ids[1:])
+
+
+async def test_in_flight_rows_are_requeued_and_failed_ones_retried(db: Store) -> None:
+    row = await stored_event(db)
+    first, second = await delivery(db, row, "a"), await delivery(db, row, "b")
+    async with db.transaction():
+        await db.claim_due("discord", now=NOW)
+        await db.mark_failed(second, error="gone", now=NOW)
+    async with db.transaction():
+        assert await db.requeue_in_flight() == 1
+        assert await db.retry_failed(now=NOW + 100) == 1
+    rows = {r.id: r for r in await db.list_deliveries(DELIVERY_STATES)}
+    assert rows[first].state == rows[second].state == "pending"
+    assert rows[second].not_before == NOW + 100 and rows[second].attempts == 1
+
+
+async def test_outbox_counts_and_the_oldest_due(db: Store) -> None:
+    row = await stored_event(db)
+    await delivery(db, row, "a", created=NOW - 50, due=NOW - 50)
+    # Held back on purpose (an end in its grace): scheduled, not waiting.
+    await delivery(db, row, "b", created=NOW - 100, due=NOW + 600)
+    sent = await delivery(db, row, "c", sink="telegram", created=NOW - 200, due=NOW - 200)
+    async with db.transaction():
+        await db.mark_sent(sent, message_id="x", now=NOW)
+    counts = await db.outbox_counts(now=NOW)
+    assert counts.by_state == {"pending": 2, "sent": 1}
+    assert counts.oldest_pending_created == NOW - 50
+    assert await db.oldest_due(["discord"]) == NOW - 50
+    assert await db.oldest_due(["telegram"]) is None
+    assert await db.oldest_due([]) is None
+
+
+async def test_held_rows_are_released_or_cancelled_per_event(db: Store) -> None:
+    start = await stored_event(db)
+    end = await stored_event(db, "e2", kind="live_end")
+    held = await delivery(db, end, "a", due=NOW + 600)
+    other = await delivery(db, end, "b", due=NOW + 600)
+    card = await delivery(db, start, "a")
+    async with db.transaction():
+        assert await db.release_held(end, now=NOW) == 2
+        assert await db.release_held(end, now=NOW) == 0
+    rows = {r.id: r for r in await db.deliveries_for_event(end)}
+    assert list(rows) == [held, other]
+    assert rows[held].not_before == NOW and rows[held].options["due"] == NOW
+    async with db.transaction():
+        await db.mark_sent(other, message_id="m", now=NOW)
+        assert await db.cancel_pending(end, reason="came back", now=NOW) == 1
+    assert (await states(db))[held] == "cancelled"
+    # Cancelled rows never reached their chat; sent ones did.
+    assert await db.reached_targets(end) == {("discord", "b")}
+    assert (await states(db))[card] == "pending"
+
+
+async def test_failed_counts_include_a_chats_forum_topics(db: Store) -> None:
+    row = await stored_event(db)
+    for n, target in enumerate(("-100", "-100/7", "-1001", "-100")):
+        delivery_id = await delivery(db, row, target, sink="telegram", action=f"edit{n}")
+        async with db.transaction():
+            await db.mark_failed(delivery_id, error="x", now=NOW)
+    assert await db.failed_count("telegram", "-100") == 3
+    assert await db.failed_count("telegram", "-1001") == 1
+    assert await db.failed_count("discord", "-100") == 0
+
+
+# -- card refs -----------------------------------------------------------------------------
+
+
+async def test_cards_are_an_events_posts_and_can_point_at_a_new_message(db: Store) -> None:
+    row = await stored_event(db)
+    post_a = await delivery(db, row, "a")
+    await delivery(db, row, "a", action="edit")
+    post_b = await delivery(db, row, "b", sink="telegram")
+    assert await db.cards(row) == {("discord", "a"): post_a, ("telegram", "b"): post_b}
+    assert await db.reached_targets(row) == {("discord", "a"), ("telegram", "b")}
+    async with db.transaction():
+        await db.mark_sent(post_a, message_id="old", now=NOW)
+        await db.set_message_id(post_a, "new")
+    assert await db.delivery_status(post_a) == ("sent", "new")
