@@ -21,7 +21,7 @@ from bot.logs import StderrHandler
 from bot.sources.fastpix import SPEC as FASTPIX
 
 PUBLIC = "https://bot.example.com"
-FASTPIX_SECRET_ENV = FASTPIX.secret_env
+FASTPIX_SECRET_ENV = str(FASTPIX.secret_env)
 
 
 @pytest.fixture(autouse=True)
