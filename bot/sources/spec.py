@@ -106,9 +106,10 @@ class SourceSpec:
     `<public>/webhook/<name>` and `{secret}` for the secret. `setup` is what `init`
     prints to connect the provider; besides those two it may use `{webhook_url}` (the
     filled-in form), `{name}`, `{secret_env}` and `{config}` (the config file's path).
-    `config_note` follows "<title> posts to <URL>" in the comment init writes above the
-    `[[sources]]` entry. `samples` holds one realistic payload per event type, which
-    `bot.samples` parses through the source to preview templates.
+    `config_note` (which may use `{secret_env}`) follows "<title> posts to <URL>" in
+    the comment init writes above the `[[sources]]` entry. `samples` holds one realistic
+    payload per event type, which `bot.samples` parses through a source built with an
+    empty secret (samples are parsed, never verified), so `build` must accept one.
     """
 
     kind: str
