@@ -26,9 +26,9 @@ from bot.errors import (
 from bot.events import Event, utcnow
 from bot.init import InitOptions, run_init
 from bot.logs import setup_logging
+from bot.registry import KNOWN_KINDS, SOURCES
 from bot.render import ConsoleMessage, DiscordMessage, Renderer, TelegramMessage, preview
 from bot.samples import sample_event
-from bot.sources import SOURCE_TYPES
 from bot.sources.base import WebhookRequest
 from bot.store import DeliveryInfo, Store, create_store
 
@@ -97,14 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_check)
 
     render = commands.add_parser("render", help="preview a notification without sending it")
-    render.add_argument("kind", nargs="?", help=f"event kind: {', '.join(sorted(ev.KNOWN_KINDS))}")
+    render.add_argument("kind", nargs="?", help=f"event kind: {', '.join(sorted(KNOWN_KINDS))}")
     render.add_argument("--sink", choices=SINKS, default="console")
     render.add_argument(
         "--event", type=Path, help="a webhook payload (JSON file) to render instead of samples"
     )
     render.add_argument(
         "--source-kind",
-        choices=sorted(SOURCE_TYPES),
+        choices=sorted(SOURCES),
         default="onliverec",
         help="which provider the --event payload comes from (default: onliverec)",
     )
@@ -228,8 +228,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if args.event is None and args.kind is None:
         print("error: name an event kind or give --event FILE.json", file=sys.stderr)
         return 2
-    if args.kind is not None and args.kind not in ev.KNOWN_KINDS:
-        known = ", ".join(sorted(ev.KNOWN_KINDS))
+    if args.kind is not None and args.kind not in KNOWN_KINDS:
+        known = ", ".join(sorted(KNOWN_KINDS))
         print(f"error: unknown event kind {args.kind!r}; known: {known}", file=sys.stderr)
         return 2
     if args.event is not None:
@@ -347,7 +347,8 @@ def _event_from_file(path: Path, source_kind: str) -> Event | None:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         print(f"error: {path} is not JSON: {exc}", file=sys.stderr)
         return None
-    source = SOURCE_TYPES[source_kind](SourceConfig(name=source_kind, kind=source_kind, secret=""))
+    config = SourceConfig(name=source_kind, kind=source_kind, secret="")
+    source = SOURCES[source_kind].build(config)
     request = WebhookRequest(query={}, headers={}, body=body, received_at=utcnow())
     try:
         if not isinstance(payload, dict):

@@ -25,13 +25,14 @@ from bot.instance import InstanceLock
 from bot.listener import HEADER_TIMEOUT_SECONDS, ListenerRunner
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
+from bot.registry import SOURCES
 from bot.reload import Reloader
 from bot.render import Renderer
 from bot.sinks.base import Sink
 from bot.sinks.console import ConsoleSink
 from bot.sinks.discord import DiscordSink
 from bot.sinks.telegram import TelegramSink
-from bot.sources import SOURCE_TYPES, Source
+from bot.sources import Source
 from bot.store import Store, create_store
 from bot.web import (
     BODY_READ_TIMEOUT_SECONDS,
@@ -97,7 +98,7 @@ def build_sources(config: Config) -> dict[str, Source]:
                 "source %s still uses the example secret; change it before exposing the bot",
                 entry.name,
             )
-    return {entry.name: SOURCE_TYPES[entry.kind](entry) for entry in config.sources}
+    return {entry.name: SOURCES[entry.kind].build(entry) for entry in config.sources}
 
 
 def build_sinks(

@@ -20,10 +20,9 @@ from urllib.parse import urlsplit
 
 from bot.durations import parse_duration
 from bot.errors import ConfigError
-from bot.events import KNOWN_KINDS, NOTIFIED_KINDS
-
-#: The webhook providers a `[[sources]]` entry may name as its `kind`.
-SOURCE_KINDS: Final = frozenset({"onliverec", "livepeer", "fastpix"})
+from bot.events import NOTIFIED_KINDS
+from bot.registry import SOURCES, known_kinds
+from bot.sources.spec import SourceSpec
 
 ON_CHANGE_CHOICES: Final = frozenset({"edit", "post", "both"})
 ON_END_CHOICES: Final = frozenset({"edit", "post", "both", "delete"})
@@ -33,8 +32,9 @@ LOG_FORMATS: Final = frozenset({"text", "json"})
 _MAX_BODY_LIMIT: Final = 64 * 1024 * 1024
 _MAX_SNOWFLAKE: Final = 2**64 - 1
 
-# The single source of truth for which keys exist; CONFIG_KEYS and the unknown-key
-# checks are both derived from these, so the docs test cannot drift from the loader.
+# The single source of truth for which keys exist (with each source's `options` in
+# bot.registry); CONFIG_KEYS and the unknown-key checks are both derived from these, so
+# the docs test cannot drift from the loader.
 _SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "server": ("host", "port", "max_body_bytes"),
     "storage": ("path",),
@@ -48,8 +48,6 @@ _SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "metrics": ("enabled", "token", "token_env"),
 }
 _SOURCE_KEYS: Final = ("name", "kind", "secret", "secret_env")
-#: Keys only some source kinds accept; for any other kind they are unknown keys.
-_SOURCE_KIND_KEYS: Final[Mapping[str, tuple[str, ...]]] = {"livepeer": ("tolerance",)}
 _ROUTE_KEYS: Final = (
     "match",
     "events",
@@ -63,13 +61,19 @@ _ROUTE_KEYS: Final = (
 )
 _TOP_KEYS: Final = (*_SECTION_KEYS, "sources", "routes")
 
-#: Every dotted key the loader accepts; array-of-table keys are spelled `sources[].name`.
-CONFIG_KEYS: Final = frozenset(
-    [f"{section}.{key}" for section, keys in _SECTION_KEYS.items() for key in keys]
-    + [f"sources[].{key}" for key in _SOURCE_KEYS]
-    + [f"sources[].{key}" for keys in _SOURCE_KIND_KEYS.values() for key in keys]
-    + [f"routes[].{key}" for key in _ROUTE_KEYS]
-)
+
+def config_keys(registry: Mapping[str, SourceSpec] = SOURCES) -> frozenset[str]:
+    """Every dotted key the loader accepts; array-of-table keys are spelled `sources[].name`."""
+    return frozenset(
+        [f"{section}.{key}" for section, keys in _SECTION_KEYS.items() for key in keys]
+        + [f"sources[].{key}" for key in _SOURCE_KEYS]
+        + [f"sources[].{key}" for spec in registry.values() for key in spec.option_keys]
+        + [f"routes[].{key}" for key in _ROUTE_KEYS]
+    )
+
+
+#: The keys of the registered sources' config: what README and bot.toml.example document.
+CONFIG_KEYS: Final = config_keys(SOURCES)
 
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -176,12 +180,17 @@ class DeliveryConfig:
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
-    """One webhook endpoint, `/webhook/<name>`, of one provider kind."""
+    """One webhook endpoint, `/webhook/<name>`, of one provider kind.
+
+    `options` holds the kind's own keys (its `SourceSpec.options`), checked, by key; a
+    source reads them back through the option (`TOLERANCE.get(config)`). Left out of the
+    repr because a future option may be a credential.
+    """
 
     name: str
     kind: str
     secret: str = field(repr=False)
-    tolerance: timedelta = timedelta(minutes=5)
+    options: Mapping[str, object] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +226,12 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
 
 
-def read_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+def read_config(
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    registry: Mapping[str, SourceSpec] = SOURCES,
+) -> Config:
     """Read and check a bot.toml file; relative paths in it are relative to its folder."""
     try:
         with path.open("rb") as file:
@@ -234,14 +248,25 @@ def read_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         data,
         environ=os.environ if environ is None else environ,
         base_dir=path.absolute().parent,
+        registry=registry,
     )
 
 
-def load_config(data: Mapping[str, Any], *, environ: Mapping[str, str], base_dir: Path) -> Config:
-    """Check a parsed bot.toml mapping; raise ConfigError listing every problem."""
+def load_config(
+    data: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str],
+    base_dir: Path,
+    registry: Mapping[str, SourceSpec] = SOURCES,
+) -> Config:
+    """Check a parsed bot.toml mapping; raise ConfigError listing every problem.
+
+    `registry` holds the source kinds `[[sources]] kind` may name (`bot.registry.SOURCES`).
+    """
     problems: list[str] = []
     root = _Table(data, "", problems, _TOP_KEYS)
     root.check_unknown()
+    known = known_kinds(registry)
     config = Config(
         server=_server(root.section("server")),
         storage=_storage(root.section("storage"), base_dir),
@@ -255,8 +280,8 @@ def load_config(data: Mapping[str, Any], *, environ: Mapping[str, str], base_dir
                 "max_age", DeliveryConfig().max_age, positive=True
             )
         ),
-        sources=_sources(root.tables("sources"), environ),
-        routes=tuple(_route(table) for table in root.tables("routes")),
+        sources=_sources(root.tables("sources"), environ, registry),
+        routes=tuple(_route(table, known) for table in root.tables("routes")),
         logging=_logging(root.section("logging")),
         metrics=_metrics(root.section("metrics"), environ),
     )
@@ -535,7 +560,14 @@ def _telegram(root: _Table, environ: Mapping[str, str]) -> TelegramConfig:
     )
 
 
-def _sources(tables: list[_Table], environ: Mapping[str, str]) -> tuple[SourceConfig, ...]:
+def _sources(
+    tables: list[_Table], environ: Mapping[str, str], specs: Mapping[str, SourceSpec]
+) -> tuple[SourceConfig, ...]:
+    # Which kinds take each kind-specific key, to say so when another kind's entry has it.
+    takers: dict[str, list[str]] = {}
+    for taker, taker_spec in specs.items():
+        for key in taker_spec.option_keys:
+            takers.setdefault(key, []).append(taker)
     out: list[SourceConfig] = []
     first_seen: dict[str, str] = {}
     for table in tables:
@@ -548,16 +580,16 @@ def _sources(tables: list[_Table], environ: Mapping[str, str]) -> tuple[SourceCo
             table.problem("name", f"duplicate source name {name!r} (also {first_seen[name]})")
         elif name is not None:
             first_seen[name] = table.path
-        kind = table.choice("kind", "", SOURCE_KINDS, required=True)
+        kind = table.choice("kind", "", specs.keys(), required=True)
+        spec = specs.get(kind)
 
-        own_keys = _SOURCE_KIND_KEYS.get(kind, ())
+        own_keys = spec.option_keys if spec is not None else ()
         others = {
-            key: f"only {other} sources take it"
-            for other, keys in _SOURCE_KIND_KEYS.items()
-            for key in keys
+            key: f"only {' or '.join(sorted(kinds))} sources take it"
+            for key, kinds in takers.items()
             if key not in own_keys
         }
-        if kind:
+        if spec is not None:
             table.keys = frozenset((*_SOURCE_KEYS, *own_keys))
             table.check_unknown(also_known=others)
         else:
@@ -567,13 +599,9 @@ def _sources(tables: list[_Table], environ: Mapping[str, str]) -> tuple[SourceCo
             table.check_unknown()
 
         secret = _source_secret(table, environ)
-        tolerance = (
-            table.duration("tolerance", timedelta(minutes=5), positive=True)
-            if "tolerance" in own_keys
-            else timedelta(minutes=5)
-        )
-        if name is not None and kind and secret is not None:
-            out.append(SourceConfig(name=name, kind=kind, secret=secret, tolerance=tolerance))
+        options = spec.read_options(table) if spec is not None else {}
+        if name is not None and spec is not None and secret is not None:
+            out.append(SourceConfig(name=name, kind=kind, secret=secret, options=options))
     return tuple(out)
 
 
@@ -603,7 +631,7 @@ def _source_secret(table: _Table, environ: Mapping[str, str]) -> str | None:
     return inline
 
 
-def _route(table: _Table) -> RouteConfig:
+def _route(table: _Table, known: frozenset[str]) -> RouteConfig:
     table.check_unknown()
     match: list[str] = []
     raw_match = table.data.get("match")
@@ -636,9 +664,9 @@ def _route(table: _Table) -> RouteConfig:
     for path, kind in event_items or []:
         if not isinstance(kind, str):
             table.problems.append(f"{path}: expected a string, got {_type_name(kind)}")
-        elif kind not in KNOWN_KINDS:
-            known = ", ".join(sorted(KNOWN_KINDS))
-            table.problems.append(f"{path}: unknown event kind {_show(kind)}; known: {known}")
+        elif kind not in known:
+            listed = ", ".join(sorted(known))
+            table.problems.append(f"{path}: unknown event kind {_show(kind)}; known: {listed}")
         else:
             events.add(kind)
 

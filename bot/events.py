@@ -16,63 +16,14 @@ ERROR: Final = "error"
 #: The kinds a route gets when it does not name its `events`.
 NOTIFIED_KINDS: Final = (LIVE_START, TITLE_CHANGE, CATEGORY_CHANGE, LIVE_END, ERROR)
 
-#: Kinds that are stored but only notified when a route names them.
-RECORDED_KINDS: Final = (
-    "app_launch",
-    "app_exit",
-    "video_file_create",
-    "video_file_finish",
-    "video_transmux_finish",
-    "recording_ready",
-    "stream_update",
-    # Livepeer (sources/livepeer.py): its own event types; recording.ready is recording_ready.
-    "stream.detection",
-    "recording.started",
-    "recording.waiting",
-    "multistream.connected",
-    "multistream.disconnected",
-    "playback.user.new",
-    "asset.created",
-    "asset.updated",
-    "asset.ready",
-    "asset.deleted",
-    "task.spawned",
-    "task.updated",
-    "task.completed",
-    # FastPix (sources/fastpix.py): its own event types, lower-cased.
-    "video.live_stream.created",
-    "video.live_stream.preparing",
-    "video.live_stream.connected",
-    "video.live_stream.recording",
-    "video.live_stream.disconnected",
-    "video.live_stream.enabled",
-    "video.live_stream.srt_detected",
-    "video.live_stream.rtmps_detected",
-    "video.asset.created",
-    "video.live_stream.simulcast.created",
-    "video.live_stream.simulcast.starting",
-    "video.live_stream.simulcast.broadcasting",
-    "video.live_stream.simulcast.deleted",
-    "video.live_stream.simulcast_target.created",
-    "video.live_stream.simulcast_target.starting",
-    "video.live_stream.simulcast_target.broadcasting",
-    "video.live_stream.simulcast_target.updated",
-    "video.live_stream.simulcast_target.deleted",
-    "video.media.created",
-    "video.media.ready",
-    "video.media.updated",
-    "video.media.delete",
-    "video.media.live_stream.created",
-    "video.upload.created",
-    "video.upload.media_created",
-    "video.upload.ready",
-)
-
 #: A source that reports the stream's whole state (not a change) emits this kind; the
 #: store compares it with what it knows and derives title_change / category_change.
 STREAM_UPDATE: Final = "stream_update"
 
-KNOWN_KINDS: Final = frozenset(NOTIFIED_KINDS + RECORDED_KINDS)
+#: The kinds the pipeline itself understands. Every other kind is a source's own
+#: (`SourceSpec.event_types`): stored, and notified only when a route names it;
+#: `bot.registry.KNOWN_KINDS` is the whole list.
+CORE_KINDS: Final = (*NOTIFIED_KINDS, STREAM_UPDATE)
 
 
 @dataclass(frozen=True, slots=True)

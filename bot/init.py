@@ -4,7 +4,8 @@ The file gets fresh random webhook secrets where the bot may choose them (OneLiv
 `?key=`, Livepeer's `sharedSecret`), an environment variable where the provider makes
 its own (FastPix's Signing Secret), `token_env` for the chat tokens (never a token), and
 one catch-all route so the console shows every event. It is written readable by its
-owner only and never over an existing file without `force`.
+owner only and never over an existing file without `force`. What to offer and what to
+tell the user about each source comes from its spec in `bot.registry.SOURCES`.
 
 Nothing here uses `logging`: the secrets are printed once, on purpose, for the user to
 paste into the providers, and must not end up in a log.
@@ -28,20 +29,16 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
-from bot.config import SOURCE_KINDS
+from bot.registry import SOURCES
+from bot.sources.spec import SourceSpec
 
 #: Reads one answer; called with the prompt (`input` in a terminal, a script in tests).
 Ask = Callable[[str], str]
 
-#: Sources in the order they are offered and written.
-SOURCE_ORDER: Final = ("onliverec", "livepeer", "fastpix")
-DEFAULT_SOURCES: Final = ("onliverec",)
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8080
 DISCORD_TOKEN_ENV: Final = "DISCORD_TOKEN"
 TELEGRAM_TOKEN_ENV: Final = "TELEGRAM_TOKEN"
-#: FastPix generates the signing secret itself; the bot can only be told it.
-FASTPIX_SECRET_ENV: Final = "FASTPIX_WEBHOOK_SECRET"
 #: 32 random bytes: 43 URL-safe characters, so it needs no escaping in `?key=`.
 SECRET_BYTES: Final = 32
 
@@ -54,15 +51,12 @@ TELEGRAM_ROUTE_KEYS: Final = (
     'telegram_chats = ["-1001234567890"]        # /help in the chat shows its id',
 )
 
-_PROVIDERS: Final = {"onliverec": "OneLiveRec", "livepeer": "Livepeer", "fastpix": "FastPix"}
 _T = TypeVar("_T")
 _YES: Final = frozenset({"y", "yes", "true", "1"})
 _NO: Final = frozenset({"n", "no", "false", "0"})
 # Never valid unescaped in a URL, and they would break the printed shell commands.
 _BAD_URL_CHARS: Final = re.compile(r"[\s\x00-\x1f\x7f\"'<>\\`]")
 _WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::"})
-
-assert set(SOURCE_ORDER) == SOURCE_KINDS, "offer every source kind the config accepts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +116,13 @@ def run_init(
     ask: Ask | None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    registry: Mapping[str, SourceSpec] = SOURCES,
 ) -> int:
     """Gather the answers, write the config and print what to do next; the exit code.
 
     `ask` is None when nobody can answer (stdin is not a terminal): then flags and
     defaults decide. Questions are also skipped when any answer came as a flag.
+    `registry` holds the source kinds offered, in order (the first is the default).
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -138,26 +134,26 @@ def run_init(
         return 1
     if ask is not None and not options.answers_given:
         try:
-            answers = _ask_all(ask, out)
+            answers = _ask_all(ask, out, registry)
         except (EOFError, KeyboardInterrupt):
             print("\ninit cancelled; nothing written", file=err)
             return 1
     else:
         try:
-            answers = _from_flags(options)
+            answers = _from_flags(options, registry)
         except _FlagError as exc:
             print(f"error: {exc}", file=err)
             return 2
-    sources = new_sources(answers.sources)
+    sources = new_sources(answers.sources, registry)
     try:
-        write_private(path, render_config(answers, sources), force=options.force)
+        write_private(path, render_config(answers, sources, registry), force=options.force)
     except FileExistsError:  # created since the check above
         print(exists, file=err)
         return 1
     except OSError as exc:
         print(f"error: cannot write {path}: {exc.strerror or exc}", file=err)
         return 1
-    print(instructions(path, answers, sources), file=out)
+    print(instructions(path, answers, sources, registry), file=out)
     return 0
 
 
@@ -168,7 +164,12 @@ class _FlagError(Exception):
     """A flag's value is not usable; the message names the flag."""
 
 
-def _from_flags(options: InitOptions) -> Answers:
+def default_sources(registry: Mapping[str, SourceSpec] = SOURCES) -> tuple[str, ...]:
+    """The sources init suggests: the first registered kind."""
+    return tuple(registry)[:1]
+
+
+def _from_flags(options: InitOptions, registry: Mapping[str, SourceSpec]) -> Answers:
     """Answers from the flags, defaults for what they leave out."""
 
     def check(flag: str, parse: Callable[[str], _T], value: str) -> _T:
@@ -178,9 +179,9 @@ def _from_flags(options: InitOptions) -> Answers:
             raise _FlagError(f"{flag}: {exc}") from None
 
     sources = (
-        check("--source", parse_sources, ",".join(options.sources))
+        check("--source", lambda text: parse_sources(text, registry), ",".join(options.sources))
         if options.sources is not None
-        else DEFAULT_SOURCES
+        else default_sources(registry)
     )
     host = check("--host", parse_host, options.host) if options.host is not None else DEFAULT_HOST
     port = (
@@ -203,14 +204,14 @@ def _from_flags(options: InitOptions) -> Answers:
     )
 
 
-def _ask_all(ask: Ask, out: TextIO) -> Answers:
+def _ask_all(ask: Ask, out: TextIO, registry: Mapping[str, SourceSpec]) -> Answers:
     print("Set up a new bot.toml. Press Enter to take the suggestion in brackets.", file=out)
     sources = _ask(
         ask,
         out,
-        f"Webhook sources ({', '.join(SOURCE_ORDER)}; comma-separated)",
-        ",".join(DEFAULT_SOURCES),
-        parse_sources,
+        f"Webhook sources ({', '.join(registry)}; comma-separated)",
+        ",".join(default_sources(registry)),
+        lambda text: parse_sources(text, registry),
     )
     discord = _ask(ask, out, "Post to Discord? (y/n)", "n", parse_yes_no)
     telegram = _ask(ask, out, "Post to Telegram? (y/n)", "n", parse_yes_no)
@@ -250,18 +251,19 @@ def _ask(ask: Ask, out: TextIO, question: str, default: str, parse: Callable[[st
             print(f"  {exc}; try again", file=out)
 
 
-def parse_sources(text: str) -> tuple[str, ...]:
+def parse_sources(text: str, registry: Mapping[str, SourceSpec] = SOURCES) -> tuple[str, ...]:
     """Source kinds from "onliverec, livepeer" (commas or spaces), each once, in order."""
     kinds: list[str] = []
+    offered = ", ".join(registry)
     for word in re.split(r"[,\s]+", text.strip().lower()):
         if not word:
             continue
-        if word not in SOURCE_KINDS:
-            raise ValueError(f"unknown source {word!r}; choose from {', '.join(SOURCE_ORDER)}")
+        if word not in registry:
+            raise ValueError(f"unknown source {word!r}; choose from {offered}")
         if word not in kinds:
             kinds.append(word)
     if not kinds:
-        raise ValueError(f"name at least one source: {', '.join(SOURCE_ORDER)}")
+        raise ValueError(f"name at least one source: {offered}")
     return tuple(kinds)
 
 
@@ -319,17 +321,21 @@ def default_public_url(host: str, port: int) -> str:
 # -- the file --------------------------------------------------------------------------
 
 
-def new_sources(kinds: Sequence[str]) -> tuple[Source, ...]:
+def new_sources(
+    kinds: Sequence[str], registry: Mapping[str, SourceSpec] = SOURCES
+) -> tuple[Source, ...]:
     """One source per kind, named after it, with a fresh secret where the bot picks it."""
     return tuple(
-        Source(name=kind, kind=kind, secret_env=FASTPIX_SECRET_ENV)
-        if kind == "fastpix"
-        else Source(name=kind, kind=kind, secret=secrets.token_urlsafe(SECRET_BYTES))
+        Source(name=kind, kind=kind, secret=secrets.token_urlsafe(SECRET_BYTES))
+        if registry[kind].credential.bot_makes_secret
+        else Source(name=kind, kind=kind, secret_env=registry[kind].secret_env)
         for kind in kinds
     )
 
 
-def render_config(answers: Answers, sources: Sequence[Source]) -> str:
+def render_config(
+    answers: Answers, sources: Sequence[Source], registry: Mapping[str, SourceSpec] = SOURCES
+) -> str:
     """The bot.toml text: each table's keys written (and escaped) by tomli-w, with comments.
 
     Tables are assembled one by one because tomli-w writes short arrays of tables inline
@@ -373,7 +379,8 @@ def render_config(answers: Answers, sources: Sequence[Source]) -> str:
         else:
             assert source.secret_env is not None
             values["secret_env"] = source.secret_env
-        parts.append(_table("sources", values, _source_comment(source, public), array=True))
+        comment = _source_comment(source, public, registry[source.kind])
+        parts.append(_table("sources", values, comment, array=True))
     route_keys = _route_keys(answers)
     route = _table(
         "routes",
@@ -399,16 +406,12 @@ def _table(name: str, values: Mapping[str, Any], comment: str, *, array: bool = 
     return f"{comments}{header}\n{tomli_w.dumps(values)}"
 
 
-def _source_comment(source: Source, public: str) -> str:
-    url = webhook_url(public, source)
-    if source.kind == "onliverec":
-        return f"OneLiveRec posts to {url}?key=<the secret below>"
-    if source.kind == "livepeer":
-        return f"Livepeer posts to {url},\nsigned with the secret below (its sharedSecret)"
-    return (
-        f"FastPix posts to {url};\nset {source.secret_env} to that webhook's Signing Secret"
-        " (FastPix makes it)"
-    )
+def _source_comment(source: Source, public: str, spec: SourceSpec) -> str:
+    url = spec.url_for(webhook_url(public, source), "<the secret below>")
+    comment = f"{spec.title} posts to {url}"
+    if spec.config_note:
+        comment += ",\n" + spec.config_note.format(secret_env=source.secret_env)
+    return comment
 
 
 def write_private(path: Path, text: str, *, force: bool) -> None:
@@ -443,11 +446,30 @@ def write_private(path: Path, text: str, *, force: bool) -> None:
 
 
 def webhook_url(public_url: str, source: Source) -> str:
-    """Where a provider posts: `<public>/webhook/<name>` (OneLiveRec adds `?key=`)."""
+    """The source's route, `<public>/webhook/<name>` (a spec's URL form may add to it)."""
     return f"{public_url}/webhook/{source.name}"
 
 
-def instructions(path: Path, answers: Answers, sources: Sequence[Source]) -> str:
+def setup_text(path: Path, public_url: str, source: Source, spec: SourceSpec) -> str:
+    """How to point the provider at this source: its spec's setup text, filled in."""
+    url = webhook_url(public_url, source)
+    secret = source.secret or ""
+    return spec.setup.format(
+        url=url,
+        secret=secret,
+        webhook_url=spec.url_for(url, secret),
+        name=source.name,
+        secret_env=source.secret_env or "",
+        config=path,
+    )
+
+
+def instructions(
+    path: Path,
+    answers: Answers,
+    sources: Sequence[Source],
+    registry: Mapping[str, SourceSpec] = SOURCES,
+) -> str:
     """What the user does next: the URL for each provider, tokens, routes, check, run."""
     config = shlex.quote(str(path))
     lines = [
@@ -456,33 +478,10 @@ def instructions(path: Path, answers: Answers, sources: Sequence[Source]) -> str
         "Point each provider at the bot:",
     ]
     for source in sources:
-        url = webhook_url(answers.public_url, source)
+        setup = setup_text(path, answers.public_url, source, registry[source.kind])
         lines.append("")
-        if source.kind == "onliverec":
-            lines += [
-                "  OneLiveRec: Settings > Automation > Webhooks, add a webhook with this URL:",
-                f"    {url}?key={source.secret}",
-            ]
-        elif source.kind == "livepeer":
-            lines += [
-                "  Livepeer: create the webhook with the API; sharedSecret is the secret of",
-                f'  the "{source.name}" source in {path}:',
-                "    curl -X POST https://livepeer.studio/api/webhook \\",
-                '      -H "Authorization: Bearer $LIVEPEER_API_KEY" \\',
-                "      -H 'Content-Type: application/json' \\",
-                f'      --data \'{{"name": "streambot", "url": "{url}",'
-                ' "events": ["stream.started", "stream.idle", "multistream.error"],'
-                f' "sharedSecret": "{source.secret}"}}\'',
-            ]
-        else:
-            lines += [
-                "  FastPix: Org Settings > Webhooks > Create new webhook, URL to notify:",
-                f"    {url}",
-                "  FastPix makes the signing secret: open the new webhook, copy its",
-                f"  Signing Secret and set {source.secret_env} to it in the bot's",
-                "  environment (check and run refuse to start without it).",
-            ]
-    cloud = [_PROVIDERS[s.kind] for s in sources if s.kind != "onliverec"]
+        lines += [f"  {line}" for line in setup.splitlines()]
+    cloud = [registry[s.kind].title for s in sources if registry[s.kind].from_internet]
     if cloud and _unreachable(answers.public_url):
         lines += [
             "",

@@ -34,7 +34,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from bot.cards import DELETE, EDIT, POST
 from bot.errors import StoreUnavailable
-from bot.events import KNOWN_KINDS
+from bot.registry import KNOWN_KINDS
 from bot.store import OutboxCounts
 
 log = logging.getLogger(__name__)

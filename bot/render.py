@@ -31,7 +31,8 @@ import bot
 from bot import markup
 from bot.durations import format_duration
 from bot.errors import TemplateProblem
-from bot.events import KNOWN_KINDS, LIVE_END, LIVE_START, Event, LiveInfo, utcnow
+from bot.events import LIVE_END, LIVE_START, Event, LiveInfo, utcnow
+from bot.registry import KNOWN_KINDS
 from bot.samples import sample_event
 
 log = logging.getLogger("bot.render")

@@ -11,7 +11,6 @@ import pytest
 
 from bot.config import (
     CONFIG_KEYS,
-    SOURCE_KINDS,
     BehaviourConfig,
     Config,
     ServerConfig,
@@ -20,6 +19,8 @@ from bot.config import (
 )
 from bot.errors import ConfigError
 from bot.events import NOTIFIED_KINDS
+from bot.registry import SOURCES
+from bot.sources.livepeer import TOLERANCE
 
 REPO = Path(__file__).parents[1]
 EXAMPLE = REPO / "bot.toml.example"
@@ -72,12 +73,7 @@ def test_defaults_from_an_empty_mapping(tmp_path: Path) -> None:
 def test_minimal_source_and_route_defaults() -> None:
     config = load({"sources": [source()], "routes": [{"match": "twitch/*"}]})
     (src,) = config.sources
-    assert (src.name, src.kind, src.secret, src.tolerance) == (
-        "rec",
-        "onliverec",
-        SECRET,
-        timedelta(minutes=5),
-    )
+    assert (src.name, src.kind, src.secret, src.options) == ("rec", "onliverec", SECRET, {})
     (route,) = config.routes
     assert route.match == ("twitch/*",)
     assert route.events == frozenset(NOTIFIED_KINDS)
@@ -117,7 +113,7 @@ def test_example_file_with_everything_uncommented_loads(tmp_path: Path) -> None:
     }
     config = read_config(path, environ=environ)
     assert config.discord.enabled and config.telegram.enabled
-    assert sorted(s.kind for s in config.sources) == sorted(SOURCE_KINDS)
+    assert sorted(s.kind for s in config.sources) == sorted(SOURCES)
     assert config.templates.dir == tmp_path / "templates"
     assert config.behaviour == BehaviourConfig()  # the commented values are the defaults
     assert len(config.routes) == 2
@@ -233,7 +229,9 @@ def test_route_match_is_required() -> None:
 
 def test_livepeer_tolerance() -> None:
     config = load({"sources": [source(kind="livepeer", tolerance="90s")]})
-    assert config.sources[0].tolerance == timedelta(seconds=90)
+    assert TOLERANCE.get(config.sources[0]) == timedelta(seconds=90)
+    default = load({"sources": [source(kind="livepeer")]})
+    assert TOLERANCE.get(default.sources[0]) == timedelta(minutes=5)
 
 
 def test_secret_env_is_read_from_environ() -> None:

@@ -16,10 +16,12 @@ import pytest
 
 from bot.__main__ import main
 from bot.config import read_config
-from bot.init import FASTPIX_SECRET_ENV, InitOptions, run_init
+from bot.init import InitOptions, run_init
 from bot.logs import StderrHandler
+from bot.sources.fastpix import SPEC as FASTPIX
 
 PUBLIC = "https://bot.example.com"
+FASTPIX_SECRET_ENV = str(FASTPIX.secret_env)
 
 
 @pytest.fixture(autouse=True)

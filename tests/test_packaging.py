@@ -11,7 +11,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from bot.init import DISCORD_TOKEN_ENV, FASTPIX_SECRET_ENV, TELEGRAM_TOKEN_ENV
+from bot.init import DISCORD_TOKEN_ENV, TELEGRAM_TOKEN_ENV
+from bot.registry import SOURCES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,7 +121,8 @@ def test_compose_uses_the_image_volume_port_and_token_variables() -> None:
     assert re.search(rf'^\s*- "(?:[\d.]+:)?\d+:{port}"\s*$', compose, re.M)
     assert re.search(r"^\s*restart: unless-stopped\s*$", compose, re.M)
     # The variables `init` writes into bot.toml are the ones compose passes through.
-    for name in (DISCORD_TOKEN_ENV, TELEGRAM_TOKEN_ENV, FASTPIX_SECRET_ENV):
+    source_envs = [spec.secret_env for spec in SOURCES.values() if spec.secret_env]
+    for name in (DISCORD_TOKEN_ENV, TELEGRAM_TOKEN_ENV, *source_envs):
         assert re.search(rf"^\s*- {name}\s*$", compose, re.M), name
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from bot.errors import TemplateProblem
-from bot.events import KNOWN_KINDS, NOTIFIED_KINDS, Event, LiveInfo
+from bot.events import NOTIFIED_KINDS, Event, LiveInfo
+from bot.registry import KNOWN_KINDS
 from bot.render import (
     CONSOLE_TEXT_MAX,
     KIND_COLOURS,

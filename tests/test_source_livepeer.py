@@ -13,6 +13,7 @@ import pytest
 from bot import events as ev
 from bot.config import SourceConfig
 from bot.errors import AuthError, SchemaError
+from bot.registry import KNOWN_KINDS
 from bot.sources.base import WebhookRequest
 from bot.sources.livepeer import KIND_BY_TYPE, LivepeerSource
 
@@ -262,7 +263,7 @@ def test_every_listed_type_is_an_event_of_a_known_kind(etype: str) -> None:
     event = make_source().parse(payload, req(b"{}"))
     assert event is not None
     assert event.kind == KIND_BY_TYPE[etype]
-    assert event.kind in ev.KNOWN_KINDS
+    assert event.kind in KNOWN_KINDS
     assert event.details["type"] == etype
 
 
@@ -428,7 +429,7 @@ def test_tolerance_comes_from_config() -> None:
     request = signed(body_with_time(stamp), t=stamp)
     make_source().verify(request)
     with pytest.raises(AuthError):
-        make_source(tolerance=timedelta(minutes=1)).verify(request)
+        make_source(options={"tolerance": timedelta(minutes=1)}).verify(request)
 
 
 def test_empty_secret_accepts_nothing() -> None:

@@ -32,6 +32,7 @@ from bot import events as ev
 from bot.errors import AuthError, SchemaError
 from bot.events import Event, LiveInfo
 from bot.sources.base import Fields, WebhookRequest
+from bot.sources.spec import Credential, SourceSpec
 
 if TYPE_CHECKING:
     from bot.config import SourceConfig
@@ -363,3 +364,74 @@ def _text(value: Any) -> str | None:
             if text:
                 return text
     return None
+
+
+# -- samples: one FastPix stream and its recording, in the shape of the FastPix seeds ----
+
+_SAMPLE_STREAM: Final = "8f3c2b1a9d7e4f6a5b0c1d2e3f4a5b6c"
+_SAMPLE_PLAYBACK: Final = "d1e2f3a4-b5c6-4d7e-8f9a-0b1c2d3e4f5a"
+_SAMPLE_MEDIA: Final = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
+_SAMPLE_LIVE_STATUS: Final[Mapping[str, str]] = {
+    "video.live_stream.active": "active",
+    "video.live_stream.updated": "active",
+    "video.live_stream.recording": "active",
+    "video.live_stream.disabled": "disabled",
+}
+
+
+def _sample(index: int, etype: str) -> dict[str, Any]:
+    """A delivery of `etype`: its data is the stream, a simulcast target or the recording."""
+    playback = [{"id": _SAMPLE_PLAYBACK, "accessPolicy": "public"}]
+    data: dict[str, Any]
+    if etype.startswith(_SIMULCAST):
+        data = {"simulcastId": "4c5d6e7f", "livestreamId": _SAMPLE_STREAM, "isEnabled": True}
+    elif etype.startswith(_LIVE) or etype == "video.asset.created":
+        data = {
+            "streamId": _SAMPLE_STREAM,
+            "status": _SAMPLE_LIVE_STATUS.get(etype, "idle"),
+            "test": False,
+            "metadata": {
+                "livestream_name": "Aurora Vale Live",
+                "title": "Late-night synth jam",
+                "category": "Music",
+            },
+            "thumbnail": f"https://images.fastpix.io/{_SAMPLE_PLAYBACK}/thumbnail.jpg",
+            "playbackIds": playback,
+        }
+    else:
+        failed = KIND_BY_TYPE[etype] == ev.ERROR
+        data = {
+            "id": _SAMPLE_MEDIA,
+            "status": "failed" if failed else "ready",
+            "liveStreamId": _SAMPLE_STREAM,
+            "playbackIds": playback,
+        }
+        if failed:
+            data["error"] = {"message": "Unsupported audio codec in the source file"}
+    return {
+        "type": etype,
+        "id": f"e7d6c5b4-a392-4817-b6c5-{index:012d}",
+        "object": {"type": "live", "id": _SAMPLE_STREAM},
+        "environment": {"name": "Aurora Productions", "id": "43a59a2d-6d5f-41c2"},
+        "data": data,
+        "createdAt": "2026-03-11T05:42:38.150Z",
+    }
+
+
+SPEC: Final = SourceSpec(
+    kind=FastPixSource.kind,
+    title="FastPix",
+    build=FastPixSource,
+    credential=Credential.HMAC_PROVIDER,
+    secret_env="FASTPIX_WEBHOOK_SECRET",
+    event_types=KIND_BY_TYPE,
+    config_note="set {secret_env} to that webhook's Signing Secret (FastPix makes it)",
+    setup=(
+        "FastPix: Org Settings > Webhooks > Create new webhook, URL to notify:\n"
+        "  {webhook_url}\n"
+        "FastPix makes the signing secret: open the new webhook, copy its\n"
+        "Signing Secret and set {secret_env} to it in the bot's\n"
+        "environment (check and run refuse to start without it)."
+    ),
+    samples={etype: _sample(index, etype) for index, etype in enumerate(KIND_BY_TYPE, start=1)},
+)

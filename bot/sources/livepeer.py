@@ -25,6 +25,7 @@ from bot import events as ev
 from bot.errors import AuthError
 from bot.events import Event, LiveInfo
 from bot.sources.base import Fields, WebhookRequest
+from bot.sources.spec import Credential, DurationOption, SourceSpec
 
 if TYPE_CHECKING:
     from bot.config import SourceConfig
@@ -59,6 +60,9 @@ KIND_BY_TYPE: Final[Mapping[str, str]] = {
 
 _MS: Final = timedelta(milliseconds=1)
 
+#: How far the signed times may be from the bot's clock (`[[sources]] tolerance`).
+TOLERANCE: Final = DurationOption("tolerance", default=timedelta(minutes=5), positive=True)
+
 
 class LivepeerSource:
     """Verifies and parses Livepeer Studio webhooks."""
@@ -68,7 +72,7 @@ class LivepeerSource:
     def __init__(self, config: SourceConfig) -> None:
         self._name = config.name
         self._secret = config.secret.encode()
-        self._tolerance_ms = config.tolerance / _MS
+        self._tolerance_ms = TOLERANCE.get(config) / _MS
 
     @property
     def name(self) -> str:
@@ -311,3 +315,67 @@ def _status_error(snapshot: Fields | None) -> str | None:
         return None
     status = snapshot.obj("status")
     return status.string("errorMessage") if status is not None else None
+
+
+# -- samples: one Livepeer stream, in the shape of seeds/livepeer-webhooks.txt ------------
+
+_SAMPLE_STREAM: Final = "a4f2d3c1-7b8e-4c2a-9f1d-6e5b4a3c2d1e"
+_SAMPLE_PLAYBACK: Final = "a4f2xk9q7wz3m8pd"
+#: 2026-03-11T05:52:38Z, half an hour into the sample evening.
+_SAMPLE_MS: Final = 1_773_208_358_000
+_SAMPLE_FAILURE: Final = "Failed to transcode: unsupported codec"
+
+
+def _sample(index: int, etype: str) -> dict[str, Any]:
+    """A delivery of `etype` for the sample stream, with the body its family carries."""
+    failed = KIND_BY_TYPE[etype] == ev.ERROR
+    status = {"phase": "failed", "errorMessage": _SAMPLE_FAILURE} if failed else {"phase": "ready"}
+    body: dict[str, Any] = {}
+    if etype.startswith("multistream."):
+        body = {"target": {"id": "yt-main", "name": "YouTube (main channel)", "profile": "720p0"}}
+    elif etype.startswith("asset."):
+        snapshot = {"name": "Friday stream", "status": status}
+        body = {"asset": {"id": "9b7e5c3a-1d2f-4e6a-8b0c-2d4f6a8c0e1b", "snapshot": snapshot}}
+    elif etype.startswith("task."):
+        task_id = "c0ffee12-3456-4789-abcd-ef0123456789"
+        body = {"task": {"id": task_id, "type": "transcode-file", "snapshot": {"status": status}}}
+    elif etype == "recording.ready":
+        base = f"https://livepeercdn.studio/recordings/{_SAMPLE_STREAM}"
+        body = {"recordingUrl": f"{base}/index.m3u8", "mp4Url": f"{base}/source.mp4"}
+    return {
+        "id": f"6a1b2c3d-4e5f-4a6b-8c7d-{index:012d}",
+        "webhookId": "3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b",
+        "createdAt": _SAMPLE_MS,
+        "timestamp": _SAMPLE_MS + 340,
+        "event": etype,
+        "sessionId": "b1c2d3e4f5a6",
+        "stream": {
+            "id": _SAMPLE_STREAM,
+            "name": "Aurora Vale Studio",
+            "playbackId": _SAMPLE_PLAYBACK,
+            "record": True,
+        },
+        "payload": body,
+    }
+
+
+SPEC: Final = SourceSpec(
+    kind=LivepeerSource.kind,
+    title="Livepeer",
+    build=LivepeerSource,
+    credential=Credential.HMAC_SHARED,
+    event_types=KIND_BY_TYPE,
+    config_note="signed with the secret below (its sharedSecret)",
+    setup=(
+        "Livepeer: create the webhook with the API; sharedSecret is the secret of\n"
+        'the "{name}" source in {config}:\n'
+        "  curl -X POST https://livepeer.studio/api/webhook \\\n"
+        '    -H "Authorization: Bearer $LIVEPEER_API_KEY" \\\n'
+        "    -H 'Content-Type: application/json' \\\n"
+        '    --data \'{{"name": "streambot", "url": "{webhook_url}",'
+        ' "events": ["stream.started", "stream.idle", "multistream.error"],'
+        ' "sharedSecret": "{secret}"}}\''
+    ),
+    samples={etype: _sample(index, etype) for index, etype in enumerate(KIND_BY_TYPE, start=1)},
+    options=(TOLERANCE,),
+)

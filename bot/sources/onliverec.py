@@ -16,6 +16,7 @@ from bot import events as ev
 from bot.errors import AuthError
 from bot.events import Event, LiveInfo
 from bot.sources.base import Fields, WebhookRequest, body_digest
+from bot.sources.spec import Credential, SourceSpec
 
 if TYPE_CHECKING:
     from bot.config import SourceConfig
@@ -125,3 +126,125 @@ def _recording_details(kind: str, data: Fields) -> dict[str, Any]:
         details["filesize"] = data.number("filesize")
         details["duration"] = data.number("duration")
     return details
+
+
+# -- samples: one evening of one stream, in the shape of seeds/onliverec-webhooks.txt ----
+
+_SAMPLE_DATA: Final[Mapping[str, Any]] = {
+    "platform": "twitch",
+    "channel": "auroravale",
+    "url": "https://www.twitch.tv/auroravale",
+}
+_SAMPLE_LIVE: Final[Mapping[str, Any]] = {
+    "uid": "73519240",
+    "uname": "Aurora Vale",
+    "avatar": "https://static-cdn.jtvnw.net/jtv_user_pictures/auroravale-profile_image-300x300.png",
+    "title": "Cozy ranked grind 🌙 road to Diamond | !socials",
+    "cover": "https://static-cdn.jtvnw.net/previews-ttv/live_user_auroravale-1280x720.jpg",
+    "categories": ["Just Chatting", "Music"],
+    "status": "live",
+    "live_id": "318847223",
+    "start_time": "2026-03-11T05:22:38Z",
+}
+_SAMPLE_RETITLED: Final = {**_SAMPLE_LIVE, "title": "Diamond or bust: last 40 LP 🔥 | !socials"}
+_SAMPLE_RECATEGORISED: Final = {**_SAMPLE_RETITLED, "categories": ["League of Legends"]}
+_SAMPLE_RECORDING: Final = "rec/twitch/auroravale/2026-03-11_05-22-38"
+
+
+def _sample(index: int, kind: str, ts: str, data: Mapping[str, Any] | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "id": f"398ea849-7c4b-45c4-bd2f-{index:012d}",
+        "ts": ts,
+        "type": kind,
+    }
+    if data is not None:
+        payload["data"] = dict(data)
+    return payload
+
+
+SAMPLES: Final[Mapping[str, Mapping[str, Any]]] = {
+    "app_launch": _sample(1, "app_launch", "2026-03-11T05:17:38Z", None),
+    "live_start": _sample(
+        2,
+        "live_start",
+        "2026-03-11T05:22:38Z",
+        {**_SAMPLE_DATA, "live_info": _SAMPLE_LIVE},
+    ),
+    "video_file_create": _sample(
+        3,
+        "video_file_create",
+        "2026-03-11T05:22:44Z",
+        {**_SAMPLE_DATA, "path": f"{_SAMPLE_RECORDING}.ts"},
+    ),
+    "title_change": _sample(
+        4,
+        "title_change",
+        "2026-03-11T06:09:38Z",
+        {**_SAMPLE_DATA, "old_live_info": _SAMPLE_LIVE, "new_live_info": _SAMPLE_RETITLED},
+    ),
+    "category_change": _sample(
+        5,
+        "category_change",
+        "2026-03-11T06:34:38Z",
+        {
+            **_SAMPLE_DATA,
+            "old_live_info": _SAMPLE_RETITLED,
+            "new_live_info": _SAMPLE_RECATEGORISED,
+        },
+    ),
+    "error": _sample(
+        6,
+        "error",
+        "2026-03-11T06:57:38Z",
+        {
+            **_SAMPLE_DATA,
+            "live_info": _SAMPLE_RETITLED,
+            "error": "ffmpeg exited with status 1 while recording: "
+            "rtmp://live-fra05.twitch.tv/app: Connection reset by peer",
+        },
+    ),
+    "live_end": _sample(
+        7,
+        "live_end",
+        "2026-03-11T07:36:19Z",
+        {**_SAMPLE_DATA, "live_info": {**_SAMPLE_RECATEGORISED, "status": "offline"}},
+    ),
+    "video_file_finish": _sample(
+        8,
+        "video_file_finish",
+        "2026-03-11T07:36:25Z",
+        {
+            **_SAMPLE_DATA,
+            "path": f"{_SAMPLE_RECORDING}.ts",
+            "filesize": 6_442_450_944,
+            "duration": 8021,
+        },
+    ),
+    "video_transmux_finish": _sample(
+        9,
+        "video_transmux_finish",
+        "2026-03-11T07:38:38Z",
+        {
+            **_SAMPLE_DATA,
+            "input": f"{_SAMPLE_RECORDING}.ts",
+            "output": f"{_SAMPLE_RECORDING}.mp4",
+        },
+    ),
+    "app_exit": _sample(10, "app_exit", "2026-03-11T08:22:38Z", None),
+}
+
+SPEC: Final = SourceSpec(
+    kind=OneLiveRecSource.kind,
+    title="OneLiveRec",
+    build=OneLiveRecSource,
+    credential=Credential.QUERY_KEY,
+    event_types={kind: kind for kind in sorted(KNOWN_TYPES)},
+    webhook_url="{url}?key={secret}",
+    setup=(
+        "OneLiveRec: Settings > Automation > Webhooks, add a webhook with this URL:\n"
+        "  {webhook_url}"
+    ),
+    samples=SAMPLES,
+    # The recorder runs beside the bot, often on the same machine or network.
+    from_internet=False,
+)

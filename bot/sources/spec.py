@@ -1,0 +1,151 @@
+"""What a source declares about itself: config keys, credential, event types, setup, samples.
+
+One `SourceSpec` per provider module (`SPEC = SourceSpec(...)`), listed in
+`bot.registry.SOURCES`. The config loader, `init`, the event-kind list and the sample
+events are all derived from these, so a new source is its module plus one registry line
+(Red-DiscordBot's `streamtypes.py` classes describe themselves the same way).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from bot.config import SourceConfig
+    from bot.sources.base import Source
+
+
+class Credential(enum.Enum):
+    """How a request proves it knows the source's secret, and who makes that secret."""
+
+    #: The secret travels in the URL (`?key=<secret>`); the bot makes it.
+    QUERY_KEY = "query key"
+    #: The provider signs the body with an HMAC of a secret the bot made and handed over.
+    HMAC_SHARED = "HMAC signature, secret made by the bot"
+    #: The provider signs with a secret it made itself; the bot is told it (`secret_env`).
+    HMAC_PROVIDER = "HMAC signature, secret made by the provider"
+
+    @property
+    def bot_makes_secret(self) -> bool:
+        """True when `init` may write a fresh random secret, False when it must ask for one."""
+        return self is not Credential.HMAC_PROVIDER
+
+
+class OptionTable(Protocol):
+    """The typed reads a source option may make from its `[[sources]]` table.
+
+    The config loader's table implements these; each records a problem naming the key
+    (`sources[2].tolerance: ...`) and returns the default instead of raising.
+    """
+
+    def duration(self, key: str, default: timedelta, *, positive: bool = False) -> timedelta:
+        """A duration string such as "90s" or "5m", or `default`."""
+        ...
+
+    def text(self, key: str, default: str) -> str:
+        """A non-empty string, or `default`."""
+        ...
+
+    def integer(self, key: str, default: int, *, low: int, high: int) -> int:
+        """An integer in `low..high`, or `default`."""
+        ...
+
+    def flag(self, key: str, default: bool) -> bool:
+        """A boolean, or `default`."""
+        ...
+
+    def choice(
+        self, key: str, default: str, choices: Collection[str], *, required: bool = False
+    ) -> str:
+        """One of `choices`, or `default`."""
+        ...
+
+
+class SourceOption(Protocol):
+    """One kind-specific `[[sources]]` key: its name, and how its value is read and checked."""
+
+    @property
+    def key(self) -> str:
+        """The key as written in bot.toml."""
+        ...
+
+    def read(self, table: OptionTable) -> object:
+        """The checked value (the default when the key is absent or wrong)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DurationOption:
+    """A duration key such as Livepeer's `tolerance`; `get` reads it back from a SourceConfig."""
+
+    key: str
+    default: timedelta
+    positive: bool = False
+
+    def read(self, table: OptionTable) -> timedelta:
+        """The duration, or the default; a bad value is recorded as a problem with the key."""
+        return table.duration(self.key, self.default, positive=self.positive)
+
+    def get(self, config: SourceConfig) -> timedelta:
+        """This option's value in a loaded source config (the default when not set)."""
+        value = config.options.get(self.key, self.default)
+        if not isinstance(value, timedelta):
+            raise TypeError(f"source option {self.key} is {type(value).__name__}, not timedelta")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """Everything the rest of the bot needs to know about one webhook provider.
+
+    `webhook_url` is the URL form given to the provider, with `{url}` for
+    `<public>/webhook/<name>` and `{secret}` for the secret. `setup` is what `init`
+    prints to connect the provider; besides those two it may use `{webhook_url}` (the
+    filled-in form), `{name}`, `{secret_env}` and `{config}` (the config file's path).
+    `config_note` (which may use `{secret_env}`) follows "<title> posts to <URL>" in
+    the comment init writes above the `[[sources]]` entry. `samples` holds one realistic
+    payload per event type, which `bot.samples` parses through a source built with an
+    empty secret (samples are parsed, never verified), so `build` must accept one.
+    """
+
+    kind: str
+    title: str
+    build: Callable[[SourceConfig], Source]
+    credential: Credential
+    #: Provider event type -> the bot's event kind, for every type the source parses.
+    event_types: Mapping[str, str]
+    setup: str
+    samples: Mapping[str, Mapping[str, Any]]
+    webhook_url: str = "{url}"
+    config_note: str = ""
+    #: Where the provider makes the secret: the environment variable init points
+    #: `secret_env` at (the bot can only be told such a secret, never choose it).
+    secret_env: str | None = None
+    options: tuple[SourceOption, ...] = ()
+    #: False for a program beside the bot (a recorder on the same network); True for a
+    #: cloud service, which cannot reach a localhost or private address.
+    from_internet: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.secret_env is None) == (self.credential is Credential.HMAC_PROVIDER):
+            raise ValueError(
+                f"source {self.kind}: secret_env names where a provider-made secret comes"
+                " from; set it exactly when the credential is HMAC_PROVIDER"
+            )
+
+    @property
+    def option_keys(self) -> tuple[str, ...]:
+        """The kind-specific `[[sources]]` keys this source accepts."""
+        return tuple(option.key for option in self.options)
+
+    def read_options(self, table: OptionTable) -> dict[str, object]:
+        """Each kind-specific option's checked value, by key."""
+        return {option.key: option.read(table) for option in self.options}
+
+    def url_for(self, url: str, secret: str) -> str:
+        """The webhook URL form filled in: what the provider is told to post to."""
+        return self.webhook_url.format(url=url, secret=secret)
