@@ -138,6 +138,11 @@ def bare_argv() -> list[str]:
     return [sys.executable, "-m", "bench.bare"]
 
 
+def durable_argv(db: Path) -> list[str]:
+    """The durable ingest baseline process, storing into `db`."""
+    return [sys.executable, "-m", "bench.durable", str(db)]
+
+
 async def wait_healthy(url: str, within: float = START_TIMEOUT) -> dict[str, Any]:
     """Poll /healthz every 5 ms until it answers ok (every sink running)."""
     async with aiohttp.ClientSession() as session, asyncio.timeout(within):
