@@ -119,6 +119,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         )
         add("ingest: durable baseline / bare", r["durable_rps"], r["bare_rps"], "ev/s")
         add("ingest: drain after the load (bot's best round)", r["drain_s"], None, "s")
+        spans = (
+            (min(r[f"cpu_{n}_all"]), max(r[f"cpu_{n}_all"])) for n in ("bare", "durable", "bot")
+        )
+        shares = " / ".join(f"{lo:.2f}" if lo == hi else f"{lo:.2f}-{hi:.2f}" for lo, hi in spans)
+        out.append(
+            ("ingest: server CPU under load, cores (bare / durable / bot)", shares, "-", "-", "")
+        )
         if r["drain_timeouts"]:
             out.append(
                 (

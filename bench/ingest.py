@@ -22,6 +22,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import (
+    Proc,
     bare_argv,
     bot_argv,
     durable_argv,
@@ -150,23 +151,34 @@ async def run(workdir: Path, *, seconds: float, connections: int, rounds: int) -
     drain_timeouts = 0
     errors = 0
 
-    async def load(url: str, prefix: str) -> Load:
-        return await generate(
-            webhook_url(url), connections=connections, seconds=seconds, warmup=1.0, prefix=prefix
+    # Share of one core each server used under load: near 1.0 it is the limit; well below,
+    # the load generator (on the same 2 cores) is.
+    cpu: dict[str, list[float]] = {"bare": [], "durable": [], "bot": []}
+
+    async def load(server: Proc, prefix: str, name: str) -> Load:
+        cpu_before, began = server.cpu_seconds(), time.perf_counter()
+        result = await generate(
+            webhook_url(server.url),
+            connections=connections,
+            seconds=seconds,
+            warmup=1.0,
+            prefix=prefix,
         )
+        cpu[name].append((server.cpu_seconds() - cpu_before) / (time.perf_counter() - began))
+        return result
 
     for r in range(rounds):
         async with server_process(bare_argv(), workdir, "bare") as bare:
-            result = await load(bare.url, f"b{r}")
+            result = await load(bare, f"b{r}", "bare")
             bare_rates.append(result.rate)
             errors += result.other
         async with server_process(durable_argv(durable_db), workdir, "durable") as durable:
-            result = await load(durable.url, f"d{r}")
+            result = await load(durable, f"d{r}", "durable")
             durable_rates.append(result.rate)
             durable_accepted += result.accepted
             errors += result.other
         async with server_process(bot_argv(config), workdir, "bot-ingest") as bot:
-            result = await load(bot.url, f"i{r}")
+            result = await load(bot, f"i{r}", "bot")
             drained = await drain(bot.url, result.ended)
             bot_accepted += result.accepted
             errors += result.other
@@ -195,6 +207,9 @@ async def run(workdir: Path, *, seconds: float, connections: int, rounds: int) -
         # Accepted events / load seconds, without the drain: what the 202s alone suggest.
         "bot_load_all": bot_load_rates,
         "drain_all": drains,
+        "cpu_bare_all": cpu["bare"],
+        "cpu_durable_all": cpu["durable"],
+        "cpu_bot_all": cpu["bot"],
         "non_2xx": errors,
         # Durability check: every counted 202 must be a row (warm-up rows come on top).
         "stored_ge_accepted": float(stored_events(db) >= bot_accepted),
