@@ -86,7 +86,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         target: str = "",
         ok: bool | None = None,
     ) -> None:
-        ratio = "-" if not base else f"{value / base:.2f}x"
+        ratio = "-" if not base or math.isnan(value) else f"{value / base:.2f}x"
         verdict = "" if ok is None else (" met" if ok else " MISSED")
         out.append(
             (
@@ -100,14 +100,42 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
     if "ingest" in results:
         r = results["ingest"]
+        # The bot's rate counts the time to dispatch what it accepted (bench/ingest.py).
         add(
-            "ingest: accepted webhooks/s (bot / bare)",
+            "ingest: accepted + dispatched webhooks/s (bot / bare)",
             r["bot_rps"],
             r["bare_rps"],
             "ev/s",
             target="ratio >= 0.6",
-            ok=r["ratio"] >= 0.6,
+            ok=r["ratio_bare"] >= 0.6,
         )
+        add(
+            "ingest: accepted + dispatched webhooks/s (bot / durable)",
+            r["bot_rps"],
+            r["durable_rps"],
+            "ev/s",
+            target="ratio >= 0.5",
+            ok=r["ratio_durable"] >= 0.5,
+        )
+        add("ingest: durable baseline / bare", r["durable_rps"], r["bare_rps"], "ev/s")
+        add("ingest: drain after the load (bot's best round)", r["drain_s"], None, "s")
+        spans = (
+            (min(r[f"cpu_{n}_all"]), max(r[f"cpu_{n}_all"])) for n in ("bare", "durable", "bot")
+        )
+        shares = " / ".join(f"{lo:.2f}" if lo == hi else f"{lo:.2f}-{hi:.2f}" for lo, hi in spans)
+        out.append(
+            ("ingest: server CPU under load, cores (bare / durable / bot)", shares, "-", "-", "")
+        )
+        if r["drain_timeouts"]:
+            out.append(
+                (
+                    "ingest: dispatch backlog did not drain",
+                    f"{r['drain_timeouts']} of {r['drain_timeouts'] + len(r['bot_all'])} rounds",
+                    "-",
+                    "-",
+                    f"drained within {r['drain_timeout_s']:g} s FAILED",
+                )
+            )
     if "latency" in results:
         r = results["latency"]
         base = r["bare_rtt"]
@@ -213,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
-    return 0
+    # A timeout is a failure, not a figure: the run says so in its exit status too.
+    return 1 if results.get("ingest", {}).get("drain_timeouts") else 0
 
 
 if __name__ == "__main__":

@@ -95,6 +95,13 @@ class Proc:
                     raise RuntimeError(f"process exited early:\n{self.log()[-3000:]}")
                 await asyncio.sleep(0.005)
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the process has used so far, from /proc."""
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        # Fields after the command name, which is in parentheses and may hold spaces.
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> float:
         """Resident set size from /proc, in MiB."""
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -136,6 +143,11 @@ def bot_argv(config: Path) -> list[str]:
 def bare_argv() -> list[str]:
     """The ingest baseline process."""
     return [sys.executable, "-m", "bench.bare"]
+
+
+def durable_argv(db: Path) -> list[str]:
+    """The durable ingest baseline process, storing into `db`."""
+    return [sys.executable, "-m", "bench.durable", str(db)]
 
 
 async def wait_healthy(url: str, within: float = START_TIMEOUT) -> dict[str, Any]:
