@@ -19,12 +19,13 @@ from aiohttp import web
 
 from bot.commands import Commands
 from bot.config import Config
-from bot.dispatch import Dispatcher, Route
 from bot.errors import StoreUnavailable
 from bot.instance import InstanceLock
 from bot.listener import HEADER_TIMEOUT_SECONDS, ListenerRunner
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
+from bot.pipeline.dispatch import Dispatcher, DispatchStage
+from bot.pipeline.ingest import Intake
 from bot.registry import SOURCES
 from bot.reload import Reloader
 from bot.render import Renderer
@@ -67,23 +68,6 @@ class Running:
     def base_url(self) -> str:
         """`http://host:port` of the webhook listener."""
         return f"http://{self.host}:{self.port}"
-
-
-def routes_from_config(config: Config) -> list[Route]:
-    """The dispatcher's routes from `[[routes]]`."""
-    return [
-        Route(
-            patterns=route.match,
-            events=route.events,
-            discord_channels=route.discord_channels,
-            telegram_chats=route.telegram_chats,
-            mention_roles=route.mention_roles,
-            on_change=route.on_change,
-            on_end=route.on_end,
-            end_grace=route.end_grace,
-        )
-        for route in config.routes
-    ]
 
 
 # The secret bot.toml.example ships with; fine on 127.0.0.1, not once exposed.
@@ -205,14 +189,18 @@ async def _run_with_store(
     log_level: str | None,
 ) -> None:
     renderer = Renderer(user_dir=config.templates.dir)
-    routes = routes_from_config(config)
+    routes = config.routes
     commands = Commands(store=store, routes=routes)
     sinks = build_sinks(
         config, renderer, commands, console_stream=console_stream, sink_options=sink_options
     )
     workers: dict[str, OutboxWorker] = {}
     metrics = (
-        Metrics(outbox=store.outbox_counts, sinks=lambda: sink_states(sinks, workers))
+        Metrics(
+            outbox=store.outbox_counts,
+            backlog=store.count_undispatched,
+            sinks=lambda: sink_states(sinks, workers),
+        )
         if config.metrics.enabled
         else None
     )
@@ -235,10 +223,11 @@ async def _run_with_store(
         on_queued=wake,
         behaviour=config.behaviour,
     )
+    stage = DispatchStage(dispatcher)
     health = Health(store=store, sinks=sinks, stuck_after=stuck_after, workers=workers)
     app = create_app(
         sources=build_sources(config),
-        dispatcher=dispatcher,
+        intake=Intake(store, on_committed=stage.wake),
         max_body_bytes=config.server.max_body_bytes,
         health=health.report,
         body_timeout=body_timeout,
@@ -267,6 +256,7 @@ async def _run_with_store(
             group.create_task(
                 _start_workers(store, workers, stop, group, health), name="outbox-start"
             )
+            group.create_task(stage.run(stop), name="dispatch")
             group.create_task(_watch_database(store, stop), name="database-watch")
             reloader = None
             if reload is not None and load_config is not None:
@@ -276,7 +266,6 @@ async def _run_with_store(
                         Reloader(
                             config=config,
                             load=load_config,
-                            routes_from_config=routes_from_config,
                             build_sources=build_sources,
                             renderer=renderer,
                             dispatcher=dispatcher,

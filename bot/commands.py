@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from bot.dispatch import Route, glob_match
+from bot.config import Route
 from bot.durations import format_duration, looks_like_duration, parse_duration
 from bot.errors import BotError
+from bot.events import glob_match
 from bot.store import Mute, Store, Subscription
 
 MAX_MUTE: Final = timedelta(days=365)
@@ -155,13 +156,8 @@ class Commands:
         """The streamer patterns routed to this chat by config and by /subscribe."""
         patterns: list[str] = []
         for route in self._routes:
-            targets: Sequence[object] = (
-                [str(c) for c in route.discord_channels]
-                if chat.sink == "discord"
-                else route.telegram_chats
-            )
             # A forum topic of this chat ("-100123/42") counts as this chat.
-            if any(str(t).partition("/")[0] == chat.target for t in targets):
+            if any(t.partition("/")[0] == chat.target for t in route.targets_on(chat.sink)):
                 patterns.extend(route.patterns)
         patterns.extend(
             sub.pattern

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from bot.durations import parse_duration
 from bot.errors import ConfigError
-from bot.events import NOTIFIED_KINDS
+from bot.events import NOTIFIED_KINDS, glob_match
 from bot.registry import SOURCES, known_kinds
 from bot.sources.spec import SourceSpec
 
@@ -194,18 +194,37 @@ class SourceConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class RouteConfig:
-    """Which streamers' events go to which Discord channels and Telegram chats."""
+class Target:
+    """One place a delivery goes: a sink and, for chat platforms, the platform's own
+    address of a channel or chat (a Discord channel id, a Telegram chat id or topic)."""
 
-    match: tuple[str, ...]
+    sink: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which streamers' events go where: one `[[routes]]` entry (the only route type)."""
+
+    patterns: tuple[str, ...]
     events: frozenset[str]
-    discord_channels: tuple[int, ...] = ()
-    telegram_chats: tuple[str, ...] = ()
+    targets: tuple[Target, ...] = ()
+    #: Role ids to ping on live_start, on the platforms that have roles.
     mention_roles: tuple[int, ...] = ()
     # None: the [behaviour] setting applies.
     on_change: str | None = None
     on_end: str | None = None
     end_grace: timedelta | None = None
+
+    def matches(self, streamer_key: str | None, kind: str) -> bool:
+        """True when this route wants events of `kind` for this stream."""
+        return kind in self.events and any(
+            glob_match(streamer_key or "", pattern) for pattern in self.patterns
+        )
+
+    def targets_on(self, sink: str) -> tuple[str, ...]:
+        """This route's addresses on one sink, in the order bot.toml lists them."""
+        return tuple(t.target for t in self.targets if t.sink == sink)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +239,7 @@ class Config:
     templates: TemplatesConfig
     behaviour: BehaviourConfig
     sources: tuple[SourceConfig, ...]
-    routes: tuple[RouteConfig, ...]
+    routes: tuple[Route, ...]
     delivery: DeliveryConfig = DeliveryConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
@@ -631,7 +650,7 @@ def _source_secret(table: _Table, environ: Mapping[str, str]) -> str | None:
     return inline
 
 
-def _route(table: _Table, known: frozenset[str]) -> RouteConfig:
+def _route(table: _Table, known: frozenset[str]) -> Route:
     table.check_unknown()
     match: list[str] = []
     raw_match = table.data.get("match")
@@ -670,17 +689,21 @@ def _route(table: _Table, known: frozenset[str]) -> RouteConfig:
         else:
             events.add(kind)
 
-    return RouteConfig(
-        match=_unique(match),
+    targets: list[Target] = []
+    # The route keys that name chats, each with its sink and how an entry is checked.
+    target_keys = {
+        "discord_channels": ("discord", _snowflake),
+        "telegram_chats": ("telegram", _telegram_chat),
+    }
+    for key, (sink, parse) in target_keys.items():
+        addresses = _unique(
+            parse(value, path, table.problems) for path, value in table.items(key) or []
+        )
+        targets.extend(Target(sink, str(address)) for address in addresses)
+    return Route(
+        patterns=_unique(match),
         events=frozenset(events) if event_items else frozenset(NOTIFIED_KINDS),
-        discord_channels=_unique(
-            _snowflake(value, path, table.problems)
-            for path, value in table.items("discord_channels") or []
-        ),
-        telegram_chats=_unique(
-            _telegram_chat(value, path, table.problems)
-            for path, value in table.items("telegram_chats") or []
-        ),
+        targets=tuple(targets),
         mention_roles=_unique(
             _snowflake(value, path, table.problems)
             for path, value in table.items("mention_roles") or []

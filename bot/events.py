@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -185,3 +186,8 @@ def _dt_out(value: datetime | None) -> str | None:
 
 def _dt_in(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def glob_match(key: str, pattern: str) -> bool:
+    """Case-insensitive glob match of a streamer key (`twitch/*`, `*/quinn`, `*`)."""
+    return fnmatch.fnmatchcase(key.casefold(), pattern.casefold())

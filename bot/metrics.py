@@ -32,8 +32,8 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from bot.cards import DELETE, EDIT, POST
 from bot.errors import StoreUnavailable
+from bot.pipeline.cards import DELETE, EDIT, POST
 from bot.registry import KNOWN_KINDS
 from bot.store import OutboxCounts
 
@@ -104,6 +104,7 @@ class Metrics:
         self,
         *,
         outbox: OutboxReport | None = None,
+        backlog: Callable[[], Awaitable[int]] | None = None,
         sinks: SinkStates | None = None,
         clock: Callable[[], float] = time.time,
         process: bool = True,
@@ -136,6 +137,7 @@ class Metrics:
             registry=self.registry,
         )
         self._outbox = outbox
+        self._backlog = backlog
         self._live = _LiveCollector(sinks=sinks, clock=clock)
         self.registry.register(self._live)
         if process:
@@ -166,9 +168,12 @@ class Metrics:
         """The Prometheus text exposition of every metric, read now."""
         # The registry collects synchronously, so the database is read first.
         self._live.outbox = None
+        self._live.backlog = None
         if self._outbox is not None:
             try:
                 self._live.outbox = await self._outbox()
+                if self._backlog is not None:
+                    self._live.backlog = await self._backlog()
             except StoreUnavailable as exc:
                 # The series go missing (what `absent()` alerts on) and the scrape still
                 # serves everything else; /healthz says the same about the database.
@@ -192,6 +197,7 @@ class _LiveCollector:
 
     def __init__(self, *, sinks: SinkStates | None, clock: Callable[[], float]) -> None:
         self.outbox: OutboxCounts | None = None
+        self.backlog: int | None = None
         self._sinks = sinks
         self._clock = clock
 
@@ -201,12 +207,19 @@ class _LiveCollector:
             GaugeMetricFamily("streambot_outbox_deliveries", "", labels=["state"]),
             GaugeMetricFamily("streambot_outbox_oldest_pending_seconds", ""),
             GaugeMetricFamily("streambot_sink_up", "", labels=["sink"]),
+            GaugeMetricFamily("streambot_dispatch_backlog", ""),
         ]
 
     def collect(self) -> Iterator[Metric]:
         """Read the outbox and the sinks now."""
         if self.outbox is not None:
             yield from self._collect_outbox(self.outbox)
+        if self.backlog is not None:
+            yield GaugeMetricFamily(
+                "streambot_dispatch_backlog",
+                "Events stored and answered 202 but not yet dispatched to routes and chats.",
+                value=float(self.backlog),
+            )
         if self._sinks is not None:
             up = GaugeMetricFamily(
                 "streambot_sink_up", "1 when the sink is running, else 0.", labels=["sink"]

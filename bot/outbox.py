@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from bot.cards import DELETE, EDIT, card_view
 from bot.errors import (
     DeliveryError,
     MessageGone,
@@ -38,6 +37,8 @@ from bot.errors import (
 )
 from bot.events import Event
 from bot.metrics import Metrics
+from bot.pipeline.cards import DELETE, EDIT, card_view
+from bot.pipeline.muting import chat_of, held_back, is_muted
 from bot.sinks.base import Sink
 from bot.store import Delivery, Store
 
@@ -284,10 +285,39 @@ class OutboxWorker:
 
     # -- one delivery ---------------------------------------------------------------
 
+    async def _held_by_mute(self, delivery: Delivery, event: Event) -> bool:
+        """Muting again, at send time: a chat muted after this row was queued (an end
+        waiting out its end_grace, a backlog after an outage) gets no new message; the
+        row is called off. Card edits still go out (muting.py)."""
+        if not held_back(delivery.action, has_cards=self._sink.keeps_cards):
+            return False
+        now = self._clock()
+        mutes = await self._store.mutes_for(delivery.sink, chat_of(delivery.target), now)
+        if not is_muted(mutes, event.streamer_key):
+            return False
+        log.info(
+            "delivery %d (%s %s) to %s %s called off: muted there since it was queued",
+            delivery.id,
+            delivery.action,
+            event.kind,
+            delivery.sink,
+            delivery.target,
+        )
+        await self._record(
+            delivery,
+            "cancelled (muted)",
+            lambda: self._store.mark_cancelled(
+                delivery.id, reason="cancelled: muted here after it was queued", now=now
+            ),
+        )
+        return True
+
     async def _deliver_one(self, delivery: Delivery) -> None:
         store = self._store
         try:
             event = await store.load_event(delivery.event_row)
+            if await self._held_by_mute(delivery, event):
+                return
             if delivery.action == EDIT:
                 message_id = await self._edit_card(delivery, card_view(event))
             elif delivery.action == DELETE:

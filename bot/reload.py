@@ -16,10 +16,10 @@ from typing import Any
 
 from bot.commands import Commands
 from bot.config import Config
-from bot.dispatch import Dispatcher, Route
 from bot.errors import ConfigError
 from bot.logs import setup_logging
 from bot.outbox import OutboxWorker
+from bot.pipeline.dispatch import Dispatcher
 from bot.render import Renderer
 from bot.sources import Source
 
@@ -56,7 +56,6 @@ class Reloader:
         *,
         config: Config,
         load: Callable[[], Config],
-        routes_from_config: Callable[[Config], list[Route]],
         build_sources: Callable[[Config], dict[str, Source]],
         renderer: Renderer,
         dispatcher: Dispatcher,
@@ -67,7 +66,6 @@ class Reloader:
     ) -> None:
         self.config = config
         self._load = load
-        self._routes_from_config = routes_from_config
         self._build_sources = build_sources
         self._renderer = renderer
         self._dispatcher = dispatcher
@@ -108,7 +106,7 @@ class Reloader:
         return True
 
     def _apply(self, new: Config) -> None:
-        routes = self._routes_from_config(new)
+        routes = new.routes
         self._renderer.reload(new.templates.dir)
         self._dispatcher.reconfigure(routes=routes, behaviour=new.behaviour)
         self._commands.reconfigure(routes=routes)

@@ -26,7 +26,6 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from yarl import URL
 
-from bot.dispatch import Dispatcher
 from bot.errors import (
     AuthError,
     PayloadError,
@@ -36,14 +35,13 @@ from bot.errors import (
     WebhookError,
 )
 from bot.events import Event, utcnow
-from bot.intake import Intake
 from bot.metrics import UNKNOWN, Metrics, WebhookOutcome, metrics_handler
+from bot.pipeline.ingest import Intake
 from bot.sources.base import Source, WebhookRequest
 
 log = logging.getLogger(__name__)
 
 SOURCES_KEY: Final = web.AppKey("sources", dict[str, Source])
-DISPATCHER_KEY: Final = web.AppKey("dispatcher", Dispatcher)
 INTAKE_KEY: Final = web.AppKey("intake", Intake)
 HealthReport = Callable[[], Awaitable[dict[str, Any]]]
 HEALTH_KEY: Final[web.AppKey[HealthReport]] = web.AppKey("health")
@@ -148,7 +146,7 @@ def json_error(status: int, message: str, **extra: Any) -> web.Response:
 def create_app(
     *,
     sources: Mapping[str, Source],
-    dispatcher: Dispatcher,
+    intake: Intake,
     max_body_bytes: int,
     health: HealthReport,
     body_timeout: float = BODY_READ_TIMEOUT_SECONDS,
@@ -170,8 +168,7 @@ def create_app(
         handler_args={"auto_decompress": False},
     )
     app[SOURCES_KEY] = dict(sources)
-    app[DISPATCHER_KEY] = dispatcher
-    app[INTAKE_KEY] = Intake(dispatcher)
+    app[INTAKE_KEY] = intake
     app[HEALTH_KEY] = health
     app[LIMIT_KEY] = max_body_bytes
     app[IGNORED_KEY] = set()
@@ -313,23 +310,16 @@ async def _answer_webhook(request: web.Request) -> _Answer:
     # under load, log lines cost the bot more than storing the event does.
     request[_QUIET] = True
     log.info(
-        "accepted %s %s for %s from %s (%s): %d deliveries",
+        "accepted %s %s for %s from %s (%s)",
         event.kind,
         event.event_id,
         event.streamer_key or "-",
         name,
         request.remote,
-        result.deliveries,
     )
+    # Stored, not yet dispatched: what it notifies is decided after this answer.
     response = web.json_response(
-        {
-            "status": "accepted",
-            "id": event.event_id,
-            "kind": event.kind,
-            "notified": [item.kind for item in result.notified],
-            "deliveries": result.deliveries,
-        },
-        status=202,
+        {"status": "accepted", "id": event.event_id, "kind": event.kind}, status=202
     )
     return response, "accepted", event
 

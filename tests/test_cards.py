@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.cards import CardPolicy, card_actions, card_view
 from bot.events import Event, LiveInfo
+from bot.pipeline.cards import CardPolicy, card_actions, card_view
 
 AT = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
 

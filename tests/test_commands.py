@@ -7,15 +7,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.commands import Chat, CommandError, Commands, split_mute_arguments
-from bot.dispatch import Dispatcher, Route
+from bot.config import Route
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo
+from bot.pipeline.dispatch import Dispatcher
 from bot.store import Store
+from tests.routes import chats
 
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
 HERE = Chat("discord", "111")
 ROUTES = (
-    Route(patterns=("twitch/*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(111,)),
-    Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), telegram_chats=("-100",)),
+    Route(patterns=("twitch/*",), events=frozenset(NOTIFIED_KINDS), targets=chats(discord=(111,))),
+    Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), targets=chats(telegram=("-100",))),
 )
 
 

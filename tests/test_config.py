@@ -75,9 +75,9 @@ def test_minimal_source_and_route_defaults() -> None:
     (src,) = config.sources
     assert (src.name, src.kind, src.secret, src.options) == ("rec", "onliverec", SECRET, {})
     (route,) = config.routes
-    assert route.match == ("twitch/*",)
+    assert route.patterns == ("twitch/*",)
     assert route.events == frozenset(NOTIFIED_KINDS)
-    assert (route.discord_channels, route.telegram_chats, route.mention_roles) == ((), (), ())
+    assert (route.targets, route.mention_roles) == ((), ())
 
 
 def test_example_file_loads_with_no_environment() -> None:
@@ -89,7 +89,7 @@ def test_example_file_loads_with_no_environment() -> None:
     assert not config.discord.enabled
     assert not config.telegram.enabled
     assert [(s.name, s.kind) for s in config.sources] == [("onliverec", "onliverec")]
-    assert [r.match for r in config.routes] == [("*",)]
+    assert [r.patterns for r in config.routes] == [("*",)]
 
 
 def _uncommented_example() -> str:
@@ -117,7 +117,7 @@ def test_example_file_with_everything_uncommented_loads(tmp_path: Path) -> None:
     assert config.templates.dir == tmp_path / "templates"
     assert config.behaviour == BehaviourConfig()  # the commented values are the defaults
     assert len(config.routes) == 2
-    assert config.routes[1].telegram_chats == ("-1001234567890", "-1009876543210/42")
+    assert config.routes[1].targets_on("telegram") == ("-1001234567890", "-1009876543210/42")
     assert (config.routes[1].on_change, config.routes[1].on_end) == ("both", "edit")
     assert config.routes[1].end_grace == timedelta(minutes=2)
     assert config.routes[0].on_end is None  # not set: [behaviour] decides
@@ -323,10 +323,16 @@ def test_route_values_are_normalised() -> None:
             ]
         }
     ).routes
-    assert route.match == ("twitch/*", "youtube/a")
+    assert route.patterns == ("twitch/*", "youtube/a")
     assert route.events == frozenset({"live_start", "app_launch"})
-    assert route.discord_channels == (123456789012345678, 42)
-    assert route.telegram_chats == ("-1001234567890", "-100123", "@channel_1", "7", "-100123/42")
+    assert route.targets_on("discord") == ("123456789012345678", "42")
+    assert route.targets_on("telegram") == (
+        "-1001234567890",
+        "-100123",
+        "@channel_1",
+        "7",
+        "-100123/42",
+    )
     assert route.mention_roles == (234567890123456789,)
 
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import BehaviourConfig
-from bot.dispatch import Dispatcher, Route, glob_match
+from bot.config import BehaviourConfig, Route
 from bot.errors import TransactionAborted
-from bot.events import NOTIFIED_KINDS, Event, LiveInfo
+from bot.events import NOTIFIED_KINDS, Event, LiveInfo, glob_match
+from bot.pipeline.dispatch import Dispatcher
 from bot.store import DELIVERY_STATES, Mute, Store, Subscription
 from bot.store.sqlite import SQLiteStore
+from tests.routes import chats
 
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
 EVERYTHING = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS))
@@ -198,10 +199,10 @@ async def test_routes_pick_targets_by_glob_and_kind(store: Store) -> None:
     twitch = Route(
         patterns=("twitch/*",),
         events=frozenset({"live_start"}),
-        discord_channels=(111,),
         mention_roles=(999,),
+        targets=chats(discord=(111,)),
     )
-    errors = Route(patterns=("*",), events=frozenset({"error"}), telegram_chats=("-100",))
+    errors = Route(patterns=("*",), events=frozenset({"error"}), targets=chats(telegram=("-100",)))
     d = dispatcher(store, twitch, errors)
     start = await d.accept(event("live_start", "s"))
     rows = await store.deliveries_for_event(start.event_row)
@@ -221,8 +222,8 @@ async def test_roles_are_pinged_only_on_live_start(store: Store) -> None:
     route = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
-        discord_channels=(1,),
         mention_roles=(5,),
+        targets=chats(discord=(1,)),
     )
     d = dispatcher(store, route)
     await d.accept(event("live_start", "s"))
@@ -235,8 +236,7 @@ async def test_targets_of_disabled_sinks_get_no_rows(store: Store) -> None:
     route = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
-        discord_channels=(1,),
-        telegram_chats=("2",),
+        targets=chats(discord=(1,), telegram=("2",)),
     )
     d = dispatcher(store, route, sinks=("console",))
     assert (await d.accept(event("live_start", "s"))).deliveries == 1
@@ -252,7 +252,7 @@ async def test_recorded_kinds_are_delivered_only_when_a_route_names_them(store: 
 
 
 async def test_mutes_suppress_delivery_not_recording(store: Store) -> None:
-    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1, 2))
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), targets=chats(discord=(1, 2)))
     now = T0.timestamp()
     await store.add_mute(Mute("discord", "1", "twitch/*", until=None))
     await store.add_mute(Mute("discord", "2", "*", until=now - 1))  # expired
@@ -303,8 +303,7 @@ async def test_changes_edit_the_sessions_card_and_post_per_on_change(
     route = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
-        discord_channels=(7,),
-        telegram_chats=("-5",),
+        targets=chats(discord=(7,), telegram=("-5",)),
     )
     d = Dispatcher(
         store=store,
@@ -332,7 +331,8 @@ async def test_changes_edit_the_sessions_card_and_post_per_on_change(
 
 async def test_a_change_with_no_card_in_a_chat_posts(store: Store) -> None:
     d = dispatcher(
-        store, Route(patterns=("*",), events=frozenset({"title_change"}), discord_channels=(7,))
+        store,
+        Route(patterns=("*",), events=frozenset({"title_change"}), targets=chats(discord=(7,))),
     )
     await d.accept(event("live_start", "s"))  # not routed to the channel: no card there
     change = await d.accept(event("title_change", "t", minutes=1, live=LiveInfo(title="x")))
@@ -367,7 +367,7 @@ async def test_a_forum_topic_is_its_own_target_but_follows_its_chats_mutes(store
     route = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
-        telegram_chats=("-100", "-100/42", "-200/7"),
+        targets=chats(telegram=("-100", "-100/42", "-200/7")),
     )
     await store.add_mute(Mute("telegram", "-200", "*", until=None))
     d = dispatcher(store, route, sinks=("telegram",))
@@ -382,10 +382,12 @@ async def test_an_end_waits_out_each_routes_grace_in_the_outbox(store: Store) ->
     quick = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
-        discord_channels=(7,),
         end_grace=timedelta(0),
+        targets=chats(discord=(7,)),
     )
-    slow = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), telegram_chats=("-5",))
+    slow = Route(
+        patterns=("*",), events=frozenset(NOTIFIED_KINDS), targets=chats(telegram=("-5",))
+    )
     d = Dispatcher(
         store=store,
         routes=[quick, slow],
@@ -410,8 +412,8 @@ async def test_a_comeback_reopens_cards_without_the_roles_ping(store: Store) -> 
     route = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
-        discord_channels=(7,),
         mention_roles=(99,),
+        targets=chats(discord=(7,)),
     )
     d = Dispatcher(
         store=store,
@@ -434,7 +436,7 @@ async def test_a_comeback_reopens_cards_without_the_roles_ping(store: Store) -> 
 
 
 def carding(store: Store, **behaviour: object) -> Dispatcher:
-    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(7,))
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), targets=chats(discord=(7,)))
     settings: dict[str, object] = {"end_grace": timedelta(0), **behaviour}
     return Dispatcher(
         store=store,
@@ -497,11 +499,11 @@ async def test_one_update_changing_title_and_category_posts_both_under_the_coold
 
 async def test_a_batch_fails_whole_when_the_database_rolled_it_back_itself(store: Store) -> None:
     class DiskFull(Dispatcher):
-        async def _accept_one(self, event, raw, now):  # type: ignore[no-untyped-def]
+        async def _dispatch(self, row, event, view):  # type: ignore[no-untyped-def]
             if event.event_id == "boom":
                 # What the store raises when SQLite ended the transaction (SQLITE_FULL).
                 raise TransactionAborted("the transaction was rolled back: SQLITE_FULL")
-            return await super()._accept_one(event, raw, now)
+            return await super()._dispatch(row, event, view)
 
     d = DiskFull(store=store, routes=[EVERYTHING], sinks=["console"])
     with pytest.raises(TransactionAborted, match="SQLITE_FULL"):

@@ -403,7 +403,7 @@ async def test_sighup_reloads_routes_and_templates_and_refuses_a_broken_config(
     config = tmp_path / "bot.toml"
     config.write_text(console_config(tmp_path))
     async with console_bot(config) as bot:
-        assert (await accepted(bot.url, live_start("quinn", "Before reload")))["deliveries"] == 1
+        await accepted(bot.url, live_start("quinn", "Before reload"))
         await bot.wait_for("stdout", "Before reload")
 
         # New routes and a template override take effect without a restart.
@@ -415,15 +415,17 @@ async def test_sighup_reloads_routes_and_templates_and_refuses_a_broken_config(
         config.write_text(console_config(tmp_path, match="*/ada*", templates=templates))
         bot.proc.send_signal(signal.SIGHUP)
         await bot.wait_for("stderr", r"reloaded: 1 routes")
-        assert (await accepted(bot.url, live_start("quinn", "Not routed")))["deliveries"] == 0
-        assert (await accepted(bot.url, live_start("ada", "Routed now")))["deliveries"] == 1
+        await accepted(bot.url, live_start("quinn", "Not routed"))
+        await accepted(bot.url, live_start("ada", "Routed now"))
         await bot.wait_for("stdout", "RELOADED Ada: Routed now")
+        # Dispatched and printed in the order they came: quinn's would be out by now.
+        assert "Not routed" not in bot.stdout
 
         # A broken config changes nothing: the one running stays, and the log says why.
         config.write_text(console_config(tmp_path) + "\n[[routes]]\nmatch = 7\n")
         bot.proc.send_signal(signal.SIGHUP)
         await bot.wait_for("stderr", r"reload refused, the running config stays: routes\[1\]")
-        assert (await accepted(bot.url, live_start("adam", "Still routed")))["deliveries"] == 1
+        await accepted(bot.url, live_start("adam", "Still routed"))
         await bot.wait_for("stdout", "RELOADED Adam: Still routed")
         config.write_text("[server\nport = ")
         bot.proc.send_signal(signal.SIGHUP)

@@ -28,16 +28,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.app import build_sources, routes_from_config
-from bot.dispatch import Dispatcher
+from bot.app import build_sources
 from bot.events import Event
 from bot.store import Store
-from bot.web import AuthFailureLog, RedactingAccessLogger, create_app
+from bot.web import AuthFailureLog, RedactingAccessLogger
 from tests.conftest import SECRET, make_config
 from tests.test_app import FASTPIX_KEY, FASTPIX_SECRET, LIVEPEER_SECRET
 from tests.test_cli import KEY as CLI_KEY
 from tests.test_cli import running_bot
 from tests.waiting import store_health
+from tests.webapp import dispatched, pipeline_app
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 MAX_BODY = 4096
@@ -61,10 +61,10 @@ async def make_app(tmp_path: Path, store: Store, max_body: int) -> web.Applicati
             {"name": "fp", "kind": "fastpix", "secret": FASTPIX_SECRET},
         ],
     )
-    dispatcher = Dispatcher(store=store, routes=routes_from_config(config), sinks=["console"])
-    return create_app(
+    return pipeline_app(
+        store,
+        config,
         sources=build_sources(config),
-        dispatcher=dispatcher,
         max_body_bytes=max_body,
         health=store_health(store),
         body_timeout=BODY_TIMEOUT,
@@ -911,6 +911,7 @@ async def test_fuzzed_webhooks_never_get_a_5xx_and_every_2xx_event_is_stored(
     reached: dict[str, int] = {}
     for n in range(FUZZ_CASES):
         method, path, sent, headers, body = fuzz_case(rng, n)
+        await dispatched(app_parts[0])  # what the last case stored has been applied
         before = await stored(store)
         response = await client.request(
             method, path, data=sent, headers=headers, skip_auto_headers=["Content-Type"]

@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.dispatch import AcceptResult, Dispatcher, Route
+from bot.config import Route
 from bot.errors import StoreUnavailable
 from bot.events import NOTIFIED_KINDS, Event
-from bot.intake import Intake
+from bot.pipeline.dispatch import Dispatcher
+from bot.pipeline.ingest import Ingested, Intake
 from bot.store import Store
 from tests.store_doubles import InstrumentedStore
 
@@ -32,22 +33,22 @@ def start(n: int, *, kind: str = "live_start", event_id: str = "e", later: int =
     )
 
 
-def intake(store: Store, woken: list[set[str]] | None = None) -> Intake:
-    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS))
+def intake(store: Store, woken: list[str] | None = None) -> Intake:
+    """An Intake that notes each time it tells the dispatch stage about new events."""
     return Intake(
-        Dispatcher(
-            store=store,
-            routes=[route],
-            sinks=["console"],
-            on_queued=woken.append if woken is not None else None,
-        )
+        store, on_committed=(lambda: woken.append("wake")) if woken is not None else None
     )
+
+
+def dispatcher(store: Store) -> Dispatcher:
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS))
+    return Dispatcher(store=store, routes=[route], sinks=["console"])
 
 
 async def test_concurrent_webhooks_share_one_commit_and_each_gets_its_answer(
     store: Store,
 ) -> None:
-    woken: list[set[str]] = []
+    woken: list[str] = []
     counted = InstrumentedStore(store)
     gate = intake(counted, woken)  # type: ignore[arg-type]
     results = await asyncio.gather(
@@ -55,14 +56,17 @@ async def test_concurrent_webhooks_share_one_commit_and_each_gets_its_answer(
     )
     assert counted.commits == 1
     assert [r.duplicate for r in results] == [False] * 20 + [True]
-    assert all(r.deliveries == 1 for r in results[:20])
-    assert await store.count_events() == 20
-    assert woken == [{"console"}]  # the workers are woken once, after the commit
+    assert await store.count_events() == await store.count_undispatched() == 20
+    assert woken == ["wake"]  # the dispatch stage is woken once, after the commit
+    # Ingest stored the events only; the dispatch stage applies them after the answers.
+    assert (await store.outbox_counts()).by_state == {}
+    assert await dispatcher(store).dispatch_pending() == 20
+    assert (await store.outbox_counts()).by_state == {"pending": 20}
 
 
 async def test_a_lone_webhook_is_committed_before_its_answer(store: Store) -> None:
     result = await intake(store).accept(start(1))
-    assert isinstance(result, AcceptResult) and not result.duplicate
+    assert isinstance(result, Ingested) and not result.duplicate
     # Another connection sees it: it is committed, not just inside an open transaction.
     other = sqlite3.connect(store.path)
     assert other.execute("SELECT count(*) FROM events").fetchone()[0] == 1
@@ -78,9 +82,9 @@ async def test_one_bad_event_fails_alone(store: Store) -> None:
         return_exceptions=True,
     )
     assert isinstance(bad, Exception) and not isinstance(bad, StoreUnavailable)
-    assert isinstance(good, AcceptResult) and isinstance(also_good, AcceptResult)
-    assert await store.count_events() == 2
-    assert await store.get_stream("twitch/streamer2") is None  # its state change rolled back too
+    assert isinstance(good, Ingested) and isinstance(also_good, Ingested)
+    assert await store.count_events() == await store.count_undispatched() == 2
+    assert await store.find_event("rec", "e2") is None
 
 
 async def test_a_failed_commit_fails_every_waiting_webhook_and_stores_nothing(
@@ -121,17 +125,18 @@ async def test_a_brief_lock_is_waited_out_and_events_keep_their_order(store: Sto
     results = await asyncio.gather(first, gate.accept(end(1)))
     holder.close()
     assert [r.duplicate for r in results] == [False, False]
-    # The end was stored after its start, so it ended the stream (and was notified).
-    assert results[1].deliveries == 1
+    # The end was stored after its start, so, dispatched, it ends the stream.
+    assert results[0].event_row < results[1].event_row
+    await dispatcher(store).dispatch_pending()
     state = await store.get_stream("twitch/streamer1")
     assert state is not None and not state.live
-    assert results[0].event_row < results[1].event_row
+    assert (await store.outbox_counts()).by_state == {"pending": 2}
 
 
 async def test_a_lock_held_too_long_fails_the_batch_as_unavailable(store: Store) -> None:
     holder = sqlite3.connect(store.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
-    gate = Intake(Dispatcher(store=store, routes=[], sinks=["console"]), lock_retry_seconds=0.5)
+    gate = Intake(store, lock_retry_seconds=0.5)
     with pytest.raises(StoreUnavailable) as refused:
         await gate.accept(start(1))
     assert refused.value.busy

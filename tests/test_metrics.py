@@ -14,18 +14,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.app import build_sources, routes_from_config
-from bot.dispatch import Dispatcher
+from bot.app import build_sources
 from bot.errors import StoreUnavailable
 from bot.events import Event
 from bot.metrics import DELIVERY_BUCKETS, Metrics
 from bot.sources.base import Source, WebhookRequest
 from bot.store import OutboxCounts, Store
-from bot.web import RedactingAccessLogger, create_app, start_draining
+from bot.web import RedactingAccessLogger, start_draining
 from tests.conftest import SECRET, make_config
 from tests.sqlite_file import run_sql
 from tests.test_web import LIVE_START, URL
 from tests.waiting import store_health
+from tests.webapp import pipeline_app
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 ServerFactory = Callable[..., Awaitable[Any]]
@@ -67,10 +67,10 @@ def build_app(
     sources: Mapping[str, Source] | None = None,
 ) -> web.Application:
     config = make_config(tmp_path, server={"port": 0, "max_body_bytes": 2048})
-    dispatcher = Dispatcher(store=store, routes=routes_from_config(config), sinks=["console"])
-    return create_app(
+    return pipeline_app(
+        store,
+        config,
         sources=build_sources(config) if sources is None else sources,
-        dispatcher=dispatcher,
         max_body_bytes=config.server.max_body_bytes,
         health=store_health(store),
         metrics=metrics,
@@ -259,7 +259,7 @@ async def test_storage_failure_and_draining_are_counted_apart(
 ) -> None:
     app = build_app(tmp_path, store, metrics)
     client = await serve(app, aiohttp_server, aiohttp_client)
-    run_sql(store.path, "DROP TABLE deliveries")
+    run_sql(store.path, "ALTER TABLE events RENAME TO events_gone")
     assert (await client.post(URL, json=LIVE_START)).status == 503
     start_draining(app)
     assert (await client.post(URL, json=LIVE_START)).status == 503

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.dispatch import CLOCK_SKEW, DIGEST_WINDOW, Dispatcher
 from bot.events import Event, LiveInfo
+from bot.pipeline.clocks import CLOCK_SKEW
+from bot.pipeline.dispatch import Dispatcher
+from bot.pipeline.ingest import DIGEST_WINDOW
 from bot.sources.base import body_digest, is_body_digest
 from bot.store import Store, StreamState
 from tests.test_dispatch import EVERYTHING

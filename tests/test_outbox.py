@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.dispatch import Dispatcher, Route
+from bot.config import Route
 from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo
 from bot.outbox import BACKOFF_CAP_SECONDS, OutboxWorker, backoff_delay
+from bot.pipeline.dispatch import Dispatcher
 from bot.store import Delivery, Store
+from tests.routes import chats
 from tests.waiting import Condition, delivery_where, every_delivery, holds, outbox_states
 
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
@@ -22,6 +24,8 @@ class RecordingSink:
     """A sink that records deliveries and fails on demand, per target."""
 
     name = "discord"
+    drain_timeout = 5.0
+    keeps_cards = True
 
     def __init__(self) -> None:
         self.delivered: list[tuple[str, str]] = []
@@ -61,7 +65,9 @@ class RecordingSink:
 
 
 async def queue_events(store: Store, channels: tuple[int, ...], *ids: str) -> None:
-    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=channels)
+    route = Route(
+        patterns=("*",), events=frozenset(NOTIFIED_KINDS), targets=chats(discord=channels)
+    )
     dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
     for index, event_id in enumerate(ids):
         at = T0 + timedelta(minutes=index)
@@ -225,7 +231,7 @@ def test_backoff_grows_and_is_capped(attempts: int) -> None:
 
 
 async def start_and_change(store: Store) -> Dispatcher:
-    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1,))
+    route = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS), targets=chats(discord=(1,)))
     dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
     for index, (kind, title) in enumerate([("live_start", "One"), ("title_change", "Two")]):
         at = T0 + timedelta(minutes=index)
@@ -282,7 +288,10 @@ async def test_a_deleted_card_is_posted_anew_and_later_edits_follow_it(store: St
 
 async def start_and_end(store: Store, on_end: str) -> None:
     route = Route(
-        patterns=("*",), events=frozenset(NOTIFIED_KINDS), discord_channels=(1,), on_end=on_end
+        patterns=("*",),
+        events=frozenset(NOTIFIED_KINDS),
+        on_end=on_end,
+        targets=chats(discord=(1,)),
     )
     dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
     for minutes, kind in ((0, "live_start"), (30, "live_end")):

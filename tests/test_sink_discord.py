@@ -18,12 +18,12 @@ import aiohttp
 import pytest
 
 from bot.commands import Chat, Commands, LiveEntry, MuteEntry, StatusReport
-from bot.config import DiscordConfig
-from bot.dispatch import Dispatcher, Route
+from bot.config import DiscordConfig, Route
 from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo
 from bot.markup import utf16_len
 from bot.outbox import OutboxWorker
+from bot.pipeline.dispatch import Dispatcher
 from bot.render import KIND_COLOURS, Renderer
 from bot.sinks.discord import (
     INVITE_PERMISSIONS,
@@ -52,6 +52,7 @@ from tests.fakes.discord_api import (
     default_guild,
     no_identify_delay,
 )
+from tests.routes import chats
 from tests.waiting import Condition, every_delivery, holds, outbox_states
 
 with warnings.catch_warnings():
@@ -67,8 +68,8 @@ NASTY = f"@everyone <@&{STAFF_ROLE_ID}> **x** @here <@{MEMBER_USER_ID}>"
 ROUTE = Route(
     patterns=("twitch/*",),
     events=frozenset(NOTIFIED_KINDS),
-    discord_channels=(STREAMS_CHANNEL_ID,),
     mention_roles=(STREAMERS_ROLE_ID,),
+    targets=chats(discord=(STREAMS_CHANNEL_ID,)),
 )
 MESSAGES = f"/channels/{STREAMS_CHANNEL_ID}/messages"
 MANAGE_CHANNELS = str(discord.Permissions(manage_channels=True).value)
@@ -565,7 +566,7 @@ async def test_a_failing_channel_fails_visibly_without_blocking_another(
     route = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
-        discord_channels=(RESTRICTED_CHANNEL_ID, STREAMS_CHANNEL_ID),
+        targets=chats(discord=(RESTRICTED_CHANNEL_ID, STREAMS_CHANNEL_ID)),
     )
     await Dispatcher(store=store, routes=[route], sinks=["discord"]).accept(live_start())
     async with running(make_sink(fake, store, [route])) as sink:

@@ -14,15 +14,16 @@ from typing import Any
 import pytest
 
 from bot.commands import COMMAND_HELP, Commands
-from bot.config import TelegramConfig
-from bot.dispatch import Dispatcher, Route
+from bot.config import Route, TelegramConfig
 from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo, utcnow
 from bot.outbox import OutboxWorker
+from bot.pipeline.dispatch import Dispatcher
 from bot.render import Renderer
 from bot.sinks.telegram import TelegramSink, chat_id_of, parse_message_id
 from bot.store import Delivery, DeliveryInfo, Store
 from tests.fakes.telegram_api import FakeTelegram
+from tests.routes import chats as route_targets
 from tests.waiting import Condition, every_delivery, holds
 
 USER = 1001  # a private chat with this user
@@ -52,7 +53,7 @@ def route(*chats: int) -> Route:
     return Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
-        telegram_chats=tuple(str(c) for c in chats),
+        targets=route_targets(telegram=tuple(str(c) for c in chats)),
     )
 
 

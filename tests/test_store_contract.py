@@ -228,6 +228,24 @@ async def test_a_retired_event_id_is_free_again_and_the_old_event_kept(db: Store
     assert current is not None and current.received_at == T0 + timedelta(minutes=2)
 
 
+async def test_events_stored_for_dispatch_wait_in_order_until_marked(db: Store) -> None:
+    async with db.transaction():
+        first = await db.insert_event(event(event_id="a"), raw=b"{}", dispatched=False)
+        done = await db.insert_event(event(event_id="b"), notified=True)
+        second = await db.insert_event(event(event_id="c", minutes=1), dispatched=False)
+    assert first is not None and done is not None and second is not None
+    assert await db.count_undispatched() == 2
+    waiting = await db.undispatched(limit=10)
+    assert [(row, e.event_id) for row, e in waiting] == [(first, "a"), (second, "c")]
+    assert [row for row, _e in await db.undispatched(limit=1)] == [first]
+    enriched = event(event_id="a", title="Enriched")
+    async with db.transaction():
+        await db.mark_dispatched(first, enriched, notified=True)
+    assert [row for row, _e in await db.undispatched()] == [second]
+    assert await db.count_undispatched() == 1
+    assert (await db.load_event(first)).live == LiveInfo(title="Enriched")
+
+
 # -- streams -------------------------------------------------------------------------------
 
 
@@ -277,6 +295,17 @@ async def test_mutes_expire_replace_and_lift(db: Store) -> None:
         assert await db.remove_mute("discord", "1", None) == 1
     assert await db.mutes_for("discord", "1", NOW) == []
     assert len(await db.mutes_for("telegram", "1", NOW)) == 1
+
+
+async def test_active_mutes_of_every_chat(db: Store) -> None:
+    async with db.transaction():
+        await db.add_mute(Mute("discord", "1", "*", until=NOW + 60), now=NOW)
+        await db.add_mute(Mute("telegram", "-100", "twitch/a", until=None), now=NOW)
+    assert sorted((m.sink, m.target) for m in await db.active_mutes(NOW)) == [
+        ("discord", "1"),
+        ("telegram", "-100"),
+    ]
+    assert [m.sink for m in await db.active_mutes(NOW + 61)] == ["telegram"]
 
 
 async def test_subscriptions_are_unique_per_chat_and_pattern(db: Store) -> None:
@@ -338,6 +367,18 @@ async def test_outcomes_sent_retry_failed_and_released(db: Store) -> None:
         await db.delivery_status(10_000)
     # The default listing leaves out what is done.
     assert {r.id for r in await db.list_deliveries()} == set(ids[1:])
+
+
+async def test_one_delivery_can_be_called_off(db: Store) -> None:
+    row = await stored_event(db)
+    kept, called_off = await delivery(db, row, "a"), await delivery(db, row, "b")
+    async with db.transaction():
+        await db.mark_cancelled(called_off, reason="muted", now=NOW)
+    rows = {r.id: r for r in await db.list_deliveries(DELIVERY_STATES)}
+    assert (rows[called_off].state, rows[called_off].last_error) == ("cancelled", "muted")
+    assert rows[kept].state == "pending"
+    async with db.transaction():
+        assert [d.id for d in await db.claim_due("discord", now=NOW)] == [kept]
 
 
 async def test_in_flight_rows_are_requeued_and_failed_ones_retried(db: Store) -> None:

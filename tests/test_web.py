@@ -13,14 +13,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from yarl import URL as YURL
 
-from bot.app import build_sources, routes_from_config
+from bot.app import build_sources
 from bot.config import Config
-from bot.dispatch import Dispatcher
 from bot.store import Store
-from bot.web import RedactingAccessLogger, create_app, redact_query
+from bot.web import RedactingAccessLogger, redact_query
 from tests.conftest import SECRET, make_config
 from tests.sqlite_file import run_sql
 from tests.waiting import store_health
+from tests.webapp import dispatched, pipeline_app
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -41,10 +41,10 @@ URL = f"/webhook/rec?key={SECRET}"
 @pytest.fixture
 async def app_parts(tmp_path: Path, store: Store) -> tuple[web.Application, Store]:
     config: Config = make_config(tmp_path, server={"port": 0, "max_body_bytes": 2048})
-    dispatcher = Dispatcher(store=store, routes=routes_from_config(config), sinks=["console"])
-    app = create_app(
+    app = pipeline_app(
+        store,
+        config,
         sources=build_sources(config),
-        dispatcher=dispatcher,
         max_body_bytes=config.server.max_body_bytes,
         health=store_health(store),
     )
@@ -67,13 +67,15 @@ async def stored(store: Store) -> tuple[int, dict[str, int]]:
 
 
 async def test_accepted_event_answers_202_after_it_is_stored(
-    client: TestClient[Any, Any], store: Store
+    client: TestClient[Any, Any], app_parts: tuple[web.Application, Store]
 ) -> None:
+    store = app_parts[1]
     response = await client.post(URL, json=LIVE_START)
     assert response.status == 202
     body = await response.json()
-    assert body["status"] == "accepted" and body["id"] == "evt-1"
-    assert body["deliveries"] == 1
+    assert body == {"status": "accepted", "id": "evt-1", "kind": "live_start"}
+    assert await store.count_events() == 1  # stored before the answer...
+    await dispatched(app_parts[0])  # ...and applied after it
     assert await stored(store) == (1, {"pending": 1})
     assert (await store.get_stream("twitch/quinn")).live
 
@@ -240,7 +242,7 @@ async def test_healthz_is_503_when_the_database_is_gone(
 
 
 async def test_storage_failure_is_503_not_500(client: TestClient[Any, Any], store: Store) -> None:
-    run_sql(store.path, "DROP TABLE deliveries")
+    run_sql(store.path, "ALTER TABLE events RENAME TO events_gone")
     response = await client.post(URL, json=LIVE_START)
     assert response.status == 503
     assert response.headers["Retry-After"]

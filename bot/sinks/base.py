@@ -14,6 +14,9 @@ class Sink(Protocol):
     name: str
     #: Seconds a send in flight at shutdown is waited for before it is cut off.
     drain_timeout: float
+    #: Whether its messages can be edited and deleted later: session cards, and a mute
+    #: that holds back new messages only (the card is still kept current).
+    keeps_cards: bool
 
     @property
     def state(self) -> str:

@@ -22,6 +22,7 @@ class ConsoleSink:
 
     #: Printing never hangs for long; at shutdown a print in progress gets this long.
     drain_timeout = 5.0
+    keeps_cards = False
 
     @property
     def state(self) -> str:

@@ -241,6 +241,7 @@ class DiscordSink:
     #: a send cut off here goes again after the restart with the same enforced nonce,
     #: which Discord answers with the message it already made, for a few minutes.
     drain_timeout = 10.0
+    keeps_cards = True
 
     def __init__(
         self,

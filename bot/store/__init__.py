@@ -183,11 +183,26 @@ class EventStore(Protocol):
         self,
         event: Event,
         *,
-        notified: bool,
+        notified: bool = False,
         raw: bytes | None = None,
         parent: int | None = None,
+        dispatched: bool = True,
     ) -> int | None:
-        """Store an event; its row id, or None when (source, event id) exists already."""
+        """Store an event; its row id, or None when (source, event id) exists already.
+
+        An event stored with `dispatched=False` waits for the dispatch stage
+        (`undispatched`), which applies it and then calls `mark_dispatched`.
+        """
+
+    async def undispatched(self, *, limit: int = 100) -> list[tuple[int, Event]]:
+        """Events stored but not yet dispatched, as (row id, event), in the order stored."""
+
+    async def mark_dispatched(self, row_id: int, event: Event, *, notified: bool) -> None:
+        """The dispatch stage applied the event: store it as enriched, and whether it was
+        notified anywhere."""
+
+    async def count_undispatched(self) -> int:
+        """How many stored events wait for the dispatch stage (the backlog)."""
 
     async def retire_event_id(
         self, source: str, event_id: str, *, received_before: datetime
@@ -248,6 +263,9 @@ class MuteStore(Protocol):
     async def remove_mute(self, sink: str, target: str, pattern: str | None) -> int:
         """Unmute one pattern, or every pattern when `pattern` is None; how many went."""
 
+    async def active_mutes(self, now: float) -> list[Mute]:
+        """Every mute of every chat still in force at `now`."""
+
 
 class SubscriptionStore(Protocol):
     """Run-time routes added by /subscribe."""
@@ -302,6 +320,9 @@ class OutboxStore(Protocol):
 
     async def mark_failed(self, delivery_id: int, *, error: str, now: float) -> None:
         """Give up on a delivery."""
+
+    async def mark_cancelled(self, delivery_id: int, *, reason: str, now: float) -> None:
+        """Call off one delivery (a mute set after it was queued, say)."""
 
     async def release_claimed(self, delivery_ids: Sequence[int], *, now: float) -> None:
         """Hand claimed deliveries that were never tried back to the queue, attempt undone."""

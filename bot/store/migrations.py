@@ -127,6 +127,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE TABLE write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
     INSERT INTO write_probe (id, at) VALUES (1, 0);
     """,
+    # 5: ingest commits only the event; a dispatch stage applies it afterwards. Events of
+    # earlier versions were dispatched as they were stored.
+    """
+    ALTER TABLE events ADD COLUMN dispatched INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX events_undispatched ON events (id) WHERE dispatched = 0;
+    """,
 )
 
 

@@ -444,15 +444,16 @@ class SQLiteStore:
         self,
         event: Event,
         *,
-        notified: bool,
+        notified: bool = False,
         raw: bytes | None = None,
         parent: int | None = None,
+        dispatched: bool = True,
     ) -> int | None:
         """Store an event; returns its row id, or None when (source, event id) exists."""
         cursor = self._db.execute(
             """INSERT INTO events (source, event_id, kind, streamer_key, occurred_at,
-                                   received_at, notified, payload, raw, parent_id)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                   received_at, notified, payload, raw, parent_id, dispatched)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (source, event_id) DO NOTHING""",
             (
                 event.source,
@@ -465,9 +466,30 @@ class SQLiteStore:
                 json.dumps(event.to_json(), ensure_ascii=False),
                 raw,
                 parent,
+                int(dispatched),
             ),
         )
         return cursor.lastrowid if cursor.rowcount == 1 else None
+
+    async def undispatched(self, *, limit: int = 100) -> list[tuple[int, Event]]:
+        """Events stored but not yet dispatched, as (row id, event), in the order stored."""
+        rows = self._db.execute(
+            "SELECT id, payload FROM events WHERE dispatched = 0 ORDER BY id LIMIT ?", (limit,)
+        ).fetchall()
+        return [(row["id"], Event.from_json(json.loads(row["payload"]))) for row in rows]
+
+    async def mark_dispatched(self, row_id: int, event: Event, *, notified: bool) -> None:
+        """The dispatch stage applied the event: store it as enriched, and whether it was
+        notified anywhere."""
+        self._db.execute(
+            "UPDATE events SET payload = ?, notified = ?, dispatched = 1 WHERE id = ?",
+            (json.dumps(event.to_json(), ensure_ascii=False), int(notified), row_id),
+        )
+
+    async def count_undispatched(self) -> int:
+        """How many stored events wait for the dispatch stage (the backlog)."""
+        row = self._db.execute("SELECT count(*) FROM events WHERE dispatched = 0").fetchone()
+        return int(row[0])
 
     async def retire_event_id(
         self, source: str, event_id: str, *, received_before: datetime
@@ -601,6 +623,14 @@ class SQLiteStore:
             (mute.sink, mute.target, mute.pattern, mute.until, created_by, now or time.time()),
         )
 
+    async def active_mutes(self, now: float) -> list[Mute]:
+        """Every mute of every chat still in force at `now`."""
+        rows = self._db.execute(
+            "SELECT sink, target, pattern, until FROM mutes WHERE until IS NULL OR until > ?",
+            (now,),
+        ).fetchall()
+        return [Mute(row[0], row[1], row[2], row[3]) for row in rows]
+
     async def remove_mute(self, sink: str, target: str, pattern: str | None) -> int:
         """Unmute one pattern, or every pattern when `pattern` is None; returns how many."""
         if pattern is None:
@@ -733,6 +763,14 @@ class SQLiteStore:
             """UPDATE deliveries SET state = 'failed', last_error = ?, updated_at = ?
                WHERE id = ?""",
             (error, now, delivery_id),
+        )
+
+    async def mark_cancelled(self, delivery_id: int, *, reason: str, now: float) -> None:
+        """Call off one delivery (a mute set after it was queued, say)."""
+        self._db.execute(
+            """UPDATE deliveries SET state = 'cancelled', last_error = ?, updated_at = ?
+               WHERE id = ?""",
+            (reason, now, delivery_id),
         )
 
     async def release_claimed(self, delivery_ids: Sequence[int], *, now: float) -> None:

@@ -1,0 +1,193 @@
+"""Ingest: store each accepted webhook's event, and nothing else, before its 2xx.
+
+The webhook path is verify, parse, then `Intake.accept`: the event is inserted (deduped
+on source + event id) in a group commit and the handler answers 202 once that COMMIT is
+done. Applying the event (stream state, routes, mutes, cards, outbox rows) is the
+dispatch stage's job, in its own transaction, after the answer (dispatch.py); an event
+committed here and not yet dispatched when the process dies is dispatched after the
+restart.
+
+Group commit: one COMMIT per request caps how many webhooks a second the bot can take,
+so handlers hand their event to the Intake and wait: everything queued during one pass
+of the event loop is stored in one transaction right after it (a savepoint per event, so
+one bad event fails alone). Under load one COMMIT serves many requests; a lone request
+waits no longer than one pass of the loop.
+
+When another process holds the database's write lock past the store's short busy
+timeout, the batch is tried again a few times, giving the event loop back in between
+(the wait would otherwise block every other request), before the handlers answer 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final
+
+from bot.errors import StoreUnavailable, TransactionAborted
+from bot.events import Event
+from bot.sources.base import is_body_digest
+from bot.store import Store
+
+#: How long a batch keeps retrying a locked database before its senders hear 503; well
+#: inside the 5-10 s senders wait for an answer.
+LOCK_RETRY_SECONDS: Final = 3.0
+LOCK_RETRY_PAUSE_SECONDS: Final = 0.2
+
+#: How long a payload without an id of its own is a duplicate of an identical body. Its
+#: id is a hash of the body (sources/base.py `body_digest`; only OneLiveRec payloads
+#: without `id` get one, Livepeer and FastPix require theirs), and the same body can
+#: honestly come again: the docs' live_start has neither `id` nor `ts`, so tomorrow's
+#: stream sends the very bytes of today's. Within the window it is the sender retrying;
+#: after it, a new event. OneLiveRec documents no retry schedule, so the window is the
+#: horizon the bot's own outbox retries a delivery for (`[delivery] max_age`, 24 h by
+#: default): a sender still retrying a day later is not one we know of. The price: a
+#: stream that ends and starts again within the day, sending byte-identical payloads
+#: with neither `id` nor `ts`, is taken for a retry. Ids a provider sets are unique for
+#: good and dedupe forever.
+DIGEST_WINDOW: Final = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """What storing one event did: a duplicate, or the new event's row."""
+
+    duplicate: bool
+    event_row: int | None = None
+
+
+async def insert_new(
+    store: Store, event: Event, *, raw: bytes | None, digest_window: timedelta
+) -> Ingested:
+    """Store one event for the dispatch stage, inside the caller's transaction."""
+    if is_body_digest(event.event_id):
+        # An id made from the body dedupes retries within the window only: after it,
+        # the stored row's id is moved aside and the same body is a new event.
+        await store.retire_event_id(
+            event.source, event.event_id, received_before=event.received_at - digest_window
+        )
+    row = await store.insert_event(event, raw=raw, dispatched=False)
+    return Ingested(duplicate=row is None, event_row=row)
+
+
+_Waiting = list[tuple[Event, bytes | None, "asyncio.Future[Ingested]"]]
+
+
+class Intake:
+    """Batches `accept` calls from concurrent handlers into group commits."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        on_committed: Callable[[], None] | None = None,
+        digest_window: timedelta = DIGEST_WINDOW,
+        lock_retry_seconds: float = LOCK_RETRY_SECONDS,
+    ) -> None:
+        self._store = store
+        self._on_committed = on_committed
+        self._digest_window = digest_window
+        self._lock_retry_seconds = lock_retry_seconds
+        self._waiting: _Waiting = []
+        # True from when a flush is scheduled until it has finished: one flush at a time,
+        # so batches commit in the order their events came.
+        self._flush_scheduled = False
+        # While a batch waits out a lock, when it gives up (monotonic); None otherwise.
+        self._retry_until: float | None = None
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def accept(self, event: Event, *, raw: bytes | None = None) -> Ingested:
+        """Store the event (with whatever else is waiting); returns once it is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Ingested] = loop.create_future()
+        self._waiting.append((event, raw, future))
+        # During a lock retry, new events wait for it and join it, so that events are
+        # still stored in the order they came (a live_end never before its live_start).
+        if not self._flush_scheduled and self._retry_until is None:
+            self._flush_scheduled = True
+            loop.call_soon(self._start_flush)
+        return await future
+
+    def _start_flush(self) -> None:
+        # Called after one pass of the loop, so that pass's arrivals share the commit.
+        self._flushing = asyncio.create_task(self._flush(), name="intake-flush")
+
+    async def _flush(self) -> None:
+        retrying = False
+        try:
+            retrying = await self._commit()
+        finally:
+            if not retrying:
+                self._flush_scheduled = False
+                if self._waiting and self._retry_until is None:
+                    # Arrived while this batch was committing: their own pass now.
+                    self._flush_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._start_flush)
+
+    async def _commit(self) -> bool:
+        """Commit what is waiting; True when it is to be tried again after a pause."""
+        batch, self._waiting = self._waiting, []
+        try:
+            outcomes = await self._store_batch([(event, raw) for event, raw, _ in batch])
+        except StoreUnavailable as exc:
+            now = time.monotonic()
+            if self._retry_until is None:
+                self._retry_until = now + self._lock_retry_seconds
+            if exc.busy and now < self._retry_until:
+                # Try again with everything that is waiting, this batch first.
+                self._waiting = batch + self._waiting
+                loop = asyncio.get_running_loop()
+                loop.call_later(LOCK_RETRY_PAUSE_SECONDS, self._start_flush)
+                return True
+            self._retry_until = None
+            self._fail(batch, exc)
+            return False
+        except Exception as exc:
+            self._retry_until = None
+            self._fail(batch, exc)
+            return False
+        self._retry_until = None
+        if self._on_committed is not None and any(
+            not isinstance(o, Exception) and not o.duplicate for o in outcomes
+        ):
+            self._on_committed()
+        for (*_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue  # the handler is gone; its event is stored all the same
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        return False
+
+    async def _store_batch(
+        self, batch: Sequence[tuple[Event, bytes | None]]
+    ) -> list[Ingested | Exception]:
+        """One transaction for the batch, a savepoint per event: each succeeds or fails on
+        its own; a failing COMMIT raises, and then none of them was stored."""
+        store = self._store
+        outcomes: list[Ingested | Exception] = []
+        async with store.transaction():
+            for event, raw in batch:
+                try:
+                    async with store.savepoint():
+                        outcome = await insert_new(
+                            store, event, raw=raw, digest_window=self._digest_window
+                        )
+                except TransactionAborted:
+                    raise
+                except Exception as exc:
+                    outcomes.append(exc)
+                    continue
+                outcomes.append(outcome)
+        return outcomes
+
+    @staticmethod
+    def _fail(batch: _Waiting, exc: Exception) -> None:
+        # The transaction failed: nothing of the batch is stored, every handler says so.
+        for *_, future in batch:
+            if not future.done():
+                future.set_exception(exc)
