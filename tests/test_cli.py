@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -93,13 +94,18 @@ class BotProcess:
 
 
 async def start_bot(
-    config: Path, *, line_limit: int = 8 * 1024 * 1024, wrapper: Sequence[str] = ()
+    config: Path,
+    *,
+    line_limit: int = 8 * 1024 * 1024,
+    wrapper: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
     """`python -m bot run -c config` as a subprocess, its stdout and stderr piped."""
     # A line longer than the reader's limit ends its pump; the pipe then fills, the bot
     # blocks writing to it and proc.wait() never returns. A webhook body is at most 1 MiB
     # by default, so no line of the bot's comes near 8 MiB unless a test raises the limit.
-    # wrapper: a command the bot runs under (setpriv, to drop a capability).
+    # wrapper: a command the bot runs under (setpriv, to drop a capability); env: more
+    # environment variables.
     return await asyncio.create_subprocess_exec(
         *wrapper,
         sys.executable,
@@ -112,14 +118,19 @@ async def start_bot(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         limit=line_limit,
+        env={**os.environ, **env} if env else None,
     )
 
 
 @contextlib.asynccontextmanager
 async def running_bot(
-    config: Path, *, line_limit: int = 8 * 1024 * 1024, wrapper: Sequence[str] = ()
+    config: Path,
+    *,
+    line_limit: int = 8 * 1024 * 1024,
+    wrapper: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[BotProcess]:
-    proc = await start_bot(config, line_limit=line_limit, wrapper=wrapper)
+    proc = await start_bot(config, line_limit=line_limit, wrapper=wrapper, env=env)
     bot = BotProcess(proc)
     try:
         found = await bot.wait_for("stderr", r"listening on (http://127\.0\.0\.1:\d+)")

@@ -143,6 +143,56 @@ async def test_a_second_instance_is_refused_naming_the_holder_and_kill_9_frees_t
     assert texts(telegram, GROUP).count(texts(telegram, GROUP)[0]) == 1
 
 
+# A bot whose dispatch stage never starts: it accepts and commits webhooks, and applies
+# none of them, so a kill -9 lands between the commit and the dispatch. Imported at start
+# by Python itself (sitecustomize), in that one process only.
+HOLD_DISPATCH = """
+import asyncio
+from bot.pipeline import dispatch
+
+async def held(self, stop):
+    await stop.wait()
+
+dispatch.DispatchStage.run = held
+"""
+
+
+async def test_kill_9_between_commit_and_dispatch_dispatches_after_restart_exactly_once(
+    tmp_path: Path, telegram: FlakyTelegram
+) -> None:
+    config = write_config(tmp_path, telegram, extra=METRICS)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(HOLD_DISPATCH)
+    held = {"PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")])}
+    async with running_bot(config, env=held) as first:
+        first_event = live_start("quinn", "Committed, not dispatched")
+        assert (await post(first.url, first_event)).status == 202
+        assert (await post(first.url, live_start("ada", "Another one"))).status == 202
+        assert (await post(first.url, first_event)).status == 200  # a retry: a duplicate
+        assert await metric(first.url, "streambot_dispatch_backlog") == 2
+        first.proc.kill()
+        assert await first.proc.wait() == -signal.SIGKILL
+    assert texts(telegram, GROUP) == []
+    assert delivery_states(tmp_path) == []  # stored, and nothing else happened yet
+
+    async with bot_process(config) as second:
+        await telegram.wait_for_message(GROUP, lambda m: "Another one" in str(m))
+        await wait_all_sent(tmp_path)
+        assert await second.stop() == 0
+    for chat in (GROUP, OTHER):
+        shown = texts(telegram, chat)
+        assert len(shown) == 2, shown
+        assert sum("Committed, not dispatched" in text for text in shown) == 1
+    assert len(delivery_states(tmp_path)) == 4
+
+    # And once only: the next start finds nothing left to dispatch.
+    async with bot_process(config) as third:
+        await asyncio.sleep(0.5)
+        assert await third.stop() == 0
+    assert [len(texts(telegram, chat)) for chat in (GROUP, OTHER)] == [2, 2]
+
+
 # -- 2 and 3. a database that stops taking writes ---------------------------------------
 
 

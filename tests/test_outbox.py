@@ -13,7 +13,7 @@ from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryErr
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo
 from bot.outbox import BACKOFF_CAP_SECONDS, OutboxWorker, backoff_delay
 from bot.pipeline.dispatch import Dispatcher
-from bot.store import Delivery, Store
+from bot.store import Delivery, Mute, Store
 from tests.routes import chats
 from tests.waiting import Condition, delivery_where, every_delivery, holds, outbox_states
 
@@ -326,3 +326,46 @@ async def test_a_card_that_cannot_be_deleted_is_marked_ended_instead(store: Stor
     await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.edited))
     assert sink.edited == [(f"msg-{(await store.cards(1))['discord', '1']}", "live_end", "Final")]
     assert (await store.outbox_counts()).by_state == {"sent": 2}
+
+
+async def test_a_mute_set_while_an_end_waits_out_its_grace_holds_back_that_new_message(
+    store: Store,
+) -> None:
+    route = Route(
+        patterns=("*",),
+        events=frozenset(NOTIFIED_KINDS),
+        on_end="both",
+        end_grace=timedelta(minutes=5),
+        targets=chats(discord=(1,)),
+    )
+    dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
+    for kind in ("live_start", "live_end"):
+        at = datetime.now(UTC)
+        await dispatcher.accept(
+            Event(
+                source="rec",
+                event_id=kind,
+                kind=kind,
+                occurred_at=at,
+                received_at=at,
+                platform="twitch",
+                channel="quinn",
+                live=LiveInfo(title="Final"),
+            )
+        )
+    sink = RecordingSink()
+    await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.delivered))
+    # The end (an edit of the card and a notice of its own) waits in the outbox; meanwhile
+    # the channel is muted.
+    await store.add_mute(Mute("discord", "1", "*", until=None), now=time.time())
+    after_grace = lambda: time.time() + 600  # noqa: E731
+    await run_until(
+        OutboxWorker(store=store, sink=sink, clock=after_grace),
+        outbox_states(store, lambda states: "pending" not in states),
+    )
+    assert sink.delivered == [("1", "live_start")]  # no end notice was posted...
+    assert [(kind, title) for _id, kind, title in sink.edited] == [("live_end", "Final")]
+    [notice] = [
+        r for r in await every_delivery(store) if r.kind == "live_end" and r.action == "post"
+    ]
+    assert notice.state == "cancelled" and "muted" in (notice.last_error or "")
