@@ -35,6 +35,7 @@ from bot.errors import (
     WebhookError,
 )
 from bot.events import Event, utcnow
+from bot.logs import ThrottledLog
 from bot.metrics import UNKNOWN, Metrics, WebhookOutcome, metrics_handler
 from bot.pipeline.ingest import Intake
 from bot.sources.base import Source, WebhookRequest
@@ -54,6 +55,8 @@ METRICS_KEY: Final = web.AppKey("metrics", Metrics)
 # How long a sender may take to deliver a whole body; a trickle past that is refused (408)
 # so slow clients cannot hold connections and memory open.
 BODY_READ_TIMEOUT_SECONDS: Final = 10.0
+#: Accepted webhooks logged one by one per minute before the rest are summarised.
+ACCEPTED_LOG_BURST: Final = 60
 # While draining, senders are told to come back after this many seconds.
 DRAIN_RETRY_AFTER_SECONDS: Final = 30
 # While the database refuses writes, senders are told to come back after this long.
@@ -128,6 +131,12 @@ class ListenerState:
 
     draining: bool = False
     auth_failures: AuthFailureLog = field(default_factory=AuthFailureLog)
+    #: One line per accepted webhook, the way a stream's few events a minute come; a
+    #: flood (a backfill, a sender replaying its queue) is summarised once a minute, as
+    #: formatting and writing a line costs the one event loop more than storing the event.
+    accepted_log: ThrottledLog = field(
+        default_factory=lambda: ThrottledLog(log, "accepted webhooks", burst=ACCEPTED_LOG_BURST)
+    )
 
 
 STATE_KEY: Final = web.AppKey("listener_state", ListenerState)
@@ -309,7 +318,7 @@ async def _answer_webhook(request: web.Request) -> _Answer:
     # This line says all the access log would, so the access log skips the request:
     # under load, log lines cost the bot more than storing the event does.
     request[_QUIET] = True
-    log.info(
+    request.app[STATE_KEY].accepted_log.log(
         "accepted %s %s for %s from %s (%s)",
         event.kind,
         event.event_id,

@@ -115,6 +115,9 @@ class Checkpointer:
             conn.close()
 
 
+# How many statement texts a connection remembers the first word of (see `verbs`).
+_VERB_CACHE_SIZE: Final = 512
+
 # Statements that change the database (the rest only read it).
 _WRITES: Final = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "COMMIT"})
 _TRANSACTION: Final = frozenset({"BEGIN", "SAVEPOINT", "RELEASE", "ROLLBACK"})
@@ -173,13 +176,21 @@ class _Connection(sqlite3.Connection):
 
     health: WriteHealth
     store: SQLiteStore
+    #: The first word of each statement text seen, looked up rather than parsed per
+    #: call: the store's statements are a few dozen constant strings, run thousands of
+    #: times a second under load. Bounded, in case a caller ever builds statement texts.
+    verbs: dict[str, str]
     reopen_wanted: bool = False
     _changes_at_begin: int = 0
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         """Run one statement, translating database trouble and recording write outcomes."""
-        words = sql.lstrip()[:12].split(None, 1)
-        verb = words[0].upper() if words else ""
+        verb = self.verbs.get(sql)
+        if verb is None:
+            words = sql.lstrip()[:12].split(None, 1)
+            verb = words[0].upper() if words else ""
+            if len(self.verbs) < _VERB_CACHE_SIZE:
+                self.verbs[sql] = verb
         before = self.total_changes
         self.store.statements_run += 1
         try:
@@ -286,6 +297,7 @@ class SQLiteStore:
         assert isinstance(conn, _Connection)
         conn.health = self.health
         conn.store = self
+        conn.verbs = {}
         conn.row_factory = sqlite3.Row
         try:
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
