@@ -23,6 +23,7 @@ from bot.dispatch import Dispatcher, Route
 from bot.errors import StoreUnavailable
 from bot.instance import InstanceLock
 from bot.listener import HEADER_TIMEOUT_SECONDS, ListenerRunner
+from bot.maintenance import Pruner
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
 from bot.registry import SOURCES
@@ -268,6 +269,8 @@ async def _run_with_store(
                 _start_workers(store, workers, stop, group, health), name="outbox-start"
             )
             group.create_task(_watch_database(store, stop), name="database-watch")
+            pruner = Pruner(store=store, retention=config.storage.retention, metrics=metrics)
+            group.create_task(pruner.run(stop), name="retention")
             reloader = None
             if reload is not None and load_config is not None:
                 reloader = group.create_task(
