@@ -22,6 +22,7 @@ from bot.config import Config
 from bot.errors import StoreUnavailable
 from bot.instance import InstanceLock
 from bot.listener import HEADER_TIMEOUT_SECONDS, ListenerRunner
+from bot.maintenance import Pruner
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
 from bot.pipeline.dispatch import Dispatcher, DispatchStage
@@ -258,6 +259,8 @@ async def _run_with_store(
             )
             group.create_task(stage.run(stop), name="dispatch")
             group.create_task(_watch_database(store, stop), name="database-watch")
+            pruner = Pruner(store=store, retention=config.storage.retention, metrics=metrics)
+            group.create_task(pruner.run(stop), name="retention")
             reloader = None
             if reload is not None and load_config is not None:
                 reloader = group.create_task(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
-from bot.durations import parse_duration
+from bot.durations import format_duration, parse_duration
 from bot.errors import ConfigError
 from bot.events import NOTIFIED_KINDS, glob_match
 from bot.registry import SOURCES, known_kinds
@@ -37,7 +37,7 @@ _MAX_SNOWFLAKE: Final = 2**64 - 1
 # the docs test cannot drift from the loader.
 _SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "server": ("host", "port", "max_body_bytes"),
-    "storage": ("path",),
+    "storage": ("path", "retention"),
     "console": ("enabled",),
     "discord": ("token", "token_env", "api_url", "gateway_url", "guild_ids"),
     "telegram": ("token", "token_env", "api_url"),
@@ -93,11 +93,21 @@ class ServerConfig:
     max_body_bytes: int = 1_048_576
 
 
+#: How long events and finished deliveries are kept by default ([storage] retention).
+DEFAULT_RETENTION: Final = timedelta(days=30)
+#: The shortest retention accepted. Pruning an event forgets its id, so a webhook sent
+#: again after that would be notified twice: the retention must outlast every window a
+#: sender may repeat a webhook in (a day for OneLiveRec's id-less bodies, the
+#: DIGEST_WINDOW of bot.dispatch; 48 h for Kick's redeliveries).
+MIN_RETENTION: Final = timedelta(days=2)
+
+
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    """The SQLite database file (absolute once loaded)."""
+    """The SQLite database file (absolute once loaded), and how long history is kept."""
 
     path: Path
+    retention: timedelta = DEFAULT_RETENTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,7 +494,22 @@ def _server(table: _Table) -> ServerConfig:
 
 def _storage(table: _Table, base_dir: Path) -> StorageConfig:
     path = table.path_value("path", base_dir)
-    return StorageConfig(path=path if path is not None else base_dir / "bot.sqlite3")
+    # "0" might mean "keep nothing" or "keep everything"; neither guess is safe, so a
+    # zero, unit or not, gets the same answer as any other too short a time.
+    raw = table.data.get("retention")
+    zero = (type(raw) is int and raw == 0) or (isinstance(raw, str) and raw.strip() == "0")
+    retention = timedelta(0) if zero else table.duration("retention", DEFAULT_RETENTION)
+    if retention < MIN_RETENTION:
+        table.problem(
+            "retention",
+            f"must be at least {format_duration(MIN_RETENTION)}, got {_show(raw)}"
+            " (a sender repeating a webhook after its event was pruned would be notified"
+            ' twice); to keep history for good, give a long time such as "3650d"',
+        )
+        retention = DEFAULT_RETENTION
+    return StorageConfig(
+        path=path if path is not None else base_dir / "bot.sqlite3", retention=retention
+    )
 
 
 def _templates(table: _Table, base_dir: Path) -> TemplatesConfig:

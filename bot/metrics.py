@@ -136,6 +136,14 @@ class Metrics:
             ["sink"],
             registry=self.registry,
         )
+        self._pruned = Counter(
+            "streambot_pruned_rows",
+            "Rows removed as older than [storage] retention, by table.",
+            ["table"],
+            registry=self.registry,
+        )
+        for table in ("events", "deliveries"):
+            self._pruned.labels(table)  # a series from the start, 0 until a prune
         self._outbox = outbox
         self._backlog = backlog
         self._live = _LiveCollector(sinks=sinks, clock=clock)
@@ -159,6 +167,11 @@ class Metrics:
         if outcome == "sent" and seconds is not None:
             # Wall clocks can step back; a negative latency would only skew the sum.
             self._delivery_seconds.labels(sink).observe(max(seconds, 0.0))
+
+    def pruned(self, *, events: int, deliveries: int) -> None:
+        """Count rows the retention removed."""
+        self._pruned.labels("events").inc(events)
+        self._pruned.labels("deliveries").inc(deliveries)
 
     def unrecorded(self, sink: str, count: int) -> None:
         """How many of a sink's outcomes wait for the database to record them."""

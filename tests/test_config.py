@@ -549,3 +549,26 @@ def test_delivery_max_age_defaults_to_a_day_and_must_be_a_positive_duration(
             load_config({"delivery": {"max_age": bad}}, environ={}, base_dir=tmp_path)
         assert info.value.problems[0].startswith("delivery.max_age: ")
         assert message in info.value.problems[0]
+
+
+def test_storage_retention_defaults_to_30_days_and_refuses_less_than_2(tmp_path: Path) -> None:
+    assert load_config({}, environ={}, base_dir=tmp_path).storage.retention == timedelta(days=30)
+    config = load_config({"storage": {"retention": "90d"}}, environ={}, base_dir=tmp_path)
+    assert config.storage.retention == timedelta(days=90)
+    assert load_config(
+        {"storage": {"retention": "48h"}}, environ={}, base_dir=tmp_path
+    ).storage.retention == timedelta(days=2)
+    # Zero could mean "keep nothing" or "keep everything": refused, with the way out.
+    for bad, message in [
+        ("0", "must be at least 2d, got '0'"),
+        (0, "must be at least 2d, got 0"),
+        ("0s", "must be at least 2d, got '0s'"),
+        ("1h", "notified twice); to keep history for good"),
+        ("forever", "not a duration"),
+        (True, "expected a duration"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_config({"storage": {"retention": bad}}, environ={}, base_dir=tmp_path)
+        [problem] = info.value.problems
+        assert problem.startswith("storage.retention: ")
+        assert message in problem

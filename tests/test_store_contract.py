@@ -18,6 +18,7 @@ from bot.events import Event, LiveInfo
 from bot.store import (
     DELIVERY_STATES,
     Mute,
+    PruneResult,
     SessionMarks,
     Store,
     StreamState,
@@ -457,3 +458,210 @@ async def test_cards_are_an_events_posts_and_can_point_at_a_new_message(db: Stor
         await db.mark_sent(post_a, message_id="old", now=NOW)
         await db.set_message_id(post_a, "new")
     assert await db.delivery_status(post_a) == ("sent", "new")
+
+
+# -- retention -----------------------------------------------------------------------------
+
+#: The retention cut-off of these tests: events from T0 are old, from LATER recent.
+CUT = T0 + timedelta(days=1)
+LATER = 2 * 24 * 60  # minutes after T0: a day after the cut-off
+
+
+async def finished(db: Store, event_row: int, target: str, how: str, *, at: float = NOW) -> int:
+    """A delivery of `event_row` that ended `how` (sent, failed or cancelled) at `at`."""
+    delivery_id = await delivery(db, event_row, target, created=at, due=at)
+    async with db.transaction():
+        if how == "sent":
+            await db.mark_sent(delivery_id, message_id=f"m-{target}", now=at)
+        elif how == "failed":
+            await db.mark_failed(delivery_id, error="403", now=at)
+        else:
+            assert await db.cancel_pending(event_row, reason="came back", now=at) == 1
+    return delivery_id
+
+
+async def prune_all(db: Store, *, limit: int = 1000) -> tuple[int, int]:
+    """Prune until nothing more goes; (events, deliveries) removed."""
+    events = deliveries = 0
+    while True:
+        result = await db.prune(before=CUT, limit=limit)
+        events, deliveries = events + result.events, deliveries + result.deliveries
+        if not result.more:
+            return events, deliveries
+
+
+async def exists(db: Store, event_row: int) -> bool:
+    try:
+        await db.load_event(event_row)
+    except KeyError:
+        return False
+    return True
+
+
+async def test_old_finished_events_go_with_their_deliveries_and_recent_ones_stay(
+    db: Store,
+) -> None:
+    old = await stored_event(db, "old", kind="title_change")
+    for target, how in (("a", "sent"), ("b", "failed"), ("c", "cancelled")):
+        await finished(db, old, target, how)
+    bare = await stored_event(db, "bare", kind="app_launch")  # recorded, never delivered
+    recent = await stored_event(db, "recent", kind="title_change", minutes=LATER)
+    recent_delivery = await finished(db, recent, "a", "sent", at=NOW + LATER * 60)
+    # Old, but its send finished only after the cut-off (a retried failure).
+    late = await stored_event(db, "late", kind="title_change")
+    await finished(db, late, "a", "sent", at=CUT.timestamp() + 60)
+
+    assert await prune_all(db) == (2, 3)
+
+    assert not await exists(db, old) and not await exists(db, bare)
+    assert await db.deliveries_for_event(old) == []
+    assert await exists(db, recent) and await exists(db, late)
+    assert [d.id for d in await db.deliveries_for_event(recent)] == [recent_delivery]
+    assert await db.count_events() == 2
+    # The pruned event's (source, id) is free again: a new event may take it.
+    assert not await db.has_event("rec", "old")
+    assert await stored_event(db, "old", minutes=LATER) != old
+    # Nothing is left to prune: calls say so and change nothing.
+    assert await db.prune(before=CUT) == PruneResult()
+
+
+async def test_an_old_event_not_yet_dispatched_stays(db: Store) -> None:
+    async with db.transaction():
+        waiting = await db.insert_event(event(event_id="waiting"), dispatched=False)
+    assert waiting is not None
+    assert await prune_all(db) == (0, 0)
+    assert [row for row, _e in await db.undispatched()] == [waiting]
+
+
+async def test_an_old_event_with_a_delivery_still_to_go_out_stays(db: Store) -> None:
+    waiting = await stored_event(db, "waiting", kind="live_end")
+    await finished(db, waiting, "a", "sent")
+    pending = await delivery(db, waiting, "b", due=NOW + 3600)  # held back, or retrying
+    sending = await stored_event(db, "sending", kind="title_change")
+    await delivery(db, sending, "a")
+    async with db.transaction():
+        [claimed] = await db.claim_due("discord", now=NOW)
+    assert claimed.event_row == sending
+
+    assert await prune_all(db) == (0, 0)
+
+    assert await exists(db, waiting) and await exists(db, sending)
+    assert len(await db.deliveries_for_event(waiting)) == 2
+    assert (await states(db))[pending] == "pending"
+
+
+async def session(
+    db: Store, key: str, *, live: bool, end_minutes: float | None
+) -> tuple[int, int]:
+    """A stream whose old session posted cards in chats a and b; (live_start row, its card)."""
+    channel = key.split("/")[1]
+    start = await stored_event(db, f"{channel}-start", channel=channel)
+    card = await finished(db, start, "a", "sent")
+    await finished(db, start, "b", "sent")
+    async with db.transaction():
+        await db.save_stream(state(key, live=live), now=T0)
+        await db.set_session(key, start)
+    if end_minutes is not None:
+        end = await stored_event(db, f"{channel}-end", kind="live_end", minutes=end_minutes)
+        async with db.transaction():
+            await db.set_end(key, end)
+    return start, card
+
+
+async def test_a_live_sessions_start_and_cards_stay_while_its_old_changes_go(db: Store) -> None:
+    start, card = await session(db, "twitch/quinn", live=True, end_minutes=None)
+    change = await stored_event(db, "retitled", kind="title_change")
+    await finished(db, change, "a", "sent")
+
+    assert await prune_all(db) == (1, 1)
+
+    assert await exists(db, start) and not await exists(db, change)
+    assert await db.cards(start) == {("discord", "a"): card, ("discord", "b"): card + 1}
+    assert await db.delivery_status(card) == ("sent", "m-a")
+    saved = await db.get_stream("twitch/quinn")
+    assert saved is not None and saved.marks.session_row == start
+
+
+async def test_an_ended_sessions_old_events_go_and_the_stream_forgets_them(db: Store) -> None:
+    start, _card = await session(db, "twitch/quinn", live=False, end_minutes=60)
+    end = (await db.get_stream("twitch/quinn")).marks.end_row  # type: ignore[union-attr]
+    assert end is not None
+    await finished(db, end, "a", "sent", at=NOW + 3600)
+
+    assert await prune_all(db) == (2, 3)
+
+    assert not await exists(db, start) and not await exists(db, end)
+    saved = await db.get_stream("twitch/quinn")
+    assert saved is not None and saved.live is False
+    assert (saved.marks.session_row, saved.marks.end_row) == (None, None)
+    assert await db.known_streamers() == ["twitch/quinn"]
+
+
+async def test_a_session_ended_recently_or_whose_end_waits_keeps_its_cards(db: Store) -> None:
+    # Ended after the cut-off: a comeback within rejoin_window reopens these cards.
+    recent_start, _card = await session(db, "twitch/recent", live=False, end_minutes=LATER)
+    # Ended long ago, but its end notice is still held back (or retrying).
+    held_start, _card = await session(db, "twitch/held", live=False, end_minutes=60)
+    held = await db.get_stream("twitch/held")
+    assert held is not None and held.marks.end_row is not None
+    await delivery(db, held.marks.end_row, "a", action="edit", due=NOW + 10**6)
+
+    assert await prune_all(db) == (0, 0)
+
+    assert await exists(db, recent_start) and await exists(db, held_start)
+    assert await exists(db, held.marks.end_row)
+    assert len(await db.cards(held_start)) == 2
+    again = await db.get_stream("twitch/held")
+    assert again is not None and again.marks == held.marks
+
+
+async def test_a_card_that_a_waiting_delivery_edits_stays(db: Store) -> None:
+    # No stream names this event any more, but an edit still to go out acts on its card.
+    start = await stored_event(db, "start")
+    card = await finished(db, start, "a", "sent")
+    change = await stored_event(db, "retitled", kind="title_change", minutes=LATER)
+    await delivery(db, change, "a", action="edit", options={"card": card})
+
+    assert await prune_all(db) == (0, 0)
+
+    assert await db.delivery_status(card) == ("sent", "m-a")
+
+
+async def test_derived_events_go_with_their_parent_and_keep_it_while_they_stay(
+    db: Store,
+) -> None:
+    parent = await stored_event(db, "update", kind="app_launch")
+    async with db.transaction():
+        child = await db.insert_event(
+            event("title_change", "update/title"), notified=True, parent=parent
+        )
+        kept_parent = await db.insert_event(event("app_launch", "update2"), notified=True)
+        assert kept_parent is not None
+        kept_child = await db.insert_event(
+            event("title_change", "update2/title"), notified=True, parent=kept_parent
+        )
+    assert child is not None and kept_child is not None
+    await finished(db, child, "a", "sent")
+    await delivery(db, kept_child, "a", due=NOW + 3600)  # still to go out
+
+    assert await prune_all(db) == (2, 1)
+
+    assert not await exists(db, parent) and not await exists(db, child)
+    assert await exists(db, kept_parent) and await exists(db, kept_child)
+
+
+async def test_pruning_goes_in_bounded_batches(db: Store) -> None:
+    rows = [await stored_event(db, f"old{n}", kind="title_change") for n in range(5)]
+    for row in rows:
+        await finished(db, row, "a", "sent")
+
+    # An event and its deliveries go together, two rows each: two events per call of 4.
+    first = await db.prune(before=CUT, limit=4)
+    assert (first.events, first.deliveries, first.more) == (2, 2, True)
+    assert await prune_all(db, limit=4) == (3, 3)
+    assert await db.count_events() == 0
+    # One event with more deliveries than the limit still goes, alone.
+    big = await stored_event(db, "big", kind="title_change")
+    for target in "abcdef":
+        await finished(db, big, target, "sent")
+    assert await db.prune(before=CUT, limit=4) == PruneResult(events=1, deliveries=6)

@@ -47,7 +47,7 @@ LOCK_RETRY_PAUSE_SECONDS: Final = 0.2
 #: default): a sender still retrying a day later is not one we know of. The price: a
 #: stream that ends and starts again within the day, sending byte-identical payloads
 #: with neither `id` nor `ts`, is taken for a retry. Ids a provider sets are unique for
-#: good and dedupe forever.
+#: good and dedupe as long as the event is kept (`[storage] retention`, 30 days by default).
 DIGEST_WINDOW: Final = timedelta(hours=24)
 
 

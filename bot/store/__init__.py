@@ -129,6 +129,15 @@ class OutboxCounts:
     oldest_pending_created: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What one `prune` call removed, and whether more is left for another call."""
+
+    events: int = 0
+    deliveries: int = 0
+    more: bool = False
+
+
 @dataclass(slots=True)
 class WriteHealth:
     """Whether the last write that changed something went through, and since when.
@@ -222,6 +231,25 @@ class EventStore(Protocol):
 
     async def count_events(self) -> int:
         """How many events are stored (derived ones included)."""
+
+    async def prune(self, *, before: datetime, limit: int = 1000) -> PruneResult:
+        """Remove events received before `before` with their deliveries, in one transaction
+        of at most about `limit` rows (an event and its deliveries go together); call again
+        while `more` is true.
+
+        An event goes only when each of its deliveries finished (sent, failed, cancelled)
+        before `before` too, and nothing still needed refers to it: it is not the opening
+        live_start (whose posts are the cards) or the live_end of a stream that is live,
+        whose end is recent or still held back or going out; no delivery still to go out
+        edits or deletes a card it posted; no kept event was derived from it. A stream
+        whose old session is pruned forgets that session (its marks become None).
+
+        Pruning frees the event's (source, event id) for a new event. That is safe only
+        because no sender repeats a webhook for as long as the shortest retention the
+        config accepts (`bot.config.MIN_RETENTION`, 2 days: longer than the 24 h
+        DIGEST_WINDOW and Kick's 48 h redelivery window), so a retry always finds its
+        event still stored and no pruned event is notified twice.
+        """
 
 
 class StreamStore(Protocol):
@@ -441,6 +469,7 @@ __all__ = [
     "MuteStore",
     "OutboxCounts",
     "OutboxStore",
+    "PruneResult",
     "SessionMarks",
     "Store",
     "StoreUnavailable",

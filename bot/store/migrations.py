@@ -133,6 +133,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE events ADD COLUMN dispatched INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX events_undispatched ON events (id) WHERE dispatched = 0;
     """,
+    # 6: retention (Store.prune). Old events are found by when they arrived; an event's
+    # derived events by their parent, which deleting a parent also has SQLite look up
+    # (foreign keys; only derived events have one, hence partial); and the deliveries
+    # still to go out, which must outlive any retention, without reading every sent one.
+    """
+    CREATE INDEX events_by_received ON events (received_at);
+    CREATE INDEX events_by_parent ON events (parent_id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX deliveries_unfinished ON deliveries (state)
+        WHERE state IN ('pending', 'sending');
+    """,
 )
 
 

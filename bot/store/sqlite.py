@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -38,6 +38,7 @@ from bot.store import (
     DeliveryInfo,
     Mute,
     OutboxCounts,
+    PruneResult,
     SessionMarks,
     Store,
     StreamState,
@@ -55,6 +56,15 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS: Final = 200
 #: Command-line tools (`deliveries`) block nothing else, so they wait patiently.
 TOOL_BUSY_TIMEOUT_MS: Final = 5000
+
+# An event that was dispatched and none of whose deliveries is still to go out or
+# finished after the cut-off (the second parameter, epoch seconds). An event still waiting
+# for the dispatch stage (after downtime longer than the retention, say) stays.
+_UNFINISHED_CLAUSE: Final = """e.dispatched = 1 AND NOT EXISTS (
+    SELECT 1 FROM deliveries d WHERE d.event_row = e.id
+    AND (d.state IN ('pending', 'sending') OR d.updated_at >= ?))"""
+# Row ids per `IN (...)` list: well inside SQLite's limit on parameters.
+_IN_CHUNK: Final = 500
 
 # The streams columns `_mark` and `_set_mark` may name (never user input).
 _SESSION_MARKS: Final = frozenset({"session_row", "end_row", "change_posted_at"})
@@ -473,7 +483,8 @@ class SQLiteStore:
                 event.kind,
                 event.streamer_key,
                 event.occurred_at.isoformat(),
-                event.received_at.isoformat(),
+                # UTC, so that the text sorts as the time does (prune compares it).
+                event.received_at.astimezone(UTC).isoformat(),
                 int(notified),
                 json.dumps(event.to_json(), ensure_ascii=False),
                 raw,
@@ -548,6 +559,114 @@ class SQLiteStore:
     async def count_events(self) -> int:
         """How many events are stored (derived ones included)."""
         return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    async def prune(self, *, before: datetime, limit: int = 1000) -> PruneResult:
+        """Remove events received before `before` with their deliveries, at most about
+        `limit` rows in one transaction; `more` when another call has more to remove.
+
+        What is still needed stays (see `bot.store.EventStore.prune`). One call is bounded
+        so that it holds the write lock only briefly: another process waiting for it
+        gives up after its busy timeout (BUSY_TIMEOUT_MS for the bot itself).
+        """
+        cutoff = before.astimezone(UTC).isoformat()
+        cutoff_at = before.timestamp()
+        with self._transaction():
+            pinned = self._pinned_events(cutoff)
+            fetch = limit + len(pinned)
+            rows = self._db.execute(
+                f"""SELECT e.id, (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id)
+                    FROM events e WHERE e.received_at < ? AND {_UNFINISHED_CLAUSE}
+                    ORDER BY e.received_at, e.id LIMIT ?""",
+                (cutoff, cutoff_at, fetch),
+            ).fetchall()
+            chosen: set[int] = set()
+            size = 0
+            more = len(rows) == fetch
+            for event_row, deliveries in rows:
+                if event_row in pinned:
+                    continue
+                if chosen and size + 1 + deliveries > limit:
+                    more = True
+                    break
+                chosen.add(event_row)
+                size += 1 + deliveries
+            self._with_derived(chosen, pinned, cutoff, cutoff_at)
+            if not chosen:
+                # Whatever is old is still needed: another call now would find the same.
+                return PruneResult()
+            removed_deliveries = 0
+            # Children (derived events) have higher row ids than their parents: deleting
+            # from the top never leaves a child pointing at a deleted parent in between.
+            ordered = sorted(chosen, reverse=True)
+            for chunk in _chunks(ordered, _IN_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                removed_deliveries += self._db.execute(
+                    f"DELETE FROM deliveries WHERE event_row IN ({marks})", chunk
+                ).rowcount
+                for column in ("session_row", "end_row"):
+                    self._db.execute(
+                        f"UPDATE streams SET {column} = NULL WHERE {column} IN ({marks})", chunk
+                    )
+            for chunk in _chunks(ordered, _IN_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                self._db.execute(f"DELETE FROM events WHERE id IN ({marks})", chunk)
+        return PruneResult(events=len(chosen), deliveries=removed_deliveries, more=more)
+
+    def _pinned_events(self, cutoff: str) -> set[int]:
+        """Events that must stay whatever their age: the sessions still in use (live, or
+        ended so recently that a comeback reopens them, or whose end notice is still to
+        go out) and the cards that deliveries still to go out act on."""
+        pinned: set[int] = set()
+        rows = self._db.execute(
+            """SELECT s.session_row, s.end_row FROM streams s
+               LEFT JOIN events e ON e.id = s.end_row
+               WHERE s.live = 1 OR s.end_row IS NULL OR e.received_at >= ?
+               OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_row = s.end_row
+                          AND d.state IN ('pending', 'sending'))""",
+            (cutoff,),
+        )
+        for row in rows:
+            pinned.update(value for value in row if value is not None)
+        cards = self._db.execute(
+            """SELECT DISTINCT card.event_row FROM deliveries d
+               JOIN deliveries card ON card.id = json_extract(d.options, '$.card')
+               WHERE d.state IN ('pending', 'sending')"""
+        )
+        pinned.update(row[0] for row in cards)
+        return pinned
+
+    def _with_derived(
+        self, chosen: set[int], pinned: set[int], cutoff: str, cutoff_at: float
+    ) -> None:
+        """Complete `chosen` with the events derived from it, or leave out the parents of
+        derived events that must stay (a parent must outlive what refers to it)."""
+        kept: set[int] = set()
+        while chosen:
+            outside: list[tuple[int, int]] = []
+            for chunk in _chunks(sorted(chosen), _IN_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT id, parent_id FROM events WHERE parent_id IN ({marks})", chunk
+                )
+                outside.extend((row[0], row[1]) for row in rows if row[0] not in chosen)
+            if not outside:
+                return
+            children = sorted({child for child, _parent in outside} - kept - pinned)
+            old: set[int] = set()
+            for chunk in _chunks(children, _IN_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"""SELECT e.id FROM events e WHERE e.id IN ({marks})
+                        AND e.received_at < ? AND {_UNFINISHED_CLAUSE}""",
+                    (*chunk, cutoff, cutoff_at),
+                )
+                old.update(row[0] for row in rows)
+            for child, parent in outside:
+                if child in old:
+                    chosen.add(child)
+                else:
+                    kept.update((child, parent))
+                    chosen.discard(parent)
 
     # -- streams -------------------------------------------------------------------
 
@@ -929,6 +1048,11 @@ class SQLiteStore:
             (sink, target, target),
         ).fetchone()
         return int(row[0])
+
+
+def _chunks(values: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
 
 
 def _iso(value: datetime | None) -> str | None:
