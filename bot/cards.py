@@ -16,9 +16,11 @@ from typing import Final
 from bot import events as ev
 from bot.config import BehaviourConfig
 from bot.events import Event
+from bot.registry import PLATFORMS
 
-#: Sinks whose posted messages can be edited and deleted later (the console cannot).
-CARD_SINKS: Final = frozenset({"discord", "telegram"})
+#: Sinks whose posted messages can be edited and deleted later: every chat platform
+#: that says so in bot.registry.PLATFORMS; the console cannot.
+CARD_SINKS: Final = frozenset(name for name, spec in PLATFORMS.items() if spec.edits_cards)
 CHANGE_KINDS: Final = frozenset({ev.TITLE_CHANGE, ev.CATEGORY_CHANGE})
 
 POST: Final = "post"
