@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -26,22 +27,21 @@ from bot.errors import (
 from bot.events import Event, utcnow
 from bot.init import InitOptions, run_init
 from bot.logs import setup_logging
-from bot.registry import KNOWN_KINDS, SOURCES
-from bot.render import ConsoleMessage, DiscordMessage, Renderer, TelegramMessage, preview
-from bot.samples import sample_event
+from bot.registry import KNOWN_KINDS, PLATFORMS, SOURCES, message_formats
+from bot.render import Renderer
+from bot.samples import sample_event, sample_events
 from bot.sources.base import WebhookRequest
 from bot.store import DeliveryInfo, Store, create_store
 
 log = logging.getLogger("bot")
 
 DEFAULT_CONFIG = Path("bot.toml")
-SINKS = ("console", "discord", "telegram")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run one command; returns the process exit code."""
-    # python-telegram-bot warns on every rate limit unless told to report its waits as
-    # timedeltas, which the Telegram sink reads either way.
+    # A chat client library (python-telegram-bot) warns on every rate limit unless told to
+    # report its waits as timedeltas, which its sink reads either way.
     os.environ.setdefault("PTB_TIMEDELTA", "true")
     parser = _parser()
     args = parser.parse_args(argv)
@@ -53,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bot", description="Livestream notifications for Discord and Telegram."
+        prog="python -m bot",
+        description="Livestream notifications for "
+        + " and ".join(spec.title for spec in PLATFORMS.values())
+        + ".",
     )
     parser.add_argument(
         "--log-level",
@@ -76,8 +79,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KIND",
         help="onliverec, livepeer or fastpix; repeat it or give a comma list",
     )
-    init.add_argument("--discord", action=argparse.BooleanOptionalAction, help="post to Discord")
-    init.add_argument("--telegram", action=argparse.BooleanOptionalAction, help="post to Telegram")
+    for name, spec in PLATFORMS.items():
+        init.add_argument(
+            f"--{name}", action=argparse.BooleanOptionalAction, help=f"post to {spec.title}"
+        )
     init.add_argument(
         "--public-url",
         metavar="URL",
@@ -98,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
     render = commands.add_parser("render", help="preview a notification without sending it")
     render.add_argument("kind", nargs="?", help=f"event kind: {', '.join(sorted(KNOWN_KINDS))}")
-    render.add_argument("--sink", choices=SINKS, default="console")
+    render.add_argument("--sink", choices=list(message_formats()), default="console")
     render.add_argument(
         "--event", type=Path, help="a webhook payload (JSON file) to render instead of samples"
     )
@@ -116,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         action="append",
         default=[],
-        help="Discord role id a live_start would ping (repeatable)",
+        help="role id a live_start would ping, where the sink pings roles (repeatable)",
     )
     render.set_defaults(func=_cmd_render)
 
@@ -149,8 +154,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     options = InitOptions(
         config=args.config,
         sources=args.source,
-        discord=args.discord,
-        telegram=args.telegram,
+        **{name: getattr(args, name) for name in PLATFORMS},
         public_url=args.public_url,
         host=args.host,
         port=args.port,
@@ -202,13 +206,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config, args.log_level)
     if config is None:
         return 1
-    problems = Renderer(user_dir=config.templates.dir).check()
+    renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
+    problems = renderer.check(sample_events())
     for problem in problems:
         print(f"error: template {problem}", file=sys.stderr)
     if problems:
         return 1
     sinks = ["console"] if config.console.enabled else []
-    sinks += [name for name in ("discord", "telegram") if getattr(config, name).enabled]
+    sinks += [name for name, section in config.platforms.items() if section.enabled]
     sources = ", ".join(f"{s.name} ({s.kind})" for s in config.sources) or "none"
     print(f"{args.config}: OK")
     print(f"  sources: {sources}")
@@ -241,19 +246,18 @@ def _cmd_render(args: argparse.Namespace) -> int:
             return 1
     else:
         event = sample_event(args.kind)
-    renderer = Renderer(user_dir=user_dir)
-    message: ConsoleMessage | DiscordMessage | TelegramMessage
+    renderer = Renderer(formats=message_formats(), user_dir=user_dir)
+    fmt = renderer.formats[args.sink]
+    # Only a format that pings roles takes them (its `build` names the option); the
+    # others render as they would with no roles configured.
+    takes_roles = "mention_roles" in inspect.signature(fmt.build).parameters
+    options = {"mention_roles": args.mention_role} if takes_roles else {}
     try:
-        if args.sink == "discord":
-            message = renderer.render_discord(event, mention_roles=args.mention_role)
-        elif args.sink == "telegram":
-            message = renderer.render_telegram(event)
-        else:
-            message = renderer.render_console(event)
+        message = renderer.render(fmt, event, **options)
     except TemplateProblem as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(preview(message))
+    print(fmt.preview(message))
     return 0
 
 

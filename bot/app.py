@@ -27,13 +27,11 @@ from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
 from bot.pipeline.dispatch import Dispatcher, DispatchStage
 from bot.pipeline.ingest import Intake
-from bot.registry import SOURCES
+from bot.registry import PLATFORMS, SOURCES, message_formats
 from bot.reload import Reloader
 from bot.render import Renderer
-from bot.sinks.base import Sink
+from bot.sinks.base import PlatformSpec, Sink
 from bot.sinks.console import ConsoleSink
-from bot.sinks.discord import DiscordSink
-from bot.sinks.telegram import TelegramSink
 from bot.sources import Source
 from bot.store import Store, create_store
 from bot.web import (
@@ -93,34 +91,25 @@ def build_sinks(
     *,
     console_stream: TextIO | None = None,
     sink_options: Mapping[str, Mapping[str, Any]] | None = None,
+    platforms: Mapping[str, PlatformSpec] = PLATFORMS,
 ) -> dict[str, Sink]:
     """The enabled sinks; each disabled one says why in one log line.
 
     `sink_options` passes extra constructor keywords per sink name (tests use it to
-    make discord.py connect faster to the fake).
+    make a platform's client connect faster to its fake).
     """
     options = sink_options or {}
     sinks: dict[str, Sink] = {}
     if config.console.enabled:
         sinks["console"] = ConsoleSink(renderer=renderer, stream=console_stream)
-    if config.discord.enabled:
-        sinks["discord"] = DiscordSink(
-            config=config.discord,
-            renderer=renderer,
-            commands=commands,
-            **options.get("discord", {}),
+    for name, spec in platforms.items():
+        section = config.platforms[name]
+        if not section.enabled:
+            log.info("%s: not posting there (%s)", name, section.disabled_reason)
+            continue
+        sinks[name] = spec.build_sink(
+            section, renderer=renderer, commands=commands, **options.get(name, {})
         )
-    else:
-        log.info("discord: not posting there (%s)", config.discord.disabled_reason)
-    if config.telegram.enabled:
-        sinks["telegram"] = TelegramSink(
-            config=config.telegram,
-            renderer=renderer,
-            commands=commands,
-            **options.get("telegram", {}),
-        )
-    else:
-        log.info("telegram: not posting there (%s)", config.telegram.disabled_reason)
     return sinks
 
 
@@ -189,7 +178,7 @@ async def _run_with_store(
     load_config: Callable[[], Config] | None,
     log_level: str | None,
 ) -> None:
-    renderer = Renderer(user_dir=config.templates.dir)
+    renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
     routes = config.routes
     commands = Commands(store=store, routes=routes)
     sinks = build_sinks(
@@ -221,6 +210,7 @@ async def _run_with_store(
         store=store,
         routes=routes,
         sinks=sinks,
+        card_sinks=[name for name, sink in sinks.items() if sink.keeps_cards],
         on_queued=wake,
         behaviour=config.behaviour,
     )

@@ -1,9 +1,9 @@
-"""Chat commands without platform code: /status /mute /unmute /mutes /subscribe /unsubscribe.
+"""The logic behind the chat commands, over the store, without platform code.
 
-A sink turns its platform's invocation into one of these calls (checking permissions
-the platform's way first) and formats what comes back. Replies are plain text with no
-markup; the sink escapes them. Mistakes a user can make (a bad duration, a streamer the
-bot has never seen) raise CommandError with a message meant to be shown as is.
+The commands themselves are declared once in `bot.chat.commands` (the catalogue), whose
+handlers call these. Answers are plain text with no markup; the platform escapes them.
+Mistakes a user can make (a bad duration, a streamer the bot has never seen) raise
+CommandError with a message meant to be shown as is.
 """
 
 from __future__ import annotations
@@ -24,18 +24,6 @@ MAX_MUTE: Final = timedelta(days=365)
 MAX_PATTERN_LENGTH: Final = 100
 _GLOB_CHARS: Final = frozenset("*?[")
 
-COMMAND_HELP: Final[tuple[tuple[str, str], ...]] = (
-    ("status", "who is live, and what is muted here"),
-    ("mute", "mute notifications here: all, or one streamer, for a while or until unmuted"),
-    ("unmute", "lift a mute here (all mutes when no streamer is given)"),
-    ("mutes", "list the mutes in force here"),
-    ("subscribe", "send notifications for streamers matching a pattern here"),
-    ("unsubscribe", "stop a subscription made with subscribe"),
-    ("help", "what this bot does and how to use it"),
-)
-#: The commands that change something, which need a moderator in group chats.
-CHANGING_COMMANDS: Final = frozenset({"mute", "unmute", "subscribe", "unsubscribe"})
-
 
 class CommandError(BotError):
     """A mistake in a command's arguments; the message is shown to the user as is."""
@@ -43,7 +31,7 @@ class CommandError(BotError):
 
 @dataclass(frozen=True, slots=True)
 class Chat:
-    """Where a command was sent: a Discord channel or a Telegram chat."""
+    """Where a command was sent: a platform (`sink`) and its channel or chat there."""
 
     sink: str
     target: str

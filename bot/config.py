@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
@@ -21,8 +21,11 @@ from urllib.parse import urlsplit
 from bot.durations import format_duration, parse_duration
 from bot.errors import ConfigError
 from bot.events import NOTIFIED_KINDS, glob_match
-from bot.registry import SOURCES, known_kinds
+from bot.registry import PLATFORMS, SOURCES, known_kinds
+from bot.sinks.base import PlatformConfig, PlatformSpec
 from bot.sources.spec import SourceSpec
+from bot.tomltypes import show as _show
+from bot.tomltypes import type_name as _type_name
 
 ON_CHANGE_CHOICES: Final = frozenset({"edit", "post", "both"})
 ON_END_CHOICES: Final = frozenset({"edit", "post", "both", "delete"})
@@ -32,15 +35,13 @@ LOG_FORMATS: Final = frozenset({"text", "json"})
 _MAX_BODY_LIMIT: Final = 64 * 1024 * 1024
 _MAX_SNOWFLAKE: Final = 2**64 - 1
 
-# The single source of truth for which keys exist (with each source's `options` in
-# bot.registry); CONFIG_KEYS and the unknown-key checks are both derived from these, so
-# the docs test cannot drift from the loader.
+# The single source of truth for which keys exist (with each source's `options` and each
+# platform's section keys in bot.registry); CONFIG_KEYS and the unknown-key checks are
+# both derived from these, so the docs test cannot drift from the loader.
 _SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "server": ("host", "port", "max_body_bytes"),
     "storage": ("path", "retention"),
     "console": ("enabled",),
-    "discord": ("token", "token_env", "api_url", "gateway_url", "guild_ids"),
-    "telegram": ("token", "token_env", "api_url"),
     "templates": ("dir",),
     "behaviour": ("on_change", "on_end", "end_grace", "rejoin_window", "change_cooldown"),
     "delivery": ("max_age",),
@@ -51,35 +52,42 @@ _SOURCE_KEYS: Final = ("name", "kind", "secret", "secret_env")
 _ROUTE_KEYS: Final = (
     "match",
     "events",
-    "discord_channels",
-    "telegram_chats",
+    # ...and each platform's key naming its chats (PLATFORMS: discord_channels, ...).
     "mention_roles",
     # Per-route overrides of [behaviour]: how this route's chats see changes and ends.
     "on_change",
     "on_end",
     "end_grace",
 )
-_TOP_KEYS: Final = (*_SECTION_KEYS, "sources", "routes")
 
 
-def config_keys(registry: Mapping[str, SourceSpec] = SOURCES) -> frozenset[str]:
+def _route_keys() -> tuple[str, ...]:
+    """A `[[routes]]` entry's keys: the core ones and each platform's chats key."""
+    return (*_ROUTE_KEYS, *(spec.target_key for spec in PLATFORMS.values()))
+
+
+def config_keys(
+    registry: Mapping[str, SourceSpec] = SOURCES,
+    platforms: Mapping[str, PlatformSpec] = PLATFORMS,
+) -> frozenset[str]:
     """Every dotted key the loader accepts; array-of-table keys are spelled `sources[].name`."""
     return frozenset(
         [f"{section}.{key}" for section, keys in _SECTION_KEYS.items() for key in keys]
+        + [f"{name}.{key}" for name, spec in platforms.items() for key in spec.config_keys]
         + [f"sources[].{key}" for key in _SOURCE_KEYS]
         + [f"sources[].{key}" for spec in registry.values() for key in spec.option_keys]
         + [f"routes[].{key}" for key in _ROUTE_KEYS]
+        + [f"routes[].{spec.target_key}" for spec in platforms.values()]
     )
 
 
-#: The keys of the registered sources' config: what README and bot.toml.example document.
-CONFIG_KEYS: Final = config_keys(SOURCES)
+#: The keys of the registered sources' and platforms' config: what README and
+#: bot.toml.example document.
+CONFIG_KEYS: Final = config_keys(SOURCES, PLATFORMS)
 
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DIGITS = re.compile(r"[0-9]+")
-_CHAT_ID = re.compile(r"-?[0-9]+")
-_CHAT_USERNAME = re.compile(r"@[A-Za-z0-9_]{5,32}")
 
 _T = TypeVar("_T")
 
@@ -98,7 +106,7 @@ DEFAULT_RETENTION: Final = timedelta(days=30)
 #: The shortest retention accepted. Pruning an event forgets its id, so a webhook sent
 #: again after that would be notified twice: the retention must outlast every window a
 #: sender may repeat a webhook in (a day for OneLiveRec's id-less bodies, the
-#: DIGEST_WINDOW of bot.dispatch; 48 h for Kick's redeliveries).
+#: DIGEST_WINDOW of bot.pipeline.ingest; 48 h for Kick's redeliveries).
 MIN_RETENTION: Final = timedelta(days=2)
 
 
@@ -115,36 +123,6 @@ class ConsoleConfig:
     """Whether rendered notifications are printed to stdout."""
 
     enabled: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class DiscordConfig:
-    """The Discord sink; `disabled_reason` says why it is off and is unused when enabled."""
-
-    token: str | None = field(default=None, repr=False)
-    api_url: str | None = None
-    gateway_url: str | None = None
-    guild_ids: tuple[int, ...] = ()
-    disabled_reason: str | None = "no [discord] section"
-
-    @property
-    def enabled(self) -> bool:
-        """True when a token resolved, so the sink should start."""
-        return self.token is not None
-
-
-@dataclass(frozen=True, slots=True)
-class TelegramConfig:
-    """The Telegram sink; `disabled_reason` says why it is off and is unused when enabled."""
-
-    token: str | None = field(default=None, repr=False)
-    api_url: str | None = None
-    disabled_reason: str | None = "no [telegram] section"
-
-    @property
-    def enabled(self) -> bool:
-        """True when a token resolved, so the sink should start."""
-        return self.token is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,8 +222,9 @@ class Config:
     server: ServerConfig
     storage: StorageConfig
     console: ConsoleConfig
-    discord: DiscordConfig
-    telegram: TelegramConfig
+    #: Each registered chat platform's section by name (bot.registry.PLATFORMS), loaded
+    #: by its package: `platforms["discord"]` is a DiscordConfig.
+    platforms: Mapping[str, PlatformConfig]
     templates: TemplatesConfig
     behaviour: BehaviourConfig
     sources: tuple[SourceConfig, ...]
@@ -260,6 +239,7 @@ def read_config(
     environ: Mapping[str, str] | None = None,
     *,
     registry: Mapping[str, SourceSpec] = SOURCES,
+    platforms: Mapping[str, PlatformSpec] = PLATFORMS,
 ) -> Config:
     """Read and check a bot.toml file; relative paths in it are relative to its folder."""
     try:
@@ -278,6 +258,7 @@ def read_config(
         environ=os.environ if environ is None else environ,
         base_dir=path.absolute().parent,
         registry=registry,
+        platforms=platforms,
     )
 
 
@@ -287,21 +268,22 @@ def load_config(
     environ: Mapping[str, str],
     base_dir: Path,
     registry: Mapping[str, SourceSpec] = SOURCES,
+    platforms: Mapping[str, PlatformSpec] = PLATFORMS,
 ) -> Config:
     """Check a parsed bot.toml mapping; raise ConfigError listing every problem.
 
-    `registry` holds the source kinds `[[sources]] kind` may name (`bot.registry.SOURCES`).
+    `registry` holds the source kinds `[[sources]] kind` may name (`bot.registry.SOURCES`),
+    `platforms` the chat platforms whose sections it may have (`bot.registry.PLATFORMS`).
     """
     problems: list[str] = []
-    root = _Table(data, "", problems, _TOP_KEYS)
+    root = _Table(data, "", problems, (*_SECTION_KEYS, *platforms, "sources", "routes"))
     root.check_unknown()
     known = known_kinds(registry)
     config = Config(
         server=_server(root.section("server")),
         storage=_storage(root.section("storage"), base_dir),
         console=ConsoleConfig(enabled=root.section("console").flag("enabled", True)),
-        discord=_discord(root, environ),
-        telegram=_telegram(root, environ),
+        platforms={name: _platform(root, spec, environ) for name, spec in platforms.items()},
         templates=_templates(root.section("templates"), base_dir),
         behaviour=_behaviour(root.section("behaviour")),
         delivery=DeliveryConfig(
@@ -464,17 +446,33 @@ class _Table:
             return None
         return [(f"{self.at(key)}[{index}]", item) for index, item in enumerate(value)]
 
-    def section(self, key: str) -> _Table:
-        """A sub-table (empty when absent or wrong) with its unknown keys already reported."""
+    def section(self, key: str, keys: Collection[str] | None = None) -> _Table:
+        """A sub-table (empty when absent or wrong) with its unknown keys already reported;
+        `keys` are its keys when it is not one of the core sections."""
         value: Mapping[str, Any] | None = self._get(key, (Mapping,), "a table", False)
-        table = _Table(value or {}, self.at(key), self.problems, _SECTION_KEYS[key])
+        known = _SECTION_KEYS[key] if keys is None else keys
+        table = _Table(value or {}, self.at(key), self.problems, known)
         table.check_unknown()
         return table
+
+    def chat_token(self, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+        """(token, disabled_reason) for a chat sink; an unset token_env disables, not errors."""
+        if self.has("token") and self.has("token_env"):
+            self.problem("", "set token or token_env, not both")
+            return None, "invalid token configuration"
+        env_name = _env_name(self, "token_env")
+        if env_name is not None:
+            # Tokens never contain whitespace; a stray newline from a secrets file would
+            # otherwise end up in the Authorization header.
+            token = environ.get(env_name, "").strip()
+            return (token, None) if token else (None, f"token_env {env_name} is not set")
+        token = (self.opt_text("token") or "").strip()
+        return (token, None) if token else (None, "no token configured")
 
     def tables(self, key: str) -> list[_Table]:
         """An array of tables (`[[key]]`); the caller checks each one's keys."""
         entries = self.items(key) or []
-        keys = _SOURCE_KEYS if key == "sources" else _ROUTE_KEYS
+        keys = _SOURCE_KEYS if key == "sources" else _route_keys()
         out: list[_Table] = []
         for path, entry in entries:
             if not isinstance(entry, Mapping):
@@ -562,46 +560,12 @@ def _metrics(table: _Table, environ: Mapping[str, str]) -> MetricsConfig:
     return MetricsConfig(enabled=enabled, token=token)
 
 
-def _sink_token(table: _Table, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """(token, disabled_reason) for a chat sink; an unset token_env disables, not errors."""
-    if table.has("token") and table.has("token_env"):
-        table.problem("", "set token or token_env, not both")
-        return None, "invalid token configuration"
-    env_name = _env_name(table, "token_env")
-    if env_name is not None:
-        # Tokens never contain whitespace; a stray newline from a secrets file would
-        # otherwise end up in the Authorization header.
-        token = environ.get(env_name, "").strip()
-        return (token, None) if token else (None, f"token_env {env_name} is not set")
-    token = (table.opt_text("token") or "").strip()
-    return (token, None) if token else (None, "no token configured")
-
-
-def _discord(root: _Table, environ: Mapping[str, str]) -> DiscordConfig:
-    present = root.has("discord")
-    table = root.section("discord")
-    token, reason = _sink_token(table, environ)
-    guild_ids = _unique(
-        _snowflake(value, path, table.problems) for path, value in table.items("guild_ids") or []
-    )
-    return DiscordConfig(
-        token=token,
-        api_url=table.url("api_url", ("http", "https")),
-        gateway_url=table.url("gateway_url", ("ws", "wss")),
-        guild_ids=guild_ids,
-        disabled_reason=reason if present else DiscordConfig().disabled_reason,
-    )
-
-
-def _telegram(root: _Table, environ: Mapping[str, str]) -> TelegramConfig:
-    present = root.has("telegram")
-    table = root.section("telegram")
-    token, reason = _sink_token(table, environ)
-    return TelegramConfig(
-        token=token,
-        api_url=table.url("api_url", ("http", "https")),
-        disabled_reason=reason if present else TelegramConfig().disabled_reason,
-    )
+def _platform(root: _Table, spec: PlatformSpec, environ: Mapping[str, str]) -> PlatformConfig:
+    """A chat platform's section, read by its package; its default when bot.toml has none."""
+    present = root.has(spec.name)
+    table = root.section(spec.name, spec.config_keys)
+    config = spec.read_config(table, environ)
+    return config if present else spec.default_config
 
 
 def _sources(
@@ -716,11 +680,9 @@ def _route(table: _Table, known: frozenset[str]) -> Route:
 
     targets: list[Target] = []
     # The route keys that name chats, each with its sink and how an entry is checked.
-    target_keys = {
-        "discord_channels": ("discord", _snowflake),
-        "telegram_chats": ("telegram", _telegram_chat),
-    }
-    for key, (sink, parse) in target_keys.items():
+    # Each platform names its chats under a key of its own, by its own address grammar.
+    for sink, spec in PLATFORMS.items():
+        key, parse = spec.target_key, spec.parse_target
         addresses = _unique(
             parse(value, path, table.problems) for path, value in table.items(key) or []
         )
@@ -766,31 +728,6 @@ def _snowflake(value: Any, path: str, problems: list[str]) -> int | None:
     return number
 
 
-def _telegram_chat(value: Any, path: str, problems: list[str]) -> str | None:
-    """A Telegram chat: a numeric id (int or string) or a public "@username".
-
-    A forum topic is the chat followed by "/<thread id>": "-1001234567890/42".
-    """
-    if isinstance(value, int) and not isinstance(value, bool) and value != 0:
-        return str(value)
-    if isinstance(value, str):
-        if _CHAT_ID.fullmatch(value) and int(value) != 0:
-            return str(int(value))
-        if _CHAT_USERNAME.fullmatch(value):
-            return value
-        chat, slash, thread = value.partition("/")
-        if slash and _CHAT_ID.fullmatch(chat) and int(chat) != 0 and _DIGITS.fullmatch(thread):
-            return f"{int(chat)}/{int(thread)}"
-    shown = _show(value) if isinstance(value, str) else _type_name(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        shown = "0"
-    problems.append(
-        f"{path}: expected a chat id like -1001234567890, a public @username"
-        f" (5-32 letters, digits or _) or a forum topic like -1001234567890/42, got {shown}"
-    )
-    return None
-
-
 def _unique(values: Iterable[_T | None]) -> tuple[_T, ...]:
     """The values that were valid, duplicates dropped, first occurrence order kept."""
     return tuple(dict.fromkeys(value for value in values if value is not None))
@@ -801,29 +738,3 @@ def _is_a(value: Any, types: tuple[type, ...]) -> bool:
     if isinstance(value, bool):
         return bool in types
     return isinstance(value, types)
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, Mapping):
-        return "table"
-    if isinstance(value, datetime):
-        return "datetime"
-    if isinstance(value, (date, time)):
-        return type(value).__name__
-    return "null" if value is None else type(value).__name__
-
-
-def _show(value: Any, limit: int = 60) -> str:
-    """A short repr of a user value for a message (never used for secrets)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -21,12 +21,13 @@ from bot.logs import setup_logging
 from bot.outbox import OutboxWorker
 from bot.pipeline.dispatch import Dispatcher
 from bot.render import Renderer
+from bot.samples import sample_events
 from bot.sources import Source
 
 log = logging.getLogger(__name__)
 
 #: Config sections whose change needs a restart, with why, for the log line.
-RESTART_SECTIONS = ("server", "storage", "console", "discord", "telegram", "metrics")
+RESTART_SECTIONS = ("server", "storage", "console", "platforms", "metrics")
 
 
 def restart_needed(old: Config, new: Config) -> list[str]:
@@ -35,8 +36,17 @@ def restart_needed(old: Config, new: Config) -> list[str]:
     Only key names: the values may be secrets.
     """
     changed: list[str] = []
-    for section in RESTART_SECTIONS:
-        before, after = getattr(old, section), getattr(new, section)
+    sections: list[tuple[str, object, object]] = []
+    for name in RESTART_SECTIONS:
+        if name == "platforms":
+            # Each platform's section by its own name: `telegram.token`, not `platforms`.
+            sections += [
+                (platform, old.platforms.get(platform), new.platforms.get(platform))
+                for platform in dict.fromkeys([*old.platforms, *new.platforms])
+            ]
+        else:
+            sections.append((name, getattr(old, name), getattr(new, name)))
+    for section, before, after in sections:
         if before == after:
             continue
         if dataclasses.is_dataclass(before):
@@ -83,7 +93,8 @@ class Reloader:
             for problem in exc.problems:
                 log.error("reload refused, the running config stays: %s", problem)
             return False
-        problems = Renderer(user_dir=new.templates.dir).check()
+        checker = Renderer(formats=self._renderer.formats, user_dir=new.templates.dir)
+        problems = checker.check(sample_events())
         for problem in problems:
             log.error("reload refused, the running config stays: template %s", problem)
         if problems:

@@ -1,21 +1,26 @@
-"""Events into per-sink messages: one sandboxed Jinja environment per sink, the documented
-template context (docs/templates.md), per-sink escaping and limit-aware truncation."""
+"""Events into per-sink messages: the one sandboxed Jinja environment, the documented
+template context (docs/templates.md), and the seam each sink's message format plugs into.
+
+A sink's `MessageFormat` (in its own package: `bot/sinks/<platform>/format.py`) names its
+template folder, escapes every `{{ value }}` its way, adds its own helpers and builds its
+message from the rendered blocks within its limits. This module knows no platform.
+"""
 
 from __future__ import annotations
 
-import html
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, Protocol, TypeVar, overload
 
 from jinja2 import (
     BaseLoader,
     ChoiceLoader,
+    Environment,
     FileSystemLoader,
     StrictUndefined,
     TemplateError,
@@ -25,98 +30,26 @@ from jinja2 import (
 )
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from markupsafe import Markup
 
 import bot
 from bot import markup
 from bot.durations import format_duration
 from bot.errors import TemplateProblem
-from bot.events import LIVE_END, LIVE_START, Event, LiveInfo, utcnow
-from bot.registry import KNOWN_KINDS
-from bot.samples import sample_event
+from bot.events import LIVE_END, Event, LiveInfo, utcnow
 
 log = logging.getLogger("bot.render")
 
-SINKS: Final = ("console", "discord", "telegram")
-
-# Discord's documented limits (platform-notes.md).
-DISCORD_CONTENT_MAX: Final = 2000
-DISCORD_TITLE_MAX: Final = 256
-DISCORD_DESCRIPTION_MAX: Final = 4096
-DISCORD_FIELD_NAME_MAX: Final = 256
-DISCORD_FIELD_VALUE_MAX: Final = 1024
-DISCORD_FOOTER_MAX: Final = 2048
-DISCORD_AUTHOR_MAX: Final = 256
-DISCORD_EMBED_TOTAL_MAX: Final = 6000
-#: Discord refuses more than 100 ids in allowed_mentions.roles.
-DISCORD_MAX_ROLE_MENTIONS: Final = 100
-# Telegram's: visible characters after entity parsing.
-TELEGRAM_TEXT_MAX: Final = 4096
-TELEGRAM_CAPTION_MAX: Final = 1024
-#: The console has no limit of its own; a megabyte of title should still not fill the
-#: terminal (or the journal it goes to), so a notification is cut like a Telegram one.
-CONSOLE_TEXT_MAX: Final = 4096
-
-#: Embed colour per event kind (templates may override with the `colour` block).
-KIND_COLOURS: Final[Mapping[str, int]] = {
-    "live_start": 0xE5312B,  # live red
-    "title_change": 0x5865F2,  # Discord blurple
-    "category_change": 0x9B59B6,  # purple
-    "live_end": 0x4F545C,  # muted grey: it is over
-    "error": 0xF0A020,  # amber
-}
-DEFAULT_COLOUR: Final = 0x95A5A6  # recorded kinds rendered by default.j2
-
-_CATEGORY_FIELD: Final = "Category"
 _KIND_NAME = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
-# Set in the template context while the plain-text Discord blocks (author, footer) render:
+# Set in the template context while a format's plain-text blocks (say author, footer) render:
 # those are shown without markdown, so the finalizer must not add backslashes to them.
 _PLAIN_TEXT: Final = "__plain_text__"
-
-
-# --- messages --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ConsoleMessage:
-    """One notification as text for a terminal or a log."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class DiscordMessage:
-    """One Discord message in API shape: content, one embed (or {}), allowed_mentions."""
-
-    content: str
-    embed: dict[str, Any]
-    allowed_mentions: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class TelegramMessage:
-    """One Telegram notification: HTML text, optional cover photo and one link button.
-
-    `caption` is set only when there is a photo and the text fits a caption; otherwise
-    the sink sends `text` with sendMessage.
-    """
-
-    text: str
-    photo_url: str | None = None
-    caption: str | None = None
-    button_text: str | None = None
-    button_url: str | None = None
-    disable_preview: bool = True
-
-
-Message = ConsoleMessage | DiscordMessage | TelegramMessage
 
 
 # --- the template context --------------------------------------------------------------
 
 
 class SafeUrl(str):
-    """An http(s) URL checked and encoded by `markup.safe_url`; Discord leaves it unescaped."""
+    """An http(s) URL checked and encoded by `markup.safe_url`; finalizers leave it as is."""
 
     __slots__ = ()
 
@@ -249,7 +182,8 @@ def _utc(value: datetime | None) -> datetime | None:
 # --- filters and globals ---------------------------------------------------------------
 
 
-def _as_datetime(value: object) -> datetime | None:
+def as_datetime(value: object) -> datetime | None:
+    """A datetime (UTC), a Unix time or an ISO 8601 string as a UTC datetime; None for none."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -274,7 +208,7 @@ def duration_filter(value: object) -> str:
 
 def datetime_filter(value: object, fmt: str | None = None) -> str:
     """`datetime`: an absolute UTC time, "2026-03-11 05:22 UTC" or `fmt` (strftime)."""
-    moment = _as_datetime(value)
+    moment = as_datetime(value)
     if moment is None:
         return ""
     return moment.strftime(fmt if fmt is not None else "%Y-%m-%d %H:%M UTC")
@@ -282,7 +216,7 @@ def datetime_filter(value: object, fmt: str | None = None) -> str:
 
 def reltime(value: object, now: datetime) -> str:
     """ "5 minutes ago", "in 3 hours", "just now": `value` relative to `now`."""
-    moment = _as_datetime(value)
+    moment = as_datetime(value)
     if moment is None:
         return ""
     seconds = (_utc(now) - moment).total_seconds()
@@ -315,63 +249,9 @@ def join_categories(value: object, separator: str = " · ") -> str:
     raise TypeError(f"expected a list of categories, got {type(value).__name__}")
 
 
-_DISCORD_TIME_STYLES: Final = frozenset("tTdDfFR")
-
-
-def discord_time(value: object, style: str = "R") -> Markup:
-    """`discord_time(dt, style="R")`: a Discord timestamp `<t:UNIX:R>`, shown in each
-    reader's own time zone and language; "" for None."""
-    moment = _as_datetime(value)
-    if moment is None:
-        return Markup("")
-    if style not in _DISCORD_TIME_STYLES:
-        raise ValueError(f"discord_time style must be one of t T d D f F R, not {style!r}")
-    return Markup(f"<t:{int(moment.timestamp())}:{style}>")
-
-
-def _codeblock_filter(value: object) -> Markup:
-    """`codeblock` (Discord): the value in a ``` block, which nothing in it can close."""
-    text = "" if value is None else markup.strip_controls(str(value))
-    return Markup(markup.discord_code_block(markup.neutralise_mentions(text)))
-
-
-# --- finalizers: the per-sink escaping of every {{ }} ------------------------------------
-
-
-def _console_finalize(value: object) -> str:
-    return "" if value is None else markup.sanitize_console(str(value))
-
-
-@pass_context
-def _discord_finalize(context: Context, value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, SafeUrl):
-        return str(value)
-    if isinstance(value, Markup):
-        # Markdown already (discord_time, |codeblock, |e); what it holds may still be
-        # stream text, and neither a bidi control nor @everyone is markup anyone needs.
-        return markup.neutralise_everyone(markup.strip_controls(str(value)))
-    text = markup.strip_controls(str(value))
-    if context.get(_PLAIN_TEXT):
-        # Not markdown, so no backslashes; the invisible mention breaks cost nothing.
-        return markup.neutralise_mentions(text)
-    return markup.escape_discord(text)
-
-
-def _telegram_finalize(value: object) -> object:
-    # Autoescaping runs after this, on what it returns.
-    if value is None:
-        return ""
-    if isinstance(value, SafeUrl):
-        # Usually an href, where a word joiner would break the link; shown as text,
-        # Telegram makes the whole URL one link, with no mention inside it.
-        return value
-    if isinstance(value, Markup):
-        # HTML already (|e, |join and other filters give Markup): stream text may be in
-        # it, so its text gets the same treatment, its tags are left alone.
-        return Markup(markup.break_telegram_html_mentions(markup.strip_controls(str(value))))
-    return markup.break_telegram_mentions(markup.strip_controls(str(value)))
+def cut_filter(value: object, limit: int) -> str:
+    """`cut(n)`: the text cut to `n` characters with an ellipsis (before any escaping)."""
+    return "" if value is None else markup.truncate_plain(str(value), limit)
 
 
 # --- environments ----------------------------------------------------------------------
@@ -400,19 +280,16 @@ def _label_of(obj: object) -> str | None:
     return None
 
 
-_FINALIZERS: Final[Mapping[str, Callable[..., object]]] = {
-    "console": _console_finalize,
-    "discord": _discord_finalize,
-    "telegram": _telegram_finalize,
-}
+def _environment(fmt: MessageFormat[Any], loader: BaseLoader) -> _Environment:
+    @pass_context
+    def finalize(context: Context, value: object) -> object:
+        return fmt.finalize(value, plain=bool(context.get(_PLAIN_TEXT)))
 
-
-def _environment(sink: str, loader: BaseLoader) -> _Environment:
     env = _Environment(
         loader=loader,
         undefined=StrictUndefined,
-        autoescape=sink == "telegram",
-        finalize=_FINALIZERS[sink],
+        autoescape=fmt.autoescape,
+        finalize=finalize,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
@@ -421,9 +298,8 @@ def _environment(sink: str, loader: BaseLoader) -> _Environment:
     env.filters["reltime"] = _reltime_filter
     env.filters["datetime"] = datetime_filter
     env.filters["join_categories"] = join_categories
-    if sink == "discord":
-        env.globals["discord_time"] = discord_time
-        env.filters["codeblock"] = _codeblock_filter
+    env.filters["cut"] = cut_filter
+    fmt.install(env)
     return env
 
 
@@ -442,30 +318,125 @@ class _SinkEnvironments:
 
 
 @dataclass(frozen=True, slots=True)
-class _Rendered:
+class Rendered:
+    """A notification template's output: its file name, each block's text, the context."""
+
     name: str
     blocks: dict[str, str]
     context: TemplateContext
 
 
-M = TypeVar("M", ConsoleMessage, DiscordMessage, TelegramMessage)
+M = TypeVar("M")
+
+
+class MessageFormat(Protocol[M]):
+    """How one sink's messages are made: its template folder (`name`), the escaping of
+    every `{{ value }}`, its own helpers, and the message built from the rendered blocks
+    within its limits (declared on the format as class attributes)."""
+
+    @property
+    def name(self) -> str:
+        """The sink's name: its template folder, and `sink` in the context."""
+        ...
+
+    @property
+    def autoescape(self) -> bool:
+        """Whether templates are HTML (autoescaped) rather than text."""
+        ...
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """The blocks a notification is built from; the first is a blockless file's text."""
+        ...
+
+    @property
+    def plain_blocks(self) -> tuple[str, ...]:
+        """Blocks shown without markup: their values are finalized with `plain=True`."""
+        ...
+
+    @property
+    def sample_options(self) -> Mapping[str, Any]:
+        """The `build` options `check` tries every kind with."""
+        ...
+
+    def finalize(self, value: object, *, plain: bool) -> object:
+        """One `{{ value }}` as this sink shows it safely."""
+        ...
+
+    def install(self, env: Environment) -> None:
+        """Add this sink's own filters and globals."""
+        ...
+
+    @property
+    def build(self) -> Callable[..., M]:
+        """(rendered: Rendered, **options) -> the message for the rendered blocks;
+        TemplateProblem when they make none. Each format names the options it takes."""
+        ...
+
+    def preview(self, message: M, /) -> str:
+        """What would be sent, as text for a terminal."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedReply:
+    """A command reply template's output: its file name and each reply block's text."""
+
+    name: str
+    blocks: dict[str, str]
+
+
+R_co = TypeVar("R_co", covariant=True)
+
+
+class ReplyFormat(Protocol[R_co]):
+    """How one platform's command replies are made from `<name>/<reply>.j2`."""
+
+    @property
+    def name(self) -> str:
+        """The platform's name: its template folder."""
+        ...
+
+    @property
+    def reply_blocks(self) -> tuple[str, ...]:
+        """The blocks a reply is built from; a file without any gives its text as "text"."""
+        ...
+
+    @property
+    def plain_blocks(self) -> tuple[str, ...]:
+        """Blocks shown without markup."""
+        ...
+
+    def build_reply(self, rendered: RenderedReply, /) -> R_co:
+        """The reply for the rendered blocks; TemplateProblem when they make none."""
+        ...
 
 
 class Renderer:
-    """Renders events with the user's templates, falling back to the built-in ones."""
+    """Renders events with the user's templates, falling back to the built-in ones.
+
+    `formats` holds every sink's message format by name (`bot.registry.message_formats`).
+    """
 
     def __init__(
         self,
         *,
+        formats: Mapping[str, MessageFormat[Any]],
         user_dir: Path | None = None,
         clock: Callable[[], datetime] = utcnow,
         builtin_dir: Path | None = None,
     ) -> None:
         self._builtin_dir = (builtin_dir or builtin_templates_dir()).resolve()
         self._clock = clock
+        self._formats = dict(formats)
         self._envs: dict[str, _SinkEnvironments] = {}
         self._user_dir: Path | None = None
         self.reload(user_dir)
+
+    @property
+    def formats(self) -> Mapping[str, MessageFormat[Any]]:
+        """The message formats this renderer knows, by sink name."""
+        return self._formats
 
     def reload(self, user_dir: Path | None) -> None:
         """Read the templates afresh from `user_dir` (and the built-in ones), e.g. on SIGHUP."""
@@ -473,8 +444,8 @@ class Renderer:
         if self._user_dir == self._builtin_dir:
             self._user_dir = None  # a checkout run with [templates] dir = "templates"
         self._envs = {}
-        for sink in SINKS:
-            builtin = _environment(sink, FileSystemLoader(self._builtin_dir))
+        for sink, fmt in self._formats.items():
+            builtin = _environment(fmt, FileSystemLoader(self._builtin_dir))
             if self._user_dir is None:
                 self._envs[sink] = _SinkEnvironments(builtin, builtin, has_user=False)
             else:
@@ -482,39 +453,55 @@ class Renderer:
                     [FileSystemLoader(self._user_dir), FileSystemLoader(self._builtin_dir)]
                 )
                 self._envs[sink] = _SinkEnvironments(
-                    _environment(sink, loader), builtin, has_user=True
+                    _environment(fmt, loader), builtin, has_user=True
                 )
 
     # -- public API ---------------------------------------------------------------------
 
-    def render_console(self, event: Event) -> ConsoleMessage:
-        """The console text for `event`."""
-        return self._render("console", event, lambda env: self._console(env, event))
+    def render(self, fmt: MessageFormat[M], event: Event, **options: Any) -> M:
+        """The message `fmt` makes of `event`; `options` go to its `build`."""
+        return self._render(
+            fmt.name, event, lambda env: fmt.build(self._blocks(env, fmt, event), **options)
+        )
 
-    def render_discord(self, event: Event, *, mention_roles: Sequence[int] = ()) -> DiscordMessage:
-        """The Discord message for `event`; `mention_roles` are pinged on live_start only."""
-        roles: list[int] = []
-        if event.kind == LIVE_START:
-            for role in mention_roles:
-                role_id = int(role)
-                if role_id > 0 and role_id not in roles:
-                    roles.append(role_id)
-        roles = roles[:DISCORD_MAX_ROLE_MENTIONS]
-        return self._render("discord", event, lambda env: self._discord(env, event, roles))
+    def render_reply(self, fmt: ReplyFormat[R_co], template: str, view: Mapping[str, Any]) -> R_co:
+        """The command reply `<fmt.name>/<template>.j2` makes of `view` (plus `sink`, `now`).
 
-    def render_telegram(self, event: Event) -> TelegramMessage:
-        """The Telegram message for `event`."""
-        return self._render("telegram", event, lambda env: self._telegram(env, event))
+        Unlike a notification, a reply whose user template fails is not rendered from the
+        built-in one: TemplateProblem names the file and line, and the platform's error
+        handler logs it and apologises, so whoever restyled it sees that it is broken.
+        """
+        env = self._envs[fmt.name].main
+        names, plain = fmt.reply_blocks, [n for n in fmt.reply_blocks if n in fmt.plain_blocks]
+        try:
+            try:
+                tmpl = env.get_template(f"{fmt.name}/{template}.j2")
+                ctx = tmpl.new_context({**view, "sink": fmt.name, "now": self._clock()})
+                whole = "".join(tmpl.root_render_func(ctx)).strip()
+                blocks = {name: _render_block(ctx, name) for name in names if name not in plain}
+                ctx.vars[_PLAIN_TEXT] = True
+                blocks.update({name: _render_block(ctx, name) for name in plain})
+                if not any(name in ctx.blocks for name in names):
+                    blocks["text"] = whole
+            except Exception:
+                env.handle_exception()  # re-raises with the template's file and line
+            return fmt.build_reply(RenderedReply(tmpl.name or template, blocks))
+        except TemplateProblem:
+            raise
+        except Exception as exc:
+            raise TemplateProblem(self._describe(exc)) from exc
 
-    def check(self) -> list[str]:
+    def check(self, samples: Iterable[Event]) -> list[str]:
         """Every problem with the templates: syntax errors in any file, and failures to
-        render each known kind for each sink from sample data (full and sparse)."""
+        render each sample event (`bot.samples.sample_events`) for each sink, from full
+        and from sparse data."""
         problems: list[str] = []
 
         def add(problem: str) -> None:
             if problem not in problems:
                 problems.append(problem)
 
+        fallback = next(iter(self._envs.values())).builtin
         for root in (self._user_dir, self._builtin_dir):
             if root is None or not root.is_dir():
                 continue
@@ -523,7 +510,7 @@ class Renderer:
                 if not name.endswith(".j2"):
                     continue
                 sink = name.split("/", 1)[0]
-                env = self._envs[sink if sink in SINKS else "console"].builtin
+                env = self._envs[sink].builtin if sink in self._envs else fallback
                 try:
                     source, filename, _ = loader.get_source(env, name)
                     env.compile(source, name, filename)
@@ -531,17 +518,13 @@ class Renderer:
                     add(self._describe(exc))
                 except (OSError, UnicodeDecodeError) as exc:
                     add(f"{self._label(str(root / name))}: cannot read: {exc}")
-        builders: dict[str, Callable[[_Environment, Event], object]] = {
-            "console": self._console,
-            "discord": lambda env, event: self._discord(env, event, (1,)),
-            "telegram": self._telegram,
-        }
-        for sink in SINKS:
-            for kind in sorted(KNOWN_KINDS):
-                sample = sample_event(kind)
+        events = list(samples)
+        for sink, fmt in self._formats.items():
+            env = self._envs[sink].main
+            for sample in events:
                 for event, note in ((sample, ""), (_sparse(sample), _SPARSE_NOTE)):
                     try:
-                        builders[sink](self._envs[sink].main, event)
+                        fmt.build(self._blocks(env, fmt, event), **fmt.sample_options)
                     except Exception as exc:  # a template can fail in any way
                         problem = self._describe(exc)
                         # Said once: the sparse note only for what full data did not show.
@@ -569,19 +552,13 @@ class Renderer:
         except Exception as exc:
             raise TemplateProblem(self._describe(exc)) from exc
 
-    def _blocks(
-        self,
-        env: _Environment,
-        sink: str,
-        event: Event,
-        names: Sequence[str],
-        plain: Sequence[str] = (),
-    ) -> _Rendered:
-        """Render the named blocks of the event's template (`plain` ones without markup).
+    def _blocks(self, env: _Environment, fmt: MessageFormat[Any], event: Event) -> Rendered:
+        """Render the format's blocks of the event's template (its plain ones without markup).
 
         A template that defines none of them (no `{% block %}` at all, say) gives its whole
         output as the first one, so a plain file works as a template too.
         """
+        sink, names, plain = fmt.name, fmt.blocks, fmt.plain_blocks
         candidates = [f"{sink}/default.j2"]
         if _KIND_NAME.fullmatch(event.kind):
             candidates.insert(0, f"{sink}/{event.kind}.j2")
@@ -599,128 +576,12 @@ class Renderer:
                 blocks[names[0]] = whole
         except Exception:
             env.handle_exception()  # re-raises with the template's file and line
-        return _Rendered(template.name or candidates[-1], blocks, context)
-
-    def _console(self, env: _Environment, event: Event) -> ConsoleMessage:
-        rendered = self._blocks(env, "console", event, ("text",))
-        text = rendered.blocks["text"]
-        if not text:
-            raise TemplateProblem(f"{rendered.name}: block 'text' is empty")
-        text = _Cutter("console", event.kind)(
-            markup.truncate_plain, text, CONSOLE_TEXT_MAX, "text"
-        )
-        return ConsoleMessage(text=text)
-
-    def _discord(
-        self, env: _Environment, event: Event, mention_roles: Sequence[int]
-    ) -> DiscordMessage:
-        rendered = self._blocks(
-            env,
-            "discord",
-            event,
-            ("content", "title", "description", "category", "image", "colour"),
-            plain=("author", "footer"),
-        )
-        blocks, ctx, kind = rendered.blocks, rendered.context, event.kind
-        colour = _colour(blocks["colour"], KIND_COLOURS.get(kind, DEFAULT_COLOUR), rendered.name)
-        show_image = _flag(blocks["image"], default=True, block="image", name=rendered.name)
-
-        md, plain = markup.truncate_discord, markup.truncate_plain
-        cut = _Cutter("discord", kind)
-        roles = list(mention_roles)
-        prefix = " ".join(f"<@&{role}>" for role in roles)
-        room = DISCORD_CONTENT_MAX - (len(prefix) + 1 if prefix else 0)
-        content = cut(md, blocks["content"], room, "content")
-        content = f"{prefix} {content}" if prefix and content else prefix or content
-        title = cut(md, blocks["title"], DISCORD_TITLE_MAX, "embed.title")
-        description = cut(md, blocks["description"], DISCORD_DESCRIPTION_MAX, "embed.description")
-        category = cut(md, blocks["category"], DISCORD_FIELD_VALUE_MAX, "embed Category field")
-        author = cut(plain, blocks["author"], DISCORD_AUTHOR_MAX, "embed.author.name")
-        footer = cut(plain, blocks["footer"], DISCORD_FOOTER_MAX, "embed.footer.text")
-        others = sum(
-            markup.utf16_len(part)
-            for part in (title, author, footer, category, _CATEGORY_FIELD if category else "")
-        )
-        # The others come to at most 256 + 256 + 2048 + 1024 + 8 units, so trimming the
-        # description alone always brings the embed within its total.
-        description = cut(
-            md, description, DISCORD_EMBED_TOTAL_MAX - others, "embed.description (embed total)"
-        )
-
-        url = ctx.streamer.url
-        embed: dict[str, Any] = {}
-        if author:
-            embed["author"] = {"name": author}
-            if ctx.streamer.avatar:
-                embed["author"]["icon_url"] = str(ctx.streamer.avatar)
-            if url:
-                embed["author"]["url"] = str(url)
-        if title:
-            embed["title"] = title
-            if url:
-                embed["url"] = str(url)
-        if description:
-            embed["description"] = description
-        if category:
-            embed["fields"] = [{"name": _CATEGORY_FIELD, "value": category, "inline": True}]
-        if show_image and ctx.live.cover:
-            embed["image"] = {"url": str(ctx.live.cover)}
-        if footer:
-            embed["footer"] = {"text": footer}
-        if embed:
-            embed["color"] = colour
-            embed["timestamp"] = ctx.event.occurred_at.isoformat()
-        if not content and not embed:
-            raise TemplateProblem(f"{rendered.name}: every block is empty")
-        return DiscordMessage(
-            content=content,
-            embed=embed,
-            allowed_mentions={
-                "parse": [],
-                "roles": [str(role) for role in roles],
-                "users": [],
-                "replied_user": False,
-            },
-        )
-
-    def _telegram(self, env: _Environment, event: Event) -> TelegramMessage:
-        rendered = self._blocks(
-            env, "telegram", event, ("text", "button", "photo", "link_preview")
-        )
-        blocks, ctx, name = rendered.blocks, rendered.context, rendered.name
-        text = blocks["text"]
-        if not text:
-            raise TemplateProblem(f"{name}: block 'text' is empty")
-        problems = markup.telegram_html_problems(text)
-        if problems:
-            raise TemplateProblem(f"{name}: block 'text' is not Telegram HTML: {problems[0]}")
-        text = _Cutter("telegram", event.kind)(
-            markup.truncate_telegram, text, TELEGRAM_TEXT_MAX, "text"
-        )
-        photo = _flag(blocks["photo"], default=True, block="photo", name=name)
-        preview_links = _flag(
-            blocks["link_preview"], default=False, block="link_preview", name=name
-        )
-        photo_url = str(ctx.live.cover) if photo and ctx.live.cover else None
-        caption = None
-        if photo_url and markup.telegram_visible_len(text) <= TELEGRAM_CAPTION_MAX:
-            caption = text
-        # The button label is plain text: undo the HTML escaping of the values in it.
-        label = " ".join(html.unescape(blocks["button"]).split())
-        has_button = bool(label and ctx.streamer.url)
-        return TelegramMessage(
-            text=text,
-            photo_url=photo_url,
-            caption=caption,
-            button_text=label if has_button else None,
-            button_url=str(ctx.streamer.url) if has_button else None,
-            disable_preview=not preview_links,
-        )
+        return Rendered(template.name or candidates[-1], blocks, context)
 
     # -- error reports ------------------------------------------------------------------
 
     def _describe(self, exc: BaseException) -> str:
-        """ "discord/live_start.j2 line 3: unexpected '}'" for a template failure."""
+        """ "<sink>/live_start.j2 line 3: unexpected '}'" for a template failure."""
         if isinstance(exc, TemplateProblem):
             return str(exc)
         if isinstance(exc, TemplateSyntaxError):
@@ -754,7 +615,7 @@ class Renderer:
 
 
 @dataclass(frozen=True, slots=True)
-class _Cutter:
+class Cutter:
     """Truncates a message part to its limit, logging a warning when it has to."""
 
     sink: str
@@ -813,7 +674,8 @@ _YES: Final = frozenset({"yes", "true", "on", "1"})
 _NO: Final = frozenset({"no", "false", "off", "0"})
 
 
-def _flag(text: str, *, default: bool, block: str, name: str) -> bool:
+def flag(text: str, *, default: bool, block: str, name: str) -> bool:
+    """A yes/no block's value (`default` when empty); TemplateProblem for anything else."""
     word = text.strip().lower()
     if not word:
         return default
@@ -824,7 +686,8 @@ def _flag(text: str, *, default: bool, block: str, name: str) -> bool:
     raise TemplateProblem(f"{name}: block {block!r} must be yes or no, not {text!r}")
 
 
-def _colour(text: str, default: int, name: str) -> int:
+def colour(text: str, default: int, name: str) -> int:
+    """A colour block's value (#E5312B, 0xE5312B or decimal; `default` when empty)."""
     word = text.strip().lower()
     if not word:
         return default
@@ -842,45 +705,3 @@ def _colour(text: str, default: int, name: str) -> int:
             f"{name}: block 'colour' must be a colour like #E5312B, not {text!r}"
         )
     return value
-
-
-# --- preview ---------------------------------------------------------------------------
-
-
-def preview(message: ConsoleMessage | DiscordMessage | TelegramMessage) -> str:
-    """What would be sent, as text for a terminal (`python -m bot render`)."""
-    if isinstance(message, ConsoleMessage):
-        return message.text
-    if isinstance(message, TelegramMessage):
-        lines = []
-        if message.photo_url:
-            how = "with the text as caption" if message.caption else "then the text"
-            lines.append(f"[photo {message.photo_url}, {how}]")
-        lines.append(message.text)
-        if message.button_text:
-            lines.append(f"[button {message.button_text!r} -> {message.button_url}]")
-        lines.append(f"[link preview {'off' if message.disable_preview else 'on'}]")
-        return "\n".join(lines)
-    lines = [message.content] if message.content else []
-    embed = message.embed
-    if embed:
-        bar = "│ "
-        lines.append(f"[embed, colour #{embed.get('color', 0):06X}]")
-        if "author" in embed:
-            lines.append(bar + embed["author"]["name"])
-        if "title" in embed:
-            link = f"  <{embed['url']}>" if "url" in embed else ""
-            lines.append(f"{bar}{embed['title']}{link}")
-        if "description" in embed:
-            lines.extend(bar + line for line in embed["description"].splitlines())
-        for item in embed.get("fields", ()):
-            lines.append(f"{bar}{item['name']}: {item['value']}")
-        if "image" in embed:
-            lines.append(f"{bar}[image {embed['image']['url']}]")
-        footer = embed.get("footer", {}).get("text", "")
-        lines.append(
-            f"{bar}{footer} · {embed['timestamp']}" if footer else bar + embed["timestamp"]
-        )
-    roles = message.allowed_mentions.get("roles") or []
-    lines.append(f"[pings roles {', '.join(roles)}]" if roles else "[pings nobody]")
-    return "\n".join(lines)

@@ -37,6 +37,11 @@ def sample_event(kind: str, registry: Mapping[str, SourceSpec] = SOURCES) -> Eve
     raise ValueError(f"no sample for unknown event kind {kind!r}; known: {listed}")
 
 
+def sample_events(registry: Mapping[str, SourceSpec] = SOURCES) -> list[Event]:
+    """One sample event of each known kind, in kind order (what `Renderer.check` tries)."""
+    return [sample_event(kind, registry) for kind in sorted(known_kinds(registry))]
+
+
 def parse_sample(spec: SourceSpec, event_type: str) -> Event:
     """`spec`'s sample payload for `event_type`, parsed by a source of that kind."""
     payload = spec.samples[event_type]

@@ -58,10 +58,10 @@ def test_defaults_from_an_empty_mapping(tmp_path: Path) -> None:
     assert config.server == ServerConfig("127.0.0.1", 8080, 1_048_576)
     assert config.storage.path == tmp_path / "bot.sqlite3"
     assert config.console.enabled is True
-    assert not config.discord.enabled
-    assert config.discord.disabled_reason == "no [discord] section"
-    assert not config.telegram.enabled
-    assert config.telegram.disabled_reason == "no [telegram] section"
+    assert not config.platforms["discord"].enabled
+    assert config.platforms["discord"].disabled_reason == "no [discord] section"
+    assert not config.platforms["telegram"].enabled
+    assert config.platforms["telegram"].disabled_reason == "no [telegram] section"
     assert config.templates.dir is None
     assert config.behaviour == BehaviourConfig()
     assert config.behaviour.end_grace == timedelta(seconds=60)
@@ -86,8 +86,8 @@ def test_example_file_loads_with_no_environment() -> None:
     assert config.server.port == 8080
     assert config.storage.path == REPO / "bot.sqlite3"
     assert config.console.enabled
-    assert not config.discord.enabled
-    assert not config.telegram.enabled
+    assert not config.platforms["discord"].enabled
+    assert not config.platforms["telegram"].enabled
     assert [(s.name, s.kind) for s in config.sources] == [("onliverec", "onliverec")]
     assert [r.patterns for r in config.routes] == [("*",)]
 
@@ -112,7 +112,7 @@ def test_example_file_with_everything_uncommented_loads(tmp_path: Path) -> None:
         "METRICS_TOKEN": SECRET,
     }
     config = read_config(path, environ=environ)
-    assert config.discord.enabled and config.telegram.enabled
+    assert config.platforms["discord"].enabled and config.platforms["telegram"].enabled
     assert sorted(s.kind for s in config.sources) == sorted(SOURCES)
     assert config.templates.dir == tmp_path / "templates"
     assert config.behaviour == BehaviourConfig()  # the commented values are the defaults
@@ -263,7 +263,7 @@ def test_secret_env_unset_is_an_error(environ: dict[str, str], expected: str) ->
 def test_unresolved_token_disables_the_sink(
     section: str, table: dict[str, Any], environ: dict[str, str], reason: str
 ) -> None:
-    sink = getattr(load({section: table}, environ), section)
+    sink = load({section: table}, environ).platforms[section]
     assert not sink.enabled
     assert sink.token is None
     assert sink.disabled_reason == reason
@@ -271,8 +271,8 @@ def test_unresolved_token_disables_the_sink(
 
 @pytest.mark.parametrize("section", ["discord", "telegram"])
 def test_token_from_env_or_inline(section: str) -> None:
-    from_env = getattr(load({section: {"token_env": "BOT_TOKEN"}}, {"BOT_TOKEN": TOKEN}), section)
-    inline = getattr(load({section: {"token": TOKEN}}), section)
+    from_env = load({section: {"token_env": "BOT_TOKEN"}}, {"BOT_TOKEN": TOKEN}).platforms[section]
+    inline = load({section: {"token": TOKEN}}).platforms[section]
     for sink in (from_env, inline):
         assert sink.enabled
         assert sink.token == TOKEN
@@ -295,9 +295,9 @@ def test_discord_options() -> None:
             }
         }
     )
-    assert config.discord.api_url == "http://127.0.0.1:9000/api/v10"
-    assert config.discord.gateway_url == "ws://127.0.0.1:9000/"
-    assert config.discord.guild_ids == (123456789012345678, 223456789012345678)
+    assert config.platforms["discord"].api_url == "http://127.0.0.1:9000/api/v10"
+    assert config.platforms["discord"].gateway_url == "ws://127.0.0.1:9000/"
+    assert config.platforms["discord"].guild_ids == (123456789012345678, 223456789012345678)
 
 
 # --- routes ---------------------------------------------------------------------------------
@@ -462,8 +462,13 @@ def test_secrets_never_appear_in_reprs_or_problems() -> None:
         },
         {"TG": TOKEN, "LP": SECRET},
     )
-    assert config.discord.token == TOKEN and config.sources[1].secret == SECRET
-    for text in (repr(config), str(config), repr(config.sources), repr(config.discord)):
+    assert config.platforms["discord"].token == TOKEN and config.sources[1].secret == SECRET
+    for text in (
+        repr(config),
+        str(config),
+        repr(config.sources),
+        repr(config.platforms["discord"]),
+    ):
         assert SECRET not in text
         assert TOKEN not in text
 
@@ -529,7 +534,7 @@ def test_read_config_uses_os_environ_by_default(
     monkeypatch.setenv("STREAMBOT_TEST_TOKEN", TOKEN)
     path = tmp_path / "bot.toml"
     path.write_text('[telegram]\ntoken_env = "STREAMBOT_TEST_TOKEN"\n', encoding="utf-8")
-    assert read_config(path).telegram.token == TOKEN
+    assert read_config(path).platforms["telegram"].token == TOKEN
 
 
 def test_config_keys_cover_kind_specific_keys() -> None:

@@ -22,7 +22,7 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter
 from telegram.ext import ApplicationBuilder, BaseRateLimiter, CommandHandler, ContextTypes
 
-from bot.sinks.telegram import PacedRateLimiter
+from bot.sinks.telegram.client import PacedRateLimiter
 from tests.fakes.telegram_api import (
     FakeTelegram,
     HtmlParseError,

@@ -134,7 +134,7 @@ def test_without_fastpix_the_written_file_loads_with_an_empty_environment(
     loaded = read_config(path, environ={})
     assert loaded.server.host == "0.0.0.0"
     assert [s.kind for s in loaded.sources] == ["onliverec"]
-    assert not loaded.discord.enabled and not loaded.telegram.enabled
+    assert not loaded.platforms["discord"].enabled and not loaded.platforms["telegram"].enabled
     assert loaded.storage.path == path.parent / "bot.sqlite3"
     # 0.0.0.0 is where to listen, not an address to send to.
     assert f"http://localhost:8080/webhook/onliverec?key={loaded.sources[0].secret}" in out

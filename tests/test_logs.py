@@ -20,7 +20,7 @@ from bot.logs import (
     redact_secrets,
     setup_logging,
 )
-from bot.sinks.telegram import TokenRedactor
+from bot.sinks.telegram.client import TokenRedactor
 
 # The redactor hides what follows the colon; this is not a token the suite hands the bot.
 TOKEN = "4242:logs-test-Secret-Part-Kx7"

@@ -135,7 +135,7 @@ async def test_the_skew_is_logged_once_per_source_saying_how_far_ahead(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     d = dispatcher(store)
-    with caplog.at_level(logging.WARNING, logger="bot.dispatch"):
+    with caplog.at_level(logging.WARNING, logger="bot.pipeline.clocks"):
         await d.accept(sent("live_start", "s", received=0, occurred=at(0) + timedelta(hours=2)))
         await d.accept(sent("title_change", "t", received=1, occurred=at(1) + timedelta(hours=2)))
         await d.accept(sent("live_end", "e", received=2, occurred=at(2) + timedelta(hours=2)))
@@ -159,7 +159,7 @@ async def test_within_the_allowance_nothing_is_logged(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     d = dispatcher(store)
-    with caplog.at_level(logging.WARNING, logger="bot.dispatch"):
+    with caplog.at_level(logging.WARNING, logger="bot.pipeline.clocks"):
         await d.accept(sent("live_start", "s", received=0, occurred=at(0) + CLOCK_SKEW))
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 

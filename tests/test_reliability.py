@@ -25,6 +25,7 @@ import pytest
 
 from bot.__main__ import main
 from bot.app import Health, Running, run
+from bot.registry import message_formats
 from bot.render import Renderer
 from bot.samples import sample_event
 from bot.sinks.console import ConsoleSink
@@ -550,7 +551,9 @@ async def test_health_counts_overdue_time_only_from_when_the_workers_started(sto
         event_row=row, sink="console", target="-", not_before=now - 3600, now=now - 3600
     )
     health = Health(store=store, sinks={}, stuck_after=300)
-    health.sinks = {"console": ConsoleSink(renderer=Renderer(), stream=io.StringIO())}
+    health.sinks = {
+        "console": ConsoleSink(renderer=Renderer(formats=message_formats()), stream=io.StringIO())
+    }
     assert (await health.report())["outbox"]["stuck"] is False  # workers not started yet
     health.workers_started = now - 10
     assert (await health.report())["outbox"]["stuck"] is False

@@ -14,22 +14,22 @@ import pytest
 
 from bot.errors import TemplateProblem
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo
-from bot.registry import KNOWN_KINDS
+from bot.registry import KNOWN_KINDS, message_formats
 from bot.render import (
-    CONSOLE_TEXT_MAX,
-    KIND_COLOURS,
-    ConsoleMessage,
-    DiscordMessage,
     Renderer,
-    TelegramMessage,
     builtin_templates_dir,
     datetime_filter,
     duration_filter,
     join_categories,
-    preview,
     reltime,
 )
-from bot.samples import sample_event
+from bot.samples import sample_event, sample_events
+from bot.sinks.console import FORMAT as CONSOLE
+from bot.sinks.console import ConsoleMessage
+from bot.sinks.discord.format import FORMAT as DISCORD
+from bot.sinks.discord.format import KIND_COLOURS, DiscordMessage
+from bot.sinks.telegram.format import FORMAT as TELEGRAM
+from bot.sinks.telegram.format import TelegramMessage
 from tests.test_markup import (
     HIDDEN,
     MENTION,
@@ -42,11 +42,19 @@ from tests.test_markup import (
 
 NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 SINKS = ("console", "discord", "telegram")
+FORMATS = message_formats()
+CONSOLE_TEXT_MAX = CONSOLE.text_max
+
+
+def preview(message: ConsoleMessage | DiscordMessage | TelegramMessage) -> str:
+    """What `python -m bot render` prints for this message."""
+    fmt = {ConsoleMessage: CONSOLE, DiscordMessage: DISCORD, TelegramMessage: TELEGRAM}
+    return fmt[type(message)].preview(message)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
 def renderer() -> Renderer:
-    return Renderer(clock=lambda: NOW)
+    return Renderer(formats=FORMATS, clock=lambda: NOW)
 
 
 def event(kind: str = "live_start", **changes: object) -> Event:
@@ -63,10 +71,10 @@ def render(
     renderer: Renderer, sink: str, ev: Event
 ) -> ConsoleMessage | DiscordMessage | TelegramMessage:
     if sink == "discord":
-        return renderer.render_discord(ev, mention_roles=[1234])
+        return renderer.render(DISCORD, ev, mention_roles=[1234])
     if sink == "telegram":
-        return renderer.render_telegram(ev)
-    return renderer.render_console(ev)
+        return renderer.render(TELEGRAM, ev)
+    return renderer.render(CONSOLE, ev)
 
 
 def discord_strings(message: DiscordMessage) -> list[str]:
@@ -131,11 +139,11 @@ def test_every_notified_kind_renders_with_a_terse_event(
 
 
 def test_the_built_in_templates_pass_their_own_check(renderer: Renderer) -> None:
-    assert renderer.check() == []
+    assert renderer.check(sample_events()) == []
 
 
 def test_each_notified_kind_has_its_own_look(renderer: Renderer) -> None:
-    texts = {kind: renderer.render_console(sample_event(kind)).text for kind in NOTIFIED_KINDS}
+    texts = {kind: renderer.render(CONSOLE, sample_event(kind)).text for kind in NOTIFIED_KINDS}
     assert "is live" in texts["live_start"]
     assert (
         "Cozy ranked grind" in texts["title_change"] and "Diamond or bust" in texts["title_change"]
@@ -153,7 +161,7 @@ HOSTILE_HTML = "<b>x</b> & <script>alert(1)</script> \"q\" 'a'"
 
 def test_telegram_stream_text_arrives_escaped(renderer: Renderer) -> None:
     ev = event(display_name="A&B <i>", live=live(title=HOSTILE_HTML, categories=("<tg-spoiler>",)))
-    text = renderer.render_telegram(ev).text
+    text = renderer.render(TELEGRAM, ev).text
     assert not telegram_problems(text), text
     assert "&lt;b&gt;x&lt;/b&gt; &amp; &lt;script&gt;" in text
     assert "<script>" not in text and "<i>" not in text
@@ -162,7 +170,7 @@ def test_telegram_stream_text_arrives_escaped(renderer: Renderer) -> None:
 
 
 def test_telegram_error_text_arrives_escaped(renderer: Renderer) -> None:
-    text = renderer.render_telegram(event("error", error="</pre><b>boom</b> & more")).text
+    text = renderer.render(TELEGRAM, event("error", error="</pre><b>boom</b> & more")).text
     assert not telegram_problems(text)
     assert "</pre><b>boom</b> & more" in telegram_visible(text)
 
@@ -181,7 +189,7 @@ def test_telegram_limits_hold_for_huge_text_and_the_cut_still_parses(
     renderer: Renderer, ev: Event, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="bot.render"):
-        message = renderer.render_telegram(ev)
+        message = renderer.render(TELEGRAM, ev)
     assert not telegram_problems(message.text)
     assert utf16(telegram_visible(message.text)) <= 4096
     assert telegram_visible(message.text).endswith("…")
@@ -193,7 +201,7 @@ def test_telegram_limits_hold_for_huge_text_and_the_cut_still_parses(
 
 
 def test_telegram_photo_carries_the_text_as_caption_when_it_fits(renderer: Renderer) -> None:
-    message = renderer.render_telegram(sample_event("live_start"))
+    message = renderer.render(TELEGRAM, sample_event("live_start"))
     assert message.photo_url == sample_event("live_start").live.cover  # type: ignore[union-attr]
     assert message.caption == message.text
     assert message.button_url == "https://www.twitch.tv/auroravale"
@@ -202,20 +210,20 @@ def test_telegram_photo_carries_the_text_as_caption_when_it_fits(renderer: Rende
 
 
 def test_telegram_medium_text_goes_as_a_message_with_no_caption(renderer: Renderer) -> None:
-    message = renderer.render_telegram(event(live=live(title="t" * 2000)))
+    message = renderer.render(TELEGRAM, event(live=live(title="t" * 2000)))
     assert message.photo_url is not None
     assert message.caption is None
     assert "t" * 2000 in message.text
 
 
 def test_telegram_error_has_no_button_and_no_photo(renderer: Renderer) -> None:
-    message = renderer.render_telegram(sample_event("error"))
+    message = renderer.render(TELEGRAM, sample_event("error"))
     assert message.button_text is None and message.button_url is None
     assert message.photo_url is None and message.caption is None
 
 
 def test_telegram_button_label_is_plain_text(renderer: Renderer) -> None:
-    message = renderer.render_telegram(event(platform="R&D <tv>"))
+    message = renderer.render(TELEGRAM, event(platform="R&D <tv>"))
     assert message.button_text == "▶️ Watch on R&d <tv>"
 
 
@@ -233,7 +241,7 @@ def test_discord_stream_text_is_inert(renderer: Renderer, kind: str) -> None:
         old_live=live(title=f"O1 {HOSTILE_MD} O2", categories=(f"P1 {HOSTILE_MD} P2",)),
         error=f"E1 {HOSTILE_MD} E2",
     )
-    message = renderer.render_discord(ev)
+    message = renderer.render(DISCORD, ev)
     strings = discord_strings(message)
     assert not MENTION.search("\n".join(strings)), strings
     # Markdown is rendered in all but the author and footer, and not in code blocks.
@@ -251,7 +259,7 @@ def test_discord_stream_text_is_inert(renderer: Renderer, kind: str) -> None:
 
 
 def test_discord_error_text_in_a_code_block_stays_inside_it(renderer: Renderer) -> None:
-    message = renderer.render_discord(event("error", error="``` @everyone\n**x**```"))
+    message = renderer.render(DISCORD, event("error", error="``` @everyone\n**x**```"))
     description = message.embed["description"]
     assert description.startswith("```") and description.count("```") == 2
 
@@ -259,7 +267,7 @@ def test_discord_error_text_in_a_code_block_stays_inside_it(renderer: Renderer) 
 def test_discord_role_mentions_only_configured_roles_and_only_on_live_start(
     renderer: Renderer,
 ) -> None:
-    message = renderer.render_discord(sample_event("live_start"), mention_roles=[111, 222, 111])
+    message = renderer.render(DISCORD, sample_event("live_start"), mention_roles=[111, 222, 111])
     assert message.content.startswith("<@&111> <@&222> ")
     assert message.allowed_mentions == {
         "parse": [],
@@ -268,13 +276,13 @@ def test_discord_role_mentions_only_configured_roles_and_only_on_live_start(
         "replied_user": False,
     }
     for kind in ("title_change", "category_change", "live_end", "error", "video_file_finish"):
-        other = renderer.render_discord(sample_event(kind), mention_roles=[111])
+        other = renderer.render(DISCORD, sample_event(kind), mention_roles=[111])
         assert "<@&" not in other.content
         assert other.allowed_mentions["roles"] == []
 
 
 def test_discord_embed_has_the_stream_details(renderer: Renderer) -> None:
-    message = renderer.render_discord(sample_event("live_start"))
+    message = renderer.render(DISCORD, sample_event("live_start"))
     embed = message.embed
     assert embed["title"] == "Cozy ranked grind 🌙 road to Diamond \\| !socials"
     assert embed["url"] == "https://www.twitch.tv/auroravale"
@@ -294,7 +302,7 @@ def test_discord_embed_has_the_stream_details(renderer: Renderer) -> None:
 
 
 def test_discord_author_and_footer_are_plain_text(renderer: Renderer) -> None:
-    message = renderer.render_discord(event(display_name="cool_guy *42*", platform="my_tv"))
+    message = renderer.render(DISCORD, event(display_name="cool_guy *42*", platform="my_tv"))
     assert message.embed["author"]["name"] == "cool_guy *42*"
     assert message.embed["footer"]["text"] == "My_tv"
     assert "cool\\_guy \\*42\\*" in message.content  # markdown is rendered there
@@ -312,7 +320,7 @@ def test_discord_limits_hold_for_huge_inputs(
         old_live=live(title=huge),
     )
     with caplog.at_level(logging.WARNING, logger="bot.render"):
-        message = renderer.render_discord(ev)
+        message = renderer.render(DISCORD, ev)
     assert_discord_limits(message)
     # Every part was at its own limit, so the 6000 total is what cut the description.
     assert sum(utf16(text) for text in discord_strings(message)[1:]) > 5900
@@ -330,7 +338,7 @@ def test_discord_limits_hold_for_huge_inputs(
 
 
 def test_discord_huge_content_keeps_the_role_mentions(renderer: Renderer) -> None:
-    message = renderer.render_discord(event(display_name="n" * 5000), mention_roles=[42])
+    message = renderer.render(DISCORD, event(display_name="n" * 5000), mention_roles=[42])
     assert message.content.startswith("<@&42> ")
     assert utf16(message.content) <= 2000
 
@@ -343,7 +351,7 @@ def test_console_strips_terminal_escapes_from_stream_text(renderer: Renderer) ->
         display_name="\x1b]0;pwned\x07Aurora",
         live=live(title="\x1b[31mRED\x1b[0m title\x1b[2J", categories=("Music\x00",)),
     )
-    text = renderer.render_console(ev).text
+    text = renderer.render(CONSOLE, ev).text
     assert "\x1b" not in text and "\x07" not in text and "\x00" not in text
     assert "RED title" in text and "Aurora" in text and "Music" in text
 
@@ -353,7 +361,7 @@ def test_console_notification_is_cut_to_its_limit_and_the_cut_logged_once(
 ) -> None:
     ev = event(live=live(title="word " * 200_000))
     with caplog.at_level(logging.WARNING, logger="bot.render"):
-        text = renderer.render_console(ev).text
+        text = renderer.render(CONSOLE, ev).text
     assert utf16(text) <= CONSOLE_TEXT_MAX
     assert text.startswith("[live_start] Aurora Vale is live") and text.endswith("…")
     cuts = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
@@ -362,12 +370,12 @@ def test_console_notification_is_cut_to_its_limit_and_the_cut_logged_once(
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="bot.render"):
-        renderer.render_console(sample_event("live_start"))
+        renderer.render(CONSOLE, sample_event("live_start"))
     assert not caplog.records, "an ordinary notification is not cut"
 
 
 def test_console_live_end_shows_the_duration(renderer: Renderer) -> None:
-    text = renderer.render_console(sample_event("live_end")).text
+    text = renderer.render(CONSOLE, sample_event("live_end")).text
     assert "2h 13m" in text and "Aurora Vale" in text
 
 
@@ -379,13 +387,13 @@ def test_non_http_urls_are_dropped_everywhere(renderer: Renderer) -> None:
         url="javascript:alert(1)",
         live=live(cover="data:image/png;base64,AAAA", avatar="file:///etc/passwd"),
     )
-    discord = renderer.render_discord(ev)
+    discord = renderer.render(DISCORD, ev)
     assert "url" not in discord.embed and "image" not in discord.embed
     assert "icon_url" not in discord.embed["author"]
-    telegram = renderer.render_telegram(ev)
+    telegram = renderer.render(TELEGRAM, ev)
     assert telegram.photo_url is None and telegram.caption is None
     assert telegram.button_url is None and telegram.button_text is None
-    console = renderer.render_console(ev)
+    console = renderer.render(CONSOLE, ev)
     for shown in (preview(discord), preview(telegram), console.text):
         assert "javascript" not in shown and "data:" not in shown and "file:" not in shown
 
@@ -429,7 +437,7 @@ def test_no_sink_shows_bidi_controls_or_line_separators_from_stream_text(
 def test_telegram_stream_text_mentions_nobody_wherever_it_lands(
     renderer: Renderer, kind: str
 ) -> None:
-    message = renderer.render_telegram(hostile_event(kind))
+    message = renderer.render(TELEGRAM, hostile_event(kind))
     for html_text in (message.text, message.caption or ""):
         assert telegram_pings(html_text) == [], html_text
     # The names are still there to read: the word joiners are invisible.
@@ -451,7 +459,7 @@ def test_telegram_filters_that_give_html_keep_the_breaks_and_leave_links_whole(
         display_name="@admin_user\u2066",
         live=live(title="@admin_user & co\u202e", categories=("@mod_team", "@here_")),
     )
-    message = Renderer(user_dir=tmp_path).render_telegram(ev)
+    message = Renderer(formats=FORMATS, user_dir=tmp_path).render(TELEGRAM, ev)
     assert 'href="https://youtube.com/@quinn"' in message.text
     # Shown as text the URL is one link entity, which takes in its "@quinn".
     assert telegram_pings(message.text) == [], message.text
@@ -467,7 +475,7 @@ def test_discord_values_that_are_already_markup_lose_everyone_and_bidi(tmp_path:
         '{% extends "discord/base.j2" %}{% block content %}{{ live.title|e }}{% endblock %}',
     )
     ev = event(live=live(title="@everyone1 \u202eevil\u2028x"))
-    message = Renderer(user_dir=tmp_path).render_discord(ev)
+    message = Renderer(formats=FORMATS, user_dir=tmp_path).render(DISCORD, ev)
     assert not MENTION.search(message.content) and not HIDDEN.search(message.content)
     assert message.content.replace("\u200b", "") == "@everyone1 evil x"
 
@@ -485,17 +493,19 @@ def test_a_user_template_overrides_the_built_in_one(tmp_path: Path) -> None:
     write(
         tmp_path, "console/live_start.j2", "{% block text %}LIVE {{ streamer.name }}{% endblock %}"
     )
-    renderer = Renderer(user_dir=tmp_path, clock=lambda: NOW)
-    assert renderer.render_console(sample_event("live_start")).text == "LIVE Aurora Vale"
+    renderer = Renderer(formats=FORMATS, user_dir=tmp_path, clock=lambda: NOW)
+    assert renderer.render(CONSOLE, sample_event("live_start")).text == "LIVE Aurora Vale"
     # Kinds the user did not override keep the built-in look.
-    assert "ended the stream" in renderer.render_console(sample_event("live_end")).text
+    assert "ended the stream" in renderer.render(CONSOLE, sample_event("live_end")).text
 
 
 def test_a_user_template_without_blocks_is_the_whole_text(tmp_path: Path) -> None:
     write(
         tmp_path, "telegram/live_start.j2", "<b>{{ streamer.name }}</b> is on: {{ live.title }}\n"
     )
-    message = Renderer(user_dir=tmp_path).render_telegram(event(live=live(title="a<b")))
+    message = Renderer(formats=FORMATS, user_dir=tmp_path).render(
+        TELEGRAM, event(live=live(title="a<b"))
+    )
     assert message.text == "<b>Aurora Vale</b> is on: a&lt;b"
 
 
@@ -503,7 +513,9 @@ def test_a_user_base_template_changes_every_kind_that_extends_it(tmp_path: Path)
     base = (builtin_templates_dir() / "discord/base.j2").read_text()
     colour = "{% block colour %}#123456{% endblock %}"
     write(tmp_path, "discord/base.j2", base.replace("{% block colour %}{% endblock %}", colour))
-    message = Renderer(user_dir=tmp_path).render_discord(sample_event("live_end"))
+    message = Renderer(formats=FORMATS, user_dir=tmp_path).render(
+        DISCORD, sample_event("live_end")
+    )
     assert message.embed["color"] == 0x123456
 
 
@@ -514,7 +526,9 @@ def test_a_user_template_can_turn_on_link_previews(tmp_path: Path) -> None:
         '{% extends "telegram/base.j2" %}{% block link_preview %}yes{% endblock %}',
     )
     assert (
-        Renderer(user_dir=tmp_path).render_telegram(sample_event("live_end")).disable_preview
+        Renderer(formats=FORMATS, user_dir=tmp_path)
+        .render(TELEGRAM, sample_event("live_end"))
+        .disable_preview
         is False
     )
 
@@ -534,7 +548,11 @@ def test_a_broken_user_template_falls_back_to_the_built_in_one(
 ) -> None:
     write(tmp_path, "console/live_start.j2", source)
     with caplog.at_level(logging.ERROR, logger="bot.render"):
-        text = Renderer(user_dir=tmp_path).render_console(sample_event("live_start")).text
+        text = (
+            Renderer(formats=FORMATS, user_dir=tmp_path)
+            .render(CONSOLE, sample_event("live_start"))
+            .text
+        )
     assert text.startswith("[live_start] Aurora Vale is live")
     [record] = [r for r in caplog.records if r.name == "bot.render"]
     assert record.levelno == logging.ERROR
@@ -550,16 +568,20 @@ def test_invalid_telegram_html_from_a_user_template_falls_back(
         "{% block text %}<div>{{ live.title }}</div>{% endblock %}",
     )
     with caplog.at_level(logging.ERROR, logger="bot.render"):
-        text = Renderer(user_dir=tmp_path).render_telegram(sample_event("live_start")).text
+        text = (
+            Renderer(formats=FORMATS, user_dir=tmp_path)
+            .render(TELEGRAM, sample_event("live_start"))
+            .text
+        )
     assert "<div>" not in text and "is live" in text
     assert "unsupported tag <div>" in caplog.text
 
 
 def test_a_broken_built_in_template_raises_template_problem(tmp_path: Path) -> None:
     write(tmp_path, "console/default.j2", "{% block text %}{{ live.titel }}{% endblock %}")
-    renderer = Renderer(builtin_dir=tmp_path)
+    renderer = Renderer(formats=FORMATS, builtin_dir=tmp_path)
     with pytest.raises(TemplateProblem, match=r"console/default.j2 line 1: 'live' has no attr"):
-        renderer.render_console(sample_event("live_start"))
+        renderer.render(CONSOLE, sample_event("live_start"))
 
 
 # --- check() ---------------------------------------------------------------------------
@@ -572,7 +594,9 @@ def test_check_reports_a_syntax_error_with_template_name_and_line(tmp_path: Path
         '{% extends "discord/base.j2" %}\n{% block content %}\nLive: {{ streamer.name } }}\n'
         "{% endblock %}\n",
     )
-    assert Renderer(user_dir=tmp_path).check() == ["discord/live_start.j2 line 3: unexpected '}'"]
+    assert Renderer(formats=FORMATS, user_dir=tmp_path).check(sample_events()) == [
+        "discord/live_start.j2 line 3: unexpected '}'"
+    ]
 
 
 def test_check_reports_an_undefined_attribute(tmp_path: Path) -> None:
@@ -581,14 +605,14 @@ def test_check_reports_an_undefined_attribute(tmp_path: Path) -> None:
         "telegram/live_end.j2",
         '{% extends "telegram/base.j2" %}\n{% block text %}{{ live.titel }}{% endblock %}\n',
     )
-    assert Renderer(user_dir=tmp_path).check() == [
+    assert Renderer(formats=FORMATS, user_dir=tmp_path).check(sample_events()) == [
         "telegram/live_end.j2 line 2: 'live' has no attribute 'titel'"
     ]
 
 
 def test_check_reports_a_template_that_fails_without_stream_details(tmp_path: Path) -> None:
     write(tmp_path, "console/title_change.j2", "{% block text %}{{ old.title }}{% endblock %}")
-    [problem] = Renderer(user_dir=tmp_path).check()
+    [problem] = Renderer(formats=FORMATS, user_dir=tmp_path).check(sample_events())
     assert problem.startswith("console/title_change.j2 line 1: 'None' has no attribute 'title'")
     assert "no stream details" in problem
 
@@ -599,13 +623,13 @@ def test_check_reports_a_bad_switch_value(tmp_path: Path) -> None:
         "telegram/live_start.j2",
         '{% extends "telegram/base.j2" %}{% block photo %}maybe{% endblock %}',
     )
-    [problem] = Renderer(user_dir=tmp_path).check()
+    [problem] = Renderer(formats=FORMATS, user_dir=tmp_path).check(sample_events())
     assert "telegram/live_start.j2" in problem and "'photo' must be yes or no" in problem
 
 
 def test_check_is_clean_for_good_user_templates(tmp_path: Path) -> None:
     write(tmp_path, "console/live_start.j2", "{{ streamer.name }} is live: {{ live.title }}")
-    assert Renderer(user_dir=tmp_path).check() == []
+    assert Renderer(formats=FORMATS, user_dir=tmp_path).check(sample_events()) == []
 
 
 # --- filters ---------------------------------------------------------------------------
@@ -620,9 +644,9 @@ def test_filters_in_a_template(tmp_path: Path) -> None:
         "{{ started_at|datetime('%H:%M') }}|{{ live.categories|join_categories }}|"
         "{{ ['A', 'B']|join_categories(', ') }}",
     )
-    renderer = Renderer(user_dir=tmp_path, clock=lambda: NOW)
+    renderer = Renderer(formats=FORMATS, user_dir=tmp_path, clock=lambda: NOW)
     ev = event("live_end", live=live(categories=("Just Chatting", "Music")))
-    assert renderer.render_console(ev).text == (
+    assert renderer.render(CONSOLE, ev).text == (
         "2h 13m|2m 15s|2 hours ago|23 minutes ago|2026-03-11 05:22 UTC|05:22|"
         "Just Chatting · Music|A, B"
     )
@@ -683,11 +707,17 @@ def test_templates_are_sandboxed(tmp_path: Path, caplog: pytest.LogCaptureFixtur
         "{% block text %}{{ live.__class__.__mro__ }}{{ details.update(x=1) }}{% endblock %}",
     )
     with caplog.at_level(logging.ERROR, logger="bot.render"):
-        text = Renderer(user_dir=tmp_path).render_console(sample_event("live_start")).text
+        text = (
+            Renderer(formats=FORMATS, user_dir=tmp_path)
+            .render(CONSOLE, sample_event("live_start"))
+            .text
+        )
     assert "is live" in text
     assert "unsafe" in caplog.text
 
 
 def test_stream_text_is_never_compiled_as_a_template(renderer: Renderer) -> None:
-    text = renderer.render_console(event(live=live(title="{{ 7*7 }} {% if 1 %}x{% endif %}"))).text
+    text = renderer.render(
+        CONSOLE, event(live=live(title="{{ 7*7 }} {% if 1 %}x{% endif %}"))
+    ).text
     assert "{{ 7*7 }} {% if 1 %}x{% endif %}" in text and "49" not in text

@@ -18,20 +18,20 @@ import aiohttp
 import pytest
 
 from bot.commands import Chat, Commands, LiveEntry, MuteEntry, StatusReport
-from bot.config import DiscordConfig, Route
+from bot.config import Route
 from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo
 from bot.markup import utf16_len
 from bot.outbox import OutboxWorker
 from bot.pipeline.dispatch import Dispatcher
-from bot.render import KIND_COLOURS, Renderer
-from bot.sinks.discord import (
-    INVITE_PERMISSIONS,
-    DiscordSink,
-    delivery_error,
-    delivery_nonce,
-    status_embed,
-)
+from bot.registry import message_formats
+from bot.render import Renderer
+from bot.sinks.discord.client import INVITE_PERMISSIONS
+from bot.sinks.discord.commands import status_embed
+from bot.sinks.discord.config import DiscordConfig
+from bot.sinks.discord.errors import delivery_error
+from bot.sinks.discord.format import KIND_COLOURS
+from bot.sinks.discord.sink import DiscordSink, delivery_nonce
 from bot.store import Delivery, DeliveryInfo, Store
 from tests.fakes.discord_api import (
     APPLICATION_ID,
@@ -73,6 +73,7 @@ ROUTE = Route(
 )
 MESSAGES = f"/channels/{STREAMS_CHANNEL_ID}/messages"
 MANAGE_CHANNELS = str(discord.Permissions(manage_channels=True).value)
+FORMATS = message_formats()
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -134,7 +135,7 @@ def make_sink(
     )
     return DiscordSink(
         config=config,
-        renderer=renderer or Renderer(),
+        renderer=renderer or Renderer(formats=FORMATS),
         commands=commands or Commands(store=store, routes=routes),
         client_options={"guild_ready_timeout": 0.1, **client_options},
         before_identify_hook=no_identify_delay,
@@ -281,7 +282,7 @@ async def test_mentions_a_template_writes_out_literally_still_ping_only_the_rout
         f"@everyone @here <@&{STAFF_ROLE_ID}> <@{MEMBER_USER_ID}> {{{{ streamer.name }}}} is live"
         "{% endblock %}"
     )
-    sink = make_sink(fake, store, renderer=Renderer(user_dir=tmp_path))
+    sink = make_sink(fake, store, renderer=Renderer(formats=FORMATS, user_dir=tmp_path))
     async with running(sink):
         await sink.deliver(delivery(1, mention_roles=[STREAMERS_ROLE_ID]), live_start())
     [message] = fake.messages[STREAMS_CHANNEL_ID]
@@ -692,7 +693,7 @@ def test_a_long_status_stays_within_discords_embed_limits() -> None:
     )
     mutes = tuple(MuteEntry(pattern=f"twitch/*{n}*", until=None) for n in range(100))
     report = StatusReport(live=live, mutes=mutes, scoped=False, failed_deliveries=3, now=now)
-    embed = status_embed(report, admin=True)
+    embed = status_embed(Renderer(formats=FORMATS), report, admin=True)
     assert utf16_len(embed.description or "") <= 4096
     assert len(embed) <= 6000
     assert all(utf16_len(f.value or "") <= 1024 for f in embed.fields)

@@ -13,14 +13,17 @@ from typing import Any
 
 import pytest
 
-from bot.commands import COMMAND_HELP, Commands
-from bot.config import Route, TelegramConfig
+from bot.chat.commands import CATALOGUE
+from bot.commands import Commands
+from bot.config import Route
 from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo, utcnow
 from bot.outbox import OutboxWorker
 from bot.pipeline.dispatch import Dispatcher
+from bot.registry import message_formats
 from bot.render import Renderer
-from bot.sinks.telegram import TelegramSink, chat_id_of, parse_message_id
+from bot.sinks.telegram.config import TelegramConfig, chat_id_of
+from bot.sinks.telegram.sink import TelegramSink, parse_message_id
 from bot.store import Delivery, DeliveryInfo, Store
 from tests.fakes.telegram_api import FakeTelegram
 from tests.routes import chats as route_targets
@@ -36,6 +39,7 @@ MISSING = -100404  # a chat the bot was never added to
 COVER = "https://cdn.example.com/quinn-1280x720.jpg"
 STREAM_URL = "https://www.twitch.tv/quinn"
 SECRET_PART = "TEST-token-for-the-fake"
+FORMATS = message_formats()
 
 
 @pytest.fixture
@@ -64,7 +68,7 @@ def make_sink(
         config=TelegramConfig(
             token=token or fake.token, api_url=fake.api_url, disabled_reason=None
         ),
-        renderer=Renderer(),
+        renderer=Renderer(formats=FORMATS),
         commands=Commands(store=store, routes=[route(GROUP, OTHER)]),
         poll_timeout=1.0,
         **knobs,
@@ -536,7 +540,8 @@ async def reply_in(fake: FakeTelegram, chat: int, text: str, **kwargs: Any) -> d
 async def test_commands_are_registered_at_start(fake: FakeTelegram, sink: TelegramSink) -> None:
     [call] = fake.calls_to("setMyCommands")
     names = [c["command"] for c in call.params["commands"]]
-    assert names == ["start", *(name for name, _ in COMMAND_HELP)]
+    assert names == [spec.name for spec in CATALOGUE]
+    assert names[0] == "start"
     assert fake.calls_to("deleteWebhook"), "polling started"
 
 

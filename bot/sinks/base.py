@@ -1,10 +1,13 @@
-"""What a sink (console, Discord, Telegram) provides to the outbox workers."""
+"""What a sink provides to the outbox workers, and what a chat platform declares."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from bot.events import Event
+from bot.render import MessageFormat
 from bot.store import Delivery
 
 
@@ -51,3 +54,75 @@ class Sink(Protocol):
         instead; TransientDeliveryError when a retry may help.
         """
         ...
+
+
+class PlatformConfig(Protocol):
+    """A chat platform's `[<platform>]` section, loaded by its package's `read_config`."""
+
+    @property
+    def enabled(self) -> bool:
+        """True when a token resolved, so the sink should start."""
+        ...
+
+    @property
+    def disabled_reason(self) -> str | None:
+        """Why the sink is off (one log line at start); unused when enabled."""
+        ...
+
+
+class ConfigTable(Protocol):
+    """The typed reads a platform's config makes from its table (bot.config implements
+    them); each records a problem naming the key (`discord.api_url: ...`) and returns
+    None or the default instead of raising."""
+
+    @property
+    def problems(self) -> list[str]:
+        """Where problems are collected, for item checks with their own paths."""
+        ...
+
+    def has(self, key: str) -> bool:
+        """True when the table sets `key` (to anything)."""
+        ...
+
+    def url(self, key: str, schemes: tuple[str, ...]) -> str | None:
+        """An absolute URL with one of `schemes`, or None."""
+        ...
+
+    def items(self, key: str) -> list[tuple[str, Any]] | None:
+        """A list as (item path, item) pairs, or None when absent or not a list."""
+        ...
+
+    def chat_token(self, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+        """(token, disabled_reason) from `token` or `token_env`; an unset variable
+        disables the platform rather than failing the config."""
+        ...
+
+
+#: Checks one entry of a route's target list (`discord_channels`, `telegram_chats`):
+#: (value, its key path, the problem list) -> the normalized target, or None (recorded).
+TargetParser = Callable[[Any, str, list[str]], "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformSpec:
+    """Everything the rest of the bot needs to know about one chat platform.
+
+    One per package in `bot/sinks/` (its `SPEC`), listed in `bot.registry.PLATFORMS`.
+    `build_sink` imports the platform's client library only when it is called, so `check`
+    and `render` never load it.
+    """
+
+    name: str
+    title: str
+    #: The keys of its `[<name>]` section, as the config loader checks them.
+    config_keys: tuple[str, ...]
+    #: The section (absent: an empty table) -> the loaded config.
+    read_config: Callable[[ConfigTable, Mapping[str, str]], PlatformConfig]
+    #: The config when bot.toml has no such section at all.
+    default_config: PlatformConfig
+    #: Its key in `[[routes]]`, and the grammar of each entry there.
+    target_key: str
+    parse_target: TargetParser
+    format: MessageFormat[Any]
+    #: (its config, renderer=, commands=, **options) -> the started-later sink.
+    build_sink: Callable[..., Sink]

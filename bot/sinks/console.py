@@ -3,17 +3,71 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TextIO
 
+from jinja2 import Environment
+
+from bot import markup
+from bot.errors import TemplateProblem
 from bot.events import Event
-from bot.render import Renderer
+from bot.render import Cutter, Rendered, Renderer
 from bot.store import Delivery
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleMessage:
+    """One notification as text for a terminal or a log."""
+
+    text: str
+
+
+class ConsoleFormat:
+    """Plain text: every value sanitized for a terminal, one `text` block."""
+
+    name = "console"
+    autoescape = False
+    #: The console has no limit of its own; a megabyte of title should still not fill the
+    #: terminal (or the journal it goes to), so a notification is cut like a Telegram one.
+    text_max = 4096
+    blocks = ("text",)
+    plain_blocks = ()
+    sample_options: Mapping[str, Any] = {}
+
+    def finalize(self, value: object, *, plain: bool) -> object:
+        """Every `{{ }}` without terminal escapes or controls."""
+        del plain
+        return "" if value is None else markup.sanitize_console(str(value))
+
+    def install(self, env: Environment) -> None:
+        """The console has no helpers of its own."""
+        del env
+
+    def build(self, rendered: Rendered) -> ConsoleMessage:
+        """The text, cut to `text_max`."""
+        text = rendered.blocks["text"]
+        if not text:
+            raise TemplateProblem(f"{rendered.name}: block 'text' is empty")
+        text = Cutter(self.name, rendered.context.event.kind)(
+            markup.truncate_plain, text, self.text_max, "text"
+        )
+        return ConsoleMessage(text=text)
+
+    def preview(self, message: ConsoleMessage) -> str:
+        """The text as printed."""
+        return message.text
+
+
+#: The one instance the sink, the registry and the tests share.
+FORMAT: Final = ConsoleFormat()
 
 
 class ConsoleSink:
     """Prints notifications; the default when no chat platform has a token."""
 
     name = "console"
+    format = FORMAT
 
     def __init__(self, *, renderer: Renderer, stream: TextIO | None = None) -> None:
         self._renderer = renderer
@@ -40,7 +94,7 @@ class ConsoleSink:
     async def deliver(self, delivery: Delivery, event: Event) -> str | None:
         """Render the event for the console and print it as one block."""
         del delivery
-        message = self._renderer.render_console(event)
+        message = self._renderer.render(FORMAT, event)
         stream = self._stream or sys.stdout
         stream.write(message.text.rstrip("\n") + "\n\n")
         stream.flush()

@@ -1,0 +1,1 @@
+"""Chat commands, declared once for every platform (bot/chat/commands.py)."""

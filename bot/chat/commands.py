@@ -1,0 +1,303 @@
+"""The one catalogue of chat commands: each declared once, with a platform-neutral handler.
+
+An entry names the command, its parameters, whether it changes state (so platforms put it
+behind their permission gate) and its help text. Its handler runs the logic in
+`bot.commands.Commands` and returns a `Reply`: plain text, which the platform escapes, or
+a reply template (`templates/<platform>/<name>.j2`) with its view, which the platform
+renders through the same sandboxed renderer as notifications. Each platform package
+builds its slash commands or bot commands from `CATALOGUE` and wraps them in one
+permission gate and one error handler; adding an entry here adds the command everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from bot import markup
+from bot.commands import Chat, CommandError, Commands, StatusReport, split_mute_arguments
+from bot.durations import looks_like_duration
+from bot.render import SafeUrl
+
+Arguments = Mapping[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One parameter of a command, in the order positional words fill them."""
+
+    name: str
+    help: str
+    required: bool = False
+    #: Offer the known streamer keys while the user types (where the platform can).
+    complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One command as a platform received it: where, who, and the bound arguments."""
+
+    chat: Chat
+    args: Arguments
+    #: Who sent it, for the store's created_by column.
+    by: str | None = None
+    #: Whether the sender may change this chat; asked only when an answer depends on it.
+    is_admin: Callable[[], Awaitable[bool]] | None = None
+    #: The commands the platform offers (what /help lists).
+    catalogue: Sequence[CommandSpec] = ()
+
+    async def admin(self) -> bool:
+        """The platform's answer to "may the sender change this chat?" (False if unknown)."""
+        return await self.is_admin() if self.is_admin is not None else False
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A command's answer: plain `text` (the platform escapes it), or the reply template
+    `template` rendered with `view` (see docs/templates.md, "Command replies")."""
+
+    text: str = ""
+    template: str | None = None
+    view: Mapping[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[Commands, Invocation], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """One command, for every platform."""
+
+    name: str
+    help: str
+    handler: Handler
+    params: tuple[Param, ...] = ()
+    #: Needs the platform's moderator permission in group chats (the permission gate).
+    changes_state: bool = False
+    #: What a platform sends when someone first opens a chat with the bot (/start, where
+    #: that is a convention); platforms without such a thing leave it out, and help does
+    #: not list it.
+    greeting: bool = False
+    #: What extra words do: refused with a usage hint, or ignored.
+    refuse_extra: bool = True
+    #: Example arguments for the usage hint ("twitch/quinn 2h").
+    examples: tuple[str, ...] = ()
+    #: Positional words -> arguments, for commands with a grammar of their own.
+    words: Callable[[Sequence[str]], Arguments] | None = None
+    #: Arguments as typed into separate fields, tidied (say a duration in the wrong one).
+    tidy: Callable[[Arguments], Arguments] | None = None
+
+    def bind_words(self, words: Sequence[str]) -> Arguments:
+        """Arguments from positional words (platforms without named options)."""
+        if self.words is not None:
+            return self.tidy_up(self.words(words))
+        if not self.params:
+            if words and self.refuse_extra:
+                raise CommandError(f"/{self.name} takes no arguments.")
+            return {}
+        required = sum(p.required for p in self.params)
+        if not required <= len(words) <= len(self.params):
+            raise CommandError(self.usage_hint())
+        return self.tidy_up({p.name: w for p, w in zip(self.params, words, strict=False)})
+
+    def tidy_up(self, args: Arguments) -> Arguments:
+        """Every declared parameter present (None when not given), tidied."""
+        full = {p.name: args.get(p.name) for p in self.params}
+        return self.tidy(full) if self.tidy is not None else full
+
+    def usage_hint(self) -> str:
+        """ "Use: /subscribe pattern, like: /subscribe twitch/quinn or /subscribe twitch/*"."""
+        words = " ".join(p.name if p.required else f"[{p.name}]" for p in self.params)
+        shown = f"/{self.name} {words}".rstrip()
+        if not self.examples:
+            return f"Use: {shown}"
+        like = " or ".join(f"/{self.name} {example}" for example in self.examples)
+        return f"Use: {shown}, like: {like}"
+
+
+# -- views: what the reply templates see ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LiveLine:
+    """One live stream in /status (`live` in status.j2)."""
+
+    key: str
+    name: str
+    url: SafeUrl | None
+    title: str | None
+    categories: tuple[str, ...]
+    started_at: datetime | None
+    uptime: timedelta | None
+
+
+@dataclass(frozen=True, slots=True)
+class MuteLine:
+    """One mute in force (`mutes` in status.j2 and mutes.j2)."""
+
+    pattern: str
+    until: datetime | None
+    #: "twitch/quinn for 1h 59m more", "everything until unmuted".
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class HelpLine:
+    """One command in /help (`commands` in help.j2)."""
+
+    name: str
+    help: str
+    params: tuple[Param, ...]
+    changes_state: bool
+
+
+def status_view(report: StatusReport, *, show_failures: bool) -> dict[str, Any]:
+    """The variables of status.j2 and mutes.j2."""
+    live = []
+    for entry in report.live:
+        checked = markup.safe_url(entry.url)
+        live.append(
+            LiveLine(
+                key=entry.key,
+                name=entry.name,
+                url=SafeUrl(checked) if checked else None,
+                title=entry.title,
+                categories=tuple(c for c in entry.categories if c),
+                started_at=entry.started_at,
+                uptime=entry.uptime,
+            )
+        )
+    return {
+        "live": live,
+        "more": 0,
+        "mutes": [MuteLine(m.pattern, m.until, m.describe(report.now)) for m in report.mutes],
+        "scoped": report.scoped,
+        "failed_deliveries": report.failed_deliveries,
+        "show_failures": show_failures and report.failed_deliveries > 0,
+    }
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+async def _status(commands: Commands, call: Invocation) -> Reply:
+    report = await commands.status(call.chat)
+    # The admin check may cost the platform a request: only when it matters.
+    show = report.failed_deliveries > 0 and await call.admin()
+    return Reply(template="status", view=status_view(report, show_failures=show))
+
+
+async def _mutes(commands: Commands, call: Invocation) -> Reply:
+    # The status report carries the mutes and the `now` they are described against.
+    report = await commands.status(call.chat)
+    return Reply(template="mutes", view=status_view(report, show_failures=False))
+
+
+async def _help(commands: Commands, call: Invocation) -> Reply:
+    del commands
+    listed = [
+        HelpLine(spec.name, spec.help, spec.params, spec.changes_state)
+        for spec in call.catalogue or CATALOGUE
+        if not spec.greeting
+    ]
+    return Reply(template="help", view={"commands": listed, "chat_id": call.chat.target})
+
+
+async def _mute(commands: Commands, call: Invocation) -> Reply:
+    args = call.args
+    text = await commands.mute(call.chat, args.get("streamer"), args.get("duration"), by=call.by)
+    return Reply(text=text)
+
+
+async def _unmute(commands: Commands, call: Invocation) -> Reply:
+    return Reply(text=await commands.unmute(call.chat, call.args.get("streamer")))
+
+
+async def _subscribe(commands: Commands, call: Invocation) -> Reply:
+    pattern = call.args.get("pattern") or ""
+    return Reply(text=await commands.subscribe(call.chat, pattern, by=call.by))
+
+
+async def _unsubscribe(commands: Commands, call: Invocation) -> Reply:
+    return Reply(text=await commands.unsubscribe(call.chat, call.args.get("pattern") or ""))
+
+
+def _mute_words(words: Sequence[str]) -> Arguments:
+    streamer, duration = split_mute_arguments(words)
+    return {"streamer": streamer, "duration": duration}
+
+
+def _tidy_mute(args: Arguments) -> Arguments:
+    streamer, duration = args.get("streamer"), args.get("duration")
+    if streamer and not duration and "/" not in streamer and looks_like_duration(streamer):
+        streamer, duration = None, streamer  # "/mute 2h": the duration in the first place
+    return {"streamer": streamer, "duration": duration}
+
+
+_STREAMER: Final = Param(
+    "streamer", "platform/channel like twitch/quinn, or a pattern like twitch/*", complete=True
+)
+_PATTERN: Final = Param(
+    "pattern",
+    "platform/channel like twitch/quinn, or a pattern like twitch/*",
+    required=True,
+    complete=True,
+)
+_DURATION: Final = Param(
+    "duration", "how long, like 30m, 2h or 1d; leave out to mute until /unmute"
+)
+
+#: Every command, in the order menus and /help list them.
+CATALOGUE: Final[tuple[CommandSpec, ...]] = (
+    CommandSpec(
+        "start",
+        "what this bot does, this chat's id and how to subscribe",
+        _help,
+        greeting=True,
+        refuse_extra=False,
+    ),
+    CommandSpec("status", "who is live, and what is muted here", _status, refuse_extra=False),
+    CommandSpec(
+        "mute",
+        "mute notifications here: all, or one streamer, for a while or until unmuted",
+        _mute,
+        params=(_STREAMER, _DURATION),
+        changes_state=True,
+        examples=("twitch/quinn 2h",),
+        words=_mute_words,
+        tidy=_tidy_mute,
+    ),
+    CommandSpec(
+        "unmute",
+        "lift a mute here (all mutes when no streamer is given)",
+        _unmute,
+        params=(_STREAMER,),
+        changes_state=True,
+        examples=("twitch/quinn",),
+    ),
+    CommandSpec("mutes", "list the mutes in force here", _mutes),
+    CommandSpec(
+        "subscribe",
+        "send notifications for streamers matching a pattern here",
+        _subscribe,
+        params=(_PATTERN,),
+        changes_state=True,
+        examples=("twitch/quinn", "twitch/*"),
+    ),
+    CommandSpec(
+        "unsubscribe",
+        "stop a subscription made with subscribe",
+        _unsubscribe,
+        params=(_PATTERN,),
+        changes_state=True,
+        examples=("twitch/quinn", "twitch/*"),
+    ),
+    CommandSpec("help", "what this bot does and how to use it", _help, refuse_extra=False),
+)
+
+
+def by_name(catalogue: Sequence[CommandSpec] = CATALOGUE) -> dict[str, CommandSpec]:
+    """The catalogue by command name."""
+    return {spec.name: spec for spec in catalogue}

@@ -1,0 +1,139 @@
+"""The discord.py client as the bot runs it: pointed at its endpoints, paced under
+Discord's global limit, and telling the sink when the gateway session is ready."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Awaitable, Callable, Iterable
+from types import SimpleNamespace
+from typing import Any, Final
+
+import aiohttp
+import yarl
+
+with warnings.catch_warnings():
+    # discord.py 2.7 imports the stdlib audioop module (voice support), deprecated since
+    # Python 3.11; the warning says nothing about this bot, which has no voice.
+    warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
+    import discord
+    import discord.gateway
+    import discord.http
+
+from bot.sinks.ratelimit import WindowLimiter
+
+#: What the invite link asks for. View Channel and Send Messages to post at all; Embed
+#: Links because without it Discord silently drops the embed and only the one-line
+#: content arrives. Editing the bot's own messages needs nothing more, and the bot never
+#: reads other messages, so no Read Message History. No Mention Everyone either: a role in
+#: `mention_roles` is pinged when it is mentionable; an admin who wants to ping a role
+#: that is not can grant that permission knowingly (the sink logs the hint).
+INVITE_PERMISSIONS: Final = discord.Permissions(
+    view_channel=True, send_messages=True, embed_links=True
+)
+INVITE_SCOPES: Final = ("bot", "applications.commands")
+
+# Interaction callbacks and their follow-ups (the bot uses webhooks for nothing else).
+_UNLIMITED_PATH: Final = re.compile(r"/(interactions|webhooks)/")
+
+
+def allowed_mentions_for(roles: Iterable[str | int]) -> discord.AllowedMentions:
+    """Allowed mentions that ping exactly `roles`: no @everyone/@here, users or replies."""
+    return discord.AllowedMentions(
+        everyone=False,
+        users=False,
+        roles=[discord.Object(int(role)) for role in roles],
+        replied_user=False,
+    )
+
+
+class BotClient(discord.Client):
+    """discord.Client that tells the sink when it is ready."""
+
+    def __init__(
+        self,
+        *,
+        on_ready: Callable[[], None],
+        identify_hook: Callable[..., Awaitable[None]] | None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self._sink_on_ready = on_ready
+        self._identify_hook = identify_hook
+
+    async def on_ready(self) -> None:
+        """The gateway session is up: commands can arrive."""
+        self._sink_on_ready()
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """discord.py's (a 5 s pause before a re-IDENTIFY) unless the sink was given one."""
+        if self._identify_hook is None:
+            await super().before_identify_hook(shard_id, initial=initial)
+        else:
+            await self._identify_hook(shard_id, initial=initial)
+
+
+def paced_requests(limiter: WindowLimiter) -> aiohttp.TraceConfig:
+    """An aiohttp trace that holds each REST request of the client until `limiter` has room.
+
+    discord.py has no hook of its own for this, but hands its `http_trace` to aiohttp,
+    which awaits `on_request_start` before sending. So every request waits its turn:
+    login, command sync, sends, edits, deletes, and discord.py's own retries.
+    """
+
+    async def start(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestStartParams,
+    ) -> None:
+        del session
+        url = params.url
+        # Not the gateway websocket, and not interaction answers: Discord exempts those
+        # from the global limit, and they must arrive within 3 s even during a fan-out.
+        if url.scheme not in ("http", "https") or _UNLIMITED_PATH.search(url.path):
+            return
+        await limiter.acquire()
+        context.paced = True
+
+    async def end(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+    ) -> None:
+        del session, params
+        if getattr(context, "paced", False):
+            context.paced = False
+            limiter.release()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(start)
+    trace.on_request_end.append(end)
+    trace.on_request_exception.append(end)
+    return trace
+
+
+class Endpoints:
+    """Points discord.py at `api_url` / `gateway_url` and back (process globals)."""
+
+    def __init__(self, api_url: str | None, gateway_url: str | None) -> None:
+        self._api, self._gateway = api_url, gateway_url
+        self._saved: tuple[str, yarl.URL] | None = None
+
+    def point(self) -> None:
+        """Use the configured endpoints (a no-op when none is configured)."""
+        if self._api is None and self._gateway is None:
+            return
+        if self._saved is None:
+            self._saved = (
+                discord.http.Route.BASE,
+                discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+            )
+        if self._api is not None:
+            discord.http.Route.BASE = self._api.rstrip("/")
+        if self._gateway is not None:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._gateway)
+
+    def restore(self) -> None:
+        """Put back what discord.py had before `point`."""
+        if self._saved is None:
+            return
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved
+        self._saved = None

@@ -1,0 +1,93 @@
+"""The `[discord]` section and Discord's address grammar (what a `discord_channels` entry is)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+from bot.errors import PermanentDeliveryError
+from bot.sinks.base import ConfigTable
+from bot.tomltypes import show, type_name
+
+#: The section's keys, in the order README documents them.
+CONFIG_KEYS: Final = ("token", "token_env", "api_url", "gateway_url", "guild_ids")
+#: Its key in `[[routes]]`.
+TARGET_KEY: Final = "discord_channels"
+
+_MAX_SNOWFLAKE: Final = 2**64 - 1
+_DIGITS = re.compile(r"[0-9]+")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordConfig:
+    """The Discord sink; `disabled_reason` says why it is off and is unused when enabled."""
+
+    token: str | None = field(default=None, repr=False)
+    api_url: str | None = None
+    gateway_url: str | None = None
+    guild_ids: tuple[int, ...] = ()
+    disabled_reason: str | None = "no [discord] section"
+
+    @property
+    def enabled(self) -> bool:
+        """True when a token resolved, so the sink should start."""
+        return self.token is not None
+
+
+def read_config(table: ConfigTable, environ: Mapping[str, str]) -> DiscordConfig:
+    """The `[discord]` section: token or token_env, endpoints, and the servers to sync to."""
+    token, reason = table.chat_token(environ)
+    guild_ids = _unique(
+        parse_snowflake(value, path, table.problems)
+        for path, value in table.items("guild_ids") or []
+    )
+    return DiscordConfig(
+        token=token,
+        api_url=table.url("api_url", ("http", "https")),
+        gateway_url=table.url("gateway_url", ("ws", "wss")),
+        guild_ids=guild_ids,
+        disabled_reason=reason,
+    )
+
+
+def parse_snowflake(value: Any, path: str, problems: list[str]) -> int | None:
+    """A Discord id written as an integer or a string of digits."""
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        shown = show(value) if isinstance(value, str) else type_name(value)
+        problems.append(
+            f"{path}: expected a Discord id (a positive integer or a string of digits),"
+            f" got {shown}"
+        )
+        return None
+    if not 0 < number <= _MAX_SNOWFLAKE:
+        problems.append(f"{path}: a Discord id must be a positive 64-bit integer, got {number}")
+        return None
+    return number
+
+
+def parse_target(value: Any, path: str, problems: list[str]) -> str | None:
+    """A `discord_channels` entry: a channel id, as the outbox's target string."""
+    channel = parse_snowflake(value, path, problems)
+    return None if channel is None else str(channel)
+
+
+def channel_id(target: str) -> int:
+    """The channel a delivery's target names; PermanentDeliveryError if it names none."""
+    try:
+        number = int(target)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise PermanentDeliveryError(f"{target!r} is not a Discord channel id")
+    return number
+
+
+def _unique(values: Iterable[_T | None]) -> tuple[_T, ...]:
+    return tuple(dict.fromkeys(value for value in values if value is not None))

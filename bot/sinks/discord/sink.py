@@ -1,0 +1,473 @@
+"""The Discord sink: notification embeds, live cards edited in place, and slash commands.
+
+discord.py runs inside the bot's one event loop: `login` and `connect` in a task (never
+`Client.run`, which owns the loop). Posting and editing only need REST; the gateway
+connection is there for the slash commands (INTERACTION_CREATE, bot/sinks/discord/
+commands.py). Platform errors never escape raw: each becomes a TransientDeliveryError
+(retry later) or a PermanentDeliveryError (give up now), which the outbox worker acts on
+(bot/sinks/discord/errors.py). Every REST request is paced under Discord's global limit
+(bot/sinks/ratelimit.py), each delivery taking its turn before it is rendered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import warnings
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final
+
+with warnings.catch_warnings():
+    # discord.py 2.7 imports the stdlib audioop module (voice support), deprecated since
+    # Python 3.11; the warning says nothing about this bot, which has no voice.
+    warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
+    import discord
+
+from bot.chat.commands import CATALOGUE, CommandSpec
+from bot.commands import Commands
+from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
+from bot.events import Event
+from bot.render import Renderer
+from bot.sinks.discord.client import (
+    INVITE_PERMISSIONS,
+    INVITE_SCOPES,
+    BotClient,
+    Endpoints,
+    allowed_mentions_for,
+    paced_requests,
+)
+from bot.sinks.discord.commands import CommandTree, SlashCommands
+from bot.sinks.discord.config import DiscordConfig
+from bot.sinks.discord.config import channel_id as target_channel
+from bot.sinks.discord.errors import NETWORK_ERRORS, platform_call
+from bot.sinks.discord.format import FORMAT
+from bot.sinks.ratelimit import WindowLimiter
+from bot.store import Delivery
+
+log = logging.getLogger(__package__)
+
+#: Discord keeps an enforced nonce for a few minutes, and accepts at most 25 characters.
+NONCE_LENGTH: Final = 25
+
+DEFAULT_READY_TIMEOUT: Final = 30.0
+DEFAULT_SEND_TIMEOUT: Final = 120.0
+#: discord.py waits out shorter rate limits itself; a longer one becomes a transient
+#: error with its retry_after, so the outbox reschedules instead of holding the chat.
+#: (discord.py refuses values under 30 s.)
+DEFAULT_MAX_RATELIMIT_WAIT: Final = 60.0
+_LOGIN_RETRY_FIRST: Final = 2.0
+_LOGIN_RETRY_MAX: Final = 300.0
+# How long a delivery waits when the client is not logged in (yet, or any more).
+_NOT_CONNECTED_RETRY: Final = 30.0
+
+
+def delivery_nonce(delivery: Delivery) -> str:
+    """The nonce for a delivery's message: the same on every retry, unlike any other's.
+
+    With `enforce_nonce` Discord answers a repeat with the message already created, so a
+    retry after a lost answer does not post twice. Not the bare row id: a fresh database
+    reuses ids, and Discord would then hand back a message posted minutes ago instead.
+    """
+    seed = f"{delivery.id}:{delivery.event_row}:{delivery.target}:{delivery.created_at!r}"
+    return "d" + hashlib.sha256(seed.encode()).hexdigest()[: NONCE_LENGTH - 1]
+
+
+class DiscordSink:
+    """Posts notifications to Discord channels, edits live cards, answers slash commands."""
+
+    name = "discord"
+    #: Its message format: templates, escaping and Discord's limits (format.py).
+    format = FORMAT
+    #: Discord's global limit: 50 requests per second per bot, across all routes
+    #: (interaction answers are exempt; discord.py keeps to the per-route buckets itself).
+    #: Every REST request the client makes waits its turn (`_paced_requests`): at most
+    #: `global_limit` in any `global_period` seconds. The constructor's
+    #: arguments of the same names override these.
+    global_limit = 50
+    global_period = 1.0
+    #: At shutdown a send in flight is waited for this long. Short, unlike Telegram's:
+    #: a send cut off here goes again after the restart with the same enforced nonce,
+    #: which Discord answers with the message it already made, for a few minutes.
+    drain_timeout = 10.0
+    keeps_cards = True
+
+    def __init__(
+        self,
+        *,
+        config: DiscordConfig,
+        renderer: Renderer,
+        commands: Commands,
+        catalogue: Sequence[CommandSpec] = CATALOGUE,
+        client_options: Mapping[str, Any] | None = None,
+        before_identify_hook: Callable[..., Awaitable[None]] | None = None,
+        ready_timeout: float = DEFAULT_READY_TIMEOUT,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        global_limit: int | None = None,
+        global_period: float | None = None,
+    ) -> None:
+        self._config = config
+        self._renderer = renderer
+        self._slash = SlashCommands(commands=commands, renderer=renderer, catalogue=catalogue)
+        self._client_options = dict(client_options or {})
+        self._before_identify_hook = before_identify_hook
+        self._ready_timeout = ready_timeout
+        self._send_timeout = send_timeout
+        self._state = "created"
+        self._client: BotClient | None = None
+        self._tree: CommandTree | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._logged_in = False
+        self._stopping = False
+        self._ready = asyncio.Event()
+        self._endpoints = Endpoints(config.api_url, config.gateway_url)
+        self._unpinged: set[tuple[int, int]] = set()
+        if "http_trace" in self._client_options:
+            raise ValueError("http_trace is the sink's own: it paces the client's requests")
+        # discord.py only reacts to a global 429 once it has it, and requests already in
+        # flight then all sleep and retry together; the outbox starts every channel's send
+        # at once, so pace them here instead (docs/performance.md, fan-out).
+        self._limiter = WindowLimiter(
+            global_limit or self.global_limit,
+            global_period or self.global_period,
+        )
+
+    def __repr__(self) -> str:
+        # Never the config's token (DiscordConfig hides it too; this does not rely on it).
+        return f"<DiscordSink state={self._state!r}>"
+
+    @property
+    def state(self) -> str:
+        """created, starting, running, failed or stopped (for /healthz)."""
+        return self._state
+
+    @property
+    def client(self) -> discord.Client | None:
+        """The discord.py client while started (for tests and diagnostics)."""
+        return self._client
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Log in, sync the slash commands and connect; return once ready or failed.
+
+        Never raises for a platform problem: a refused token or an unreachable Discord
+        sets state "failed" (or keeps "starting" while login is retried) with one log line.
+        """
+        if self._task is not None and not self._task.done():
+            return
+        if self._config.token is None:
+            self._state = "failed"
+            log.error("discord: no token configured; not connecting")
+            return
+        self._state = "starting"
+        self._stopping = False
+        self._ready.clear()
+        self._endpoints.point()
+        self._task = asyncio.create_task(self._run(self._config.token), name="discord-client")
+        ready = asyncio.create_task(self._ready.wait(), name="discord-ready")
+        try:
+            await asyncio.wait(
+                {self._task, ready},
+                timeout=self._ready_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ready
+        if self._state == "starting":
+            log.warning(
+                "discord: not connected after %.0fs; still trying in the background",
+                self._ready_timeout,
+            )
+
+    async def stop(self) -> None:
+        """Close the connection, end the client task, restore discord.py's endpoints."""
+        self._stopping = True
+        client, task = self._client, self._task
+        self._task = None
+        try:
+            if client is not None:
+                await client.close()
+            if task is not None:
+                if not task.done() and self._logged_in:
+                    # connect() returns once the client is closed.
+                    await asyncio.wait({task}, timeout=5.0)
+                if not task.done():
+                    task.cancel()  # e.g. waiting to retry a login
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            self._client = None
+            self._tree = None
+            self._logged_in = False
+            self._endpoints.restore()
+            self._state = "stopped"
+
+    async def _run(self, token: str) -> None:
+        """The client's life: log in (retrying network failures), sync, stay connected."""
+        try:
+            client = await self._login(token)
+            if client is None:
+                return
+            self._log_invite(client)
+            await self._sync_commands()
+            await client.connect(reconnect=True)
+        except asyncio.CancelledError:
+            raise
+        except discord.PrivilegedIntentsRequired:
+            self._fail("Discord refused the gateway intents this bot asked for")
+        except discord.ConnectionClosed as exc:
+            # 4004 on the gateway is a refused token; others are Discord ending the session.
+            if exc.code == 4004:
+                self._fail("Discord refused the bot token on the gateway (close code 4004)")
+            else:
+                self._fail(f"the gateway connection closed with code {exc.code}")
+        except Exception as exc:
+            if self._stopping:
+                return
+            log.exception("discord: the client stopped unexpectedly")
+            self._fail(f"the client stopped: {type(exc).__name__}")
+        else:
+            if not self._stopping:
+                self._fail("the gateway connection ended")
+
+    async def _login(self, token: str) -> BotClient | None:
+        """A logged-in client, or None when the token is refused (state is then failed)."""
+        delay = _LOGIN_RETRY_FIRST
+        while True:
+            client = self._new_client()
+            try:
+                await client.login(token)
+            except discord.LoginFailure:
+                await client.close()
+                self._fail(
+                    "Discord refused the bot token (401 Unauthorized); check [discord] "
+                    "token or token_env"
+                )
+                return None
+            except (discord.DiscordServerError, discord.RateLimited, *NETWORK_ERRORS) as exc:
+                await client.close()
+                if self._stopping:
+                    return None  # stop() closed the client under the login
+                # A fresh client per attempt: discord.py cannot log in twice on one.
+                log.warning(
+                    "discord: cannot log in (%s: %s); retrying in %.0fs",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _LOGIN_RETRY_MAX)
+                continue
+            except BaseException:
+                await client.close()
+                raise
+            self._logged_in = True
+            return client
+
+    def _new_client(self) -> BotClient:
+        # Only the guilds intent: the channel cache for channel lookups. Slash commands
+        # need no intent, and the bot reads no messages or members (nothing privileged).
+        intents = discord.Intents.none()
+        intents.guilds = True
+        options: dict[str, Any] = {
+            "intents": intents,
+            "max_messages": None,  # no message cache: the outbox remembers message ids
+            "max_ratelimit_timeout": DEFAULT_MAX_RATELIMIT_WAIT,
+            # discord.py waits 2 s after the last GUILD_CREATE before "ready"; sends go to
+            # channels by id and need no complete guild cache (bench: ready 2.6 s -> 1.1 s).
+            "guild_ready_timeout": 0.5,
+            "http_trace": paced_requests(self._limiter),
+        }
+        options.update(self._client_options)
+        client = BotClient(
+            on_ready=self._on_ready, identify_hook=self._before_identify_hook, **options
+        )
+        self._client = client
+        self._tree = self._slash.build_tree(client)
+        return client
+
+    def _on_ready(self) -> None:
+        client = self._client
+        if client is None or self._stopping:
+            return
+        if self._state != "running":
+            user = client.user
+            log.info(
+                "discord: connected as %s (id %s), in %d server(s)",
+                user.name if user else "?",
+                user.id if user else "?",
+                len(client.guilds),
+            )
+        self._state = "running"
+        self._ready.set()
+
+    def _fail(self, reason: str) -> None:
+        if self._stopping:
+            return
+        self._state = "failed"
+        log.error("discord: %s; not posting to Discord until restarted", reason)
+
+    def _log_invite(self, client: discord.Client) -> None:
+        if client.application_id is None:
+            return
+        url = discord.utils.oauth_url(
+            client.application_id, permissions=INVITE_PERMISSIONS, scopes=INVITE_SCOPES
+        )
+        log.info("discord: invite the bot to a server with %s", url)
+
+    async def _sync_commands(self) -> None:
+        """Register the slash commands: globally, or only in `guild_ids` when that is set.
+
+        Global commands take up to an hour to appear; guild ones appear at once. Having
+        both would list every command twice in those servers, so with `guild_ids` the
+        global registration (from an earlier run without it) is emptied.
+        """
+        tree = self._tree
+        if tree is None:
+            return
+        guild_ids = self._config.guild_ids
+        for guild_id in guild_ids:
+            guild = discord.Object(guild_id)
+            tree.copy_global_to(guild=guild)
+            try:
+                synced = await tree.sync(guild=guild)
+            except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+                log.error(
+                    "discord: could not register the slash commands in server %d "
+                    "(is the bot in it?): %s",
+                    guild_id,
+                    exc,
+                )
+            else:
+                log.info(
+                    "discord: registered %d slash commands in server %d", len(synced), guild_id
+                )
+        if guild_ids:
+            tree.clear_commands(guild=None)
+        try:
+            synced = await tree.sync()
+        except (discord.HTTPException, *NETWORK_ERRORS) as exc:
+            log.error("discord: could not register the slash commands: %s", exc)
+            return
+        if synced:
+            log.info("discord: registered %d slash commands", len(synced))
+
+    # -- delivery --------------------------------------------------------------------
+
+    def _connected_client(self) -> discord.Client:
+        client = self._client
+        if client is None or not self._logged_in or client.is_closed():
+            raise TransientDeliveryError(
+                f"not logged in to Discord (sink {self._state})",
+                retry_after=_NOT_CONNECTED_RETRY,
+            )
+        return client
+
+    async def deliver(self, delivery: Delivery, event: Event) -> str | None:
+        """Post the event's card in the delivery's channel; returns the message id."""
+        client = self._connected_client()
+        channel_id = target_channel(delivery.target)
+        roles = _role_ids(delivery.options.get("mention_roles"))
+        channel = client.get_channel(channel_id)
+        target: discord.abc.Messageable = (
+            channel
+            if isinstance(channel, discord.abc.Messageable)
+            else client.get_partial_messageable(channel_id)
+        )
+        where = f"channel {channel_id}"
+        # The turn comes before rendering: the outbox starts every channel's delivery at
+        # once, and the first sends should not wait for all the others to be rendered.
+        async with self._limiter.reserve():
+            message = self._renderer.render(FORMAT, event, mention_roles=roles)
+            pings = message.allowed_mentions["roles"]
+            async with platform_call(where, self._send_timeout):
+                sent = await target.send(
+                    content=message.content or None,
+                    embeds=_embeds(message.embed),
+                    allowed_mentions=allowed_mentions_for(pings),
+                    nonce=delivery_nonce(delivery),
+                )
+        self._check_pings(sent, pings)
+        return str(sent.id)
+
+    async def edit(self, delivery: Delivery, message_id: str, event: Event) -> None:
+        """Edit the card `message_id` to show `event`; MessageGone if it was deleted."""
+        client = self._connected_client()
+        channel_id = target_channel(delivery.target)
+        try:
+            card = int(message_id)
+        except ValueError:
+            raise MessageGone(f"{message_id!r} is not a Discord message id") from None
+        partial = client.get_partial_messageable(channel_id).get_partial_message(card)
+        where = f"message {card} in channel {channel_id}"
+        async with self._limiter.reserve():
+            message = self._renderer.render(FORMAT, event)
+            pings = message.allowed_mentions["roles"]
+            async with platform_call(where, self._send_timeout):
+                await partial.edit(
+                    content=message.content or None,
+                    embeds=_embeds(message.embed),
+                    allowed_mentions=allowed_mentions_for(pings),
+                )
+
+    async def delete(self, delivery: Delivery, message_id: str) -> None:
+        """Delete the card `message_id`; one already gone (404) counts as deleted.
+
+        A refusal (say Missing Permissions, 50013) is a PermanentDeliveryError and never
+        MessageGone: the card is still there, so the caller edits it instead.
+        """
+        client = self._connected_client()
+        channel_id = target_channel(delivery.target)
+        try:
+            card = int(message_id)
+        except ValueError:
+            raise PermanentDeliveryError(f"{message_id!r} is not a Discord message id") from None
+        partial = client.get_partial_messageable(channel_id).get_partial_message(card)
+        where = f"message {card} in channel {channel_id}"
+        try:
+            async with self._limiter.reserve(), platform_call(where, self._send_timeout):
+                try:
+                    await partial.delete()
+                except discord.NotFound as exc:
+                    # 10008 Unknown Message (a moderator was first, or a retry after a lost
+                    # answer) or 10003 Unknown Channel: the message is not there any more.
+                    log.debug("discord: %s was already gone: %s", where, exc)
+        except MessageGone as exc:  # 50005: there, but not the bot's to delete
+            raise PermanentDeliveryError(str(exc)) from exc
+
+    def _check_pings(self, sent: discord.Message, wanted: Sequence[str]) -> None:
+        """Say once per channel and role when a configured role ping did not ping."""
+        if not wanted or sent.guild is None:
+            return  # an uncached channel: the roles cannot be looked up
+        pinged = {role.id for role in sent.role_mentions}
+        for role in map(int, wanted):
+            key = (sent.channel.id, role)
+            if role in pinged or key in self._unpinged:
+                continue
+            self._unpinged.add(key)
+            log.warning(
+                "discord: role %d was not pinged in channel %d: it does not exist there, or "
+                'it is not mentionable (Server Settings > Roles > "Allow anyone to @mention '
+                'this role") and the bot lacks Mention @everyone, @here and All Roles',
+                role,
+                sent.channel.id,
+            )
+
+
+def _embeds(embed: Mapping[str, Any]) -> list[discord.Embed]:
+    # An empty list, not None: an edit then removes an embed the old card had.
+    return [discord.Embed.from_dict(embed)] if embed else []
+
+
+def _role_ids(value: object) -> list[int]:
+    if not isinstance(value, list):
+        return []
+    roles = []
+    for item in value:
+        with contextlib.suppress(TypeError, ValueError):
+            roles.append(int(item))
+    return roles

@@ -1,0 +1,82 @@
+"""The `[telegram]` section and Telegram's address grammar (what a `telegram_chats` entry is)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from bot.sinks.base import ConfigTable
+from bot.tomltypes import show, type_name
+
+#: The section's keys, in the order README documents them.
+CONFIG_KEYS: Final = ("token", "token_env", "api_url")
+#: Its key in `[[routes]]`.
+TARGET_KEY: Final = "telegram_chats"
+
+_DIGITS = re.compile(r"[0-9]+")
+_CHAT_ID = re.compile(r"-?[0-9]+")
+_CHAT_USERNAME = re.compile(r"@[A-Za-z0-9_]{5,32}")
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramConfig:
+    """The Telegram sink; `disabled_reason` says why it is off and is unused when enabled."""
+
+    token: str | None = field(default=None, repr=False)
+    api_url: str | None = None
+    disabled_reason: str | None = "no [telegram] section"
+
+    @property
+    def enabled(self) -> bool:
+        """True when a token resolved, so the sink should start."""
+        return self.token is not None
+
+
+def read_config(table: ConfigTable, environ: Mapping[str, str]) -> TelegramConfig:
+    """The `[telegram]` section: token or token_env, and an optional Bot API server."""
+    token, reason = table.chat_token(environ)
+    return TelegramConfig(
+        token=token,
+        api_url=table.url("api_url", ("http", "https")),
+        disabled_reason=reason,
+    )
+
+
+def parse_target(value: Any, path: str, problems: list[str]) -> str | None:
+    """A Telegram chat: a numeric id (int or string) or a public "@username".
+
+    A forum topic is the chat followed by "/<thread id>": "-1001234567890/42".
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value != 0:
+        return str(value)
+    if isinstance(value, str):
+        if _CHAT_ID.fullmatch(value) and int(value) != 0:
+            return str(int(value))
+        if _CHAT_USERNAME.fullmatch(value):
+            return value
+        chat, slash, thread = value.partition("/")
+        if slash and _CHAT_ID.fullmatch(chat) and int(chat) != 0 and _DIGITS.fullmatch(thread):
+            return f"{int(chat)}/{int(thread)}"
+    shown = show(value) if isinstance(value, str) else type_name(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        shown = "0"
+    problems.append(
+        f"{path}: expected a chat id like -1001234567890, a public @username"
+        f" (5-32 letters, digits or _) or a forum topic like -1001234567890/42, got {shown}"
+    )
+    return None
+
+
+def chat_id_of(target: str) -> int | str:
+    """A route's chat: a numeric id ("-1001234567890"), a public "@channelname", or the
+    chat of a forum topic ("-1001234567890/42")."""
+    text = target.strip().partition("/")[0]
+    return int(text) if _CHAT_ID.fullmatch(text) else text
+
+
+def thread_id_of(target: str) -> int | None:
+    """The forum topic a target like "-1001234567890/42" names (parse_target checked it)."""
+    _chat, slash, thread = target.partition("/")
+    return int(thread) if slash else None

@@ -1,0 +1,126 @@
+"""Telegram's error mapping: every python-telegram-bot failure as the bot's DeliveryError.
+
+A delivery error says whether a retry may help (TransientDeliveryError) or not
+(PermanentDeliveryError); an edit of a message that is gone is MessageGone. Bot API
+descriptions are matched lower-cased (PTB capitalises them).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Final
+
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.warnings import PTBDeprecationWarning
+
+from bot.errors import (
+    DeliveryError,
+    MessageGone,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+
+# Telegram could not use the photo (or its caption): send the card as text instead.
+# Descriptions from the Bot API; PTB capitalises them, so these are matched lower-cased.
+UNUSABLE_PHOTO: Final = (
+    "message caption is too long",
+    "wrong file identifier/http url specified",
+    "failed to get http url content",
+    "wrong type of the web page content",
+    "wrong remote file identifier",
+    "photo_invalid_dimensions",
+    "image_process_failed",
+    "file must be non-empty",
+    "webpage_curl_failed",
+    "webpage_media_empty",
+)
+_GONE: Final = (
+    "message to edit not found",
+    "message can't be edited",
+    "message_id_invalid",
+    "there is no text in the message to edit",
+    "there is no caption in the message to edit",
+)
+_NOT_MODIFIED: Final = "message is not modified"
+# deleteMessage for a message that is not there (any more): the delete is done.
+ALREADY_DELETED: Final = "message to delete not found"
+
+
+def photo_unusable(exc: BadRequest) -> bool:
+    text = exc.message.lower()
+    return any(part in text for part in UNUSABLE_PHOTO)
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    """RetryAfter.retry_after in seconds, whether PTB gives an int or a timedelta."""
+    with warnings.catch_warnings():
+        # Without PTB_TIMEDELTA=true the int form warns that it is deprecated.
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+def delivery_error(exc: TelegramError) -> DeliveryError:
+    """The outbox's view of a PTB error: retry later, or give up on this delivery."""
+    if isinstance(exc, RetryAfter):
+        seconds = retry_after_seconds(exc)
+        return TransientDeliveryError(
+            f"rate limited by Telegram, retry after {seconds:g}s", retry_after=seconds
+        )
+    if isinstance(exc, ChatMigrated):
+        return PermanentDeliveryError(
+            f"the group became a supergroup with id {exc.new_chat_id}; route to that id"
+        )
+    if isinstance(exc, Forbidden):  # blocked, kicked, not a member, no rights in a channel
+        return PermanentDeliveryError(exc.message)
+    if isinstance(exc, BadRequest):  # chat not found, not enough rights, bad HTML...
+        return PermanentDeliveryError(exc.message)
+    if isinstance(exc, InvalidToken):
+        return TransientDeliveryError("Telegram rejected the bot token")
+    if isinstance(exc, NetworkError):  # timeouts, connection errors, 5xx
+        return TransientDeliveryError(f"{type(exc).__name__}: {exc.message}")
+    return TransientDeliveryError(f"{type(exc).__name__}: {exc.message}")
+
+
+@contextmanager
+def delivery_errors() -> Iterator[None]:
+    """Turn PTB exceptions into DeliveryErrors (the PTB one stays as __cause__)."""
+    try:
+        yield
+    except TelegramError as exc:
+        raise delivery_error(exc) from exc
+
+
+async def edit(action: Callable[[], Awaitable[None]]) -> None:
+    """Run one edit call: not-modified is success, a vanished message is MessageGone."""
+    try:
+        await action()
+    except BadRequest as exc:
+        text = exc.message.lower()
+        if _NOT_MODIFIED in text:
+            return
+        if any(part in text for part in _GONE):
+            raise MessageGone(exc.message) from exc
+        raise delivery_error(exc) from exc
+    except TelegramError as exc:
+        raise delivery_error(exc) from exc
+
+
+def describe(exc: BaseException) -> str:
+    """An error for a log line: its type and message, never InvalidToken's (the token)."""
+    if isinstance(exc, InvalidToken):
+        return "InvalidToken: the token was rejected"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,433 @@
+"""The Telegram sink: notifications and bot commands through python-telegram-bot (v22).
+
+One PTB Application runs inside the bot's event loop (initialize, start_polling, start;
+never run_polling). Notifications are a photo with an HTML caption when the card has a
+cover that fits, otherwise an HTML text message; both carry one URL button.
+
+Message ids handed back to the outbox say which kind of message a card is, because
+Telegram edits the two with different methods: ``"photo:<id>"`` (editMessageCaption)
+and ``"text:<id>"`` (editMessageText). A bare ``"<id>"`` is edited as text, then as a
+caption if Telegram says it has no text.
+
+Requests that name a chat are paced under Telegram's flood limits by PacedRateLimiter
+(rolling windows, bot/sinks/telegram/client.py), each delivery taking its turn before it
+is rendered. The commands are bot/sinks/telegram/commands.py.
+
+The bot token sits in every Bot API URL, which httpx logs at INFO and PTB's InvalidToken
+repeats, so while the sink runs the "httpx" logger is held at WARNING and a filter on the
+libraries' loggers (and the bot's own) redacts the token from anything that still gets
+through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Final, Literal
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Update
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, InvalidToken, TelegramError
+from telegram.ext import Application, ApplicationBuilder, ExtBot
+
+from bot import markup
+from bot.chat.commands import CATALOGUE, CommandSpec
+from bot.commands import Commands
+from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
+from bot.events import Event
+from bot.render import Renderer
+from bot.sinks.telegram.client import PacedRateLimiter, TokenRedactor, polling_error, shutdown
+from bot.sinks.telegram.commands import BotCommands
+from bot.sinks.telegram.config import TelegramConfig, chat_id_of, thread_id_of
+from bot.sinks.telegram.errors import (
+    ALREADY_DELETED,
+    delivery_error,
+    delivery_errors,
+    describe,
+    photo_unusable,
+)
+from bot.sinks.telegram.errors import edit as edit_call
+from bot.sinks.telegram.format import FORMAT, TelegramMessage
+from bot.store import Delivery
+
+log = logging.getLogger(__package__)
+
+#: Loggers (and their children) the token filter is attached to while the sink runs.
+_GUARDED_LOGGERS: Final = ("httpx", "httpcore", "telegram", "asyncio", "bot")
+
+CardKind = Literal["photo", "text"]
+# What a Bot API call answers (PTB's JSONDict is dict[str, Any]).
+_ApiResult = bool | dict[str, Any] | list[dict[str, Any]]
+
+
+class TelegramSink:
+    """Posts notifications to Telegram chats and answers the bot's commands there."""
+
+    name = "telegram"
+    #: Telegram's limits, after HTML entity parsing (UTF-16 code units).
+    #: Its message format: templates, escaping and Telegram's limits (format.py).
+    format = FORMAT
+    text_max = FORMAT.text_max
+    caption_max = FORMAT.caption_max
+    #: Telegram downloads a photo URL before it answers sendPhoto, which can take a while;
+    #: a timeout there is ambiguous (the photo may still be posted), so be patient.
+    photo_read_timeout = 20.0
+    #: At shutdown a send in flight is waited for this long: the slowest send's whole
+    #: round trip (photo read timeout, plus PTB's 5 s connect and 5 s write timeouts and
+    #: some slack). Telegram has no idempotency key, so a send cut off here may post
+    #: twice; waiting it out never does.
+    drain_timeout = photo_read_timeout + 15.0
+    keeps_cards = True
+    #: Telegram's flood limits (Bots FAQ): about 30 messages a second overall, 20 a minute
+    #: in one group or channel. Every request naming a chat waits its turn: at most
+    #: `overall_limit` in any `overall_period` seconds, and for a group or channel also
+    #: `group_limit` in any `group_period`. The constructor's
+    #: arguments of the same names override these.
+    overall_limit = 30
+    overall_period = 1.0
+    group_limit = 20
+    group_period = 60.0
+
+    def __init__(
+        self,
+        *,
+        config: TelegramConfig,
+        renderer: Renderer,
+        commands: Commands,
+        catalogue: Sequence[CommandSpec] = CATALOGUE,
+        poll_timeout: float = 10.0,
+        rate_limit_retries: int = 3,
+        reconnect_delay: float = 5.0,
+        reconnect_max_delay: float = 300.0,
+        overall_limit: int | None = None,
+        overall_period: float | None = None,
+        group_limit: int | None = None,
+        group_period: float | None = None,
+    ) -> None:
+        if config.token is None:
+            raise ValueError("TelegramSink needs a token; leave the sink out when there is none")
+        if rate_limit_retries < 1:
+            # A 429 on a command's answer would lose it; deliveries would only be retried
+            # later by the outbox, with the chat held back meanwhile.
+            raise ValueError("rate_limit_retries must be at least 1")
+        self._token = config.token
+        self._api_url = config.api_url.rstrip("/") if config.api_url else None
+        self._renderer = renderer
+        self._bot_commands = BotCommands(commands=commands, renderer=renderer, catalogue=catalogue)
+        self._poll_timeout = poll_timeout
+        self._rate_limiter = PacedRateLimiter(
+            overall=(overall_limit or self.overall_limit, overall_period or self.overall_period),
+            group=(group_limit or self.group_limit, group_period or self.group_period),
+            max_retries=rate_limit_retries,
+        )
+        self._reconnect_delay = reconnect_delay
+        self._reconnect_max_delay = reconnect_max_delay
+        self._state = "created"
+        self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._redactor = TokenRedactor(self._token)
+        self._guarded: list[logging.Logger] = []
+        self._httpx_level: int | None = None
+
+    def __repr__(self) -> str:
+        api = self._api_url or "api.telegram.org"
+        return f"<TelegramSink state={self._state} api={api}>"
+
+    @property
+    def state(self) -> str:
+        """created, starting, running, failed (see the log) or stopped."""
+        return self._state
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, set the command menu and start polling; raises only on cancellation.
+
+        A rejected token leaves the sink "failed". An unreachable Bot API also shows as
+        "failed" while the sink keeps retrying in the background, so a network hiccup at
+        boot does not silence Telegram until the next restart.
+        """
+        if self._state in ("starting", "running") or self._reconnect_task is not None:
+            return
+        self._guard_logs()
+        if await self._connect() == "retry":
+            self._reconnect_task = asyncio.create_task(
+                self._keep_connecting(), name="telegram-connect"
+            )
+
+    async def stop(self) -> None:
+        """Stop polling and close every connection (idempotent)."""
+        task, self._reconnect_task = self._reconnect_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        app, self._app = self._app, None
+        if app is not None:
+            await shutdown(app)
+        if self._state != "created":
+            self._state = "stopped"
+        self._unguard_logs()
+
+    async def _connect(self) -> Literal["running", "retry", "fatal"]:
+        """One attempt to bring the application up; cleans up after itself on failure."""
+        self._state = "starting"
+        app = self._build_app()
+        self._app = app
+        step = "reach the Bot API"
+        try:
+            await app.initialize()
+            step = "start polling"
+            await self._bot_commands.set_menu(app)
+            assert app.updater is not None  # the builder's default Updater
+            await app.updater.start_polling(
+                poll_interval=0.0,
+                timeout=timedelta(seconds=self._poll_timeout),
+                allowed_updates=[Update.MESSAGE, Update.CHANNEL_POST],
+                error_callback=polling_error,
+            )
+            await app.start()
+        except InvalidToken:
+            # InvalidToken's message contains the token: never log the exception itself.
+            log.error(
+                "telegram: the Bot API server rejected the bot token; check [telegram] token "
+                "(or token_env). Telegram notifications are off until the bot restarts."
+            )
+            return await self._give_up(app, "fatal")
+        except TelegramError as exc:
+            log.error(
+                "telegram: could not %s at %s (%s); will keep trying",
+                step,
+                self._api_label(),
+                describe(exc),
+            )
+            return await self._give_up(app, "retry")
+        except Exception:
+            log.exception("telegram: unexpected error while starting")
+            return await self._give_up(app, "fatal")
+        except BaseException:
+            await self._give_up(app, "fatal")
+            raise
+        self._state = "running"
+        log.info("telegram: connected as @%s, polling for commands", app.bot.username)
+        return "running"
+
+    async def _give_up(
+        self, app: Application[Any, Any, Any, Any, Any, Any], outcome: Literal["retry", "fatal"]
+    ) -> Literal["retry", "fatal"]:
+        await shutdown(app)
+        if self._app is app:
+            self._app = None
+        self._state = "failed"
+        return outcome
+
+    async def _keep_connecting(self) -> None:
+        delay = self._reconnect_delay
+        while True:
+            await asyncio.sleep(delay)
+            if await self._connect() != "retry":
+                return
+            delay = min(delay * 2, self._reconnect_max_delay)
+
+    def _build_app(self) -> Application[Any, Any, Any, Any, Any, Any]:
+        builder = (
+            ApplicationBuilder()
+            .token(self._token)
+            .rate_limiter(self._rate_limiter)
+            .job_queue(None)
+        )
+        if self._api_url is not None:
+            builder = builder.base_url(f"{self._api_url}/bot").base_file_url(
+                f"{self._api_url}/file/bot"
+            )
+        app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
+        self._bot_commands.install(app)
+        return app
+
+    def _api_label(self) -> str:
+        return self._api_url or "https://api.telegram.org"
+
+    # -- keeping the token out of logs --------------------------------------------------
+
+    def _guard_logs(self) -> None:
+        if self._guarded:
+            return
+        httpx_logger = logging.getLogger("httpx")
+        if httpx_logger.level < logging.WARNING:
+            # httpx logs each request URL, token included, at INFO.
+            self._httpx_level = httpx_logger.level
+            httpx_logger.setLevel(logging.WARNING)
+        for name in _GUARDED_LOGGERS:
+            logging.getLogger(name)
+        for name, logger in list(logging.root.manager.loggerDict.items()):
+            if isinstance(logger, logging.Logger) and any(
+                name == root or name.startswith(root + ".") for root in _GUARDED_LOGGERS
+            ):
+                logger.addFilter(self._redactor)
+                self._guarded.append(logger)
+
+    def _unguard_logs(self) -> None:
+        for logger in self._guarded:
+            logger.removeFilter(self._redactor)
+        self._guarded.clear()
+        if self._httpx_level is not None:
+            logging.getLogger("httpx").setLevel(self._httpx_level)
+            self._httpx_level = None
+
+    # -- notifications ------------------------------------------------------------------
+
+    def _running_app(self) -> Application[Any, Any, Any, Any, Any, Any]:
+        if self._state != "running" or self._app is None:
+            raise TransientDeliveryError(f"telegram is not connected (sink {self._state})")
+        return self._app
+
+    async def deliver(self, delivery: Delivery, event: Event) -> str:
+        """Post the event's card; returns "photo:<id>" or "text:<id>" for later edits."""
+        bot = self._running_app().bot
+        # The chat's turn comes before rendering: the outbox starts every chat's delivery
+        # at once, and the first sends should not wait for all the others to be rendered.
+        async with self._rate_limiter.reserve(chat_id_of(delivery.target)):
+            return await self._post_card(bot, delivery, event)
+
+    async def _post_card(self, bot: ExtBot[Any], delivery: Delivery, event: Event) -> str:
+        message = self._renderer.render(FORMAT, event)
+        chat_id = chat_id_of(delivery.target)
+        thread_id = thread_id_of(delivery.target)
+        keyboard = _keyboard(message)
+        if message.photo_url and message.caption:
+            try:
+                with delivery_errors():
+                    sent = await bot.send_photo(
+                        chat_id,
+                        message.photo_url,
+                        caption=message.caption,
+                        parse_mode=ParseMode.HTML,
+                        reply_markup=keyboard,
+                        message_thread_id=thread_id,
+                        read_timeout=self.photo_read_timeout,
+                    )
+                return f"photo:{sent.message_id}"
+            except PermanentDeliveryError as exc:
+                if not isinstance(exc.__cause__, BadRequest) or not photo_unusable(exc.__cause__):
+                    raise
+                log.warning(
+                    "telegram %s: Telegram could not use the cover %s (%s); sending text",
+                    delivery.target,
+                    message.photo_url,
+                    exc,
+                )
+        with delivery_errors():
+            sent = await bot.send_message(
+                chat_id,
+                message.text,
+                parse_mode=ParseMode.HTML,
+                reply_markup=keyboard,
+                link_preview_options=_preview(message),
+                message_thread_id=thread_id,
+            )
+        return f"text:{sent.message_id}"
+
+    async def edit(self, delivery: Delivery, message_id: str, event: Event) -> None:
+        """Re-render the card for `event` and edit it in place, keeping its button.
+
+        "message is not modified" counts as done; a deleted or uneditable message raises
+        MessageGone so the outbox posts a new card.
+        """
+        bot = self._running_app().bot
+        kind, number = parse_message_id(message_id)
+        async with self._rate_limiter.reserve(chat_id_of(delivery.target)):
+            await self._edit_card(bot, delivery, kind, number, event)
+
+    async def _edit_card(
+        self,
+        bot: ExtBot[Any],
+        delivery: Delivery,
+        kind: CardKind | None,
+        number: int,
+        event: Event,
+    ) -> None:
+        message = self._renderer.render(FORMAT, event)
+        chat_id = chat_id_of(delivery.target)
+        # Telegram removes the keyboard from an edit that does not repeat it.
+        keyboard = _keyboard(message)
+
+        async def edit_caption() -> None:
+            caption = message.caption or markup.truncate_telegram(message.text, self.caption_max)
+            await bot.edit_message_caption(
+                chat_id=chat_id,
+                message_id=number,
+                caption=caption,
+                parse_mode=ParseMode.HTML,
+                reply_markup=keyboard,
+            )
+
+        async def edit_text() -> None:
+            await bot.edit_message_text(
+                message.text,
+                chat_id=chat_id,
+                message_id=number,
+                parse_mode=ParseMode.HTML,
+                reply_markup=keyboard,
+                link_preview_options=_preview(message),
+            )
+
+        if kind == "photo":
+            await edit_call(edit_caption)
+        elif kind == "text":
+            await edit_call(edit_text)
+        else:
+            try:
+                await edit_call(edit_text)
+            except MessageGone as exc:
+                if "no text in the message" not in str(exc).lower():
+                    raise
+                await edit_call(edit_caption)
+
+    async def delete(self, delivery: Delivery, message_id: str) -> None:
+        """Delete the card `message_id`; one already gone counts as deleted.
+
+        "message can't be deleted" (in a group after 48 hours, or without the right) is a
+        PermanentDeliveryError, never MessageGone: the card is still there to be edited.
+        """
+        bot = self._running_app().bot
+        try:
+            _kind, number = parse_message_id(message_id)
+        except MessageGone as exc:
+            raise PermanentDeliveryError(str(exc)) from None
+        # A forum topic's message is deleted by its chat id alone.
+        chat_id = chat_id_of(delivery.target)
+        try:
+            async with self._rate_limiter.reserve(chat_id):
+                await bot.delete_message(chat_id, number)
+        except BadRequest as exc:
+            if ALREADY_DELETED in exc.message.lower():
+                log.debug("telegram %s: card %s was already gone", delivery.target, message_id)
+                return
+            raise delivery_error(exc) from exc
+        except TelegramError as exc:
+            raise delivery_error(exc) from exc
+
+
+def parse_message_id(message_id: str) -> tuple[CardKind | None, int]:
+    """("photo", 12) for "photo:12", ("text", 7) for "text:7", (None, 7) for "7"."""
+    kind, _, number = message_id.rpartition(":")
+    if kind not in ("photo", "text", "") or not number.isdigit():
+        raise MessageGone(f"not a Telegram card id: {message_id!r}")
+    if kind == "photo":
+        return "photo", int(number)
+    if kind == "text":
+        return "text", int(number)
+    return None, int(number)
+
+
+def _keyboard(message: TelegramMessage) -> InlineKeyboardMarkup | None:
+    if not (message.button_text and message.button_url):
+        return None
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(message.button_text, url=message.button_url)]]
+    )
+
+
+def _preview(message: TelegramMessage) -> LinkPreviewOptions | None:
+    return LinkPreviewOptions(is_disabled=True) if message.disable_preview else None

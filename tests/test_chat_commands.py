@@ -1,0 +1,197 @@
+"""The command catalogue: declared once, offered and answered the same on every platform,
+with /status, /mutes and /help rendered from (overridable) reply templates."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from bot.chat.commands import CATALOGUE, CommandSpec, Invocation, Param, Reply, by_name
+from bot.commands import Chat, CommandError, Commands
+from bot.config import Route
+from bot.events import NOTIFIED_KINDS
+from bot.pipeline.dispatch import Dispatcher
+from bot.registry import message_formats
+from bot.render import Renderer
+from bot.sinks.discord.config import DiscordConfig
+from bot.sinks.discord.sink import DiscordSink
+from bot.sinks.telegram.config import TelegramConfig
+from bot.sinks.telegram.sink import TelegramSink
+from bot.store import Store
+from tests.fakes.discord_api import (
+    GUILD_ID,
+    STREAMS_CHANNEL_ID,
+    TOKEN,
+    FakeDiscord,
+    no_identify_delay,
+)
+from tests.fakes.telegram_api import FakeTelegram
+from tests.routes import chats
+from tests.test_sink_discord import live_start
+from tests.test_sink_telegram import reply_in
+
+USER = 1001  # a private chat on Telegram
+ROUTE = Route(
+    patterns=("twitch/*",),
+    events=frozenset(NOTIFIED_KINDS),
+    targets=chats(discord=(STREAMS_CHANNEL_ID,), telegram=(str(USER),)),
+)
+
+
+async def _ping(commands: Commands, call: Invocation) -> Reply:
+    del commands
+    return Reply(text=f"pong {call.args['word']} <b>&</b> @everyone")
+
+
+PING = CommandSpec("ping", "answers pong", _ping, params=(Param("word", "anything", True),))
+
+
+@asynccontextmanager
+async def both(
+    store: Store, *, user_dir: Path | None = None, catalogue: tuple[CommandSpec, ...] = CATALOGUE
+) -> AsyncIterator[tuple[FakeDiscord, FakeTelegram]]:
+    """Both platforms' sinks running against their fakes, sharing one renderer."""
+    renderer = Renderer(formats=message_formats(), user_dir=user_dir)
+    commands = Commands(store=store, routes=[ROUTE])
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=200) as dc, FakeTelegram() as tg:
+        tg.add_chat(USER, "private", first_name="Alice")
+        discord_sink = DiscordSink(
+            config=DiscordConfig(
+                token=TOKEN,
+                api_url=dc.api_url,
+                gateway_url=dc.gateway_url,
+                guild_ids=(GUILD_ID,),
+                disabled_reason=None,
+            ),
+            renderer=renderer,
+            commands=commands,
+            catalogue=catalogue,
+            client_options={"guild_ready_timeout": 0.1},
+            before_identify_hook=no_identify_delay,
+            ready_timeout=5.0,
+        )
+        telegram_sink = TelegramSink(
+            config=TelegramConfig(token=tg.token, api_url=tg.api_url, disabled_reason=None),
+            renderer=renderer,
+            commands=commands,
+            catalogue=catalogue,
+            poll_timeout=1.0,
+        )
+        await discord_sink.start()
+        await telegram_sink.start()
+        try:
+            assert discord_sink.state == telegram_sink.state == "running"
+            yield dc, tg
+        finally:
+            await telegram_sink.stop()
+            await discord_sink.stop()
+
+
+async def go_live(store: Store, title: str) -> None:
+    await Dispatcher(store=store, routes=[ROUTE], sinks=["console"]).accept(live_start(title))
+
+
+async def test_one_more_catalogue_entry_is_a_command_on_both_platforms(store: Store) -> None:
+    async with both(store, catalogue=(*CATALOGUE, PING)) as (dc, tg):
+        synced = {c["name"]: c for c in dc.guild_commands[GUILD_ID]}
+        assert [o["name"] for o in synced["ping"]["options"]] == ["word"]
+        assert synced["ping"]["description"] == "answers pong"
+        [menu] = tg.calls_to("setMyCommands")
+        assert "ping" in [c["command"] for c in menu.params["commands"]]
+
+        discord_answer = await dc.invoke_command(
+            "ping", {"word": "x"}, channel_id=STREAMS_CHANNEL_ID
+        )
+        assert discord_answer.content.startswith("pong x")
+        assert discord_answer.message["mention_everyone"] is False
+        telegram_answer = await reply_in(tg, USER, "/ping x")
+        assert telegram_answer["text"].startswith("pong x <b>&</b> @")
+        assert not [e for e in telegram_answer.get("entities", []) if e["type"] == "bold"]
+
+        # /help lists it on both, from the same catalogue.
+        assert (
+            "`/ping <word>`: answers pong"
+            in (await dc.invoke_command("help", channel_id=STREAMS_CHANNEL_ID)).content
+        )
+        assert "/ping word — answers pong" in (await reply_in(tg, USER, "/help"))["text"]
+        usage = await reply_in(tg, USER, "/ping")
+        assert usage["text"] == "Use: /ping word"
+
+
+async def test_a_user_status_template_is_used_on_both_platforms(
+    store: Store, tmp_path: Path
+) -> None:
+    for platform in ("discord", "telegram"):
+        (tmp_path / platform).mkdir()
+        (tmp_path / platform / "status.j2").write_text(
+            "{{ sink }} says: {% for entry in live %}{{ entry.name }} is on: {{ entry.title }}"
+            "{% endfor %}",
+            encoding="utf-8",
+        )
+    await go_live(store, "<b>bold</b> **x** @everyone @quinn")
+    async with both(store, user_dir=tmp_path) as (dc, tg):
+        discord_answer = await dc.invoke_command("status", channel_id=STREAMS_CHANNEL_ID)
+        telegram_answer = await reply_in(tg, USER, "/status")
+    # A text-only status.j2 answers as text on Discord: no embed.
+    assert discord_answer.embeds == []
+    assert discord_answer.content.startswith("discord says: Quinn is on: ")
+    assert "\\*\\*x\\*\\*" in discord_answer.content  # stream text stays literal
+    assert discord_answer.message["mention_everyone"] is False
+    text = telegram_answer["text"]
+    assert text.startswith("telegram says: Quinn is on: <b>bold</b> **x** @")
+    assert not [e for e in telegram_answer.get("entities", []) if e["type"] in ("bold", "mention")]
+
+
+async def test_a_broken_status_template_gets_the_apology_and_a_log_line(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for platform in ("discord", "telegram"):
+        (tmp_path / platform).mkdir()
+        (tmp_path / platform / "status.j2").write_text(
+            "{{ live | no_such_filter }}", encoding="utf-8"
+        )
+    caplog.set_level(logging.ERROR)
+    async with both(store, user_dir=tmp_path) as (dc, tg):
+        discord_answer = await dc.invoke_command("status", channel_id=STREAMS_CHANNEL_ID)
+        telegram_answer = await reply_in(tg, USER, "/status")
+        # The other replies still render from the built-in templates.
+        assert "Nothing is muted here." in (await reply_in(tg, USER, "/mutes"))["text"]
+    assert discord_answer.content.startswith("Sorry, something went wrong")
+    assert telegram_answer["text"].startswith("Sorry, something went wrong")
+    logged = [r for r in caplog.records if r.exc_info]
+    assert {r.name for r in logged} == {"bot.sinks.discord", "bot.sinks.telegram"}
+    assert all("status.j2" in str(r.exc_info[1]) for r in logged if r.exc_info)
+
+
+def test_positional_words_bind_like_the_named_options() -> None:
+    commands = by_name()
+    mute = commands["mute"]
+    assert mute.bind_words(["2h"]) == {"streamer": None, "duration": "2h"}
+    assert mute.tidy_up({"streamer": "2h"}) == {"streamer": None, "duration": "2h"}
+    assert mute.bind_words(["twitch/quinn", "30m"]) == mute.tidy_up(
+        {"streamer": "twitch/quinn", "duration": "30m"}
+    )
+    with pytest.raises(CommandError, match="Use: /unmute \\[streamer\\], like: /unmute"):
+        commands["unmute"].bind_words(["a/b", "c/d"])
+    with pytest.raises(CommandError, match="takes no arguments"):
+        commands["mutes"].bind_words(["x"])
+    assert commands["status"].bind_words(["x"]) == {}
+    assert [spec.name for spec in CATALOGUE if spec.changes_state] == [
+        "mute",
+        "unmute",
+        "subscribe",
+        "unsubscribe",
+    ]
+
+
+async def test_help_lists_every_command_but_the_greeting(store: Store) -> None:
+    reply = await by_name()["help"].handler(
+        Commands(store=store, routes=[]), Invocation(chat=Chat("x", "42"), args={})
+    )
+    names = [line.name for line in reply.view["commands"]]
+    assert names == [spec.name for spec in CATALOGUE if not spec.greeting]
+    assert "start" not in names and reply.view["chat_id"] == "42"
