@@ -7,7 +7,6 @@ import asyncio
 import inspect
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -40,9 +39,6 @@ DEFAULT_CONFIG = Path("bot.toml")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run one command; returns the process exit code."""
-    # A chat client library (python-telegram-bot) warns on every rate limit unless told to
-    # report its waits as timedeltas, which its sink reads either way.
-    os.environ.setdefault("PTB_TIMEDELTA", "true")
     parser = _parser()
     args = parser.parse_args(argv)
     # Until a config is loaded (then its [logging] applies, under the flag).

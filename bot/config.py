@@ -24,6 +24,7 @@ from bot.events import NOTIFIED_KINDS, glob_match
 from bot.registry import PLATFORMS, SOURCES, known_kinds
 from bot.sinks.base import PlatformConfig, PlatformSpec
 from bot.sources.spec import SourceSpec
+from bot.store import DEFAULT_DATABASE
 from bot.tomltypes import show as _show
 from bot.tomltypes import type_name as _type_name
 
@@ -506,7 +507,7 @@ def _storage(table: _Table, base_dir: Path) -> StorageConfig:
         )
         retention = DEFAULT_RETENTION
     return StorageConfig(
-        path=path if path is not None else base_dir / "bot.sqlite3", retention=retention
+        path=path if path is not None else base_dir / DEFAULT_DATABASE, retention=retention
     )
 
 

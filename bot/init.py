@@ -31,6 +31,7 @@ import tomli_w
 
 from bot.registry import SOURCES
 from bot.sources.spec import SourceSpec
+from bot.store import DEFAULT_DATABASE
 
 #: Reads one answer; called with the prompt (`input` in a terminal, a script in tests).
 Ask = Callable[[str], str]
@@ -351,7 +352,7 @@ def render_config(
             {"host": answers.host, "port": answers.port},
             f"Providers reach this listener through {public}",
         ),
-        _table("storage", {"path": "bot.sqlite3"}, "The database, beside this file"),
+        _table("storage", {"path": DEFAULT_DATABASE}, "The database, beside this file"),
         _table("console", {"enabled": True}, "Print every notification to stdout"),
     ]
     if answers.discord:

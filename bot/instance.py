@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def lock_path_for(database: Path) -> Path:
-    """The lock file of a database: `bot.sqlite3` -> `bot.sqlite3.lock`, same folder."""
+    """The lock file of a database file: its name plus `.lock`, in the same folder."""
     return database.with_name(database.name + ".lock")
 
 

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The SQLite database's file name when [storage] names none (beside bot.toml).
+DEFAULT_DATABASE = "bot.sqlite3"
+
 #: Every state a delivery row can be in.
 DELIVERY_STATES = ("pending", "sending", "sent", "failed", "cancelled")
 

@@ -6,6 +6,7 @@ python-telegram-bot: only `build_sink` does, so `check` and `render` stay light.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from bot.sinks.base import PlatformConfig, PlatformSpec, Sink
@@ -15,6 +16,9 @@ from bot.sinks.telegram.format import FORMAT
 
 def build_sink(platform_config: PlatformConfig, **options: Any) -> Sink:
     """The Telegram sink for a loaded `[telegram]` section (renderer=, commands=, ...)."""
+    # python-telegram-bot warns on every rate limit unless told to report its waits as
+    # timedeltas (it reads this when it raises RetryAfter), which the sink reads either way.
+    os.environ.setdefault("PTB_TIMEDELTA", "true")
     from bot.sinks.telegram.sink import TelegramSink  # noqa: PLC0415 - PTB is heavy
 
     if not isinstance(platform_config, config.TelegramConfig):
