@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import logging
 import pytest
 
 from bot.config import BehaviourConfig, Route
@@ -527,3 +528,17 @@ async def test_a_muted_chat_gets_no_new_message_but_its_card_stays_current(store
     assert await actions(store, await d.accept(event("live_end", "e", minutes=30))) == ["edit"]
     # ...and a new session, muted from its start, gets nothing at all.
     assert await actions(store, await d.accept(event("live_start", "s2", minutes=90))) == []
+
+
+async def test_each_dispatched_event_logs_where_it_went(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = dispatcher(store, Route(patterns=("twitch/*",), events=frozenset({"live_start"})))
+    with caplog.at_level(logging.INFO, logger="bot.pipeline.dispatch"):
+        await d.accept(event("live_start", "s"))
+        await d.accept(event("live_start", "y", channel="other", platform="youtube"))
+    lines = [r.getMessage() for r in caplog.records if r.message.startswith("dispatched")]
+    assert lines == [
+        "dispatched live_start s for twitch/quinn: 1 deliveries",
+        "dispatched live_start y for youtube/other: 0 deliveries",
+    ]

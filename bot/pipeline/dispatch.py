@@ -27,6 +27,7 @@ from bot import events as ev
 from bot.config import BehaviourConfig, Route, Target
 from bot.errors import StoreUnavailable, TransactionAborted
 from bot.events import Event, utcnow
+from bot.logs import ThrottledLog
 from bot.pipeline.cards import CHANGE_KINDS, CardPolicy, SessionCards, StreamContext
 from bot.pipeline.clocks import SenderClocks
 from bot.pipeline.ingest import DIGEST_WINDOW, insert_new
@@ -43,6 +44,8 @@ DISPATCH_BATCH: Final = 100
 #: First and longest pause while the database refuses the dispatch stage's writes.
 RETRY_FIRST_SECONDS: Final = 0.2
 RETRY_MAX_SECONDS: Final = 15.0
+#: Dispatched events logged one by one per minute before the rest are summarised.
+DISPATCHED_LOG_BURST: Final = 60
 
 
 @dataclass(slots=True)
@@ -98,6 +101,9 @@ class Dispatcher:
         self._clock = clock
         self._digest_window = digest_window
         self._clocks = SenderClocks()
+        # One line per event with where it went, as the "accepted" line is per webhook:
+        # a flood is summarised once a minute instead of costing the loop a line each.
+        self._dispatched_log = ThrottledLog(log, "dispatched events", burst=DISPATCHED_LOG_BURST)
         self.reconfigure(routes=routes, behaviour=behaviour)
 
     def reconfigure(
@@ -289,6 +295,13 @@ class Dispatcher:
             done.deliveries += len(rows)
             done.sinks.update(target.sink for target, *_rest in rows)
             done.notified.append(item.event)
+        self._dispatched_log.log(
+            "dispatched %s %s for %s: %d deliveries",
+            event.kind,
+            event.event_id,
+            key or "-",
+            done.deliveries,
+        )
         return done
 
     def _targets(self, event: Event, view: _BatchView) -> dict[Target, Plan]:
