@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import logging
 import pytest
 
 from bot.config import BehaviourConfig, Route
