@@ -934,7 +934,7 @@ async def test_fuzzed_webhooks_never_get_a_5xx_and_every_2xx_event_is_stored(
             continue
         if "id" in reply:
             source = path.split("/")[2].partition("?")[0]
-            assert await store.has_event(source, reply["id"]), case
+            assert await store.find_event(source, reply["id"]) is not None, case
         if reply.get("status") == "accepted":
             assert (await stored(store))[0] > before[0], case
             if _LONE_ESCAPE.search(body):

@@ -152,7 +152,7 @@ async def test_a_store_reopened_keeps_everything_and_its_schema(
     await again.open()
     try:
         assert await again.schema_version() == version
-        assert await again.has_event("rec", "e1")
+        assert await again.find_event("rec", "e1") is not None
         assert again.location
     finally:
         await again.close()
@@ -177,8 +177,9 @@ async def test_a_failed_savepoint_undoes_only_its_own_step(db: Store) -> None:
                 raise ValueError("step")
         async with db.savepoint():
             await db.insert_event(event(event_id="also kept"), notified=True)
-    assert await db.has_event("rec", "kept") and await db.has_event("rec", "also kept")
-    assert not await db.has_event("rec", "undone")
+    assert await db.find_event("rec", "kept") is not None
+    assert await db.find_event("rec", "also kept") is not None
+    assert await db.find_event("rec", "undone") is None
 
 
 async def test_health_check_and_write_probe(db: Store) -> None:
@@ -200,7 +201,8 @@ async def test_an_event_is_stored_once_per_source_and_id(db: Store) -> None:
         )
     assert other is not None and derived is not None
     assert await db.count_events() == 3
-    assert await db.has_event("rec", "e1") and not await db.has_event("rec", "e2")
+    assert await db.find_event("rec", "e1") is not None
+    assert await db.find_event("rec", "e2") is None
     loaded = await db.load_event(row)
     assert (loaded.event_id, loaded.kind, loaded.live) == (
         "e1",
@@ -519,7 +521,7 @@ async def test_old_finished_events_go_with_their_deliveries_and_recent_ones_stay
     assert [d.id for d in await db.deliveries_for_event(recent)] == [recent_delivery]
     assert await db.count_events() == 2
     # The pruned event's (source, id) is free again: a new event may take it.
-    assert not await db.has_event("rec", "old")
+    assert await db.find_event("rec", "old") is None
     assert await stored_event(db, "old", minutes=LATER) != old
     # Nothing is left to prune: calls say so and change nothing.
     assert await db.prune(before=CUT) == PruneResult()

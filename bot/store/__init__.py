@@ -188,9 +188,6 @@ class WriteHealth:
 class EventStore(Protocol):
     """Normalized events, unique on (source, event id)."""
 
-    async def has_event(self, source: str, event_id: str) -> bool:
-        """True when this (source, event id) was stored before."""
-
     async def insert_event(
         self,
         event: Event,

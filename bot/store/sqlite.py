@@ -455,13 +455,6 @@ class SQLiteStore:
 
     # -- events --------------------------------------------------------------------
 
-    async def has_event(self, source: str, event_id: str) -> bool:
-        """True when this (source, event id) was stored before."""
-        row = self._db.execute(
-            "SELECT 1 FROM events WHERE source = ? AND event_id = ?", (source, event_id)
-        ).fetchone()
-        return row is not None
-
     async def insert_event(
         self,
         event: Event,
