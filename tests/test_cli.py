@@ -85,10 +85,10 @@ class BotProcess:
                     raise AssertionError(f"bot exited early:\n{self.stderr}")
                 await asyncio.sleep(0.02)
 
-    async def stop(self) -> int:
+    async def stop(self, timeout: float = 15) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.proc.wait(), 15)
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
         await asyncio.gather(*self._readers)
         return code
 

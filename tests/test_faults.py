@@ -512,3 +512,23 @@ async def test_sighup_mid_delivery_neither_kills_nor_repeats_a_send(
     for chat in (GROUP, OTHER):
         assert sum("Through a reload" in text for text in texts(telegram, chat)) == 1
     assert json.dumps(delivery_states(tmp_path)).count('"sent"') == 2
+
+
+# -- a slow Telegram ------------------------------------------------------------------------
+
+
+async def test_a_telegram_answering_after_8_s_gets_each_message_exactly_once(
+    tmp_path: Path, telegram: FlakyTelegram
+) -> None:
+    # Posted at once, answered 8 s later: past PTB's default 5 s read timeout, which
+    # made the outbox send it again (three identical messages in 6 s).
+    telegram.latency = 8.0
+    config = write_config(tmp_path, telegram)
+    async with bot_process(config) as bot:
+        assert (await post(bot.url, live_start("quinn", "Slow but once"))).status == 202
+        await wait_all_sent(tmp_path, timeout=30)
+        assert await bot.stop() == 0
+    for chat in (GROUP, OTHER):
+        assert texts(telegram, chat) == [texts(telegram, chat)[0]], texts(telegram, chat)
+        assert "Slow but once" in texts(telegram, chat)[0]
+    assert {state for *_, state in delivery_states(tmp_path)} == {"sent"}

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Final
 
+import httpx
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -124,3 +125,16 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, InvalidToken):
         return "InvalidToken: the token was rejected"
     return f"{type(exc).__name__}: {exc}"
+
+
+# Failures after the request reached Telegram, before its answer came back: the message
+# may have been posted. (A connection that never opened, or a request never fully
+# written, posted nothing; an HTTP answer, even a 5xx, says what happened.)
+_IN_FLIGHT_FAILURES: Final = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+
+
+def may_have_been_posted(exc: BaseException) -> bool:
+    """Whether a failed send may still have been carried out by Telegram: it timed out
+    or lost its connection while waiting for the answer (PTB keeps httpx's error as the
+    cause of its TimedOut or NetworkError)."""
+    return isinstance(exc, NetworkError) and isinstance(exc.__cause__, _IN_FLIGHT_FAILURES)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final, Literal
@@ -46,6 +47,7 @@ from bot.sinks.telegram.errors import (
     delivery_error,
     delivery_errors,
     describe,
+    may_have_been_posted,
     photo_unusable,
 )
 from bot.sinks.telegram.errors import edit as edit_call
@@ -71,14 +73,17 @@ class TelegramSink:
     format = FORMAT
     text_max = FORMAT.text_max
     caption_max = FORMAT.caption_max
-    #: Telegram downloads a photo URL before it answers sendPhoto, which can take a while;
-    #: a timeout there is ambiguous (the photo may still be posted), so be patient.
-    photo_read_timeout = 20.0
+    #: How long a send (sendMessage, sendPhoto) waits for Telegram's answer. Telegram has
+    #: no idempotency key: a send that timed out may well have been posted (a slow
+    #: Telegram answers after 5-20 s under load, later when it fetches a photo URL), and
+    #: sending it again posts it twice. So only a dead connection should time out: long
+    #: enough for a slow answer, short enough that a dead connection is given up within
+    #: a minute. (PTB's default, 5 s, posted three identical messages in 6 s.)
+    send_read_timeout = 30.0
     #: At shutdown a send in flight is waited for this long: the slowest send's whole
-    #: round trip (photo read timeout, plus PTB's 5 s connect and 5 s write timeouts and
-    #: some slack). Telegram has no idempotency key, so a send cut off here may post
-    #: twice; waiting it out never does.
-    drain_timeout = photo_read_timeout + 15.0
+    #: round trip (the read timeout, plus PTB's 5 s connect and 5 s write timeouts and
+    #: some slack). A send cut off here may post twice; waiting it out never does.
+    drain_timeout = send_read_timeout + 15.0
     keeps_cards = True
     #: Telegram's flood limits (Bots FAQ): about 30 messages a second overall, 20 a minute
     #: in one group or channel. Every request naming a chat waits its turn: at most
@@ -288,7 +293,25 @@ class TelegramSink:
         # The chat's turn comes before rendering: the outbox starts every chat's delivery
         # at once, and the first sends should not wait for all the others to be rendered.
         async with self._rate_limiter.reserve(chat_id_of(delivery.target)):
-            return await self._post_card(bot, delivery, event)
+            started = time.monotonic()
+            try:
+                return await self._post_card(bot, delivery, event)
+            except TransientDeliveryError as exc:
+                raise self._ambiguous(exc, started) from exc.__cause__
+
+    def _ambiguous(self, exc: TransientDeliveryError, started: float) -> TransientDeliveryError:
+        """A send that failed while waiting for its answer may have been posted: it is
+        tried again no sooner than a full read timeout after it began, the wait a slow
+        answer gets, never right away."""
+        if exc.__cause__ is None or not may_have_been_posted(exc.__cause__):
+            return exc  # Telegram answered, or the request never reached it
+        wait = self.send_read_timeout - (time.monotonic() - started)
+        if wait <= 0:
+            return exc
+        return TransientDeliveryError(
+            f"{exc} (it may have been posted; not sent again for {wait:.0f}s)",
+            retry_after=max(exc.retry_after or 0.0, wait),
+        )
 
     async def _post_card(self, bot: ExtBot[Any], delivery: Delivery, event: Event) -> str:
         message = self._renderer.render(FORMAT, event)
@@ -305,7 +328,7 @@ class TelegramSink:
                         parse_mode=ParseMode.HTML,
                         reply_markup=keyboard,
                         message_thread_id=thread_id,
-                        read_timeout=self.photo_read_timeout,
+                        read_timeout=self.send_read_timeout,
                     )
                 return f"photo:{sent.message_id}"
             except PermanentDeliveryError as exc:
@@ -325,6 +348,7 @@ class TelegramSink:
                 reply_markup=keyboard,
                 link_preview_options=_preview(message),
                 message_thread_id=thread_id,
+                read_timeout=self.send_read_timeout,
             )
         return f"text:{sent.message_id}"
 
