@@ -349,6 +349,11 @@ def test_route_values_are_normalised() -> None:
         ({"telegram_chats": ["@" + "a" * 33]}, "routes[0].telegram_chats[0]: "),
         ({"telegram_chats": [0]}, "routes[0].telegram_chats[0]: expected a chat id"),
         ({"telegram_chats": ["-100/x"]}, "routes[0].telegram_chats[0]: expected a chat id"),
+        (
+            {"telegram_chats": ["-1001234567890/1"]},
+            "routes[0].telegram_chats[0]: '-1001234567890/1' names the General topic, which"
+            " takes no thread id: route to the chat itself, '-1001234567890'",
+        ),
         ({"telegram_chats": ["@chan/5"]}, "routes[0].telegram_chats[0]: expected a chat id"),
         ({"telegram_chats": [True]}, "routes[0].telegram_chats[0]: expected a chat id"),
         ({"discord_channels": ["12ab"]}, "routes[0].discord_channels[0]: expected a Discord id"),

@@ -54,7 +54,7 @@ async def fake() -> AsyncIterator[FakeTelegram]:
     async with FakeTelegram() as tg:
         tg.add_chat(USER, "private", first_name="Alice")
         tg.add_chat(GROUP, "supergroup", title="Streams", admins={ADMIN})
-        tg.add_chat(FORUM, "supergroup", title="Forum", is_forum=True)
+        tg.add_chat(FORUM, "supergroup", title="Forum", is_forum=True, topics=[7])
         yield tg
 
 
@@ -563,3 +563,14 @@ def test_parse_html_results_match_tdlib(
     # (type, offset, length[, url or language]): the dicts keep that key order.
     pairs = zip(got_entities, entities, strict=True)
     assert [tuple(got.values())[: len(want)] for got, want in pairs] == entities
+
+
+async def test_a_forum_takes_messages_in_open_topics_only(fake: FakeTelegram, bot: Bot) -> None:
+    fake.add_chat(-1009990001, "supergroup", is_forum=True, topics=[5, 6])
+    fake.set_topic(-1009990001, 5, "closed")
+    fake.set_topic(-1009990001, 6, "deleted")
+    for thread, error in ((5, "TOPIC_CLOSED"), (6, "message thread not found"), (1, "thread")):
+        with pytest.raises(BadRequest, match=f"(?i){error}"):
+            await bot.send_message(-1009990001, "x", message_thread_id=thread)
+    # General takes the message without a thread id.
+    assert (await bot.send_message(-1009990001, "in General")).text == "in General"

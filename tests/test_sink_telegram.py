@@ -49,7 +49,7 @@ async def fake() -> AsyncIterator[FakeTelegram]:
         tg.add_chat(USER, "private", first_name="Alice")
         tg.add_chat(GROUP, "supergroup", title="Streams", admins={ADMIN})
         tg.add_chat(OTHER, "group", title="Friends")
-        tg.add_chat(FORUM, "supergroup", title="Forum", is_forum=True, admins={ADMIN})
+        tg.add_chat(FORUM, "supergroup", title="Forum", is_forum=True, admins={ADMIN}, topics=[7])
         yield tg
 
 
@@ -754,3 +754,21 @@ async def test_help_posted_in_a_channel_answers_with_the_channels_id(
     fake.push_update({"channel_post": post})
     answer = await fake.wait_for_message(channel)
     assert f"This chat's id: {channel}" in answer["text"]
+
+
+async def test_a_deleted_or_closed_topic_fails_for_good_and_status_says_so(
+    fake: FakeTelegram, store: Store, sink: TelegramSink
+) -> None:
+    fake.set_topic(FORUM, 8, "deleted")
+    fake.set_topic(FORUM, 9, "closed")
+    fake.chats[str(FORUM)].bot_status = "member"  # not an admin: a closed topic refuses it
+    await queue(store, (f"{FORUM}/7", f"{FORUM}/8", f"{FORUM}/9"), live_event())  # type: ignore[arg-type]
+    await run_outbox(store, sink)
+    by_target = await rows(store)
+    assert by_target[f"{FORUM}/7"].state == "sent"
+    for topic, error in ((8, "message thread not found"), (9, "topic_closed")):
+        failed = by_target[f"{FORUM}/{topic}"]
+        assert failed.state == "failed" and failed.attempts == 1  # permanent: not retried
+        assert error in (failed.last_error or "").lower()
+    admin = await reply_in(fake, FORUM, "/status", from_user_id=ADMIN, message_thread_id=7)
+    assert "2 notifications to this chat failed for good" in admin["text"]

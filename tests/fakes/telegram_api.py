@@ -95,8 +95,10 @@ Behaviour copied from Telegram (the Bot API server and TDLib sources, error text
   passed, as Telegram does; an edit that changes nothing -> "message is not modified: ...".
 - Inline keyboards: a button with no action, a bad URL (BUTTON_URL_INVALID) or
   callback_data over 64 bytes (BUTTON_DATA_INVALID) are rejected.
-- ``message_thread_id`` is echoed (with ``is_topic_message``) in forum supergroups and is
-  "message thread not found" elsewhere; ``reply_parameters`` must name a known message
+- ``message_thread_id`` is echoed (with ``is_topic_message``) for an open topic of a forum
+  supergroup (``add_chat(..., topics=[...])``, ``set_topic``); a deleted or unknown topic,
+  General's id 1 and any thread outside a forum are "message thread not found", a closed
+  topic "TOPIC_CLOSED" unless the bot is an admin; ``reply_parameters`` must name a known message
   unless ``allow_sending_without_reply``.
 - getUpdates long-polls for ``timeout`` seconds (``timeout=0`` answers at once) and wakes
   on a push; ``offset`` acknowledges; ``allowed_updates`` persists between calls; a second
@@ -731,6 +733,9 @@ class FakeChat:
     is_forum: bool = False
     bot_status: str = "member"
     next_message_id: int = 1
+    #: A forum's topics by thread id: "open", "closed" or "deleted". General is not one:
+    #: it takes no thread id (a send naming 1 is refused like any unknown thread).
+    topics: dict[int, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The Chat object as the Bot API sends it."""
@@ -925,8 +930,10 @@ class FakeTelegram:
         owner_id: int | None = None,
         is_forum: bool = False,
         bot_status: str | None = None,
+        topics: Iterable[int] = (),
     ) -> FakeChat:
-        """Register a chat the bot is in (see the module docstring for ``bot_status``)."""
+        """Register a chat the bot is in (see the module docstring for ``bot_status``);
+        a forum's open `topics` by thread id (``set_topic`` closes or deletes one)."""
         if type not in _CHAT_TYPES:
             raise ValueError(f"unknown chat type {type!r}")
         if is_forum and type != "supergroup":
@@ -947,12 +954,24 @@ class FakeTelegram:
             owner_id=owner_id,
             is_forum=is_forum,
             bot_status=bot_status,
+            topics=dict.fromkeys(topics, "open"),
         )
         self.chats[str(chat_id)] = chat
         self.messages.setdefault(str(chat_id), [])
         if type == "private":
             self.add_user(chat_id, first_name=first_name, username=username)
         return chat
+
+    @staticmethod
+    def _manages_topics(chat: FakeChat) -> bool:
+        # An administrator bot in a forum has can_manage_topics (as _member reports it).
+        return chat.bot_status == "administrator"
+
+    def set_topic(self, chat_id: int, thread_id: int, state: str) -> None:
+        """Open, close or delete a forum topic ("open", "closed", "deleted")."""
+        if state not in ("open", "closed", "deleted"):
+            raise ValueError(f"unknown topic state {state!r}")
+        self.chats[str(chat_id)].topics[thread_id] = state
 
     def add_user(
         self, user_id: int, *, first_name: str | None = None, username: str | None = None
@@ -1346,8 +1365,14 @@ class FakeTelegram:
     def _new_message(self, chat: FakeChat, params: dict[str, Any]) -> dict[str, Any]:
         """A Message skeleton for a send: ids, sender, thread and reply checked."""
         thread_id = self._int(params, "message_thread_id")
-        if thread_id is not None and not chat.is_forum:
-            raise _bad("message thread not found")
+        if thread_id is not None:
+            # As Telegram: only an existing topic of a forum takes messages; General (1)
+            # takes no thread id; a closed topic only from admins who manage topics.
+            state = chat.topics.get(thread_id) if chat.is_forum else None
+            if state in (None, "deleted"):
+                raise _bad("message thread not found")
+            if state == "closed" and not self._manages_topics(chat):
+                raise _bad("TOPIC_CLOSED")
         reply = params.get("reply_parameters")
         reply_to = None
         if isinstance(reply, dict) or params.get("reply_to_message_id") is not None:

@@ -44,6 +44,10 @@ def read_config(table: ConfigTable, environ: Mapping[str, str]) -> TelegramConfi
     )
 
 
+#: The thread id of a forum's General topic.
+GENERAL_TOPIC = 1
+
+
 def parse_target(value: Any, path: str, problems: list[str]) -> str | None:
     """A Telegram chat: a numeric id (int or string) or a public "@username".
 
@@ -58,6 +62,14 @@ def parse_target(value: Any, path: str, problems: list[str]) -> str | None:
             return value
         chat, slash, thread = value.partition("/")
         if slash and _CHAT_ID.fullmatch(chat) and int(chat) != 0 and _DIGITS.fullmatch(thread):
+            if int(thread) == GENERAL_TOPIC:
+                # Telegram refuses a send naming General's thread id ("message thread not
+                # found"); messages without one land in General.
+                problems.append(
+                    f"{path}: {show(value)} names the General topic, which takes no thread"
+                    f" id: route to the chat itself, {show(str(int(chat)))}"
+                )
+                return None
             return f"{int(chat)}/{int(thread)}"
     shown = show(value) if isinstance(value, str) else type_name(value)
     if isinstance(value, int) and not isinstance(value, bool):
