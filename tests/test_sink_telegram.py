@@ -772,3 +772,26 @@ async def test_a_deleted_or_closed_topic_fails_for_good_and_status_says_so(
         assert error in (failed.last_error or "").lower()
     admin = await reply_in(fake, FORUM, "/status", from_user_id=ADMIN, message_thread_id=7)
     assert "2 notifications to this chat failed for good" in admin["text"]
+
+
+async def test_a_chat_with_media_restricted_gets_text_cards_and_is_remembered(
+    fake: FakeTelegram, sink: TelegramSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.chats[str(GROUP)].media_restricted = True
+    first = await sink.deliver(a_delivery(GROUP), live_event())
+    second = await sink.deliver(a_delivery(GROUP), live_event())
+    assert first.startswith("text:") and second.startswith("text:")
+    # One refused photo taught the sink; the second card went out as text at once.
+    assert [c.status for c in fake.calls_to("sendPhoto")] == [400]
+    assert [("photo" in m, "Ranked grind" in m["text"]) for m in fake.messages[str(GROUP)]] == [
+        (False, True),
+        (False, True),
+    ]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if "does not let the bot send photos" in r.getMessage()
+    ]
+    assert len(warnings) == 1
+    # Another chat still gets photos.
+    assert (await sink.deliver(a_delivery(OTHER), live_event())).startswith("photo:")

@@ -736,6 +736,9 @@ class FakeChat:
     #: A forum's topics by thread id: "open", "closed" or "deleted". General is not one:
     #: it takes no thread id (a send naming 1 is refused like any unknown thread).
     topics: dict[int, str] = field(default_factory=dict)
+    #: Media restricted for members (group permissions): a photo from a bot that is no
+    #: admin is refused.
+    media_restricted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The Chat object as the Bot API sends it."""
@@ -1590,6 +1593,8 @@ class FakeTelegram:
         chat = self._chat(params)
         self._check_access(chat, posting=True)
         self._count_send()
+        if chat.media_restricted and chat.bot_status != "administrator":
+            raise _bad("not enough rights to send photos to the chat")
         caption, entities = self._formatted(params, "caption", "caption_entities")
         if utf16_len(caption) > MAX_CAPTION_LENGTH:
             raise _bad("message caption is too long")

@@ -58,6 +58,11 @@ _NOT_MODIFIED: Final = "message is not modified"
 ALREADY_DELETED: Final = "message to delete not found"
 
 
+def photos_refused(exc: BadRequest) -> bool:
+    """The chat does not let the bot send photos (media restricted for members)."""
+    return "not enough rights to send photos" in exc.message.lower()
+
+
 def photo_unusable(exc: BadRequest) -> bool:
     text = exc.message.lower()
     return any(part in text for part in UNUSABLE_PHOTO)

@@ -49,6 +49,7 @@ from bot.sinks.telegram.errors import (
     describe,
     may_have_been_posted,
     photo_unusable,
+    photos_refused,
 )
 from bot.sinks.telegram.errors import edit as edit_call
 from bot.sinks.telegram.format import FORMAT, TelegramMessage
@@ -121,6 +122,8 @@ class TelegramSink:
         self._api_url = config.api_url.rstrip("/") if config.api_url else None
         self._renderer = renderer
         self._bot_commands = BotCommands(commands=commands, renderer=renderer, catalogue=catalogue)
+        # Chats that refused a photo: their cards are sent as text first.
+        self._text_only_chats: set[int | str] = set()
         self._poll_timeout = poll_timeout
         self._rate_limiter = PacedRateLimiter(
             overall=(overall_limit or self.overall_limit, overall_period or self.overall_period),
@@ -318,7 +321,7 @@ class TelegramSink:
         chat_id = chat_id_of(delivery.target)
         thread_id = thread_id_of(delivery.target)
         keyboard = _keyboard(message)
-        if message.photo_url and message.caption:
+        if message.photo_url and message.caption and chat_id not in self._text_only_chats:
             try:
                 with delivery_errors():
                     sent = await bot.send_photo(
@@ -332,7 +335,17 @@ class TelegramSink:
                     )
                 return f"photo:{sent.message_id}"
             except PermanentDeliveryError as exc:
-                if not isinstance(exc.__cause__, BadRequest) or not photo_unusable(exc.__cause__):
+                cause = exc.__cause__
+                if isinstance(cause, BadRequest) and photos_refused(cause):
+                    # Media restricted for members: every card there goes out as text
+                    # from now on (until a restart, which tries a photo once more).
+                    self._text_only_chats.add(chat_id)
+                    log.warning(
+                        "telegram %s: the chat does not let the bot send photos; its cards"
+                        " go out as text (allow media for the bot, or make it an admin)",
+                        delivery.target,
+                    )
+                elif not isinstance(cause, BadRequest) or not photo_unusable(cause):
                     raise
                 log.warning(
                     "telegram %s: Telegram could not use the cover %s (%s); sending text",
