@@ -215,7 +215,9 @@ async def _run_with_store(
         behaviour=config.behaviour,
     )
     stage = DispatchStage(dispatcher)
-    health = Health(store=store, sinks=sinks, stuck_after=stuck_after, workers=workers)
+    health = Health(
+        store=store, sinks=sinks, stuck_after=stuck_after, workers=workers, dispatch=stage
+    )
     app = create_app(
         sources=build_sources(config),
         intake=Intake(store, on_committed=stage.wake),
@@ -366,6 +368,7 @@ class Health:
     sinks: Mapping[str, Sink]
     stuck_after: float
     workers: Mapping[str, OutboxWorker] = field(default_factory=dict)
+    dispatch: DispatchStage | None = None
     started: float = field(default_factory=time.monotonic)
     # Wall-clock time the workers started; deliveries due before then are not overdue yet.
     workers_started: float | None = None
@@ -396,10 +399,12 @@ class Health:
                     "stuck": stuck,
                 }
         outbox["unrecorded"] = unrecorded
+        dispatch_error = self.dispatch.error if self.dispatch is not None else None
         report: dict[str, Any] = {
             "ok": database == "ok"
             and not stuck
             and unrecorded == 0
+            and dispatch_error is None
             and all(s == "running" for s in sink_states_now.values()),
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             "database": database,
@@ -408,6 +413,9 @@ class Health:
         }
         if database_error is not None:
             report["database_error"] = database_error.removeprefix("error: ")
+        if dispatch_error is not None:
+            # Webhooks are still stored; nothing goes out until this clears.
+            report["dispatch_error"] = dispatch_error
         return report
 
 

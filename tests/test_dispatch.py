@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,10 +12,11 @@ import pytest
 from bot.config import BehaviourConfig, Route
 from bot.errors import TransactionAborted
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo, glob_match
-from bot.pipeline.dispatch import Dispatcher
+from bot.pipeline.dispatch import Dispatcher, DispatchStage
 from bot.store import DELIVERY_STATES, Mute, Store, Subscription
 from bot.store.sqlite import SQLiteStore
 from tests.routes import chats
+from tests.store_doubles import InstrumentedStore
 
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
 EVERYTHING = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS))
@@ -542,3 +544,24 @@ async def test_each_dispatched_event_logs_where_it_went(
         "dispatched live_start s for twitch/quinn: 1 deliveries",
         "dispatched live_start y for youtube/other: 0 deliveries",
     ]
+
+
+async def test_the_dispatch_stage_survives_a_batch_it_cannot_read_and_says_so(
+    store: Store,
+) -> None:
+    class UnreadableBatches(InstrumentedStore):
+        async def undispatched(self, *, limit: int = 100) -> list[tuple[int, Event]]:
+            raise ValueError("payload is not JSON")
+
+    stage = DispatchStage(
+        Dispatcher(store=UnreadableBatches(store), routes=[EVERYTHING], sinks=["console"])  # type: ignore[arg-type]
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(stage.run(stop))
+    async with asyncio.timeout(5):
+        while stage.error is None:
+            await asyncio.sleep(0.01)
+    assert "payload is not JSON" in stage.error
+    assert not task.done()  # still running, trying again later
+    stop.set()
+    await task

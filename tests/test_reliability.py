@@ -25,6 +25,7 @@ import pytest
 
 from bot.__main__ import main
 from bot.app import Health, Running, run
+from bot.pipeline.dispatch import Dispatcher, DispatchStage
 from bot.registry import message_formats
 from bot.render import Renderer
 from bot.samples import sample_event
@@ -565,3 +566,15 @@ async def test_health_counts_overdue_time_only_from_when_the_workers_started(sto
     # A sink that is not configured any more has no worker; its rows do not count.
     health.sinks = {}
     assert (await health.report())["outbox"]["stuck"] is False
+
+
+async def test_health_fails_while_the_dispatch_stage_cannot_dispatch(store: Store) -> None:
+    stage = DispatchStage(Dispatcher(store=store, routes=[], sinks=[]))
+    health = Health(store=store, sinks={}, stuck_after=300, dispatch=stage)
+    assert (await health.report())["ok"] is True
+    stage.error = "ValueError: payload is not JSON"
+    report = await health.report()
+    assert report["ok"] is False
+    assert report["dispatch_error"] == "ValueError: payload is not JSON"
+    stage.error = None
+    assert "dispatch_error" not in await health.report()

@@ -331,6 +331,9 @@ class DispatchStage:
         #: Seconds between looks at the store when nothing woke the stage: events
         #: stored by a run that ended before dispatching them are picked up at start.
         self.poll_seconds = 5.0
+        #: The error that keeps the stage from dispatching (for /healthz), None while
+        #: it works; the database being unavailable is /healthz's `database` instead.
+        self.error: str | None = None
 
     def wake(self) -> None:
         """Events were committed: dispatch them now."""
@@ -357,7 +360,19 @@ class DispatchStage:
                 await self._sleep(stop, delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
                 continue
+            except Exception as exc:
+                # Not one event's fault (those are set aside one by one): reading the
+                # batch itself failed. The bot stays up, webhooks are still stored, and
+                # the stage tries again, logging each time with growing pauses.
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception(
+                    "dispatch: could not dispatch stored events; next try in %.0fs", delay
+                )
+                await self._sleep(stop, delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                continue
             delay = RETRY_FIRST_SECONDS
+            self.error = None
             if count >= self._batch:
                 await asyncio.sleep(0)  # more are waiting: give webhooks the loop, go on
                 continue
