@@ -23,6 +23,11 @@ async def main() -> None:
     """Serve on 127.0.0.1 at a free port until SIGTERM or SIGINT."""
     app = web.Application()
     app.router.add_post("/webhook/{source}", accept)
+    await serve(app)
+
+
+async def serve(app: web.Application) -> None:
+    """Serve `app` on 127.0.0.1 at a free port, access log off, until SIGTERM or SIGINT."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

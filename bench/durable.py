@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import signal
 import sqlite3
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
+from bench.bare import serve
 from bench.common import SECRET
 
 SCHEMA = """
@@ -116,22 +116,9 @@ def connect(db: Path) -> sqlite3.Connection:
 async def main(db: Path) -> None:
     """Serve on 127.0.0.1 at a free port until SIGTERM or SIGINT."""
     conn = connect(db)
-    runner = web.AppRunner(
-        make_app(GroupCommit(conn), SECRET), access_log=None, handle_signals=False
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    print(f"listening on http://{host}:{port}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await serve(make_app(GroupCommit(conn), SECRET))
     finally:
-        await runner.cleanup()
         conn.close()
 
 

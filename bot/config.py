@@ -25,6 +25,7 @@ from bot.registry import PLATFORMS, SOURCES, known_kinds
 from bot.sinks.base import PlatformConfig, PlatformSpec
 from bot.sources.spec import SourceSpec
 from bot.store import DEFAULT_DATABASE
+from bot.tomltypes import parse_snowflake
 from bot.tomltypes import show as _show
 from bot.tomltypes import type_name as _type_name
 
@@ -34,7 +35,6 @@ LOG_LEVELS: Final = frozenset({"debug", "info", "warning", "error"})
 LOG_FORMATS: Final = frozenset({"text", "json"})
 
 _MAX_BODY_LIMIT: Final = 64 * 1024 * 1024
-_MAX_SNOWFLAKE: Final = 2**64 - 1
 
 # The single source of truth for which keys exist (with each source's `options` and each
 # platform's section keys in bot.registry); CONFIG_KEYS and the unknown-key checks are
@@ -88,7 +88,6 @@ CONFIG_KEYS: Final = config_keys(SOURCES, PLATFORMS)
 
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DIGITS = re.compile(r"[0-9]+")
 
 _T = TypeVar("_T")
 
@@ -693,7 +692,7 @@ def _route(table: _Table, known: frozenset[str]) -> Route:
         events=frozenset(events) if event_items else frozenset(NOTIFIED_KINDS),
         targets=tuple(targets),
         mention_roles=_unique(
-            _snowflake(value, path, table.problems)
+            parse_snowflake(value, path, table.problems)
             for path, value in table.items("mention_roles") or []
         ),
         on_change=table.choice("on_change", "", ON_CHANGE_CHOICES) or None,
@@ -708,25 +707,6 @@ def _env_name(table: _Table, key: str) -> str | None:
         table.problem(key, f"{_show(name)} is not an environment variable name")
         return None
     return name
-
-
-def _snowflake(value: Any, path: str, problems: list[str]) -> int | None:
-    """A Discord id written as an integer or a string of digits."""
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
-        number = int(value)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    else:
-        shown = _show(value) if isinstance(value, str) else _type_name(value)
-        problems.append(
-            f"{path}: expected a Discord id (a positive integer or a string of digits),"
-            f" got {shown}"
-        )
-        return None
-    if not 0 < number <= _MAX_SNOWFLAKE:
-        problems.append(f"{path}: a Discord id must be a positive 64-bit integer, got {number}")
-        return None
-    return number
 
 
 def _unique(values: Iterable[_T | None]) -> tuple[_T, ...]:

@@ -286,11 +286,12 @@ async def test_a_deleted_card_is_posted_anew_and_later_edits_follow_it(store: St
     assert sink.edited == [(new_card, "live_start", "Two")]
 
 
-async def start_and_end(store: Store, on_end: str) -> None:
+async def start_and_end(store: Store, on_end: str, *, end_grace: timedelta | None = None) -> None:
     route = Route(
         patterns=("*",),
         events=frozenset(NOTIFIED_KINDS),
         on_end=on_end,
+        end_grace=end_grace,
         targets=chats(discord=(1,)),
     )
     dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
@@ -331,28 +332,7 @@ async def test_a_card_that_cannot_be_deleted_is_marked_ended_instead(store: Stor
 async def test_a_mute_set_while_an_end_waits_out_its_grace_holds_back_that_new_message(
     store: Store,
 ) -> None:
-    route = Route(
-        patterns=("*",),
-        events=frozenset(NOTIFIED_KINDS),
-        on_end="both",
-        end_grace=timedelta(minutes=5),
-        targets=chats(discord=(1,)),
-    )
-    dispatcher = Dispatcher(store=store, routes=[route], sinks=["discord"])
-    for kind in ("live_start", "live_end"):
-        at = datetime.now(UTC)
-        await dispatcher.accept(
-            Event(
-                source="rec",
-                event_id=kind,
-                kind=kind,
-                occurred_at=at,
-                received_at=at,
-                platform="twitch",
-                channel="quinn",
-                live=LiveInfo(title="Final"),
-            )
-        )
+    await start_and_end(store, "both", end_grace=timedelta(minutes=5))
     sink = RecordingSink()
     await run_until(OutboxWorker(store=store, sink=sink), lambda: bool(sink.delivered))
     # The end (an edit of the card and a notice of its own) waits in the outbox; meanwhile

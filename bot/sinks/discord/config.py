@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 from bot.errors import PermanentDeliveryError
 from bot.sinks.base import ConfigTable
-from bot.tomltypes import show, type_name
+from bot.tomltypes import parse_snowflake
 
 #: The section's keys, in the order README documents them.
 CONFIG_KEYS: Final = ("token", "token_env", "api_url", "gateway_url", "guild_ids")
 #: Its key in `[[routes]]`.
 TARGET_KEY: Final = "discord_channels"
 
-_MAX_SNOWFLAKE: Final = 2**64 - 1
-_DIGITS = re.compile(r"[0-9]+")
 _T = TypeVar("_T")
 
 
@@ -51,25 +48,6 @@ def read_config(table: ConfigTable, environ: Mapping[str, str]) -> DiscordConfig
         guild_ids=guild_ids,
         disabled_reason=reason,
     )
-
-
-def parse_snowflake(value: Any, path: str, problems: list[str]) -> int | None:
-    """A Discord id written as an integer or a string of digits."""
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
-        number = int(value)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    else:
-        shown = show(value) if isinstance(value, str) else type_name(value)
-        problems.append(
-            f"{path}: expected a Discord id (a positive integer or a string of digits),"
-            f" got {shown}"
-        )
-        return None
-    if not 0 < number <= _MAX_SNOWFLAKE:
-        problems.append(f"{path}: a Discord id must be a positive 64-bit integer, got {number}")
-        return None
-    return number
 
 
 def parse_target(value: Any, path: str, problems: list[str]) -> str | None:
