@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.events import Event
 from bot.render import MessageFormat
 from bot.store import Delivery
+from bot.targets import TargetProblem
 
 
 class Sink(Protocol):
@@ -52,6 +53,14 @@ class Sink(Protocol):
         A message that is already gone counts as deleted. PermanentDeliveryError (never
         MessageGone) when the platform refuses for good, so the caller can edit the card
         instead; TransientDeliveryError when a retry may help.
+        """
+        ...
+
+    async def preflight(self, targets: Sequence[str]) -> list[TargetProblem] | None:
+        """Check with the platform's read calls that each of `targets` can be posted to.
+
+        Returns what is wrong (an empty list when nothing is), or None when the sink
+        cannot check now (not connected); never raises for a platform problem.
         """
         ...
 

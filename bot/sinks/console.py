@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
@@ -14,6 +14,7 @@ from bot.errors import TemplateProblem
 from bot.events import Event
 from bot.render import Cutter, Rendered, Renderer
 from bot.store import Delivery
+from bot.targets import TargetProblem
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +108,8 @@ class ConsoleSink:
     async def delete(self, delivery: Delivery, message_id: str) -> None:
         """The console cannot unprint; there is nothing to take down, so this is done."""
         del delivery, message_id
+
+    async def preflight(self, targets: Sequence[str]) -> list[TargetProblem] | None:
+        """Standard output takes everything."""
+        del targets
+        return []

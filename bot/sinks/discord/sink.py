@@ -45,6 +45,7 @@ from bot.sinks.discord.errors import NETWORK_ERRORS, platform_call
 from bot.sinks.discord.format import FORMAT
 from bot.sinks.ratelimit import WindowLimiter
 from bot.store import Delivery
+from bot.targets import TargetProblem
 
 log = logging.getLogger(__package__)
 
@@ -438,6 +439,11 @@ class DiscordSink:
                     log.debug("discord: %s was already gone: %s", where, exc)
         except MessageGone as exc:  # 50005: there, but not the bot's to delete
             raise PermanentDeliveryError(str(exc)) from exc
+
+    async def preflight(self, targets: Sequence[str]) -> list[TargetProblem] | None:
+        """Not checked yet: the platform's read calls come in the preflight change."""
+        del targets
+        return None
 
     def _check_pings(self, sent: discord.Message, wanted: Sequence[str]) -> None:
         """Say once per channel and role when a configured role ping did not ping."""

@@ -54,6 +54,7 @@ from bot.sinks.telegram.errors import (
 from bot.sinks.telegram.errors import edit as edit_call
 from bot.sinks.telegram.format import FORMAT, TelegramMessage
 from bot.store import Delivery
+from bot.targets import TargetProblem
 
 log = logging.getLogger(__package__)
 
@@ -444,6 +445,11 @@ class TelegramSink:
             raise delivery_error(exc) from exc
         except TelegramError as exc:
             raise delivery_error(exc) from exc
+
+    async def preflight(self, targets: Sequence[str]) -> list[TargetProblem] | None:
+        """Not checked yet: the platform's read calls come in the preflight change."""
+        del targets
+        return None
 
 
 def parse_message_id(message_id: str) -> tuple[CardKind | None, int]:
