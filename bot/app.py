@@ -34,6 +34,7 @@ from bot.sinks.base import PlatformSpec, Sink
 from bot.sinks.console import ConsoleSink
 from bot.sources import Source
 from bot.store import Store, create_store
+from bot.targets import TargetProblems
 from bot.web import (
     BODY_READ_TIMEOUT_SECONDS,
     SOURCES_KEY,
@@ -92,13 +93,17 @@ def build_sinks(
     console_stream: TextIO | None = None,
     sink_options: Mapping[str, Mapping[str, Any]] | None = None,
     platforms: Mapping[str, PlatformSpec] = PLATFORMS,
+    problems: TargetProblems | None = None,
 ) -> dict[str, Sink]:
     """The enabled sinks; each disabled one says why in one log line.
+
+    `problems` is where the sinks report what they find wrong with a target.
 
     `sink_options` passes extra constructor keywords per sink name (tests use it to
     make a platform's client connect faster to its fake).
     """
     options = sink_options or {}
+    problems = problems if problems is not None else TargetProblems()
     sinks: dict[str, Sink] = {}
     if config.console.enabled:
         sinks["console"] = ConsoleSink(renderer=renderer, stream=console_stream)
@@ -108,7 +113,11 @@ def build_sinks(
             log.info("%s: not posting there (%s)", name, section.disabled_reason)
             continue
         sinks[name] = spec.build_sink(
-            section, renderer=renderer, commands=commands, **options.get(name, {})
+            section,
+            renderer=renderer,
+            commands=commands,
+            problems=problems,
+            **options.get(name, {}),
         )
     return sinks
 
@@ -181,8 +190,14 @@ async def _run_with_store(
     renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
     routes = config.routes
     commands = Commands(store=store, routes=routes)
+    problems = TargetProblems()
     sinks = build_sinks(
-        config, renderer, commands, console_stream=console_stream, sink_options=sink_options
+        config,
+        renderer,
+        commands,
+        console_stream=console_stream,
+        sink_options=sink_options,
+        problems=problems,
     )
     workers: dict[str, OutboxWorker] = {}
     metrics = (

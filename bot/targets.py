@@ -11,7 +11,7 @@ not fix a missing permission.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -52,6 +52,15 @@ class TargetProblems:
 
     def __init__(self) -> None:
         self._problems: dict[tuple[str, str, str], TargetProblem] = {}
+        #: Set by the preflight runner: called with (sink, target) when a send hit a
+        #: permission-related error, so that target is checked again.
+        self.on_recheck: Callable[[str, str], None] | None = None
+
+    def request_recheck(self, sink: str, target: str) -> None:
+        """A send to `target` was refused in a way a permission change explains: have
+        the preflight look at it again (nothing happens when no preflight runs)."""
+        if self.on_recheck is not None:
+            self.on_recheck(sink, target)
 
     def report(self, problem: TargetProblem) -> bool:
         """Record `problem`; logs and returns True when it is new or its detail changed."""

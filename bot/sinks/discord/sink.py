@@ -45,7 +45,7 @@ from bot.sinks.discord.errors import NETWORK_ERRORS, platform_call
 from bot.sinks.discord.format import FORMAT
 from bot.sinks.ratelimit import WindowLimiter
 from bot.store import Delivery
-from bot.targets import TargetProblem
+from bot.targets import TargetProblem, TargetProblems
 
 log = logging.getLogger(__package__)
 
@@ -107,8 +107,11 @@ class DiscordSink:
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
         global_limit: int | None = None,
         global_period: float | None = None,
+        problems: TargetProblems | None = None,
     ) -> None:
         self._config = config
+        # Where what is found wrong with a target goes (/healthz, /status for admins).
+        self._problems = problems if problems is not None else TargetProblems()
         self._renderer = renderer
         self._slash = SlashCommands(commands=commands, renderer=renderer, catalogue=catalogue)
         self._client_options = dict(client_options or {})

@@ -54,7 +54,7 @@ from bot.sinks.telegram.errors import (
 from bot.sinks.telegram.errors import edit as edit_call
 from bot.sinks.telegram.format import FORMAT, TelegramMessage
 from bot.store import Delivery
-from bot.targets import TargetProblem
+from bot.targets import TargetProblem, TargetProblems
 
 log = logging.getLogger(__package__)
 
@@ -112,6 +112,7 @@ class TelegramSink:
         overall_period: float | None = None,
         group_limit: int | None = None,
         group_period: float | None = None,
+        problems: TargetProblems | None = None,
     ) -> None:
         if config.token is None:
             raise ValueError("TelegramSink needs a token; leave the sink out when there is none")
@@ -120,6 +121,8 @@ class TelegramSink:
             # later by the outbox, with the chat held back meanwhile.
             raise ValueError("rate_limit_retries must be at least 1")
         self._token = config.token
+        # Where what is found wrong with a target goes (/healthz, /status for admins).
+        self._problems = problems if problems is not None else TargetProblems()
         self._api_url = config.api_url.rstrip("/") if config.api_url else None
         self._renderer = renderer
         self._bot_commands = BotCommands(commands=commands, renderer=renderer, catalogue=catalogue)
