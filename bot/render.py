@@ -8,6 +8,7 @@ message from the rendered blocks within its limits. This module knows no platfor
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, TypeVar, overload
+from urllib.parse import urlsplit, urlunsplit
 
 from jinja2 import (
     BaseLoader,
@@ -136,7 +138,7 @@ def build_context(event: Event, *, sink: str, now: datetime) -> TemplateContext:
             url=_url(event.url),
             avatar=avatar,
         ),
-        live=_live_view(live, "live"),
+        live=_live_view(live, "live", fresh=_freshness(event)),
         old=_live_view(event.old_live, "old") if event.old_live is not None else None,
         started_at=started,
         ended_at=ended,
@@ -148,17 +150,44 @@ def build_context(event: Event, *, sink: str, now: datetime) -> TemplateContext:
     )
 
 
-def _live_view(info: LiveInfo, label: str) -> LiveView:
+def _live_view(info: LiveInfo, label: str, *, fresh: str | None = None) -> LiveView:
     categories = tuple(c for c in info.categories if c)
+    cover = _url(info.cover)
     return LiveView(
         title=info.title,
         categories=categories,
         category=categories[0] if categories else None,
-        cover=_url(info.cover),
+        cover=fresh_cover(cover, fresh) if cover is not None and fresh else cover,
         start_time=_utc(info.start_time),
         live_id=info.live_id,
         _label=label,
     )
+
+
+#: The query parameter that makes a cover URL new for each card and each edit.
+COVER_FRESHNESS_PARAM: Final = "v"
+
+
+def _freshness(event: Event) -> str:
+    """A short value unique to this event: the same for every retry of one message (a
+    resend is the same request), another for the next card or edit."""
+    seed = f"{event.source}\x00{event.event_id}".encode()
+    return hashlib.blake2s(seed, digest_size=4).hexdigest()
+
+
+def fresh_cover(cover: SafeUrl, value: str) -> SafeUrl:
+    """`cover` with `?v=<value>`, so Discord and Telegram fetch it anew.
+
+    Both cache an image by its URL, so a cover whose URL never changes (Twitch previews,
+    many recorders' "latest frame" URL) shows a frame from weeks ago; Red-DiscordBot's
+    streams cog adds a random query parameter for the same reason. A URL that already
+    has a query or a fragment is left as it is: a signed URL (S3, CloudFront) signs its
+    query, and a server that reads a query may not ignore another parameter.
+    """
+    parts = urlsplit(str(cover))
+    if parts.query or parts.fragment or str(cover).endswith(("?", "#")):
+        return cover
+    return SafeUrl(urlunsplit(parts._replace(query=f"{COVER_FRESHNESS_PARAM}={value}")))
 
 
 def _url(value: str | None) -> SafeUrl | None:

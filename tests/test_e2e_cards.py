@@ -236,6 +236,12 @@ async def test_one_card_per_chat_edited_through_the_session(
         []
     ] * (change_posts + end_posts)
     assert all(e["allowed_mentions"]["roles"] == [] for e in discord_edits(dc, card["id"]))
+    # The cover URL is new in the card and in each edit of it, so Discord fetches the
+    # stream's current frame instead of showing the one it cached (render.fresh_cover).
+    shown = [discord_posts(dc)[0], *discord_edits(dc, card["id"])]
+    covers = [m["embeds"][0]["image"]["url"] for m in shown if "image" in m["embeds"][0]]
+    assert len(covers) == len(set(covers)) >= 1 + (2 if on_change != "post" else 0)
+    assert all(c.startswith(LIVE["cover"] + "?v=") for c in covers)
 
     tg_card = tg.messages[str(GROUP)][0]
     assert len(telegram_edits(tg, tg_card["message_id"])) == edits

@@ -132,7 +132,8 @@ async def test_live_start_reaches_each_routed_channel_with_embed_and_role_ping(
     [embed] = streams["embeds"]
     assert "Quinn" in str(embed) and "Painting a dragon" in str(embed)
     assert embed["url"] == "https://twitch.tv/quinn"
-    assert embed["image"]["url"] == "https://img.example/quinn.jpg"
+    # With a query that makes the URL new for this card (render.fresh_cover).
+    assert embed["image"]["url"].startswith("https://img.example/quinn.jpg?v=")
     assert any("Art" in field["value"] for field in embed["fields"])
     assert streams["mention_roles"] == [str(STREAMERS_ROLE_ID)]
     assert not streams["mention_everyone"]

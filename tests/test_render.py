@@ -202,7 +202,8 @@ def test_telegram_limits_hold_for_huge_text_and_the_cut_still_parses(
 
 def test_telegram_photo_carries_the_text_as_caption_when_it_fits(renderer: Renderer) -> None:
     message = renderer.render(TELEGRAM, sample_event("live_start"))
-    assert message.photo_url == sample_event("live_start").live.cover  # type: ignore[union-attr]
+    cover = sample_event("live_start").live.cover  # type: ignore[union-attr]
+    assert message.photo_url is not None and message.photo_url.startswith(f"{cover}?v=")
     assert message.caption == message.text
     assert message.button_url == "https://www.twitch.tv/auroravale"
     assert message.button_text and "Watch" in message.button_text
@@ -288,7 +289,7 @@ def test_discord_embed_has_the_stream_details(renderer: Renderer) -> None:
     assert embed["url"] == "https://www.twitch.tv/auroravale"
     assert embed["author"]["name"] == "Aurora Vale"
     assert embed["author"]["icon_url"].startswith("https://static-cdn.jtvnw.net/")
-    assert embed["image"]["url"].endswith("1280x720.jpg")
+    assert embed["image"]["url"].partition("?")[0].endswith("1280x720.jpg")
     assert embed["fields"] == [
         {"name": "Category", "value": "Just Chatting · Music", "inline": True}
     ]
@@ -721,3 +722,46 @@ def test_stream_text_is_never_compiled_as_a_template(renderer: Renderer) -> None
         CONSOLE, event(live=live(title="{{ 7*7 }} {% if 1 %}x{% endif %}"))
     ).text
     assert "{{ 7*7 }} {% if 1 %}x{% endif %}" in text and "49" not in text
+
+
+# ---- fresh cover URLs ----------------------------------------------------------------
+
+
+def _cover_of(renderer: Renderer, event: Event) -> tuple[str | None, str | None]:
+    """(Discord's embed image, Telegram's photo) for one event."""
+    embed = renderer.render(DISCORD, event).embed
+    photo = renderer.render(TELEGRAM, event).photo_url
+    return embed.get("image", {}).get("url"), photo
+
+
+def test_a_cover_gets_a_new_url_per_card_and_edit_and_the_same_on_a_retry(
+    renderer: Renderer,
+) -> None:
+    # Discord and Telegram cache images by URL: a cover URL that never changes
+    # (a "latest frame" URL) would show the frame of the first card for weeks.
+    cover = "https://cdn.example/live/quinn.jpg"
+    start = replace(sample_event("live_start"), live=LiveInfo(title="Day 1", cover=cover))
+    edit = replace(start, event_id="title-change-1")
+    first, again, edited = (_cover_of(renderer, e) for e in (start, start, edit))
+    for url in (*first, *edited):
+        assert url is not None and re.fullmatch(re.escape(cover) + r"\?v=[0-9a-f]{8}", url)
+    assert first[0] == first[1], "one card shows one URL on both platforms"
+    assert again == first, "a retry of the same message sends the same request"
+    assert edited[0] != first[0], "an edit makes the platform fetch the cover again"
+
+
+@pytest.mark.parametrize(
+    "cover",
+    [
+        # Signed: any change to the query breaks the signature.
+        "https://bucket.s3.amazonaws.com/q.jpg?X-Amz-Signature=abc&X-Amz-Expires=60",
+        # Already made fresh by the sender, or read by its server.
+        "https://cdn.example/frame.jpg?t=1712345678",
+        "https://cdn.example/frame.jpg#large",
+    ],
+)
+def test_a_cover_with_a_query_or_fragment_is_left_untouched(
+    renderer: Renderer, cover: str
+) -> None:
+    event = replace(sample_event("live_start"), live=LiveInfo(title="Day 1", cover=cover))
+    assert _cover_of(renderer, event) == (cover, cover)

@@ -56,7 +56,8 @@ API (everything a test needs; the rest is private):
   ``parameters.retry_after``; ``retry_after`` may be a fraction such as 0.05 (real Telegram
   sends whole seconds; PTB accepts any value > 0, and 0 is *not* a RetryAfter).
 - ``unreachable_photos``: sendPhoto with one of these URLs gets 400 "Bad Request: wrong file
-  identifier/HTTP URL specified" (Telegram could not fetch it).
+  identifier/HTTP URL specified" (Telegram could not fetch it). Matched without the query:
+  a server that cannot serve a path cannot serve it with another query either.
 - ``delete_message(chat_id, message_id)``: someone else deleted it; edits then get 400 "Bad
   Request: message to edit not found".
 - deleteMessage follows the Bot API's rules: a message already gone is "message to delete
@@ -1430,7 +1431,8 @@ class FakeTelegram:
         elif isinstance(photo, str) and photo:
             if photo in self._file_ids:
                 return self._file_ids[photo]
-            if not re.match(r"https?://", photo) or photo in self.unreachable_photos:
+            fetched = photo.partition("?")[0]
+            if not re.match(r"https?://", photo) or fetched in self.unreachable_photos:
                 raise _bad("wrong file identifier/HTTP URL specified")
             source = hashlib.sha256(photo.encode()).hexdigest()
             size = 48_000
