@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -232,6 +232,10 @@ class Config:
     delivery: DeliveryConfig = DeliveryConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    #: Things that are allowed but probably not meant ("discord_channels while Discord is
+    #: off"), each prefixed by its key path: `check` prints them (and fails on them with
+    #: --strict), `run` logs them once at start.
+    warnings: tuple[str, ...] = ()
 
 
 def read_config(
@@ -276,9 +280,11 @@ def load_config(
     `platforms` the chat platforms whose sections it may have (`bot.registry.PLATFORMS`).
     """
     problems: list[str] = []
-    root = _Table(data, "", problems, (*_SECTION_KEYS, *platforms, "sources", "routes"))
+    warnings: list[str] = []
+    root = _Table(data, "", problems, (*_SECTION_KEYS, *platforms, "sources", "routes"), warnings)
     root.check_unknown()
     known = known_kinds(registry)
+    route_tables = root.tables("routes")
     config = Config(
         server=_server(root.section("server")),
         storage=_storage(root.section("storage"), base_dir),
@@ -292,13 +298,29 @@ def load_config(
             )
         ),
         sources=_sources(root.tables("sources"), environ, registry),
-        routes=tuple(_route(table, known) for table in root.tables("routes")),
+        routes=tuple(_route(table, known, registry) for table in route_tables),
         logging=_logging(root.section("logging")),
         metrics=_metrics(root.section("metrics"), environ),
     )
     if problems:
         raise ConfigError(problems)
-    return config
+    _warn_unreachable_targets(route_tables, config, platforms)
+    return replace(config, warnings=tuple(warnings))
+
+
+def _warn_unreachable_targets(
+    tables: list[_Table], config: Config, platforms: Mapping[str, PlatformSpec]
+) -> None:
+    """A route naming chats on a platform that is off posts nothing there: say so."""
+    for table, route in zip(tables, config.routes, strict=True):
+        for name, spec in platforms.items():
+            section = config.platforms[name]
+            if route.targets_on(name) and not section.enabled:
+                table.warn(
+                    spec.target_key,
+                    f"{spec.title} is off ({section.disabled_reason}), so nothing is posted"
+                    " to these; set its token, or remove them",
+                )
 
 
 class _Table:
@@ -309,12 +331,18 @@ class _Table:
     """
 
     def __init__(
-        self, data: Mapping[str, Any], path: str, problems: list[str], keys: Collection[str]
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        problems: list[str],
+        keys: Collection[str],
+        warnings: list[str] | None = None,
     ) -> None:
         self.data = data
         self.path = path
         self.problems = problems
         self.keys = frozenset(keys)
+        self.warnings: list[str] = warnings if warnings is not None else []
 
     def at(self, key: str) -> str:
         """The full path of `key` in this table."""
@@ -323,6 +351,10 @@ class _Table:
     def problem(self, key: str, message: str) -> None:
         """Record a problem with `key`, or with the table itself when `key` is empty."""
         self.problems.append(f"{self.at(key) if key else self.path}: {message}")
+
+    def warn(self, key: str, message: str) -> None:
+        """Record a warning about `key`: allowed, but probably not what was meant."""
+        self.warnings.append(f"{self.at(key) if key else self.path}: {message}")
 
     def has(self, key: str) -> bool:
         """True when the table sets `key` (to anything)."""
@@ -437,7 +469,14 @@ class _Table:
         if not value.strip():
             self.problem(key, "must not be empty")
             return None
-        return base_dir / value
+        # "~/bot.sqlite3" means the home folder, as in a shell; taken literally it would
+        # make a folder named "~" next to bot.toml.
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError:
+            self.problem(key, f"{_show(value)} starts with ~ but the home folder is unknown")
+            return None
+        return base_dir / path
 
     def items(self, key: str) -> list[tuple[str, Any]] | None:
         """A list as (item path, item) pairs, or None when absent or not a list."""
@@ -451,7 +490,7 @@ class _Table:
         `keys` are its keys when it is not one of the core sections."""
         value: Mapping[str, Any] | None = self._get(key, (Mapping,), "a table", False)
         known = _SECTION_KEYS[key] if keys is None else keys
-        table = _Table(value or {}, self.at(key), self.problems, known)
+        table = _Table(value or {}, self.at(key), self.problems, known, self.warnings)
         table.check_unknown()
         return table
 
@@ -467,6 +506,8 @@ class _Table:
             token = environ.get(env_name, "").strip()
             return (token, None) if token else (None, f"token_env {env_name} is not set")
         token = (self.opt_text("token") or "").strip()
+        if _literal_variable(self, "token", token, "token_env"):
+            return None, "invalid token configuration"
         return (token, None) if token else (None, "no token configured")
 
     def tables(self, key: str) -> list[_Table]:
@@ -478,7 +519,7 @@ class _Table:
             if not isinstance(entry, Mapping):
                 self.problems.append(f"{path}: expected a table, got {_type_name(entry)}")
                 continue
-            out.append(_Table(entry, path, self.problems, keys))
+            out.append(_Table(entry, path, self.problems, keys, self.warnings))
         return out
 
 
@@ -557,6 +598,8 @@ def _metrics(table: _Table, environ: Mapping[str, str]) -> MetricsConfig:
         token = (table.opt_text("token") or "").strip() or None
         if token is None:
             table.problem("token", "must not be empty")
+        elif _literal_variable(table, "token", token, "token_env"):
+            token = None
     return MetricsConfig(enabled=enabled, token=token)
 
 
@@ -636,10 +679,12 @@ def _source_secret(table: _Table, environ: Mapping[str, str]) -> str | None:
     elif inline is not None and not inline.strip():
         table.problem("secret", "must not be empty")
         return None
+    elif inline is not None and _literal_variable(table, "secret", inline, "secret_env"):
+        return None
     return inline
 
 
-def _route(table: _Table, known: frozenset[str]) -> Route:
+def _route(table: _Table, known: frozenset[str], specs: Mapping[str, SourceSpec]) -> Route:
     table.check_unknown()
     match: list[str] = []
     raw_match = table.data.get("match")
@@ -662,8 +707,12 @@ def _route(table: _Table, known: frozenset[str]) -> Route:
             table.problems.append(f"{path}: expected a glob string, got {_type_name(glob)}")
         elif not glob:
             table.problems.append(f"{path}: must not be empty")
+        elif (why := _not_a_streamer_pattern(glob)) is not None:
+            table.problems.append(f"{path}: {why}; {_key_examples(specs)}")
         else:
             match.append(glob)
+            if (hint := _channel_hint(glob, specs)) is not None:
+                table.warnings.append(f"{path}: {hint}")
 
     events: set[str] = set()
     event_items = table.items("events")
@@ -701,12 +750,86 @@ def _route(table: _Table, known: frozenset[str]) -> Route:
     )
 
 
-def _env_name(table: _Table, key: str) -> str | None:
-    name = table.opt_text(key)
-    if name is not None and not _ENV_NAME.fullmatch(name):
-        table.problem(key, f"{_show(name)} is not an environment variable name")
+_GLOB_CHARS: Final = frozenset("*?[")
+
+
+def _not_a_streamer_pattern(glob: str) -> str | None:
+    """Why `glob` can never match a streamer key (always `<platform>/<channel>`), if so."""
+    if "://" in glob or glob.lower().startswith("www."):
+        return f"{_show(glob)} is a URL, not a streamer key"
+    if "/" not in glob and not _GLOB_CHARS & set(glob):
+        return f"{_show(glob)} has no platform part, so it matches no streamer"
+    return None
+
+
+def _channel_hint(glob: str, specs: Mapping[str, SourceSpec]) -> str | None:
+    """A warning when `glob` names one channel of a source kind whose keys carry an id
+    (SourceSpec.channel_shape) and the channel does not look like one."""
+    platform, _, channel = glob.partition("/")
+    if _GLOB_CHARS & set(channel) or not any(spec.channel_shape for spec in specs.values()):
         return None
-    return name
+    from bot.samples import streamer_keys  # noqa: PLC0415 - samples imports this module
+
+    for kind, keys in streamer_keys(specs).items():
+        shape = specs[kind].channel_shape
+        if shape is None or not any(k.partition("/")[0] == platform.casefold() for k in keys):
+            continue
+        regex, what = shape
+        if not re.fullmatch(regex, channel, re.IGNORECASE):
+            return (
+                f"{_show(glob)} matches no {kind} stream: the part after {platform}/ is"
+                f" {what}, as in {keys[0]}"
+            )
+    return None
+
+
+def _key_examples(specs: Mapping[str, SourceSpec]) -> str:
+    """What streamer keys look like, from each source kind's sample payloads."""
+    from bot.samples import streamer_keys  # noqa: PLC0415 - samples imports this module
+
+    shown = [f"{', '.join(keys)} ({kind})" for kind, keys in streamer_keys(specs).items() if keys]
+    examples = "; ".join(shown) if shown else "twitch/quinn"
+    return f'keys are "<platform>/<channel>", such as {examples}; "twitch/*" matches a platform'
+
+
+def _env_name(table: _Table, key: str) -> str | None:
+    """The variable a `*_env` key names. Any other value is never shown: the usual
+    mistake is pasting the secret itself here."""
+    name = table.opt_text(key)
+    if name is None or _ENV_NAME.fullmatch(name):
+        return name
+    inline = key.removesuffix("_env")
+    stripped = name.strip()
+    if stripped.startswith("$") and _ENV_NAME.fullmatch(stripped[1:].strip("{}")):
+        variable = stripped[1:].strip("{}")
+        table.problem(key, f"write the variable's name without the $: {key} = {variable!r}")
+    else:
+        table.problem(
+            key,
+            f"must name an environment variable (letters, digits and _); the value looks"
+            f" like a {_secret_word(inline)} (not shown): set {inline} instead, or put it in"
+            f" the environment and name the variable here",
+        )
+    return None
+
+
+def _secret_word(key: str) -> str:
+    return "token" if key == "token" else "secret"
+
+
+def _literal_variable(table: _Table, key: str, value: str, env_key: str) -> bool:
+    """True (and a problem recorded) when `key`'s value is a shell variable written
+    literally, like token = "$DISCORD_TOKEN": bot.toml expands no variables."""
+    stripped = value.strip()
+    variable = stripped[1:].strip("{}") if stripped.startswith("$") else ""
+    if not variable or not _ENV_NAME.fullmatch(variable):
+        return False
+    table.problem(
+        key,
+        f"{_show(stripped)} is a shell variable written literally (bot.toml expands no"
+        f" variables): use {env_key} = {variable!r} instead",
+    )
+    return True
 
 
 def _unique(values: Iterable[_T | None]) -> tuple[_T, ...]:

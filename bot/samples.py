@@ -53,3 +53,16 @@ def parse_sample(spec: SourceSpec, event_type: str) -> Event:
     if event is None:
         raise ValueError(f"source {spec.kind} ignores its own {event_type!r} sample")
     return event.with_changes(received_at=event.occurred_at + _DELIVERY_DELAY)
+
+
+def streamer_keys(registry: Mapping[str, SourceSpec] = SOURCES) -> dict[str, list[str]]:
+    """The streamer keys each source kind's samples produce (what a route's `match` sees)."""
+    keys: dict[str, list[str]] = {}
+    for kind, spec in registry.items():
+        found: dict[str, None] = {}
+        for event_type in spec.samples:
+            key = parse_sample(spec, event_type).streamer_key
+            if key:
+                found[key] = None
+        keys[kind] = list(found)
+    return keys

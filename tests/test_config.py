@@ -173,7 +173,7 @@ def test_unknown_keys_are_named_by_path(data: dict[str, Any], expected: str) -> 
         ({"sources": ["x"]}, "sources[0]: expected a table, got string"),
         ({"routes": [{"match": 5}]}, "routes[0].match: expected a glob string or a list"),
         ({"routes": [{"match": []}]}, "routes[0].match: must not be empty"),
-        ({"routes": [{"match": ["a", 1]}]}, "routes[0].match[1]: expected a glob string"),
+        ({"routes": [{"match": ["twitch/a", 1]}]}, "routes[0].match[1]: expected a glob string"),
         (
             {"routes": [{"match": "*", "events": "live_start"}]},
             "routes[0].events: expected a list",
@@ -182,7 +182,10 @@ def test_unknown_keys_are_named_by_path(data: dict[str, Any], expected: str) -> 
         ({"discord": {"api_url": "ftp://x"}}, "discord.api_url: expected an absolute http://"),
         ({"discord": {"gateway_url": "https://x"}}, "discord.gateway_url: expected an absolute"),
         ({"telegram": {"api_url": "localhost:8081"}}, "telegram.api_url: expected an absolute"),
-        ({"discord": {"token_env": "NOT A NAME"}}, "discord.token_env: 'NOT A NAME' is not an"),
+        (
+            {"discord": {"token_env": "NOT A NAME"}},
+            "discord.token_env: must name an environment variable",
+        ),
         ({"routes": [{"match": "*", "on_end": "erase"}]}, "routes[0].on_end: must be one of"),
         ({"routes": [{"match": "*", "on_change": 1}]}, "routes[0].on_change: expected a string"),
         ({"routes": [{"match": "*", "end_grace": "soon"}]}, "routes[0].end_grace: "),
@@ -582,3 +585,131 @@ def test_storage_retention_defaults_to_30_days_and_refuses_less_than_2(tmp_path:
         [problem] = info.value.problems
         assert problem.startswith("storage.retention: ")
         assert message in problem
+
+
+# --- mistakes that used to pass check and then post nothing ---------------------------
+
+
+def test_a_route_to_a_platform_that_is_off_is_a_warning_naming_its_key() -> None:
+    data = {
+        "discord": {"token_env": "DISCORD_TOKEN"},
+        "routes": [
+            {"match": "twitch/*", "discord_channels": ["123"]},
+            {"match": "twitch/*", "telegram_chats": ["-100777"]},
+        ],
+    }
+    config = load(data, environ={})
+    assert config.warnings == (
+        "routes[0].discord_channels: Discord is off (token_env DISCORD_TOKEN is not set),"
+        " so nothing is posted to these; set its token, or remove them",
+        "routes[1].telegram_chats: Telegram is off (no [telegram] section), so nothing is"
+        " posted to these; set its token, or remove them",
+    )
+    # With the token there, nothing to warn about on Discord.
+    assert len(load(data, environ={"DISCORD_TOKEN": TOKEN}).warnings) == 1
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        ("quinn", "'quinn' has no platform part, so it matches no streamer"),
+        ("https://twitch.tv/quinn", "'https://twitch.tv/quinn' is a URL, not a streamer key"),
+        ("www.twitch.tv/quinn", "is a URL, not a streamer key"),
+    ],
+)
+def test_a_match_that_can_never_match_is_refused_with_what_keys_look_like(
+    pattern: str, why: str
+) -> None:
+    problem = only_problem({"routes": [{"match": ["twitch/*", pattern]}]})
+    assert problem.startswith("routes[0].match[1]: ") and why in problem
+    # It says what keys look like for every source kind, from their samples.
+    for example in ("twitch/auroravale (onliverec)", "(livepeer)", "(fastpix)"):
+        assert example in problem
+
+
+def test_globs_without_a_slash_still_work() -> None:
+    # "*" and "twitch*" can match "<platform>/<channel>" keys: not refused.
+    config = load({"routes": [{"match": ["*"]}, {"match": "twitch*"}]})
+    assert [r.patterns for r in config.routes] == [("*",), ("twitch*",)]
+    assert config.warnings == ()
+
+
+def test_a_livepeer_stream_name_where_the_key_has_its_id_is_a_warning() -> None:
+    stream_id = "de7818e7-610a-4057-8f6f-b785dc1e6f88"
+    config = load(
+        {"routes": [{"match": ["livepeer/my-show", f"livepeer/{stream_id}", "livepeer/*"]}]}
+    )
+    [warning] = config.warnings
+    assert warning.startswith("routes[0].match[0]: 'livepeer/my-show' matches no livepeer")
+    assert "the stream's id (a UUID" in warning
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"discord": {"token": "$DISCORD_TOKEN"}},
+            "discord.token: '$DISCORD_TOKEN' is a shell variable written literally (bot.toml"
+            " expands no variables): use token_env = 'DISCORD_TOKEN' instead",
+        ),
+        (
+            {"telegram": {"token": "${TELEGRAM_TOKEN}"}},
+            "telegram.token: '${TELEGRAM_TOKEN}' is a shell variable written literally",
+        ),
+        (
+            {"sources": [source(secret="$REC_SECRET")], "routes": []},
+            "sources[0].secret: '$REC_SECRET' is a shell variable written literally (bot.toml"
+            " expands no variables): use secret_env = 'REC_SECRET' instead",
+        ),
+        (
+            {"metrics": {"token": "$METRICS_TOKEN"}},
+            "metrics.token: '$METRICS_TOKEN' is a shell variable written literally",
+        ),
+        (
+            {"discord": {"token_env": "$DISCORD_TOKEN"}},
+            "discord.token_env: write the variable's name without the $: token_env ="
+            " 'DISCORD_TOKEN'",
+        ),
+    ],
+)
+def test_a_shell_variable_written_literally_is_an_error(
+    data: dict[str, Any], expected: str
+) -> None:
+    assert only_problem(data).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"telegram": {"token_env": "123456789:" + TOKEN}},
+            "telegram.token_env: must name an environment variable (letters, digits and _);"
+            " the value looks like a token (not shown): set token instead",
+        ),
+        (
+            {"sources": [source(secret=None, secret_env=SECRET)], "routes": []},
+            "sources[0].secret_env: must name an environment variable (letters, digits and"
+            " _); the value looks like a secret (not shown): set secret instead",
+        ),
+        (
+            {"metrics": {"token_env": TOKEN}},
+            "metrics.token_env: must name an environment variable",
+        ),
+    ],
+)
+def test_a_secret_pasted_into_an_env_key_is_never_echoed(
+    data: dict[str, Any], expected: str
+) -> None:
+    problem = only_problem(data)
+    assert problem.startswith(expected)
+    assert TOKEN not in problem and SECRET not in problem
+
+
+def test_a_path_starting_with_a_tilde_is_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "tpl").mkdir(parents=True)
+    config = load({"storage": {"path": "~/bot.sqlite3"}, "templates": {"dir": "~/tpl"}}, base=REPO)
+    assert config.storage.path == tmp_path / "home" / "bot.sqlite3"
+    assert config.templates.dir == tmp_path / "home" / "tpl"

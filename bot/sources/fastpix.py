@@ -434,4 +434,6 @@ SPEC: Final = SourceSpec(
         "environment (check and run refuse to start without it)."
     ),
     samples={etype: _sample(index, etype) for index, etype in enumerate(KIND_BY_TYPE, start=1)},
+    # Keys name the live stream by its id: fastpix/<live stream id>.
+    channel_shape=(r"[0-9a-f]{32}", "the live stream's id (32 hex digits), not its name"),
 )

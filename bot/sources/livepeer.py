@@ -378,4 +378,9 @@ SPEC: Final = SourceSpec(
     ),
     samples={etype: _sample(index, etype) for index, etype in enumerate(KIND_BY_TYPE, start=1)},
     options=(TOLERANCE,),
+    # Keys name the stream by its id (events carry no stable name): livepeer/<stream id>.
+    channel_shape=(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        "the stream's id (a UUID from the Livepeer dashboard), not its name",
+    ),
 )

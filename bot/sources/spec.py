@@ -129,6 +129,10 @@ class SourceSpec:
     #: False for a program beside the bot (a recorder on the same network); True for a
     #: cloud service, which cannot reach a localhost or private address.
     from_internet: bool = True
+    #: What the channel part of this source's streamer keys is, for `check`: (a regular
+    #: expression every one matches, what it is). A route pattern for its platform whose
+    #: channel does not match gets a warning: a stream's name where the key has its id.
+    channel_shape: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if (self.secret_env is None) == (self.credential is Credential.HMAC_PROVIDER):
