@@ -67,6 +67,19 @@ def test_an_end_fills_in_the_start_and_an_older_event_changes_nothing() -> None:
     assert late.candidates == () and late.state is None
 
 
+def test_an_end_of_a_stream_never_seen_live_is_recorded_not_notified() -> None:
+    # docs/troubleshooting.md: "an end while not live" is recorded, not notified; a
+    # stream the bot never saw start (installed mid-stream) is not live to the bot.
+    r = reducer()
+    ended = r.reduce(None, event("live_end", 60, title="A"), at(60))
+    assert ended.candidates == ()
+    assert ended.state is not None and not ended.state.live
+    assert ended.state.info.title == "A" and ended.state.ended_at == at(60)
+    # ...and the next start is an ordinary first card.
+    again = r.reduce(ended.state, event("live_start", 90, title="B"), at(90))
+    assert kinds(again) == ["live_start"]
+
+
 def test_a_comeback_within_the_rejoin_window_resumes_the_session() -> None:
     r = reducer(rejoin=5)
     live = r.reduce(None, event("live_start", 0, title="A"), at(0)).state

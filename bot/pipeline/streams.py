@@ -209,6 +209,26 @@ class StreamReducer:
         if prev is None and event.details.get("only_if_live"):
             return Reduction(event, None, ())
         started = event.started_at or (prev.started_at if prev else None)
+        if prev is None:
+            # Never seen live (the bot was installed mid-stream, or a recorder replays
+            # its history): nobody here was told it started, so nobody is told it ended.
+            # The state is kept, so what comes next is compared with something.
+            log.info(
+                "%s for %s, never seen live; recorded, not notified",
+                event.kind,
+                event.streamer_key,
+            )
+            ended = self._clocks.sane(event.occurred_at, event)
+            state = _state(
+                event,
+                None,
+                order_at,
+                live=False,
+                info=event.live,
+                started_at=started,
+                ended_at=ended,
+            )
+            return Reduction(event, state, ())
         ended = self._clocks.sane(event.occurred_at, event)
         assert ended is not None
         if started is not None and ended < started:
