@@ -722,8 +722,9 @@ def _route(table: _Table, known: frozenset[str], specs: Mapping[str, SourceSpec]
         if not isinstance(kind, str):
             table.problems.append(f"{path}: expected a string, got {_type_name(kind)}")
         elif kind not in known:
-            listed = ", ".join(sorted(known))
-            table.problems.append(f"{path}: unknown event kind {_show(kind)}; known: {listed}")
+            close = difflib.get_close_matches(kind, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(sorted(known))
+            table.problems.append(f"{path}: unknown event kind {_show(kind)}; {hint}")
         else:
             events.add(kind)
 

@@ -344,7 +344,11 @@ def test_route_values_are_normalised() -> None:
     [
         (
             {"events": ["live_start", "error", "live_started"]},
-            "routes[0].events[2]: unknown event kind 'live_started'; known: app_exit,",
+            "routes[0].events[2]: unknown event kind 'live_started'; did you mean 'live_start'?",
+        ),
+        (
+            {"events": ["ping"]},
+            "routes[0].events[0]: unknown event kind 'ping'; known: app_exit,",
         ),
         ({"events": [5]}, "routes[0].events[0]: expected a string, got integer"),
         ({"telegram_chats": ["mychannel"]}, "routes[0].telegram_chats[0]: expected a chat id"),
