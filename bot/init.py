@@ -72,6 +72,8 @@ class InitOptions:
     host: str | None = None
     port: int | None = None
     force: bool = False
+    #: Whether init runs in a container; None: look (running_in_container).
+    in_container: bool | None = None
 
     @property
     def answers_given(self) -> bool:
@@ -133,15 +135,16 @@ def run_init(
     if path.exists() and not options.force:
         print(exists, file=err)
         return 1
+    contained = running_in_container() if options.in_container is None else options.in_container
     if ask is not None and not options.answers_given:
         try:
-            answers = _ask_all(ask, out, registry)
+            answers = _ask_all(ask, out, registry, in_container=contained)
         except (EOFError, KeyboardInterrupt):
             print("\ninit cancelled; nothing written", file=err)
             return 1
     else:
         try:
-            answers = _from_flags(options, registry)
+            answers = _from_flags(options, registry, in_container=contained)
         except _FlagError as exc:
             print(f"error: {exc}", file=err)
             return 2
@@ -170,7 +173,31 @@ def default_sources(registry: Mapping[str, SourceSpec] = SOURCES) -> tuple[str, 
     return tuple(registry)[:1]
 
 
-def _from_flags(options: InitOptions, registry: Mapping[str, SourceSpec]) -> Answers:
+def running_in_container() -> bool:
+    """True inside Docker (/.dockerenv) or Podman (/run/.containerenv, $container)."""
+    markers = (Path("/.dockerenv"), Path("/run/.containerenv"))
+    # systemd-nspawn and Podman set "container" (lower case, by their convention).
+    return any(marker.exists() for marker in markers) or bool(
+        os.environ.get("container")  # noqa: SIM112
+    )
+
+
+def default_host(*, in_container: bool, public_url: str | None = None) -> str:
+    """Where to listen unless told: this machine only, except where that cannot work.
+
+    In a container a published port reaches the container's own interface, never its
+    loopback, so 127.0.0.1 would leave the bot (and the image's HEALTHCHECK, which asks
+    through the port) unreachable. Given a public URL that is not on this machine or
+    network, the providers must reach the bot from outside: every interface as well.
+    """
+    if in_container or (public_url is not None and not _unreachable(public_url)):
+        return "0.0.0.0"
+    return DEFAULT_HOST
+
+
+def _from_flags(
+    options: InitOptions, registry: Mapping[str, SourceSpec], *, in_container: bool
+) -> Answers:
     """Answers from the flags, defaults for what they leave out."""
 
     def check(flag: str, parse: Callable[[str], _T], value: str) -> _T:
@@ -184,17 +211,22 @@ def _from_flags(options: InitOptions, registry: Mapping[str, SourceSpec]) -> Ans
         if options.sources is not None
         else default_sources(registry)
     )
-    host = check("--host", parse_host, options.host) if options.host is not None else DEFAULT_HOST
+    public = (
+        check("--public-url", parse_public_url, options.public_url)
+        if options.public_url is not None
+        else None
+    )
+    host = (
+        check("--host", parse_host, options.host)
+        if options.host is not None
+        else default_host(in_container=in_container, public_url=public)
+    )
     port = (
         check("--port", parse_port, str(options.port))
         if options.port is not None
         else DEFAULT_PORT
     )
-    public_url = (
-        check("--public-url", parse_public_url, options.public_url)
-        if options.public_url is not None
-        else default_public_url(host, port)
-    )
+    public_url = public if public is not None else default_public_url(host, port)
     return Answers(
         sources=sources,
         discord=bool(options.discord),
@@ -205,7 +237,9 @@ def _from_flags(options: InitOptions, registry: Mapping[str, SourceSpec]) -> Ans
     )
 
 
-def _ask_all(ask: Ask, out: TextIO, registry: Mapping[str, SourceSpec]) -> Answers:
+def _ask_all(
+    ask: Ask, out: TextIO, registry: Mapping[str, SourceSpec], *, in_container: bool
+) -> Answers:
     print("Set up a new bot.toml. Press Enter to take the suggestion in brackets.", file=out)
     sources = _ask(
         ask,
@@ -221,7 +255,7 @@ def _ask_all(ask: Ask, out: TextIO, registry: Mapping[str, SourceSpec]) -> Answe
         out,
         "Listen on which address? (127.0.0.1: this machine only, behind a proxy; "
         "0.0.0.0: every interface, e.g. in a container)",
-        DEFAULT_HOST,
+        default_host(in_container=in_container),
         parse_host,
     )
     port = _ask(ask, out, "Port", str(DEFAULT_PORT), parse_port)

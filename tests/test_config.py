@@ -84,7 +84,7 @@ def test_example_file_loads_with_no_environment() -> None:
     config = read_config(EXAMPLE, environ={})
     assert config.server.host == "127.0.0.1"
     assert config.server.port == 8080
-    assert config.storage.path == REPO / "bot.sqlite3"
+    assert config.storage.path == REPO / "demo.sqlite3"  # not a real setup's database
     assert config.console.enabled
     assert not config.platforms["discord"].enabled
     assert not config.platforms["telegram"].enabled

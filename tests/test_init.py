@@ -16,7 +16,7 @@ import pytest
 
 from bot.__main__ import main
 from bot.config import read_config
-from bot.init import InitOptions, run_init
+from bot.init import InitOptions, default_host, run_init, running_in_container
 from bot.logs import StderrHandler
 from bot.sources.fastpix import SPEC as FASTPIX
 
@@ -162,8 +162,11 @@ def test_as_a_process_with_stdin_not_a_terminal_it_asks_nothing(tmp_path: Path) 
     path = tmp_path / "bot.toml"
     config = written(path)
     assert [s["kind"] for s in config["sources"]] == ["onliverec"]
-    assert config["server"] == {"host": "127.0.0.1", "port": 8080}
-    assert expected_urls(config, "http://127.0.0.1:8080")[0] in out
+    # 127.0.0.1 on a machine; 0.0.0.0 in a container (a published port reaches no loopback).
+    host = default_host(in_container=running_in_container())
+    assert config["server"] == {"host": host, "port": 8080}
+    shown = "localhost" if host == "0.0.0.0" else host
+    assert expected_urls(config, f"http://{shown}:8080")[0] in out
 
     check = subprocess.run(
         [sys.executable, "-m", "bot", "check", "-c", str(path)],
@@ -285,3 +288,46 @@ def test_answer_flags_mean_no_questions_even_in_a_terminal(tmp_path: Path) -> No
     config = written(path)
     assert config["telegram"] == {"token_env": "TELEGRAM_TOKEN"}
     assert [s["kind"] for s in config["sources"]] == ["onliverec"]
+
+
+@pytest.mark.parametrize(
+    ("in_container", "public_url", "host"),
+    [
+        (False, None, "127.0.0.1"),
+        # A published port reaches the container's interface, never its loopback: with
+        # 127.0.0.1 the bot and the image's HEALTHCHECK would be unreachable.
+        (True, None, "0.0.0.0"),
+        (True, "http://localhost:8080", "0.0.0.0"),
+        # Providers reach a public URL from outside.
+        (False, PUBLIC, "0.0.0.0"),
+        (False, "http://192.168.1.20:8080", "127.0.0.1"),
+    ],
+)
+def test_the_default_address_is_one_the_providers_and_the_health_check_can_reach(
+    tmp_path: Path, in_container: bool, public_url: str | None, host: str
+) -> None:
+    path = tmp_path / "bot.toml"
+    options = InitOptions(
+        config=path, public_url=public_url, in_container=in_container, telegram=True
+    )
+    assert run_init(options, ask=None, out=io.StringIO()) == 0
+    assert written(path)["server"]["host"] == host
+    # --host always wins.
+    explicit = InitOptions(
+        config=path, host="127.0.0.1", in_container=True, public_url=PUBLIC, force=True
+    )
+    assert run_init(explicit, ask=None, out=io.StringIO()) == 0
+    assert written(path)["server"]["host"] == "127.0.0.1"
+
+
+def test_in_a_container_the_question_suggests_every_interface(tmp_path: Path) -> None:
+    prompts: list[str] = []
+
+    def ask(prompt: str) -> str:
+        prompts.append(prompt)
+        return ""  # take every suggestion
+
+    path = tmp_path / "bot.toml"
+    assert run_init(InitOptions(config=path, in_container=True), ask=ask, out=io.StringIO()) == 0
+    assert any("Listen on which address" in p and "[0.0.0.0]" in p for p in prompts)
+    assert written(path)["server"]["host"] == "0.0.0.0"
