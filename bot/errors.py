@@ -79,12 +79,16 @@ class WebhookError(BotError):
 
 
 class AuthError(WebhookError):
-    """Missing or wrong credentials. The message is deliberately vague."""
+    """Missing or wrong credentials. The message (the answer) is deliberately vague;
+    `reason` says for the bot's log which check failed, never with a secret in it."""
 
     status = 401
 
-    def __init__(self, message: str = "missing or invalid credentials") -> None:
+    def __init__(
+        self, message: str = "missing or invalid credentials", *, reason: str | None = None
+    ) -> None:
         super().__init__(message)
+        self.reason = reason
 
 
 class PayloadError(WebhookError):

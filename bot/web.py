@@ -100,7 +100,7 @@ class AuthFailureLog:
     _count: int = field(default=0, init=False)
     _suppressed: int = field(default=0, init=False)
 
-    def failed(self, source: str, remote: str | None) -> bool:
+    def failed(self, source: str, remote: str | None, reason: str | None = None) -> bool:
         """Record one failure; True when it was logged, False when suppressed."""
         now = self.clock()
         if now - self._window_start >= self.window:
@@ -115,8 +115,13 @@ class AuthFailureLog:
         if self._count > self.burst:
             self._suppressed += 1
             return False
-        # Never the credentials themselves: only which source and who tried.
-        log.warning("authentication failed for source %s from %s", source, remote or "-")
+        # Never the credentials themselves: which source, who tried, and which check failed.
+        log.warning(
+            "authentication failed for source %s from %s%s",
+            source,
+            remote or "-",
+            f": {reason}" if reason else "",
+        )
         if self._count == self.burst:
             log.warning(
                 "further failed authentications are summarised for the next %.0fs",
@@ -136,6 +141,11 @@ class ListenerState:
     #: formatting and writing a line costs the one event loop more than storing the event.
     accepted_log: ThrottledLog = field(
         default_factory=lambda: ThrottledLog(log, "accepted webhooks", burst=ACCEPTED_LOG_BURST)
+    )
+    #: Why a webhook was refused (4xx other than 401, which auth_failures logs): the
+    #: sender sees the JSON error, the bot's admin sees this line.
+    refused_log: ThrottledLog = field(
+        default_factory=lambda: ThrottledLog(log, "refused webhooks")
     )
 
 
@@ -244,7 +254,24 @@ _Answer = tuple[web.Response, WebhookOutcome, Event | None]
 async def _webhook(request: web.Request) -> web.Response:
     response, outcome, event = await _answer_webhook(request)
     _count(request, outcome, event)
+    if 400 <= response.status < 500 and response.status != 401:
+        _log_refusal(request, response)
     return response
+
+
+def _log_refusal(request: web.Request, response: web.Response) -> None:
+    """One line saying why: the sender got the same words as its JSON error."""
+    try:
+        why = json.loads(response.text or "{}").get("error", "?")
+    except ValueError:
+        why = "?"
+    request.app[STATE_KEY].refused_log.log(
+        "webhook for %s from %s refused (%d): %s",
+        request.match_info.get("source", "?"),
+        request.remote or "-",
+        response.status,
+        why,
+    )
 
 
 async def _answer_webhook(request: web.Request) -> _Answer:
@@ -294,7 +321,7 @@ async def _answer_webhook(request: web.Request) -> _Answer:
     except SchemaError as exc:
         return json_error(exc.status, exc.message, field=exc.path), "invalid", None
     except AuthError as exc:
-        if not request.app[STATE_KEY].auth_failures.failed(name, request.remote):
+        if not request.app[STATE_KEY].auth_failures.failed(name, request.remote, exc.reason):
             request[_QUIET] = True
         return json_error(exc.status, exc.message), "unauthorized", None
     except WebhookError as exc:

@@ -255,6 +255,32 @@ async def test_a_flood_of_bad_secrets_logs_a_bounded_number_of_lines(
     assert len(access_lines) <= 10
     assert len(lines) <= 25
     assert not any(wrong in line for line in lines)
+    # Each logged line says which check failed, so the admin can fix the sender.
+    reasons = {line.partition(": ")[2] for line in auth_lines if line.startswith("auth")}
+    assert reasons == {
+        "Livepeer-Signature is malformed (expected t=<ms>,v1=<hex>)",
+        "the ?key= does not match this source's secret",
+    }
+
+
+async def test_a_refused_webhook_says_why_in_one_log_line_and_a_flood_is_summarised(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.web")
+    response = await client.post("/webhook/rec?key=" + SECRET, data=b"{", headers=JSON)
+    assert response.status == 400
+    answered = (await response.json())["error"]
+    response = await client.post("/webhook/nope", data=b"{}", headers=JSON)
+    assert response.status == 404
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert lines == [
+        f"webhook for rec from 127.0.0.1 refused (400): {answered}",
+        "webhook for nope from 127.0.0.1 refused (404): unknown source 'nope'",
+    ]
+    assert not any(SECRET in r.getMessage() for r in caplog.records)
+    for _ in range(100):
+        await client.post("/webhook/nope", data=b"{}", headers=JSON)
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) <= 10
 
 
 def test_auth_failure_log_summarises_what_it_left_out(

@@ -422,6 +422,28 @@ def test_auth_failures(request_: WebhookRequest) -> None:
         make_source().verify(request_)
     # One message for every failure: nothing tells a prober which part was wrong.
     assert info.value.message == AuthError().message
+    # The bot's own log is told which check failed, without the secret.
+    assert info.value.reason and SECRET not in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("unsigned", "no Livepeer-Signature header"),
+        ("garbage header", "Livepeer-Signature is malformed (expected t=<ms>,v1=<hex>)"),
+        ("wrong secret", "the signature does not match the body (the secret here differs"),
+        ("expired t", "the signature's time t is 6m old; tolerance 5m (a replay, or a clock"),
+        ("future t", "the signature's time t is 6m ahead of this clock; tolerance 5m"),
+        ("t fresh, body timestamp old", "the body's timestamp is 6m old; tolerance 5m"),
+        ("body timestamp missing", "the signed body has no numeric timestamp"),
+        ("t and body timestamp disagree", "the body's timestamp and the signature's time t"),
+    ],
+)
+def test_the_log_is_told_which_check_failed(case: str, reason: str) -> None:
+    request_ = dict(AUTH_FAILURES)[case]
+    with pytest.raises(AuthError) as info:
+        make_source().verify(request_)
+    assert info.value.reason is not None and info.value.reason.startswith(reason)
 
 
 def test_tolerance_comes_from_config() -> None:

@@ -8,12 +8,17 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from bot.errors import SchemaError
 
 if TYPE_CHECKING:
     from bot.events import Event
+
+#: AuthError's reason (for the log) when a signature does not match the body.
+SIGNATURE_MISMATCH: Final = (
+    "the signature does not match the body (the secret here differs from the provider's)"
+)
 
 
 @dataclass(frozen=True, slots=True)

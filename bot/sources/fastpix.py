@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from bot import events as ev
 from bot.errors import AuthError, SchemaError
 from bot.events import Event, LiveInfo
+from bot.sources.base import SIGNATURE_MISMATCH as _MISMATCH
 from bot.sources.base import Fields, WebhookRequest
 from bot.sources.spec import Credential, SourceSpec
 
@@ -129,17 +130,17 @@ class FastPixSource:
     def verify(self, request: WebhookRequest) -> None:
         """Check FastPix-Signature against the HMAC of the raw body, in constant time."""
         if not self._key:
-            raise AuthError()
+            raise AuthError(reason="this source has no signing secret")
         header = request.header(SIGNATURE_HEADER)
         if header is None:
-            raise AuthError()
+            raise AuthError(reason=f"no {SIGNATURE_HEADER} header")
         try:
             provided = base64.b64decode(header.strip(), validate=True)
         except (binascii.Error, ValueError):
-            raise AuthError() from None
+            raise AuthError(reason=f"{SIGNATURE_HEADER} is not base64") from None
         expected = hmac.new(self._key, request.body, hashlib.sha256).digest()
         if not hmac.compare_digest(expected, provided):
-            raise AuthError()
+            raise AuthError(reason=_MISMATCH)
 
     def parse(self, payload: Mapping[str, Any], request: WebhookRequest) -> Event | None:
         """The Event for a FastPix webhook; None for a type the FastPix docs do not list."""

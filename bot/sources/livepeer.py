@@ -22,8 +22,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from bot import events as ev
+from bot.durations import format_duration
 from bot.errors import AuthError
 from bot.events import Event, LiveInfo
+from bot.sources.base import SIGNATURE_MISMATCH as _MISMATCH
 from bot.sources.base import Fields, WebhookRequest
 from bot.sources.spec import Credential, DurationOption, SourceSpec
 
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
 
 SIGNATURE_HEADER: Final = "Livepeer-Signature"
 PLATFORM: Final = "livepeer"
+# The longest clock difference a log line spells out (about 30 years).
+_MAX_SHOWN_GAP_MS: Final = 10**12
+_MALFORMED: Final = f"{SIGNATURE_HEADER} is malformed (expected t=<ms>,v1=<hex>)"
 #: Livepeer's hosted player; it plays a stream (or asset) given its playback id.
 WATCH_URL: Final = "https://lvpr.tv/?v={playback_id}"
 
@@ -89,20 +94,20 @@ class LivepeerSource:
         not a JSON object is left for the web layer and `parse` to reject (400/422).
         """
         if not self._secret:
-            raise AuthError()
+            raise AuthError(reason="this source has no secret")
         header = request.header(SIGNATURE_HEADER)
         if header is None:
-            raise AuthError()
+            raise AuthError(reason=f"no {SIGNATURE_HEADER} header")
         sent_ms, signatures = _parse_signature_header(header)
         now_ms = round(request.received_at.timestamp() * 1000)
         if abs(now_ms - sent_ms) > self._tolerance_ms:
-            raise AuthError()
+            raise AuthError(reason=self._off_by("the signature's time t", sent_ms, now_ms))
         expected = hmac.new(self._secret, request.body, hashlib.sha256).digest()
         matched = False
         for candidate in signatures:
             matched |= hmac.compare_digest(expected, candidate)
         if not matched:
-            raise AuthError()
+            raise AuthError(reason=_MISMATCH)
         self._check_body_time(request.body, sent_ms, now_ms)
 
     def _check_body_time(self, body: bytes, sent_ms: int, now_ms: int) -> None:
@@ -116,11 +121,21 @@ class LivepeerSource:
             return
         stamp = payload.get("timestamp")
         if isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
-            raise AuthError()
+            raise AuthError(reason="the signed body has no numeric timestamp")
         if not math.isfinite(stamp):
-            raise AuthError()
-        if abs(stamp - sent_ms) > self._tolerance_ms or abs(stamp - now_ms) > self._tolerance_ms:
-            raise AuthError()
+            raise AuthError(reason="the signed body's timestamp is not a number")
+        if abs(stamp - now_ms) > self._tolerance_ms:
+            raise AuthError(reason=self._off_by("the body's timestamp", stamp, now_ms))
+        if abs(stamp - sent_ms) > self._tolerance_ms:
+            raise AuthError(reason="the body's timestamp and the signature's time t differ")
+
+    def _off_by(self, what: str, sent_ms: float, now_ms: int) -> str:
+        """ "...is 7m old; tolerance 5m" (or ahead: the sender's clock is off)."""
+        # Capped: a timestamp like 1e308 would overflow a timedelta (a 500, found by fuzzing).
+        gap = timedelta(milliseconds=min(abs(now_ms - sent_ms), _MAX_SHOWN_GAP_MS))
+        age = f"{format_duration(gap)} {'old' if sent_ms <= now_ms else 'ahead of this clock'}"
+        tolerance = format_duration(timedelta(milliseconds=self._tolerance_ms))
+        return f"{what} is {age}; tolerance {tolerance} (a replay, or a clock that is off)"
 
     def parse(self, payload: Mapping[str, Any], request: WebhookRequest) -> Event | None:
         """The Event for a Livepeer webhook; None for an event type Livepeer does not list."""
@@ -210,20 +225,20 @@ def _parse_signature_header(header: str) -> tuple[int, list[bytes]]:
     for element in header.split(","):
         key, sep, value = element.strip().partition("=")
         if not sep:
-            raise AuthError()
+            raise AuthError(reason=_MALFORMED)
         value = value.strip()
         if key == "t":
             # Unix milliseconds have 13 digits; a much longer number is not a time.
             if sent is not None or not (value.isascii() and value.isdigit()) or len(value) > 15:
-                raise AuthError()
+                raise AuthError(reason=_MALFORMED)
             sent = int(value)
         elif key == "v1":
             try:
                 signatures.append(bytes.fromhex(value))
             except ValueError:
-                raise AuthError() from None
+                raise AuthError(reason=_MALFORMED) from None
     if sent is None or not signatures:
-        raise AuthError()
+        raise AuthError(reason=_MALFORMED)
     return sent, signatures
 
 

@@ -51,8 +51,10 @@ class OneLiveRecSource:
     def verify(self, request: WebhookRequest) -> None:
         """Check `?key=` against the secret in constant time."""
         key = request.query.get("key")
-        if key is None or not hmac.compare_digest(key.encode(), self._secret):
-            raise AuthError()
+        if key is None:
+            raise AuthError(reason="the URL has no ?key= (use the webhook URL init printed)")
+        if not hmac.compare_digest(key.encode(), self._secret):
+            raise AuthError(reason="the ?key= does not match this source's secret")
 
     def parse(self, payload: Mapping[str, Any], request: WebhookRequest) -> Event | None:
         """The Event for a OneLiveRec payload; None for a type its docs do not list."""
