@@ -8,6 +8,8 @@ message from the rendered blocks within its limits. This module knows no platfor
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import hashlib
 import logging
 import re
@@ -28,6 +30,7 @@ from jinja2 import (
     TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
+    meta,
     pass_context,
 )
 from jinja2.runtime import Context, Undefined
@@ -188,6 +191,13 @@ def fresh_cover(cover: SafeUrl, value: str) -> SafeUrl:
     if parts.query or parts.fragment or str(cover).endswith(("?", "#")):
         return cover
     return SafeUrl(urlunsplit(parts._replace(query=f"{COVER_FRESHNESS_PARAM}={value}")))
+
+
+def _stems(names: Iterable[str], sink: str) -> set[str]:
+    """The file names (without .j2) in one sink's folder."""
+    return {
+        n.removeprefix(f"{sink}/").removesuffix(".j2") for n in names if n.startswith(f"{sink}/")
+    }
 
 
 def _url(value: str | None) -> SafeUrl | None:
@@ -558,6 +568,42 @@ class Renderer:
                         problem = self._describe(exc)
                         # Said once: the sparse note only for what full data did not show.
                         add(problem if problem in problems else problem + note)
+        return problems
+
+    def unused_overrides(self, kinds: Iterable[str]) -> list[str]:
+        """The files in the user's template folder that nothing will ever use, each with
+        what it should be called: a sink folder that does not exist, or a file that is
+        named after no event kind (`kinds`), no built-in template and that no other
+        template includes, imports or extends (a typo such as live_started.j2)."""
+        root = self._user_dir
+        if root is None or not root.is_dir():
+            return []
+        loader = FileSystemLoader(root)
+        names = [name for name in loader.list_templates() if name.endswith(".j2")]
+        builtin = set(FileSystemLoader(self._builtin_dir).list_templates())
+        referenced: set[str] = set()
+        env = next(iter(self._envs.values())).builtin
+        for name in names:
+            with contextlib.suppress(TemplateError, OSError, UnicodeDecodeError):
+                source, _filename, _ = loader.get_source(env, name)
+                found = meta.find_referenced_templates(env.parse(source))
+                referenced.update(ref for ref in found if ref is not None)
+        wanted = {f"{kind}.j2" for kind in kinds} | {"default.j2"}
+        problems = []
+        for name in names:
+            sink, _, file = name.rpartition("/")
+            label = self._label(str(root / name))
+            if sink not in self._formats:
+                sinks = ", ".join(sorted(self._formats))
+                problems.append(f"{label}: unused: there is no sink {sink!r} (folders: {sinks})")
+            elif file not in wanted and name not in builtin and name not in referenced:
+                stems = sorted({w.removesuffix(".j2") for w in wanted} | _stems(builtin, sink))
+                close = difflib.get_close_matches(file.removesuffix(".j2"), stems, n=1)
+                hint = f"did you mean {close[0]}.j2?" if close else "names: " + ", ".join(stems)
+                problems.append(
+                    f"{label}: unused: no event kind or template is called that, and no"
+                    f" template includes it; {hint}"
+                )
         return problems
 
     # -- rendering ----------------------------------------------------------------------

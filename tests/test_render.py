@@ -765,3 +765,33 @@ def test_a_cover_with_a_query_or_fragment_is_left_untouched(
 ) -> None:
     event = replace(sample_event("live_start"), live=LiveInfo(title="Day 1", cover=cover))
     assert _cover_of(renderer, event) == (cover, cover)
+
+
+# ---- overrides nothing uses ----------------------------------------------------------
+
+
+def test_override_files_that_nothing_would_use_are_named_with_what_to_call_them(
+    tmp_path: Path,
+) -> None:
+    files = {
+        # Used: an event kind, a built-in's name, default, and a file another includes.
+        "discord/live_start.j2": '{% import "discord/macros.j2" as m %}{{ m.x() }}',
+        "discord/macros.j2": "{% macro x() %}x{% endmacro %}",
+        "telegram/status.j2": "status",
+        "console/default.j2": "{{ streamer.name }}",
+        # Never used: a typo of a kind, and a folder that is no sink.
+        "telegram/live_started.j2": "typo",
+        "discrod/live_start.j2": "typo",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    renderer = Renderer(formats=message_formats(), user_dir=tmp_path)
+    assert renderer.unused_overrides(KNOWN_KINDS) == [
+        "discrod/live_start.j2: unused: there is no sink 'discrod' (folders: console, discord,"
+        " telegram)",
+        "telegram/live_started.j2: unused: no event kind or template is called that, and no"
+        " template includes it; did you mean live_start.j2?",
+    ]
+    # Without a user folder there is nothing to say.
+    assert Renderer(formats=message_formats()).unused_overrides(KNOWN_KINDS) == []
