@@ -35,10 +35,11 @@ from bot.sinks.discord.sink import DiscordSink, delivery_nonce
 from bot.store import Delivery, DeliveryInfo, Store
 from tests.fakes.discord_api import (
     APPLICATION_ID,
-    BOT_ROLE_ID,
+    BOT_ROLE_PERMISSIONS,
     GENERAL_CHANNEL_ID,
     GUILD_ID,
     MEMBER_USER_ID,
+    MENTION_EVERYONE,
     MOD_USER_ID,
     READONLY_CHANNEL_ID,
     RESTRICTED_CHANNEL_ID,
@@ -225,17 +226,22 @@ def sink_logs(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) ->
 
 
 async def test_live_start_through_the_outbox_is_an_embed_that_pings_only_the_route_role(
-    fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
+    store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     dispatcher = Dispatcher(store=store, routes=[ROUTE], sinks=["discord"])
     accepted = await dispatcher.accept(live_start(title=NASTY, name=f"Quinn {NASTY}"))
     assert accepted.deliveries == 1
-    sink = make_sink(fake, store)
-    async with running(sink):
-        await run_worker_until(
-            OutboxWorker(store=store, sink=sink),
-            outbox_states(store, lambda states: states == {"sent": 1}),
-        )
+    # A server that granted the bot Mention Everyone: only allowed_mentions holds the
+    # pings back here.
+    granted = default_guild(bot_permissions=BOT_ROLE_PERMISSIONS | MENTION_EVERYONE)
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=200, guilds=[granted]) as fake:
+        sink = make_sink(fake, store)
+        async with running(sink):
+            await run_worker_until(
+                OutboxWorker(store=store, sink=sink),
+                outbox_states(store, lambda states: states == {"sent": 1}),
+            )
+        assert fake.errors == []
 
     [message] = fake.messages[STREAMS_CHANNEL_ID]
     assert fake.messages[GENERAL_CHANNEL_ID] == []  # not routed there
@@ -272,19 +278,22 @@ async def test_live_start_through_the_outbox_is_an_embed_that_pings_only_the_rou
 
 
 async def test_mentions_a_template_writes_out_literally_still_ping_only_the_route_roles(
-    fake: FakeDiscord, store: Store, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     # Template text is not escaped (only the values put into it are), so here the second
-    # wall, allowed_mentions, is all that stands between a careless template and a ping.
+    # wall, allowed_mentions, is all that stands between a careless template and a ping
+    # (in a server that granted the bot Mention Everyone).
     (tmp_path / "discord").mkdir()
     (tmp_path / "discord" / "live_start.j2").write_text(
         '{% extends "discord/base.j2" %}{% block content %}'
         f"@everyone @here <@&{STAFF_ROLE_ID}> <@{MEMBER_USER_ID}> {{{{ streamer.name }}}} is live"
         "{% endblock %}"
     )
-    sink = make_sink(fake, store, renderer=Renderer(formats=FORMATS, user_dir=tmp_path))
-    async with running(sink):
-        await sink.deliver(delivery(1, mention_roles=[STREAMERS_ROLE_ID]), live_start())
+    granted = default_guild(bot_permissions=BOT_ROLE_PERMISSIONS | MENTION_EVERYONE)
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=200, guilds=[granted]) as fake:
+        sink = make_sink(fake, store, renderer=Renderer(formats=FORMATS, user_dir=tmp_path))
+        async with running(sink):
+            await sink.deliver(delivery(1, mention_roles=[STREAMERS_ROLE_ID]), live_start())
     [message] = fake.messages[STREAMS_CHANNEL_ID]
     assert "@everyone @here" in message["content"]
     assert message["mention_roles"] == [str(STREAMERS_ROLE_ID)]
@@ -601,11 +610,10 @@ async def test_a_failing_channel_fails_visibly_without_blocking_another(
 async def test_a_role_that_cannot_be_pinged_is_reported_once(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    guild = default_guild()
-    bot_role = next(r for r in guild["roles"] if r["id"] == str(BOT_ROLE_ID))
-    bot_role["permissions"] = str(int(bot_role["permissions"]) & ~(1 << 17))  # no @everyone
+    # The default guild: the bot has no Mention Everyone (its invite does not ask for it),
+    # and Staff is not mentionable.
     async with (
-        FakeDiscord(token=TOKEN, guilds=[guild]) as fake,
+        FakeDiscord(token=TOKEN) as fake,
         running(make_sink(fake, store)) as sink,
     ):
         for n in (1, 2):
