@@ -36,7 +36,8 @@ FakeDiscord(*, guilds=None, application_id=APPLICATION_ID, bot_user_id=BOT_USER_
     (off by default: headers then always show spare capacity), ``global_rate_limit=(50,
     1.0)`` to enforce the bot's global limit on every request made with the bot token
     (interaction answers are exempt, as on Discord; a fixed window opened by the first
-    request in it; beyond it a 429 with ``"global": true``), ``allowed_intents``.
+    request in it; beyond it a 429 with ``"global": true``), ``allowed_intents``,
+    ``foreign_guilds`` (servers the bot is not in: their channels answer 403 50001).
 start() / close(), or ``async with``.
 api_url, gateway_url, resume_gateway_url.
 messages: channel id -> messages as Discord returns them (live dicts: edits applied,
@@ -1042,6 +1043,7 @@ class FakeDiscord:
         message_rate_limit: tuple[int, float] | None = None,
         global_rate_limit: tuple[int, float] | None = None,
         allowed_intents: int | None = None,
+        foreign_guilds: list[dict[str, Any]] | None = None,
     ) -> None:
         self.application_id = application_id
         self.bot_user_id = bot_user_id
@@ -1077,6 +1079,17 @@ class FakeDiscord:
                 self._channels[int(channel["id"])] = (normalized, channel)
                 if channel["type"] in _MESSAGE_CHANNEL_TYPES:
                     self.messages[int(channel["id"])] = []
+        # Servers the bot is not in: never in READY or GUILD_CREATE, and their channels
+        # answer 403 50001 Missing Access, as Discord's do.
+        for guild in foreign_guilds or []:
+            foreign = copy.deepcopy(guild)
+            foreign["id"] = str(foreign["id"])
+            foreign.setdefault("owner_id", str(OWNER_USER_ID))
+            foreign.setdefault("roles", [_role(int(foreign["id"]), "@everyone", 0, 0)])
+            foreign.setdefault("members", [])
+            foreign.setdefault("threads", [])
+            for channel in [*foreign.get("channels", []), *foreign["threads"]]:
+                self._channels[int(channel["id"])] = (foreign, channel)
 
         self.requests: list[RecordedRequest] = []
         self.errors: list[Exception] = []
