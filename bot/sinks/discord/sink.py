@@ -7,6 +7,12 @@ commands.py). Platform errors never escape raw: each becomes a TransientDelivery
 (retry later) or a PermanentDeliveryError (give up now), which the outbox worker acts on
 (bot/sinks/discord/errors.py). Every REST request is paced under Discord's global limit
 (bot/sinks/ratelimit.py), each delivery taking its turn before it is rendered.
+
+What the gateway's cache says about a channel is used before sending: a category or forum
+is refused without a request, and where the bot may not embed links the card goes out
+as plain text (format.py's `text`) instead of an embed Discord would silently drop. The
+preflight (bot/sinks/discord/preflight.py) checks configured channels the same way, and
+the permission updates the gateway sends make it look again.
 """
 
 from __future__ import annotations
