@@ -16,7 +16,9 @@ import pytest
 from bot.app import Running, run
 from tests.conftest import SECRET, make_config
 from tests.fakes.discord_api import (
+    BOT_ROLE_PERMISSIONS,
     GENERAL_CHANNEL_ID,
+    MENTION_EVERYONE,
     MOD_USER_ID,
     READONLY_CHANNEL_ID,
     STAFF_ROLE_ID,
@@ -25,6 +27,7 @@ from tests.fakes.discord_api import (
     TOKEN,
     FakeDiscord,
     assert_no_heartbeat_threads,
+    default_guild,
     no_identify_delay,
 )
 
@@ -144,12 +147,16 @@ async def test_live_start_reaches_each_routed_channel_with_embed_and_role_ping(
     assert fake.messages.get(READONLY_CHANNEL_ID, []) == []
 
 
-async def test_hostile_title_pings_nobody_and_fits_the_limits(
-    tmp_path: Path, fake: FakeDiscord
-) -> None:
+async def test_hostile_title_pings_nobody_and_fits_the_limits(tmp_path: Path) -> None:
     nasty = f"@everyone @here <@&{STAFF_ROLE_ID}> <@{MOD_USER_ID}> **bold** [x](http://e.vil) "
     title = (nasty * 40)[:3000]
-    async with running_bot(tmp_path, fake) as running:
+    # A server that granted the bot Mention Everyone: nothing but the bot itself stops
+    # @everyone and Staff from being pinged here.
+    granted = default_guild(bot_permissions=BOT_ROLE_PERMISSIONS | MENTION_EVERYONE)
+    async with (
+        FakeDiscord(token=TOKEN, heartbeat_interval=200, guilds=[granted]) as fake,
+        running_bot(tmp_path, fake) as running,
+    ):
         assert await webhook(running, "live_start", uname="Quinn", title=title) == 202
         message = await fake.wait_for_message(STREAMS_CHANNEL_ID)
     assert not message["mention_everyone"]

@@ -11,18 +11,34 @@ import aiohttp
 import pytest
 
 from tests.fakes.discord_api import (
+    ANNOUNCEMENTS_CHANNEL_ID,
+    BOT_ROLE_ID,
+    BOT_ROLE_PERMISSIONS,
+    CATEGORY_ID,
+    EMBED_LINKS,
+    FORUM_CHANNEL_ID,
     GENERAL_CHANNEL_ID,
     GUILD_ID,
     MEMBER_USER_ID,
+    MENTION_EVERYONE,
+    MOD_ROLE_ID,
     MOD_USER_ID,
+    NO_EMBEDS_CHANNEL_ID,
     READONLY_CHANNEL_ID,
     RESTRICTED_CHANNEL_ID,
+    SEND_MESSAGES,
+    SEND_MESSAGES_IN_THREADS,
+    STAFF_ROLE_ID,
     STREAMERS_ROLE_ID,
     STREAMS_CHANNEL_ID,
+    THREAD_ID,
     TOKEN,
+    VIEW_CHANNEL,
+    VOICE_CHANNEL_ID,
     CommandNotAvailable,
     FakeDiscord,
     assert_no_heartbeat_threads,
+    default_guild,
     fast_client_options,
     point_discord_at,
     running_client,
@@ -149,15 +165,128 @@ async def test_send_edit_and_moderator_delete(fake: FakeDiscord, client: discord
 
 
 async def test_everyone_and_here_ping_wherever_they_stand_when_allowed(
-    fake: FakeDiscord, client: discord.Client
+    client: discord.Client,
 ) -> None:
-    async with running_client(fake, client):
+    # Only a bot its server granted Mention Everyone pings @everyone at all.
+    granted = default_guild(bot_permissions=BOT_ROLE_PERMISSIONS | MENTION_EVERYONE)
+    async with FakeDiscord(guilds=[granted]) as fake, running_client(fake, client):
         channel = client.get_channel(STREAMS_CHANNEL_ID)
         everyone = discord.AllowedMentions(everyone=True)
         for content in ("@everyone1", "hi@here_", "@\u200beveryone", "@ everyone"):
             await channel.send(content, allowed_mentions=everyone)
     pinged = [m["mention_everyone"] for m in fake.messages[STREAMS_CHANNEL_ID]]
     assert pinged == [True, True, False, False]
+
+
+async def test_the_bot_has_what_its_invite_asks_for_and_no_mention_everyone(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    async with running_client(fake, client):
+        guild = client.get_guild(GUILD_ID)
+        assert guild is not None
+        perms = guild.get_channel(STREAMS_CHANNEL_ID).permissions_for(guild.me)
+        assert perms.view_channel and perms.send_messages and perms.embed_links
+        assert not perms.mention_everyone
+        channel = client.get_channel(STREAMS_CHANNEL_ID)
+        roles = discord.AllowedMentions(everyone=True, roles=True)
+        await channel.send(
+            f"@everyone <@&{STAFF_ROLE_ID}> <@&{STREAMERS_ROLE_ID}>", allowed_mentions=roles
+        )
+    [message] = fake.messages[STREAMS_CHANNEL_ID]
+    # Staff is not mentionable and the bot may not mention everyone: only Streamers pings.
+    assert message["mention_everyone"] is False
+    assert message["mention_roles"] == [str(STREAMERS_ROLE_ID)]
+
+
+async def test_guild_create_carries_only_the_bots_own_member(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    # As Discord without the presences intent; discord.py always caches the bot's member.
+    async with running_client(fake, client):
+        guild = client.get_guild(GUILD_ID)
+        assert guild is not None
+        assert [m.id for m in guild.members] == [fake.bot_user_id]
+        assert guild.me is not None
+
+
+async def test_non_text_channels_refuse_messages_and_threads_take_them(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    async with running_client(fake, client):
+        guild = client.get_guild(GUILD_ID)
+        assert guild is not None
+        for channel_id in (CATEGORY_ID, FORUM_CHANNEL_ID):
+            with pytest.raises(discord.HTTPException) as refused:
+                await client.get_partial_messageable(channel_id).send("hello")
+            assert (refused.value.status, refused.value.code) == (400, 50008)
+            assert "non-text channel" in refused.value.text
+        assert isinstance(guild.get_channel(CATEGORY_ID), discord.CategoryChannel)
+        assert isinstance(guild.get_channel(FORUM_CHANNEL_ID), discord.ForumChannel)
+        # Announcement channels, threads and a voice channel's text chat take messages.
+        announcements = guild.get_channel(ANNOUNCEMENTS_CHANNEL_ID)
+        assert isinstance(announcements, discord.TextChannel) and announcements.is_news()
+        thread = guild.get_thread(THREAD_ID)
+        assert thread is not None and thread.parent_id == STREAMS_CHANNEL_ID
+        voice = guild.get_channel(VOICE_CHANNEL_ID)
+        assert isinstance(voice, discord.VoiceChannel)
+        for target in (announcements, thread, voice):
+            await target.send("hello")
+            assert [m["content"] for m in fake.messages[target.id]] == ["hello"]
+
+
+async def test_a_thread_needs_send_messages_in_threads(client: discord.Client) -> None:
+    guild = default_guild()
+    everyone = next(r for r in guild["roles"] if r["id"] == str(GUILD_ID))
+    everyone["permissions"] = str(int(everyone["permissions"]) & ~SEND_MESSAGES_IN_THREADS)
+    bot_role = next(r for r in guild["roles"] if r["id"] == str(BOT_ROLE_ID))
+    bot_role["permissions"] = str(VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS)
+    async with FakeDiscord(guilds=[guild]) as fake, running_client(fake, client):
+        thread = client.get_guild(GUILD_ID).get_thread(THREAD_ID)
+        assert not thread.permissions_for(thread.guild.me).send_messages_in_threads
+        with pytest.raises(discord.Forbidden) as refused:
+            await thread.send("hello")
+        assert refused.value.code == 50013
+        await client.get_channel(STREAMS_CHANNEL_ID).send("the parent still works")
+
+
+async def test_embed_links_denied_drops_the_embed_and_updates_reach_the_client(
+    fake: FakeDiscord, client: discord.Client
+) -> None:
+    async with running_client(fake, client):
+        guild = client.get_guild(GUILD_ID)
+        channel = guild.get_channel(NO_EMBEDS_CHANNEL_ID)
+        assert not channel.permissions_for(guild.me).embed_links
+        await channel.send("card", embed=discord.Embed(title="dropped"))
+        assert fake.messages[NO_EMBEDS_CHANNEL_ID][0]["embeds"] == []
+
+        # A moderator lifts the overwrite: CHANNEL_UPDATE updates discord.py's cache.
+        await fake.update_channel(NO_EMBEDS_CHANNEL_ID, permission_overwrites=[])
+        async with asyncio.timeout(5):
+            while (
+                not guild.get_channel(NO_EMBEDS_CHANNEL_ID).permissions_for(guild.me).embed_links
+            ):
+                await asyncio.sleep(0.01)
+        await guild.get_channel(NO_EMBEDS_CHANNEL_ID).send(
+            "card", embed=discord.Embed(title="kept")
+        )
+        assert fake.messages[NO_EMBEDS_CHANNEL_ID][1]["embeds"][0]["title"] == "kept"
+
+        # The bot's role loses Embed Links (GUILD_ROLE_UPDATE), then the bot gets a role
+        # that has it (GUILD_MEMBER_UPDATE for the bot's own member, sent whatever the intents).
+        await fake.update_role(BOT_ROLE_ID, permissions=VIEW_CHANNEL | SEND_MESSAGES)
+        everyone = guild.get_role(GUILD_ID)
+        await fake.update_role(
+            GUILD_ID, permissions=int(everyone.permissions.value) & ~EMBED_LINKS
+        )
+        async with asyncio.timeout(5):
+            while guild.get_channel(STREAMS_CHANNEL_ID).permissions_for(guild.me).embed_links:
+                await asyncio.sleep(0.01)
+        await fake.update_member(fake.bot_user_id, [BOT_ROLE_ID, MOD_ROLE_ID])
+        await fake.update_role(MOD_ROLE_ID, permissions=EMBED_LINKS)
+        async with asyncio.timeout(5):
+            while not guild.get_channel(STREAMS_CHANNEL_ID).permissions_for(guild.me).embed_links:
+                await asyncio.sleep(0.01)
+        assert MOD_ROLE_ID in [r.id for r in guild.me.roles]
 
 
 async def test_429_is_waited_out_and_delivered_once(
@@ -405,3 +534,23 @@ async def test_point_discord_at_restores_on_error(fake: FakeDiscord) -> None:
         assert fake.api_url == discord.http.Route.BASE
         raise RuntimeError
     assert before == discord.http.Route.BASE
+
+
+async def test_a_login_refused_for_the_ip_address_is_a_plain_429(client: discord.Client) -> None:
+    async with FakeDiscord() as fake:
+        fake.fail_next(
+            "GET",
+            "/users/@me",
+            status=429,
+            json={"message": "You are being blocked.", "retry_after": 2.5, "global": True},
+            headers={"Retry-After": "3"},
+        )
+        with point_discord_at(fake), pytest.raises(discord.HTTPException) as caught:
+            await client.login(TOKEN)
+        await client.close()
+        # No Via header: discord.py takes it for a Cloudflare ban and does not retry.
+        assert caught.value.status == 429
+        assert not isinstance(caught.value, discord.RateLimited)
+        assert caught.value.response.headers.get("Via") is None
+        assert caught.value.response.headers["Retry-After"] == "3"
+        assert statuses(fake, "GET", "/users/@me") == [429]

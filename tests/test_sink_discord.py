@@ -30,22 +30,32 @@ from bot.sinks.discord.client import INVITE_PERMISSIONS
 from bot.sinks.discord.commands import status_embed
 from bot.sinks.discord.config import DiscordConfig
 from bot.sinks.discord.errors import delivery_error
-from bot.sinks.discord.format import KIND_COLOURS
+from bot.sinks.discord.format import FORMAT, KIND_COLOURS
 from bot.sinks.discord.sink import DiscordSink, delivery_nonce
 from bot.store import Delivery, DeliveryInfo, Store
+from bot.targets import TargetProblems
 from tests.fakes.discord_api import (
+    ANNOUNCEMENTS_CHANNEL_ID,
     APPLICATION_ID,
     BOT_ROLE_ID,
+    BOT_ROLE_PERMISSIONS,
+    CATEGORY_ID,
+    EMBED_LINKS,
+    FORUM_CHANNEL_ID,
     GENERAL_CHANNEL_ID,
     GUILD_ID,
     MEMBER_USER_ID,
+    MENTION_EVERYONE,
     MOD_USER_ID,
+    NO_EMBEDS_CHANNEL_ID,
     READONLY_CHANNEL_ID,
     RESTRICTED_CHANNEL_ID,
     STAFF_ROLE_ID,
     STREAMERS_ROLE_ID,
     STREAMS_CHANNEL_ID,
+    THREAD_ID,
     TOKEN,
+    VOICE_CHANNEL_ID,
     CommandNotAvailable,
     FakeDiscord,
     assert_no_heartbeat_threads,
@@ -124,6 +134,8 @@ def make_sink(
     ready_timeout: float = 5.0,
     global_limit: int | None = None,
     global_period: float | None = None,
+    problems: TargetProblems | None = None,
+    login_retry_first: float = 2.0,
     **client_options: Any,
 ) -> DiscordSink:
     config = DiscordConfig(
@@ -142,6 +154,8 @@ def make_sink(
         ready_timeout=ready_timeout,
         global_limit=global_limit,
         global_period=global_period,
+        problems=problems,
+        login_retry_first=login_retry_first,
     )
 
 
@@ -225,17 +239,22 @@ def sink_logs(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) ->
 
 
 async def test_live_start_through_the_outbox_is_an_embed_that_pings_only_the_route_role(
-    fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
+    store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     dispatcher = Dispatcher(store=store, routes=[ROUTE], sinks=["discord"])
     accepted = await dispatcher.accept(live_start(title=NASTY, name=f"Quinn {NASTY}"))
     assert accepted.deliveries == 1
-    sink = make_sink(fake, store)
-    async with running(sink):
-        await run_worker_until(
-            OutboxWorker(store=store, sink=sink),
-            outbox_states(store, lambda states: states == {"sent": 1}),
-        )
+    # A server that granted the bot Mention Everyone: only allowed_mentions holds the
+    # pings back here.
+    granted = default_guild(bot_permissions=BOT_ROLE_PERMISSIONS | MENTION_EVERYONE)
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=200, guilds=[granted]) as fake:
+        sink = make_sink(fake, store)
+        async with running(sink):
+            await run_worker_until(
+                OutboxWorker(store=store, sink=sink),
+                outbox_states(store, lambda states: states == {"sent": 1}),
+            )
+        assert fake.errors == []
 
     [message] = fake.messages[STREAMS_CHANNEL_ID]
     assert fake.messages[GENERAL_CHANNEL_ID] == []  # not routed there
@@ -272,19 +291,22 @@ async def test_live_start_through_the_outbox_is_an_embed_that_pings_only_the_rou
 
 
 async def test_mentions_a_template_writes_out_literally_still_ping_only_the_route_roles(
-    fake: FakeDiscord, store: Store, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     # Template text is not escaped (only the values put into it are), so here the second
-    # wall, allowed_mentions, is all that stands between a careless template and a ping.
+    # wall, allowed_mentions, is all that stands between a careless template and a ping
+    # (in a server that granted the bot Mention Everyone).
     (tmp_path / "discord").mkdir()
     (tmp_path / "discord" / "live_start.j2").write_text(
         '{% extends "discord/base.j2" %}{% block content %}'
         f"@everyone @here <@&{STAFF_ROLE_ID}> <@{MEMBER_USER_ID}> {{{{ streamer.name }}}} is live"
         "{% endblock %}"
     )
-    sink = make_sink(fake, store, renderer=Renderer(formats=FORMATS, user_dir=tmp_path))
-    async with running(sink):
-        await sink.deliver(delivery(1, mention_roles=[STREAMERS_ROLE_ID]), live_start())
+    granted = default_guild(bot_permissions=BOT_ROLE_PERMISSIONS | MENTION_EVERYONE)
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=200, guilds=[granted]) as fake:
+        sink = make_sink(fake, store, renderer=Renderer(formats=FORMATS, user_dir=tmp_path))
+        async with running(sink):
+            await sink.deliver(delivery(1, mention_roles=[STREAMERS_ROLE_ID]), live_start())
     [message] = fake.messages[STREAMS_CHANNEL_ID]
     assert "@everyone @here" in message["content"]
     assert message["mention_roles"] == [str(STREAMERS_ROLE_ID)]
@@ -601,11 +623,10 @@ async def test_a_failing_channel_fails_visibly_without_blocking_another(
 async def test_a_role_that_cannot_be_pinged_is_reported_once(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    guild = default_guild()
-    bot_role = next(r for r in guild["roles"] if r["id"] == str(BOT_ROLE_ID))
-    bot_role["permissions"] = str(int(bot_role["permissions"]) & ~(1 << 17))  # no @everyone
+    # The default guild: the bot has no Mention Everyone (its invite does not ask for it),
+    # and Staff is not mentionable.
     async with (
-        FakeDiscord(token=TOKEN, guilds=[guild]) as fake,
+        FakeDiscord(token=TOKEN) as fake,
         running(make_sink(fake, store)) as sink,
     ):
         for n in (1, 2):
@@ -884,3 +905,318 @@ async def test_the_token_stays_out_of_logs_and_reprs(
     # The fixture checks every record; make sure there were plenty to check.
     assert len(caplog.records) > 20
     assert any(r.name.startswith("discord") for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- targets (#15)
+
+
+def live_end(n: int = 1) -> Event:
+    start = live_start()
+    return start.with_changes(
+        event_id=f"end-{n}",
+        kind="live_end",
+        started_at=start.occurred_at,
+        ended_at=start.occurred_at + timedelta(hours=2, minutes=13),
+        occurred_at=start.occurred_at + timedelta(hours=2, minutes=13),
+    )
+
+
+def recheck_log(problems: TargetProblems) -> list[tuple[str, str]]:
+    """Where the sink asks for a preflight again (the runner's hook, recorded)."""
+    asked: list[tuple[str, str]] = []
+    problems.on_recheck = lambda sink, target: asked.append((sink, target))
+    return asked
+
+
+def problem_warnings(caplog: pytest.LogCaptureFixture, words: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "bot.targets" and r.levelno == logging.WARNING and words in r.getMessage()
+    ]
+
+
+async def eventually(check: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+NO_EMBEDS = str(NO_EMBEDS_CHANNEL_ID)
+
+
+async def test_without_embed_links_the_card_is_complete_plain_text_until_the_right_is_back(
+    fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    problems = TargetProblems()
+    asked = recheck_log(problems)
+    async with running(make_sink(fake, store, problems=problems)) as sink:
+        card = await sink.deliver(
+            delivery(1, NO_EMBEDS_CHANNEL_ID, mention_roles=[STREAMERS_ROLE_ID]), live_start()
+        )
+        await sink.deliver(delivery(2, NO_EMBEDS_CHANNEL_ID), live_start(n=2))
+        first = fake.messages[NO_EMBEDS_CHANNEL_ID][0]
+        # Not a bare "Quinn is live!" line: the whole card, in the content.
+        assert first["embeds"] == []
+        assert first["content"].startswith(f"<@&{STREAMERS_ROLE_ID}> 🔴 **Quinn** is live!")
+        assert "**Painting a dragon**" in first["content"]
+        assert "Category: Art" in first["content"]
+        assert URL in first["content"]
+        assert first["mention_roles"] == [str(STREAMERS_ROLE_ID)]
+        # One warning for the channel, however many cards; /status and /healthz get it.
+        [warning] = problem_warnings(caplog, "embed links")
+        assert NO_EMBEDS in warning and "no-embeds" in warning
+        [problem] = problems.all()
+        assert (problem.target, problem.kind, problem.blocking, problem.origin) == (
+            NO_EMBEDS,
+            "no_embed_links",
+            False,
+            "send",
+        )
+        assert "allow Embed Links" in problem.detail
+
+        # The end edits the text card, as text: ended, and for how long.
+        assert card is not None
+        await sink.edit(delivery(3, NO_EMBEDS_CHANNEL_ID), card, live_end())
+        ended = fake.messages[NO_EMBEDS_CHANNEL_ID][0]
+        assert ended["embeds"] == []
+        assert "ended the stream" in ended["content"]
+        assert "Streamed for **2h 13m**" in ended["content"]
+        assert URL in ended["content"]
+
+        # A moderator lifts the overwrite: the gateway says so, no restart needed.
+        await fake.update_channel(NO_EMBEDS_CHANNEL_ID, permission_overwrites=[])
+        await eventually(lambda: problems.all() == [])
+        assert ("discord", NO_EMBEDS) in asked
+        await sink.edit(delivery(4, NO_EMBEDS_CHANNEL_ID), card, live_end())
+        [embed] = fake.messages[NO_EMBEDS_CHANNEL_ID][0]["embeds"]
+        assert "Streamed for" in embed["description"]
+    assert len(problem_warnings(caplog, "embed links")) == 1
+
+
+async def test_embed_links_lost_through_a_role_is_noticed_before_the_next_card(
+    fake: FakeDiscord, store: Store
+) -> None:
+    problems = TargetProblems()
+    async with running(make_sink(fake, store, problems=problems)) as sink:
+        await sink.deliver(delivery(1), live_start())
+        assert fake.messages[STREAMS_CHANNEL_ID][0]["embeds"]
+        # Neither @everyone nor the bot's role has Embed Links any more.
+        guild = sink.client.get_guild(GUILD_ID)  # type: ignore[union-attr]
+        everyone = guild.default_role.permissions.value & ~EMBED_LINKS
+        await fake.update_role(GUILD_ID, permissions=everyone)
+        await fake.update_role(BOT_ROLE_ID, permissions=BOT_ROLE_PERMISSIONS & ~EMBED_LINKS)
+        await eventually(
+            lambda: not guild.get_channel(STREAMS_CHANNEL_ID).permissions_for(guild.me).embed_links
+        )
+        await sink.deliver(delivery(2), live_start(n=2))
+        second = fake.messages[STREAMS_CHANNEL_ID][1]
+        assert second["embeds"] == [] and "Painting a dragon" in second["content"]
+        assert [p.kind for p in problems.all()] == ["no_embed_links"]
+
+        # A role with Embed Links given to the bot (its own GUILD_MEMBER_UPDATE) fixes it.
+        await fake.update_role(STAFF_ROLE_ID, permissions=EMBED_LINKS)
+        await fake.update_member(fake.bot_user_id, [BOT_ROLE_ID, STAFF_ROLE_ID])
+        await eventually(lambda: problems.all() == [])
+
+
+def test_the_text_card_is_escaped_mention_safe_and_within_2000() -> None:
+    renderer = Renderer(formats=FORMATS)
+    nasty = f"@everyone <@&{STAFF_ROLE_ID}> **bold** [x](http://e.vil) " * 200
+    event = live_start(title=nasty, name=f"Quinn {NASTY}")
+    message = renderer.render(FORMAT, event, mention_roles=[STREAMERS_ROLE_ID])
+    text = message.text
+    assert utf16_len(text) <= 2000
+    assert text.startswith(f"<@&{STREAMERS_ROLE_ID}> ")
+    assert "@everyone" not in text  # broken with an invisible character
+    assert f"<@&{STAFF_ROLE_ID}>" not in text
+    assert "\\*\\*bold\\*\\*" in text
+    # The ping list is the same as the embed card's: only the route's role.
+    assert message.allowed_mentions["roles"] == [str(STREAMERS_ROLE_ID)]
+
+
+async def test_non_text_channels_are_refused_with_what_they_are_and_threads_work(
+    fake: FakeDiscord, store: Store
+) -> None:
+    problems = TargetProblems()
+    asked = recheck_log(problems)
+    async with running(make_sink(fake, store, problems=problems)) as sink:
+        with pytest.raises(PermanentDeliveryError, match=r"\('ideas'\) is a forum channel"):
+            await sink.deliver(delivery(1, FORUM_CHANNEL_ID), live_start())
+        with pytest.raises(PermanentDeliveryError, match="is a category"):
+            await sink.deliver(delivery(2, CATEGORY_ID), live_start())
+        # Known from the cache: not even a request.
+        assert not [r for r in fake.requests if r.path == f"/channels/{FORUM_CHANNEL_ID}/messages"]
+        assert ("discord", str(FORUM_CHANNEL_ID)) in asked
+
+        # Announcement channels, threads and a voice channel's text chat are targets.
+        for n, channel in enumerate((ANNOUNCEMENTS_CHANNEL_ID, THREAD_ID, VOICE_CHANNEL_ID), 3):
+            await sink.deliver(delivery(n, channel), live_start(n=n))
+            assert fake.messages[channel][0]["embeds"]
+
+        # Discord's own 50008 (a channel the cache does not hold) says what to do too.
+        fake.fail_next(
+            "POST",
+            MESSAGES,
+            status=400,
+            json={"code": 50008, "message": "Cannot send messages in a non-text channel"},
+        )
+        with pytest.raises(PermanentDeliveryError, match="50008") as caught:
+            await sink.deliver(delivery(9), live_start(n=9))
+        assert "route to a text or announcement channel, or a thread" in str(caught.value)
+
+        # A refusal a permission explains asks for the channel to be checked again.
+        with pytest.raises(PermanentDeliveryError, match="50013"):
+            await sink.deliver(delivery(10, READONLY_CHANNEL_ID), live_start(n=10))
+        with pytest.raises(PermanentDeliveryError, match="50001"):
+            await sink.deliver(delivery(11, RESTRICTED_CHANNEL_ID), live_start(n=11))
+    assert {("discord", str(c)) for c in (READONLY_CHANNEL_ID, RESTRICTED_CHANNEL_ID)} <= set(
+        asked
+    )
+    assert problems.all() == []  # a send reports no blocking problem: the preflight does
+
+
+FOREIGN_CHANNEL_ID = 1_210_000_000_000_009_001
+FOREIGN_GUILD = {
+    "id": 1_210_000_000_000_009_000,
+    "channels": [
+        {"id": str(FOREIGN_CHANNEL_ID), "type": 0, "name": "elsewhere", "position": 0},
+    ],
+}
+
+
+async def test_preflight_says_what_is_wrong_with_each_channel(store: Store) -> None:
+    async with FakeDiscord(
+        token=TOKEN, heartbeat_interval=200, foreign_guilds=[FOREIGN_GUILD]
+    ) as fake:
+        sink = make_sink(fake, store)
+        assert await sink.preflight([str(STREAMS_CHANNEL_ID)]) is None  # not connected
+        async with running(sink):
+            targets = [
+                str(c)
+                for c in (
+                    STREAMS_CHANNEL_ID,
+                    ANNOUNCEMENTS_CHANNEL_ID,
+                    THREAD_ID,
+                    VOICE_CHANNEL_ID,
+                    NO_EMBEDS_CHANNEL_ID,
+                    READONLY_CHANNEL_ID,
+                    RESTRICTED_CHANNEL_ID,
+                    FORUM_CHANNEL_ID,
+                    CATEGORY_ID,
+                    424242,
+                    FOREIGN_CHANNEL_ID,
+                )
+            ]
+            found = await sink.preflight(targets)
+        assert fake.errors == []
+    assert found is not None
+    by_target = {p.target: p for p in found}
+    assert len(by_target) == len(found)  # one problem each here
+    kinds = {target: (p.kind, p.blocking) for target, p in by_target.items()}
+    assert kinds == {
+        str(NO_EMBEDS_CHANNEL_ID): ("no_embed_links", False),
+        str(READONLY_CHANNEL_ID): ("cannot_send", True),
+        str(RESTRICTED_CHANNEL_ID): ("no_view", True),
+        str(FORUM_CHANNEL_ID): ("not_text", True),
+        str(CATEGORY_ID): ("not_text", True),
+        "424242": ("not_found", True),
+        str(FOREIGN_CHANNEL_ID): ("no_access", True),
+    }
+    assert all(p.origin == "preflight" and p.sink == "discord" for p in found)
+    forum = by_target[str(FORUM_CHANNEL_ID)].detail
+    assert "('ideas') is a forum channel" in forum and "one of its posts (a thread)" in forum
+    assert "allow Send Messages" in by_target[str(READONLY_CHANNEL_ID)].detail
+    assert "allow View Channel" in by_target[str(RESTRICTED_CHANNEL_ID)].detail
+    assert "does not exist" in by_target["424242"].detail
+    assert "not in that channel's server" in by_target[str(FOREIGN_CHANNEL_ID)].detail
+    # REST only for what the gateway's cache does not hold.
+    lookups = [r.path for r in fake.requests if r.method == "GET" and r.path.startswith("/chan")]
+    assert sorted(lookups) == sorted(["/channels/424242", f"/channels/{FOREIGN_CHANNEL_ID}"])
+
+
+async def test_preflight_checks_the_mention_roles_against_mention_everyone(
+    fake: FakeDiscord, store: Store
+) -> None:
+    streams, general = str(STREAMS_CHANNEL_ID), str(GENERAL_CHANNEL_ID)
+    async with running(make_sink(fake, store)) as sink:
+        found = await sink.preflight(
+            [streams], mention_roles={streams: [STAFF_ROLE_ID, STREAMERS_ROLE_ID, 987654321]}
+        )
+        assert found is not None
+        [problem] = found
+        assert (problem.kind, problem.blocking) == ("role_not_pingable", False)
+        assert f"Staff ({STAFF_ROLE_ID})" in problem.detail  # not mentionable
+        assert "987654321 do not exist" in problem.detail
+        assert str(STREAMERS_ROLE_ID) not in problem.detail  # mentionable: fine
+
+        # Without a mapping, the roles its deliveries carried are checked.
+        await sink.deliver(
+            delivery(1, GENERAL_CHANNEL_ID, mention_roles=[STAFF_ROLE_ID]), live_start()
+        )
+        found = await sink.preflight([general])
+        assert found is not None
+        assert [p.kind for p in found] == ["role_not_pingable"]
+
+        # A server that grants the bot Mention Everyone may ping Staff after all.
+        await fake.update_role(BOT_ROLE_ID, permissions=BOT_ROLE_PERMISSIONS | MENTION_EVERYONE)
+        guild = sink.client.get_guild(GUILD_ID)  # type: ignore[union-attr]
+        await eventually(lambda: guild.me.guild_permissions.mention_everyone)
+        assert await sink.preflight([general]) == []
+
+
+async def test_preflight_answers_none_when_discord_cannot_be_asked_now(
+    fake: FakeDiscord, store: Store
+) -> None:
+    async with running(make_sink(fake, store)) as sink:
+        # Longer than discord.py waits out itself: RateLimited, which is not an answer.
+        fake.rate_limit_next("GET", "/channels/424242", retry_after=120)
+        assert await sink.preflight([str(STREAMS_CHANNEL_ID), "424242"]) is None
+        found = await sink.preflight(["424242"])
+        assert found is not None and [p.kind for p in found] == ["not_found"]
+
+
+BLOCKED = {"message": "You are being blocked from accessing our API temporarily.", "code": 0}
+
+
+async def test_a_login_refused_for_the_ip_address_is_retried_until_it_passes(
+    fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Cloudflare's answer: 429 without Via, which discord.py raises without retrying.
+    fake.fail_next(
+        "GET", "/users/@me", status=429, json=BLOCKED, headers={"Retry-After": "1"}, times=2
+    )
+    sink = make_sink(fake, store, ready_timeout=0.3, login_retry_first=0.05)
+    await sink.start()
+    try:
+        assert sink.state == "blocked"  # not "running": /healthz does not say ok
+        with pytest.raises(TransientDeliveryError, match="not logged in"):
+            await sink.deliver(delivery(1), live_start())
+        await eventually(lambda: sink.state == "running", timeout=10)
+        await sink.deliver(delivery(2), live_start(n=2))
+    finally:
+        await sink.stop()
+    assert statuses(fake, "GET", "/users/@me") == [429, 429, 200]
+    [explained] = [m for m in sink_logs(caplog) if "refusing this IP address" in m]
+    assert "429 without Via" in explained and "retrying in 1s" in explained
+    assert any("still refused" in m for m in sink_logs(caplog, logging.INFO))
+    assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1
+
+
+async def test_a_refused_login_waits_what_the_body_says_without_a_header(
+    fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.fail_next("GET", "/users/@me", status=429, json={**BLOCKED, "retry_after": 2.0})
+    sink = make_sink(fake, store, ready_timeout=10, login_retry_first=0.05)
+    async with running(sink):
+        pass
+    assert any("retrying in 2s" in m for m in sink_logs(caplog))
+
+
+async def test_stop_ends_a_login_waiting_out_an_ip_block(fake: FakeDiscord, store: Store) -> None:
+    fake.fail_next("GET", "/users/@me", status=429, json=BLOCKED, headers={"Retry-After": "600"})
+    sink = make_sink(fake, store, ready_timeout=0.3)
+    await sink.start()
+    assert sink.state == "blocked"
+    await sink.stop()
+    assert sink.state == "stopped"

@@ -21,16 +21,23 @@ one 500 costs a test one second; a 429's wait is the ``retry_after`` you inject.
 
 FakeDiscord(*, guilds=None, application_id=APPLICATION_ID, bot_user_id=BOT_USER_ID, ...)
     guilds: GUILD_CREATE-shaped dicts (``default_guild()`` is the default: text channels
-    general/streams/readonly/restricted, roles Moderator (Manage Channels), Staff,
-    Streamers (mentionable), the bot's role; members owner, mod (Manage Channels),
-    member (none) and the bot). ``token``: when set, any other token gets REST 401 and
+    general/streams/readonly (@everyone may not send)/restricted (the bot may not see)/
+    no-embeds (@everyone denied Embed Links), an announcement channel, the voice channel
+    Lounge (its text chat takes messages), the forum ideas and the category Text Channels
+    (both refuse messages), the thread stream-chat in streams; roles Moderator (Manage
+    Channels), Staff, Streamers (mentionable), the bot's role with what the invite link
+    asks for (no Mention Everyone: ``default_guild(bot_permissions=...)`` to grant more);
+    members owner, mod (Manage Channels), member (none) and the bot; GUILD_CREATE carries
+    only the bot's member, as Discord without the presences intent). ``token``: when set,
+    any other token gets REST 401 and
     gateway close 4004. ``heartbeat_interval`` (ms), ``interaction_ack_timeout`` (3 s, as
     Discord), ``interaction_token_ttl`` (15 min), ``nonce_window`` (s),
     ``message_rate_limit=(5, 5.0)`` to enforce a per-channel bucket on message creation
     (off by default: headers then always show spare capacity), ``global_rate_limit=(50,
     1.0)`` to enforce the bot's global limit on every request made with the bot token
     (interaction answers are exempt, as on Discord; a fixed window opened by the first
-    request in it; beyond it a 429 with ``"global": true``), ``allowed_intents``.
+    request in it; beyond it a 429 with ``"global": true``), ``allowed_intents``,
+    ``foreign_guilds`` (servers the bot is not in: their channels answer 403 50001).
 start() / close(), or ``async with``.
 api_url, gateway_url, resume_gateway_url.
 messages: channel id -> messages as Discord returns them (live dicts: edits applied,
@@ -50,6 +57,14 @@ rate_limit_next(method, path_pattern, *, retry_after=0.05, is_global=False, time
     a 429 as Discord sends it (Via header, JSON body, X-RateLimit-* headers).
 delete_message(channel_id, message_id) / delete_channel(channel_id): a moderator did it;
     MESSAGE_DELETE / CHANNEL_DELETE go out; later calls get 10008 / 10003.
+await update_channel(channel_id, **fields) / update_role(role_id, **fields) /
+    update_member(user_id, role_ids): a moderator changed overwrites, a role's permissions
+    or mentionable flag, a member's roles; CHANNEL_UPDATE (THREAD_UPDATE) /
+    GUILD_ROLE_UPDATE / GUILD_MEMBER_UPDATE go out (the last one for the bot's own member
+    whatever the intents, as Discord does).
+A login refused for the IP address (a 429 without ``Via``, which discord.py does not
+    retry): ``fail_next("GET", "/users/@me", status=429, json=..., headers={"Retry-After":
+    "1"})``; fail_next adds no header of its own.
 invoke_command(name, options=None, *, channel_id, guild_id, member_permissions=None,
     user_id=MEMBER_USER_ID, ...) -> InteractionResult: pushes INTERACTION_CREATE (type 2,
     the synced command's id; "group sub" names reach subcommands) and returns once the bot
@@ -63,7 +78,9 @@ dispatch(event, data), request_reconnect(), invalidate_session(resumable=False),
 Behaviour modelled because a bot can get it wrong: 2000/256/4096/1024/6000/10/25 limits,
 embed URLs, empty messages (50006) -> 400 like Discord; ``enforce_nonce`` idempotency;
 channel permissions from roles and overwrites (403 50001 without View Channel, 50013
-without Send Messages; embeds silently dropped without Embed Links); mentions computed from
+without Send Messages, or Send Messages in Threads in a thread, whose parent's overwrites
+apply; embeds silently dropped without Embed Links); 400 50008 "Cannot send messages in a
+non-text channel" for a category, forum, media or directory channel; mentions computed from
 ``allowed_mentions`` (so ``mentions``/``mention_roles``/``mention_everyone`` show who would be
 pinged); interaction rules (3 s to acknowledge -> 10062, one acknowledgement -> 40060,
 15 min tokens -> 50027, the first followup after a defer edits the loading message).
@@ -103,20 +120,27 @@ with warnings.catch_warnings():
     import discord.http
 
 __all__ = [
+    "ANNOUNCEMENTS_CHANNEL_ID",
     "APPLICATION_ID",
+    "BOT_ROLE_PERMISSIONS",
     "BOT_USER_ID",
+    "CATEGORY_ID",
+    "FORUM_CHANNEL_ID",
     "GENERAL_CHANNEL_ID",
     "GUILD_ID",
     "MEMBER_USER_ID",
     "MOD_ROLE_ID",
     "MOD_USER_ID",
+    "NO_EMBEDS_CHANNEL_ID",
     "OWNER_USER_ID",
     "READONLY_CHANNEL_ID",
     "RESTRICTED_CHANNEL_ID",
     "STAFF_ROLE_ID",
     "STREAMERS_ROLE_ID",
     "STREAMS_CHANNEL_ID",
+    "THREAD_ID",
     "TOKEN",
+    "VOICE_CHANNEL_ID",
     "CommandNotAvailable",
     "FakeDiscord",
     "InteractionResult",
@@ -148,6 +172,8 @@ ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
 MENTION_EVERYONE = 1 << 17
 USE_APPLICATION_COMMANDS = 1 << 31
+MANAGE_THREADS = 1 << 34
+SEND_MESSAGES_IN_THREADS = 1 << 38
 ALL_PERMISSIONS = discord.Permissions.all().value
 
 # Message flags.
@@ -159,6 +185,8 @@ IS_COMPONENTS_V2 = 1 << 15
 
 GUILD_MESSAGES_INTENT = 1 << 9
 GUILDS_INTENT = 1 << 0
+GUILD_MEMBERS_INTENT = 1 << 1
+GUILD_PRESENCES_INTENT = 1 << 8
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)  # members, presences, message content
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 
@@ -175,6 +203,11 @@ GENERAL_CHANNEL_ID = 1_210_000_000_000_000_121
 STREAMS_CHANNEL_ID = 1_210_000_000_000_000_122
 READONLY_CHANNEL_ID = 1_210_000_000_000_000_123
 RESTRICTED_CHANNEL_ID = 1_210_000_000_000_000_124
+ANNOUNCEMENTS_CHANNEL_ID = 1_210_000_000_000_000_125
+VOICE_CHANNEL_ID = 1_210_000_000_000_000_126
+FORUM_CHANNEL_ID = 1_210_000_000_000_000_127
+THREAD_ID = 1_210_000_000_000_000_128
+NO_EMBEDS_CHANNEL_ID = 1_210_000_000_000_000_129
 OWNER_USER_ID = 1_210_000_000_000_000_200
 MOD_USER_ID = 1_210_000_000_000_000_201
 MEMBER_USER_ID = 1_210_000_000_000_000_202
@@ -187,9 +220,17 @@ _EVERYONE_PERMISSIONS = (
     | ATTACH_FILES
     | ADD_REACTIONS
     | USE_APPLICATION_COMMANDS
+    | SEND_MESSAGES_IN_THREADS
 )
+#: What the bot's managed role gets from the bot's invite link (bot/sinks/discord/client.py
+#: INVITE_PERMISSIONS): no Mention Everyone, so a role that is not mentionable is not pinged.
+BOT_ROLE_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | SEND_MESSAGES_IN_THREADS
 _JOINED_AT = "2024-01-01T00:00:00.000000+00:00"
-_TEXT_CHANNEL_TYPES = (0, 5)  # text, announcement
+#: Channel types that take messages: text, voice and stage (their text chat), announcement,
+#: and the three thread types. A category (4), directory (14), forum (15) or media (16)
+#: channel answers 400 50008 "Cannot send messages in a non-text channel".
+_MESSAGE_CHANNEL_TYPES = (0, 2, 5, 10, 11, 12, 13)
+_THREAD_TYPES = (10, 11, 12)
 _NAME_RE = re.compile(r"^[-_'\w]{1,32}$")
 
 
@@ -276,10 +317,45 @@ def _text_channel(
     }
 
 
-def default_guild(
-    *, bot_user_id: int = BOT_USER_ID, bot_name: str = "StreamBot"
+def _channel_of_type(
+    channel_id: int, channel_type: int, name: str, position: int, *overwrites: dict[str, Any]
 ) -> dict[str, Any]:
-    """A fresh copy of the guild a FakeDiscord serves unless given others."""
+    return dict(_text_channel(channel_id, name, position, *overwrites), type=channel_type)
+
+
+def _thread(thread_id: int, parent_id: int, name: str) -> dict[str, Any]:
+    return {
+        "id": str(thread_id),
+        "type": 11,  # a public thread
+        "name": name,
+        "parent_id": str(parent_id),
+        "owner_id": str(MOD_USER_ID),
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "message_count": 0,
+        "member_count": 1,
+        "flags": 0,
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 10080,
+            "archive_timestamp": _JOINED_AT,
+            "locked": False,
+            "create_timestamp": _JOINED_AT,
+        },
+    }
+
+
+def default_guild(
+    *,
+    bot_user_id: int = BOT_USER_ID,
+    bot_name: str = "StreamBot",
+    bot_permissions: int = BOT_ROLE_PERMISSIONS,
+) -> dict[str, Any]:
+    """A fresh copy of the guild a FakeDiscord serves unless given others.
+
+    `bot_permissions`: what the bot's managed role grants (the invite link's by default;
+    add MENTION_EVERYONE for a bot whose server granted it).
+    """
     bot = _user(bot_user_id, bot_name, bot=True)
     return {
         "id": str(GUILD_ID),
@@ -293,7 +369,7 @@ def default_guild(
             _role(
                 BOT_ROLE_ID,
                 bot_name,
-                _EVERYONE_PERMISSIONS | MENTION_EVERYONE,
+                bot_permissions,
                 4,
                 managed=True,
                 tags={"bot_id": str(bot_user_id)},
@@ -318,7 +394,27 @@ def default_guild(
             _text_channel(
                 RESTRICTED_CHANNEL_ID, "restricted", 3, _overwrite(BOT_ROLE_ID, deny=VIEW_CHANNEL)
             ),
+            _channel_of_type(ANNOUNCEMENTS_CHANNEL_ID, 5, "announcements", 4),
+            # Its text chat takes messages (text in voice), as a text channel's would.
+            dict(
+                _channel_of_type(VOICE_CHANNEL_ID, 2, "Lounge", 5),
+                bitrate=64000,
+                user_limit=0,
+                rtc_region=None,
+            ),
+            dict(
+                _channel_of_type(FORUM_CHANNEL_ID, 15, "ideas", 6),
+                available_tags=[],
+                default_reaction_emoji=None,
+                default_sort_order=None,
+                default_forum_layout=0,
+            ),
+            # Embed Links denied to @everyone, which the bot is too: cards lose their embed.
+            _text_channel(
+                NO_EMBEDS_CHANNEL_ID, "no-embeds", 7, _overwrite(GUILD_ID, deny=EMBED_LINKS)
+            ),
         ],
+        "threads": [_thread(THREAD_ID, STREAMS_CHANNEL_ID, "stream-chat")],
         "members": [
             _member(_user(OWNER_USER_ID, "owner"), []),
             _member(_user(MOD_USER_ID, "mod"), [MOD_ROLE_ID, STAFF_ROLE_ID]),
@@ -947,6 +1043,7 @@ class FakeDiscord:
         message_rate_limit: tuple[int, float] | None = None,
         global_rate_limit: tuple[int, float] | None = None,
         allowed_intents: int | None = None,
+        foreign_guilds: list[dict[str, Any]] | None = None,
     ) -> None:
         self.application_id = application_id
         self.bot_user_id = bot_user_id
@@ -978,10 +1075,21 @@ class FakeDiscord:
         for guild in raw:
             normalized = _normalize_guild(guild, self.bot_user)
             self.guilds[int(normalized["id"])] = normalized
-            for channel in normalized["channels"]:
+            for channel in [*normalized["channels"], *normalized["threads"]]:
                 self._channels[int(channel["id"])] = (normalized, channel)
-                if channel["type"] in _TEXT_CHANNEL_TYPES:
+                if channel["type"] in _MESSAGE_CHANNEL_TYPES:
                     self.messages[int(channel["id"])] = []
+        # Servers the bot is not in: never in READY or GUILD_CREATE, and their channels
+        # answer 403 50001 Missing Access, as Discord's do.
+        for guild in foreign_guilds or []:
+            foreign = copy.deepcopy(guild)
+            foreign["id"] = str(foreign["id"])
+            foreign.setdefault("owner_id", str(OWNER_USER_ID))
+            foreign.setdefault("roles", [_role(int(foreign["id"]), "@everyone", 0, 0)])
+            foreign.setdefault("members", [])
+            foreign.setdefault("threads", [])
+            for channel in [*foreign.get("channels", []), *foreign["threads"]]:
+                self._channels[int(channel["id"])] = (foreign, channel)
 
         self.requests: list[RecordedRequest] = []
         self.errors: list[Exception] = []
@@ -1122,12 +1230,52 @@ class FakeDiscord:
     def delete_channel(self, channel_id: int) -> None:
         """A moderator deleted a channel: later calls get 10003 Unknown Channel."""
         guild, channel = self._channel(channel_id)
-        guild["channels"].remove(channel)
+        thread = channel["type"] in _THREAD_TYPES
+        guild["threads" if thread else "channels"].remove(channel)
         del self._channels[channel_id]
         for msg in self.messages.pop(channel_id, []):
             self._by_id.pop(int(msg["id"]), None)
         data = dict(channel, guild_id=guild["id"])
-        self._spawn(self.dispatch("CHANNEL_DELETE", data, intent=GUILDS_INTENT))
+        event = "THREAD_DELETE" if thread else "CHANNEL_DELETE"
+        self._spawn(self.dispatch(event, data, intent=GUILDS_INTENT))
+        self._changes.notify()
+
+    async def update_channel(self, channel_id: int, **changes: Any) -> None:
+        """A moderator edited a channel (say its ``permission_overwrites``): CHANNEL_UPDATE
+        (THREAD_UPDATE for a thread) goes out to the sessions with the GUILDS intent."""
+        guild, channel = self._channel(channel_id)
+        channel.update(copy.deepcopy(changes))
+        thread = channel["type"] in _THREAD_TYPES
+        event = "THREAD_UPDATE" if thread else "CHANNEL_UPDATE"
+        await self.dispatch(event, dict(channel, guild_id=guild["id"]), intent=GUILDS_INTENT)
+        self._changes.notify()
+
+    async def update_role(self, role_id: int, guild_id: int = GUILD_ID, **changes: Any) -> None:
+        """A moderator edited a role (``permissions`` as an int, ``mentionable``...):
+        GUILD_ROLE_UPDATE goes out to the sessions with the GUILDS intent."""
+        guild = self.guilds[guild_id]
+        role = next(r for r in guild["roles"] if int(r["id"]) == role_id)
+        if "permissions" in changes:
+            changes["permissions"] = str(changes["permissions"])
+        role.update(changes)
+        data = {"guild_id": guild["id"], "role": copy.deepcopy(role)}
+        await self.dispatch("GUILD_ROLE_UPDATE", data, intent=GUILDS_INTENT)
+        self._changes.notify()
+
+    async def update_member(
+        self, user_id: int, role_ids: list[int], guild_id: int = GUILD_ID
+    ) -> None:
+        """A moderator changed a member's roles: GUILD_MEMBER_UPDATE goes out. Discord
+        sends it for the bot's own member whatever the intents, for others only with
+        GUILD_MEMBERS."""
+        guild = self.guilds[guild_id]
+        member = self._get_member(guild, user_id)
+        if member is None:
+            raise KeyError(f"no member {user_id} in guild {guild_id}")
+        member["roles"] = [str(role) for role in role_ids]
+        data = dict(copy.deepcopy(member), guild_id=guild["id"])
+        intent = None if user_id == self.bot_user_id else GUILD_MEMBERS_INTENT
+        await self.dispatch("GUILD_MEMBER_UPDATE", data, intent=intent)
         self._changes.notify()
 
     async def wait_for_message(
@@ -1516,6 +1664,9 @@ class FakeDiscord:
             return ALL_PERMISSIONS
         if channel is None:
             return perms
+        if channel["type"] in _THREAD_TYPES:
+            # A thread has no overwrites of its own: its parent channel's apply.
+            channel = self._channels[int(channel["parent_id"])][1]
         overwrites = {o["id"]: o for o in channel.get("permission_overwrites", [])}
         everyone = overwrites.get(guild["id"])
         if everyone is not None:
@@ -2038,7 +2189,11 @@ class FakeDiscord:
 
     async def _create_message(self, rec: RecordedRequest, cid: str) -> _Reply:
         guild, perms = self._bot_permissions(cid)
-        if not perms & SEND_MESSAGES:
+        channel_type = self._channel(cid)[1]["type"]
+        if channel_type not in _MESSAGE_CHANNEL_TYPES:
+            raise _ApiError(400, 50008, "Cannot send messages in a non-text channel")
+        needed = SEND_MESSAGES_IN_THREADS if channel_type in _THREAD_TYPES else SEND_MESSAGES
+        if not perms & needed:
             raise _ApiError(403, 50013, "Missing Permissions")
         payload = rec.json if isinstance(rec.json, dict) else {}
         errors = _validate_message(payload)
@@ -2382,8 +2537,16 @@ class FakeDiscord:
         }
         await self._send_to(session, "READY", ready)
         for guild in self.guilds.values():
-            await self._send_to(session, "GUILD_CREATE", guild)
+            await self._send_to(session, "GUILD_CREATE", self._guild_create(guild, intents))
         self.ready.set()
+
+    def _guild_create(self, guild: dict[str, Any], intents: int) -> dict[str, Any]:
+        """GUILD_CREATE as Discord sends it: without the presences intent its members are
+        the bot's own member only (and members in voice, which the fake has none of)."""
+        if intents & GUILD_PRESENCES_INTENT:
+            return guild
+        members = [m for m in guild["members"] if int(m["user"]["id"]) == self.bot_user_id]
+        return dict(guild, members=members)
 
     async def _send_to(self, session: _Session, event: str, data: dict[str, Any]) -> None:
         async with session.lock:

@@ -22,14 +22,15 @@ with warnings.catch_warnings():
 
 from bot.sinks.ratelimit import WindowLimiter
 
-#: What the invite link asks for. View Channel and Send Messages to post at all; Embed
+#: What the invite link asks for. View Channel and Send Messages to post at all (Send
+#: Messages in Threads for a thread in `discord_channels`); Embed
 #: Links because without it Discord silently drops the embed and only the one-line
 #: content arrives. Editing the bot's own messages needs nothing more, and the bot never
 #: reads other messages, so no Read Message History. No Mention Everyone either: a role in
 #: `mention_roles` is pinged when it is mentionable; an admin who wants to ping a role
 #: that is not can grant that permission knowingly (the sink logs the hint).
 INVITE_PERMISSIONS: Final = discord.Permissions(
-    view_channel=True, send_messages=True, embed_links=True
+    view_channel=True, send_messages=True, send_messages_in_threads=True, embed_links=True
 )
 INVITE_SCOPES: Final = ("bot", "applications.commands")
 
@@ -48,22 +49,84 @@ def allowed_mentions_for(roles: Iterable[str | int]) -> discord.AllowedMentions:
 
 
 class BotClient(discord.Client):
-    """discord.Client that tells the sink when it is ready."""
+    """discord.Client that tells the sink when it is ready, and when the bot's permissions
+    in a server may have changed (channel overwrites, roles, its own member's roles)."""
 
     def __init__(
         self,
         *,
         on_ready: Callable[[], None],
         identify_hook: Callable[..., Awaitable[None]] | None,
+        on_permissions_changed: Callable[[int], None] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
         self._sink_on_ready = on_ready
         self._identify_hook = identify_hook
+        self._permissions_changed = on_permissions_changed
 
     async def on_ready(self) -> None:
         """The gateway session is up: commands can arrive."""
         self._sink_on_ready()
+
+    def _changed(self, guild: discord.Guild | None) -> None:
+        if guild is not None and self._permissions_changed is not None:
+            self._permissions_changed(guild.id)
+
+    # What the GUILDS intent delivers that can change what the bot may do in a channel.
+    # GUILD_MEMBER_UPDATE needs the members intent except for the bot's own member,
+    # which Discord always sends.
+
+    async def on_guild_channel_update(
+        self, before: discord.abc.GuildChannel, after: discord.abc.GuildChannel
+    ) -> None:
+        """Overwrites or the type of a channel changed (a text channel made announcement)."""
+        del before
+        self._changed(after.guild)
+
+    async def on_guild_channel_create(self, channel: discord.abc.GuildChannel) -> None:
+        """A channel appeared (an id in bot.toml may exist now)."""
+        self._changed(channel.guild)
+
+    async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
+        """A channel was deleted."""
+        self._changed(channel.guild)
+
+    async def on_thread_update(self, before: discord.Thread, after: discord.Thread) -> None:
+        """A thread was archived, locked or renamed."""
+        del before
+        self._changed(after.guild)
+
+    async def on_thread_delete(self, thread: discord.Thread) -> None:
+        """A thread was deleted."""
+        self._changed(thread.guild)
+
+    async def on_guild_role_update(self, before: discord.Role, after: discord.Role) -> None:
+        """A role's permissions or mentionable flag changed."""
+        del before
+        self._changed(after.guild)
+
+    async def on_guild_role_create(self, role: discord.Role) -> None:
+        """A role appeared (a mention role in bot.toml may exist now)."""
+        self._changed(role.guild)
+
+    async def on_guild_role_delete(self, role: discord.Role) -> None:
+        """A role was deleted."""
+        self._changed(role.guild)
+
+    async def on_member_update(self, before: discord.Member, after: discord.Member) -> None:
+        """The bot's own roles changed (other members' updates do not matter here)."""
+        del before
+        if self.user is not None and after.id == self.user.id:
+            self._changed(after.guild)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        """The bot was invited to a server."""
+        self._changed(guild)
+
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        """The bot was removed from a server."""
+        self._changed(guild)
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         """discord.py's (a 5 s pause before a re-IDENTIFY) unless the sink was given one."""

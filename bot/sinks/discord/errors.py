@@ -30,6 +30,16 @@ from bot.errors import (
 #: Failures of the connection itself (not answers from Discord): worth retrying.
 NETWORK_ERRORS: Final = (OSError, aiohttp.ClientError, TimeoutError)
 
+#: JSON error codes that mean something about the target channel, which a preflight should
+#: look at again: Unknown Channel, Missing Access, Missing Permissions, non-text channel.
+UNKNOWN_CHANNEL: Final = 10003
+MISSING_ACCESS: Final = 50001
+NON_TEXT_CHANNEL: Final = 50008
+MISSING_PERMISSIONS: Final = 50013
+TARGET_ERRORS: Final = frozenset(
+    {UNKNOWN_CHANNEL, MISSING_ACCESS, NON_TEXT_CHANNEL, MISSING_PERMISSIONS}
+)
+
 
 @contextlib.asynccontextmanager
 async def platform_call(where: str, seconds: float) -> AsyncIterator[None]:
@@ -48,7 +58,8 @@ def delivery_error(exc: BaseException, where: str) -> DeliveryError | None:
     """The DeliveryError a discord.py or network failure means, or None for anything else.
 
     Rate limits, 5xx, timeouts and network trouble are worth retrying; Missing Access,
-    Missing Permissions, Unknown Channel and refused payloads are not. An edit whose
+    Missing Permissions, Unknown Channel, a non-text channel (50008) and refused payloads
+    are not. An edit whose
     message was deleted (10008) or is not the bot's (50005) is MessageGone.
     """
     if isinstance(exc, discord.RateLimited):
@@ -61,6 +72,11 @@ def delivery_error(exc: BaseException, where: str) -> DeliveryError | None:
             return TransientDeliveryError(text)
         if exc.code in (10008, 50005):
             return MessageGone(text)
+        if exc.code == NON_TEXT_CHANNEL:
+            return PermanentDeliveryError(
+                f"{text} (a category, forum or media channel takes no messages: route to a "
+                "text or announcement channel, or a thread)"
+            )
         return PermanentDeliveryError(text)
     if isinstance(exc, NETWORK_ERRORS):
         detail = str(exc) or "no details"

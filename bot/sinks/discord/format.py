@@ -35,11 +35,16 @@ _TIME_STYLES: Final = frozenset("tTdDfFR")
 
 @dataclass(frozen=True, slots=True)
 class DiscordMessage:
-    """One Discord message in API shape: content, one embed (or {}), allowed_mentions."""
+    """One Discord message in API shape: content, one embed (or {}), allowed_mentions.
+
+    `text` is the same card as content alone, for a channel where the bot lacks Embed
+    Links (Discord would drop the embed and post the bare content line).
+    """
 
     content: str
     embed: dict[str, Any]
     allowed_mentions: dict[str, Any]
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,9 +200,19 @@ class DiscordFormat:
             embed["timestamp"] = ctx.event.occurred_at.isoformat()
         if not content and not embed:
             raise TemplateProblem(f"{rendered.name}: every block is empty")
+        text = self._text_card(
+            cut,
+            content=content,
+            author=author,
+            title=title,
+            description=description,
+            category=category,
+            url=str(url) if url else "",
+        )
         return DiscordMessage(
             content=content,
             embed=embed,
+            text=text,
             allowed_mentions={
                 "parse": [],
                 "roles": [str(role) for role in roles],
@@ -205,6 +220,41 @@ class DiscordFormat:
                 "replied_user": False,
             },
         )
+
+    def _text_card(
+        self,
+        cut: Cutter,
+        *,
+        content: str,
+        author: str,
+        title: str,
+        description: str,
+        category: str,
+        url: str,
+    ) -> str:
+        """The card in the content alone: the content line (role pings first), then the
+        title, the description, the category and the link, within Discord's 2000.
+
+        Every part is markdown already escaped by the template, except the author, which
+        is plain text there and is escaped here. The link goes in <...>, so it stays a
+        plain link even once the channel allows previews again.
+        """
+        head = content or (f"**{markup.escape_discord(author)}**" if author else "")
+        fixed = [head] if head else []
+        if title:
+            fixed.append(f"**{title}**")
+        tail = [f"{_CATEGORY_FIELD}: {category}"] if category else []
+        if url and not any(url in part for part in (*fixed, description)):
+            tail.append(f"<{url}>")
+        # The description is the one part that can be long: it gets what the others leave.
+        room = self.content_max - sum(markup.utf16_len(part) + 1 for part in (*fixed, *tail))
+        if description and room > 0:
+            description = cut(
+                markup.truncate_discord, description, room, "content (card without embed)"
+            )
+            fixed.append(description)
+        text = "\n".join(part for part in (*fixed, *tail) if part)
+        return cut(markup.truncate_discord, text, self.content_max, "content (card without embed)")
 
     def build_reply(self, rendered: RenderedReply) -> DiscordReply:
         """A command reply: the `text` block as content, the others as one embed."""

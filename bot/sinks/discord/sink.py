@@ -7,6 +7,12 @@ commands.py). Platform errors never escape raw: each becomes a TransientDelivery
 (retry later) or a PermanentDeliveryError (give up now), which the outbox worker acts on
 (bot/sinks/discord/errors.py). Every REST request is paced under Discord's global limit
 (bot/sinks/ratelimit.py), each delivery taking its turn before it is rendered.
+
+What the gateway's cache says about a channel is used before sending: a category or forum
+is refused without a request, and where the bot may not embed links the card goes out
+as plain text (format.py's `text`) instead of an embed Discord would silently drop. The
+preflight (bot/sinks/discord/preflight.py) checks configured channels the same way, and
+the permission updates the gateway sends make it look again.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import contextlib
 import hashlib
 import logging
 import warnings
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Final
 
 with warnings.catch_warnings():
@@ -41,11 +47,20 @@ from bot.sinks.discord.client import (
 from bot.sinks.discord.commands import CommandTree, SlashCommands
 from bot.sinks.discord.config import DiscordConfig
 from bot.sinks.discord.config import channel_id as target_channel
-from bot.sinks.discord.errors import NETWORK_ERRORS, platform_call
-from bot.sinks.discord.format import FORMAT
+from bot.sinks.discord.errors import NETWORK_ERRORS, TARGET_ERRORS, platform_call
+from bot.sinks.discord.format import FORMAT, DiscordMessage
+from bot.sinks.discord.preflight import (
+    NO_EMBED_LINKS,
+    bot_permissions,
+    can_post,
+    check_targets,
+    no_embed_links_problem,
+    not_text_problem,
+    takes_messages,
+)
 from bot.sinks.ratelimit import WindowLimiter
 from bot.store import Delivery
-from bot.targets import TargetProblem, TargetProblems
+from bot.targets import SEND, TargetProblem, TargetProblems
 
 log = logging.getLogger(__package__)
 
@@ -60,6 +75,8 @@ DEFAULT_SEND_TIMEOUT: Final = 120.0
 DEFAULT_MAX_RATELIMIT_WAIT: Final = 60.0
 _LOGIN_RETRY_FIRST: Final = 2.0
 _LOGIN_RETRY_MAX: Final = 300.0
+# The longest Retry-After a refused login is taken at its word for.
+_LOGIN_RETRY_AFTER_MAX: Final = 3600.0
 # How long a delivery waits when the client is not logged in (yet, or any more).
 _NOT_CONNECTED_RETRY: Final = 30.0
 
@@ -108,6 +125,7 @@ class DiscordSink:
         global_limit: int | None = None,
         global_period: float | None = None,
         problems: TargetProblems | None = None,
+        login_retry_first: float = _LOGIN_RETRY_FIRST,
     ) -> None:
         self._config = config
         # Where what is found wrong with a target goes (/healthz, /status for admins).
@@ -127,6 +145,12 @@ class DiscordSink:
         self._ready = asyncio.Event()
         self._endpoints = Endpoints(config.api_url, config.gateway_url)
         self._unpinged: set[tuple[int, int]] = set()
+        self._login_retry_first = login_retry_first
+        # The channels this sink has been asked about (preflight) or posted in: the ones a
+        # permission change in their server makes worth checking again.
+        self._targets: set[str] = set()
+        # Each target's mention roles, as given to `preflight` or seen on its deliveries.
+        self._mention_roles: dict[str, set[int]] = {}
         if "http_trace" in self._client_options:
             raise ValueError("http_trace is the sink's own: it paces the client's requests")
         # discord.py only reacts to a global 429 once it has it, and requests already in
@@ -143,7 +167,8 @@ class DiscordSink:
 
     @property
     def state(self) -> str:
-        """created, starting, running, failed or stopped (for /healthz)."""
+        """created, starting, running, failed or stopped (for /healthz); "blocked" while
+        Discord refuses this IP address at login (retried in the background)."""
         return self._state
 
     @property
@@ -240,7 +265,8 @@ class DiscordSink:
 
     async def _login(self, token: str) -> BotClient | None:
         """A logged-in client, or None when the token is refused (state is then failed)."""
-        delay = _LOGIN_RETRY_FIRST
+        delay = self._login_retry_first
+        blocked_before = False
         while True:
             client = self._new_client()
             try:
@@ -266,9 +292,35 @@ class DiscordSink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _LOGIN_RETRY_MAX)
                 continue
+            except discord.HTTPException as exc:
+                await client.close()
+                if self._stopping:
+                    return None
+                if exc.status != 429:
+                    raise
+                # discord.py retries a 429 itself unless it lacks a Via header: then it
+                # did not come from Discord's API but from Cloudflare in front of it,
+                # refusing this IP address (shared hosting, often). It lifts by itself.
+                wait = max(delay, await _retry_after(exc) or 0.0)
+                self._state = "blocked"
+                if not blocked_before:
+                    log.warning(
+                        "discord: Discord is refusing this IP address (429 without Via: an "
+                        "IP-level block, common on shared hosting); retrying in %.0fs",
+                        wait,
+                    )
+                else:
+                    log.info("discord: this IP address is still refused; retrying in %.0fs", wait)
+                blocked_before = True
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, _LOGIN_RETRY_MAX)
+                continue
             except BaseException:
                 await client.close()
                 raise
+            if blocked_before:
+                log.info("discord: logged in; this IP address is no longer refused")
+                self._state = "starting"
             self._logged_in = True
             return client
 
@@ -288,7 +340,10 @@ class DiscordSink:
         }
         options.update(self._client_options)
         client = BotClient(
-            on_ready=self._on_ready, identify_hook=self._before_identify_hook, **options
+            on_ready=self._on_ready,
+            identify_hook=self._before_identify_hook,
+            on_permissions_changed=self._permissions_changed,
+            **options,
         )
         self._client = client
         self._tree = self._slash.build_tree(client)
@@ -372,11 +427,21 @@ class DiscordSink:
         return client
 
     async def deliver(self, delivery: Delivery, event: Event) -> str | None:
-        """Post the event's card in the delivery's channel; returns the message id."""
+        """Post the event's card in the delivery's channel; returns the message id.
+
+        Where the bot may not embed links, the card goes out as plain text (Discord would
+        drop the embed and leave the bare content line), and the channel is reported.
+        """
         client = self._connected_client()
         channel_id = target_channel(delivery.target)
         roles = _role_ids(delivery.options.get("mention_roles"))
+        self._remember(delivery.target, roles)
         channel = client.get_channel(channel_id)
+        if channel is not None and not takes_messages(channel):
+            # Known from the cache: a category or forum answers 50008 to any send.
+            problem = not_text_problem(self.name, delivery.target, channel, SEND)
+            self._problems.request_recheck(self.name, delivery.target)
+            raise PermanentDeliveryError(problem.detail)
         target: discord.abc.Messageable = (
             channel
             if isinstance(channel, discord.abc.Messageable)
@@ -387,11 +452,12 @@ class DiscordSink:
         # once, and the first sends should not wait for all the others to be rendered.
         async with self._limiter.reserve():
             message = self._renderer.render(FORMAT, event, mention_roles=roles)
+            content, embeds = self._card(delivery.target, channel, message)
             pings = message.allowed_mentions["roles"]
-            async with platform_call(where, self._send_timeout):
+            async with self._target_call(delivery.target, where):
                 sent = await target.send(
-                    content=message.content or None,
-                    embeds=_embeds(message.embed),
+                    content=content,
+                    embeds=embeds,
                     allowed_mentions=allowed_mentions_for(pings),
                     nonce=delivery_nonce(delivery),
                 )
@@ -399,24 +465,88 @@ class DiscordSink:
         return str(sent.id)
 
     async def edit(self, delivery: Delivery, message_id: str, event: Event) -> None:
-        """Edit the card `message_id` to show `event`; MessageGone if it was deleted."""
+        """Edit the card `message_id` to show `event`; MessageGone if it was deleted.
+
+        As plain text where the bot may not embed links (so an ended card still says so).
+        """
         client = self._connected_client()
         channel_id = target_channel(delivery.target)
         try:
             card = int(message_id)
         except ValueError:
             raise MessageGone(f"{message_id!r} is not a Discord message id") from None
+        self._remember(delivery.target, ())
+        channel = client.get_channel(channel_id)
         partial = client.get_partial_messageable(channel_id).get_partial_message(card)
         where = f"message {card} in channel {channel_id}"
         async with self._limiter.reserve():
             message = self._renderer.render(FORMAT, event)
+            content, embeds = self._card(delivery.target, channel, message)
             pings = message.allowed_mentions["roles"]
-            async with platform_call(where, self._send_timeout):
+            async with self._target_call(delivery.target, where):
                 await partial.edit(
-                    content=message.content or None,
-                    embeds=_embeds(message.embed),
+                    content=content,
+                    embeds=embeds,
                     allowed_mentions=allowed_mentions_for(pings),
                 )
+
+    def _card(
+        self, target: str, channel: object, message: DiscordMessage
+    ) -> tuple[str | None, list[discord.Embed]]:
+        """(content, embeds) to send: the embed card, or the text card without Embed Links."""
+        if self._embeds_allowed(target, channel):
+            return message.content or None, _embeds(message.embed)
+        return message.text or message.content or None, []
+
+    def _embeds_allowed(self, target: str, channel: object) -> bool:
+        """False when the gateway's cache says the bot may post but not embed links there;
+        reports that (once: the registry logs a problem when it is new) or its fix."""
+        perms = bot_permissions(channel)
+        if perms is None or not can_post(channel, perms):
+            return True  # unknown, or the send fails anyway and says why
+        if perms.embed_links:
+            self._problems.resolve(self.name, target, NO_EMBED_LINKS)
+            return True
+        self._problems.report(no_embed_links_problem(self.name, target, channel, SEND))
+        return False
+
+    @contextlib.asynccontextmanager
+    async def _target_call(self, target: str, where: str) -> AsyncIterator[None]:
+        """platform_call, and a preflight of `target` again when Discord's refusal says
+        something about the channel (gone, hidden, read-only, not text)."""
+        try:
+            async with platform_call(where, self._send_timeout):
+                yield
+        except PermanentDeliveryError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, discord.HTTPException) and cause.code in TARGET_ERRORS:
+                self._problems.request_recheck(self.name, target)
+            raise
+
+    def _remember(self, target: str, roles: Sequence[int]) -> None:
+        self._targets.add(target)
+        if roles:
+            self._mention_roles.setdefault(target, set()).update(roles)
+
+    def _permissions_changed(self, guild_id: int) -> None:
+        """The gateway said a channel, role or the bot's member changed in a server: what
+        was found about its channels may be stale. Resolves an Embed Links problem that is
+        fixed now, and has the preflight look at each of those channels again."""
+        client = self._client
+        if client is None or self._stopping:
+            return
+        for target in sorted(self._targets):
+            try:
+                channel = client.get_channel(target_channel(target))
+            except PermanentDeliveryError:
+                continue
+            guild = getattr(channel, "guild", None)
+            if channel is not None and getattr(guild, "id", None) != guild_id:
+                continue  # another server's channel (an uncached one may be this one's)
+            perms = bot_permissions(channel)
+            if perms is not None and perms.embed_links:
+                self._problems.resolve(self.name, target, NO_EMBED_LINKS)
+            self._problems.request_recheck(self.name, target)
 
     async def delete(self, delivery: Delivery, message_id: str) -> None:
         """Delete the card `message_id`; one already gone (404) counts as deleted.
@@ -443,10 +573,33 @@ class DiscordSink:
         except MessageGone as exc:  # 50005: there, but not the bot's to delete
             raise PermanentDeliveryError(str(exc)) from exc
 
-    async def preflight(self, targets: Sequence[str]) -> list[TargetProblem] | None:
-        """Not checked yet: the platform's read calls come in the preflight change."""
-        del targets
-        return None
+    async def preflight(
+        self,
+        targets: Sequence[str],
+        *,
+        mention_roles: Mapping[str, Collection[int]] | None = None,
+    ) -> list[TargetProblem] | None:
+        """Check each channel in `targets` from the gateway's cache (REST for one it does
+        not hold): it exists, takes messages, and the bot may view it, post, embed links
+        and ping the mention roles there. None while not connected.
+
+        `mention_roles` (target -> role ids, from the routes) replaces what the sink knows
+        for those targets; without it, the roles seen on deliveries so far are checked
+        (so a re-check after a permission change still covers them).
+        """
+        client = self._client
+        if client is None or self._state != "running" or not client.is_ready():
+            return None
+        self._targets.update(targets)
+        if mention_roles is not None:
+            for target, roles in mention_roles.items():
+                self._mention_roles[target] = set(roles)
+        known = {target: tuple(self._mention_roles.get(target, ())) for target in targets}
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                return await check_targets(client, self.name, targets, known)
+        except TimeoutError:
+            return None  # Discord too slow to answer a lookup: not checked this time
 
     def _check_pings(self, sent: discord.Message, wanted: Sequence[str]) -> None:
         """Say once per channel and role when a configured role ping did not ping."""
@@ -480,3 +633,25 @@ def _role_ids(value: object) -> list[int]:
         with contextlib.suppress(TypeError, ValueError):
             roles.append(int(item))
     return roles
+
+
+async def _retry_after(exc: discord.HTTPException) -> float | None:
+    """The seconds a 429 asks to wait: its Retry-After header, else the JSON body's
+    retry_after (discord.py keeps the answer, whose body it has already read)."""
+    response = exc.response
+    headers = getattr(response, "headers", None) or {}
+    value: object = headers.get("Retry-After")
+    if value is None:
+        reader = getattr(response, "json", None)
+        try:
+            body = await reader(content_type=None) if reader is not None else None
+        except Exception:  # no body kept, or not JSON: the backoff alone decides
+            body = None
+        value = body.get("retry_after") if isinstance(body, dict) else None
+    if not isinstance(value, str | int | float):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), _LOGIN_RETRY_AFTER_MAX)
