@@ -185,6 +185,7 @@ def test_positional_words_bind_like_the_named_options() -> None:
         "unmute",
         "subscribe",
         "unsubscribe",
+        "test",
     ]
 
 
