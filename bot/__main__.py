@@ -468,14 +468,16 @@ async def _test_send(
         async with connected_sinks(
             config, commands, names=names & enabled, connect_within=connect_within
         ) as sinks:
+            for sent in outcomes:  # the platforms that are off
+                _say(sent, "failed")
             for target in targets:
                 if target.sink in sinks:
                     sent = await post_card(sinks[target.sink], target.target, event)
                     outcomes.append(sent)
-                    _say(sent, "posted" if sent.message_id else "printed")
-            for sent in outcomes:
-                if sent.error is not None:
-                    _say(sent, "failed")
+                    if sent.error is not None:
+                        _say(sent, "failed")
+                    else:
+                        _say(sent, "posted" if sent.message_id else "printed")
             posted = [s for s in outcomes if s.message_id]
             if posted and delete_after is None:
                 print("--keep: the test cards stay up (delete them by hand)")

@@ -280,7 +280,7 @@ async def check_targets(
             continue
         found = await check_sink(sink, wanted) if wanted else []
         if found is None:
-            detail = f"{name} could not check its targets (connected, but no answer)"
+            detail = f"{name} connected, but could not check its targets now (see the log)"
             rows += [TargetStatus(name, t, "not checked", detail, True) for t in shown]
             continue
         if not wanted:
