@@ -222,3 +222,22 @@ async def test_metrics_count_the_webhooks_and_the_deliveries_they_caused(bot: Bo
     assert page[("streambot_delivery_seconds_count", (("sink", "console"),))] == 1
     assert page[("streambot_outbox_deliveries", (("state", "sent"),))] == 1
     assert page[("streambot_sink_up", (("sink", "console"),))] == 1
+
+
+async def test_healthz_says_each_sinks_targets_were_checked(bot: Bot) -> None:
+    async def targets() -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{bot.running.base_url}/healthz") as response,
+        ):
+            assert response.status == 200
+            report = await response.json()
+            targets: dict[str, Any] = report["targets"]
+            return targets
+
+    async with asyncio.timeout(5):
+        while (found := await targets())["console"]["checked"] is False:
+            await asyncio.sleep(0.02)
+    # The console takes everything: checked at start, nothing wrong.
+    assert found["console"]["problems"] == {}
+    assert found["console"]["checked"].endswith("+00:00")
