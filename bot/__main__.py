@@ -299,7 +299,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(f"  templates: {config.templates.dir or 'built-in'}")
     if args.online:
         database = Path(config.storage.path).exists()
-        return asyncio.run(_check_online(config, connect_within=args.timeout, database=database))
+        try:
+            return asyncio.run(
+                _check_online(config, connect_within=args.timeout, database=database)
+            )
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
     return 0
 
 
@@ -400,16 +406,21 @@ def _cmd_test_send(args: argparse.Namespace) -> int:
         )
         return 2
     delete_after = None if args.keep else args.delete_after
-    return asyncio.run(
-        _test_send(
-            config,
-            route=args.route,
-            chat=args.chat,
-            delete_after=delete_after,
-            connect_within=args.timeout,
-            database=Path(config.storage.path).exists(),
+    try:
+        return asyncio.run(
+            _test_send(
+                config,
+                route=args.route,
+                chat=args.chat,
+                delete_after=delete_after,
+                connect_within=args.timeout,
+                database=Path(config.storage.path).exists(),
+            )
         )
-    )
+    except KeyboardInterrupt:
+        # Before the wait for the deletion (that wait takes Ctrl-C as "delete now").
+        print("interrupted; a card already posted stays up", file=sys.stderr)
+        return 130
 
 
 def _test_targets(
