@@ -170,7 +170,11 @@ async def connected_sinks(
     finally:
         for task in starts:
             task.cancel()
-        await asyncio.gather(*starts, return_exceptions=True)
+        outcomes = await asyncio.gather(*starts, return_exceptions=True)
+        for name, outcome in zip(sinks, outcomes, strict=True):
+            # A sink's start never raises for a platform problem: this is a bug.
+            if isinstance(outcome, Exception):
+                log.error("%s: could not start", name, exc_info=outcome)
         for sink in sinks.values():
             await sink.stop()
 
