@@ -1,20 +1,23 @@
-"""Command line: `python -m bot init|run|check|render|deliveries`. Signal handling lives here."""
+"""Command line: `python -m bot init|run|check|render|deliveries|test-send`. Signal handling
+lives here."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from bot import events as ev
-from bot.config import LOG_LEVELS, Config, SourceConfig, read_config
+from bot.commands import Commands
+from bot.config import LOG_LEVELS, Config, SourceConfig, StorageConfig, Target, read_config
 from bot.errors import (
     ConfigError,
     InstanceLocked,
@@ -26,15 +29,27 @@ from bot.errors import (
 from bot.events import Event, utcnow
 from bot.init import InitOptions, run_init
 from bot.logs import setup_logging
+from bot.preflight import CONSOLE_TARGET, TargetStatus, check_targets, configured_targets
 from bot.registry import KNOWN_KINDS, PLATFORMS, SOURCES, message_formats
 from bot.render import Renderer
 from bot.samples import sample_event, sample_events
 from bot.sources.base import WebhookRequest
-from bot.store import DeliveryInfo, Store, create_store
+from bot.store import DeliveryInfo, Store, Subscription, create_store
+from bot.testcard import (
+    TEST_CARD_SECONDS,
+    Sent,
+    card_event,
+    delete_card,
+    latest_live_start,
+    post_card,
+)
 
 log = logging.getLogger("bot")
 
 DEFAULT_CONFIG = Path("bot.toml")
+#: How long `check --online` and `test-send` wait for a platform to connect by default
+#: (bot.app.TOOL_CONNECT_TIMEOUT_SECONDS; not imported, so `check` loads no client).
+TOOL_CONNECT_TIMEOUT = 30.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,8 +108,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     run.set_defaults(func=_cmd_run)
 
-    check = commands.add_parser("check", help="validate the config file and every template")
+    check = commands.add_parser(
+        "check",
+        help="validate the config file and every template",
+        description="Validate the config and every template. With --online, also connect to"
+        " each chat platform and check that every configured channel or chat can be posted"
+        " to (nothing is posted; a running bot is not disturbed).",
+    )
     check.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="connect to the platforms and check every target's permissions",
+    )
+    check.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=TOOL_CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long a platform may take to connect (default: {TOOL_CONNECT_TIMEOUT:.0f})",
+    )
     check.set_defaults(func=_cmd_check)
 
     render = commands.add_parser("render", help="preview a notification without sending it")
@@ -131,7 +164,55 @@ def _parser() -> argparse.ArgumentParser:
         help="re-queue every failed delivery (a running bot sends them within 30s)",
     )
     deliveries.set_defaults(func=_cmd_deliveries)
+
+    test_send = commands.add_parser(
+        "test-send",
+        help="post a test card that pings nobody to the targets, and delete it again",
+        description="Post a sample card (the last real live_start the database holds, else"
+        " the built-in sample) to every configured target, one route's or one chat's, with"
+        " every mention suppressed; delete it again after a minute. Talks to the platforms"
+        " directly, so it works whether or not the bot runs, and writes nothing to the"
+        " database.",
+    )
+    test_send.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    which = test_send.add_mutually_exclusive_group()
+    which.add_argument(
+        "--route", type=int, metavar="N", help="only the targets of the N-th [[routes]] (from 1)"
+    )
+    which.add_argument(
+        "--chat",
+        metavar="ID",
+        help="only this channel or chat id (as in discord_channels / telegram_chats)",
+    )
+    keep = test_send.add_mutually_exclusive_group()
+    keep.add_argument("--keep", action="store_true", help="leave the test cards up")
+    keep.add_argument(
+        "--delete-after",
+        type=_seconds,
+        default=TEST_CARD_SECONDS,
+        metavar="SECONDS",
+        help=f"delete the cards after this long (default: {TEST_CARD_SECONDS:.0f})",
+    )
+    test_send.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=TOOL_CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long a platform may take to connect (default: {TOOL_CONNECT_TIMEOUT:.0f})",
+    )
+    test_send.set_defaults(func=_cmd_test_send)
     return parser
+
+
+def _seconds(text: str) -> float:
+    """A non-negative number of seconds, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return value
 
 
 def _load(path: Path, log_level: str | None) -> Config | None:
@@ -216,7 +297,242 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(f"  routes: {len(config.routes)}")
     print(f"  sinks: {', '.join(sinks) or 'none'}")
     print(f"  templates: {config.templates.dir or 'built-in'}")
+    if args.online:
+        database = Path(config.storage.path).exists()
+        try:
+            return asyncio.run(
+                _check_online(config, connect_within=args.timeout, database=database)
+            )
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
     return 0
+
+
+async def _check_online(config: Config, *, connect_within: float, database: bool) -> int:
+    """Connect to every enabled platform, preflight every target, print the table."""
+    from bot.app import connected_sinks  # noqa: PLC0415 - only --online loads the clients
+
+    rows: list[TargetStatus] = []
+    async with _tool_store(config, exists=database) as (store, real):
+        subscriptions = await store.subscriptions() if real else []
+        commands = Commands(store=store, routes=config.routes)
+        enabled = [name for name, section in config.platforms.items() if section.enabled]
+        print(
+            f"connecting to {', '.join(enabled) or 'no chat platform'}"
+            f" (up to {connect_within:.0f}s)...",
+            flush=True,
+        )
+        async with connected_sinks(config, commands, connect_within=connect_within) as sinks:
+            targets = configured_targets(sinks, config.routes, subscriptions)
+            rows = await check_targets(sinks, targets)
+    for name, section in config.platforms.items():
+        unposted = [t for route in config.routes for t in route.targets_on(name)]
+        if not section.enabled and unposted:
+            reason = f"not posting to {name}: {section.disabled_reason}"
+            rows += [TargetStatus(name, t, "off", reason, False) for t in dict.fromkeys(unposted)]
+    if not rows:
+        print("no targets to check (no sink is enabled)")
+        return 0
+    print(
+        _columns(
+            ("PLATFORM", "TARGET", "STATUS", "DETAIL"),
+            [(r.sink, r.target, r.status, r.detail) for r in rows],
+        )
+    )
+    failing = sum(row.failing for row in rows)
+    if failing:
+        print(f"{failing} target(s) cannot be posted to as configured, or were not checked")
+        return 1
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _tool_store(config: Config, *, exists: bool) -> AsyncIterator[tuple[Store, bool]]:
+    """The bot's database when it `exists`, opened as a tool (never created), else an
+    empty one in memory; and whether it is the real one."""
+    store: Store | None = None
+    if exists:
+        store = create_store(config.storage, tool=True)
+        try:
+            await store.open()
+        except StoreUnavailable as exc:
+            print(
+                f"warning: cannot read the database {config.storage.path} ({exc});"
+                " going by bot.toml alone",
+                file=sys.stderr,
+            )
+            store = None
+    real = store is not None
+    if store is None:
+        store = create_store(StorageConfig(path=Path(":memory:")), tool=True)
+        # Its migrations' log lines would only puzzle: this database is gone at exit.
+        migrations = logging.getLogger("bot.store")
+        level = migrations.level
+        migrations.setLevel(logging.WARNING)
+        try:
+            await store.open()
+        finally:
+            migrations.setLevel(level)
+    try:
+        yield store, real
+    finally:
+        await store.close()
+
+
+def _columns(header: tuple[str, ...], lines: Sequence[tuple[str, ...]]) -> str:
+    """Lines as left-aligned columns; the last one is not padded."""
+    table = [header, *lines]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+    return "\n".join(
+        (
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False))
+            + "  "
+            + line[-1]
+        ).rstrip()
+        for line in table
+    )
+
+
+def _cmd_test_send(args: argparse.Namespace) -> int:
+    config = _load(args.config, args.log_level)
+    if config is None:
+        return 1
+    if args.route is not None and not 1 <= args.route <= len(config.routes):
+        print(
+            f"error: --route {args.route}: bot.toml has {len(config.routes)} [[routes]]"
+            f" (number them from 1)",
+            file=sys.stderr,
+        )
+        return 2
+    delete_after = None if args.keep else args.delete_after
+    try:
+        return asyncio.run(
+            _test_send(
+                config,
+                route=args.route,
+                chat=args.chat,
+                delete_after=delete_after,
+                connect_within=args.timeout,
+                database=Path(config.storage.path).exists(),
+            )
+        )
+    except KeyboardInterrupt:
+        # Before the wait for the deletion (that wait takes Ctrl-C as "delete now").
+        print("interrupted; a card already posted stays up", file=sys.stderr)
+        return 130
+
+
+def _test_targets(
+    config: Config, route: int | None, chat: str | None, subscriptions: Sequence[Subscription]
+) -> list[Target]:
+    """The targets `test-send` posts to: a route's, a chat's (a forum topic counts as its
+    chat; /subscribe'd chats too), or every route's; the console when it is on."""
+    routes = [config.routes[route - 1]] if route is not None else list(config.routes)
+    found = [target for r in routes for target in r.targets]
+    if chat is not None:
+        found += [Target(sub.sink, sub.target) for sub in subscriptions]
+        found = [t for t in found if chat in (t.target, t.target.partition("/")[0])]
+    elif config.console.enabled and routes:
+        found.insert(0, Target("console", CONSOLE_TARGET))
+    return list(dict.fromkeys(found))
+
+
+async def _test_send(
+    config: Config,
+    *,
+    route: int | None,
+    chat: str | None,
+    delete_after: float | None,
+    connect_within: float,
+    database: bool,
+) -> int:
+    """Post the test card to each target, wait, delete it; one line per target."""
+    from bot.app import connected_sinks  # noqa: PLC0415 - only here the clients load
+
+    async with _tool_store(config, exists=database) as (store, real):
+        subscriptions = await store.subscriptions() if real else []
+        targets = _test_targets(config, route, chat, subscriptions)
+        if not targets:
+            where = f"--chat {chat}" if chat is not None else "the config"
+            print(
+                f"error: {where} names no target; add discord_channels or telegram_chats"
+                " to a [[routes]] entry",
+                file=sys.stderr,
+            )
+            return 1
+        patterns = config.routes[route - 1].patterns if route is not None else ()
+        real_event = await latest_live_start(store, patterns) if real else None
+        event = card_event(real_event, utcnow())
+        what = f"the last live_start of {event.streamer_key}" if real_event else "a sample card"
+        commands = Commands(store=store, routes=config.routes)
+        outcomes: list[Sent] = []
+        names = {t.sink for t in targets}
+        enabled = {"console"} if config.console.enabled else set()
+        enabled |= {name for name, section in config.platforms.items() if section.enabled}
+        for target in targets:
+            if target.sink not in enabled:
+                section = config.platforms[target.sink]
+                error = f"not posting to {target.sink}: {section.disabled_reason}"
+                outcomes.append(Sent(target.sink, target.target, error=error))
+        print(f"posting {what} (no mentions) to {len(targets)} target(s)...", flush=True)
+        async with connected_sinks(
+            config, commands, names=names & enabled, connect_within=connect_within
+        ) as sinks:
+            for sent in outcomes:  # the platforms that are off
+                _say(sent, "failed")
+            for target in targets:
+                if target.sink in sinks:
+                    sent = await post_card(sinks[target.sink], target.target, event)
+                    outcomes.append(sent)
+                    if sent.error is not None:
+                        _say(sent, "failed")
+                    else:
+                        _say(sent, "posted" if sent.message_id else "printed")
+            posted = [s for s in outcomes if s.message_id]
+            if posted and delete_after is None:
+                print("--keep: the test cards stay up (delete them by hand)")
+            elif posted and delete_after is not None:
+                print(
+                    f"waiting {delete_after:.0f}s, then deleting the test cards"
+                    " (Ctrl-C deletes them now)",
+                    flush=True,
+                )
+                await _wait_interruptibly(delete_after)
+                for sent in posted:
+                    await delete_card(sinks[sent.sink], sent)
+                    _say(sent, "deleted" if sent.deleted else "failed")
+    failed = [s for s in outcomes if s.error is not None]
+    if failed:
+        print(f"{len(failed)} of {len(outcomes)} target(s) failed")
+        return 1
+    print(f"all {len(outcomes)} target(s) OK")
+    return 0
+
+
+def _say(sent: Sent, what: str) -> None:
+    where = "stdout" if sent.sink == "console" else sent.target
+    line = f"{what:<8} {sent.sink} {where}"
+    if what == "posted":
+        line += f" (message {sent.message_id})"
+    elif what == "failed":
+        line += f": {sent.error}"
+    print(line, flush=True)
+
+
+async def _wait_interruptibly(seconds: float) -> None:
+    """Sleep `seconds`, or less when SIGINT or SIGTERM comes (the cards go now then)."""
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, done.set)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), seconds)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 def _cmd_render(args: argparse.Namespace) -> int:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,7 +19,7 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from bot.commands import Commands
-from bot.config import Config
+from bot.config import Config, ConsoleConfig
 from bot.errors import StoreUnavailable
 from bot.instance import InstanceLock
 from bot.listener import HEADER_TIMEOUT_SECONDS, ListenerRunner
@@ -27,6 +28,7 @@ from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
 from bot.pipeline.dispatch import Dispatcher, DispatchStage
 from bot.pipeline.ingest import Intake
+from bot.preflight import Preflight
 from bot.registry import PLATFORMS, SOURCES, message_formats
 from bot.reload import Reloader
 from bot.render import Renderer
@@ -122,6 +124,61 @@ def build_sinks(
     return sinks
 
 
+#: How long `check --online` and `test-send` wait for a platform to connect by default.
+TOOL_CONNECT_TIMEOUT_SECONDS = 30.0
+
+
+@contextlib.asynccontextmanager
+async def connected_sinks(
+    config: Config,
+    commands: Commands,
+    *,
+    names: Collection[str] | None = None,
+    connect_within: float = TOOL_CONNECT_TIMEOUT_SECONDS,
+    console_stream: TextIO | None = None,
+    platforms: Mapping[str, PlatformSpec] = PLATFORMS,
+) -> AsyncIterator[dict[str, Sink]]:
+    """The enabled sinks (those among `names`, when given) for a command-line tool: started
+    together, given up to `connect_within` seconds to be running, stopped on leaving.
+
+    One that is not running by then is still handed over: the caller says so. Nothing
+    here posts, and no instance lock is taken, so it works beside a running bot.
+    """
+    if names is not None:
+        platforms = {name: spec for name, spec in platforms.items() if name in names}
+        if "console" not in names:
+            config = dataclasses.replace(config, console=ConsoleConfig(enabled=False))
+    renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
+    sinks = build_sinks(
+        config, renderer, commands, console_stream=console_stream, platforms=platforms
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + connect_within
+    starts = [
+        asyncio.create_task(sink.start(), name=f"start-{name}") for name, sink in sinks.items()
+    ]
+    try:
+        if starts:
+            await asyncio.wait(starts, timeout=connect_within)
+        # A sink whose start() returned early may still be connecting in the background;
+        # the Sink protocol has only its state to tell when it is done.
+        while loop.time() < deadline:
+            if all(sink.state == "running" for sink in sinks.values()):
+                break
+            await asyncio.sleep(0.1)
+        yield sinks
+    finally:
+        for task in starts:
+            task.cancel()
+        outcomes = await asyncio.gather(*starts, return_exceptions=True)
+        for name, outcome in zip(sinks, outcomes, strict=True):
+            # A sink's start never raises for a platform problem: this is a bug.
+            if isinstance(outcome, Exception):
+                log.error("%s: could not start", name, exc_info=outcome)
+        for sink in sinks.values():
+            await sink.stop()
+
+
 async def run(
     config: Config,
     stop: asyncio.Event,
@@ -189,8 +246,15 @@ async def _run_with_store(
 ) -> None:
     renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
     routes = config.routes
-    commands = Commands(store=store, routes=routes)
     problems = TargetProblems()
+    workers: dict[str, OutboxWorker] = {}
+
+    def wake(sink_names: set[str]) -> None:
+        for name in sink_names:
+            if name in workers:
+                workers[name].wake()
+
+    commands = Commands(store=store, routes=routes, problems=problems, on_queued=wake)
     sinks = build_sinks(
         config,
         renderer,
@@ -199,7 +263,6 @@ async def _run_with_store(
         sink_options=sink_options,
         problems=problems,
     )
-    workers: dict[str, OutboxWorker] = {}
     metrics = (
         Metrics(
             outbox=store.outbox_counts,
@@ -216,11 +279,6 @@ async def _run_with_store(
         )
         for name, sink in sinks.items()
     )
-
-    def wake(sink_names: set[str]) -> None:
-        for name in sink_names:
-            workers[name].wake()
-
     dispatcher = Dispatcher(
         store=store,
         routes=routes,
@@ -230,8 +288,16 @@ async def _run_with_store(
         behaviour=config.behaviour,
     )
     stage = DispatchStage(dispatcher)
+    preflight = Preflight(
+        sinks=sinks, problems=problems, routes=routes, subscriptions=store.subscriptions
+    )
     health = Health(
-        store=store, sinks=sinks, stuck_after=stuck_after, workers=workers, dispatch=stage
+        store=store,
+        sinks=sinks,
+        stuck_after=stuck_after,
+        workers=workers,
+        dispatch=stage,
+        preflight=preflight,
     )
     app = create_app(
         sources=build_sources(config),
@@ -268,6 +334,7 @@ async def _run_with_store(
             group.create_task(_watch_database(store, stop), name="database-watch")
             pruner = Pruner(store=store, retention=config.storage.retention, metrics=metrics)
             group.create_task(pruner.run(stop), name="retention")
+            checking = group.create_task(preflight.run(stop), name="preflight")
             reloader = None
             if reload is not None and load_config is not None:
                 reloader = group.create_task(
@@ -283,6 +350,7 @@ async def _run_with_store(
                             workers=workers,
                             sources=app[SOURCES_KEY],
                             log_level=log_level,
+                            preflight=preflight,
                         ),
                     ),
                     name="reload",
@@ -290,6 +358,8 @@ async def _run_with_store(
             await stop.wait()
             if reloader is not None:
                 reloader.cancel()
+            # A check waiting on a platform's answer must not hold up the shutdown.
+            checking.cancel()
             # Senders hear 503 + Retry-After (not a refused connection) while the workers,
             # which saw `stop` too, wait for each send in flight to answer.
             start_draining(app)
@@ -373,7 +443,8 @@ def sink_states(sinks: Mapping[str, Sink], workers: Mapping[str, OutboxWorker]) 
 
 @dataclass(slots=True)
 class Health:
-    """The /healthz report: database usable, sinks running, outbox not stuck.
+    """The /healthz report: database usable, sinks running, outbox not stuck, and what
+    is known to be wrong with the targets.
 
     Never waits for the database: its state comes from the last write attempt
     (Store.health) and from reads, which WAL mode serves without a lock.
@@ -384,6 +455,9 @@ class Health:
     stuck_after: float
     workers: Mapping[str, OutboxWorker] = field(default_factory=dict)
     dispatch: DispatchStage | None = None
+    #: What the targets' checks found (a target problem never makes `ok` false: a
+    #: restart would not fix a missing permission).
+    preflight: Preflight | None = None
     started: float = field(default_factory=time.monotonic)
     # Wall-clock time the workers started; deliveries due before then are not overdue yet.
     workers_started: float | None = None
@@ -425,6 +499,7 @@ class Health:
             "database": database,
             "sinks": sink_states_now,
             "outbox": outbox,
+            "targets": self.preflight.as_json() if self.preflight is not None else {},
         }
         if database_error is not None:
             report["database_error"] = database_error.removeprefix("error: ")

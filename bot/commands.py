@@ -18,7 +18,10 @@ from bot.config import Route
 from bot.durations import format_duration, looks_like_duration, parse_duration
 from bot.errors import BotError
 from bot.events import glob_match
+from bot.pipeline.muting import is_muted
 from bot.store import Mute, Store, Subscription
+from bot.targets import TargetProblem, TargetProblems
+from bot.testcard import card_event, latest_live_start, queue_test_card
 
 MAX_MUTE: Final = timedelta(days=365)
 MAX_PATTERN_LENGTH: Final = 100
@@ -76,6 +79,8 @@ class StatusReport:
     #: Deliveries to this chat that failed for good (shown to admins).
     failed_deliveries: int
     now: datetime
+    #: What is known to be wrong with this chat and its topics (shown to admins).
+    problems: tuple[TargetProblem, ...] = ()
 
 
 class Commands:
@@ -87,10 +92,16 @@ class Commands:
         store: Store,
         routes: Sequence[Route],
         clock: Callable[[], float] = time.time,
+        problems: TargetProblems | None = None,
+        on_queued: Callable[[set[str]], None] | None = None,
     ) -> None:
         self._store = store
         self._routes = tuple(routes)
         self._clock = clock
+        # What the preflight and the sends found wrong with chats (/status for admins).
+        self._problems = problems
+        # Wakes the outbox workers of these sinks after a command queued deliveries.
+        self._on_queued = on_queued
 
     def reconfigure(self, *, routes: Sequence[Route]) -> None:
         """Answer from these routes from now on (SIGHUP)."""
@@ -127,6 +138,9 @@ class Commands:
             scoped=bool(patterns),
             failed_deliveries=await self._store.failed_count(chat.sink, chat.target),
             now=now,
+            problems=tuple(self._problems.for_chat(chat.sink, chat.target))
+            if self._problems is not None
+            else (),
         )
 
     async def mutes(self, chat: Chat) -> tuple[MuteEntry, ...]:
@@ -226,6 +240,22 @@ class Commands:
         if mine:
             return f"This chat does not follow {pattern}. It follows: {', '.join(mine)}."
         return f"This chat does not follow {pattern} (it has no subscriptions)."
+
+    async def test_card(self, chat: Chat) -> str:
+        """Post a test card here that pings nobody (via the outbox), deleted a minute later."""
+        real = await latest_live_start(self._store, await self.patterns_for(chat))
+        event = card_event(real, self._now())
+        mutes = await self._store.mutes_for(chat.sink, chat.target, self._clock())
+        if is_muted(mutes, event.streamer_key):
+            # The outbox would hold the card back, and the reply would be untrue.
+            raise CommandError(
+                "Notifications are muted here, so a test card would be held back too. "
+                "Use /mutes to see the mutes and /unmute to lift them."
+            )
+        await queue_test_card(self._store, chat.sink, chat.target, event, now=self._clock())
+        if self._on_queued is not None:
+            self._on_queued({chat.sink})
+        return "A test card was posted here; it is deleted in a minute."
 
     # -- argument checks -----------------------------------------------------------
 

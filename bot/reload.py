@@ -20,6 +20,7 @@ from bot.errors import ConfigError
 from bot.logs import setup_logging
 from bot.outbox import OutboxWorker
 from bot.pipeline.dispatch import Dispatcher
+from bot.preflight import Preflight
 from bot.render import Renderer
 from bot.samples import sample_events
 from bot.sources import Source
@@ -73,6 +74,7 @@ class Reloader:
         workers: Mapping[str, OutboxWorker],
         sources: dict[str, Source],
         log_level: str | None = None,
+        preflight: Preflight | None = None,
     ) -> None:
         self.config = config
         self._load = load
@@ -83,6 +85,7 @@ class Reloader:
         self._workers = workers
         self._sources = sources
         self._log_level = log_level
+        self._preflight = preflight
 
     def reload(self) -> bool:
         """Read the config again and apply it; False (nothing changed) when it is invalid."""
@@ -121,6 +124,9 @@ class Reloader:
         self._renderer.reload(new.templates.dir)
         self._dispatcher.reconfigure(routes=routes, behaviour=new.behaviour)
         self._commands.reconfigure(routes=routes)
+        if self._preflight is not None:
+            # Every target again: new ones, and permissions that changed meanwhile.
+            self._preflight.reconfigure(routes=routes)
         for worker in self._workers.values():
             worker.max_age = new.delivery.max_age
         sources = self._build_sources(new)

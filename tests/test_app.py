@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -222,3 +223,57 @@ async def test_metrics_count_the_webhooks_and_the_deliveries_they_caused(bot: Bo
     assert page[("streambot_delivery_seconds_count", (("sink", "console"),))] == 1
     assert page[("streambot_outbox_deliveries", (("state", "sent"),))] == 1
     assert page[("streambot_sink_up", (("sink", "console"),))] == 1
+
+
+async def test_healthz_says_each_sinks_targets_were_checked(bot: Bot) -> None:
+    async def targets() -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{bot.running.base_url}/healthz") as response,
+        ):
+            assert response.status == 200
+            report = await response.json()
+            targets: dict[str, Any] = report["targets"]
+            return targets
+
+    async with asyncio.timeout(5):
+        while (found := await targets())["console"]["checked"] is False:
+            await asyncio.sleep(0.02)
+    # The console takes everything: checked at start, nothing wrong.
+    assert found["console"]["problems"] == {}
+    assert found["console"]["checked"].endswith("+00:00")
+
+
+async def test_a_reload_checks_every_target_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.preflight")
+    config = make_config(tmp_path)
+    stop, reload = asyncio.Event(), asyncio.Event()
+    ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run(
+            config,
+            stop,
+            on_ready=ready.set_result,
+            console_stream=io.StringIO(),
+            reload=reload,
+            load_config=lambda: config,
+        )
+    )
+
+    def checks() -> int:
+        return caplog.text.count("preflight: console: 1 target(s) checked, 0 problem(s)")
+
+    try:
+        await asyncio.wait_for(ready, 10)
+        async with asyncio.timeout(5):
+            while checks() < 1:
+                await asyncio.sleep(0.02)
+        reload.set()  # what SIGHUP does
+        async with asyncio.timeout(5):
+            while checks() < 2:
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

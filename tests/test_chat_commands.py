@@ -22,8 +22,10 @@ from bot.sinks.discord.sink import DiscordSink
 from bot.sinks.telegram.config import TelegramConfig
 from bot.sinks.telegram.sink import TelegramSink
 from bot.store import Store
+from bot.targets import TargetProblem, TargetProblems
 from tests.fakes.discord_api import (
     GUILD_ID,
+    MOD_USER_ID,
     STREAMS_CHANNEL_ID,
     TOKEN,
     FakeDiscord,
@@ -35,6 +37,9 @@ from tests.test_sink_discord import live_start
 from tests.test_sink_telegram import reply_in
 
 USER = 1001  # a private chat on Telegram
+GROUP = -100777  # a Telegram group with an admin and a member
+ADMIN = 2002
+MEMBER = 3003
 ROUTE = Route(
     patterns=("twitch/*",),
     events=frozenset(NOTIFIED_KINDS),
@@ -52,11 +57,15 @@ PING = CommandSpec("ping", "answers pong", _ping, params=(Param("word", "anythin
 
 @asynccontextmanager
 async def both(
-    store: Store, *, user_dir: Path | None = None, catalogue: tuple[CommandSpec, ...] = CATALOGUE
+    store: Store,
+    *,
+    user_dir: Path | None = None,
+    catalogue: tuple[CommandSpec, ...] = CATALOGUE,
+    problems: TargetProblems | None = None,
 ) -> AsyncIterator[tuple[FakeDiscord, FakeTelegram]]:
     """Both platforms' sinks running against their fakes, sharing one renderer."""
     renderer = Renderer(formats=message_formats(), user_dir=user_dir)
-    commands = Commands(store=store, routes=[ROUTE])
+    commands = Commands(store=store, routes=[ROUTE], problems=problems)
     async with FakeDiscord(token=TOKEN, heartbeat_interval=200) as dc, FakeTelegram() as tg:
         tg.add_chat(USER, "private", first_name="Alice")
         discord_sink = DiscordSink(
@@ -185,6 +194,7 @@ def test_positional_words_bind_like_the_named_options() -> None:
         "unmute",
         "subscribe",
         "unsubscribe",
+        "test",
     ]
 
 
@@ -195,3 +205,37 @@ async def test_help_lists_every_command_but_the_greeting(store: Store) -> None:
     names = [line.name for line in reply.view["commands"]]
     assert names == [spec.name for spec in CATALOGUE if not spec.greeting]
     assert "start" not in names and reply.view["chat_id"] == "42"
+
+
+async def test_status_shows_a_chats_problems_to_its_moderators_only(store: Store) -> None:
+    problems = TargetProblems()
+    hostile = "Missing <b>Send Messages</b> in **here** @everyone."
+    problems.report(
+        TargetProblem("discord", str(STREAMS_CHANNEL_ID), "missing_permissions", hostile)
+    )
+    moved = "This group became the supergroup -100999; put that id in telegram_chats."
+    problems.report(TargetProblem("telegram", str(GROUP), "moved", moved, blocking=False))
+    problems.report(TargetProblem("telegram", f"{GROUP}/7", "topic_closed", "Topic <7> closed."))
+    problems.report(TargetProblem("telegram", "-100555", "not_found", "Another chat's problem."))
+    async with both(store, problems=problems) as (dc, tg):
+        tg.add_chat(GROUP, "supergroup", title="Streams", admins={ADMIN})
+        member = await dc.invoke_command("status", channel_id=STREAMS_CHANNEL_ID)
+        moderator = await dc.invoke_command(
+            "status", channel_id=STREAMS_CHANNEL_ID, user_id=MOD_USER_ID
+        )
+        tg_member = await reply_in(tg, GROUP, "/status", from_user_id=MEMBER)
+        tg_admin = await reply_in(tg, GROUP, "/status", from_user_id=ADMIN)
+    assert "Missing" not in str(member.embeds)
+    [embed] = moderator.embeds
+    [field] = [f for f in embed["fields"] if "Problems" in f["name"]]
+    # Plain text from the platform, shown literally: no markup, nobody pinged.
+    assert field["value"].startswith("- Missing <b>Send Messages<")
+    assert "in \\*\\*here\\*\\*" in field["value"]
+    assert moderator.message["mention_everyone"] is False
+    assert "Problems" not in tg_member["text"] and "supergroup" not in tg_member["text"]
+    text = tg_admin["text"]
+    assert "Problems with this chat" in text
+    assert f"{moved} (notifications still go out)" in text
+    assert "topic 7: Topic <7> closed." in text
+    assert "Another chat" not in text
+    assert not [e for e in tg_admin.get("entities", []) if e["type"] == "mention"]

@@ -658,6 +658,7 @@ async def test_commands_are_synced_to_the_guild_only(fake: FakeDiscord, store: S
         "mutes": [],
         "subscribe": ["pattern"],
         "unsubscribe": ["pattern"],
+        "test": [],
         "help": [],
     }
     # Registered in the configured server only: global copies would list them twice there.
@@ -668,7 +669,7 @@ async def test_commands_are_synced_to_the_guild_only(fake: FakeDiscord, store: S
             expected
         )
         for name, command in by_name.items():
-            changing = name in ("mute", "unmute", "subscribe", "unsubscribe")
+            changing = name in ("mute", "unmute", "subscribe", "unsubscribe", "test")
             assert command["default_member_permissions"] == (MANAGE_CHANNELS if changing else None)
             assert command["contexts"] == [0]  # servers only
             for option in command.get("options", []):

@@ -144,6 +144,21 @@ class MuteLine:
 
 
 @dataclass(frozen=True, slots=True)
+class ProblemLine:
+    """One thing wrong with this chat or one of its topics (`problems` in status.j2)."""
+
+    target: str
+    #: The forum topic's id when the problem is a topic's ("-100123/42"), else None.
+    topic: str | None
+    #: A stable word: not_found, missing_permissions, no_embed_links, moved, ...
+    kind: str
+    #: What is wrong and what to do, plain text.
+    detail: str
+    #: True when nothing can be posted there; False when posts go out degraded.
+    blocking: bool
+
+
+@dataclass(frozen=True, slots=True)
 class HelpLine:
     """One command in /help (`commands` in help.j2)."""
 
@@ -154,7 +169,8 @@ class HelpLine:
 
 
 def status_view(report: StatusReport, *, show_failures: bool) -> dict[str, Any]:
-    """The variables of status.j2 and mutes.j2."""
+    """The variables of status.j2 and mutes.j2; `show_failures`: the asker may change
+    this chat, so the failing deliveries and the chat's problems are shown."""
     live = []
     for entry in report.live:
         checked = markup.safe_url(entry.url)
@@ -176,6 +192,18 @@ def status_view(report: StatusReport, *, show_failures: bool) -> dict[str, Any]:
         "scoped": report.scoped,
         "failed_deliveries": report.failed_deliveries,
         "show_failures": show_failures and report.failed_deliveries > 0,
+        "problems": [
+            ProblemLine(
+                target=p.target,
+                topic=p.target.partition("/")[2] or None,
+                kind=p.kind,
+                detail=p.detail,
+                blocking=p.blocking,
+            )
+            for p in report.problems
+        ]
+        if show_failures
+        else [],
     }
 
 
@@ -185,7 +213,7 @@ def status_view(report: StatusReport, *, show_failures: bool) -> dict[str, Any]:
 async def _status(commands: Commands, call: Invocation) -> Reply:
     report = await commands.status(call.chat)
     # The admin check may cost the platform a request: only when it matters.
-    show = report.failed_deliveries > 0 and await call.admin()
+    show = (report.failed_deliveries > 0 or bool(report.problems)) and await call.admin()
     return Reply(template="status", view=status_view(report, show_failures=show))
 
 
@@ -222,6 +250,10 @@ async def _subscribe(commands: Commands, call: Invocation) -> Reply:
 
 async def _unsubscribe(commands: Commands, call: Invocation) -> Reply:
     return Reply(text=await commands.unsubscribe(call.chat, call.args.get("pattern") or ""))
+
+
+async def _test(commands: Commands, call: Invocation) -> Reply:
+    return Reply(text=await commands.test_card(call.chat))
 
 
 def _mute_words(words: Sequence[str]) -> Arguments:
@@ -293,6 +325,12 @@ CATALOGUE: Final[tuple[CommandSpec, ...]] = (
         params=(_PATTERN,),
         changes_state=True,
         examples=("twitch/quinn", "twitch/*"),
+    ),
+    CommandSpec(
+        "test",
+        "post a test card here that pings nobody, and delete it a minute later",
+        _test,
+        changes_state=True,
     ),
     CommandSpec("help", "what this bot does and how to use it", _help, refuse_extra=False),
 )
