@@ -18,7 +18,10 @@ from bot.instance import InstanceLock
 from bot.pipeline.dispatch import Dispatcher
 from bot.store.sqlite import SQLiteStore
 from tests.fakes.discord_api import (
+    FORUM_CHANNEL_ID,
     GENERAL_CHANNEL_ID,
+    NO_EMBEDS_CHANNEL_ID,
+    READONLY_CHANNEL_ID,
     STREAMERS_ROLE_ID,
     STREAMS_CHANNEL_ID,
     TOKEN,
@@ -75,7 +78,10 @@ secret = "cli-test-key-8d1f"
     return path
 
 
-def discord_config(tmp_path: Path, fake: FakeDiscord, token: str = TOKEN) -> Path:
+def discord_config(
+    tmp_path: Path, fake: FakeDiscord, token: str = TOKEN, more: tuple[int, ...] = ()
+) -> Path:
+    extra = "".join(f'\n[[routes]]\nmatch = "*"\ndiscord_channels = ["{c}"]\n' for c in more)
     return write_config(
         tmp_path,
         f"""
@@ -95,7 +101,7 @@ mention_roles = ["{STREAMERS_ROLE_ID}"]
 [[routes]]
 match = "twitch/quinn"
 discord_channels = ["{GENERAL_CHANNEL_ID}"]
-""",
+{extra}""",
     )
 
 
@@ -180,13 +186,29 @@ async def test_check_online_connects_to_discord_and_posts_nothing(
     done = await finished(await cli("check", "--online", "-c", str(config)))
     assert "connecting to discord" in done.stdout
     lines = [done.row("discord", str(c)) for c in (STREAMS_CHANNEL_ID, GENERAL_CHANNEL_ID)]
-    # Connected. Until the Discord preflight lands the sink cannot check ("not checked",
-    # which fails the check); then both channels of the fake's guild are fine.
-    # TODO(after the Discord preflight merge): assert every line is OK and the code is 0.
-    assert all(" OK" in line or "not checked" in line for line in lines), done.stdout
-    assert done.code == (0 if all(" OK" in line for line in lines) else 1)
+    # Both channels of the fake's guild take the bot's cards (and the route's role is
+    # mentionable): nothing to fix.
+    assert all(line.split()[2] == "OK" for line in lines), done.stdout
+    assert done.code == 0, done.stdout
     assert message_posts(discord_fake) == []
     assert discord_fake.messages.get(STREAMS_CHANNEL_ID, []) == []
+
+
+async def test_check_online_names_each_channel_problem_and_fails_on_a_blocking_one(
+    tmp_path: Path, discord_fake: FakeDiscord
+) -> None:
+    more = (READONLY_CHANNEL_ID, FORUM_CHANNEL_ID, NO_EMBEDS_CHANNEL_ID)
+    config = discord_config(tmp_path, discord_fake, more=more)
+    done = await finished(await cli("check", "--online", "-c", str(config)))
+    kinds = {c: done.row("discord", str(c)).split()[2] for c in more}
+    assert kinds == {
+        READONLY_CHANNEL_ID: "cannot_send",  # @everyone denied Send Messages
+        FORUM_CHANNEL_ID: "not_text",
+        NO_EMBEDS_CHANNEL_ID: "no_embed_links",  # cards go out as text: a warning
+    }
+    assert "forum" in done.row("discord", str(FORUM_CHANNEL_ID))
+    assert done.code == 1  # two of them cannot be posted to at all
+    assert message_posts(discord_fake) == []
 
 
 async def test_check_online_fails_when_discord_refuses_the_token(
