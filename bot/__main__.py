@@ -6,20 +6,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
+import errno
+import importlib.metadata
 import inspect
 import json
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from bot import events as ev
 from bot.commands import Commands
-from bot.config import LOG_LEVELS, Config, SourceConfig, StorageConfig, Target, read_config
+from bot.config import (
+    LOG_LEVELS,
+    Config,
+    Route,
+    SourceConfig,
+    StorageConfig,
+    Target,
+    read_config,
+)
 from bot.errors import (
     ConfigError,
+    DatabaseTooNew,
     InstanceLocked,
     SchemaError,
     StoreUnavailable,
@@ -52,6 +66,12 @@ DEFAULT_CONFIG = Path("bot.toml")
 TOOL_CONNECT_TIMEOUT = 30.0
 
 
+#: Exit codes: 1 for a runtime failure, 2 for a mistake in the config or the command line
+#: (argparse's own code for a usage error).
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run one command; returns the process exit code."""
     parser = _parser()
@@ -69,12 +89,15 @@ def _parser() -> argparse.ArgumentParser:
         + " and ".join(spec.title for spec in PLATFORMS.values())
         + ".",
     )
-    parser.add_argument(
-        "--log-level",
-        choices=sorted(LOG_LEVELS, key=lambda name: logging.getLevelName(name.upper())),
-        help="overrides the config's [logging] level (default: info)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"streambot {_version()}")
+    levels = sorted(LOG_LEVELS, key=lambda name: logging.getLevelName(name.upper()))
+    level_help = "overrides the config's [logging] level (default: info)"
+    parser.add_argument("--log-level", choices=levels, help=level_help)
+    # Also after the command (`python -m bot run --log-level debug`); SUPPRESS keeps a
+    # value given before it when none comes after.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", choices=levels, default=argparse.SUPPRESS, help=level_help)
+    commands = _Subcommands(parser.add_subparsers(dest="command", required=True), common)
 
     init = commands.add_parser(
         "init",
@@ -121,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="connect to the platforms and check every target's permissions",
     )
+    check.add_argument("--strict", action="store_true", help="fail on warnings too (exit code 2)")
     check.add_argument(
         "--timeout",
         type=_seconds,
@@ -143,7 +167,11 @@ def _parser() -> argparse.ArgumentParser:
         help="which provider the --event payload comes from (default: onliverec)",
     )
     render.add_argument(
-        "-c", "--config", type=Path, help="use this config's [templates] dir for overrides"
+        "-c",
+        "--config",
+        type=Path,
+        help="use this config's [templates] dir for overrides (default: ./bot.toml if there"
+        " is one)",
     )
     render.add_argument(
         "--mention-role",
@@ -204,6 +232,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Subcommands:
+    """add_parser with the options every command takes (`--log-level`)."""
+
+    def __init__(self, actions: Any, common: argparse.ArgumentParser) -> None:
+        self._actions = actions
+        self._common = common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._actions.add_parser(
+            name, parents=[self._common], **kwargs
+        )
+        return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("streambot")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "unknown (not installed)"
+
+
 def _seconds(text: str) -> float:
     """A non-negative number of seconds, for argparse."""
     try:
@@ -245,7 +294,19 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config, args.log_level)
     if config is None:
-        return 1
+        return EXIT_CONFIG
+    # Every mistake a look at the files can find, before anything connects: a broken
+    # template override would otherwise show only at the first notification.
+    problems = _template_problems(config)
+    for problem in problems:
+        print(f"error: template {problem}", file=sys.stderr)
+    storage = _storage_problem(config.storage)
+    if storage is not None:
+        print(f"error: {storage}", file=sys.stderr)
+    if problems or storage is not None:
+        return EXIT_CONFIG
+    for warning in _warnings(config):
+        log.warning("%s", warning)
     from bot.app import run  # noqa: PLC0415 - `check` and `render` skip the clients
 
     async def serve() -> None:
@@ -266,37 +327,100 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(serve())
-    except InstanceLocked as exc:
+    except (InstanceLocked, DatabaseTooNew) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_RUNTIME
     except StoreUnavailable as exc:
         print(f"error: cannot use the database {config.storage.path}: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_RUNTIME
     except OSError as exc:
-        # A port in use, a database folder that cannot be written: the system's words.
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        print(f"error: {_os_error(exc, config)}", file=sys.stderr)
+        return EXIT_RUNTIME
     return 0
+
+
+def _template_problems(config: Config) -> list[str]:
+    renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
+    return renderer.check(sample_events())
+
+
+def _warnings(config: Config) -> list[str]:
+    """What is allowed but probably not meant: config warnings and unused templates."""
+    renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
+    unused = [f"templates: {problem}" for problem in renderer.unused_overrides(KNOWN_KINDS)]
+    return [*config.warnings, *unused]
+
+
+def _storage_problem(storage: StorageConfig) -> str | None:
+    """Why the database file cannot be where [storage] path says, seen before opening."""
+    path = Path(storage.path)
+    if str(path) == ":memory:":
+        return None
+    if path.is_dir():
+        return (
+            f"storage.path: {path} is a folder; name a file in it, such as {path / 'bot.sqlite3'}"
+        )
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # missing folders are made at start: look at the first one
+    if not folder.is_dir():
+        return f"storage.path: {folder} is not a folder, so {path} cannot be made"
+    if not path.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"storage.path: cannot create {path}: {folder} is not writable by this user"
+            " (give it to the bot's user, or choose another path)"
+        )
+    return None
+
+
+def _os_error(exc: OSError, config: Config) -> str:
+    """An OSError from start-up in words that say what to change."""
+    where = f"{config.server.host}:{config.server.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the address is in use (another program, or another"
+            " bot, listens there); stop it, or set another [server] port"
+        )
+    if exc.errno == errno.EACCES and config.server.port < 1024:
+        return (
+            f"cannot listen on {where}: ports below 1024 need privileges; use a port such"
+            " as 8080 behind a proxy"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: no interface of this machine has that address"
+    name = f" {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{name}"
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config, args.log_level)
     if config is None:
-        return 1
-    renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
-    problems = renderer.check(sample_events())
+        return EXIT_CONFIG
+    problems = _template_problems(config)
     for problem in problems:
         print(f"error: template {problem}", file=sys.stderr)
-    if problems:
-        return 1
+    storage = _storage_problem(config.storage)
+    if storage is not None:
+        print(f"error: {storage}", file=sys.stderr)
+    if problems or storage is not None:
+        return EXIT_CONFIG
+    warnings = _warnings(config)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     sinks = ["console"] if config.console.enabled else []
     sinks += [name for name, section in config.platforms.items() if section.enabled]
     sources = ", ".join(f"{s.name} ({s.kind})" for s in config.sources) or "none"
-    print(f"{args.config}: OK")
+    verdict = "OK" if not warnings else f"OK with {len(warnings)} warning(s)"
+    print(f"{args.config}: {verdict}")
     print(f"  sources: {sources}")
     print(f"  routes: {len(config.routes)}")
+    for number, route in enumerate(config.routes, start=1):
+        print(f"    {number}. {', '.join(route.patterns)} -> {_destinations(config, route)}")
     print(f"  sinks: {', '.join(sinks) or 'none'}")
     print(f"  templates: {config.templates.dir or 'built-in'}")
+    if warnings and args.strict:
+        print("--strict: failing on the warnings above", file=sys.stderr)
+        return EXIT_CONFIG
     if args.online:
         database = Path(config.storage.path).exists()
         try:
@@ -307,6 +431,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print("interrupted", file=sys.stderr)
             return 130
     return 0
+
+
+def _destinations(config: Config, route: Route) -> str:
+    """Where a route posts: "console; discord 123, 456; telegram: off (no token)"."""
+    parts = ["console"] if config.console.enabled else []
+    for name, spec in PLATFORMS.items():
+        targets = route.targets_on(name)
+        if not targets:
+            continue
+        section = config.platforms[name]
+        listed = ", ".join(targets)
+        if section.enabled:
+            parts.append(f"{name} {listed}")
+        else:
+            parts.append(f"{spec.title} {listed}: NOT POSTED ({section.disabled_reason})")
+    return "; ".join(parts) or "nowhere (no console, no chats): events are only recorded"
 
 
 async def _check_online(config: Config, *, connect_within: float, database: bool) -> int:
@@ -397,7 +537,7 @@ def _columns(header: tuple[str, ...], lines: Sequence[tuple[str, ...]]) -> str:
 def _cmd_test_send(args: argparse.Namespace) -> int:
     config = _load(args.config, args.log_level)
     if config is None:
-        return 1
+        return EXIT_CONFIG
     if args.route is not None and not 1 <= args.route <= len(config.routes):
         print(
             f"error: --route {args.route}: bot.toml has {len(config.routes)} [[routes]]"
@@ -537,17 +677,23 @@ async def _wait_interruptibly(seconds: float) -> None:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     user_dir = None
-    if args.config is not None:
-        config = _load(args.config, args.log_level)
+    # Like every other command, ./bot.toml unless told otherwise (its templates are what
+    # the bot would use); without one, the built-in templates.
+    path = args.config if args.config is not None else DEFAULT_CONFIG
+    if args.config is not None or DEFAULT_CONFIG.is_file():
+        config = _load(path, args.log_level)
         if config is None:
-            return 1
+            return EXIT_CONFIG
         user_dir = config.templates.dir
     if args.event is None and args.kind is None:
         print("error: name an event kind or give --event FILE.json", file=sys.stderr)
         return 2
     if args.kind is not None and args.kind not in KNOWN_KINDS:
-        known = ", ".join(sorted(KNOWN_KINDS))
-        print(f"error: unknown event kind {args.kind!r}; known: {known}", file=sys.stderr)
+        close = difflib.get_close_matches(args.kind, KNOWN_KINDS, n=1)
+        hint = (
+            f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(sorted(KNOWN_KINDS))
+        )
+        print(f"error: unknown event kind {args.kind!r}; {hint}", file=sys.stderr)
         return 2
     if args.event is not None:
         event = _event_from_file(args.event, args.source_kind)
@@ -558,7 +704,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
             return 1
     else:
         event = sample_event(args.kind)
-    renderer = Renderer(formats=message_formats(), user_dir=user_dir)
+    # Strict: a broken override is an error here, not the built-in output in its place.
+    renderer = Renderer(formats=message_formats(), user_dir=user_dir, strict=True)
     fmt = renderer.formats[args.sink]
     # Only a format that pings roles takes them (its `build` names the option); the
     # others render as they would with no roles configured.
@@ -567,8 +714,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     try:
         message = renderer.render(fmt, event, **options)
     except TemplateProblem as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        print(f"error: template {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     print(fmt.preview(message))
     return 0
 
@@ -576,15 +723,22 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_deliveries(args: argparse.Namespace) -> int:
     config = _load(args.config, args.log_level)
     if config is None:
-        return 1
+        return EXIT_CONFIG
     path = config.storage.path
     if not Path(path).exists():
         print(f"error: no database at {path} (has the bot run yet?)", file=sys.stderr)
         return 1
     now = time.time()
-    rows, retried = asyncio.run(
-        _deliveries(create_store(config.storage, tool=True), now, args.retry)
-    )
+    try:
+        rows, retried = asyncio.run(
+            _deliveries(create_store(config.storage, tool=True), now, args.retry)
+        )
+    except DatabaseTooNew as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except StoreUnavailable as exc:
+        print(f"error: cannot use the database {path}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     if retried is not None:
         print(f"re-queued {retried} failed deliveries")
     if not rows:

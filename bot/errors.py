@@ -49,6 +49,10 @@ class InstanceLocked(BotError):
         )
 
 
+class DatabaseTooNew(BotError):
+    """The database was written by a newer version of the bot; this one cannot use it."""
+
+
 class StoreUnavailable(BotError):
     """The database refused a read or write for now: disk full, read-only, locked, I/O error.
 

@@ -455,6 +455,8 @@ class Renderer:
     """Renders events with the user's templates, falling back to the built-in ones.
 
     `formats` holds every sink's message format by name (`bot.registry.message_formats`).
+    With `strict` a failing user template raises TemplateProblem instead of falling back
+    (`render` previews what the user wrote, not what the bot would fall back to).
     """
 
     def __init__(
@@ -464,7 +466,9 @@ class Renderer:
         user_dir: Path | None = None,
         clock: Callable[[], datetime] = utcnow,
         builtin_dir: Path | None = None,
+        strict: bool = False,
     ) -> None:
+        self._strict = strict
         self._builtin_dir = (builtin_dir or builtin_templates_dir()).resolve()
         self._clock = clock
         self._formats = dict(formats)
@@ -614,6 +618,8 @@ class Renderer:
             try:
                 return build(envs.main)
             except Exception as exc:  # a bad user template must not lose a notification
+                if self._strict:
+                    raise TemplateProblem(self._describe(exc)) from exc
                 log.error(
                     "%s; rendering %s for %s with the built-in template instead",
                     self._describe(exc),

@@ -212,7 +212,7 @@ async def test_run_with_a_bad_config_exits_non_zero_naming_the_key(tmp_path: Pat
     config.write_text(CONFIG.replace("port = 0", 'port = "eighty"'))
     proc = await start_bot(config)
     _out, err = await asyncio.wait_for(proc.communicate(), 15)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a config mistake (1 is for runtime failures)
     assert "server.port" in err.decode()
 
 
@@ -241,7 +241,7 @@ def test_check_names_the_key_of_each_config_mistake(
 ) -> None:
     config = tmp_path / "bot.toml"
     config.write_text(mutation(CONFIG))  # type: ignore[operator]
-    assert main(["check", "-c", str(config)]) == 1
+    assert main(["check", "-c", str(config)]) == 2  # a config mistake
     assert expected in capsys.readouterr().err
 
 
@@ -253,7 +253,7 @@ def test_check_reports_a_template_syntax_error_with_name_and_line(
     (templates / "live_start.j2").write_text("Live!\n{{ streamer.name }\n")
     config = tmp_path / "bot.toml"
     config.write_text(CONFIG + '\n[templates]\ndir = "my-templates"\n')
-    assert main(["check", "-c", str(config)]) == 1
+    assert main(["check", "-c", str(config)]) == 2  # a config mistake
     err = capsys.readouterr().err
     assert "console/live_start.j2" in err
     assert "line 2" in err

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from bot.errors import StoreUnavailable, TransactionAborted
+from bot.errors import DatabaseTooNew, StoreUnavailable, TransactionAborted
 from bot.events import Event, LiveInfo
 from bot.store import (
     Delivery,
@@ -370,8 +370,10 @@ class SQLiteStore:
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"{self.path} was written by a newer version of the bot (schema {version})"
+            raise DatabaseTooNew(
+                f"{self.path} was written by a newer version of the bot (schema {version};"
+                f" this one knows up to {len(MIGRATIONS)}): upgrade the bot, or point"
+                " [storage] path at another file"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._transaction():
