@@ -1042,6 +1042,84 @@ class SQLiteStore:
         ).fetchone()
         return int(row[0])
 
+    # -- chats that moved ----------------------------------------------------------
+
+    async def move_target(self, sink: str, old: str, new: str, *, now: float) -> bool:
+        """Follow a chat to its new id, exactly once (see `bot.store.MoveStore`)."""
+        # Atomic on its own, or a step of the caller's transaction.
+        with self._savepoint() if self._db.in_transaction else self._transaction():
+            cursor = self._db.execute(
+                """INSERT INTO target_moves (sink, old_target, new_target, moved_at)
+                   VALUES (?, ?, ?, ?) ON CONFLICT (sink, old_target) DO NOTHING""",
+                (sink, old, new, now),
+            )
+            if cursor.rowcount != 1:
+                return False
+            # The chat itself and its forum topics ("old/7" -> "new/7"), never "old7".
+            where = "sink = ? AND (target = ? OR substr(target, 1, length(?) + 1) = ? || '/')"
+            chat = (sink, old, old, old)
+            moved_target = "? || substr(target, length(?) + 1)"
+            self._move_chat_rows("subscriptions", where, chat, old, new)
+            self._move_chat_rows("mutes", where, chat, old, new)
+            # A delivery the new id already has (the same event and action) stays where it
+            # was; called off if it was still to go out, so the chat gets it once.
+            self._db.execute(
+                f"""UPDATE deliveries SET target = {moved_target}, updated_at = ?
+                    WHERE {where} AND NOT EXISTS (
+                        SELECT 1 FROM deliveries AS d WHERE d.event_row = deliveries.event_row
+                        AND d.sink = deliveries.sink AND d.action = deliveries.action
+                        AND d.target = ? || substr(deliveries.target, length(?) + 1))""",
+                (new, old, now, *chat, new, old),
+            )
+            self._db.execute(
+                f"""UPDATE deliveries SET state = 'cancelled', updated_at = ?,
+                    last_error = 'cancelled: the chat moved to ' || ? || ', which has it already'
+                    WHERE {where} AND state IN ('pending', 'sending')""",
+                (now, new, *chat),
+            )
+        return True
+
+    def _move_chat_rows(
+        self, table: str, where: str, chat: tuple[str, ...], old: str, new: str
+    ) -> None:
+        """Re-address the subscriptions or mutes of a chat that moved. Where the new id
+        has the same pattern already, one row stays: for mutes, the one lasting longer
+        (None: until unmuted)."""
+        mutes = table == "mutes"
+        columns = "id, target, pattern" + (", until" if mutes else "")
+        rows = self._db.execute(f"SELECT {columns} FROM {table} WHERE {where}", chat).fetchall()
+        for row in rows:
+            target = new + row["target"][len(old) :]
+            there = self._db.execute(
+                f"SELECT {columns} FROM {table} WHERE sink = ? AND target = ? AND pattern = ?",
+                (chat[0], target, row["pattern"]),
+            ).fetchone()
+            if there is None:
+                self._db.execute(
+                    f"UPDATE {table} SET target = ? WHERE id = ?", (target, row["id"])
+                )
+                continue
+            if mutes:
+                until = (
+                    None
+                    if row["until"] is None or there["until"] is None
+                    else max(row["until"], there["until"])
+                )
+                self._db.execute("UPDATE mutes SET until = ? WHERE id = ?", (until, there["id"]))
+            self._db.execute(f"DELETE FROM {table} WHERE id = ?", (row["id"],))
+
+    async def moved_targets(self, sink: str | None = None) -> dict[tuple[str, str], str]:
+        """Every recorded move (of one sink's chats, when given): (sink, old) -> new."""
+        if sink is None:
+            rows = self._db.execute(
+                "SELECT sink, old_target, new_target FROM target_moves"
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT sink, old_target, new_target FROM target_moves WHERE sink = ?", (sink,)
+            ).fetchall()
+        return {(row[0], row[1]): row[2] for row in rows}
+
 
 def _chunks(values: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(values), size):
