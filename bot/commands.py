@@ -18,6 +18,7 @@ from bot.config import Route
 from bot.durations import format_duration, looks_like_duration, parse_duration
 from bot.errors import BotError
 from bot.events import glob_match
+from bot.pipeline.routing import follow_move
 from bot.store import Mute, Store, Subscription
 
 MAX_MUTE: Final = timedelta(days=365)
@@ -226,6 +227,14 @@ class Commands:
         if mine:
             return f"This chat does not follow {pattern}. It follows: {', '.join(mine)}."
         return f"This chat does not follow {pattern} (it has no subscriptions)."
+
+    # -- told by the platform ------------------------------------------------------
+
+    async def target_moved(self, sink: str, old: str, new: str) -> bool:
+        """The platform says chat `old` is `new` now (a Telegram group's service message
+        on becoming a supergroup): its subscriptions, mutes and cards follow it, once.
+        True when this call moved it (False: it had moved already)."""
+        return await follow_move(self._store, sink, old, new, now=self._clock())
 
     # -- argument checks -----------------------------------------------------------
 
