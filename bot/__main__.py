@@ -26,6 +26,7 @@ from bot.errors import (
 from bot.events import Event, utcnow
 from bot.init import InitOptions, run_init
 from bot.logs import setup_logging
+from bot.pipeline.routing import moved_route_targets
 from bot.registry import KNOWN_KINDS, PLATFORMS, SOURCES, message_formats
 from bot.render import Renderer
 from bot.samples import sample_event, sample_events
@@ -216,7 +217,36 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(f"  routes: {len(config.routes)}")
     print(f"  sinks: {', '.join(sinks) or 'none'}")
     print(f"  templates: {config.templates.dir or 'built-in'}")
+    _warn_moved_routes(config)
     return 0
+
+
+def _warn_moved_routes(config: Config) -> None:
+    """Warn when the database remembers that a chat bot.toml names has moved (a Telegram
+    group upgraded to a supergroup): the route still works, but names the old id. The
+    database is only read, and only when it exists."""
+    if not Path(config.storage.path).exists():
+        return
+
+    async def moves() -> dict[tuple[str, str], str]:
+        store = create_store(config.storage, read_only=True)
+        await store.open()
+        try:
+            return await store.moved_targets()
+        finally:
+            await store.close()
+
+    try:
+        moved = moved_route_targets(config.routes, asyncio.run(moves()))
+    except StoreUnavailable as exc:
+        print(f"warning: could not read {config.storage.path}: {exc}", file=sys.stderr)
+        return
+    for old, new in moved:
+        print(
+            f"warning: bot.toml names {old.sink} chat {old.target}; it moved to {new.target}"
+            " (notifications follow it there): replace it in [[routes]]",
+            file=sys.stderr,
+        )
 
 
 def _cmd_render(args: argparse.Namespace) -> int:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from bot.__main__ import main
 from bot.commands import Chat, Commands
 from bot.config import Route
 from bot.errors import TargetMoved
@@ -18,6 +20,8 @@ from bot.events import NOTIFIED_KINDS, Event
 from bot.outbox import OutboxWorker
 from bot.pipeline.dispatch import Dispatcher, DispatchStage
 from bot.store import Delivery, Mute, Store, Subscription
+from bot.store.sqlite import SQLiteStore
+from tests.conftest import SECRET
 from tests.routes import chats
 from tests.waiting import every_delivery, outbox_states
 
@@ -163,3 +167,40 @@ async def test_each_start_warns_once_per_configured_id_that_moved(
         f"bot.toml names telegram chat {OLD}; it moved to {NEW} (notifications follow it"
         " there): replace it in [[routes]]"
     ]
+
+
+async def test_check_warns_when_the_database_says_a_configured_chat_moved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text(f"""
+[storage]
+path = "bot.sqlite3"
+
+[[sources]]
+name = "rec"
+kind = "onliverec"
+secret = "{SECRET}"
+
+[[routes]]
+match = "twitch/*"
+telegram_chats = ["{OLD}", "-555"]
+""")
+    database = tmp_path / "bot.sqlite3"
+    # No database yet: nothing to say, and none is created.
+    assert await asyncio.to_thread(main, ["check", "-c", str(config)]) == 0
+    assert "moved" not in capsys.readouterr().err
+    assert not database.exists()
+
+    store = SQLiteStore(database)
+    await store.open()
+    try:
+        assert await store.move_target("telegram", OLD, NEW, now=0)
+    finally:
+        await store.close()
+    before = database.read_bytes()
+    assert await asyncio.to_thread(main, ["check", "-c", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == 1
+    assert f"bot.toml names telegram chat {OLD}; it moved to {NEW}" in err
+    assert database.read_bytes() == before, "check only reads the database"

@@ -469,20 +469,23 @@ class Store(
         marks the database writable again (`health`)."""
 
 
-def create_store(storage: StorageConfig, *, tool: bool = False) -> Store:
+def create_store(storage: StorageConfig, *, tool: bool = False, read_only: bool = False) -> Store:
     """The store [storage] names, not yet opened.
 
     `tool` is for the command-line tools, which block nothing else and so may wait
     patiently for a lock; the running bot gives its event loop back instead, and copies
-    SQLite's write-ahead log on a thread of its own.
+    SQLite's write-ahead log on a thread of its own. `read_only` (a tool that only looks,
+    like `check`) opens an existing database without creating or migrating it, and
+    refuses writes.
     """
     # The backend module is imported here only: it is the one that imports its driver.
     from bot.store.sqlite import BUSY_TIMEOUT_MS, TOOL_BUSY_TIMEOUT_MS, SQLiteStore  # noqa: PLC0415
 
     return SQLiteStore(
         storage.path,
-        busy_timeout_ms=TOOL_BUSY_TIMEOUT_MS if tool else BUSY_TIMEOUT_MS,
-        background_checkpoints=not tool,
+        busy_timeout_ms=TOOL_BUSY_TIMEOUT_MS if tool or read_only else BUSY_TIMEOUT_MS,
+        background_checkpoints=not (tool or read_only),
+        read_only=read_only,
     )
 
 

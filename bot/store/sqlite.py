@@ -66,6 +66,9 @@ _UNFINISHED_CLAUSE: Final = """e.dispatched = 1 AND NOT EXISTS (
 # Row ids per `IN (...)` list: well inside SQLite's limit on parameters.
 _IN_CHUNK: Final = 500
 
+# The schema that added target_moves (migrations.py).
+_MOVES_SCHEMA: Final = 7
+
 # The streams columns `_mark` and `_set_mark` may name (never user input).
 _SESSION_MARKS: Final = frozenset({"session_row", "end_row", "change_posted_at"})
 
@@ -242,12 +245,16 @@ class SQLiteStore:
         *,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         background_checkpoints: bool = False,
+        read_only: bool = False,
     ) -> None:
         """A store for the file at `path`, opened by `open()`.
 
         With `background_checkpoints` (the running bot) the write-ahead log is copied into
         the database by a thread of its own instead of by whichever commit fills it up.
+        `read_only` opens an existing file for reading only, neither creating nor
+        migrating it (`check`, which must not change a database a bot may be running on).
         """
+        self.read_only = read_only
         self.path = Path(path)
         self.location = str(self.path)
         self.busy_timeout_ms = busy_timeout_ms
@@ -269,6 +276,9 @@ class SQLiteStore:
 
     def open_sync(self) -> None:
         """`open()` for code that runs before any event loop (the command-line tools)."""
+        if self.read_only:
+            self._conn = self._connect(create=False, busy_timeout_ms=self.busy_timeout_ms)
+            return
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # Migrations at start may wait for a lock as long as a tool would.
@@ -290,7 +300,7 @@ class SQLiteStore:
         else:
             # mode=rw on a reopen: a database deleted meanwhile is an error, not a new
             # empty file that forgets every card and pending delivery.
-            mode = "rwc" if create else "rw"
+            mode = "ro" if self.read_only else "rwc" if create else "rw"
             target, uri = f"{self.path.resolve().as_uri()}?mode={mode}", True
         try:
             conn = sqlite3.connect(
@@ -311,9 +321,10 @@ class SQLiteStore:
         conn.row_factory = sqlite3.Row
         try:
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
+            if not self.read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
         except BaseException:
             conn.close()
             raise
@@ -1110,6 +1121,8 @@ class SQLiteStore:
 
     async def moved_targets(self, sink: str | None = None) -> dict[tuple[str, str], str]:
         """Every recorded move (of one sink's chats, when given): (sink, old) -> new."""
+        if self.read_only and await self.schema_version() < _MOVES_SCHEMA:
+            return {}  # written before moves were kept (and not migrated here)
         if sink is None:
             rows = self._db.execute(
                 "SELECT sink, old_target, new_target FROM target_moves"
