@@ -25,7 +25,7 @@ from tests.test_sink_telegram import (
     run_outbox,
     settled,
 )
-from tests.waiting import holds
+from tests.waiting import every_delivery, holds
 
 OLD_GROUP = -4242
 NEW_GROUP = -1004242
@@ -225,4 +225,31 @@ async def test_preflight_of_a_sink_that_is_not_connected_checks_nothing(
         "getChat",
         "getChat",
         "getChatMember",
+    ]
+
+
+async def test_a_card_posted_before_the_upgrade_is_posted_anew_in_the_supergroup(
+    fake: FakeTelegram, store: Store, sink: TelegramSink
+) -> None:
+    start = live_event(cover=None)
+    await queue(store, (OLD_GROUP,), start)
+    await run_outbox(store, sink)
+    [old_card] = fake.messages[str(OLD_GROUP)]
+    fake.migrate_chat(OLD_GROUP, NEW_GROUP, service_messages=False)
+
+    # The title changes: the edit meets the upgrade, follows it, and finds no card there
+    # (the group's history is not the supergroup's), so a new card is posted there.
+    change = live_event("title_change", event_id="e2", title="Finals", cover=None, minutes=5)
+    await queue(store, (OLD_GROUP,), change)
+    await run_outbox(store, sink)
+    [card] = fake.messages[str(NEW_GROUP)]
+    assert "Finals" in card["text"]
+    assert fake.messages[str(OLD_GROUP)] == [old_card]
+    by_target = await rows(store)
+    assert set(by_target) == {str(NEW_GROUP)}
+    assert {row.state for row in await every_delivery(store)} == {"sent"}
+    edits = [(c.params["chat_id"], c.description) for c in fake.calls_to("editMessageText")]
+    assert edits == [
+        (OLD_GROUP, "Bad Request: group chat was upgraded to a supergroup chat"),
+        (NEW_GROUP, "Bad Request: message to edit not found"),
     ]
