@@ -43,6 +43,7 @@ from bot.errors import (
 from bot.events import Event, utcnow
 from bot.init import InitOptions, run_init
 from bot.logs import setup_logging
+from bot.pipeline.routing import moved_route_targets
 from bot.preflight import CONSOLE_TARGET, TargetStatus, check_targets, configured_targets
 from bot.registry import KNOWN_KINDS, PLATFORMS, SOURCES, message_formats
 from bot.render import Renderer
@@ -404,7 +405,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"error: {storage}", file=sys.stderr)
     if problems or storage is not None:
         return EXIT_CONFIG
-    warnings = _warnings(config)
+    warnings = [*_warnings(config), *_moved_route_warnings(config)]
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     sinks = ["console"] if config.console.enabled else []
@@ -673,6 +674,32 @@ async def _wait_interruptibly(seconds: float) -> None:
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+def _moved_route_warnings(config: Config) -> list[str]:
+    """A warning for each chat bot.toml names that the database remembers has moved (a
+    Telegram group upgraded to a supergroup): the route still works, but names the old
+    id. The database is only read, and only when it exists."""
+    if not Path(config.storage.path).exists():
+        return []
+
+    async def moves() -> dict[tuple[str, str], str]:
+        store = create_store(config.storage, read_only=True)
+        await store.open()
+        try:
+            return await store.moved_targets()
+        finally:
+            await store.close()
+
+    try:
+        moved = moved_route_targets(config.routes, asyncio.run(moves()))
+    except (StoreUnavailable, DatabaseTooNew) as exc:
+        return [f"could not read {config.storage.path} for moved chats: {exc}"]
+    return [
+        f"bot.toml names {old.sink} chat {old.target}; it moved to {new.target}"
+        " (notifications follow it there): replace it in [[routes]]"
+        for old, new in moved
+    ]
 
 
 def _cmd_render(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from bot.durations import format_duration, looks_like_duration, parse_duration
 from bot.errors import BotError
 from bot.events import glob_match
 from bot.pipeline.muting import is_muted
+from bot.pipeline.routing import follow_move
 from bot.store import Mute, Store, Subscription
 from bot.targets import TargetProblem, TargetProblems
 from bot.testcard import card_event, latest_live_start, queue_test_card
@@ -256,6 +257,14 @@ class Commands:
         if self._on_queued is not None:
             self._on_queued({chat.sink})
         return "A test card was posted here; it is deleted in a minute."
+
+    # -- told by the platform ------------------------------------------------------
+
+    async def target_moved(self, sink: str, old: str, new: str) -> bool:
+        """The platform says chat `old` is `new` now (a Telegram group's service message
+        on becoming a supergroup): its subscriptions, mutes and cards follow it, once.
+        True when this call moved it (False: it had moved already)."""
+        return await follow_move(self._store, sink, old, new, now=self._clock())
 
     # -- argument checks -----------------------------------------------------------
 

@@ -13,8 +13,10 @@ BotError
 │   └── SchemaError        422: valid JSON of the wrong shape; names the field path
 └── DeliveryError          a sink could not deliver; says whether a retry can help
     ├── TransientDeliveryError   network, timeout, 5xx, rate limit: retry later
-    └── PermanentDeliveryError   no access, unknown channel, bot blocked: give up now
-        └── MessageGone          the message to edit was deleted or is too old to edit
+    ├── PermanentDeliveryError   no access, unknown channel, bot blocked: give up now
+    │   └── MessageGone          the message to edit was deleted or is too old to edit
+    └── TargetMoved              the chat has a new id now (a Telegram group that became a
+                                 supergroup): follow it there and send again
 """
 
 from __future__ import annotations
@@ -141,3 +143,16 @@ class PermanentDeliveryError(DeliveryError):
 
 class MessageGone(PermanentDeliveryError):
     """The message to edit no longer exists (deleted by a moderator) or can't be edited."""
+
+
+class TargetMoved(DeliveryError):
+    """The chat was given a new id (a Telegram group upgraded to a supergroup): nothing was
+    sent; the same delivery goes to `new` instead. `old` and `new` are chat ids as the
+    sink's targets name them (a forum topic's "chat/thread" follows its chat)."""
+
+    retryable = True
+
+    def __init__(self, old: str, new: str) -> None:
+        self.old = old
+        self.new = new
+        super().__init__(f"the chat {old} moved to {new}")

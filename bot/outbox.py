@@ -6,6 +6,11 @@ task, so one slow or rate-limited chat never delays another, while messages to t
 chat keep their order. A transient failure is retried with exponential backoff and
 jitter until the delivery is `max_age` old; a permanent one fails at once, visibly.
 
+A chat that answers with a new id (TargetMoved: a Telegram group upgraded to a
+supergroup) is followed: the store moves what it keeps for the chat to the new id (once,
+bot.pipeline.routing.follow_move), and the delivery, with the rest of its batch, goes
+back to the queue, due at once and no attempt spent, to be claimed again at the new id.
+
 A database that refuses reads or writes (full disk, read-only, locked) never ends a
 worker: it backs off and tries again. An outcome the database would not take (a message
 that was sent, say) is kept in memory and recorded as soon as the database is back, so
@@ -33,12 +38,14 @@ from bot.errors import (
     MessageGone,
     PermanentDeliveryError,
     StoreUnavailable,
+    TargetMoved,
     TransientDeliveryError,
 )
 from bot.events import Event
 from bot.metrics import Metrics
 from bot.pipeline.cards import DELETE, EDIT, card_view
 from bot.pipeline.muting import chat_of, held_back, is_muted
+from bot.pipeline.routing import follow_move
 from bot.sinks.base import Sink
 from bot.store import Delivery, Store
 
@@ -235,10 +242,14 @@ class OutboxWorker:
                 # Stopping: no new send starts (only the one on its way is waited for).
                 await self._release(batch[index:])
                 return
-            await self._deliver_one(delivery)
+            if await self._deliver_one(delivery):
+                # The chat moved: the rest of the batch is claimed again at its new id.
+                await self._release(batch[index + 1 :])
+                return
 
     async def _release(self, deliveries: list[Delivery]) -> None:
-        """Stopping: claimed rows not tried yet go back to the queue for the next start."""
+        """Claimed rows not sent go back to the queue, due as they were, no attempt spent
+        (stopping: for the next start; a chat that moved: to be claimed at its new id)."""
         # If the database refuses, they stay 'sending' and the next start re-queues them:
         # never tried either way.
         with contextlib.suppress(StoreUnavailable):
@@ -312,12 +323,14 @@ class OutboxWorker:
         )
         return True
 
-    async def _deliver_one(self, delivery: Delivery) -> None:
+    async def _deliver_one(self, delivery: Delivery) -> bool:
+        """Send one delivery and record the outcome; True when its chat turned out to
+        have moved (the delivery is queued again, for the new id)."""
         store = self._store
         try:
             event = await store.load_event(delivery.event_row)
             if await self._held_by_mute(delivery, event):
-                return
+                return False
             if delivery.action == EDIT:
                 message_id = await self._edit_card(delivery, card_view(event))
             elif delivery.action == DELETE:
@@ -330,20 +343,23 @@ class OutboxWorker:
         except StoreUnavailable as exc:
             # Raised before anything was sent (reading the event or the card): try later.
             await self._failed(delivery, exc, retryable=True, retry_after=None, counts=False)
-            return
+            return False
+        except TargetMoved as exc:
+            await self._follow(delivery, exc)
+            return True
         except DeliveryError as exc:
             counts = exc.retry_after is None  # a rate limit or a wait is no failure
             await self._failed(
                 delivery, exc, retryable=exc.retryable, retry_after=exc.retry_after, counts=counts
             )
-            return
+            return False
         except Exception as exc:
             # A bug, not the platform: keep the delivery and say loudly what happened.
             log.exception(
                 "delivery %d to %s %s crashed", delivery.id, delivery.sink, delivery.target
             )
             await self._failed(delivery, exc, retryable=True, retry_after=None)
-            return
+            return False
         now = self._clock()
         self._failures_in_a_row, self._failing_since = 0, None
         await self._record(
@@ -353,6 +369,27 @@ class OutboxWorker:
         )
         if self._metrics is not None:
             self._metrics.delivery(self._sink.name, delivery.action, "sent", now - _due(delivery))
+        return False
+
+    async def _follow(self, delivery: Delivery, moved: TargetMoved) -> None:
+        """The chat has a new id: move what the store keeps for it there (once), then
+        queue the delivery again, due now and no attempt spent: it is claimed next at
+        the new id. Nothing was sent, so this is no failure."""
+        now = self._clock()
+        try:
+            await follow_move(self._store, delivery.sink, moved.old, moved.new, now=now)
+        except StoreUnavailable as exc:
+            # Not recorded: the platform says the same again at the next attempt.
+            await self._failed(delivery, exc, retryable=True, retry_after=None, counts=False)
+            return
+        log.info(
+            "delivery %d to %s %s: the chat is %s now; sending it there",
+            delivery.id,
+            delivery.sink,
+            delivery.target,
+            moved.new,
+        )
+        await self._release([delivery])
 
     async def _card(self, delivery: Delivery, doing: str) -> tuple[int, str, str | None]:
         """(delivery id, state, platform message id) of the card a delivery acts on."""

@@ -12,6 +12,8 @@ import pytest
 from telegram import (
     Bot,
     BotCommand,
+    ChatMemberAdministrator,
+    ChatMemberRestricted,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
@@ -19,7 +21,14 @@ from telegram import (
     Update,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    RetryAfter,
+)
 from telegram.ext import ApplicationBuilder, BaseRateLimiter, CommandHandler, ContextTypes
 
 from bot.sinks.telegram.client import PacedRateLimiter
@@ -574,3 +583,138 @@ async def test_a_forum_takes_messages_in_open_topics_only(fake: FakeTelegram, bo
             await bot.send_message(-1009990001, "x", message_thread_id=thread)
     # General takes the message without a thread id.
     assert (await bot.send_message(-1009990001, "in General")).text == "in General"
+
+
+# ---- a group upgraded to a supergroup, and what the bot may do in a chat ---------------
+
+OLD_GROUP = -4242
+
+
+async def test_a_migrated_group_refuses_writes_with_the_new_id_and_announces_it(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    group = fake.add_chat(OLD_GROUP, "group", title="Friends", admins={ADMIN}, owner_id=ADMIN)
+    card = await bot.send_message(OLD_GROUP, "card before")
+    new_id = fake.migrate_chat(OLD_GROUP)
+    assert str(new_id).startswith("-100") and group.migrated_to == new_id
+
+    for write in (
+        bot.send_message(OLD_GROUP, "hello"),
+        bot.send_photo(OLD_GROUP, "https://cdn.example.com/a.jpg"),
+        bot.edit_message_text("edited", chat_id=OLD_GROUP, message_id=card.message_id),
+        bot.delete_message(OLD_GROUP, card.message_id),
+        bot.get_chat_administrators(OLD_GROUP),
+        bot.get_chat_member(OLD_GROUP, ADMIN),
+    ):
+        with pytest.raises(ChatMigrated) as caught:
+            await write
+        assert caught.value.new_chat_id == new_id
+    refused = fake.calls[-1]
+    assert refused.status == 400
+    assert refused.response == {
+        "ok": False,
+        "error_code": 400,
+        "description": "Bad Request: group chat was upgraded to a supergroup chat",
+        "parameters": {"migrate_to_chat_id": new_id},
+    }
+    # Reads of the old group still answer (the Bot API server checks only writes).
+    assert (await bot.get_chat(OLD_GROUP)).type == "group"
+    assert (await bot.get_chat_member(OLD_GROUP, fake.bot_id)).status == "member"
+
+    # The supergroup: same title, members and admins; a history of its own.
+    chat = await bot.get_chat(new_id)
+    assert (chat.type, chat.title) == ("supergroup", "Friends")
+    assert (await bot.get_chat_member(new_id, ADMIN)).status == "creator"
+    with pytest.raises(BadRequest, match=r"(?i)message to edit not found"):
+        await bot.edit_message_text("edited", chat_id=new_id, message_id=card.message_id)
+    sent = await bot.send_message(new_id, "hello again")
+    assert fake.messages[str(new_id)][-1]["text"] == "hello again"
+    assert sent.chat.type == "supergroup"
+
+    updates = await bot.get_updates(timeout=0)
+    service = [u.message for u in updates if u.message is not None]
+    assert [(m.chat.id, m.migrate_to_chat_id, m.migrate_from_chat_id) for m in service] == [
+        (OLD_GROUP, new_id, None),
+        (new_id, None, OLD_GROUP),
+    ]
+    assert all(m.from_user is not None and m.from_user.id == ADMIN for m in service)
+
+
+async def test_a_migration_can_be_announced_later_and_only_groups_migrate(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    fake.add_chat(OLD_GROUP, "group", title="Friends")
+    new_id = fake.migrate_chat(OLD_GROUP, -1009999, service_messages=False)
+    assert new_id == -1009999
+    assert await bot.get_updates(timeout=0) == ()
+    fake.announce_migration(OLD_GROUP)
+    assert len(await bot.get_updates(timeout=0)) == 2
+    with pytest.raises(ValueError, match="only a group"):
+        fake.migrate_chat(GROUP)
+    with pytest.raises(ValueError, match="already"):
+        fake.migrate_chat(OLD_GROUP)
+
+
+async def test_chat_permissions_and_the_bots_rights_bind_its_sends(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    cover = "https://cdn.example.com/a.jpg"
+    restricted = fake.add_chat(-100321, "supergroup", title="Quiet", bot_status="restricted")
+    restricted.bot_rights = {"can_send_messages": False, "can_send_photos": False}
+    member = await bot.get_chat_member(-100321, fake.bot_id)
+    assert isinstance(member, ChatMemberRestricted)
+    assert (member.is_member, member.can_send_messages, member.can_send_photos) == (
+        True,
+        False,
+        False,
+    )
+    assert member.can_send_polls is True
+    with pytest.raises(BadRequest, match=r"(?i)not enough rights to send text messages"):
+        await bot.send_message(-100321, "hi")
+    with pytest.raises(BadRequest, match=r"(?i)not enough rights to send photos"):
+        await bot.send_photo(-100321, cover)
+
+    # A plain member is bound by the chat's default permissions.
+    media = fake.add_chat(-100654, "supergroup", title="No media")
+    media.permissions = {"can_send_photos": False}
+    full = await bot.get_chat(-100654)
+    assert full.permissions is not None
+    assert (full.permissions.can_send_messages, full.permissions.can_send_photos) == (True, False)
+    await bot.send_message(-100654, "text is fine")
+    with pytest.raises(BadRequest, match=r"(?i)not enough rights to send photos"):
+        await bot.send_photo(-100654, cover)
+    # An administrator is not.
+    media.bot_status = "administrator"
+    await bot.send_photo(-100654, cover)
+
+    # A channel wants an administrator that may post.
+    channel = fake.add_chat(-100987, "channel", title="News")
+    channel.bot_rights = {"can_post_messages": False}
+    admin = await bot.get_chat_member(-100987, fake.bot_id)
+    assert isinstance(admin, ChatMemberAdministrator)
+    assert admin.can_post_messages is False
+    with pytest.raises(BadRequest, match=r"(?i)need administrator rights in the channel"):
+        await bot.send_message(-100987, "news")
+
+
+async def test_reads_where_the_bot_is_not_a_member_answer_as_the_bot_api_server_does(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    fake.add_chat(-4343, "group", title="Left", bot_status="left")
+    fake.add_chat(-4444, "group", title="Kicked", bot_status="kicked")
+    fake.add_chat(-100111, "supergroup", title="Private", bot_status="left")
+    fake.add_chat(-100222, "supergroup", title="Public", username="pub", bot_status="left")
+    fake.add_chat(-100333, "supergroup", title="Banned", bot_status="kicked")
+    # A group still answers reads; sends say why not.
+    assert (await bot.get_chat_member(-4343, fake.bot_id)).status == "left"
+    assert (await bot.get_chat_member(-4444, fake.bot_id)).status == "kicked"
+    with pytest.raises(Forbidden, match="not a member of the group chat"):
+        await bot.send_message(-4343, "hi")
+    # A private supergroup answers nothing; a public one answers reads.
+    with pytest.raises(Forbidden, match="not a member of the supergroup chat"):
+        await bot.get_chat(-100111)
+    assert (await bot.get_chat(-100222)).title == "Public"
+    with pytest.raises(Forbidden, match="not a member of the supergroup chat"):
+        await bot.send_message(-100222, "hi")
+    with pytest.raises(Forbidden, match="kicked from the supergroup chat"):
+        await bot.get_chat(-100333)

@@ -462,6 +462,109 @@ async def test_cards_are_an_events_posts_and_can_point_at_a_new_message(db: Stor
     assert await db.delivery_status(post_a) == ("sent", "new")
 
 
+# -- chats that moved ----------------------------------------------------------------------
+
+OLD, NEW = "-777", "-1000000000777"
+
+
+async def test_a_moved_chat_takes_its_subscriptions_mutes_and_deliveries_along(
+    db: Store,
+) -> None:
+    row = await stored_event(db)
+    later = await stored_event(db, "e2")
+    sent = await delivery(db, row, OLD, sink="telegram")
+    failed = await delivery(db, row, OLD, sink="telegram", action="edit")
+    pending = await delivery(db, later, OLD, sink="telegram")
+    topic = await delivery(db, later, f"{OLD}/7", sink="telegram")
+    # Not this chat: another sink's chat of the same id, and an id that only starts alike.
+    other_sink = await delivery(db, row, OLD, sink="discord")
+    lookalike = await delivery(db, row, f"{OLD}7", sink="telegram")
+    async with db.transaction():
+        await db.mark_sent(sent, message_id="text:5", now=NOW)
+        await db.mark_failed(failed, error="403", now=NOW)
+        await db.add_subscription(Subscription("telegram", OLD, "twitch/*"), now=NOW)
+        await db.add_mute(Mute("telegram", OLD, "*", until=NOW + 60), now=NOW)
+        await db.add_mute(Mute("discord", OLD, "*", until=None), now=NOW)
+        assert await db.move_target("telegram", OLD, NEW, now=NOW)
+
+    assert await db.subscriptions() == [Subscription("telegram", NEW, "twitch/*")]
+    assert [m.pattern for m in await db.mutes_for("telegram", NEW, NOW)] == ["*"]
+    assert await db.mutes_for("telegram", OLD, NOW) == []
+    assert len(await db.mutes_for("discord", OLD, NOW)) == 1
+    targets = {
+        info.id: (info.target, info.state) for info in await db.deliveries_for_event(row)
+    } | {info.id: (info.target, info.state) for info in await db.deliveries_for_event(later)}
+    assert targets == {
+        sent: (NEW, "sent"),
+        failed: (NEW, "failed"),
+        pending: (NEW, "pending"),
+        topic: (f"{NEW}/7", "pending"),
+        other_sink: (OLD, "pending"),
+        lookalike: (f"{OLD}7", "pending"),
+    }
+    # The card and the failure count went along.
+    assert (await db.cards(row))[("telegram", NEW)] == sent
+    assert await db.delivery_status(sent) == ("sent", "text:5")
+    assert await db.failed_count("telegram", NEW) == 1
+    assert await db.failed_count("telegram", OLD) == 0
+    assert await db.moved_targets() == {("telegram", OLD): NEW}
+    assert await db.moved_targets("telegram") == {("telegram", OLD): NEW}
+    assert await db.moved_targets("discord") == {}
+
+
+async def test_a_chat_moves_once_whoever_reports_it_first(db: Store) -> None:
+    async with db.transaction():
+        assert await db.move_target("telegram", OLD, NEW, now=NOW)
+        await db.add_subscription(Subscription("telegram", OLD, "twitch/a"), now=NOW)
+    async with db.transaction():
+        # Reported again (the service message after the send error): nothing moves.
+        assert not await db.move_target("telegram", OLD, NEW, now=NOW + 1)
+        assert not await db.move_target("telegram", OLD, "-1009", now=NOW + 1)
+    assert await db.subscriptions() == [Subscription("telegram", OLD, "twitch/a")]
+    assert await db.moved_targets() == {("telegram", OLD): NEW}
+
+
+async def test_a_move_onto_a_chat_that_has_the_same_rows_merges_them(db: Store) -> None:
+    row = await stored_event(db)
+    old_post = await delivery(db, row, OLD, sink="telegram")
+    new_post = await delivery(db, row, NEW, sink="telegram")
+    async with db.transaction():
+        await db.add_subscription(Subscription("telegram", OLD, "twitch/*"), now=NOW)
+        await db.add_subscription(Subscription("telegram", NEW, "twitch/*"), now=NOW)
+        await db.add_subscription(Subscription("telegram", OLD, "kick/*"), now=NOW)
+        await db.add_mute(Mute("telegram", OLD, "*", until=None), now=NOW)
+        await db.add_mute(Mute("telegram", NEW, "*", until=NOW + 60), now=NOW)
+        await db.add_mute(Mute("telegram", OLD, "twitch/a", until=NOW + 30), now=NOW)
+        await db.add_mute(Mute("telegram", NEW, "twitch/a", until=NOW + 90), now=NOW)
+        assert await db.move_target("telegram", OLD, NEW, now=NOW)
+    assert sorted(s.pattern for s in await db.subscriptions()) == ["kick/*", "twitch/*"]
+    assert {s.target for s in await db.subscriptions()} == {NEW}
+    # The longer of two mutes of one pattern wins; "until unmuted" is the longest.
+    assert sorted((m.pattern, m.until) for m in await db.mutes_for("telegram", NEW, NOW)) == [
+        ("*", None),
+        ("twitch/a", NOW + 90),
+    ]
+    # The new chat gets that event once: the old id's copy is called off.
+    assert await states(db) == {old_post: "cancelled", new_post: "pending"}
+    assert (await db.cards(row))[("telegram", NEW)] == new_post
+
+
+async def test_a_move_survives_a_reopen(make_store: Callable[[], Store]) -> None:
+    first = make_store()
+    await first.open()
+    try:
+        assert await first.move_target("telegram", OLD, NEW, now=NOW)
+    finally:
+        await first.close()
+    second = make_store()
+    await second.open()
+    try:
+        assert await second.moved_targets("telegram") == {("telegram", OLD): NEW}
+        assert not await second.move_target("telegram", OLD, NEW, now=NOW)
+    finally:
+        await second.close()
+
+
 # -- retention -----------------------------------------------------------------------------
 
 #: The retention cut-off of these tests: events from T0 are old, from LATER recent.

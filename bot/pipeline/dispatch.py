@@ -32,7 +32,14 @@ from bot.pipeline.cards import CHANGE_KINDS, CardPolicy, SessionCards, StreamCon
 from bot.pipeline.clocks import SenderClocks
 from bot.pipeline.ingest import DIGEST_WINDOW, insert_new
 from bot.pipeline.muting import apply_mutes, mutes_by_chat
-from bot.pipeline.routing import CONSOLE, Plan, Router
+from bot.pipeline.routing import (
+    CONSOLE,
+    Moves,
+    Plan,
+    Router,
+    moved_route_targets,
+    warn_moved_route,
+)
 from bot.pipeline.streams import StreamReducer, heal, needs_session_start
 from bot.store import Mute, SessionMarks, Store, Subscription
 
@@ -74,6 +81,8 @@ class _BatchView:
     subscriptions: Sequence[Subscription]
     mutes: dict[tuple[str, str], list[Mute]]
     now: float
+    #: Chats that moved (old id -> new id): routes naming the old one reach the new.
+    moves: Moves = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -104,6 +113,7 @@ class Dispatcher:
         # One line per event with where it went, as the "accepted" line is per webhook:
         # a flood is summarised once a minute instead of costing the loop a line each.
         self._dispatched_log = ThrottledLog(log, "dispatched events", burst=DISPATCHED_LOG_BURST)
+        self._routes: tuple[Route, ...] = ()
         self.reconfigure(routes=routes, behaviour=behaviour)
 
     def reconfigure(
@@ -112,6 +122,7 @@ class Dispatcher:
         """Use these routes and [behaviour] for events dispatched from now on (SIGHUP)."""
         # Without a config (unit tests, tools) ends are announced at once.
         behaviour = behaviour or BehaviourConfig(end_grace=timedelta(0))
+        self._routes = tuple(routes)
         self._router = Router(
             routes=routes, sinks=self._sinks, default_policy=CardPolicy.from_behaviour(behaviour)
         )
@@ -121,6 +132,14 @@ class Dispatcher:
             card_sinks=self._card_sinks,
             change_cooldown=behaviour.change_cooldown,
         )
+
+    async def warn_moved_routes(self) -> int:
+        """Log once for each configured target whose chat has moved (at start): bot.toml
+        should name its new id. How many there are."""
+        moved = moved_route_targets(self._routes, await self._store.moved_targets())
+        for old, new in moved:
+            warn_moved_route(old, new)
+        return len(moved)
 
     # -- the stage's entry point ---------------------------------------------------
 
@@ -237,6 +256,7 @@ class Dispatcher:
             subscriptions=await self._store.subscriptions(),
             mutes=mutes_by_chat(await self._store.active_mutes(now)),
             now=now,
+            moves=await self._store.moved_targets(),
         )
 
     async def _dispatch(self, row: int, event: Event, view: _BatchView) -> Dispatched:
@@ -305,7 +325,7 @@ class Dispatcher:
         return done
 
     def _targets(self, event: Event, view: _BatchView) -> dict[Target, Plan]:
-        plans = self._router.plan(event, view.subscriptions)
+        plans = self._router.plan(event, view.subscriptions, view.moves)
         apply_mutes(
             plans,
             view.mutes,
@@ -349,6 +369,12 @@ class DispatchStage:
         """Dispatch until `stop` is set; an event half-way is finished first (its
         transaction is short), the rest waits in the store for the next start."""
         delay = RETRY_FIRST_SECONDS
+        try:
+            await self._dispatcher.warn_moved_routes()
+        except StoreUnavailable:
+            pass  # the store logs that itself; the routes still follow the moves
+        except Exception as exc:
+            log.warning("dispatch: could not look for chats that moved: %s", exc)
         self._wakeup.set()  # what the last run left undispatched
         while not stop.is_set():
             self._wakeup.clear()

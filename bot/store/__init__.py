@@ -1,8 +1,8 @@
 """The storage seam: what the bot keeps, as an async `Store` Protocol and its row types.
 
 Everything outside this package talks to the database through these Protocols, one per
-aggregate (events, streams, mutes, subscriptions, outbox, card refs), combined in `Store`.
-A backend is one module here that implements `Store` and passes the contract suite
+aggregate (events, streams, mutes, subscriptions, outbox, card refs, chat moves), combined
+in `Store`. A backend is one module here that implements `Store` and passes the contract suite
 (tests/store_contract.py): `sqlite.py` today, `postgres.py` next. Backend errors never
 leak: every "the database cannot do this now" surfaces as `bot.errors.StoreUnavailable`.
 
@@ -409,8 +409,35 @@ class CardStore(Protocol):
         """Point a delivery at another platform message (a card posted anew)."""
 
 
+class MoveStore(Protocol):
+    """Chats that were given a new id (a Telegram group upgraded to a supergroup): each
+    move is followed once, and remembered so a route naming the old id still reaches it."""
+
+    async def move_target(self, sink: str, old: str, new: str, *, now: float) -> bool:
+        """Follow a chat to its new id, in one transaction: its subscriptions and mutes,
+        and its deliveries in every state (pending ones go to `new`; sent and failed ones
+        take their card refs and failure counts along), its forum topics' ("old/7")
+        included; and remember old -> new. False, changing nothing, when this chat's move
+        was recorded already (whoever learns of it first moves it, exactly once).
+
+        Where `new` already has the same subscription or mute, the two merge (a mute
+        lasts as long as the longer of them); where it already has a delivery of the
+        same event and action, the old one stays behind, called off if not yet sent.
+        """
+
+    async def moved_targets(self, sink: str | None = None) -> dict[tuple[str, str], str]:
+        """Every recorded move (of one sink's chats, when given): (sink, old) -> new."""
+
+
 class Store(
-    EventStore, StreamStore, MuteStore, SubscriptionStore, OutboxStore, CardStore, Protocol
+    EventStore,
+    StreamStore,
+    MuteStore,
+    SubscriptionStore,
+    OutboxStore,
+    CardStore,
+    MoveStore,
+    Protocol,
 ):
     """The whole store: every aggregate, plus its lifecycle and health."""
 
@@ -442,20 +469,23 @@ class Store(
         marks the database writable again (`health`)."""
 
 
-def create_store(storage: StorageConfig, *, tool: bool = False) -> Store:
+def create_store(storage: StorageConfig, *, tool: bool = False, read_only: bool = False) -> Store:
     """The store [storage] names, not yet opened.
 
     `tool` is for the command-line tools, which block nothing else and so may wait
     patiently for a lock; the running bot gives its event loop back instead, and copies
-    SQLite's write-ahead log on a thread of its own.
+    SQLite's write-ahead log on a thread of its own. `read_only` (a tool that only looks,
+    like `check`) opens an existing database without creating or migrating it, and
+    refuses writes.
     """
     # The backend module is imported here only: it is the one that imports its driver.
     from bot.store.sqlite import BUSY_TIMEOUT_MS, TOOL_BUSY_TIMEOUT_MS, SQLiteStore  # noqa: PLC0415
 
     return SQLiteStore(
         storage.path,
-        busy_timeout_ms=TOOL_BUSY_TIMEOUT_MS if tool else BUSY_TIMEOUT_MS,
-        background_checkpoints=not tool,
+        busy_timeout_ms=TOOL_BUSY_TIMEOUT_MS if tool or read_only else BUSY_TIMEOUT_MS,
+        background_checkpoints=not (tool or read_only),
+        read_only=read_only,
     )
 
 
@@ -465,6 +495,7 @@ __all__ = [
     "Delivery",
     "DeliveryInfo",
     "EventStore",
+    "MoveStore",
     "Mute",
     "MuteStore",
     "OutboxCounts",

@@ -143,6 +143,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX deliveries_unfinished ON deliveries (state)
         WHERE state IN ('pending', 'sending');
     """,
+    # 7: chats that were given a new id (a Telegram group upgraded to a supergroup), so a
+    # move is followed once and a route naming the old id keeps reaching the chat.
+    """
+    CREATE TABLE target_moves (
+        sink TEXT NOT NULL,
+        old_target TEXT NOT NULL,
+        new_target TEXT NOT NULL,
+        moved_at REAL NOT NULL,
+        PRIMARY KEY (sink, old_target)
+    );
+    """,
 )
 
 

@@ -66,6 +66,9 @@ _UNFINISHED_CLAUSE: Final = """e.dispatched = 1 AND NOT EXISTS (
 # Row ids per `IN (...)` list: well inside SQLite's limit on parameters.
 _IN_CHUNK: Final = 500
 
+# The schema that added target_moves (migrations.py).
+_MOVES_SCHEMA: Final = 7
+
 # The streams columns `_mark` and `_set_mark` may name (never user input).
 _SESSION_MARKS: Final = frozenset({"session_row", "end_row", "change_posted_at"})
 
@@ -242,12 +245,16 @@ class SQLiteStore:
         *,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         background_checkpoints: bool = False,
+        read_only: bool = False,
     ) -> None:
         """A store for the file at `path`, opened by `open()`.
 
         With `background_checkpoints` (the running bot) the write-ahead log is copied into
         the database by a thread of its own instead of by whichever commit fills it up.
+        `read_only` opens an existing file for reading only, neither creating nor
+        migrating it (`check`, which must not change a database a bot may be running on).
         """
+        self.read_only = read_only
         self.path = Path(path)
         self.location = str(self.path)
         self.busy_timeout_ms = busy_timeout_ms
@@ -269,6 +276,9 @@ class SQLiteStore:
 
     def open_sync(self) -> None:
         """`open()` for code that runs before any event loop (the command-line tools)."""
+        if self.read_only:
+            self._conn = self._connect(create=False, busy_timeout_ms=self.busy_timeout_ms)
+            return
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # Migrations at start may wait for a lock as long as a tool would.
@@ -290,7 +300,7 @@ class SQLiteStore:
         else:
             # mode=rw on a reopen: a database deleted meanwhile is an error, not a new
             # empty file that forgets every card and pending delivery.
-            mode = "rwc" if create else "rw"
+            mode = "ro" if self.read_only else "rwc" if create else "rw"
             target, uri = f"{self.path.resolve().as_uri()}?mode={mode}", True
         try:
             conn = sqlite3.connect(
@@ -311,9 +321,10 @@ class SQLiteStore:
         conn.row_factory = sqlite3.Row
         try:
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
+            if not self.read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
         except BaseException:
             conn.close()
             raise
@@ -1043,6 +1054,86 @@ class SQLiteStore:
             (sink, target, target),
         ).fetchone()
         return int(row[0])
+
+    # -- chats that moved ----------------------------------------------------------
+
+    async def move_target(self, sink: str, old: str, new: str, *, now: float) -> bool:
+        """Follow a chat to its new id, exactly once (see `bot.store.MoveStore`)."""
+        # Atomic on its own, or a step of the caller's transaction.
+        with self._savepoint() if self._db.in_transaction else self._transaction():
+            cursor = self._db.execute(
+                """INSERT INTO target_moves (sink, old_target, new_target, moved_at)
+                   VALUES (?, ?, ?, ?) ON CONFLICT (sink, old_target) DO NOTHING""",
+                (sink, old, new, now),
+            )
+            if cursor.rowcount != 1:
+                return False
+            # The chat itself and its forum topics ("old/7" -> "new/7"), never "old7".
+            where = "sink = ? AND (target = ? OR substr(target, 1, length(?) + 1) = ? || '/')"
+            chat = (sink, old, old, old)
+            moved_target = "? || substr(target, length(?) + 1)"
+            self._move_chat_rows("subscriptions", where, chat, old, new)
+            self._move_chat_rows("mutes", where, chat, old, new)
+            # A delivery the new id already has (the same event and action) stays where it
+            # was; called off if it was still to go out, so the chat gets it once.
+            self._db.execute(
+                f"""UPDATE deliveries SET target = {moved_target}, updated_at = ?
+                    WHERE {where} AND NOT EXISTS (
+                        SELECT 1 FROM deliveries AS d WHERE d.event_row = deliveries.event_row
+                        AND d.sink = deliveries.sink AND d.action = deliveries.action
+                        AND d.target = ? || substr(deliveries.target, length(?) + 1))""",
+                (new, old, now, *chat, new, old),
+            )
+            self._db.execute(
+                f"""UPDATE deliveries SET state = 'cancelled', updated_at = ?,
+                    last_error = 'cancelled: the chat moved to ' || ? || ', which has it already'
+                    WHERE {where} AND state IN ('pending', 'sending')""",
+                (now, new, *chat),
+            )
+        return True
+
+    def _move_chat_rows(
+        self, table: str, where: str, chat: tuple[str, ...], old: str, new: str
+    ) -> None:
+        """Re-address the subscriptions or mutes of a chat that moved. Where the new id
+        has the same pattern already, one row stays: for mutes, the one lasting longer
+        (None: until unmuted)."""
+        mutes = table == "mutes"
+        columns = "id, target, pattern" + (", until" if mutes else "")
+        rows = self._db.execute(f"SELECT {columns} FROM {table} WHERE {where}", chat).fetchall()
+        for row in rows:
+            target = new + row["target"][len(old) :]
+            there = self._db.execute(
+                f"SELECT {columns} FROM {table} WHERE sink = ? AND target = ? AND pattern = ?",
+                (chat[0], target, row["pattern"]),
+            ).fetchone()
+            if there is None:
+                self._db.execute(
+                    f"UPDATE {table} SET target = ? WHERE id = ?", (target, row["id"])
+                )
+                continue
+            if mutes:
+                until = (
+                    None
+                    if row["until"] is None or there["until"] is None
+                    else max(row["until"], there["until"])
+                )
+                self._db.execute("UPDATE mutes SET until = ? WHERE id = ?", (until, there["id"]))
+            self._db.execute(f"DELETE FROM {table} WHERE id = ?", (row["id"],))
+
+    async def moved_targets(self, sink: str | None = None) -> dict[tuple[str, str], str]:
+        """Every recorded move (of one sink's chats, when given): (sink, old) -> new."""
+        if self.read_only and await self.schema_version() < _MOVES_SCHEMA:
+            return {}  # written before moves were kept (and not migrated here)
+        if sink is None:
+            rows = self._db.execute(
+                "SELECT sink, old_target, new_target FROM target_moves"
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT sink, old_target, new_target FROM target_moves WHERE sink = ?", (sink,)
+            ).fetchall()
+        return {(row[0], row[1]): row[2] for row in rows}
 
 
 def _chunks(values: Sequence[int], size: int) -> Iterator[list[int]]:

@@ -30,7 +30,21 @@ API (everything a test needs; the rest is private):
   "Forbidden: bot was blocked by the user", with "left" "Forbidden: bot can't initiate
   conversation with a user"; groups "Forbidden: bot was kicked from the group chat" or
   "... is not a member of the supergroup chat"; a channel needs "administrator". Change
-  ``bot_status`` at any time (a user blocks the bot mid-test).
+  ``bot_status`` at any time (a user blocks the bot mid-test). "restricted" (supergroups)
+  is a member whose own permissions ``chat.bot_rights`` limit ({"can_send_messages":
+  False}); for an administrator ``bot_rights`` takes rights away ({"can_post_messages":
+  False} in a channel). ``chat.permissions`` are the chat's default member permissions
+  (getChat's ``permissions``; ``media_restricted`` is can_send_photos False), binding a
+  bot that is a plain member. A send they forbid is 400 "Bad Request: not enough rights
+  to send text messages to the chat" (or "... photos ..."). As the Bot API server checks
+  access (Client.cpp's check_chat_access), a bot kicked from or not in a group can still
+  getChat and getChatMember itself there; a supergroup or channel it is not in answers
+  403 unless it is public (has a username) and the request only reads.
+- ``migrate_chat(group_id, new_id=None, *, by_user_id=None, service_messages=True) ->
+  new id``: the group becomes a supergroup (see its docstring): write requests naming the
+  old id get 400 with ``parameters.migrate_to_chat_id`` (PTB's ChatMigrated), and the two
+  service messages (``migrate_to_chat_id`` in the group, ``migrate_from_chat_id`` in the
+  supergroup) arrive as updates, or later with ``announce_migration(group_id)``.
 - ``chats``: ``str(chat id) -> FakeChat``. ``add_user(id, first_name=, username=)``.
 - ``messages``: ``str(chat id) -> [Message dict]``, the bot's messages as Telegram holds them:
   edits applied in place (with ``edit_date``), deleted ones removed.
@@ -171,7 +185,53 @@ CONFLICT = (
 # Delivered only when asked for explicitly (Bot API docs for allowed_updates).
 _OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 _CHAT_TYPES = frozenset({"private", "group", "supergroup", "channel"})
-_BOT_STATUSES = frozenset({"member", "administrator", "left", "kicked"})
+_BOT_STATUSES = frozenset({"member", "administrator", "restricted", "left", "kicked"})
+# ChatPermissions (Bot API): a chat's default member permissions (getChat's `permissions`,
+# groups and supergroups) and a restricted member's own (ChatMemberRestricted), in the
+# order the Bot API server writes them (Client.cpp's json_store_permissions, Bot API
+# 10.0), which also adds the old summary can_send_media_messages (see _permissions_json).
+PERMISSIONS = (
+    "can_send_messages",
+    "can_send_audios",
+    "can_send_documents",
+    "can_send_photos",
+    "can_send_videos",
+    "can_send_video_notes",
+    "can_send_voice_notes",
+    "can_send_polls",
+    "can_send_other_messages",
+    "can_add_web_page_previews",
+    "can_react_to_messages",
+    "can_edit_tag",
+    "can_change_info",
+    "can_invite_users",
+    "can_pin_messages",
+    "can_manage_topics",
+)
+_MEDIA_PERMISSIONS = (
+    "can_send_audios",
+    "can_send_documents",
+    "can_send_photos",
+    "can_send_videos",
+    "can_send_video_notes",
+    "can_send_voice_notes",
+)
+
+
+def _permissions_json(permissions: dict[str, bool]) -> dict[str, bool]:
+    """ChatPermissions as the Bot API server sends them, can_send_media_messages too."""
+    media = any(permissions[name] for name in _MEDIA_PERMISSIONS)
+    return (
+        {"can_send_messages": permissions["can_send_messages"]}
+        | {"can_send_media_messages": media}
+        | {name: permissions[name] for name in PERMISSIONS[1:]}
+    )
+
+
+# Telegram's refusals of a send the chat's permissions (or the bot's restriction) forbid.
+NO_TEXT_RIGHTS = "Bad Request: not enough rights to send text messages to the chat"
+NO_PHOTO_RIGHTS = "Bad Request: not enough rights to send photos to the chat"
+MIGRATED = "Bad Request: group chat was upgraded to a supergroup chat"
 # Form values arrive as strings with everything else JSON-encoded (PTB's RequestParameter);
 # these are the free-text fields a JSON decode would corrupt ("123", "true", "null").
 _STRING_PARAMS = frozenset(
@@ -740,6 +800,22 @@ class FakeChat:
     #: Media restricted for members (group permissions): a photo from a bot that is no
     #: admin is refused.
     media_restricted: bool = False
+    #: The chat's default member permissions (getChat's `permissions`) that differ from
+    #: "allowed", e.g. {"can_send_messages": False}; they bind a bot that is a plain member.
+    permissions: dict[str, bool] = field(default_factory=dict)
+    #: The bot's own rights that differ from the default: a "restricted" bot's
+    #: permissions ({"can_send_photos": False}) or an "administrator" bot's rights
+    #: ({"can_post_messages": False} in a channel).
+    bot_rights: dict[str, bool] = field(default_factory=dict)
+    #: Set by ``migrate_chat``: the supergroup this group became (the group is deactivated).
+    migrated_to: int | None = None
+
+    def member_permissions(self) -> dict[str, bool]:
+        """The chat's default ChatPermissions, every field."""
+        permissions = dict.fromkeys(PERMISSIONS, True)
+        if self.media_restricted:
+            permissions["can_send_photos"] = False
+        return permissions | self.permissions
 
     def to_dict(self) -> dict[str, Any]:
         """The Chat object as the Bot API sends it."""
@@ -862,6 +938,7 @@ class FakeTelegram:
         self._query_ids = itertools.count(1)
         self._file_ids: dict[str, list[dict[str, Any]]] = {}
         self._failures: dict[str, list[_Failure]] = {}
+        self._migrated_by: dict[int, int | None] = {}
         self._send_window = (0.0, 0)  # (opened at, sends counted), for send_limit
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -970,6 +1047,100 @@ class FakeTelegram:
     def _manages_topics(chat: FakeChat) -> bool:
         # An administrator bot in a forum has can_manage_topics (as _member reports it).
         return chat.bot_status == "administrator"
+
+    def migrate_chat(
+        self,
+        chat_id: int,
+        new_id: int | None = None,
+        *,
+        by_user_id: int | None = None,
+        service_messages: bool = True,
+    ) -> int:
+        """Upgrade the group `chat_id` to a supergroup, as Telegram does when a group's
+        history is made visible, a public link set, topics enabled or the member limit
+        reached; returns the supergroup's id (by default -100... made from the old one).
+
+        The supergroup keeps the group's title, members, admins and the bot's standing
+        and rights. The group is deactivated: a write request naming it (a send, an edit,
+        a delete, a member list) is answered 400 "Bad Request: group chat was upgraded to
+        a supergroup chat" with ``parameters.migrate_to_chat_id`` (Client.cpp's
+        check_chat_access; the Bot API's ResponseParameters: "migrate_to_chat_id ... The
+        group has been migrated to a supergroup with the specified identifier"), while
+        getChat and getChatMember of the bot still answer for the old group. Its
+        messages stay in ``messages[str(chat_id)]``: the supergroup's history starts
+        anew with its own message ids (clients show the old one above it), so an old
+        message cannot be edited through the new id ("message to edit not found").
+
+        With `service_messages` (the default) both service messages arrive as updates
+        (``announce_migration``); pass False to send them later, or never.
+        """
+        old = self.chats[str(chat_id)]
+        if old.type != "group":
+            raise ValueError(f"only a group can become a supergroup, not a {old.type}")
+        if old.migrated_to is not None:
+            raise ValueError(f"chat {chat_id} became {old.migrated_to} already")
+        new_id = new_id if new_id is not None else -(10**12 + abs(chat_id))
+        if str(new_id) in self.chats:
+            raise ValueError(f"chat {new_id} exists already")
+        new = FakeChat(
+            id=new_id,
+            type="supergroup",
+            title=old.title,
+            admins=set(old.admins),
+            owner_id=old.owner_id,
+            bot_status=old.bot_status,
+            media_restricted=old.media_restricted,
+            permissions=dict(old.permissions),
+            bot_rights=dict(old.bot_rights),
+        )
+        self.chats[str(new_id)] = new
+        self.messages.setdefault(str(new_id), [])
+        old.migrated_to = new_id
+        self._migrated_by[chat_id] = by_user_id
+        if service_messages:
+            self.announce_migration(chat_id)
+        self._notify()
+        return new_id
+
+    def announce_migration(self, chat_id: int) -> tuple[int, int]:
+        """Queue the two service messages of the group `chat_id`'s upgrade: in the group,
+        one with ``migrate_to_chat_id``; in the supergroup, its first message, with
+        ``migrate_from_chat_id`` (Bot API, Message: "migrate_to_chat_id: Optional. The
+        group has been migrated to a supergroup with the specified identifier";
+        "migrate_from_chat_id: Optional. The supergroup has been migrated from a group
+        with the specified identifier"). Returns their update ids."""
+        old = self.chats[str(chat_id)]
+        if old.migrated_to is None:
+            raise ValueError(f"chat {chat_id} was not migrated")
+        new = self.chats[str(old.migrated_to)]
+        by = self._migrated_by.get(chat_id)
+        if by is None:
+            by = old.owner_id if old.owner_id is not None else min(old.admins, default=1)
+        sender = self.add_user(by)
+        now = int(time.time())
+        first = self.push_update(
+            {
+                "message": {
+                    "message_id": self._next_message_id(old),
+                    "from": sender,
+                    "chat": old.to_dict(),
+                    "date": now,
+                    "migrate_to_chat_id": new.id,
+                }
+            }
+        )
+        second = self.push_update(
+            {
+                "message": {
+                    "message_id": self._next_message_id(new),
+                    "from": sender,
+                    "chat": new.to_dict(),
+                    "date": now,
+                    "migrate_from_chat_id": old.id,
+                }
+            }
+        )
+        return first, second
 
     def set_topic(self, chat_id: int, thread_id: int, state: str) -> None:
         """Open, close or delete a forum topic ("open", "closed", "deleted")."""
@@ -1258,21 +1429,60 @@ class FakeTelegram:
             raise _bad("chat not found")
         return chat
 
-    def _check_access(self, chat: FakeChat, *, posting: bool) -> None:
+    def _check_access(self, chat: FakeChat, access: str) -> None:
+        """The Bot API server's check_chat_access (telegram-bot-api/Client.cpp) for one of
+        its AccessRights: "read" (getChat, getChatMember of the bot itself), "members"
+        (getChatAdministrators, getChatMember of anyone else), "edit" (editMessage*) or
+        "write" (send*, deleteMessage)."""
         status = chat.bot_status
+        write = access == "write"
+        edit = access in ("edit", "write")
         if chat.type == "private":
-            if posting and status == "kicked":
+            if edit and status == "kicked":
                 raise _ApiError(403, "Forbidden: bot was blocked by the user")
-            if posting and status == "left":
+            if edit and status == "left":
                 raise _ApiError(403, "Forbidden: bot can't initiate conversation with a user")
             return
-        kind = {"group": "group", "supergroup": "supergroup", "channel": "channel"}[chat.type]
+        if chat.type == "group":
+            if access == "members":  # "member list is inaccessible in deactivated groups"
+                write = edit = True
+            if chat.migrated_to is not None:
+                # Client.cpp fails only write (and member list) requests of a deactivated
+                # group this way; an edit there is refused too, here with the same answer.
+                if write or edit:
+                    raise _ApiError(400, MIGRATED, {"migrate_to_chat_id": chat.migrated_to})
+                return
+            if edit and status == "kicked":
+                raise _ApiError(403, "Forbidden: bot was kicked from the group chat")
+            if edit and status == "left":
+                raise _ApiError(403, "Forbidden: bot is not a member of the group chat")
+            return
+        kind = chat.type  # supergroup or channel
         if status == "kicked":
             raise _ApiError(403, f"Forbidden: bot was kicked from the {kind} chat")
-        if status == "left":
+        # A public chat (one with a username) can be read by anyone.
+        if status == "left" and (edit or not chat.username):
             raise _ApiError(403, f"Forbidden: bot is not a member of the {kind} chat")
-        if posting and kind == "channel" and status != "administrator":
+        if write and kind == "channel" and not self._bot_right(chat, "can_post_messages"):
             raise _bad("need administrator rights in the channel chat")
+
+    def _bot_right(self, chat: FakeChat, right: str) -> bool:
+        """Whether the bot has `right` in `chat`: an administrator's rights, a restricted
+        bot's own permissions, or the chat's defaults for a plain member."""
+        if chat.type == "private" or chat.owner_id == self.bot_id:
+            return True
+        if chat.bot_status == "administrator":
+            return chat.bot_rights.get(right, True)
+        if chat.type == "channel":
+            return False
+        if chat.bot_status == "restricted":
+            return chat.bot_rights.get(right, chat.member_permissions().get(right, True))
+        return chat.member_permissions().get(right, True)
+
+    def _check_send(self, chat: FakeChat, right: str) -> None:
+        """A send the bot's rights in a group forbid, refused as Telegram refuses it."""
+        if chat.type in ("group", "supergroup") and not self._bot_right(chat, right):
+            raise _ApiError(400, NO_PHOTO_RIGHTS if right == "can_send_photos" else NO_TEXT_RIGHTS)
 
     @staticmethod
     def _int(params: dict[str, Any], name: str) -> int | None:
@@ -1456,7 +1666,7 @@ class FakeTelegram:
         if params.get("inline_message_id"):
             raise _bad("MESSAGE_ID_INVALID")
         chat = self._chat(params)
-        self._check_access(chat, posting=True)
+        self._check_access(chat, "edit")
         message_id = self._int(params, "message_id")
         if message_id is None:
             raise _bad("message identifier is not specified")
@@ -1573,7 +1783,8 @@ class FakeTelegram:
         self, params: dict[str, Any], files: dict[str, bytes]
     ) -> dict[str, Any]:
         chat = self._chat(params)
-        self._check_access(chat, posting=True)
+        self._check_access(chat, "write")
+        self._check_send(chat, "can_send_messages")
         self._count_send()
         text, entities = self._formatted(params, "text", "entities")
         if not text:
@@ -1593,10 +1804,9 @@ class FakeTelegram:
 
     async def _send_photo(self, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
         chat = self._chat(params)
-        self._check_access(chat, posting=True)
+        self._check_access(chat, "write")
+        self._check_send(chat, "can_send_photos")
         self._count_send()
-        if chat.media_restricted and chat.bot_status != "administrator":
-            raise _bad("not enough rights to send photos to the chat")
         caption, entities = self._formatted(params, "caption", "caption_entities")
         if utf16_len(caption) > MAX_CAPTION_LENGTH:
             raise _bad("message caption is too long")
@@ -1652,7 +1862,7 @@ class FakeTelegram:
 
     async def _delete_message(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
         chat = self._chat(params)
-        self._check_access(chat, posting=False)
+        self._check_access(chat, "write")
         message_id = self._int(params, "message_id")
         if message_id is None:
             raise _bad("message identifier is not specified")
@@ -1701,8 +1911,8 @@ class FakeTelegram:
 
     async def _get_chat(self, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
         chat = self._chat(params)
-        self._check_access(chat, posting=False)
-        return {
+        self._check_access(chat, "read")
+        info = {
             **chat.to_dict(),
             "accent_color_id": 0,
             "max_reaction_count": 11,
@@ -1714,6 +1924,9 @@ class FakeTelegram:
                 "gifts_from_channels": False,
             },
         }
+        if chat.type in ("group", "supergroup"):
+            info["permissions"] = _permissions_json(chat.member_permissions())
+        return info
 
     def _member(self, chat: FakeChat, user_id: int) -> dict[str, Any]:
         user = dict(self.bot_user) if user_id == self.bot_id else self.add_user(user_id)
@@ -1722,6 +1935,16 @@ class FakeTelegram:
         if user_id == self.bot_id and chat.bot_status != "administrator":
             if chat.bot_status == "kicked":
                 return {"status": "kicked", "user": user, "until_date": 0}
+            if chat.bot_status == "restricted":
+                # ChatMemberRestricted: is_member, until_date and every ChatPermissions field.
+                rights = _permissions_json({r: self._bot_right(chat, r) for r in PERMISSIONS})
+                return {
+                    "status": "restricted",
+                    "user": user,
+                    "is_member": True,
+                    "until_date": 0,
+                    **rights,
+                }
             return {"status": chat.bot_status, "user": user}
         if user_id in chat.admins or user_id == self.bot_id:
             rights = {
@@ -1743,6 +1966,8 @@ class FakeTelegram:
                 rights |= {"can_post_messages": True, "can_edit_messages": True}
             if chat.is_forum:
                 rights["can_manage_topics"] = True
+            if user_id == self.bot_id:
+                rights |= {k: v for k, v in chat.bot_rights.items() if k in rights}
             return {"status": "administrator", "user": user, **rights}
         return {"status": "member", "user": user}
 
@@ -1750,10 +1975,10 @@ class FakeTelegram:
         self, params: dict[str, Any], files: dict[str, bytes]
     ) -> dict[str, Any]:
         chat = self._chat(params)
-        self._check_access(chat, posting=False)
         user_id = self._int(params, "user_id")
         if user_id is None:
             raise _bad("user_id is empty")
+        self._check_access(chat, "read" if user_id == self.bot_id else "members")
         if chat.type == "private" and user_id not in (chat.id, self.bot_id):
             raise _bad("user not found")
         if chat.type == "private":
@@ -1765,7 +1990,7 @@ class FakeTelegram:
         self, params: dict[str, Any], files: dict[str, bytes]
     ) -> list[dict[str, Any]]:
         chat = self._chat(params)
-        self._check_access(chat, posting=False)
+        self._check_access(chat, "members")
         if chat.type == "private":
             raise _bad("there are no administrators in the private chat")
         ids = [chat.owner_id] if chat.owner_id is not None else []

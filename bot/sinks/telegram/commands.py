@@ -5,6 +5,11 @@ Every command of `bot.chat.commands.CATALOGUE` gets a PTB CommandHandler and a l
 the command menu (setMyCommands); its positional words are bound to its parameters by the
 catalogue. One that changes state needs a chat admin in groups and channels (anyone in a
 private chat). Answers are Telegram HTML replies to the command.
+
+A group upgraded to a supergroup posts a service message in both chats (the group's
+carries `migrate_to_chat_id`, the supergroup's `migrate_from_chat_id`); either one moves
+the chat's subscriptions, mutes and cards to the new id (Commands.target_moved, once,
+whichever of them or a send's error comes first).
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from typing import Any, Final
 from telegram import BotCommand, LinkPreviewOptions, Update
 from telegram.constants import ChatMemberStatus, ChatType, ParseMode
 from telegram.error import TelegramError
-from telegram.ext import Application, CommandHandler, ContextTypes, filters
+from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
 from bot import markup
 from bot.chat.commands import CATALOGUE, CommandSpec, Invocation, Reply
 from bot.commands import Chat, CommandError, Commands
+from bot.errors import StoreUnavailable
 from bot.render import Renderer
 from bot.sinks.telegram.errors import describe
 from bot.sinks.telegram.format import FORMAT
@@ -44,10 +50,13 @@ class BotCommands:
         commands: Commands,
         renderer: Renderer,
         catalogue: Sequence[CommandSpec] = CATALOGUE,
+        on_moved: Callable[[str, str], None] | None = None,
     ) -> None:
         self._commands = commands
         self._renderer = renderer
         self._catalogue = tuple(catalogue)
+        # Told (old chat id, new chat id) after a group's upgrade was followed.
+        self._on_moved = on_moved
 
     def install(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         """One handler per command, for new messages and channel posts."""
@@ -55,6 +64,7 @@ class BotCommands:
         where = filters.UpdateType.MESSAGE | filters.UpdateType.CHANNEL_POST
         for spec in self._catalogue:
             app.add_handler(CommandHandler(spec.name, self._handler(spec), filters=where))
+        app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.migrated))
         app.add_error_handler(_on_error)
 
     async def set_menu(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
@@ -118,6 +128,35 @@ class BotCommands:
             log.warning(
                 "telegram: could not answer /%s in chat %s: %s", spec.name, chat.id, describe(exc)
             )
+
+    async def migrated(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A group became a supergroup: follow it (once; the second service message, or
+        a send's error, finds it done)."""
+        del context
+        message = update.effective_message
+        chat = update.effective_chat
+        if message is None or chat is None:
+            return
+        if message.migrate_to_chat_id is not None:
+            old, new = chat.id, message.migrate_to_chat_id
+        elif message.migrate_from_chat_id is not None:
+            old, new = message.migrate_from_chat_id, chat.id
+        else:
+            return
+        try:
+            await self._commands.target_moved("telegram", str(old), str(new))
+        except StoreUnavailable as exc:
+            # The next send to the old id is refused with the new one: it moves then.
+            log.warning(
+                "telegram: group %s became supergroup %s, but the database refused the"
+                " move (%s); the next delivery there makes it",
+                old,
+                new,
+                exc,
+            )
+            return
+        if self._on_moved is not None:
+            self._on_moved(str(old), str(new))
 
     def render(self, reply: Reply) -> str:
         """A handler's reply as Telegram HTML: its text escaped, or its template rendered."""

@@ -1,8 +1,9 @@
 """Telegram's error mapping: every python-telegram-bot failure as the bot's DeliveryError.
 
 A delivery error says whether a retry may help (TransientDeliveryError) or not
-(PermanentDeliveryError); an edit of a message that is gone is MessageGone. Bot API
-descriptions are matched lower-cased (PTB capitalises them).
+(PermanentDeliveryError); an edit of a message that is gone is MessageGone; a group that
+became a supergroup (ChatMigrated, when the target is known) is TargetMoved, so the
+outbox follows it. Bot API descriptions are matched lower-cased (PTB capitalises them).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bot.errors import (
     DeliveryError,
     MessageGone,
     PermanentDeliveryError,
+    TargetMoved,
     TransientDeliveryError,
 )
 
@@ -68,6 +70,34 @@ def photo_unusable(exc: BadRequest) -> bool:
     return any(part in text for part in UNUSABLE_PHOTO)
 
 
+# Refusals a change of the bot's membership or rights in the chat explains (and may fix).
+_PERMISSION_REFUSALS: Final = (
+    "chat not found",
+    "not enough rights",
+    "need administrator rights",
+    "have no rights to send",
+    "chat_write_forbidden",
+    "chat_send_plain_forbidden",
+    "chat_send_photos_forbidden",
+)
+
+
+def permission_refusal(exc: BaseException | None) -> bool:
+    """A refusal that says the bot may not post there (Forbidden: not a member, kicked,
+    blocked; not enough rights; chat not found): worth checking the target again."""
+    if isinstance(exc, Forbidden):
+        return True
+    return isinstance(exc, BadRequest) and any(
+        part in exc.message.lower() for part in _PERMISSION_REFUSALS
+    )
+
+
+def moved(target: str, exc: ChatMigrated) -> TargetMoved:
+    """The group of `target` became the supergroup `exc.new_chat_id`. The move is the
+    chat's: a topic ("old/7") follows its chat (Store.move_target)."""
+    return TargetMoved(target.partition("/")[0], str(exc.new_chat_id))
+
+
 def retry_after_seconds(exc: RetryAfter) -> float:
     """RetryAfter.retry_after in seconds, whether PTB gives an int or a timedelta."""
     with warnings.catch_warnings():
@@ -79,14 +109,17 @@ def retry_after_seconds(exc: RetryAfter) -> float:
     return float(value)
 
 
-def delivery_error(exc: TelegramError) -> DeliveryError:
-    """The outbox's view of a PTB error: retry later, or give up on this delivery."""
+def delivery_error(exc: TelegramError, target: str | None = None) -> DeliveryError:
+    """The outbox's view of a PTB error: retry later, give up on this delivery, or (for
+    a delivery to `target`) follow its chat to the new id."""
     if isinstance(exc, RetryAfter):
         seconds = retry_after_seconds(exc)
         return TransientDeliveryError(
             f"rate limited by Telegram, retry after {seconds:g}s", retry_after=seconds
         )
     if isinstance(exc, ChatMigrated):
+        if target is not None:
+            return moved(target, exc)
         return PermanentDeliveryError(
             f"the group became a supergroup with id {exc.new_chat_id}; route to that id"
         )
@@ -102,15 +135,15 @@ def delivery_error(exc: TelegramError) -> DeliveryError:
 
 
 @contextmanager
-def delivery_errors() -> Iterator[None]:
+def delivery_errors(target: str | None = None) -> Iterator[None]:
     """Turn PTB exceptions into DeliveryErrors (the PTB one stays as __cause__)."""
     try:
         yield
     except TelegramError as exc:
-        raise delivery_error(exc) from exc
+        raise delivery_error(exc, target) from exc
 
 
-async def edit(action: Callable[[], Awaitable[None]]) -> None:
+async def edit(action: Callable[[], Awaitable[None]], target: str | None = None) -> None:
     """Run one edit call: not-modified is success, a vanished message is MessageGone."""
     try:
         await action()
@@ -120,9 +153,9 @@ async def edit(action: Callable[[], Awaitable[None]]) -> None:
             return
         if any(part in text for part in _GONE):
             raise MessageGone(exc.message) from exc
-        raise delivery_error(exc) from exc
+        raise delivery_error(exc, target) from exc
     except TelegramError as exc:
-        raise delivery_error(exc) from exc
+        raise delivery_error(exc, target) from exc
 
 
 def describe(exc: BaseException) -> str:

@@ -36,7 +36,13 @@ from telegram.ext import Application, ApplicationBuilder, ExtBot
 from bot import markup
 from bot.chat.commands import CATALOGUE, CommandSpec
 from bot.commands import Commands
-from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
+from bot.errors import (
+    DeliveryError,
+    MessageGone,
+    PermanentDeliveryError,
+    TargetMoved,
+    TransientDeliveryError,
+)
 from bot.events import Event
 from bot.render import Renderer
 from bot.sinks.telegram.client import PacedRateLimiter, TokenRedactor, polling_error, shutdown
@@ -48,13 +54,15 @@ from bot.sinks.telegram.errors import (
     delivery_errors,
     describe,
     may_have_been_posted,
+    permission_refusal,
     photo_unusable,
     photos_refused,
 )
 from bot.sinks.telegram.errors import edit as edit_call
 from bot.sinks.telegram.format import FORMAT, TelegramMessage
+from bot.sinks.telegram.preflight import check_targets, moved_problem
 from bot.store import Delivery
-from bot.targets import TargetProblem, TargetProblems
+from bot.targets import SEND, TargetProblem, TargetProblems
 
 log = logging.getLogger(__package__)
 
@@ -125,7 +133,12 @@ class TelegramSink:
         self._problems = problems if problems is not None else TargetProblems()
         self._api_url = config.api_url.rstrip("/") if config.api_url else None
         self._renderer = renderer
-        self._bot_commands = BotCommands(commands=commands, renderer=renderer, catalogue=catalogue)
+        self._bot_commands = BotCommands(
+            commands=commands,
+            renderer=renderer,
+            catalogue=catalogue,
+            on_moved=self._moved,
+        )
         # Chats that refused a photo: their cards are sent as text first.
         self._text_only_chats: set[int | str] = set()
         self._poll_timeout = poll_timeout
@@ -305,6 +318,9 @@ class TelegramSink:
                 return await self._post_card(bot, delivery, event)
             except TransientDeliveryError as exc:
                 raise self._ambiguous(exc, started) from exc.__cause__
+            except DeliveryError as exc:
+                self._refused(delivery.target, exc)
+                raise
 
     def _ambiguous(self, exc: TransientDeliveryError, started: float) -> TransientDeliveryError:
         """A send that failed while waiting for its answer may have been posted: it is
@@ -327,7 +343,7 @@ class TelegramSink:
         keyboard = _keyboard(message)
         if message.photo_url and message.caption and chat_id not in self._text_only_chats:
             try:
-                with delivery_errors():
+                with delivery_errors(delivery.target):
                     sent = await bot.send_photo(
                         chat_id,
                         message.photo_url,
@@ -357,7 +373,7 @@ class TelegramSink:
                     message.photo_url,
                     exc,
                 )
-        with delivery_errors():
+        with delivery_errors(delivery.target):
             sent = await bot.send_message(
                 chat_id,
                 message.text,
@@ -378,7 +394,11 @@ class TelegramSink:
         bot = self._running_app().bot
         kind, number = parse_message_id(message_id)
         async with self._rate_limiter.reserve(chat_id_of(delivery.target)):
-            await self._edit_card(bot, delivery, kind, number, event)
+            try:
+                await self._edit_card(bot, delivery, kind, number, event)
+            except DeliveryError as exc:
+                self._refused(delivery.target, exc)
+                raise
 
     async def _edit_card(
         self,
@@ -414,16 +434,16 @@ class TelegramSink:
             )
 
         if kind == "photo":
-            await edit_call(edit_caption)
+            await edit_call(edit_caption, delivery.target)
         elif kind == "text":
-            await edit_call(edit_text)
+            await edit_call(edit_text, delivery.target)
         else:
             try:
-                await edit_call(edit_text)
+                await edit_call(edit_text, delivery.target)
             except MessageGone as exc:
                 if "no text in the message" not in str(exc).lower():
                     raise
-                await edit_call(edit_caption)
+                await edit_call(edit_caption, delivery.target)
 
     async def delete(self, delivery: Delivery, message_id: str) -> None:
         """Delete the card `message_id`; one already gone counts as deleted.
@@ -445,14 +465,37 @@ class TelegramSink:
             if ALREADY_DELETED in exc.message.lower():
                 log.debug("telegram %s: card %s was already gone", delivery.target, message_id)
                 return
-            raise delivery_error(exc) from exc
+            error = delivery_error(exc, delivery.target)
+            self._refused(delivery.target, error)
+            raise error from exc
         except TelegramError as exc:
-            raise delivery_error(exc) from exc
+            error = delivery_error(exc, delivery.target)
+            self._refused(delivery.target, error)
+            raise error from exc
+
+    def _refused(self, target: str, exc: DeliveryError) -> None:
+        """What a failed send says about the target: a group that became a supergroup
+        (shown once, for admins), or a refusal a change of the bot's rights explains (the
+        preflight looks at the chat again)."""
+        if isinstance(exc, TargetMoved):
+            self._moved(exc.old, exc.new)
+        elif isinstance(exc, PermanentDeliveryError) and permission_refusal(exc.__cause__):
+            self._problems.request_recheck(self.name, target)
+
+    def _moved(self, old: str, new: str) -> None:
+        """Telegram said (a send's error or the group's service message) that the group
+        `old` is the supergroup `new` now: one warning, and a note for its admins."""
+        self._problems.report(moved_problem(old, new, origin=SEND))
 
     async def preflight(self, targets: Sequence[str]) -> list[TargetProblem] | None:
-        """Not checked yet: the platform's read calls come in the preflight change."""
-        del targets
-        return None
+        """Check each target with Telegram's read calls (bot/sinks/telegram/preflight.py):
+        the chat exists, the bot is in it and may post there (an administrator allowed to
+        post, in a channel); a group that became a supergroup is reported as moved. None
+        while the sink is not connected or Telegram cannot be asked."""
+        app = self._app
+        if self._state != "running" or app is None:
+            return None
+        return await check_targets(app.bot, targets)
 
 
 def parse_message_id(message_id: str) -> tuple[CardKind | None, int]:
