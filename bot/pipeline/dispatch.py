@@ -37,8 +37,6 @@ from bot.pipeline.routing import (
     Moves,
     Plan,
     Router,
-    moved_route_targets,
-    warn_moved_route,
 )
 from bot.pipeline.streams import StreamReducer, heal, needs_session_start
 from bot.store import Mute, SessionMarks, Store, Subscription
@@ -132,14 +130,6 @@ class Dispatcher:
             card_sinks=self._card_sinks,
             change_cooldown=behaviour.change_cooldown,
         )
-
-    async def warn_moved_routes(self) -> int:
-        """Log once for each configured target whose chat has moved (at start): bot.toml
-        should name its new id. How many there are."""
-        moved = moved_route_targets(self._routes, await self._store.moved_targets())
-        for old, new in moved:
-            warn_moved_route(old, new)
-        return len(moved)
 
     # -- the stage's entry point ---------------------------------------------------
 
@@ -369,12 +359,8 @@ class DispatchStage:
         """Dispatch until `stop` is set; an event half-way is finished first (its
         transaction is short), the rest waits in the store for the next start."""
         delay = RETRY_FIRST_SECONDS
-        try:
-            await self._dispatcher.warn_moved_routes()
-        except StoreUnavailable:
-            pass  # the store logs that itself; the routes still follow the moves
-        except Exception as exc:
-            log.warning("dispatch: could not look for chats that moved: %s", exc)
+        # (A route naming a chat that moved is said once per start by the preflight,
+        # which finds the move at the platform: bot.preflight, TargetProblems.)
         self._wakeup.set()  # what the last run left undispatched
         while not stop.is_set():
             self._wakeup.clear()

@@ -113,17 +113,6 @@ def moved_route_targets(routes: Sequence[Route], moves: Moves) -> list[tuple[Tar
     return list(found.items())
 
 
-def warn_moved_route(old: Target, new: Target) -> None:
-    """The one line that says bot.toml should name a chat's new id."""
-    log.warning(
-        "bot.toml names %s chat %s; it moved to %s (notifications follow it there):"
-        " replace it in [[routes]]",
-        old.sink,
-        old.target,
-        new.target,
-    )
-
-
 async def follow_move(store: Store, sink: str, old: str, new: str, *, now: float) -> bool:
     """A chat of `sink` now has the id `new`: move what the bot keeps for `old` there and
     remember it, once (True when this call did it, False when it was done already)."""
