@@ -466,7 +466,7 @@ async def _check_online(config: Config, *, connect_within: float, database: bool
         )
         async with connected_sinks(config, commands, connect_within=connect_within) as sinks:
             targets = configured_targets(sinks, config.routes, subscriptions)
-            rows = await check_targets(sinks, targets)
+            rows = await check_targets(sinks, targets, config.routes)
     for name, section in config.platforms.items():
         unposted = [t for route in config.routes for t in route.targets_on(name)]
         if not section.enabled and unposted:

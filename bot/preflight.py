@@ -50,10 +50,23 @@ def configured_targets(
     return targets
 
 
-async def check_sink(sink: Sink, targets: Sequence[str]) -> list[TargetProblem] | None:
-    """`sink.preflight(targets)`, or None (not checked) when it raises: logged, never raised."""
+def mention_roles_of(routes: Sequence[Route], sink: str) -> dict[str, set[int]]:
+    """The roles the routes ping at each of `sink`'s targets (on live_start)."""
+    roles: dict[str, set[int]] = {}
+    for route in routes:
+        if route.mention_roles:
+            for target in route.targets_on(sink):
+                roles.setdefault(target, set()).update(route.mention_roles)
+    return roles
+
+
+async def check_sink(
+    sink: Sink, targets: Sequence[str], routes: Sequence[Route] = ()
+) -> list[TargetProblem] | None:
+    """`sink.preflight(targets)` with the routes' mention roles, or None (not checked)
+    when it raises: logged, never raised."""
     try:
-        return await sink.preflight(targets)
+        return await sink.preflight(targets, mention_roles=mention_roles_of(routes, sink.name))
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -201,7 +214,7 @@ class Preflight:
         for target in targets:
             self._last_checked[(name, target)] = now
             self._due.pop((name, target), None)
-        found = await check_sink(sink, targets) if targets else []
+        found = await check_sink(sink, targets, self._routes) if targets else []
         if found is None:
             state.unchecked.update(targets)
             if whole:
@@ -263,7 +276,9 @@ class TargetStatus:
 
 
 async def check_targets(
-    sinks: Mapping[str, Sink], targets: Mapping[str, Sequence[str]]
+    sinks: Mapping[str, Sink],
+    targets: Mapping[str, Sequence[str]],
+    routes: Sequence[Route] = (),
 ) -> list[TargetStatus]:
     """Run each sink's preflight over its `targets` once, as `check --online` shows it.
 
@@ -278,7 +293,7 @@ async def check_targets(
             detail = f"{name} did not connect (it is {sink.state}; the log above says why)"
             rows += [TargetStatus(name, t, "not connected", detail, True) for t in shown]
             continue
-        found = await check_sink(sink, wanted) if wanted else []
+        found = await check_sink(sink, wanted, routes) if wanted else []
         if found is None:
             detail = f"{name} connected, but could not check its targets now (see the log)"
             rows += [TargetStatus(name, t, "not checked", detail, True) for t in shown]

@@ -22,6 +22,7 @@ from tests.fakes.discord_api import (
     GENERAL_CHANNEL_ID,
     NO_EMBEDS_CHANNEL_ID,
     READONLY_CHANNEL_ID,
+    STAFF_ROLE_ID,
     STREAMERS_ROLE_ID,
     STREAMS_CHANNEL_ID,
     TOKEN,
@@ -211,6 +212,22 @@ async def test_check_online_names_each_channel_problem_and_fails_on_a_blocking_o
     assert message_posts(discord_fake) == []
 
 
+async def test_check_online_says_when_a_routes_role_cannot_be_pinged(
+    tmp_path: Path, discord_fake: FakeDiscord
+) -> None:
+    config = discord_config(tmp_path, discord_fake)
+    # Staff is not mentionable, and the bot's invite does not ask for Mention Everyone.
+    text = config.read_text().replace(
+        f'mention_roles = ["{STREAMERS_ROLE_ID}"]', f'mention_roles = ["{STAFF_ROLE_ID}"]'
+    )
+    config.write_text(text)
+    done = await finished(await cli("check", "--online", "-c", str(config)))
+    line = done.row("discord", str(STREAMS_CHANNEL_ID))
+    assert line.split()[2] == "role_not_pingable", done.stdout
+    assert done.row("discord", str(GENERAL_CHANNEL_ID)).split()[2] == "OK"  # no role there
+    assert done.code == 0  # the card still goes out: a warning, not a failure
+
+
 async def test_check_online_fails_when_discord_refuses_the_token(
     tmp_path: Path, discord_fake: FakeDiscord
 ) -> None:
@@ -234,8 +251,9 @@ async def test_check_online_connects_to_telegram_and_reads_the_subscriptions(
     await store.add_subscription(Subscription("telegram", str(MISSING), "twitch/*"))
     await store.close()
     done = await finished(await cli("check", "--online", "-c", str(config)))
-    assert "not connected" not in done.row("telegram", str(GROUP))
-    assert done.row("telegram", str(MISSING))
+    assert done.row("telegram", str(GROUP)).split()[2] == "OK", done.stdout
+    assert done.row("telegram", str(MISSING)).split()[2] == "not_found"
+    assert done.code == 1  # a subscribed chat the bot cannot reach
     assert telegram_fake.calls_to("sendMessage") == []
     assert telegram_fake.calls_to("sendPhoto") == []
 

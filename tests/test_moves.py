@@ -64,7 +64,7 @@ class MovingSink:
     async def delete(self, delivery: Delivery, message_id: str) -> None:
         self._check(delivery.target)
 
-    async def preflight(self, targets: object) -> None:
+    async def preflight(self, targets: object, **_options: object) -> None:
         return None
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ class CheckingSink:
         self.fails: BaseException | None = None
         self.cannot_check = False
         self.calls: list[list[str]] = []
+        self.roles: list[dict[str, set[int]]] = []
 
     async def start(self) -> None:
         self.state = "running"
@@ -49,8 +51,14 @@ class CheckingSink:
     async def delete(self, delivery: Delivery, message_id: str) -> None:
         raise AssertionError("a preflight never deletes")
 
-    async def preflight(self, targets: Sequence[str]) -> list[TargetProblem] | None:
+    async def preflight(
+        self,
+        targets: Sequence[str],
+        *,
+        mention_roles: Mapping[str, Collection[int]] | None = None,
+    ) -> list[TargetProblem] | None:
         self.calls.append(list(targets))
+        self.roles.append({t: set(r) for t, r in (mention_roles or {}).items()})
         if self.fails is not None:
             raise self.fails
         if self.cannot_check:
@@ -125,6 +133,23 @@ async def test_targets_are_checked_once_the_sink_runs_and_again_when_it_reconnec
     await preflight.step()
     assert sink.calls == [["A", "B", "C"], ["A", "B", "C"]]
     assert problems.all() == []
+
+
+async def test_the_routes_mention_roles_go_with_each_check() -> None:
+    # Discord checks that a role a route pings can be pinged at each of its channels.
+    sink = CheckingSink()
+    routes = [
+        replace(route("A", "B"), mention_roles=(7,)),
+        replace(route("B"), mention_roles=(8,)),
+        route("C"),
+    ]
+    preflight = runner(sink, TargetProblems(), routes)
+    await preflight.step()
+    assert sink.calls == [["A", "B", "C"]]
+    assert sink.roles == [{"A": {7}, "B": {7, 8}}]
+    rows = await check_targets({"chat": sink}, {"chat": ["B"]}, routes)
+    assert [r.status for r in rows] == ["OK"]
+    assert sink.roles[-1] == {"A": {7}, "B": {7, 8}}
 
 
 async def test_a_recheck_is_at_most_once_a_minute_per_target() -> None:

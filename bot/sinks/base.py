@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,8 +56,15 @@ class Sink(Protocol):
         """
         ...
 
-    async def preflight(self, targets: Sequence[str]) -> list[TargetProblem] | None:
-        """Check with the platform's read calls that each of `targets` can be posted to.
+    async def preflight(
+        self,
+        targets: Sequence[str],
+        *,
+        mention_roles: Mapping[str, Collection[int]] | None = None,
+    ) -> list[TargetProblem] | None:
+        """Check with the platform's read calls that each of `targets` can be posted to
+        (and, where the platform has roles, can ping the `mention_roles` the routes give
+        each target).
 
         Returns what is wrong (an empty list when nothing is), or None when the sink
         cannot check now (not connected); never raises for a platform problem.

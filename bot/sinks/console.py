@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
@@ -109,7 +109,12 @@ class ConsoleSink:
         """The console cannot unprint; there is nothing to take down, so this is done."""
         del delivery, message_id
 
-    async def preflight(self, targets: Sequence[str]) -> list[TargetProblem] | None:
+    async def preflight(
+        self,
+        targets: Sequence[str],
+        *,
+        mention_roles: Mapping[str, Collection[int]] | None = None,
+    ) -> list[TargetProblem] | None:
         """Standard output takes everything."""
-        del targets
+        del targets, mention_roles
         return []

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final, Literal
 
@@ -487,11 +487,18 @@ class TelegramSink:
         `old` is the supergroup `new` now: one warning, and a note for its admins."""
         self._problems.report(moved_problem(old, new, origin=SEND))
 
-    async def preflight(self, targets: Sequence[str]) -> list[TargetProblem] | None:
+    async def preflight(
+        self,
+        targets: Sequence[str],
+        *,
+        mention_roles: Mapping[str, Collection[int]] | None = None,
+    ) -> list[TargetProblem] | None:
         """Check each target with Telegram's read calls (bot/sinks/telegram/preflight.py):
         the chat exists, the bot is in it and may post there (an administrator allowed to
         post, in a channel); a group that became a supergroup is reported as moved. None
-        while the sink is not connected or Telegram cannot be asked."""
+        while the sink is not connected or Telegram cannot be asked. (Telegram has no
+        roles: `mention_roles` is not used.)"""
+        del mention_roles
         app = self._app
         if self._state != "running" or app is None:
             return None
