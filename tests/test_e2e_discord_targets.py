@@ -19,6 +19,7 @@ from bot.app import Running, run
 from tests.conftest import SECRET, make_config
 from tests.fakes.discord_api import (
     FORUM_CHANNEL_ID,
+    MOD_USER_ID,
     NO_EMBEDS_CHANNEL_ID,
     STREAMERS_ROLE_ID,
     STREAMS_CHANNEL_ID,
@@ -28,6 +29,9 @@ from tests.fakes.discord_api import (
     FakeDiscord,
     assert_no_heartbeat_threads,
     no_identify_delay,
+)
+from tests.fakes.discord_api import (
+    READONLY_CHANNEL_ID as READONLY,
 )
 from tests.test_cli import running_bot as bot_process
 from tests.test_e2e_discord import LIVE, webhook
@@ -226,3 +230,33 @@ async def test_a_login_refused_for_the_ip_address_is_retried_and_healthz_says_so
     logins = [r.status for r in fake.requests if r.path == "/users/@me"]
     assert logins == [429, 200]
     assert TOKEN not in bot.stderr
+
+
+async def test_at_start_each_channel_is_checked_healthz_lists_problems_and_mods_see_them(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    # #15 item 9 through the whole bot: nothing was sent yet, and already the bot knows
+    # that one configured channel will refuse its cards.
+    route = {"match": "twitch/*", "discord_channels": [str(STREAMS_CHANNEL_ID), str(READONLY)]}
+    async with running_bot(tmp_path, fake, [route]) as running:
+        url = f"http://{running.host}:{running.port}"
+
+        async def listed() -> bool:
+            _status, report = await health(url)
+            return bool(report["targets"]["discord"]["problems"])
+
+        await until(listed)
+        status, report = await health(url)
+        member = await fake.invoke_command("status", channel_id=READONLY)
+        moderator = await fake.invoke_command("status", channel_id=READONLY, user_id=MOD_USER_ID)
+    # A missing permission is not a reason to restart: /healthz stays 200 and says it.
+    assert status == 200 and report["ok"] is True
+    problems = report["targets"]["discord"]["problems"]
+    assert list(problems) == [str(READONLY)]
+    [problem] = problems[str(READONLY)]
+    assert problem["kind"] == "cannot_send" and problem["blocking"] is True
+    assert isinstance(report["targets"]["discord"]["checked"], str)
+    # Moderators of that channel see it in /status; members do not.
+    assert "Send Messages" in str(moderator.embeds)
+    assert "Send Messages" not in str(member.embeds)
+    assert not [r for r in fake.requests if r.method == "POST" and r.path.endswith("/messages")]
