@@ -52,6 +52,7 @@ from bot.sources.base import WebhookRequest
 from bot.store import DeliveryInfo, Store, Subscription, create_store
 from bot.testcard import (
     TEST_CARD_SECONDS,
+    TEST_EVENT_PREFIX,
     Sent,
     card_event,
     delete_card,
@@ -159,7 +160,11 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("kind", nargs="?", help=f"event kind: {', '.join(sorted(KNOWN_KINDS))}")
     render.add_argument("--sink", choices=list(message_formats()), default="console")
     render.add_argument(
-        "--event", type=Path, help="a webhook payload (JSON file) to render instead of samples"
+        "--event",
+        type=Path,
+        metavar="FILE|last",
+        help="a webhook payload (JSON file) to render instead of samples; `last` renders the"
+        " last real event of that kind from the database",
     )
     render.add_argument(
         "--source-kind",
@@ -702,8 +707,27 @@ def _moved_route_warnings(config: Config) -> list[str]:
     ]
 
 
+#: `render --event last`: the last real event of the kind, from the database.
+LAST_EVENT = "last"
+
+
+async def _last_event(config: Config, kind: str) -> Event | str:
+    """The last event of `kind` the bot stored (test cards aside), or why there is none."""
+    path = Path(config.storage.path)
+    try:
+        async with _tool_store(config, exists=True) as (store, real):
+            recent = await store.recent_events(kind, limit=50) if real else []
+    except DatabaseTooNew as exc:
+        return str(exc)
+    for event in recent:
+        if not event.event_id.startswith(TEST_EVENT_PREFIX):
+            return event
+    return f"{path} holds no {kind} event yet; leave out --event for a sample"
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
     user_dir = None
+    config: Config | None = None
     # Like every other command, ./bot.toml unless told otherwise (its templates are what
     # the bot would use); without one, the built-in templates.
     path = args.config if args.config is not None else DEFAULT_CONFIG
@@ -722,13 +746,41 @@ def _cmd_render(args: argparse.Namespace) -> int:
         )
         print(f"error: unknown event kind {args.kind!r}; {hint}", file=sys.stderr)
         return 2
-    if args.event is not None:
-        event = _event_from_file(args.event, args.source_kind)
-        if event is None:
+    if args.event == Path(LAST_EVENT):
+        if args.kind is None:
+            print(
+                "error: --event last needs an event kind, like: render live_start --event last",
+                file=sys.stderr,
+            )
+            return 2
+        if config is None:
+            print(
+                f"error: --event last reads the database: no {DEFAULT_CONFIG} here (give -c)",
+                file=sys.stderr,
+            )
+            return 2
+        if not Path(config.storage.path).exists():
+            print(
+                f"error: no database at {config.storage.path} yet (has the bot run?);"
+                " leave out --event for a sample",
+                file=sys.stderr,
+            )
             return 1
-        if args.kind is not None and event.kind != args.kind:
-            print(f"error: {args.event} is a {event.kind} event, not {args.kind}", file=sys.stderr)
+        found = asyncio.run(_last_event(config, args.kind))
+        if isinstance(found, str):
+            print(f"error: {found}", file=sys.stderr)
             return 1
+        event = found
+    elif args.event is not None:
+        parsed = _event_from_file(args.event, args.source_kind)
+        if parsed is None:
+            return 1
+        if args.kind is not None and parsed.kind != args.kind:
+            print(
+                f"error: {args.event} is a {parsed.kind} event, not {args.kind}", file=sys.stderr
+            )
+            return 1
+        event = parsed
     else:
         event = sample_event(args.kind)
     # Strict: a broken override is an error here, not the built-in output in its place.

@@ -4,6 +4,7 @@ secret; and `check` saying where each route posts."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sqlite3
@@ -13,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.events import LiveInfo
+from bot.samples import sample_event
+from bot.store.sqlite import SQLiteStore
+from bot.testcard import TEST_EVENT_PREFIX
 from tests.test_cli import CONFIG, KEY
 
 TOKEN = "123456789:AAF-cli-mistake-token-Zebra"
@@ -257,3 +262,32 @@ def test_version_and_log_level_after_the_command(tmp_path: Path) -> None:
     assert "migrated" not in before.stderr and "migrated" not in after.stderr
     refused = cli("check", "--log-level", "loud", cwd=tmp_path)
     assert refused.returncode == 2 and "invalid choice: 'loud'" in refused.stderr
+
+
+async def test_render_event_last_shows_the_last_real_event_of_that_kind(tmp_path: Path) -> None:
+    config(tmp_path)
+    done = cli("render", "live_start", "--event", "last", cwd=tmp_path)
+    assert done.returncode == 1 and "no database at" in done.stderr  # nothing ran yet
+    (tmp_path / "state").mkdir()
+    store = SQLiteStore(tmp_path / "state" / "bot.sqlite3")
+    await store.open()
+    sample = sample_event("live_start")
+    try:
+        async with store.transaction():
+            for number, title in enumerate(("Older", "Speedrun night")):
+                real = sample.with_changes(event_id=f"real-{number}", live=LiveInfo(title=title))
+                await store.insert_event(real, notified=True)
+            # A test card (/test) stored later is no real event.
+            card = sample.with_changes(
+                event_id=f"{TEST_EVENT_PREFIX}1", live=LiveInfo(title="Test card")
+            )
+            await store.insert_event(card, notified=True, dispatched=True)
+    finally:
+        await store.close()
+    done = await asyncio.to_thread(cli, "render", "live_start", "--event", "last", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Speedrun night" in done.stdout and "Test card" not in done.stdout
+    done = cli("render", "error", "--event", "last", cwd=tmp_path)
+    assert done.returncode == 1 and "holds no error event yet" in done.stderr
+    done = cli("render", "--event", "last", cwd=tmp_path)
+    assert done.returncode == 2 and "needs an event kind" in done.stderr

@@ -137,6 +137,16 @@ def test_every_protocol_method_is_exercised_here() -> None:
 # -- lifecycle and transactions ------------------------------------------------------------
 
 
+async def test_recent_events_of_a_kind_newest_first(db: Store) -> None:
+    async with db.transaction():
+        for number, kind in enumerate(["live_start", "live_end", "live_start", "live_start"]):
+            await db.insert_event(event(kind, f"e{number}", minutes=number), notified=True)
+    assert [e.event_id for e in await db.recent_events("live_start")] == ["e3", "e2", "e0"]
+    assert [e.event_id for e in await db.recent_events("live_start", limit=1)] == ["e3"]
+    assert [e.kind for e in await db.recent_events("live_end")] == ["live_end"]
+    assert await db.recent_events("error") == []
+
+
 async def test_a_store_reopened_keeps_everything_and_its_schema(
     make_store: Callable[[], Store],
 ) -> None:
@@ -153,6 +163,7 @@ async def test_a_store_reopened_keeps_everything_and_its_schema(
     try:
         assert await again.schema_version() == version
         assert await again.find_event("rec", "e1") is not None
+        assert [e.event_id for e in await again.recent_events("live_start")] == ["e1"]
         assert again.location
     finally:
         await again.close()

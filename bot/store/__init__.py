@@ -229,6 +229,9 @@ class EventStore(Protocol):
     async def find_event(self, source: str, event_id: str) -> Event | None:
         """The stored event with this (source, event id), if there is one."""
 
+    async def recent_events(self, kind: str, *, limit: int = 10) -> list[Event]:
+        """The latest stored events of `kind`, newest first (derived ones included)."""
+
     async def count_events(self) -> int:
         """How many events are stored (derived ones included)."""
 

@@ -562,6 +562,15 @@ class SQLiteStore:
         ).fetchone()
         return Event.from_json(json.loads(row["payload"])) if row is not None else None
 
+    async def recent_events(self, kind: str, *, limit: int = 10) -> list[Event]:
+        """The latest stored events of `kind`, newest first (derived ones included)."""
+        # Newest by row id: the order they were stored in. A backwards walk of the
+        # primary key, fine for a tool asking now and then.
+        rows = self._db.execute(
+            "SELECT payload FROM events WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind, limit)
+        ).fetchall()
+        return [Event.from_json(json.loads(row["payload"])) for row in rows]
+
     async def count_events(self) -> int:
         """How many events are stored (derived ones included)."""
         return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
