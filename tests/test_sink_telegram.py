@@ -798,3 +798,56 @@ async def test_a_chat_with_media_restricted_gets_text_cards_and_is_remembered(
     assert len(warnings) == 1
     # Another chat still gets photos.
     assert (await sink.deliver(a_delivery(OTHER), live_event())).startswith("photo:")
+
+
+# ---- one busy chat never holds up another ---------------------------------------------------
+
+
+def answers_to(fake: FakeTelegram, chat: int, command: int) -> list[dict[str, Any]]:
+    return [
+        m
+        for m in fake.messages.get(str(chat), [])
+        if m.get("reply_to_message", {}).get("message_id") == command
+    ]
+
+
+async def test_a_group_at_its_flood_limit_holds_up_no_other_chats_answers(
+    fake: FakeTelegram, store: Store
+) -> None:
+    # One message an hour in a group: the group's second answer must wait its turn...
+    tg = make_sink(fake, store, group_limit=1, group_period=3600)
+    await tg.start()
+    try:
+        await reply_in(fake, GROUP, "/status", from_user_id=MEMBER)
+        waiting = fake.push_message(GROUP, "/status", from_user_id=MEMBER)
+        # ...and another chat's answer comes meanwhile. (PTB handles updates one at a
+        # time by default: this one used to wait behind the group's for the window.)
+        answer = await reply_in(fake, OTHER, "/mutes", from_user_id=MEMBER)
+        assert "muted" in answer["text"].lower()
+        assert answers_to(fake, GROUP, waiting) == []
+    finally:
+        await asyncio.wait_for(tg.stop(), 30)
+
+
+async def test_a_command_is_answered_before_the_chats_queued_notifications(
+    fake: FakeTelegram, store: Store
+) -> None:
+    tg = make_sink(fake, store, group_limit=1, group_period=0.3)
+    await tg.start()
+    try:
+        cards = [
+            asyncio.create_task(tg.deliver(a_delivery(GROUP), live_event(cover=None, title=t)))
+            for t in ("First card", "Second card", "Third card")
+        ]
+        await fake.wait_for_message(GROUP, lambda m: "First card" in m.get("text", ""))
+        answer = await reply_in(fake, GROUP, "/mutes", from_user_id=MEMBER)
+        await asyncio.wait_for(asyncio.gather(*cards), 10)
+    finally:
+        await tg.stop()
+    sent = [m["message_id"] for m in fake.messages[str(GROUP)] if m.get("from", {}).get("is_bot")]
+    texts = {m["message_id"]: m.get("text", "") for m in fake.messages[str(GROUP)]}
+    order = [texts[i] for i in sorted(sent)]
+    # The answer someone waits for went ahead of the two cards already queued.
+    assert len(order) == 4 and "First card" in order[0]
+    assert order[1] == answer["text"]
+    assert "Second card" in order[2] and "Third card" in order[3]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ class WindowLimiter:
     it counts and wherever its windows begin. (A leaky bucket such as aiolimiter's, under
     PTB's AIORateLimiter, lets `limit` through and then `limit` per `period` more: nearly
     twice the limit in the first period.)
+
+    An `urgent` request (a reply to a command someone just typed) waits in a lane of its
+    own that is served first, so a chat's backlog of card edits never keeps its answer
+    waiting for a minute.
     """
 
     def __init__(self, limit: int, period: float) -> None:
@@ -37,7 +42,10 @@ class WindowLimiter:
             raise ValueError(f"a rate limit needs limit >= 1 and period > 0, not {limit}/{period}")
         self.limit = limit
         self.period = period
-        self._slots = asyncio.Semaphore(limit)  # FIFO: waiters go in the order they came
+        self._available = limit
+        # Waiters, first come first served within each lane; the urgent lane goes first.
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._waiting: deque[asyncio.Future[None]] = deque()
         self._held = 0
 
     def __repr__(self) -> str:
@@ -45,10 +53,10 @@ class WindowLimiter:
 
     @property
     def idle(self) -> bool:
-        """No slot is held: the limiter is as good as a new one."""
-        return self._held == 0 and not self._slots.locked()
+        """No slot is held or waited for: the limiter is as good as a new one."""
+        return self._held == 0 and not self._urgent and not self._waiting
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, urgent: bool = False) -> None:
         """Wait for one request's slot, or take the one `reserve` set aside for it.
 
         Call `release` once the request is answered or has failed.
@@ -60,16 +68,16 @@ class WindowLimiter:
                 # a slot while holding one, which could leave everyone waiting.
                 reservation.used = True
                 return
-        await self._take()
+        await self._take(urgent=urgent)
 
     def release(self) -> None:
         """A request is over: its slot frees up `period` seconds from now."""
         asyncio.get_running_loop().call_later(self.period, self._free)
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self, *, urgent: bool = False) -> AsyncIterator[None]:
         """One request's slot: ``async with limiter.slot(): await send()``."""
-        await self.acquire()
+        await self.acquire(urgent=urgent)
         try:
             yield
         finally:
@@ -92,10 +100,34 @@ class WindowLimiter:
             if not reservation.used:
                 self._free()  # no request went out: nothing for the platform to count
 
-    async def _take(self) -> None:
-        await self._slots.acquire()
+    async def _take(self, *, urgent: bool = False) -> None:
+        if self._available > 0 and not self._urgent and not self._waiting:
+            self._available -= 1
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            lane = self._urgent if urgent else self._waiting
+            lane.append(turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._hand_over()  # given a slot just as it was cancelled: pass it on
+                else:
+                    with contextlib.suppress(ValueError):
+                        lane.remove(turn)
+                raise
         self._held += 1
 
     def _free(self) -> None:
         self._held -= 1
-        self._slots.release()
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """A slot is free: to the first urgent waiter, else the first other one."""
+        for lane in (self._urgent, self._waiting):
+            while lane:
+                turn = lane.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    return
+        self._available += 1

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextvars import ContextVar
 from typing import Any, Final
 
+from telegram import Update
 from telegram.error import RetryAfter, TelegramError
-from telegram.ext import Application, BaseRateLimiter
+from telegram.ext import Application, BaseRateLimiter, BaseUpdateProcessor
 
 from bot.logs import RecordRewriter
 from bot.sinks.ratelimit import WindowLimiter
@@ -47,6 +49,22 @@ def polling_error(exc: TelegramError) -> None:
     log.warning("telegram: polling for updates failed, retrying: %s", describe(exc))
 
 
+# True while a command is answered: its requests (the admin check, the reply) are for
+# someone waiting, and go ahead of the chat's queued notifications. A context variable
+# because the requests are made deep inside python-telegram-bot, in the handler's task.
+_replying: ContextVar[bool] = ContextVar("telegram_replying", default=False)
+
+
+@contextlib.contextmanager
+def replying() -> Iterator[None]:
+    """Requests made inside go ahead of queued notifications: someone waits for them."""
+    token = _replying.set(True)
+    try:
+        yield
+    finally:
+        _replying.reset(token)
+
+
 class PacedRateLimiter(BaseRateLimiter[int]):
     """PTB's rate limiter, on rolling windows (WindowLimiter) rather than leaky buckets.
 
@@ -56,6 +74,8 @@ class PacedRateLimiter(BaseRateLimiter[int]):
     than the limit (AIORateLimiter lets 30 through and then 30 a second more, so a fan-out
     ran into Telegram's 429s), and a 429 holds back only the request that got it: it waits
     retry_after and tries again, at most `max_retries` times, while other chats carry on.
+    A request made inside `replying()` (a command's answer) is served before the
+    notifications waiting for the same windows.
     """
 
     def __init__(
@@ -84,6 +104,7 @@ class PacedRateLimiter(BaseRateLimiter[int]):
         """Wait for the chat's group turn, then the overall one, and make the request."""
         del endpoint
         retries = rate_limit_args or self._max_retries
+        urgent = _replying.get()
         chat_id = data.get("chat_id")
         group = self._group_limiter(chat_id)
         attempt = 0
@@ -92,8 +113,10 @@ class PacedRateLimiter(BaseRateLimiter[int]):
                 # The group first: its wait can be long, and an overall slot taken before
                 # it would sit unused meanwhile.
                 async with (
-                    group.slot() if group else contextlib.nullcontext(),
-                    self._overall.slot() if chat_id is not None else contextlib.nullcontext(),
+                    group.slot(urgent=urgent) if group else contextlib.nullcontext(),
+                    self._overall.slot(urgent=urgent)
+                    if chat_id is not None
+                    else contextlib.nullcontext(),
                 ):
                     return await callback(*args, **kwargs)
             except RetryAfter as exc:
@@ -131,6 +154,61 @@ class PacedRateLimiter(BaseRateLimiter[int]):
                     del self._groups[idle]
             limiter = self._groups[key] = WindowLimiter(*self._group_rate)
         return limiter
+
+
+class PerChatUpdates(BaseUpdateProcessor):
+    """Updates of one chat one after another, of different chats at the same time.
+
+    PTB handles updates strictly one at a time unless told otherwise, so a reply waiting
+    out one busy group's flood limit (20 messages a minute) held up every other chat's
+    commands: about 20 commands a minute in one group delayed another chat's answers by
+    15 s. Within a chat the order stays: answers come in the order they were asked.
+    """
+
+    def __init__(self, max_concurrent_updates: int = 256) -> None:
+        super().__init__(max_concurrent_updates)
+        self._chats: dict[object, tuple[asyncio.Lock, int]] = {}
+        self._handling: set[asyncio.Task[Any]] = set()
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        """Run `coroutine` once the updates of the same chat before it are done."""
+        chat = update.effective_chat if isinstance(update, Update) else None
+        key = chat.id if chat is not None else None
+        lock, users = self._chats.get(key, (asyncio.Lock(), 0))
+        self._chats[key] = (lock, users + 1)
+        task = asyncio.current_task()
+        if task is not None:
+            self._handling.add(task)
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            if task is not None:
+                self._handling.discard(task)
+            lock, users = self._chats[key]
+            if users == 1:
+                del self._chats[key]  # nobody else waits: a quiet chat costs nothing
+            else:
+                self._chats[key] = (lock, users - 1)
+
+    async def drain(self, grace: float) -> None:
+        """At stop: let the commands being answered finish for up to `grace` s, then cut
+        off the rest (an answer still waiting for its chat's flood window, say; PTB's stop
+        would wait for it however long that takes)."""
+        pending = set(self._handling)
+        if pending:
+            _done, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.info("telegram: %d command answer(s) cut off by the shutdown", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
 
 
 async def shutdown(app: Application[Any, Any, Any, Any, Any, Any]) -> None:

@@ -30,6 +30,7 @@ from bot.chat.commands import CATALOGUE, CommandSpec, Invocation, Reply
 from bot.commands import Chat, CommandError, Commands
 from bot.errors import StoreUnavailable
 from bot.render import Renderer
+from bot.sinks.telegram.client import replying
 from bot.sinks.telegram.errors import describe
 from bot.sinks.telegram.format import FORMAT
 
@@ -77,7 +78,10 @@ class BotCommands:
 
     def _handler(self, spec: CommandSpec) -> _Handler:
         async def handle(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-            await self.answer(spec, update, context)
+            # Someone waits for this answer: its requests go ahead of the chat's queued
+            # card edits (the flood limit is per chat, and notifications can fill it).
+            with replying():
+                await self.answer(spec, update, context)
 
         return handle
 

@@ -22,6 +22,7 @@ through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -45,7 +46,13 @@ from bot.errors import (
 )
 from bot.events import Event
 from bot.render import Renderer
-from bot.sinks.telegram.client import PacedRateLimiter, TokenRedactor, polling_error, shutdown
+from bot.sinks.telegram.client import (
+    PacedRateLimiter,
+    PerChatUpdates,
+    TokenRedactor,
+    polling_error,
+    shutdown,
+)
 from bot.sinks.telegram.commands import BotCommands
 from bot.sinks.telegram.config import TelegramConfig, chat_id_of, thread_id_of
 from bot.sinks.telegram.errors import (
@@ -68,6 +75,8 @@ log = logging.getLogger(__package__)
 
 #: Loggers (and their children) the token filter is attached to while the sink runs.
 _GUARDED_LOGGERS: Final = ("httpx", "httpcore", "telegram", "asyncio", "bot")
+#: At stop, a command being answered gets this long to finish before it is cut off.
+COMMAND_DRAIN_SECONDS: Final = 5.0
 
 CardKind = Literal["photo", "text"]
 # What a Bot API call answers (PTB's JSONDict is dict[str, Any]).
@@ -147,6 +156,8 @@ class TelegramSink:
             group=(group_limit or self.group_limit, group_period or self.group_period),
             max_retries=rate_limit_retries,
         )
+        # Commands of one chat in order, of different chats at once (client.py).
+        self._updates = PerChatUpdates()
         self._reconnect_delay = reconnect_delay
         self._reconnect_max_delay = reconnect_max_delay
         self._state = "created"
@@ -190,6 +201,11 @@ class TelegramSink:
             await asyncio.gather(task, return_exceptions=True)
         app, self._app = self._app, None
         if app is not None:
+            # No new commands first, then the ones being answered get their grace.
+            with contextlib.suppress(TelegramError, RuntimeError):
+                if app.updater is not None and app.updater.running:
+                    await app.updater.stop()
+            await self._updates.drain(COMMAND_DRAIN_SECONDS)
             await shutdown(app)
         if self._state != "created":
             self._state = "stopped"
@@ -260,6 +276,7 @@ class TelegramSink:
             ApplicationBuilder()
             .token(self._token)
             .rate_limiter(self._rate_limiter)
+            .concurrent_updates(self._updates)
             .job_queue(None)
         )
         if self._api_url is not None:

@@ -1,0 +1,80 @@
+"""The window limiter the sinks pace their requests with: never more than the limit in a
+window, first come first served, urgent requests (command answers) first, and no slot
+lost to a cancelled waiter."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.sinks.ratelimit import WindowLimiter
+
+
+async def started(
+    limiter: WindowLimiter, log: list[str], name: str, *, urgent: bool = False
+) -> None:
+    async with limiter.slot(urgent=urgent):
+        log.append(name)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_burst_gets_the_limit_at_once_and_the_rest_waits_in_order() -> None:
+    limiter = WindowLimiter(2, 0.05)
+    log: list[str] = []
+    tasks = [asyncio.create_task(started(limiter, log, name)) for name in "abcde"]
+    await settle()
+    assert log == ["a", "b"]  # the window holds two
+    await asyncio.gather(*tasks)
+    assert log == list("abcde")  # and the rest in the order they came
+    await asyncio.sleep(0.1)
+    assert limiter.idle
+
+
+async def test_an_urgent_request_goes_before_the_ones_already_waiting() -> None:
+    limiter = WindowLimiter(1, 0.05)
+    log: list[str] = []
+    tasks = [asyncio.create_task(started(limiter, log, f"card{n}")) for n in range(3)]
+    await settle()
+    tasks.append(asyncio.create_task(started(limiter, log, "reply", urgent=True)))
+    await asyncio.gather(*tasks)
+    # The first card had the slot; the answer someone waits for comes next.
+    assert log == ["card0", "reply", "card1", "card2"]
+
+
+async def test_a_cancelled_waiter_loses_no_slot() -> None:
+    limiter = WindowLimiter(1, 0.02)
+    log: list[str] = []
+    first = asyncio.create_task(started(limiter, log, "a"))
+    await settle()
+    waiting = asyncio.create_task(started(limiter, log, "gone"))
+    after = asyncio.create_task(started(limiter, log, "b"))
+    await settle()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await asyncio.gather(first, after)
+    assert log == ["a", "b"]
+    await asyncio.sleep(0.05)
+    assert limiter.idle
+
+
+async def test_a_waiter_cancelled_just_as_its_turn_came_passes_the_slot_on() -> None:
+    limiter = WindowLimiter(1, 0.01)
+    log: list[str] = []
+    await limiter.acquire()
+    waiting = asyncio.create_task(started(limiter, log, "gone"))
+    after = asyncio.create_task(started(limiter, log, "b"))
+    await settle()
+    # What release() schedules for the end of the window, run now: the slot goes to
+    # "gone", and it is cancelled in the same moment, before it could run.
+    limiter._free()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await asyncio.wait_for(after, 1)
+    assert log == ["b"]
