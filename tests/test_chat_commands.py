@@ -392,3 +392,24 @@ def test_a_status_with_many_follows_points_to_follows_within_the_limits() -> Non
     listed = renderer.render_reply(TELEGRAM, "follows", view)
     assert "<code>youtube/*</code> · /subscribe" in listed
     assert listed.count("• ") == 41
+
+
+async def test_a_hostile_pattern_in_follows_stays_literal_on_both(store: Store) -> None:
+    hostile = "<b>tw</b>/@everyone**x**"  # one word: Telegram's arguments are words
+    async with both(store) as (dc, tg):
+        await dc.invoke_command(
+            "subscribe", {"pattern": hostile}, channel_id=STREAMS_CHANNEL_ID, user_id=MOD_USER_ID
+        )
+        await reply_in(tg, USER, f"/subscribe {hostile}")
+        dc_follows = await dc.invoke_command("follows", channel_id=STREAMS_CHANNEL_ID)
+        tg_follows = await reply_in(tg, USER, "/follows")
+    # Discord: no bold, no ping (the escaper breaks "</" and "@everyone" invisibly).
+    assert "/@\u200beveryone\\*\\*x\\*\\* · /subscribe" in dc_follows.content
+    assert dc_follows.message["mention_everyone"] is False
+    assert "<b>tw</b>/@\u2060everyone**x** · /subscribe" in tg_follows["text"]
+    kinds = {e["type"] for e in tg_follows["entities"]}
+    # Telegram: the one bold is the template's own heading, nothing from the pattern.
+    assert [(e["offset"], e["length"]) for e in tg_follows["entities"] if e["type"] == "bold"] == [
+        (0, len("Follows here"))
+    ]
+    assert "mention" not in kinds
