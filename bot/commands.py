@@ -2,12 +2,13 @@
 
 The commands themselves are declared once in `bot.chat.commands` (the catalogue), whose
 handlers call these. Answers are plain text with no markup; the platform escapes them.
-Mistakes a user can make (a bad duration, a streamer the bot has never seen) raise
+Mistakes a user can make (a bad duration, a pattern that names no streamer) raise
 CommandError with a message meant to be shown as is.
 """
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ from bot.testcard import card_event, latest_live_start, queue_test_card
 MAX_MUTE: Final = timedelta(days=365)
 MAX_PATTERN_LENGTH: Final = 100
 _GLOB_CHARS: Final = frozenset("*?[")
+#: How many "did you mean" streamers a typo check names.
+_SUGGESTIONS: Final = 3
+#: How alike two channel names must be to suggest one for the other (difflib's ratio).
+_ALIKE: Final = 0.75
 
 
 class CommandError(BotError):
@@ -69,6 +74,31 @@ class MuteEntry:
         return f"{what} for {format_duration(self.until - now)} more"
 
 
+CONFIG: Final = "config"
+SUBSCRIPTION: Final = "subscription"
+
+
+@dataclass(frozen=True, slots=True)
+class FollowEntry:
+    """One pattern routed to a chat, and where it comes from."""
+
+    pattern: str
+    #: CONFIG (a `[[routes]]` entry of bot.toml) or SUBSCRIPTION (/subscribe in this chat).
+    source: str
+    #: The route's number in bot.toml, counting its `[[routes]]` from 1 (CONFIG only).
+    route: int | None = None
+    #: The forum topic of this chat the route posts to ("42" for "-100123/42"), else None.
+    topic: str | None = None
+
+    @property
+    def origin(self) -> str:
+        """ "bot.toml, route 2, topic 42" or "/subscribe"."""
+        if self.source != CONFIG:
+            return "/subscribe"
+        topic = f", topic {self.topic}" if self.topic else ""
+        return f"bot.toml, route {self.route}{topic}"
+
+
 @dataclass(frozen=True, slots=True)
 class StatusReport:
     """What /status shows: live streams for this chat, mutes here, failing deliveries."""
@@ -82,6 +112,8 @@ class StatusReport:
     now: datetime
     #: What is known to be wrong with this chat and its topics (shown to admins).
     problems: tuple[TargetProblem, ...] = ()
+    #: The patterns routed to this chat, by bot.toml and by /subscribe.
+    follows: tuple[FollowEntry, ...] = ()
 
 
 class Commands:
@@ -116,7 +148,8 @@ class Commands:
     async def status(self, chat: Chat) -> StatusReport:
         """Live streams routed to this chat (every live stream if none is), and mutes."""
         now = self._now()
-        patterns = await self.patterns_for(chat)
+        follows = await self.follows(chat)
+        patterns = [f.pattern for f in follows]
         live = []
         for stream in await self._store.live_streams():
             if patterns and not any(glob_match(stream.streamer_key, p) for p in patterns):
@@ -142,6 +175,7 @@ class Commands:
             problems=tuple(self._problems.for_chat(chat.sink, chat.target))
             if self._problems is not None
             else (),
+            follows=follows,
         )
 
     async def mutes(self, chat: Chat) -> tuple[MuteEntry, ...]:
@@ -155,19 +189,30 @@ class Commands:
             for row in rows
         )
 
-    async def patterns_for(self, chat: Chat) -> list[str]:
-        """The streamer patterns routed to this chat by config and by /subscribe."""
-        patterns: list[str] = []
-        for route in self._routes:
-            # A forum topic of this chat ("-100123/42") counts as this chat.
-            if any(t.partition("/")[0] == chat.target for t in route.targets_on(chat.sink)):
-                patterns.extend(route.patterns)
-        patterns.extend(
-            sub.pattern
+    async def follows(self, chat: Chat) -> tuple[FollowEntry, ...]:
+        """The patterns routed to this chat: bot.toml's routes in order, then /subscribe's."""
+        entries: list[FollowEntry] = []
+        for number, route in enumerate(self._routes, start=1):
+            for target in route.targets_on(chat.sink):
+                # A forum topic of this chat ("-100123/42") counts as this chat.
+                where, _slash, topic = target.partition("/")
+                if where != chat.target:
+                    continue
+                entries.extend(
+                    FollowEntry(pattern, CONFIG, route=number, topic=topic or None)
+                    for pattern in route.patterns
+                )
+        entries.extend(
+            FollowEntry(sub.pattern, SUBSCRIPTION)
             for sub in await self._store.subscriptions()
             if (sub.sink, sub.target) == (chat.sink, chat.target)
         )
-        return patterns
+        return tuple(entries)
+
+    async def patterns_for(self, chat: Chat) -> list[str]:
+        """The streamer patterns routed to this chat by config and by /subscribe."""
+        # One pattern routed to the chat and to a topic of it is one pattern here.
+        return list(dict.fromkeys(f.pattern for f in await self.follows(chat)))
 
     async def complete_streamers(self, typed: str, *, limit: int = 25) -> list[str]:
         """Known streamer keys containing what the user typed so far (for autocomplete)."""
@@ -182,8 +227,8 @@ class Commands:
     async def mute(
         self, chat: Chat, streamer: str | None, duration: str | None, *, by: str | None = None
     ) -> str:
-        """Mute one streamer (or all) here, for a duration or until unmuted."""
-        pattern = await self._existing_pattern(streamer) if streamer else "*"
+        """Mute one streamer or pattern (or all) here, for a duration or until unmuted."""
+        pattern = await self._known_spelling(self._pattern(streamer)) if streamer else "*"
         length = self._duration(duration) if duration else None
         until = self._clock() + length.total_seconds() if length is not None else None
         async with self._store.transaction():
@@ -192,8 +237,14 @@ class Commands:
             )
         what = "every stream" if pattern == "*" else pattern
         if length is None:
-            return f"Muted {what} here until you unmute it."
-        return f"Muted {what} here for {format_duration(length)}."
+            done = f"Muted {what} here until you unmute it."
+        else:
+            done = f"Muted {what} here for {format_duration(length)}."
+        # A streamer who has not streamed since the bot was installed may be muted ahead;
+        # the answer is the typo check.
+        if pattern == "*" or await self._seen(pattern):
+            return done
+        return f"{done} {await self._nothing_seen(pattern)}"
 
     async def unmute(self, chat: Chat, streamer: str | None) -> str:
         """Lift one mute, or every mute here when no streamer is given."""
@@ -220,24 +271,36 @@ class Commands:
             )
         if not added:
             return f"This chat already follows {pattern}."
-        known = [k for k in await self._store.known_streamers() if glob_match(k, pattern)]
-        hint = f" It matches {len(known)} known streamer(s)." if known else ""
-        return f"Subscribed: notifications for {pattern} will come here.{hint}"
+        done = f"Subscribed: notifications for {pattern} will come here."
+        seen = await self._seen(pattern)
+        if not seen:
+            return f"{done} {await self._nothing_seen(pattern)}"
+        return f"{done} It matches {len(seen)} streamer{'s' * (len(seen) != 1)} seen so far."
 
     async def unsubscribe(self, chat: Chat, pattern: str) -> str:
-        """Undo a subscription made in this chat."""
+        """Undo a subscription made in this chat; bot.toml's routes are not undone here."""
         pattern = pattern.strip()
         async with self._store.transaction():
             removed = await self._store.remove_subscription(
                 Subscription(chat.sink, chat.target, pattern)
             )
-        if removed:
-            return f"Unsubscribed from {pattern}."
-        mine = [
-            sub.pattern
-            for sub in await self._store.subscriptions()
-            if (sub.sink, sub.target) == (chat.sink, chat.target)
+        follows = await self.follows(chat)
+        owned = [
+            f for f in follows if f.source == CONFIG and f.pattern.casefold() == pattern.casefold()
         ]
+        if removed:
+            if owned:
+                return f"Unsubscribed from {pattern}, but {_where(owned)} still routes it here."
+            return f"Unsubscribed from {pattern}."
+        if owned:
+            return f"{pattern} comes from {_where(owned)}; remove it there, or /mute it here."
+        covering = [f for f in follows if f.source == CONFIG and glob_match(pattern, f.pattern)]
+        if covering and not _GLOB_CHARS & set(pattern):
+            return (
+                f"This chat does not follow {pattern} on its own: it comes here through "
+                f"{covering[0].pattern} from {_where(covering)}. /mute {pattern} stops it here."
+            )
+        mine = [f.pattern for f in follows if f.source == SUBSCRIPTION]
         if mine:
             return f"This chat does not follow {pattern}. It follows: {', '.join(mine)}."
         return f"This chat does not follow {pattern} (it has no subscriptions)."
@@ -289,25 +352,73 @@ class Commands:
             raise CommandError("Name a streamer as platform/channel, or a pattern like twitch/*.")
         if len(pattern) > MAX_PATTERN_LENGTH:
             raise CommandError(f"That pattern is too long (at most {MAX_PATTERN_LENGTH}).")
-        if pattern != "*" and "/" not in pattern:
+        platform, _slash, channel = pattern.partition("/")
+        if pattern != "*" and not (platform.strip() and channel.strip()):
             raise CommandError(
                 f"{pattern!r} is not a streamer. Name it as platform/channel "
                 "(like twitch/quinn), or use a pattern like twitch/*."
             )
         return pattern
 
-    async def _existing_pattern(self, text: str) -> str:
-        """A pattern that must match a known streamer unless it is a glob."""
-        pattern = self._pattern(text)
+    async def _known_spelling(self, pattern: str) -> str:
+        """A streamer key as the bot knows it ("Twitch/Quinn" -> "twitch/quinn")."""
         if _GLOB_CHARS & set(pattern):
             return pattern
-        known = await self._store.known_streamers()
-        for key in known:
+        for key in await self._store.known_streamers():
             if key.casefold() == pattern.casefold():
                 return key
-        suggestions = await self.complete_streamers(pattern.split("/")[-1], limit=5)
-        hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
-        raise CommandError(f"No streamer {pattern!r} is known to this bot.{hint}")
+        return pattern
+
+    async def _seen(self, pattern: str) -> list[str]:
+        """The streamers seen so far that `pattern` matches."""
+        return [k for k in await self._store.known_streamers() if glob_match(k, pattern)]
+
+    async def _nothing_seen(self, pattern: str) -> str:
+        """The typo check for a pattern that matches no streamer seen so far."""
+        if _GLOB_CHARS & set(pattern):
+            return "No streamer seen so far matches it."
+        channel = pattern.rpartition("/")[2]
+        close = await self.complete_streamers(channel, limit=_SUGGESTIONS)
+        # Then the channels spelt nearly alike ("qiunn" for "quinn"), closest first.
+        alike = sorted(
+            (-_likeness(channel, key.rpartition("/")[2]), key)
+            for key in await self._store.known_streamers()
+            if key not in close
+        )
+        close += [key for minus, key in alike if -minus >= _ALIKE]
+        if not close:
+            return "No streamer seen so far matches it."
+        return f"No streamer seen so far matches it: did you mean {_either(close[:_SUGGESTIONS])}?"
+
+
+def _where(owned: Sequence[FollowEntry]) -> str:
+    """ "bot.toml (route 2)", "bot.toml (routes 1 and 3, topic 42)"."""
+    routes = list(dict.fromkeys(f"{f.route}" for f in owned))
+    # Name topics only when the route posts to topics alone, not to the chat itself.
+    topics = (
+        []
+        if any(f.topic is None for f in owned)
+        else list(dict.fromkeys(f.topic for f in owned if f.topic))
+    )
+    what = f"route {routes[0]}" if len(routes) == 1 else f"routes {_both(routes)}"
+    if topics:
+        what += f", topic{'s' * (len(topics) != 1)} {_both(topics)}"
+    return f"bot.toml ({what})"
+
+
+def _likeness(typed: str, channel: str) -> float:
+    """How alike two channel names are, from 0 to 1, ignoring case."""
+    return difflib.SequenceMatcher(None, typed.casefold(), channel.casefold()).ratio()
+
+
+def _both(words: Sequence[str]) -> str:
+    """ "1", "1 and 3", "1, 2 and 3"."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _either(words: Sequence[str]) -> str:
+    """ "a", "a or b", "a, b or c"."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def split_mute_arguments(args: Sequence[str]) -> tuple[str | None, str | None]:

@@ -6,24 +6,47 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from bot.chat.commands import CATALOGUE, CommandSpec, Invocation, Param, Reply, by_name
-from bot.commands import Chat, CommandError, Commands
+from bot.chat.commands import (
+    CATALOGUE,
+    CommandSpec,
+    Invocation,
+    Param,
+    Reply,
+    by_name,
+    status_view,
+)
+from bot.commands import (
+    CONFIG,
+    SUBSCRIPTION,
+    Chat,
+    CommandError,
+    Commands,
+    FollowEntry,
+    MuteEntry,
+    StatusReport,
+)
 from bot.config import Route
 from bot.events import NOTIFIED_KINDS
+from bot.markup import utf16_len
 from bot.pipeline.dispatch import Dispatcher
 from bot.registry import message_formats
 from bot.render import Renderer
+from bot.sinks.discord.commands import status_embed
 from bot.sinks.discord.config import DiscordConfig
 from bot.sinks.discord.sink import DiscordSink
 from bot.sinks.telegram.config import TelegramConfig
+from bot.sinks.telegram.format import FORMAT as TELEGRAM
 from bot.sinks.telegram.sink import TelegramSink
 from bot.store import Store
 from bot.targets import TargetProblem, TargetProblems
 from tests.fakes.discord_api import (
+    ANNOUNCEMENTS_CHANNEL_ID,
+    GENERAL_CHANNEL_ID,
     GUILD_ID,
     MOD_USER_ID,
     STREAMS_CHANNEL_ID,
@@ -62,10 +85,11 @@ async def both(
     user_dir: Path | None = None,
     catalogue: tuple[CommandSpec, ...] = CATALOGUE,
     problems: TargetProblems | None = None,
+    routes: tuple[Route, ...] = (ROUTE,),
 ) -> AsyncIterator[tuple[FakeDiscord, FakeTelegram]]:
     """Both platforms' sinks running against their fakes, sharing one renderer."""
     renderer = Renderer(formats=message_formats(), user_dir=user_dir)
-    commands = Commands(store=store, routes=[ROUTE], problems=problems)
+    commands = Commands(store=store, routes=routes, problems=problems)
     async with FakeDiscord(token=TOKEN, heartbeat_interval=200) as dc, FakeTelegram() as tg:
         tg.add_chat(USER, "private", first_name="Alice")
         discord_sink = DiscordSink(
@@ -239,3 +263,153 @@ async def test_status_shows_a_chats_problems_to_its_moderators_only(store: Store
     assert "topic 7: Topic <7> closed." in text
     assert "Another chat" not in text
     assert not [e for e in tg_admin.get("entities", []) if e["type"] == "mention"]
+
+
+# -- what a chat follows ---------------------------------------------------------------------
+
+FORUM = -100888  # a Telegram forum; a route posts kick/* into its topic 7
+FOLLOWING = (
+    ROUTE,
+    Route(
+        patterns=("kick/*",),
+        events=frozenset(NOTIFIED_KINDS),
+        targets=chats(discord=(GENERAL_CHANNEL_ID,), telegram=(f"{FORUM}/7",)),
+    ),
+)
+
+
+async def test_follows_and_status_show_a_config_route_and_a_subscription_on_both(
+    store: Store,
+) -> None:
+    async with both(store, routes=FOLLOWING) as (dc, tg):
+        tg.add_chat(FORUM, "supergroup", title="Forum", is_forum=True, admins={ADMIN}, topics=[7])
+        await dc.invoke_command(
+            "subscribe",
+            {"pattern": "youtube/*_live"},
+            channel_id=STREAMS_CHANNEL_ID,
+            user_id=MOD_USER_ID,
+        )
+        await reply_in(tg, USER, "/subscribe youtube/*_live")
+        dc_follows = await dc.invoke_command("follows", channel_id=STREAMS_CHANNEL_ID)
+        dc_status = await dc.invoke_command("status", channel_id=STREAMS_CHANNEL_ID)
+        dc_elsewhere = await dc.invoke_command("follows", channel_id=ANNOUNCEMENTS_CHANNEL_ID)
+        tg_follows = await reply_in(tg, USER, "/follows")
+        tg_status = await reply_in(tg, USER, "/status")
+        tg_topic = await reply_in(tg, FORUM, "/follows", from_user_id=MEMBER, message_thread_id=7)
+
+    # Discord: markdown, the patterns' * and _ shown literally, the origin of each.
+    assert dc_follows.ephemeral
+    assert dc_follows.content == (
+        "Follows here:\n- twitch/\\* · bot.toml, route 1\n- youtube/\\*\\_live · /subscribe"
+    )
+    [embed] = dc_status.embeds
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Follows here"] == dc_follows.content.removeprefix("Follows here:\n")
+    assert fields["Muted here"] == "Nothing"
+    assert "This channel follows nothing yet" in dc_elsewhere.content
+
+    # Telegram: HTML, each pattern in <code>, the topic a route posts to named.
+    assert tg_follows["text"] == (
+        "Follows here\n• twitch/* · bot.toml, route 1\n• youtube/*_live · /subscribe"
+    )
+    code = [e for e in tg_follows["entities"] if e["type"] == "code"]
+    assert len(code) == 2
+    assert tg_follows["text"] in tg_status["text"]
+    assert "Nothing is muted here." in tg_status["text"]
+    assert tg_topic["text"] == "Follows here\n• kick/* · bot.toml, route 2, topic 7"
+
+
+async def test_unsubscribe_of_a_config_route_says_bot_toml_owns_it_on_both(
+    store: Store,
+) -> None:
+    async with both(store, routes=FOLLOWING) as (dc, tg):
+        tg.add_chat(FORUM, "supergroup", title="Forum", is_forum=True, admins={ADMIN}, topics=[7])
+        dc_answer = await dc.invoke_command(
+            "unsubscribe",
+            {"pattern": "twitch/*"},
+            channel_id=STREAMS_CHANNEL_ID,
+            user_id=MOD_USER_ID,
+        )
+        tg_answer = await reply_in(tg, USER, "/unsubscribe twitch/*")
+        tg_topic = await reply_in(
+            tg, FORUM, "/unsubscribe kick/*", from_user_id=ADMIN, message_thread_id=7
+        )
+        # The route is still in force: /follows lists it.
+        tg_follows = await reply_in(tg, USER, "/follows")
+    assert dc_answer.content == (
+        "twitch/\\* comes from bot.toml (route 1); remove it there, or /mute it here."
+    )
+    assert tg_answer["text"] == (
+        "twitch/* comes from bot.toml (route 1); remove it there, or /mute it here."
+    )
+    assert tg_topic["text"] == (
+        "kick/* comes from bot.toml (route 2, topic 7); remove it there, or /mute it here."
+    )
+    assert "twitch/* · bot.toml, route 1" in tg_follows["text"]
+
+
+async def test_help_and_the_menus_offer_follows_to_everyone(store: Store) -> None:
+    async with both(store) as (dc, tg):
+        tg.add_chat(GROUP, "supergroup", title="Streams", admins={ADMIN})
+        synced = {c["name"]: c for c in dc.guild_commands[GUILD_ID]}
+        [menu] = tg.calls_to("setMyCommands")
+        dc_help = await dc.invoke_command("help", channel_id=STREAMS_CHANNEL_ID)
+        tg_help = await reply_in(tg, GROUP, "/help", from_user_id=MEMBER)
+        # A member may ask: it changes nothing.
+        member = await reply_in(tg, GROUP, "/follows", from_user_id=MEMBER)
+        dc_member = await dc.invoke_command("follows", channel_id=STREAMS_CHANNEL_ID)
+    assert synced["follows"]["default_member_permissions"] is None
+    assert "follows" in [c["command"] for c in menu.params["commands"]]
+    assert "`/follows`: list what this chat follows" in dc_help.content
+    assert "/follows — list what this chat follows" in tg_help["text"]
+    assert member["text"].startswith("This chat follows nothing yet")
+    assert dc_member.content.startswith("Follows here:")
+
+
+def test_a_status_with_many_follows_points_to_follows_within_the_limits() -> None:
+    now = datetime.now(UTC)
+    long = [
+        FollowEntry(f"twitch/{'x' * 40}{n}", CONFIG, route=n + 1, topic=str(n)) for n in range(40)
+    ]
+    follows = (*long, FollowEntry("youtube/*", SUBSCRIPTION))
+    mutes = tuple(MuteEntry(pattern=f"twitch/*{n}*", until=None) for n in range(30))
+    report = StatusReport(
+        live=(), mutes=mutes, scoped=True, failed_deliveries=2, now=now, follows=follows
+    )
+    renderer = Renderer(formats=message_formats())
+    embed = status_embed(renderer, report, admin=True)
+    assert len(embed) <= 6000
+    [follows_field] = [f for f in embed.fields if f.name == "Follows here"]
+    assert utf16_len(follows_field.value or "") <= 1024
+    lines = (follows_field.value or "").splitlines()
+    assert lines[0] == f"- twitch/{'x' * 40}0 · bot.toml, route 1, topic 0"
+    assert lines[-1] == "…and 31 more: /follows lists them all"
+    assert [f.name for f in embed.fields][1:] == ["Muted here", "⚠️ Notifications are failing here"]
+
+    view = status_view(report, show_failures=False)
+    text = renderer.render_reply(TELEGRAM, "status", view)
+    assert "…and 21 more: /follows lists them all" in text
+    listed = renderer.render_reply(TELEGRAM, "follows", view)
+    assert "<code>youtube/*</code> · /subscribe" in listed
+    assert listed.count("• ") == 41
+
+
+async def test_a_hostile_pattern_in_follows_stays_literal_on_both(store: Store) -> None:
+    hostile = "<b>tw</b>/@everyone**x**"  # one word: Telegram's arguments are words
+    async with both(store) as (dc, tg):
+        await dc.invoke_command(
+            "subscribe", {"pattern": hostile}, channel_id=STREAMS_CHANNEL_ID, user_id=MOD_USER_ID
+        )
+        await reply_in(tg, USER, f"/subscribe {hostile}")
+        dc_follows = await dc.invoke_command("follows", channel_id=STREAMS_CHANNEL_ID)
+        tg_follows = await reply_in(tg, USER, "/follows")
+    # Discord: no bold, no ping (the escaper breaks "</" and "@everyone" invisibly).
+    assert "/@\u200beveryone\\*\\*x\\*\\* · /subscribe" in dc_follows.content
+    assert dc_follows.message["mention_everyone"] is False
+    assert "<b>tw</b>/@\u2060everyone**x** · /subscribe" in tg_follows["text"]
+    kinds = {e["type"] for e in tg_follows["entities"]}
+    # Telegram: the one bold is the template's own heading, nothing from the pattern.
+    assert [(e["offset"], e["length"]) for e in tg_follows["entities"] if e["type"] == "bold"] == [
+        (0, len("Follows here"))
+    ]
+    assert "mention" not in kinds

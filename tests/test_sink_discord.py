@@ -656,6 +656,7 @@ async def test_commands_are_synced_to_the_guild_only(fake: FakeDiscord, store: S
         "mute": ["streamer", "duration"],
         "unmute": ["streamer"],
         "mutes": [],
+        "follows": [],
         "subscribe": ["pattern"],
         "unsubscribe": ["pattern"],
         "test": [],
@@ -762,8 +763,18 @@ async def test_mute_needs_manage_channels_and_writes_the_mute(
             channel_id=STREAMS_CHANNEL_ID,
             user_id=MOD_USER_ID,
         )
+        # Not seen yet is no refusal (the streamer may not have streamed since the
+        # install): muted, with the typo check in the answer.
         assert unknown.ephemeral
-        assert "No streamer" in unknown.content
+        assert unknown.content == (
+            "Muted twitch/nobody here until you unmute it. No streamer seen so far matches it."
+        )
+        await fake.invoke_command(
+            "unmute",
+            {"streamer": "twitch/nobody"},
+            channel_id=STREAMS_CHANNEL_ID,
+            user_id=MOD_USER_ID,
+        )
 
         listed = await fake.invoke_command("mutes", channel_id=STREAMS_CHANNEL_ID)
         assert "twitch/quinn for" in listed.content

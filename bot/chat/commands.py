@@ -17,7 +17,14 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from bot import markup
-from bot.commands import Chat, CommandError, Commands, StatusReport, split_mute_arguments
+from bot.commands import (
+    Chat,
+    CommandError,
+    Commands,
+    FollowEntry,
+    StatusReport,
+    split_mute_arguments,
+)
 from bot.durations import looks_like_duration
 from bot.render import SafeUrl
 
@@ -144,6 +151,21 @@ class MuteLine:
 
 
 @dataclass(frozen=True, slots=True)
+class FollowLine:
+    """One pattern this chat follows (`follows` in status.j2 and follows.j2)."""
+
+    pattern: str
+    #: "config" (a route in bot.toml) or "subscription" (/subscribe in this chat).
+    source: str
+    #: The route's number in bot.toml (from 1) for "config", else None.
+    route: int | None
+    #: The forum topic the route posts to ("42"), None for the chat itself.
+    topic: str | None
+    #: Where it comes from, plain text: "bot.toml, route 2, topic 42" or "/subscribe".
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
 class ProblemLine:
     """One thing wrong with this chat or one of its topics (`problems` in status.j2)."""
 
@@ -168,9 +190,23 @@ class HelpLine:
     changes_state: bool
 
 
+def follow_lines(follows: Sequence[FollowEntry]) -> list[FollowLine]:
+    """`follows` of status.j2 and follows.j2."""
+    return [
+        FollowLine(
+            pattern=f.pattern,
+            source=f.source,
+            route=f.route,
+            topic=f.topic,
+            origin=f.origin,
+        )
+        for f in follows
+    ]
+
+
 def status_view(report: StatusReport, *, show_failures: bool) -> dict[str, Any]:
-    """The variables of status.j2 and mutes.j2; `show_failures`: the asker may change
-    this chat, so the failing deliveries and the chat's problems are shown."""
+    """The variables of status.j2, mutes.j2 and follows.j2; `show_failures`: the asker may
+    change this chat, so the failing deliveries and the chat's problems are shown."""
     live = []
     for entry in report.live:
         checked = markup.safe_url(entry.url)
@@ -190,6 +226,7 @@ def status_view(report: StatusReport, *, show_failures: bool) -> dict[str, Any]:
         "more": 0,
         "mutes": [MuteLine(m.pattern, m.until, m.describe(report.now)) for m in report.mutes],
         "scoped": report.scoped,
+        "follows": follow_lines(report.follows),
         "failed_deliveries": report.failed_deliveries,
         "show_failures": show_failures and report.failed_deliveries > 0,
         "problems": [
@@ -221,6 +258,12 @@ async def _mutes(commands: Commands, call: Invocation) -> Reply:
     # The status report carries the mutes and the `now` they are described against.
     report = await commands.status(call.chat)
     return Reply(template="mutes", view=status_view(report, show_failures=False))
+
+
+async def _follows(commands: Commands, call: Invocation) -> Reply:
+    # The whole report, so follows.j2 sees what status.j2 sees (`live`, `mutes`, ...).
+    report = await commands.status(call.chat)
+    return Reply(template="follows", view=status_view(report, show_failures=False))
 
 
 async def _help(commands: Commands, call: Invocation) -> Reply:
@@ -290,7 +333,12 @@ CATALOGUE: Final[tuple[CommandSpec, ...]] = (
         greeting=True,
         refuse_extra=False,
     ),
-    CommandSpec("status", "who is live, and what is muted here", _status, refuse_extra=False),
+    CommandSpec(
+        "status",
+        "who is live, what this chat follows, and what is muted here",
+        _status,
+        refuse_extra=False,
+    ),
     CommandSpec(
         "mute",
         "mute notifications here: all, or one streamer, for a while or until unmuted",
@@ -310,6 +358,11 @@ CATALOGUE: Final[tuple[CommandSpec, ...]] = (
         examples=("twitch/quinn",),
     ),
     CommandSpec("mutes", "list the mutes in force here", _mutes),
+    CommandSpec(
+        "follows",
+        "list what this chat follows, and whether bot.toml or /subscribe routes each here",
+        _follows,
+    ),
     CommandSpec(
         "subscribe",
         "send notifications for streamers matching a pattern here",

@@ -112,15 +112,16 @@ class DiscordFormat:
     #: What `check` renders every kind with: a role ping, so the content budget is tried.
     sample_options: Mapping[str, Any] = {"mention_roles": (1,)}
 
-    #: Blocks of a command reply (status.j2, mutes.j2, help.j2): content, or an embed
-    #: with up to three fields (`fieldN_name`, `fieldN`).
+    #: Blocks of a command reply (status.j2, mutes.j2, help.j2, ...): content, or an
+    #: embed with up to `reply_fields` fields (`fieldN_name`, `fieldN`).
+    reply_fields = 4
     reply_blocks = (
         "text",
         "title",
         "description",
         "colour",
         "footer",
-        *(f"field{n}{part}" for n in (1, 2, 3) for part in ("_name", "")),
+        *(f"field{n}{part}" for n in range(1, reply_fields + 1) for part in ("_name", "")),
     )
     #: Where /status stops listing streams ("...and 3 more"), within `description_max`.
     status_description_budget = 3900
@@ -263,7 +264,7 @@ class DiscordFormat:
         cut = Cutter(self.name, name)
         content = cut(md, blocks["text"], self.content_max, "content")
         fields: list[dict[str, Any]] = []
-        for n in (1, 2, 3):
+        for n in range(1, self.reply_fields + 1):
             value = blocks[f"field{n}"]
             if value:
                 label = blocks[f"field{n}_name"] or "\u200b"  # Discord wants a name
