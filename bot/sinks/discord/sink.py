@@ -325,6 +325,10 @@ class DiscordSink:
             return client
 
     def _new_client(self) -> BotClient:
+        # The bot has no voice: discord.py's start-up warnings that the voice libraries
+        # (PyNaCl, davey) are missing say nothing about it, and worry users.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         # Only the guilds intent: the channel cache for channel lookups. Slash commands
         # need no intent, and the bot reads no messages or members (nothing privileged).
         intents = discord.Intents.none()
