@@ -376,6 +376,11 @@ class OutboxWorker:
         queue the delivery again, due now and no attempt spent: it is claimed next at
         the new id. Nothing was sent, so this is no failure."""
         now = self._clock()
+        if moved.new == chat_of(delivery.target):
+            # "Moved" to where it already is: following it would loop; fail it visibly.
+            error = PermanentDeliveryError(f"the platform says chat {moved.new} moved to itself")
+            await self._failed(delivery, error, retryable=False, retry_after=None)
+            return
         try:
             await follow_move(self._store, delivery.sink, moved.old, moved.new, now=now)
         except StoreUnavailable as exc:

@@ -120,6 +120,18 @@ async def test_a_batch_to_a_chat_that_moved_goes_to_its_new_id_in_order_with_no_
     assert not worker.degraded
 
 
+async def test_a_chat_said_to_move_to_itself_fails_visibly_instead_of_looping(
+    store: Store,
+) -> None:
+    dispatcher = Dispatcher(store=store, routes=[route(OLD)], sinks=["telegram"])
+    await dispatcher.accept(error_event("a"))
+    worker = OutboxWorker(store=store, sink=MovingSink({OLD: OLD}))
+    await run_until_settled(store, worker)
+    [row] = await every_delivery(store)
+    assert row.state == "failed" and "moved to itself" in (row.last_error or "")
+    assert await store.moved_targets() == {}
+
+
 async def test_a_chat_that_moved_takes_its_subscriptions_mutes_and_cards_along(
     store: Store,
 ) -> None:
