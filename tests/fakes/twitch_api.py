@@ -174,11 +174,12 @@ SUBSCRIPTION_STATUSES = REVOCATION_REASONS | {
 # Subscriptions in these states still exist for Twitch: they conflict (409) with a new one
 # and count towards the limits. "a 'dead' sub won't 409" (twitchdev/issues#404).
 _LIVE_STATUSES = frozenset({"enabled", "webhook_callback_verification_pending"})
-# "You may have up to 3 subscriptions with identical type and condition values"
-# (manage-subscriptions); beyond that Create answers 429.
+# Create EventSub Subscription's 429: "The request exceeds the number of subscriptions that
+# you may create with the same combination of type and condition values"; that number is 3
+# (the Twitch4J and twitch.py docs; the old webhooks guide said "at most 3 times").
 MAX_SAME_TYPE_AND_CONDITION = 3
 RATE_LIMIT_POINTS = 800  # app token bucket, points per minute (API guide, "Rate limits")
-# Get Videos: "Due to current limitations, ${width} must be 320 and ${height} must be 180."
+# stream.online's type: "Valid values are: live, playlist, watch_party, premiere, rerun."
 _STREAM_TYPES = frozenset({"live", "playlist", "watch_party", "premiere", "rerun"})
 _VIDEO_TYPES = frozenset({"all", "archive", "highlight", "upload"})
 _HELIX_JSON = "application/json; charset=utf-8"  # what Helix (and the Twitch CLI) send
@@ -189,9 +190,9 @@ _T = TypeVar("_T")
 def rfc3339_nano(ns: int | None = None) -> str:
     """A UTC timestamp as Twitch writes it: RFC 3339 with nanoseconds.
 
-    "All timestamps are in RFC3339 format and use nanoseconds instead of milliseconds." Twitch
-    is written in Go, whose time.RFC3339Nano drops trailing zeros of the fraction (the CLI
-    formats with it), so the fraction has 1 to 9 digits, or none on a whole second.
+    "All timestamps are in RFC3339 format and use nanoseconds instead of milliseconds." The
+    docs' examples have 9 digits; Twitch's CLI formats with Go's time.RFC3339Nano, which drops
+    trailing zeros, so the fake does too: 1 to 9 digits, or none on a whole second.
     """
     if ns is None:
         ns = time.time_ns()
