@@ -1,1 +1,1 @@
-"""Protocol-level fakes of the Discord and Telegram APIs, served on 127.0.0.1."""
+"""Protocol-level fakes of the Discord, Telegram and Twitch APIs, served on 127.0.0.1."""
