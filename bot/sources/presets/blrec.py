@@ -51,9 +51,9 @@ def parse(source: str, payload: Mapping[str, Any], request: WebhookRequest) -> E
     state = {ev.LIVE_START: "live", ev.LIVE_END: "offline"}.get(kind)
     if state is None and live_status is not None:
         state = "live" if live_status == _LIVE else "offline"
-    categories = tuple(
-        name for name in (room.string("area_name"), room.string("parent_area_name")) if name
-    )
+    # An area is often named like its parent ("虚拟主播" in "虚拟主播"): shown once.
+    areas = (room.string("area_name"), room.string("parent_area_name"))
+    categories = tuple(dict.fromkeys(name for name in areas if name))
     name = user.string("name")
     return Event(
         source=source,
