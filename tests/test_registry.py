@@ -215,7 +215,10 @@ def test_config_names_the_new_kinds_keys_in_its_problems(tmp_path: Path) -> None
     ]
     # Without its registry line the kind does not exist.
     (problem,) = problems({"sources": [ping_entry()]}, SOURCES)
-    assert problem == "sources[0].kind: must be one of fastpix, livepeer, onliverec, webhook, got 'ping'"
+    assert (
+        problem
+        == "sources[0].kind: must be one of fastpix, livepeer, onliverec, webhook, got 'ping'"
+    )
     (problem,) = problems({"routes": [{"match": "*", "events": ["ping.note"]}]}, SOURCES)
     assert problem.startswith("routes[0].events[0]: unknown event kind 'ping.note'")
 
