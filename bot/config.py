@@ -23,7 +23,7 @@ from bot.errors import ConfigError
 from bot.events import NOTIFIED_KINDS, glob_match
 from bot.registry import PLATFORMS, SOURCES, known_kinds
 from bot.sinks.base import PlatformConfig, PlatformSpec
-from bot.sources.spec import SourceSpec
+from bot.sources.spec import SourceSpec, entry_key
 from bot.store import DEFAULT_DATABASE
 from bot.tomltypes import parse_snowflake
 from bot.tomltypes import show as _show
@@ -460,6 +460,20 @@ class _Table:
             self.problem(key, f"expected an absolute {wanted} URL")
             return None
         return value
+
+    def mapping(self, key: str) -> dict[str, str] | None:
+        """A table of strings (a source's `[sources.fields]`), None when absent or wrong;
+        each entry that is not a string is a problem naming that entry."""
+        value: Mapping[str, Any] | None = self._get(key, (Mapping,), "a table", False)
+        if value is None:
+            return None
+        out: dict[str, str] = {}
+        for name, item in value.items():
+            if isinstance(item, str):
+                out[name] = item
+            else:
+                self.problem(entry_key(key, name), f"expected a string, got {_type_name(item)}")
+        return out
 
     def path_value(self, key: str, base_dir: Path) -> Path | None:
         """A filesystem path; a relative one is taken relative to `base_dir`."""

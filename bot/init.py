@@ -414,6 +414,8 @@ def render_config(
         else:
             assert source.secret_env is not None
             values["secret_env"] = source.secret_env
+        # Placeholders a kind needs to pass check (the comment says to edit them).
+        values.update(registry[source.kind].init_values)
         comment = _source_comment(source, public, registry[source.kind])
         parts.append(_table("sources", values, comment, array=True))
     route_keys = _route_keys(answers)

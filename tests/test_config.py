@@ -113,7 +113,7 @@ def test_example_file_with_everything_uncommented_loads(tmp_path: Path) -> None:
     }
     config = read_config(path, environ=environ)
     assert config.platforms["discord"].enabled and config.platforms["telegram"].enabled
-    assert sorted(s.kind for s in config.sources) == sorted(SOURCES)
+    assert sorted({s.kind for s in config.sources}) == sorted(SOURCES)
     assert config.templates.dir == tmp_path / "templates"
     assert config.behaviour == BehaviourConfig()  # the commented values are the defaults
     assert len(config.routes) == 2

@@ -9,14 +9,19 @@ events are all derived from these, so a new source is its module plus one regist
 from __future__ import annotations
 
 import enum
+import json
+import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from bot.config import SourceConfig
     from bot.sources.base import Source
+
+
+_T = TypeVar("_T")
 
 
 class Credential(enum.Enum):
@@ -64,6 +69,28 @@ class OptionTable(Protocol):
         """One of `choices`, or `default`."""
         ...
 
+    def url(self, key: str, schemes: tuple[str, ...]) -> str | None:
+        """An absolute URL with one of `schemes`, or None."""
+        ...
+
+    def mapping(self, key: str) -> dict[str, str] | None:
+        """A table of strings (`[sources.fields]`), None when absent or not a table.
+
+        An entry that is not a string is recorded as a problem naming it
+        (`sources[2].fields.title: ...`) and left out.
+        """
+        ...
+
+    def problem(self, key: str, message: str) -> None:
+        """Record a problem with `key` (a dotted path below this table, see `entry_key`)."""
+        ...
+
+
+def entry_key(key: str, name: str) -> str:
+    """The path of entry `name` in the table option `key`: `fields.title`, `kinds."a.b"`."""
+    bare = re.fullmatch(r"[A-Za-z0-9_-]+", name) is not None
+    return f"{key}.{name}" if bare else f"{key}.{json.dumps(name, ensure_ascii=False)}"
+
 
 class SourceOption(Protocol):
     """One kind-specific `[[sources]]` key: its name, and how its value is read and checked."""
@@ -95,6 +122,87 @@ class DurationOption:
         value = config.options.get(self.key, self.default)
         if not isinstance(value, timedelta):
             raise TypeError(f"source option {self.key} is {type(value).__name__}, not timedelta")
+        return value
+
+
+def _option(config: SourceConfig, key: str, default: _T, kind: type[_T]) -> _T:
+    value = config.options.get(key, default)
+    if not isinstance(value, kind):
+        raise TypeError(f"source option {key} is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TextOption:
+    """A string key; empty (the default) when not set."""
+
+    key: str
+    default: str = ""
+
+    def read(self, table: OptionTable) -> str:
+        """The string, or the default; an empty or wrong value is recorded as a problem."""
+        return table.text(self.key, self.default)
+
+    def get(self, config: SourceConfig) -> str:
+        """This option's value in a loaded source config."""
+        return _option(config, self.key, self.default, str)
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceOption:
+    """A key that takes one of a few words (`preset = "owncast"`)."""
+
+    key: str
+    choices: tuple[str, ...]
+    default: str = ""
+    required: bool = False
+
+    def read(self, table: OptionTable) -> str:
+        """The word, or the default; anything else is recorded as a problem."""
+        return table.choice(self.key, self.default, self.choices, required=self.required)
+
+    def get(self, config: SourceConfig) -> str:
+        """This option's value in a loaded source config."""
+        return _option(config, self.key, self.default, str)
+
+
+@dataclass(frozen=True, slots=True)
+class UrlOption:
+    """An absolute http(s) URL; empty when not set."""
+
+    key: str
+    schemes: tuple[str, ...] = ("http", "https")
+
+    def read(self, table: OptionTable) -> str:
+        """The URL without a trailing slash, or empty; a bad one is recorded as a problem."""
+        return (table.url(self.key, self.schemes) or "").rstrip("/")
+
+    def get(self, config: SourceConfig) -> str:
+        """This option's value in a loaded source config."""
+        return _option(config, self.key, "", str)
+
+
+@dataclass(frozen=True, slots=True)
+class TableOption:
+    """A table of strings keyed by name (`[sources.fields]`); None when not set.
+
+    The entries' meaning is the source's to check (SourceSpec.check), which names the
+    entry at fault with `entry_key`.
+    """
+
+    key: str
+
+    def read(self, table: OptionTable) -> dict[str, str] | None:
+        """The table's string entries; wrong ones are recorded as problems."""
+        return table.mapping(self.key)
+
+    def get(self, config: SourceConfig) -> Mapping[str, str]:
+        """This option's entries in a loaded source config (empty when not set)."""
+        value = config.options.get(self.key)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise TypeError(f"source option {self.key} is {type(value).__name__}, not a table")
         return value
 
 
@@ -133,6 +241,12 @@ class SourceSpec:
     #: expression every one matches, what it is). A route pattern for its platform whose
     #: channel does not match gets a warning: a stream's name where the key has its id.
     channel_shape: tuple[str, str] | None = None
+    #: Checks the options together once each is read (a key that one setting of another
+    #: needs or forbids), recording problems on the table; the values are by key.
+    check: Callable[[Mapping[str, object], OptionTable], None] | None = None
+    #: Kind-specific keys `init` writes into a new entry (placeholders for the user to
+    #: edit, which `config_note` then points at), so the file it writes passes `check`.
+    init_values: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.secret_env is None) == (self.credential is Credential.HMAC_PROVIDER):
@@ -148,7 +262,10 @@ class SourceSpec:
 
     def read_options(self, table: OptionTable) -> dict[str, object]:
         """Each kind-specific option's checked value, by key."""
-        return {option.key: option.read(table) for option in self.options}
+        values = {option.key: option.read(table) for option in self.options}
+        if self.check is not None:
+            self.check(values, table)
+        return values
 
     def url_for(self, url: str, secret: str) -> str:
         """The webhook URL form filled in: what the provider is told to post to."""
