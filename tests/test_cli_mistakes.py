@@ -5,6 +5,7 @@ secret; and `check` saying where each route posts."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sqlite3
@@ -291,3 +292,59 @@ async def test_render_event_last_shows_the_last_real_event_of_that_kind(tmp_path
     assert done.returncode == 1 and "holds no error event yet" in done.stderr
     done = cli("render", "--event", "last", cwd=tmp_path)
     assert done.returncode == 2 and "needs an event kind" in done.stderr
+
+
+CUSTOM_SOURCE = """
+[[sources]]
+name = "myrecorder"
+kind = "webhook"
+preset = "custom"
+secret = "custom-preview-secret-1"
+
+[sources.fields]
+event_id = "id"
+kind = "event"
+platform = "data.site"
+channel = "data.user.login"
+title = "data.title"
+url = "data.url"
+
+[sources.kinds]
+"stream.up" = "live_start"
+"""
+
+
+def test_render_previews_a_custom_webhook_body_with_the_configs_field_map(
+    tmp_path: Path,
+) -> None:
+    config(tmp_path, CONFIG + CUSTOM_SOURCE)
+    body = {
+        "id": "u1",
+        "event": "stream.up",
+        "data": {
+            "site": "twitch",
+            "user": {"login": "quinn"},
+            "title": "Custom preview",
+            "url": "https://twitch.tv/quinn",
+        },
+    }
+    (tmp_path / "body.json").write_text(json.dumps(body))
+    args = ("render", "--event", "body.json", "--source", "myrecorder")
+    done = cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Custom preview" in done.stdout and "twitch.tv/quinn" in done.stdout
+    # A body the field map cannot read says which path, as the webhook's 422 would.
+    del body["data"]["user"]
+    (tmp_path / "body.json").write_text(json.dumps(body))
+    done = cli(*args, cwd=tmp_path)
+    assert done.returncode == 1 and "data.user" in done.stderr
+    done = cli("render", "--event", "body.json", "--source", "nope", cwd=tmp_path)
+    assert done.returncode == 2 and "there are: onliverec, myrecorder" in done.stderr
+
+
+def test_init_for_a_webhook_source_writes_a_config_that_check_accepts(tmp_path: Path) -> None:
+    done = cli("init", "--source", "webhook", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    checked = cli("check", "-c", "bot.toml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "webhook" in checked.stdout
