@@ -78,3 +78,40 @@ async def test_a_waiter_cancelled_just_as_its_turn_came_passes_the_slot_on() -> 
         await waiting
     await asyncio.wait_for(after, 1)
     assert log == ["b"]
+
+
+async def started_in_background(limiter: WindowLimiter, log: list[str], name: str) -> None:
+    async with limiter.slot(background=True):
+        log.append(name)
+
+
+async def test_background_requests_leave_half_the_window_and_go_after_the_others() -> None:
+    # The preflight reads a hundred chats at start: a notification must not queue behind.
+    limiter = WindowLimiter(4, 0.05)
+    log: list[str] = []
+    reads = [
+        asyncio.create_task(started_in_background(limiter, log, f"read{n}")) for n in range(6)
+    ]
+    await settle()
+    assert log == ["read0", "read1"]  # two of four slots: half stays free
+    card = asyncio.create_task(started(limiter, log, "card"))
+    await settle()
+    assert log[-1] == "card", "a notification takes a free slot at once"
+    await asyncio.gather(card, *reads)
+    assert sorted(log) == sorted(["card", *(f"read{n}" for n in range(6))])
+    await asyncio.sleep(0.1)
+    assert limiter.idle
+
+
+async def test_a_waiting_notification_goes_before_waiting_background_reads() -> None:
+    limiter = WindowLimiter(1, 0.05)
+    log: list[str] = []
+    first = asyncio.create_task(started(limiter, log, "card0"))
+    await settle()
+    reads = [
+        asyncio.create_task(started_in_background(limiter, log, f"read{n}")) for n in range(2)
+    ]
+    await settle()
+    card = asyncio.create_task(started(limiter, log, "card1"))
+    await asyncio.gather(first, card, *reads)
+    assert log == ["card0", "card1", "read0", "read1"]

@@ -34,7 +34,9 @@ class WindowLimiter:
 
     An `urgent` request (a reply to a command someone just typed) waits in a lane of its
     own that is served first, so a chat's backlog of card edits never keeps its answer
-    waiting for a minute.
+    waiting for a minute. A `background` one (the preflight's reads of every chat at
+    start) is served last, and only while more than half the window is free, so a
+    notification never queues behind a hundred of them.
     """
 
     def __init__(self, limit: int, period: float) -> None:
@@ -46,6 +48,9 @@ class WindowLimiter:
         # Waiters, first come first served within each lane; the urgent lane goes first.
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._waiting: deque[asyncio.Future[None]] = deque()
+        self._background: deque[asyncio.Future[None]] = deque()
+        # Slots background requests leave free for the others.
+        self._kept_free = limit // 2
         self._held = 0
 
     def __repr__(self) -> str:
@@ -54,9 +59,9 @@ class WindowLimiter:
     @property
     def idle(self) -> bool:
         """No slot is held or waited for: the limiter is as good as a new one."""
-        return self._held == 0 and not self._urgent and not self._waiting
+        return self._held == 0 and not (self._urgent or self._waiting or self._background)
 
-    async def acquire(self, *, urgent: bool = False) -> None:
+    async def acquire(self, *, urgent: bool = False, background: bool = False) -> None:
         """Wait for one request's slot, or take the one `reserve` set aside for it.
 
         Call `release` once the request is answered or has failed.
@@ -68,16 +73,16 @@ class WindowLimiter:
                 # a slot while holding one, which could leave everyone waiting.
                 reservation.used = True
                 return
-        await self._take(urgent=urgent)
+        await self._take(urgent=urgent, background=background)
 
     def release(self) -> None:
         """A request is over: its slot frees up `period` seconds from now."""
         asyncio.get_running_loop().call_later(self.period, self._free)
 
     @contextlib.asynccontextmanager
-    async def slot(self, *, urgent: bool = False) -> AsyncIterator[None]:
+    async def slot(self, *, urgent: bool = False, background: bool = False) -> AsyncIterator[None]:
         """One request's slot: ``async with limiter.slot(): await send()``."""
-        await self.acquire(urgent=urgent)
+        await self.acquire(urgent=urgent, background=background)
         try:
             yield
         finally:
@@ -100,12 +105,14 @@ class WindowLimiter:
             if not reservation.used:
                 self._free()  # no request went out: nothing for the platform to count
 
-    async def _take(self, *, urgent: bool = False) -> None:
-        if self._available > 0 and not self._urgent and not self._waiting:
+    async def _take(self, *, urgent: bool = False, background: bool = False) -> None:
+        floor = self._kept_free if background else 0
+        queued = self._urgent or self._waiting or (background and self._background)
+        if self._available > floor and not queued:
             self._available -= 1
         else:
             turn = asyncio.get_running_loop().create_future()
-            lane = self._urgent if urgent else self._waiting
+            lane = self._urgent if urgent else self._background if background else self._waiting
             lane.append(turn)
             try:
                 await turn
@@ -123,8 +130,12 @@ class WindowLimiter:
         self._hand_over()
 
     def _hand_over(self) -> None:
-        """A slot is free: to the first urgent waiter, else the first other one."""
-        for lane in (self._urgent, self._waiting):
+        """A slot is free: to the first urgent waiter, else the first other one, else a
+        background one if that leaves more than half the window free."""
+        lanes = [self._urgent, self._waiting]
+        if self._available + 1 > self._kept_free:
+            lanes.append(self._background)
+        for lane in lanes:
             while lane:
                 turn = lane.popleft()
                 if not turn.done():

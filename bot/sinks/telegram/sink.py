@@ -50,6 +50,7 @@ from bot.sinks.telegram.client import (
     PacedRateLimiter,
     PerChatUpdates,
     TokenRedactor,
+    background_reads,
     polling_error,
     shutdown,
 )
@@ -519,7 +520,8 @@ class TelegramSink:
         app = self._app
         if self._state != "running" or app is None:
             return None
-        return await check_targets(app.bot, targets)
+        with background_reads():
+            return await check_targets(app.bot, targets)
 
 
 def parse_message_id(message_id: str) -> tuple[CardKind | None, int]:
