@@ -309,15 +309,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     # Every mistake a look at the files can find, before anything connects: a broken
     # template override would otherwise show only at the first notification.
-    problems = _template_problems(config)
-    for problem in problems:
-        print(f"error: template {problem}", file=sys.stderr)
-    storage = _storage_problem(config.storage)
-    if storage is not None:
-        print(f"error: {storage}", file=sys.stderr)
-    if problems or storage is not None:
+    found = _look_at_the_files(config)
+    if found is None:
         return EXIT_CONFIG
-    for warning in _warnings(config):
+    for warning in found:
         log.warning("%s", warning)
     from bot.app import run  # noqa: PLC0415 - `check` and `render` skip the clients
 
@@ -351,14 +346,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _template_problems(config: Config) -> list[str]:
+def _look_at_the_files(config: Config) -> list[str] | None:
+    """What `run` and `check` find before connecting anything: None after printing each
+    error (a broken template, an unusable [storage] path), else the warnings (config
+    warnings and template files nothing uses)."""
     renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
-    return renderer.check(sample_events())
-
-
-def _warnings(config: Config) -> list[str]:
-    """What is allowed but probably not meant: config warnings and unused templates."""
-    renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
+    errors = [f"template {problem}" for problem in renderer.check(sample_events())]
+    storage = _storage_problem(config.storage)
+    if storage is not None:
+        errors.append(storage)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if errors:
+        return None
     unused = [f"templates: {problem}" for problem in renderer.unused_overrides(KNOWN_KINDS)]
     return [*config.warnings, *unused]
 
@@ -408,15 +408,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config, args.log_level)
     if config is None:
         return EXIT_CONFIG
-    problems = _template_problems(config)
-    for problem in problems:
-        print(f"error: template {problem}", file=sys.stderr)
-    storage = _storage_problem(config.storage)
-    if storage is not None:
-        print(f"error: {storage}", file=sys.stderr)
-    if problems or storage is not None:
+    found = _look_at_the_files(config)
+    if found is None:
         return EXIT_CONFIG
-    warnings = [*_warnings(config), *_moved_route_warnings(config)]
+    warnings = [*found, *_moved_route_warnings(config)]
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     sinks = ["console"] if config.console.enabled else []

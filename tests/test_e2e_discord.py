@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from bot.app import Running, run
+from bot.config import Config
 from tests.conftest import SECRET, make_config
 from tests.fakes.discord_api import (
     BOT_ROLE_PERMISSIONS,
@@ -70,11 +71,18 @@ def bot_config(tmp_path: Path, fake: FakeDiscord) -> Any:
 
 @asynccontextmanager
 async def running_bot(tmp_path: Path, fake: FakeDiscord) -> AsyncIterator[Running]:
+    async with running_with(bot_config(tmp_path, fake)) as running:
+        yield running
+
+
+@asynccontextmanager
+async def running_with(config: Config) -> AsyncIterator[Running]:
+    """The whole bot (bot.app.run) on `config`, its Discord client tuned for the fake."""
     stop = asyncio.Event()
     ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         run(
-            bot_config(tmp_path, fake),
+            config,
             stop,
             on_ready=ready.set_result,
             sink_options={

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.app import Running, run
+from bot.app import Running
 from tests.conftest import SECRET, make_config
 from tests.fakes.discord_api import (
     FORUM_CHANNEL_ID,
@@ -28,13 +28,12 @@ from tests.fakes.discord_api import (
     VOICE_CHANNEL_ID,
     FakeDiscord,
     assert_no_heartbeat_threads,
-    no_identify_delay,
 )
 from tests.fakes.discord_api import (
     READONLY_CHANNEL_ID as READONLY,
 )
 from tests.test_cli import running_bot as bot_process
-from tests.test_e2e_discord import LIVE, webhook
+from tests.test_e2e_discord import LIVE, running_with, webhook
 from tests.waiting import every_delivery, holds, outbox_states
 
 
@@ -61,29 +60,8 @@ async def running_bot(
         discord={"token": TOKEN, "api_url": fake.api_url, "gateway_url": fake.gateway_url},
         routes=routes,
     )
-    stop = asyncio.Event()
-    ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        run(
-            config,
-            stop,
-            on_ready=ready.set_result,
-            sink_options={
-                "discord": {
-                    "client_options": {"guild_ready_timeout": 0.1},
-                    "before_identify_hook": no_identify_delay,
-                    "ready_timeout": 5.0,
-                }
-            },
-        )
-    )
-    try:
-        running = await asyncio.wait_for(ready, 10)
-        assert running.sinks["discord"].state == "running"
+    async with running_with(config) as running:
         yield running
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
 
 
 async def until(condition: Callable[[], Any], timeout: float = 10.0) -> None:
