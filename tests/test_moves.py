@@ -22,6 +22,7 @@ from bot.store import Delivery, Mute, Store, Subscription
 from bot.store.sqlite import SQLiteStore
 from tests.conftest import SECRET
 from tests.routes import chats
+from tests.store_doubles import InstrumentedStore
 from tests.waiting import every_delivery, outbox_states
 
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
@@ -40,6 +41,7 @@ class MovingSink:
         self.moved = moved
         self.delivered: list[tuple[str, str]] = []
         self.edited: list[tuple[str, str]] = []
+        self.attempts = 0
 
     async def start(self) -> None:
         return None
@@ -48,6 +50,7 @@ class MovingSink:
         return None
 
     def _check(self, target: str) -> None:
+        self.attempts += 1
         chat = target.partition("/")[0]
         if chat in self.moved:
             raise TargetMoved(chat, self.moved[chat])
@@ -118,6 +121,36 @@ async def test_a_batch_to_a_chat_that_moved_goes_to_its_new_id_in_order_with_no_
     ] * 3
     assert await store.moved_targets() == {("telegram", OLD): NEW}
     assert not worker.degraded
+
+
+async def test_a_move_while_the_database_refuses_writes_is_followed_once_it_is_back(
+    store: Store,
+) -> None:
+    dispatcher = Dispatcher(store=store, routes=[route(OLD)], sinks=["telegram"])
+    await dispatcher.accept(error_event("a"))
+    sick = InstrumentedStore(store)
+    sick.fail_commits = True  # a full disk: the move cannot be recorded
+    sink = MovingSink({OLD: NEW})
+    worker = OutboxWorker(store=sick, sink=sink)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(5):
+            while not sink.attempts:
+                await asyncio.sleep(0.01)
+        # Nothing was sent and nothing moved: the row waits, it is not failed.
+        assert await store.moved_targets() == {}
+        assert sink.delivered == []
+        sick.fail_commits = False
+        settled = outbox_states(store, lambda states: states == {"sent": 1})
+        async with asyncio.timeout(10):
+            while not await settled():
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await task
+    assert sink.delivered == [(NEW, "a")]
+    assert await store.moved_targets() == {("telegram", OLD): NEW}
 
 
 async def test_a_chat_said_to_move_to_itself_fails_visibly_instead_of_looping(
