@@ -48,7 +48,7 @@ from bot.preflight import CONSOLE_TARGET, TargetStatus, check_targets, configure
 from bot.registry import KNOWN_KINDS, PLATFORMS, SOURCES, message_formats
 from bot.render import Renderer
 from bot.samples import sample_event, sample_events
-from bot.sources.base import WebhookRequest
+from bot.sources.base import Ignored, WebhookRequest
 from bot.store import DeliveryInfo, Store, Subscription, create_store
 from bot.testcard import (
     TEST_CARD_SECONDS,
@@ -920,16 +920,20 @@ def _event_from_file(
     try:
         if not isinstance(payload, dict):
             raise SchemaError("body", "expected a JSON object")
-        event = source.parse(payload, request)
+        parsed = source.parse(payload, request)
     except SchemaError as exc:
         print(f"error: {path}: {exc.message}", file=sys.stderr)
         return None
     except WebhookError as exc:
         print(f"error: {path}: {exc.message}", file=sys.stderr)
         return None
-    if event is None:
+    if isinstance(parsed, Ignored):
+        print(f"error: {path}: {parsed.reason}", file=sys.stderr)
+        return None
+    if not isinstance(parsed, Event):
         print(f"error: {path}: not an event type {source_kind} documents", file=sys.stderr)
         return None
+    event = parsed
     if event.kind == ev.LIVE_END and event.started_at is None:
         log.info("the payload does not say when the stream started; no duration shown")
     return event

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,8 +20,9 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from bot.commands import Commands
-from bot.config import Config, ConsoleConfig
+from bot.config import Config, ConsoleConfig, Route
 from bot.errors import StoreUnavailable
+from bot.events import Event
 from bot.instance import InstanceLock
 from bot.listener import HEADER_TIMEOUT_SECONDS, ListenerRunner
 from bot.maintenance import Pruner
@@ -35,6 +37,8 @@ from bot.render import Renderer
 from bot.sinks.base import PlatformSpec, Sink
 from bot.sinks.console import ConsoleSink
 from bot.sources import Source
+from bot.sources.problems import SourceProblems
+from bot.sources.service import SourceHost, SourceRunner
 from bot.store import Store, create_store
 from bot.targets import TargetProblems
 from bot.web import (
@@ -247,14 +251,16 @@ async def _run_with_store(
     renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
     routes = config.routes
     problems = TargetProblems()
+    source_problems = SourceProblems()
     workers: dict[str, OutboxWorker] = {}
-
-    def wake(sink_names: set[str]) -> None:
-        for name in sink_names:
-            if name in workers:
-                workers[name].wake()
-
-    commands = Commands(store=store, routes=routes, problems=problems, on_queued=wake)
+    wake = functools.partial(_wake, workers)
+    commands = Commands(
+        store=store,
+        routes=routes,
+        problems=problems,
+        on_queued=wake,
+        source_problems=source_problems,
+    )
     sinks = build_sinks(
         config,
         renderer,
@@ -298,10 +304,13 @@ async def _run_with_store(
         workers=workers,
         dispatch=stage,
         preflight=preflight,
+        source_problems=source_problems,
     )
+    intake = Intake(store, on_committed=stage.wake)
+    source_runner = _source_runner(intake, store, source_problems)
     app = create_app(
         sources=build_sources(config),
-        intake=Intake(store, on_committed=stage.wake),
+        intake=intake,
         max_body_bytes=config.server.max_body_bytes,
         health=health.report,
         body_timeout=body_timeout,
@@ -322,6 +331,9 @@ async def _run_with_store(
         await site.start()
         host, port = _bound_address(runner, config)
         log.info("listening on http://%s:%d (webhooks: POST /webhook/<source name>)", host, port)
+        # Only now: a source's provider may call back at once (Twitch verifies each new
+        # subscription with a challenge posted to the listener).
+        _start_sources(source_runner, app[SOURCES_KEY], commands, routes)
         # Concurrently: a chat platform that is slow to connect delays no other sink.
         await asyncio.gather(*(sink.start() for sink in sinks.values()))
         if on_ready is not None:
@@ -332,8 +344,10 @@ async def _run_with_store(
             )
             group.create_task(stage.run(stop), name="dispatch")
             group.create_task(_watch_database(store, stop), name="database-watch")
-            pruner = Pruner(store=store, retention=config.storage.retention, metrics=metrics)
-            group.create_task(pruner.run(stop), name="retention")
+            group.create_task(
+                Pruner(store=store, retention=config.storage.retention, metrics=metrics).run(stop),
+                name="retention",
+            )
             checking = group.create_task(preflight.run(stop), name="preflight")
             reloader = None
             if reload is not None and load_config is not None:
@@ -351,6 +365,7 @@ async def _run_with_store(
                             sources=app[SOURCES_KEY],
                             log_level=log_level,
                             preflight=preflight,
+                            source_runner=source_runner,
                         ),
                     ),
                     name="reload",
@@ -365,10 +380,50 @@ async def _run_with_store(
             start_draining(app)
             log.info("stopping: answering webhooks with 503; finishing in-flight deliveries")
     finally:
+        await source_runner.stop()
         await runner.cleanup()
         for sink in sinks.values():
             await sink.stop()
     log.info("stopped")
+
+
+def _wake(workers: Mapping[str, OutboxWorker], sink_names: set[str]) -> None:
+    """Wake the outbox workers of these sinks: deliveries were queued for them."""
+    for name in sink_names:
+        if name in workers:
+            workers[name].wake()
+
+
+def _start_sources(
+    runner: SourceRunner,
+    sources: Mapping[str, Source],
+    commands: Commands,
+    routes: Sequence[Route],
+) -> None:
+    """Start the sources with work of their own; the commands tell them of /subscribe."""
+    runner.replace(sources)
+    commands.reconfigure(routes=routes, followers=runner.followers)
+
+
+def _source_runner(intake: Intake, store: Store, problems: SourceProblems) -> SourceRunner:
+    """What runs the sources with work of their own, lending them intake and store."""
+    return SourceRunner(
+        SourceHost(
+            emit=functools.partial(_emit, intake),
+            subscription_patterns=functools.partial(_subscription_patterns, store),
+            problems=problems,
+        )
+    )
+
+
+async def _emit(intake: Intake, event: Event) -> bool:
+    """Store an event a source made itself, as a webhook's; True when it was new."""
+    return not (await intake.accept(event)).duplicate
+
+
+async def _subscription_patterns(store: Store) -> list[str]:
+    """Every /subscribe pattern in force, in any chat."""
+    return list(dict.fromkeys(sub.pattern for sub in await store.subscriptions()))
 
 
 STORE_RETRY_FIRST_SECONDS = 0.5
@@ -458,6 +513,8 @@ class Health:
     #: What the targets' checks found (a target problem never makes `ok` false: a
     #: restart would not fix a missing permission).
     preflight: Preflight | None = None
+    #: What the sources found wrong on their provider's side (never makes `ok` false).
+    source_problems: SourceProblems | None = None
     started: float = field(default_factory=time.monotonic)
     # Wall-clock time the workers started; deliveries due before then are not overdue yet.
     workers_started: float | None = None
@@ -500,6 +557,9 @@ class Health:
             "sinks": sink_states_now,
             "outbox": outbox,
             "targets": self.preflight.as_json() if self.preflight is not None else {},
+            "sources": (
+                self.source_problems.as_json() if self.source_problems is not None else {}
+            ),
         }
         if database_error is not None:
             report["database_error"] = database_error.removeprefix("error: ")

@@ -8,7 +8,9 @@ CommandError with a message meant to be shown as is.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,9 +23,13 @@ from bot.errors import BotError
 from bot.events import glob_match
 from bot.pipeline.muting import is_muted
 from bot.pipeline.routing import follow_move
+from bot.sources.problems import SourceProblem, SourceProblems
+from bot.sources.service import RunningSource
 from bot.store import Mute, Store, Subscription
 from bot.targets import TargetProblem, TargetProblems
 from bot.testcard import card_event, latest_live_start, queue_test_card
+
+log = logging.getLogger(__name__)
 
 MAX_MUTE: Final = timedelta(days=365)
 MAX_PATTERN_LENGTH: Final = 100
@@ -114,6 +120,9 @@ class StatusReport:
     problems: tuple[TargetProblem, ...] = ()
     #: The patterns routed to this chat, by bot.toml and by /subscribe.
     follows: tuple[FollowEntry, ...] = ()
+    #: What is known to be wrong with the sources of the streams this chat follows
+    #: (a revoked Twitch subscription), and with any source as a whole (shown to admins).
+    source_problems: tuple[SourceProblem, ...] = ()
 
 
 class Commands:
@@ -127,6 +136,8 @@ class Commands:
         clock: Callable[[], float] = time.time,
         problems: TargetProblems | None = None,
         on_queued: Callable[[set[str]], None] | None = None,
+        source_problems: SourceProblems | None = None,
+        followers: Sequence[RunningSource] = (),
     ) -> None:
         self._store = store
         self._routes = tuple(routes)
@@ -135,10 +146,17 @@ class Commands:
         self._problems = problems
         # Wakes the outbox workers of these sinks after a command queued deliveries.
         self._on_queued = on_queued
+        self._source_problems = source_problems
+        # Sources that act on /subscribe and /unsubscribe (Twitch subscribes at Twitch).
+        self._followers = tuple(followers)
 
-    def reconfigure(self, *, routes: Sequence[Route]) -> None:
-        """Answer from these routes from now on (SIGHUP)."""
+    def reconfigure(
+        self, *, routes: Sequence[Route], followers: Sequence[RunningSource] | None = None
+    ) -> None:
+        """Answer from these routes (and tell these sources) from now on (SIGHUP)."""
         self._routes = tuple(routes)
+        if followers is not None:
+            self._followers = tuple(followers)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -176,6 +194,9 @@ class Commands:
             if self._problems is not None
             else (),
             follows=follows,
+            source_problems=tuple(self._source_problems.for_patterns(patterns))
+            if self._source_problems is not None
+            else (),
         )
 
     async def mutes(self, chat: Chat) -> tuple[MuteEntry, ...]:
@@ -272,6 +293,11 @@ class Commands:
         if not added:
             return f"This chat already follows {pattern}."
         done = f"Subscribed: notifications for {pattern} will come here."
+        notes = await self._tell_followers(pattern, added=True)
+        if notes:
+            # A source that follows streams itself (Twitch) says whether it can follow
+            # this one; that answer is better than the bot's own typo check.
+            return f"{done} {notes}"
         seen = await self._seen(pattern)
         if not seen:
             return f"{done} {await self._nothing_seen(pattern)}"
@@ -289,9 +315,13 @@ class Commands:
             f for f in follows if f.source == CONFIG and f.pattern.casefold() == pattern.casefold()
         ]
         if removed:
+            notes = await self._tell_followers(pattern, added=False)
+            tail = f" {notes}" if notes else ""
             if owned:
-                return f"Unsubscribed from {pattern}, but {_where(owned)} still routes it here."
-            return f"Unsubscribed from {pattern}."
+                return (
+                    f"Unsubscribed from {pattern}, but {_where(owned)} still routes it here.{tail}"
+                )
+            return f"Unsubscribed from {pattern}.{tail}"
         if owned:
             return f"{pattern} comes from {_where(owned)}; remove it there, or /mute it here."
         covering = [f for f in follows if f.source == CONFIG and glob_match(pattern, f.pattern)]
@@ -320,6 +350,23 @@ class Commands:
         if self._on_queued is not None:
             self._on_queued({chat.sink})
         return "A test card was posted here; it is deleted in a minute."
+
+    async def _tell_followers(self, pattern: str, *, added: bool) -> str:
+        """What the sources that follow streams themselves did about `pattern`."""
+        notes = await asyncio.gather(
+            *(follower.followed(pattern, added=added) for follower in self._followers),
+            return_exceptions=True,
+        )
+        said: list[str] = []
+        for note in notes:
+            if isinstance(note, BaseException):
+                if not isinstance(note, Exception):
+                    raise note
+                # The subscription is stored either way; the source retries on its own.
+                log.error("a source failed to act on /subscribe %s", pattern, exc_info=note)
+            elif note:
+                said.append(note)
+        return " ".join(said)
 
     # -- told by the platform ------------------------------------------------------
 

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 WebhookOutcome = Literal[
     "accepted",  # 202, stored
     "duplicate",  # 200, an event id seen before
-    "ignored",  # 202, a type this bot does not know
+    "ignored",  # 202, a type this bot does not know (or its config leaves out)
+    "answered",  # the source answered itself, storing nothing (a handshake)
     "unknown_source",  # 404, no source by that name
     "method_not_allowed",  # 405
     "bad_request",  # 400, not UTF-8 / not JSON / body incomplete

@@ -24,6 +24,7 @@ from bot.preflight import Preflight
 from bot.render import Renderer
 from bot.samples import sample_events
 from bot.sources import Source
+from bot.sources.service import SourceRunner
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Reloader:
         sources: dict[str, Source],
         log_level: str | None = None,
         preflight: Preflight | None = None,
+        source_runner: SourceRunner | None = None,
     ) -> None:
         self.config = config
         self._load = load
@@ -86,6 +88,7 @@ class Reloader:
         self._sources = sources
         self._log_level = log_level
         self._preflight = preflight
+        self._source_runner = source_runner
 
     def reload(self) -> bool:
         """Read the config again and apply it; False (nothing changed) when it is invalid."""
@@ -123,15 +126,25 @@ class Reloader:
         routes = new.routes
         self._renderer.reload(new.templates.dir)
         self._dispatcher.reconfigure(routes=routes, behaviour=new.behaviour)
-        self._commands.reconfigure(routes=routes)
         if self._preflight is not None:
             # Every target again: new ones, and permissions that changed meanwhile.
             self._preflight.reconfigure(routes=routes)
         for worker in self._workers.values():
             worker.max_age = new.delivery.max_age
         sources = self._build_sources(new)
+        # A source whose entry did not change keeps running as it is: one that works
+        # beside the listener (Twitch) keeps its state and does not start over.
+        for entry in new.sources:
+            # Compared by value: an entry's options are a dict, so entries do not hash.
+            if entry in self.config.sources and entry.name in self._sources:
+                sources[entry.name] = self._sources[entry.name]
         self._sources.clear()
         self._sources.update(sources)
+        followers = None
+        if self._source_runner is not None:
+            self._source_runner.replace(sources)
+            followers = self._source_runner.followers
+        self._commands.reconfigure(routes=routes, followers=followers)
         if new.logging != self.config.logging:
             setup_logging(self._log_level or new.logging.level, new.logging.format)
 

@@ -50,8 +50,8 @@ def parse_sample(spec: SourceSpec, event_type: str) -> Event:
     source = spec.build(SourceConfig(name=spec.kind, kind=spec.kind, secret=""))
     request = WebhookRequest(query={}, headers={}, body=body, received_at=_SAMPLE_TIME)
     event = source.parse(payload, request)
-    if event is None:
-        raise ValueError(f"source {spec.kind} ignores its own {event_type!r} sample")
+    if not isinstance(event, Event):
+        raise ValueError(f"source {spec.kind} does not make an event of its {event_type!r} sample")
     return event.with_changes(received_at=event.occurred_at + _DELIVERY_DELAY)
 
 

@@ -38,7 +38,7 @@ from bot.events import Event, utcnow
 from bot.logs import ThrottledLog
 from bot.metrics import UNKNOWN, Metrics, WebhookOutcome, metrics_handler
 from bot.pipeline.ingest import Intake
-from bot.sources.base import Source, WebhookRequest
+from bot.sources.base import Ignored, Source, SourceAnswer, WebhookRequest
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ async def _answer_webhook(request: web.Request) -> _Answer:
         )
         source.verify(webhook_request)
         payload = _decode_json(body)
-        event = source.parse(payload, webhook_request)
+        parsed = source.parse(payload, webhook_request)
     except web.HTTPRequestEntityTooLarge:
         return json_error(413, too_large), "too_large", None
     except _BodyTimeout:
@@ -327,9 +327,9 @@ async def _answer_webhook(request: web.Request) -> _Answer:
     except WebhookError as exc:
         outcome = _ERROR_OUTCOMES.get(exc.status, "bad_request")
         return json_error(exc.status, exc.message), outcome, None
-    if event is None:
-        _log_ignored_once(request.app, name, payload)
-        return web.json_response({"status": "ignored"}, status=202), "ignored", None
+    if not isinstance(parsed, Event):
+        return _answer_unstored(request.app, name, payload, parsed)
+    event = parsed
     try:
         result = await request.app[INTAKE_KEY].accept(event, raw=body)
     except StoreUnavailable as exc:
@@ -358,6 +358,22 @@ async def _answer_webhook(request: web.Request) -> _Answer:
         {"status": "accepted", "id": event.event_id, "kind": event.kind}, status=202
     )
     return response, "accepted", event
+
+
+def _answer_unstored(
+    app: web.Application, name: str, payload: Any, parsed: SourceAnswer | Ignored | None
+) -> _Answer:
+    """The answer to a request whose payload is not stored: the source's own, or 202."""
+    if isinstance(parsed, SourceAnswer):
+        # A handshake or a notice the source acted on: the answer is the source's own
+        # (Twitch wants its challenge back as the raw body), and nothing is stored.
+        answer = web.Response(
+            status=parsed.status, text=parsed.text or None, content_type=parsed.content_type
+        )
+        return answer, "answered", None
+    why = parsed.reason if parsed is not None else None
+    _log_ignored_once(app, name, payload, why)
+    return web.json_response({"status": "ignored"}, status=202), "ignored", None
 
 
 class _BodyTimeout(Exception):
@@ -538,11 +554,15 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _log_ignored_once(app: web.Application, source: str, payload: Any) -> None:
-    kind = str(payload.get("type") or payload.get("event") or "?")[:64]
+def _log_ignored_once(app: web.Application, source: str, payload: Any, why: str | None) -> None:
+    kind = why or str(payload.get("type") or payload.get("event") or "?")[:64]
     seen = app[IGNORED_KEY]
-    if (source, kind) not in seen:
-        seen.add((source, kind))
+    if (source, kind) in seen:
+        return
+    seen.add((source, kind))
+    if why is not None:
+        log.info("ignoring from %s: %s", source, why)
+    else:
         log.warning("ignoring %r events from %s: not a type this bot knows", kind, source)
 
 

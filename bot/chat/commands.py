@@ -181,6 +181,20 @@ class ProblemLine:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceProblemLine:
+    """One thing wrong with a source of the streams this chat follows (`source_problems`
+    in status.j2): a revoked Twitch subscription, a login Twitch does not know."""
+
+    #: The source's name in bot.toml.
+    source: str
+    #: The streamer key it is about ("twitch/quinn"), None for the whole source.
+    streamer: str | None
+    kind: str
+    #: What is wrong and what to do, plain text.
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class HelpLine:
     """One command in /help (`commands` in help.j2)."""
 
@@ -241,6 +255,14 @@ def status_view(report: StatusReport, *, show_failures: bool) -> dict[str, Any]:
         ]
         if show_failures
         else [],
+        "source_problems": [
+            SourceProblemLine(
+                source=p.source, streamer=p.streamer or None, kind=p.kind, detail=p.detail
+            )
+            for p in report.source_problems
+        ]
+        if show_failures
+        else [],
     }
 
 
@@ -250,7 +272,8 @@ def status_view(report: StatusReport, *, show_failures: bool) -> dict[str, Any]:
 async def _status(commands: Commands, call: Invocation) -> Reply:
     report = await commands.status(call.chat)
     # The admin check may cost the platform a request: only when it matters.
-    show = (report.failed_deliveries > 0 or bool(report.problems)) and await call.admin()
+    worth_showing = report.failed_deliveries > 0 or report.problems or report.source_problems
+    show = bool(worth_showing) and await call.admin()
     return Reply(template="status", view=status_view(report, show_failures=show))
 
 

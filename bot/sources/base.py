@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, TypeAlias
 
 from bot.errors import SchemaError
 
@@ -42,13 +42,32 @@ class WebhookRequest:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class SourceAnswer:
+    """What a source answers by itself, storing nothing: a handshake (Twitch's challenge,
+    which must come back as the raw text) or a notice it acts on itself (a revocation)."""
+
+    status: int
+    text: str = ""
+    content_type: str = "text/plain"
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A payload the source understood and chose not to record, and why (logged once):
+    a stream type the config leaves out, say. Answered 202 "ignored" like an unknown type."""
+
+    reason: str
+
+
 class Source(Protocol):
     """A webhook provider: checks who sent a request, then turns its JSON into an Event.
 
     `verify` runs on the raw request before any parsing and raises AuthError. `parse`
     returns None for an event type the provider documents nothing useful for (the web
-    layer answers 202 "ignored"), and raises SchemaError naming the field path for a
-    payload of the wrong shape.
+    layer answers 202 "ignored"), `Ignored` for one it knows and leaves out on purpose,
+    a `SourceAnswer` for a message that is answered, not stored, and raises SchemaError
+    naming the field path for a payload of the wrong shape.
     """
 
     kind: ClassVar[str]
@@ -62,9 +81,13 @@ class Source(Protocol):
         """Raise AuthError unless the request proves it knows the source's secret."""
         ...
 
-    def parse(self, payload: Mapping[str, Any], request: WebhookRequest) -> Event | None:
+    def parse(self, payload: Mapping[str, Any], request: WebhookRequest) -> Parsed:
         """The normalized event for this payload, or None for a type to ignore."""
         ...
+
+
+#: What `Source.parse` may return.
+Parsed: TypeAlias = "Event | SourceAnswer | Ignored | None"
 
 
 def body_digest(body: bytes) -> str:

@@ -114,7 +114,7 @@ class DiscordFormat:
 
     #: Blocks of a command reply (status.j2, mutes.j2, help.j2, ...): content, or an
     #: embed with up to `reply_fields` fields (`fieldN_name`, `fieldN`).
-    reply_fields = 4
+    reply_fields = 5
     reply_blocks = (
         "text",
         "title",
