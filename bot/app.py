@@ -396,7 +396,7 @@ def _wake(workers: Mapping[str, OutboxWorker], sink_names: set[str]) -> None:
 
 def _start_sources(
     runner: SourceRunner,
-    sources: Mapping[str, Source],
+    sources: dict[str, Source],
     commands: Commands,
     routes: Sequence[Route],
 ) -> None:
