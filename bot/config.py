@@ -343,6 +343,8 @@ class _Table:
         self.problems = problems
         self.keys = frozenset(keys)
         self.warnings: list[str] = warnings if warnings is not None else []
+        #: The environment credentials are read from (`secret`); set for source tables.
+        self.environ: Mapping[str, str] = {}
 
     def at(self, key: str) -> str:
         """The full path of `key` in this table."""
@@ -473,6 +475,25 @@ class _Table:
                 out[name] = item
             else:
                 self.problem(entry_key(key, name), f"expected a string, got {_type_name(item)}")
+        return out
+
+    def secret(self, key: str, *, required: bool) -> str | None:
+        """A credential given as `key` or by the variable `<key>_env` names; never echoed."""
+        return _secret(self, self.environ, key, required=required)
+
+    def strings(self, key: str) -> list[str] | None:
+        """A list of non-empty strings, None when absent; wrong items are problems."""
+        items = self.items(key)
+        if items is None:
+            return None
+        out: list[str] = []
+        for path, item in items:
+            if not isinstance(item, str):
+                self.problems.append(f"{path}: expected a string, got {_type_name(item)}")
+            elif not item.strip():
+                self.problems.append(f"{path}: must not be empty")
+            else:
+                out.append(item.strip())
         return out
 
     def path_value(self, key: str, base_dir: Path) -> Path | None:
@@ -663,37 +684,47 @@ def _sources(
             table.keys = frozenset((*_SOURCE_KEYS, *others))
             table.check_unknown()
 
-        secret = _source_secret(table, environ)
+        table.environ = environ
+        secret = _secret(table, environ, "secret", required=True)
+        if secret is not None and spec is not None and spec.secret_rule is not None:
+            broken = spec.secret_rule(secret)
+            if broken is not None:
+                # Never the secret itself: only what is wrong with it.
+                table.problem("secret_env" if table.has("secret_env") else "secret", broken)
+                secret = None
         options = spec.read_options(table) if spec is not None else {}
         if name is not None and spec is not None and secret is not None:
             out.append(SourceConfig(name=name, kind=kind, secret=secret, options=options))
     return tuple(out)
 
 
-def _source_secret(table: _Table, environ: Mapping[str, str]) -> str | None:
-    """The webhook secret, given inline or through an environment variable that must be set."""
-    if table.has("secret") and table.has("secret_env"):
-        table.problem("", "set secret or secret_env, not both")
+def _secret(table: _Table, environ: Mapping[str, str], key: str, *, required: bool) -> str | None:
+    """A secret given inline as `key` or through the variable `<key>_env` names, which
+    must be set (a source's webhook secret, Twitch's client secret)."""
+    env_key = f"{key}_env"
+    if table.has(key) and table.has(env_key):
+        table.problem("", f"set {key} or {env_key}, not both")
         return None
-    if table.has("secret_env"):
-        env_name = _env_name(table, "secret_env")
+    if table.has(env_key):
+        env_name = _env_name(table, env_key)
         if env_name is None:
             return None
         if env_name not in environ:
-            table.problem("secret_env", f"environment variable {env_name} is not set")
+            table.problem(env_key, f"environment variable {env_name} is not set")
             return None
         from_env = environ[env_name]
         if not from_env.strip():
-            table.problem("secret_env", f"environment variable {env_name} is empty")
+            table.problem(env_key, f"environment variable {env_name} is empty")
             return None
         return from_env
-    inline = table.opt_text("secret")
-    if not table.has("secret"):
-        table.problem("secret", "is required (set secret or secret_env)")
+    inline = table.opt_text(key)
+    if not table.has(key):
+        if required:
+            table.problem(key, f"is required (set {key} or {env_key})")
     elif inline is not None and not inline.strip():
-        table.problem("secret", "must not be empty")
+        table.problem(key, "must not be empty")
         return None
-    elif inline is not None and _literal_variable(table, "secret", inline, "secret_env"):
+    elif inline is not None and _literal_variable(table, key, inline, env_key):
         return None
     return inline
 

@@ -22,7 +22,7 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO, TypeVar
 from urllib.parse import urlsplit
@@ -101,6 +101,8 @@ class Answers:
     host: str
     port: int
     public_url: str
+    #: What the user typed for a kind's `init_questions` (kind -> key -> answer).
+    source_values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +250,14 @@ def _ask_all(
         ",".join(default_sources(registry)),
         lambda text: parse_sources(text, registry),
     )
+    source_values = {
+        kind: {
+            key: _ask(ask, out, question, str(registry[kind].init_values[key]), _non_empty)
+            for key, question in registry[kind].init_questions.items()
+        }
+        for kind in sources
+        if registry[kind].init_questions
+    }
     discord = _ask(ask, out, "Post to Discord? (y/n)", "n", parse_yes_no)
     telegram = _ask(ask, out, "Post to Telegram? (y/n)", "n", parse_yes_no)
     host = _ask(
@@ -273,7 +283,14 @@ def _ask_all(
         host=host,
         port=port,
         public_url=public_url,
+        source_values=source_values,
     )
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("it must not be empty")
+    return text.strip()
 
 
 def _ask(ask: Ask, out: TextIO, question: str, default: str, parse: Callable[[str], _T]) -> _T:
@@ -408,14 +425,18 @@ def render_config(
             )
         )
     for source in sources:
-        values: dict[str, str] = {"name": source.name, "kind": source.kind}
+        values: dict[str, object] = {"name": source.name, "kind": source.kind}
         if source.secret is not None:
             values["secret"] = source.secret
         else:
             assert source.secret_env is not None
             values["secret_env"] = source.secret_env
-        # Placeholders a kind needs to pass check (the comment says to edit them).
-        values.update(registry[source.kind].init_values)
+        # Placeholders a kind needs to pass check (the comment says to edit them), and
+        # what the user typed for those init asked about.
+        url = webhook_url(public, source)
+        for key, value in registry[source.kind].init_values.items():
+            values[key] = value.replace("{webhook_url}", url) if isinstance(value, str) else value
+        values.update(answers.source_values.get(source.kind, {}))
         comment = _source_comment(source, public, registry[source.kind])
         parts.append(_table("sources", values, comment, array=True))
     route_keys = _route_keys(answers)

@@ -19,7 +19,7 @@ from bot.events import CORE_KINDS
 from bot.render import MessageFormat
 from bot.sinks import console, discord, telegram
 from bot.sinks.base import PlatformSpec
-from bot.sources import fastpix, livepeer, onliverec, webhook
+from bot.sources import fastpix, livepeer, onliverec, twitch, webhook
 from bot.sources.spec import SourceSpec
 
 #: `[[sources]] kind` -> what that provider declares; the order is the order `init`
@@ -28,6 +28,7 @@ SOURCES: Final[dict[str, SourceSpec]] = {
     "onliverec": onliverec.SPEC,
     "livepeer": livepeer.SPEC,
     "fastpix": fastpix.SPEC,
+    "twitch": twitch.SPEC,
     "webhook": webhook.SPEC,
 }
 

@@ -81,6 +81,24 @@ class OptionTable(Protocol):
         """
         ...
 
+    def secret(self, key: str, *, required: bool) -> str | None:
+        """A credential given as `key` or through the variable `<key>_env` names (never
+        both); None when absent (a problem when `required`) or wrong. Never echoed."""
+        ...
+
+    def strings(self, key: str) -> list[str] | None:
+        """A list of non-empty strings, None when absent; a wrong item is a problem naming
+        it (`sources[2].channels[1]: ...`) and is left out."""
+        ...
+
+    def warn(self, key: str, message: str) -> None:
+        """Record a warning about `key`: allowed, but probably not what was meant."""
+        ...
+
+    def has(self, key: str) -> bool:
+        """True when the table sets `key` (to anything, right or wrong)."""
+        ...
+
     def problem(self, key: str, message: str) -> None:
         """Record a problem with `key` (a dotted path below this table, see `entry_key`)."""
         ...
@@ -207,6 +225,50 @@ class TableOption:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretOption:
+    """A credential besides the webhook secret (Twitch's `client_secret`), given inline
+    or, better, through `<key>_env`; both keys belong to the source."""
+
+    key: str
+    required: bool = True
+
+    @property
+    def env_key(self) -> str:
+        """The key naming the environment variable that holds it."""
+        return f"{self.key}_env"
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        """Both keys it may be given by."""
+        return (self.key, self.env_key)
+
+    def read(self, table: OptionTable) -> str:
+        """The credential, or empty; a missing or wrong one is recorded as a problem."""
+        return table.secret(self.key, required=self.required) or ""
+
+    def get(self, config: SourceConfig) -> str:
+        """This option's value in a loaded source config."""
+        return _option(config, self.key, "", str)
+
+
+@dataclass(frozen=True, slots=True)
+class StringListOption:
+    """A list of strings (`channels = ["quinn", "mika"]`); `default` when not set."""
+
+    key: str
+    default: tuple[str, ...] = ()
+
+    def read(self, table: OptionTable) -> tuple[str, ...]:
+        """The strings, or the default; wrong items are recorded as problems."""
+        values = table.strings(self.key)
+        return self.default if values is None else tuple(values)
+
+    def get(self, config: SourceConfig) -> tuple[str, ...]:
+        """This option's value in a loaded source config."""
+        return _option(config, self.key, self.default, tuple)
+
+
+@dataclass(frozen=True, slots=True)
 class SourceSpec:
     """Everything the rest of the bot needs to know about one webhook provider.
 
@@ -246,7 +308,14 @@ class SourceSpec:
     check: Callable[[Mapping[str, object], OptionTable], None] | None = None
     #: Kind-specific keys `init` writes into a new entry (placeholders for the user to
     #: edit, which `config_note` then points at), so the file it writes passes `check`.
-    init_values: Mapping[str, str] = field(default_factory=dict)
+    #: In a string, `{webhook_url}` is the source's public URL.
+    init_values: Mapping[str, object] = field(default_factory=dict)
+    #: Which of `init_values` an interactive `init` asks for (key -> question), the
+    #: placeholder being the suggestion.
+    init_questions: Mapping[str, str] = field(default_factory=dict)
+    #: The provider's rule for the webhook secret (Twitch: 10-100 ASCII characters): the
+    #: problem to report for one that breaks it, or None.
+    secret_rule: Callable[[str], str | None] | None = None
 
     def __post_init__(self) -> None:
         if (self.secret_env is None) == (self.credential is Credential.HMAC_PROVIDER):
@@ -258,7 +327,11 @@ class SourceSpec:
     @property
     def option_keys(self) -> tuple[str, ...]:
         """The kind-specific `[[sources]]` keys this source accepts."""
-        return tuple(option.key for option in self.options)
+        return tuple(
+            key
+            for option in self.options
+            for key in (option.keys if isinstance(option, SecretOption) else (option.key,))
+        )
 
     def read_options(self, table: OptionTable) -> dict[str, object]:
         """Each kind-specific option's checked value, by key."""
