@@ -543,7 +543,8 @@ def instructions(
     if cloud and _unreachable(answers.public_url):
         lines += [
             "",
-            f"Note: {' and '.join(cloud)} deliver from the internet and cannot reach"
+            f"Note: {' and '.join(cloud)} deliver{'s' * (len(cloud) == 1)} from the internet"
+            " and cannot reach"
             f" {answers.public_url}.",
             "Run init again with --public-url https://<your public name> --force.",
         ]

@@ -225,7 +225,7 @@ def test_force_replaces_the_file_and_makes_it_private(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--source", "twitch"], "--source: unknown source 'twitch'"),
+        (["--source", "kick"], "--source: unknown source 'kick'"),
         (["--public-url", "ftp://bot.example.com"], "--public-url"),
         (["--public-url", "https://bot.example.com/?x=1"], "--public-url"),
         (["--port", "0"], "--port"),
@@ -245,7 +245,7 @@ def test_interactive_answers_choose_the_sources_and_chats(tmp_path: Path) -> Non
     path = tmp_path / "bot.toml"
     ask, prompts = scripted(
         [
-            "livepeer twitch",  # not a source: asked again
+            "livepeer kick",  # not a source (yet): asked again
             "livepeer, FastPix",
             "yes",  # Discord
             "",  # Telegram: the suggested "n"
@@ -263,9 +263,29 @@ def test_interactive_answers_choose_the_sources_and_chats(tmp_path: Path) -> Non
     assert "telegram" not in config
     assert config["server"] == {"host": "0.0.0.0", "port": 9000}
     assert len(prompts) == 8
-    assert "unknown source 'twitch'" in out.getvalue()
+    assert "unknown source 'kick'" in out.getvalue()
     assert "http://localhost:9000/webhook/livepeer" in out.getvalue()
     assert "[http://localhost:9000]" in prompts[-1]
+
+
+def test_twitch_asks_for_the_client_id_and_derives_the_callback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bot.toml"
+    ask, prompts = scripted(["twitch", "abc123clientid", "n", "n", "", "", PUBLIC])
+    out = io.StringIO()
+    assert run_init(InitOptions(config=path), ask=ask, out=out) == 0
+    assert "Client ID" in prompts[1]
+    (source,) = written(path)["sources"]
+    assert source["client_id"] == "abc123clientid"
+    assert source["callback_url"] == f"{PUBLIC}/webhook/twitch"
+    assert source["client_secret_env"] == "TWITCH_CLIENT_SECRET"
+    # The EventSub secret the bot made fits Twitch's rule (10-100 ASCII characters).
+    assert source["secret"].isascii() and 10 <= len(source["secret"]) <= 100
+    assert "dev.twitch.tv/console" in out.getvalue()
+    monkeypatch.setenv("TWITCH_CLIENT_SECRET", "from-the-twitch-console")
+    assert main(["check", "-c", str(path)]) == 0
+    assert "twitch (twitch)" in capsys.readouterr().out
 
 
 def test_interactive_run_cut_short_writes_nothing(

@@ -141,6 +141,9 @@ def test_each_setup_text_names_the_webhook_url_and_the_secret(spec: SourceSpec) 
         assert SECRET in text
     if spec.credential is Credential.HMAC_PROVIDER:
         assert spec.secret_env is not None and spec.secret_env in text
+    if spec.credential is Credential.HMAC_BY_API:
+        # The bot hands the secret over itself: the instructions need not show it.
+        assert SECRET not in text
 
 
 @pytest.mark.parametrize("spec", SOURCES.values(), ids=lambda spec: spec.kind)
@@ -152,7 +155,13 @@ def test_each_registered_kind_and_its_keys_are_documented(spec: SourceSpec) -> N
     assert f"## {spec.title}\n" in (REPO / "docs" / "sources.md").read_text(encoding="utf-8")
     for key in spec.option_keys:
         assert f"sources[].{key}" in CONFIG_KEYS
-        assert re.search(rf"^(# )?{key} = ", example, re.M), key
+        # A credential's inline form may be shown as the alternative to its `_env` key
+        # (`client_secret_env = "..."  # or client_secret = "..."`): uncommenting both
+        # would set it twice.
+        shown = re.search(rf"^(# )?{key} = ", example, re.M) or re.search(
+            rf"# or {key} = ", example
+        )
+        assert shown, key
         assert f"`{key}`" in configuration, key
     if spec.secret_env is not None:
         assert spec.secret_env in example
@@ -217,7 +226,8 @@ def test_config_names_the_new_kinds_keys_in_its_problems(tmp_path: Path) -> None
     (problem,) = problems({"sources": [ping_entry()]}, SOURCES)
     assert (
         problem
-        == "sources[0].kind: must be one of fastpix, livepeer, onliverec, webhook, got 'ping'"
+        == "sources[0].kind: must be one of fastpix, livepeer, onliverec, twitch, webhook,"
+        " got 'ping'"
     )
     (problem,) = problems({"routes": [{"match": "*", "events": ["ping.note"]}]}, SOURCES)
     assert problem.startswith("routes[0].events[0]: unknown event kind 'ping.note'")
@@ -252,7 +262,7 @@ def test_init_asks_with_the_new_kind_on_the_list(tmp_path: Path) -> None:
 
     path = tmp_path / "bot.toml"
     assert run_init(InitOptions(config=path), ask=ask, out=io.StringIO(), registry=REGISTRY) == 0
-    assert "(onliverec, livepeer, fastpix, webhook, ping; comma-separated)" in prompts[0]
+    assert "(onliverec, livepeer, fastpix, twitch, webhook, ping; comma-separated)" in prompts[0]
     assert [s["kind"] for s in tomllib.loads(path.read_text())["sources"]] == ["ping"]
 
 

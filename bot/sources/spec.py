@@ -33,6 +33,9 @@ class Credential(enum.Enum):
     HMAC_SHARED = "HMAC signature, secret made by the bot"
     #: The provider signs with a secret it made itself; the bot is told it (`secret_env`).
     HMAC_PROVIDER = "HMAC signature, secret made by the provider"
+    #: The provider signs with a secret the bot made and gives it through the provider's
+    #: API (Twitch EventSub, with each subscription): the user never handles it.
+    HMAC_BY_API = "HMAC signature, secret made by the bot and given through the API"
 
     @property
     def bot_makes_secret(self) -> bool:

@@ -113,7 +113,7 @@ SPEC: Final = SourceSpec(
     kind=TwitchSource.kind,
     title="Twitch",
     build=TwitchSource,
-    credential=Credential.HMAC_SHARED,
+    credential=Credential.HMAC_BY_API,
     event_types=eventsub.KIND_BY_TYPE,
     config_note=(
         "set client_id and channels, and put your app's Client Secret in\n"
