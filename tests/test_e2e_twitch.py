@@ -307,6 +307,9 @@ async def test_subscribe_and_unsubscribe_a_login_from_chat(
             mika = twitch.user("mika").id
             assert not [s for s in twitch.subscriptions.values() if s.broadcaster_user_id == mika]
 
-            # The glob alone does not make the bot ask Twitch about anyone.
+            # The typo's problem is on show to whoever may change this chat (anyone, in a
+            # private chat), next to what the chat follows.
             status = await reply_in(telegram, USER, "/status")
             assert "twitch/*" in status["text"]
+            assert "Problems with the streams followed here" in status["text"]
+            assert "twitch/mikka: Twitch has no user mikka" in status["text"]

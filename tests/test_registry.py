@@ -225,8 +225,7 @@ def test_config_names_the_new_kinds_keys_in_its_problems(tmp_path: Path) -> None
     # Without its registry line the kind does not exist.
     (problem,) = problems({"sources": [ping_entry()]}, SOURCES)
     assert (
-        problem
-        == "sources[0].kind: must be one of fastpix, livepeer, onliverec, twitch, webhook,"
+        problem == "sources[0].kind: must be one of fastpix, livepeer, onliverec, twitch, webhook,"
         " got 'ping'"
     )
     (problem,) = problems({"routes": [{"match": "*", "events": ["ping.note"]}]}, SOURCES)

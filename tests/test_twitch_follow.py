@@ -350,3 +350,19 @@ async def test_revocation_of_a_removed_user_stays_reported(fake: FakeTwitch, sto
         # Nothing subscribes again on its own after user_removed.
         await asyncio.sleep(0.3)
         assert fake.subscriptions[sub.id].status == "user_removed"
+
+
+async def test_a_cached_helix_answer_does_not_undo_a_channel_update(
+    fake: FakeTwitch, store: Store
+) -> None:
+    async with running(fake, store, lookup_delays=(0.3, 0.3, 0.3)) as harness:
+        await all_enabled(fake, "quinn")
+        assert await fake.go_live("quinn", title="Old title", helix_delay_calls=1)
+        assert await fake.update_channel("quinn", title="New title") == [202]
+        # Helix still serving what it cached before the change:
+        fake.user("quinn").title = "Old title"
+        await until(lambda: any(e.event_id.startswith("helix-streams/") for e in harness.events))
+        (update,) = [e for e in harness.events if e.event_id.startswith("helix-streams/")]
+        assert update.live is not None
+        assert update.live.title is None and update.live.categories == ()
+        assert update.live.cover is not None  # what only Helix knows still comes

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -74,6 +75,9 @@ FOLLOW_WAIT_SECONDS: Final = 2.5
 #: After a pass that failed (Twitch's API down, the database refusing writes).
 RETRY_FIRST_SECONDS: Final = 5.0
 RETRY_MAX_SECONDS: Final = 300.0
+#: How long after a channel.update a Helix answer may still predate it (Helix serves
+#: cached channel information; minutes have been reported, so this errs long).
+HELIX_CACHE_SECONDS: Final = 600.0
 #: How often an event the source made is tried while the database refuses writes.
 EMIT_TRIES: Final = 5
 
@@ -109,6 +113,8 @@ class Settings:
     api_url: str
     auth_url: str
     reconcile_interval: timedelta
+    #: The stream.online types that notify (Get Streams lists only "live" ones).
+    types: tuple[str, ...] = ("live",)
 
 
 def login_of(pattern: str) -> str | None:
@@ -148,6 +154,10 @@ class Follower:
         self._users: dict[str, TwitchUser] = {}
         #: (title, category) last recorded per user id, so unchanged channels record nothing.
         self._recorded: dict[str, tuple[str, str]] = {}
+        #: When a channel.update last came, per user id (time.monotonic()): what Helix
+        #: answers shortly after can be older than it (Helix caches), so it must not
+        #: undo the webhook's news.
+        self._told: dict[str, float] = {}
         #: Subscription ids whose challenge came in (answered by the webhook handler).
         self._challenged: set[str] = set()
         self._challenge = asyncio.Event()
@@ -206,6 +216,13 @@ class Follower:
         )
         self._lookups[who.id] = task
         task.add_done_callback(lambda done: self._forget_lookup(who.id, done))
+
+    def channel_updated(self, user_id: str) -> None:
+        """A channel.update came: the freshest word on this channel for a while."""
+        self._told[user_id] = time.monotonic()
+
+    def _told_since(self, user_id: str, since: float) -> bool:
+        return self._told.get(user_id, float("-inf")) >= since
 
     def went_offline(self, user_id: str) -> None:
         """A stream.offline came: a lookup still waiting for Helix is moot."""
@@ -461,10 +478,13 @@ class Follower:
 
     async def _record_channels(self, helix: Helix, by_id: dict[str, TwitchUser]) -> None:
         """Each channel's title and category as the stream's state, when it changed."""
+        asked = time.monotonic()
         for user_id, channel in (await helix.channels(by_id)).items():
             look = (channel.title, channel.game_name)
             if self._recorded.get(user_id) == look:
                 continue
+            if self._told_since(user_id, asked - HELIX_CACHE_SECONDS):
+                continue  # a channel.update said more recently what Helix may not know yet
             user = by_id[user_id]
             event = self._state_event(user, f"helix-channels/{user_id}/{time.time_ns()}")
             await self._emit(_with_channel(event, channel))
@@ -472,6 +492,8 @@ class Follower:
 
     async def _catch_up(self, helix: Helix, by_id: dict[str, TwitchUser]) -> None:
         """A start for each stream Helix lists as live (deduped against the webhook's)."""
+        if "live" not in self.settings.types:
+            return  # Get Streams lists live streams only, and those are not wanted
         for user_id, stream in (await helix.streams(by_id)).items():
             user = by_id.get(user_id)
             if user is None:
@@ -495,6 +517,7 @@ class Follower:
         user = self._users.get(who.login) or TwitchUser(
             id=who.id, login=who.login, display_name=who.name, profile_image_url=None
         )
+        began = time.monotonic()
         for delay in self._lookup_delays:
             await asyncio.sleep(delay)
             try:
@@ -503,7 +526,11 @@ class Follower:
                 continue
             if stream is not None and stream.id == stream_id:
                 event = self._state_event(user, f"helix-streams/{stream_id}")
-                await self._emit(event.with_changes(live=_stream_info(stream, user)))
+                info = _stream_info(stream, user)
+                if self._told_since(who.id, began):
+                    # A channel.update came meanwhile: its title and category are newer.
+                    info = dataclasses.replace(info, title=None, categories=())
+                await self._emit(event.with_changes(live=info))
                 return
         log.info(
             "twitch %s: Helix did not list %s's stream %s; using the channel's information",
@@ -511,6 +538,8 @@ class Follower:
             who.login,
             stream_id,
         )
+        if self._told_since(who.id, began):
+            return  # a channel.update said it already
         try:
             channel = (await helix.channels([who.id])).get(who.id)
         except HelixError:

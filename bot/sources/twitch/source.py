@@ -70,6 +70,7 @@ class TwitchSource:
                 api_url=API_URL.get(config) or DEFAULT_API_URL,
                 auth_url=AUTH_URL.get(config) or DEFAULT_AUTH_URL,
                 reconcile_interval=RECONCILE_INTERVAL.get(config),
+                types=TYPES.get(config),
             )
         )
 
@@ -125,10 +126,12 @@ class TwitchSource:
             self.follower.went_offline(eventsub.Broadcaster.of(event).id)
             return end
         if sub_type == "channel.update":
-            login = eventsub.Broadcaster.of(event).login
-            return eventsub.channel_update(
-                self._name, message, event, request, avatar=self.follower.avatar(login)
+            who = eventsub.Broadcaster.of(event)
+            update = eventsub.channel_update(
+                self._name, message, event, request, avatar=self.follower.avatar(who.login)
             )
+            self.follower.channel_updated(who.id)
+            return update
         return None
 
     async def run(self, host: SourceHost, stop: asyncio.Event) -> None:
