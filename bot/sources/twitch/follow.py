@@ -40,8 +40,7 @@ from bot import events as ev
 from bot.durations import format_duration
 from bot.errors import StoreUnavailable
 from bot.events import Event, LiveInfo, utcnow
-from bot.sources.problems import SourceProblem
-from bot.sources.service import SourceHost
+from bot.sources.keeper import FOLLOW_WAIT_SECONDS, Keeper
 from bot.sources.twitch import eventsub
 from bot.sources.twitch.eventsub import PLATFORM, Broadcaster
 from bot.sources.twitch.helix import (
@@ -70,16 +69,9 @@ HEALABLE: Final = frozenset({"notification_failures_exceeded"})
 LOOKUP_DELAYS: Final = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 #: How long a pass waits for Twitch's challenges to new subscriptions before looking.
 VERIFY_WAIT_SECONDS: Final = 10.0
-#: How long /subscribe waits for the pass it asked for (a chat command must answer).
-FOLLOW_WAIT_SECONDS: Final = 2.5
-#: After a pass that failed (Twitch's API down, the database refusing writes).
-RETRY_FIRST_SECONDS: Final = 5.0
-RETRY_MAX_SECONDS: Final = 300.0
 #: How long after a channel.update a Helix answer may still predate it (Helix serves
 #: cached channel information; minutes have been reported, so this errs long).
 HELIX_CACHE_SECONDS: Final = 600.0
-#: How often an event the source made is tried while the database refuses writes.
-EMIT_TRIES: Final = 5
 
 # Problem kinds (stable words for /healthz and tests).
 CREDENTIALS: Final = "credentials"
@@ -131,7 +123,7 @@ def streamer(login: str) -> str:
     return f"{PLATFORM}/{login}"
 
 
-class Follower:
+class Follower(Keeper):
     """Keeps the subscriptions right and fills in new streams; one per Twitch source."""
 
     def __init__(
@@ -143,12 +135,15 @@ class Follower:
         verify_wait: float = VERIFY_WAIT_SECONDS,
         follow_wait: float = FOLLOW_WAIT_SECONDS,
     ) -> None:
+        super().__init__(
+            source=settings.source,
+            interval=settings.reconcile_interval,
+            follow_wait=follow_wait,
+        )
         self.settings = settings
         self._make_helix = helix or self._default_helix
         self._lookup_delays = tuple(lookup_delays)
         self._verify_wait = verify_wait
-        self._follow_wait = follow_wait
-        self._host: SourceHost | None = None
         self._helix: Helix | None = None
         #: The users of the wanted logins as last resolved, by login.
         self._users: dict[str, TwitchUser] = {}
@@ -161,12 +156,6 @@ class Follower:
         #: Subscription ids whose challenge came in (answered by the webhook handler).
         self._challenged: set[str] = set()
         self._challenge = asyncio.Event()
-        self._wake = asyncio.Event()
-        # Passes asked for and passes done, counted, so /subscribe waits for a pass that
-        # began after it asked.
-        self._asked = 0
-        self._passed = 0
-        self._pass_done = asyncio.Event()
         self._lookups: dict[str, asyncio.Task[None]] = {}
 
     def __repr__(self) -> str:
@@ -200,13 +189,13 @@ class Follower:
         words = _REVOCATION_WORDS.get(
             subscription.status, f"Twitch revoked it ({subscription.status[:64]})"
         )
-        self._report(who, REVOKED, f"the {subscription.type} subscription was revoked: {words}")
+        self.report(who, REVOKED, f"the {subscription.type} subscription was revoked: {words}")
         if subscription.status in HEALABLE:
             self.reconcile_soon()
 
     def went_live(self, who: Broadcaster, stream_id: str) -> None:
         """A stream.online came: ask Helix for what it did not carry."""
-        if self._host is None:
+        if self.host is None:
             return  # not running (a sample being parsed): nobody to record it
         running = self._lookups.pop(who.id, None)
         if running is not None:
@@ -260,11 +249,11 @@ class Follower:
             return (
                 f"Twitch: {login} is followed already (channels in bot.toml)." if added else None
             )
-        if self._host is None:
+        if self.host is None:
             return None
-        done = await self._reconcile_and_wait()
+        done = await self.reconcile_and_wait()
         key = streamer(login)
-        problems = self._host.problems.kinds(self.settings.source, key)
+        problems = self.host.problems.kinds(self.settings.source, key)
         if not added:
             return f"Twitch: the bot no longer asks Twitch about {login}." if done else None
         if UNKNOWN_USER in problems:
@@ -275,55 +264,32 @@ class Follower:
             return f"Twitch will tell the bot when {login} goes live."
         return f"The bot is asking Twitch to follow {login}; /status shows it if that fails."
 
-    def reconcile_soon(self) -> None:
-        """Have a pass run now (or right after the one running)."""
-        self._asked += 1
-        self._wake.set()
-
-    async def _reconcile_and_wait(self) -> bool:
-        """Ask for a pass and wait for it (at most `follow_wait`); True when it ran."""
-        self.reconcile_soon()
-        wanted = self._asked
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._follow_wait):
-                while self._passed < wanted:
-                    await self._pass_done.wait()
-        return self._passed >= wanted
-
     # -- the loop ----------------------------------------------------------------------
 
-    async def run(self, host: SourceHost, stop: asyncio.Event) -> None:
-        """Passes at start, every `reconcile_interval` and when asked, until `stop`."""
-        self._host = host
-        helix = self._helix = self._make_helix()
-        delay = RETRY_FIRST_SECONDS
-        try:
-            while not stop.is_set():
-                covering = self._asked
-                self._wake.clear()
-                ok = await self._one_pass(helix)
-                self._passed = covering
-                self._pass_done.set()
-                self._pass_done = asyncio.Event()
-                if ok:
-                    delay = RETRY_FIRST_SECONDS
-                    wait = self.settings.reconcile_interval.total_seconds()
-                else:
-                    wait, delay = delay, min(delay * 2, RETRY_MAX_SECONDS)
-                await _first_of(stop, self._wake, within=wait)
-        finally:
-            for task in list(self._lookups.values()):
-                task.cancel()
-            await asyncio.gather(*self._lookups.values(), return_exceptions=True)
-            await helix.close()
+    async def started(self) -> None:
+        """Make the API client (the loop's passes use it)."""
+        self._helix = self._make_helix()
+
+    async def stopped(self) -> None:
+        """Cancel lookups still waiting for Helix and close the client."""
+        for task in list(self._lookups.values()):
+            task.cancel()
+        await asyncio.gather(*self._lookups.values(), return_exceptions=True)
+        if self._helix is not None:
+            await self._helix.close()
             self._helix = None
+
+    async def one_pass(self) -> bool:
+        """One reconcile pass; False when it failed and is to be tried again soon."""
+        assert self._helix is not None
+        return await self._one_pass(self._helix)
 
     async def _one_pass(self, helix: Helix) -> bool:
         """One reconcile pass; False when it failed and is to be tried again soon."""
         try:
             await self._reconcile(helix)
         except CredentialsRefused as exc:
-            self._report(
+            self.report(
                 "",
                 CREDENTIALS,
                 f"Twitch refused the client_id / client_secret ({exc.message}); copy them"
@@ -331,16 +297,16 @@ class Follower:
             )
             return False
         except HelixError as exc:
-            self._report("", API, f"Twitch's API is not answering as it should ({exc.message})")
+            self.report("", API, f"Twitch's API is not answering as it should ({exc.message})")
             return False
         except StoreUnavailable:
             return False  # the database says so itself; the pass runs again
-        self._resolve("", CREDENTIALS)
-        self._resolve("", API)
+        self.resolve("", CREDENTIALS)
+        self.resolve("", API)
         return True
 
     async def _reconcile(self, helix: Helix) -> None:
-        host = self._host
+        host = self.host
         assert host is not None
         wanted = dict.fromkeys(self.settings.channels)
         for pattern in await host.subscription_patterns():
@@ -350,9 +316,9 @@ class Follower:
         users = await helix.users(wanted)
         for login in wanted:
             if login in users:
-                self._resolve(streamer(login), UNKNOWN_USER)
+                self.resolve(streamer(login), UNKNOWN_USER)
             else:
-                self._report(
+                self.report(
                     streamer(login),
                     UNKNOWN_USER,
                     f"Twitch has no user {login} (renamed, removed, or a typo in channels"
@@ -369,9 +335,9 @@ class Follower:
 
     def _forget_unwanted(self, wanted: Collection[str]) -> None:
         """Problems about logins no longer followed are moot."""
-        assert self._host is not None
+        assert self.host is not None
         keep = [streamer(login) for login in wanted] + [""]
-        self._host.problems.forget_source(self.settings.source, keep)
+        self.host.problems.forget_source(self.settings.source, keep)
 
     async def _subscribe(
         self, helix: Helix, by_id: dict[str, TwitchUser]
@@ -393,7 +359,7 @@ class Follower:
                 continue
             login = self._login_by_id(sub.broadcaster_user_id)
             if sub.status == VERIFICATION_FAILED and login is not None:
-                self._report(streamer(login), UNVERIFIED, self._unverified(sub))
+                self.report(streamer(login), UNVERIFIED, self._unverified(sub))
             log.info(
                 "twitch %s: deleting subscription %s (%s for %s, %s)",
                 self.settings.source,
@@ -417,7 +383,7 @@ class Follower:
             except HelixError as exc:
                 if exc.retryable:
                     raise
-                self._report(
+                self.report(
                     streamer(login),
                     REFUSED,
                     f"Twitch refused the {sub_type} subscription: {exc.message}",
@@ -446,14 +412,14 @@ class Follower:
                 settled.setdefault(login, True)
             elif now is not None and (now.status in ALIVE or now.status == VERIFICATION_FAILED):
                 settled[login] = False
-                self._report(streamer(login), UNVERIFIED, self._unverified(now))
+                self.report(streamer(login), UNVERIFIED, self._unverified(now))
             else:
                 # Gone, or revoked meanwhile (a revocation reports itself).
                 settled[login] = False
         for login, ok in settled.items():
             if ok:
                 for kind in (UNVERIFIED, REVOKED, REFUSED):
-                    self._resolve(streamer(login), kind)
+                    self.resolve(streamer(login), kind)
                 log.info("twitch %s: following %s", self.settings.source, login)
 
     def _unverified(self, sub: EventSubSubscription) -> str:
@@ -487,7 +453,7 @@ class Follower:
                 continue  # a channel.update said more recently what Helix may not know yet
             user = by_id[user_id]
             event = self._state_event(user, f"helix-channels/{user_id}/{time.time_ns()}")
-            await self._emit(_with_channel(event, channel))
+            await self.emit(_with_channel(event, channel))
             self._recorded[user_id] = look
 
     async def _catch_up(self, helix: Helix, by_id: dict[str, TwitchUser]) -> None:
@@ -501,7 +467,7 @@ class Follower:
             start = self._state_event(user, eventsub.online_event_id(stream.id))
             live = _stream_info(stream, user)
             start = start.with_changes(kind=ev.LIVE_START, live=live, started_at=None)
-            if await self._emit(start):
+            if await self.emit(start):
                 log.info(
                     "twitch %s: %s is live (started %s), seen at the check of Helix",
                     self.settings.source,
@@ -530,7 +496,7 @@ class Follower:
                 if self._told_since(who.id, began):
                     # A channel.update came meanwhile: its title and category are newer.
                     info = dataclasses.replace(info, title=None, categories=())
-                await self._emit(event.with_changes(live=info))
+                await self.emit(event.with_changes(live=info))
                 return
         log.info(
             "twitch %s: Helix did not list %s's stream %s; using the channel's information",
@@ -546,7 +512,7 @@ class Follower:
             return
         if channel is not None:
             event = self._state_event(user, f"helix-channels/{stream_id}")
-            await self._emit(_with_channel(event, channel))
+            await self.emit(_with_channel(event, channel))
 
     def _state_event(self, user: TwitchUser, event_id: str) -> Event:
         """A stream_update about `user`, made by the bot (no webhook behind it)."""
@@ -564,20 +530,6 @@ class Follower:
             live=LiveInfo(avatar=user.profile_image_url, uid=user.id, uname=user.login),
         )
 
-    async def _emit(self, event: Event) -> bool:
-        """Record an event; while the database refuses writes, try a few more times."""
-        assert self._host is not None
-        delay = 1.0
-        for attempt in range(EMIT_TRIES):
-            try:
-                return await self._host.emit(event)
-            except StoreUnavailable:
-                if attempt == EMIT_TRIES - 1:
-                    raise
-                await asyncio.sleep(delay)
-                delay *= 2
-        return False
-
     # -- problems ----------------------------------------------------------------------
 
     def _login_by_id(self, user_id: str | None) -> str | None:
@@ -585,14 +537,6 @@ class Follower:
             if user.id == user_id:
                 return login
         return None
-
-    def _report(self, who: str, kind: str, detail: str) -> None:
-        if self._host is not None:
-            self._host.problems.report(SourceProblem(self.settings.source, who, kind, detail))
-
-    def _resolve(self, who: str, kind: str) -> None:
-        if self._host is not None:
-            self._host.problems.resolve(self.settings.source, who, kind)
 
 
 def _stream_info(stream: TwitchStream, user: TwitchUser) -> LiveInfo:
@@ -622,14 +566,3 @@ def _with_channel(event: Event, channel: TwitchChannel) -> Event:
             uname=event.live.uname,
         )
     )
-
-
-async def _first_of(stop: asyncio.Event, wake: asyncio.Event, *, within: float) -> None:
-    """Wait until `stop` or `wake` is set, or `within` seconds passed."""
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
