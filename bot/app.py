@@ -412,6 +412,8 @@ def _source_runner(intake: Intake, store: Store, problems: SourceProblems) -> So
             emit=functools.partial(_emit, intake),
             subscription_patterns=functools.partial(_subscription_patterns, store),
             problems=problems,
+            load=store.source_value,
+            save=functools.partial(_save_source_value, store),
         )
     )
 
@@ -419,6 +421,11 @@ def _source_runner(intake: Intake, store: Store, problems: SourceProblems) -> So
 async def _emit(intake: Intake, event: Event) -> bool:
     """Store an event a source made itself, as a webhook's; True when it was new."""
     return not (await intake.accept(event)).duplicate
+
+
+async def _save_source_value(store: Store, source: str, key: str, value: str) -> None:
+    """Keep one value of a source between runs."""
+    await store.set_source_value(source, key, value, now=time.time())
 
 
 async def _subscription_patterns(store: Store) -> list[str]:

@@ -576,6 +576,34 @@ async def test_a_move_survives_a_reopen(make_store: Callable[[], Store]) -> None
         await second.close()
 
 
+# -- source state --------------------------------------------------------------------------
+
+
+async def test_a_sources_values_are_kept_by_source_and_key(db: Store) -> None:
+    assert await db.source_value("kick", "public_key") is None
+    await db.set_source_value("kick", "public_key", "PEM 1", now=NOW)
+    await db.set_source_value("kick2", "public_key", "other", now=NOW)
+    await db.set_source_value("kick", "public_key", "PEM 2", now=NOW + 1)
+    assert await db.source_value("kick", "public_key") == "PEM 2"
+    assert await db.source_value("kick2", "public_key") == "other"
+    assert await db.source_value("kick", "live") is None
+
+
+async def test_a_sources_values_survive_a_reopen(make_store: Callable[[], Store]) -> None:
+    first = make_store()
+    await first.open()
+    try:
+        await first.set_source_value("kick", "public_key", "PEM", now=NOW)
+    finally:
+        await first.close()
+    second = make_store()
+    await second.open()
+    try:
+        assert await second.source_value("kick", "public_key") == "PEM"
+    finally:
+        await second.close()
+
+
 # -- retention -----------------------------------------------------------------------------
 
 #: The retention cut-off of these tests: events from T0 are old, from LATER recent.

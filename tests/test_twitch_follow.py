@@ -121,7 +121,13 @@ async def running(
     if route:
         fake.route_callback(PUBLIC, f"http://127.0.0.1:{port}")
     stop = asyncio.Event()
-    host = SourceHost(emit=emit, subscription_patterns=patterns, problems=harness.problems)
+    host = SourceHost(
+        emit=emit,
+        subscription_patterns=patterns,
+        problems=harness.problems,
+        load=store.source_value,
+        save=lambda source, key, value: store.set_source_value(source, key, value, now=0.0),
+    )
     task = asyncio.create_task(source.run(host, stop))
     try:
         yield harness

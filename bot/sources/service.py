@@ -40,6 +40,10 @@ class SourceHost:
     #: Every /subscribe pattern in force, in any chat (read from the store each time).
     subscription_patterns: Callable[[], Awaitable[list[str]]]
     problems: SourceProblems
+    #: A value a source kept between runs: (source name, key) -> value, or None.
+    load: Callable[[str, str], Awaitable[str | None]]
+    #: Keep a value between runs: (source name, key, value). Raises StoreUnavailable.
+    save: Callable[[str, str, str], Awaitable[None]]
 
 
 @runtime_checkable

@@ -432,6 +432,16 @@ class MoveStore(Protocol):
         """Every recorded move (of one sink's chats, when given): (sink, old) -> new."""
 
 
+class SourceStateStore(Protocol):
+    """Small values a source keeps between runs, by (source name, key)."""
+
+    async def source_value(self, source: str, key: str) -> str | None:
+        """The value stored under `key` for `source`, or None."""
+
+    async def set_source_value(self, source: str, key: str, value: str, *, now: float) -> None:
+        """Store `value` under `key` for `source` (replacing what was there), committed."""
+
+
 class Store(
     EventStore,
     StreamStore,
@@ -440,6 +450,7 @@ class Store(
     OutboxStore,
     CardStore,
     MoveStore,
+    SourceStateStore,
     Protocol,
 ):
     """The whole store: every aggregate, plus its lifecycle and health."""

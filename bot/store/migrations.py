@@ -154,6 +154,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (sink, old_target)
     );
     """,
+    # 8: what a source keeps between runs (Kick's public key, so a restart while Kick's
+    # API is down still verifies; the streams a polling source last saw live).
+    """
+    CREATE TABLE source_state (
+        source TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (source, key)
+    );
+    """,
 )
 
 

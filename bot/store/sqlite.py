@@ -68,6 +68,7 @@ _IN_CHUNK: Final = 500
 
 # The schema that added target_moves (migrations.py).
 _MOVES_SCHEMA: Final = 7
+_SOURCE_STATE_SCHEMA: Final = 8
 
 # The streams columns `_mark` and `_set_mark` may name (never user input).
 _SESSION_MARKS: Final = frozenset({"session_row", "end_row", "change_posted_at"})
@@ -1143,6 +1144,28 @@ class SQLiteStore:
                 "SELECT sink, old_target, new_target FROM target_moves WHERE sink = ?", (sink,)
             ).fetchall()
         return {(row[0], row[1]): row[2] for row in rows}
+
+    # -- source state --------------------------------------------------------------
+
+    async def source_value(self, source: str, key: str) -> str | None:
+        """The value stored under `key` for `source`, or None."""
+        if self.read_only and await self.schema_version() < _SOURCE_STATE_SCHEMA:
+            return None  # written before sources kept state (and not migrated here)
+        row = self._db.execute(
+            "SELECT value FROM source_state WHERE source = ? AND key = ?", (source, key)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    async def set_source_value(self, source: str, key: str, value: str, *, now: float) -> None:
+        """Store `value` under `key` for `source`, committed (or a step of the caller's
+        transaction)."""
+        with self._savepoint() if self._db.in_transaction else self._transaction():
+            self._db.execute(
+                """INSERT INTO source_state (source, key, value, updated_at) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (source, key) DO UPDATE
+                   SET value = excluded.value, updated_at = excluded.updated_at""",
+                (source, key, value, now),
+            )
 
 
 def _chunks(values: Sequence[int], size: int) -> Iterator[list[int]]:
