@@ -676,7 +676,11 @@ def _sources(
             if key not in own_keys
         }
         if spec is not None:
-            table.keys = frozenset((*_SOURCE_KEYS, *own_keys))
+            common = _SOURCE_KEYS if spec.credential.uses_secret else _SOURCE_KEYS[:2]
+            if not spec.credential.uses_secret:
+                why = f"{spec.title} signs with its own key pair; there is no shared secret"
+                others = {**others, "secret": why, "secret_env": why}
+            table.keys = frozenset((*common, *own_keys))
             table.check_unknown(also_known=others)
         else:
             # With a bad or missing kind we cannot tell which extra keys are valid; the
@@ -685,7 +689,11 @@ def _sources(
             table.check_unknown()
 
         table.environ = environ
-        secret = _secret(table, environ, "secret", required=True)
+        secret = (
+            _secret(table, environ, "secret", required=True)
+            if spec is None or spec.credential.uses_secret
+            else ""
+        )
         if secret is not None and spec is not None and spec.secret_rule is not None:
             broken = spec.secret_rule(secret)
             if broken is not None:

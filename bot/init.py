@@ -381,6 +381,8 @@ def new_sources(
         Source(name=kind, kind=kind, secret=secrets.token_urlsafe(SECRET_BYTES))
         if registry[kind].credential.bot_makes_secret
         else Source(name=kind, kind=kind, secret_env=registry[kind].secret_env)
+        if registry[kind].credential.uses_secret
+        else Source(name=kind, kind=kind)
         for kind in kinds
     )
 
@@ -428,8 +430,7 @@ def render_config(
         values: dict[str, object] = {"name": source.name, "kind": source.kind}
         if source.secret is not None:
             values["secret"] = source.secret
-        else:
-            assert source.secret_env is not None
+        elif source.secret_env is not None:
             values["secret_env"] = source.secret_env
         # Placeholders a kind needs to pass check (the comment says to edit them), and
         # what the user typed for those init asked about.

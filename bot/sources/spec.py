@@ -36,11 +36,20 @@ class Credential(enum.Enum):
     #: The provider signs with a secret the bot made and gives it through the provider's
     #: API (Twitch EventSub, with each subscription): the user never handles it.
     HMAC_BY_API = "HMAC signature, secret made by the bot and given through the API"
+    #: The provider signs with its private key; the bot checks with the public one (Kick).
+    #: There is no shared secret: `secret` / `secret_env` are not keys of such a source.
+    PROVIDER_KEY = "signature with the provider's key pair, checked with its public key"
+
+    @property
+    def uses_secret(self) -> bool:
+        """True when the source has a shared webhook secret (`secret` / `secret_env`)."""
+        return self is not Credential.PROVIDER_KEY
 
     @property
     def bot_makes_secret(self) -> bool:
-        """True when `init` may write a fresh random secret, False when it must ask for one."""
-        return self is not Credential.HMAC_PROVIDER
+        """True when `init` may write a fresh random secret, False when it must ask for one
+        (or, without a shared secret, write none)."""
+        return self not in (Credential.HMAC_PROVIDER, Credential.PROVIDER_KEY)
 
 
 class OptionTable(Protocol):
