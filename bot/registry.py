@@ -19,7 +19,7 @@ from bot.events import CORE_KINDS
 from bot.render import MessageFormat
 from bot.sinks import console, discord, telegram
 from bot.sinks.base import PlatformSpec
-from bot.sources import fastpix, livepeer, onliverec, twitch, webhook
+from bot.sources import fastpix, kick, livepeer, onliverec, twitch, webhook
 from bot.sources.spec import SourceSpec
 
 #: `[[sources]] kind` -> what that provider declares; the order is the order `init`
@@ -29,6 +29,7 @@ SOURCES: Final[dict[str, SourceSpec]] = {
     "livepeer": livepeer.SPEC,
     "fastpix": fastpix.SPEC,
     "twitch": twitch.SPEC,
+    "kick": kick.SPEC,
     "webhook": webhook.SPEC,
 }
 

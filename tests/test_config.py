@@ -111,6 +111,7 @@ def test_example_file_with_everything_uncommented_loads(tmp_path: Path) -> None:
         "FASTPIX_WEBHOOK_SECRET": SECRET,
         "TWITCH_EVENTSUB_SECRET": "eventsub-secret-in-the-example",
         "TWITCH_CLIENT_SECRET": SECRET,
+        "KICK_CLIENT_SECRET": SECRET,
         "METRICS_TOKEN": SECRET,
     }
     config = read_config(path, environ=environ)
@@ -215,7 +216,10 @@ def test_wrong_types_and_values(data: dict[str, Any], expected: str) -> None:
         (source(secret_env="HOOK"), "sources[0]: set secret or secret_env, not both"),
         (source(secret=""), "sources[0].secret: must not be empty"),
         (source(secret=123), "sources[0].secret: expected a string, got integer"),
-        (source(kind="ustream"), "sources[0].kind: must be one of fastpix, livepeer, onliverec,"),
+        (
+            source(kind="ustream"),
+            "sources[0].kind: must be one of fastpix, kick, livepeer, onliverec,",
+        ),
         (source(name="has space"), "sources[0].name: 'has space' must be 1-64 letters"),
         (source(name="a/b"), "sources[0].name: 'a/b' must be"),
         (source(name="x" * 65), "sources[0].name: "),

@@ -225,7 +225,7 @@ def test_force_replaces_the_file_and_makes_it_private(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--source", "kick"], "--source: unknown source 'kick'"),
+        (["--source", "ustream"], "--source: unknown source 'ustream'"),
         (["--public-url", "ftp://bot.example.com"], "--public-url"),
         (["--public-url", "https://bot.example.com/?x=1"], "--public-url"),
         (["--port", "0"], "--port"),
@@ -245,7 +245,7 @@ def test_interactive_answers_choose_the_sources_and_chats(tmp_path: Path) -> Non
     path = tmp_path / "bot.toml"
     ask, prompts = scripted(
         [
-            "livepeer kick",  # not a source (yet): asked again
+            "livepeer ustream",  # not a source: asked again
             "livepeer, FastPix",
             "yes",  # Discord
             "",  # Telegram: the suggested "n"
@@ -263,7 +263,7 @@ def test_interactive_answers_choose_the_sources_and_chats(tmp_path: Path) -> Non
     assert "telegram" not in config
     assert config["server"] == {"host": "0.0.0.0", "port": 9000}
     assert len(prompts) == 8
-    assert "unknown source 'kick'" in out.getvalue()
+    assert "unknown source 'ustream'" in out.getvalue()
     assert "http://localhost:9000/webhook/livepeer" in out.getvalue()
     assert "[http://localhost:9000]" in prompts[-1]
 

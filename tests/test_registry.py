@@ -225,7 +225,8 @@ def test_config_names_the_new_kinds_keys_in_its_problems(tmp_path: Path) -> None
     # Without its registry line the kind does not exist.
     (problem,) = problems({"sources": [ping_entry()]}, SOURCES)
     assert (
-        problem == "sources[0].kind: must be one of fastpix, livepeer, onliverec, twitch, webhook,"
+        problem
+        == "sources[0].kind: must be one of fastpix, kick, livepeer, onliverec, twitch, webhook,"
         " got 'ping'"
     )
     (problem,) = problems({"routes": [{"match": "*", "events": ["ping.note"]}]}, SOURCES)
@@ -261,7 +262,10 @@ def test_init_asks_with_the_new_kind_on_the_list(tmp_path: Path) -> None:
 
     path = tmp_path / "bot.toml"
     assert run_init(InitOptions(config=path), ask=ask, out=io.StringIO(), registry=REGISTRY) == 0
-    assert "(onliverec, livepeer, fastpix, twitch, webhook, ping; comma-separated)" in prompts[0]
+    assert (
+        "(onliverec, livepeer, fastpix, twitch, kick, webhook, ping; comma-separated)"
+        in prompts[0]
+    )
     assert [s["kind"] for s in tomllib.loads(path.read_text())["sources"]] == ["ping"]
 
 

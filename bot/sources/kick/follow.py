@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,6 +45,13 @@ SLUG: Final = re.compile(r"[a-z0-9_-]{1,64}")
 _GLOB_CHARS: Final = frozenset("*?[")
 #: How many polls in a row must miss a stream before the poll calls it ended.
 MISSES_FOR_AN_END: Final = 2
+#: Two start times of one channel this close are one stream: the webhook's `started_at`
+#: and the API's are not documented to agree to the second, and two event ids for one
+#: stream would post two cards.
+SAME_STREAM: Final = timedelta(minutes=2)
+#: After a webhook start, when to ask `/livestreams` for what the webhook lacks (the
+#: thumbnail and the category); the listing can lag the start by seconds.
+LOOKUP_DELAYS: Final = (2.0, 5.0, 15.0)
 
 # Keys of the values kept in the database.
 PUBLIC_KEY: Final = "public_key"
@@ -90,7 +98,13 @@ def streamer(slug: str) -> str:
 class Follower(Keeper):
     """Keeps the key and the subscriptions, and polls; one per Kick source."""
 
-    def __init__(self, settings: Settings, *, api: Callable[[], KickApi] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        api: Callable[[], KickApi] | None = None,
+        lookup_delays: tuple[float, ...] = LOOKUP_DELAYS,
+    ) -> None:
         super().__init__(source=settings.source, interval=settings.reconcile_interval)
         self.settings = settings
         self._make_api = api or self._default_api
@@ -109,6 +123,10 @@ class Follower(Keeper):
         self._live_changed = False
         self._poll_stop = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
+        self._lookup_delays = lookup_delays
+        self._lookups: set[asyncio.Task[None]] = set()
+        #: When a metadata webhook last came per user id (monotonic): newer than the API.
+        self._told: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"Follower(source={self.settings.source!r})"
@@ -124,11 +142,35 @@ class Follower(Keeper):
 
     # -- told by the webhook handler -----------------------------------------------------
 
+    def known_start(self, user_id: str, started: datetime) -> datetime:
+        """The start of the stream of this channel already known (by webhook or poll)
+        when `started` is that stream's, else `started`."""
+        known = self._live.get(user_id)
+        if known is None:
+            return started
+        with contextlib.suppress(ValueError):
+            at = datetime.fromisoformat(known[1])
+            if abs(at - started) <= SAME_STREAM:
+                return at
+        return started
+
     def went_live(self, user_id: str, slug: str, started: datetime) -> None:
-        """A start came by webhook: the poll will end it if Kick never says so."""
+        """A start came by webhook: the poll will end it if Kick never says so, and a
+        look at `/livestreams` soon adds the thumbnail and category it lacks."""
+        new = self._live.get(user_id) != (slug, started.isoformat())
         self._live[user_id] = (slug, started.isoformat())
         self._misses.pop(user_id, None)
         self._live_changed = True
+        if new and self._api is not None and not self._poll_stop.is_set():
+            task = asyncio.get_running_loop().create_task(
+                self._look_up(user_id, slug, started), name=f"kick-lookup-{self.source}"
+            )
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+
+    def metadata_came(self, user_id: str) -> None:
+        """A metadata webhook came: what it says is newer than the API's answers."""
+        self._told[user_id] = time.monotonic()
 
     def went_offline(self, user_id: str) -> None:
         """An end came by webhook: nothing left for the poll to end."""
@@ -188,9 +230,10 @@ class Follower(Keeper):
     async def stopped(self) -> None:
         """Stop the poll and close the client."""
         self._poll_stop.set()
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+        tasks = [*self._lookups, *([self._poller] if self._poller is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._api is not None:
             await self._api.close()
             self._api = None
@@ -333,16 +376,17 @@ class Follower(Keeper):
             if not slug or stream.started_at is None:
                 continue
             self._misses.pop(user_id, None)
-            if await self.emit(self._start(user_id, slug, stream)):
+            started = self.known_start(user_id, stream.started_at)
+            if await self.emit(self._start(user_id, slug, stream, started)):
                 log.info("kick %s: %s is live, seen by the poll", self.source, slug)
-            self._live[user_id] = (slug, stream.started_at.isoformat())
-        for user_id, (slug, started) in list(self._live.items()):
+            self._live[user_id] = (slug, started.isoformat())
+        for user_id, (slug, since) in list(self._live.items()):
             if user_id in streams:
                 continue
             self._misses[user_id] = self._misses.get(user_id, 0) + 1
             if self._misses[user_id] < MISSES_FOR_AN_END:
                 continue
-            if await self.emit(self._end(user_id, slug, datetime.fromisoformat(started))):
+            if await self.emit(self._end(user_id, slug, datetime.fromisoformat(since))):
                 log.info("kick %s: %s is no longer live, seen by the poll", self.source, slug)
             del self._live[user_id]
             self._misses.pop(user_id, None)
@@ -363,9 +407,8 @@ class Follower(Keeper):
             url=webhooks.CHANNEL_URL.format(slug=slug),
         )
 
-    def _start(self, user_id: str, slug: str, stream: KickLivestream) -> Event:
-        assert stream.started_at is not None
-        event = self._event(webhooks.start_id(user_id, stream.started_at), ev.LIVE_START, slug)
+    def _start(self, user_id: str, slug: str, stream: KickLivestream, started: datetime) -> Event:
+        event = self._event(webhooks.start_id(user_id, started), ev.LIVE_START, slug)
         return event.with_changes(
             live=LiveInfo(
                 title=stream.title or None,
@@ -374,9 +417,43 @@ class Follower(Keeper):
                 avatar=stream.profile_picture,
                 uid=user_id,
                 uname=slug,
-                start_time=stream.started_at,
+                start_time=started,
             )
         )
+
+    async def _look_up(self, user_id: str, slug: str, started: datetime) -> None:
+        """After a webhook start: `/livestreams` until it lists the stream, then its
+        thumbnail and category (a metadata webhook since then knows better)."""
+        began = time.monotonic()
+        for delay in self._lookup_delays:
+            await asyncio.sleep(delay)
+            api = self._api
+            if api is None:
+                return
+            try:
+                stream = (await api.livestreams([user_id])).get(user_id)
+            except ApiError:
+                continue
+            if stream is None or stream.started_at is None:
+                continue
+            if self.known_start(user_id, stream.started_at) != started:
+                continue  # not (yet) this stream
+            told = self._told.get(user_id, 0.0) >= began
+            event = self._event(
+                f"livestreams/{user_id}/{webhooks.moment(started)}", ev.STREAM_UPDATE, slug
+            )
+            live = LiveInfo(
+                # The webhook's title is as new as any; a later one comes by webhook.
+                categories=(stream.category,) if stream.category and not told else (),
+                cover=stream.thumbnail,
+                avatar=stream.profile_picture,
+                uid=user_id,
+                uname=slug,
+            )
+            with contextlib.suppress(StoreUnavailable):
+                await self.emit(event.with_changes(live=live))
+            return
+        log.info("kick %s: Kick's API did not list %s's stream", self.source, slug)
 
     def _end(self, user_id: str, slug: str, started: datetime) -> Event:
         event = self._event(webhooks.end_id(user_id, started, ""), ev.LIVE_END, slug)

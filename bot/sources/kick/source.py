@@ -88,7 +88,9 @@ class KickSource:
         )
         kind = webhooks.event_type(fields, request)
         if kind == webhooks.STATUS_UPDATED:
-            event = webhooks.status_updated(self._name, message_id, fields, request)
+            event = webhooks.status_updated(
+                self._name, message_id, fields, request, same_as=self.follower.known_start
+            )
             live = event.live
             if event.kind == ev.LIVE_START and live is not None and live.start_time:
                 self.follower.went_live(live.uid or "", event.channel or "", live.start_time)
@@ -96,7 +98,10 @@ class KickSource:
                 self.follower.went_offline(live.uid or "")
             return event
         if kind == webhooks.METADATA_UPDATED:
-            return webhooks.metadata_updated(self._name, message_id, fields, request)
+            event = webhooks.metadata_updated(self._name, message_id, fields, request)
+            if event.live is not None and event.live.uid:
+                self.follower.metadata_came(event.live.uid)
+            return event
         return None
 
     async def run(self, host: SourceHost, stop: asyncio.Event) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -176,12 +177,22 @@ def base_event(
 
 
 def status_updated(
-    source: str, message_id: str, payload: Fields, request: WebhookRequest
+    source: str,
+    message_id: str,
+    payload: Fields,
+    request: WebhookRequest,
+    *,
+    same_as: Callable[[str, datetime], datetime] | None = None,
 ) -> Event:
-    """`livestream.status.updated` v1: is_live true -> live_start, false -> live_end."""
+    """`livestream.status.updated` v1: is_live true -> live_start, false -> live_end.
+
+    `same_as(user_id, started_at)` gives the start already known for that stream (the
+    poll's, seconds apart), so that both name one stream alike."""
     who = Broadcaster.of(payload)
     live = payload.boolean("is_live", required=True)
     started = payload.time("started_at")
+    if started is not None and same_as is not None:
+        started = same_as(who.user_id, started)
     info = LiveInfo(
         title=payload.string("title"),
         avatar=who.picture,
