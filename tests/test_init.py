@@ -288,6 +288,27 @@ def test_twitch_asks_for_the_client_id_and_derives_the_callback(
     assert "twitch (twitch)" in capsys.readouterr().out
 
 
+def test_kick_asks_for_the_client_id_and_writes_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bot.toml"
+    ask, prompts = scripted(["kick", "01KICKCLIENTID", "n", "n", "", "", PUBLIC])
+    out = io.StringIO()
+    assert run_init(InitOptions(config=path), ask=ask, out=out) == 0
+    assert "Client ID" in prompts[1]
+    (source,) = written(path)["sources"]
+    assert source["client_id"] == "01KICKCLIENTID"
+    assert source["client_secret_env"] == "KICK_CLIENT_SECRET"
+    # Kick signs with its own key: no shared secret is made (check would refuse one).
+    assert "secret" not in source and "secret_env" not in source
+    # The URL to paste into the Kick app's settings, once per app.
+    assert f"{PUBLIC}/webhook/kick" in out.getvalue()
+    assert "kick.com/settings/developer" in out.getvalue()
+    monkeypatch.setenv("KICK_CLIENT_SECRET", "from-the-kick-settings")
+    assert main(["check", "-c", str(path)]) == 0
+    assert "kick (kick)" in capsys.readouterr().out
+
+
 def test_interactive_run_cut_short_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
