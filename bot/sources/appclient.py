@@ -109,16 +109,19 @@ class AppClient:
         *,
         json_body: Mapping[str, Any] | None = None,
         ok: Iterable[int] = (),
+        authorized: bool = True,
     ) -> tuple[int, Any]:
         """One API call: a fresh token after a 401 (once), 429s waited out. Returns
-        (status, parsed body) for a 2xx or a status in `ok`; raises ApiError otherwise."""
+        (status, parsed body) for a 2xx or a status in `ok`; raises ApiError otherwise.
+        `authorized=False` sends no token (an endpoint that needs none works even while
+        the credentials are refused)."""
         accepted = set(ok)
         renewed = False
         limited = 0
         while True:
-            token = await self.app_token()
+            token = await self.app_token() if authorized else None
             status, headers, body = await self._send(method, path, params, token, json_body)
-            if status == 401 and not renewed:
+            if status == 401 and token is not None and not renewed:
                 renewed = True
                 self._forget_token(token)
                 continue
@@ -148,7 +151,7 @@ class AppClient:
         method: str,
         path: str,
         params: Sequence[tuple[str, str]],
-        token: str,
+        token: str | None,
         json_body: Mapping[str, Any] | None,
     ) -> tuple[int, Mapping[str, str], Any]:
         try:
@@ -157,7 +160,7 @@ class AppClient:
                 self._api_url + path,
                 params=list(params),
                 json=json_body,
-                headers=self.headers(token),
+                headers=self.headers(token) if token is not None else {},
                 timeout=self._timeout,
             ) as response:
                 raw = await response.read()

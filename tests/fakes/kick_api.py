@@ -77,9 +77,21 @@ Served (anything else 404, a known path with another method 405), errors as ``{"
 {}, "message": M}`` (not documented beyond ``message``):
 
 - ``POST /oauth/token`` with a form body only, as documented (``Content-Type:
-  application/x-www-form-urlencoded``, "Body": client_id, client_secret, grant_type).
+  application/x-www-form-urlencoded``, "Body": client_id, client_secret, grant_type):
+  ``{"access_token", "token_type": "Bearer", "expires_in"}``; a missing field, another
+  grant or another body answers the documented 400 ``{"error": "Invalid request"}``; a
+  wrong client id or secret 401 ``{"error": "invalid_client", ...}`` (not documented: RFC
+  6749's). Any other ``Authorization`` than ``Bearer <live token>`` answers 401 ``{"data":
+  {}, "message": "Unauthorized"}``.
 - ``GET /public/v1/public-key`` (no token), and with ``Authorization: Bearer <app token>``:
-  ``GET /channels``, ``GET /livestreams``, ``GET/POST/DELETE /events/subscriptions``.
+  ``GET /channels`` (``slug`` or ``broadcaster_user_id``, not both, 50 at most, exact
+  matches, unknown ones left out), ``GET /livestreams`` (``broadcaster_user_id`` 50 at
+  most, ``limit``), ``GET /events/subscriptions`` (``broadcaster_user_id`` filter),
+  ``POST /events/subscriptions`` (integer ``broadcaster_user_id`` and ``version``, ``method``
+  "webhook"; 400 for a malformed body or an unknown broadcaster; an unknown event or
+  version is an item with ``error`` and no ``subscription_id``, the others are made; a
+  duplicate answers the existing id), ``DELETE /events/subscriptions?id=...`` (204,
+  unknown ids ignored).
 
 Not modelled: user tokens, scopes and the authorization-code flow; other endpoints
 (``/public/v2/livestreams``, categories, users, chat...); Kick's retries of failed
@@ -93,6 +105,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http
 import itertools
 import json
 import math
@@ -397,20 +410,6 @@ class _KickError(Exception):
         self.headers = headers or {}
 
 
-_REASONS = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
-
 def _new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -583,7 +582,7 @@ class FakeKick:
         self, path: str | None, status: int, n: int = 1, *, message: str | None = None
     ) -> None:
         """Answer the next ``n`` API calls to ``path`` (None: any) with this status."""
-        self._faults.append(_Fault(path, status, message or _REASONS.get(status, "Error"), n))
+        self._faults.append(_Fault(path, status, message or http.HTTPStatus(status).phrase, n))
 
     def timestamp(self, *, seconds_ago: float = 0.0) -> str:
         """A ``Kick-Event-Message-Timestamp`` ``seconds_ago`` in the past."""
@@ -950,7 +949,9 @@ class FakeKick:
             handler = routes.get((request.method, path))
             if handler is None:
                 known = any(p == path for _m, p in routes)
-                raise _KickError(405 if known else 404, _REASONS[405 if known else 404])
+                raise _KickError(
+                    405 if known else 404, http.HTTPStatus(405 if known else 404).phrase
+                )
             status, body = handler(record)
         except _KickError as exc:
             return web.json_response(
@@ -1000,9 +1001,8 @@ class FakeKick:
             return True
         if stream.linger_polls > 0:
             stream.linger_polls -= 1
-            if stream.linger_polls == 0:
-                channel.stream = None
             return True
+        channel.stream = None  # ended and no longer listed
         return False
 
     def _get_livestreams(self, record: RecordedRequest) -> tuple[int, Any]:

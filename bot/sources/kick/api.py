@@ -81,7 +81,7 @@ class KickApi(AppClient):
 
     async def public_key(self) -> str:
         """Kick's public key (PEM) that signs the webhooks; needs no token."""
-        _status, body = await self.call("GET", "/public-key")
+        _status, body = await self.call("GET", "/public-key", authorized=False)
         data = body.get("data") if isinstance(body, Mapping) else None
         key = data.get("public_key") if isinstance(data, Mapping) else None
         if not isinstance(key, str) or "PUBLIC KEY" not in key:

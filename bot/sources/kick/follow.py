@@ -23,10 +23,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -124,7 +124,8 @@ class Follower(Keeper):
         self._poll_stop = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._lookup_delays = lookup_delays
-        self._lookups: set[asyncio.Task[None]] = set()
+        #: Look-ups after a webhook start, and writes of `_live`, under way.
+        self._tasks: set[asyncio.Task[None]] = set()
         #: When a metadata webhook last came per user id (monotonic): newer than the API.
         self._told: dict[str, float] = {}
 
@@ -162,11 +163,8 @@ class Follower(Keeper):
         self._misses.pop(user_id, None)
         self._live_changed = True
         if new and self._api is not None and not self._poll_stop.is_set():
-            task = asyncio.get_running_loop().create_task(
-                self._look_up(user_id, slug, started), name=f"kick-lookup-{self.source}"
-            )
-            self._lookups.add(task)
-            task.add_done_callback(self._lookups.discard)
+            self._spawn(self._look_up(user_id, slug, started), "lookup")
+            self._spawn(self._keep_live(), "keep")
 
     def metadata_came(self, user_id: str) -> None:
         """A metadata webhook came: what it says is newer than the API's answers."""
@@ -176,7 +174,25 @@ class Follower(Keeper):
         """An end came by webhook: nothing left for the poll to end."""
         if self._live.pop(user_id, None) is not None:
             self._live_changed = True
+            if self._api is not None and not self._poll_stop.is_set():
+                self._spawn(self._keep_live(), "keep")
         self._misses.pop(user_id, None)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=f"kick-{what}-{self.source}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _keep_live(self) -> None:
+        """Keep the streams seen live in the database (a restart must still end them);
+        a failed write is tried again by the next poll."""
+        if self.host is None or not self._live_changed:
+            return
+        self._live_changed = False
+        try:
+            await self.host.save(self.source, LIVE, json.dumps(self._live, sort_keys=True))
+        except StoreUnavailable:
+            self._live_changed = True
 
     # -- told by a chat ------------------------------------------------------------------
 
@@ -230,10 +246,11 @@ class Follower(Keeper):
     async def stopped(self) -> None:
         """Stop the poll and close the client."""
         self._poll_stop.set()
-        tasks = [*self._lookups, *([self._poller] if self._poller is not None else [])]
+        tasks = [*self._tasks, *([self._poller] if self._poller is not None else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._keep_live()
         if self._api is not None:
             await self._api.close()
             self._api = None
