@@ -260,7 +260,7 @@ def test_only_messages_over_a_day_old_are_refused(offset: timedelta, accepted: b
     if accepted:
         build().verify(request)
     else:
-        assert "Kick retries for a day at most" in refused(build(), request)
+        assert "taken for a day at most" in refused(build(), request)
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,8 @@ __all__ = [
     "KickSubscription",
 ]
 
-#: Ids or slugs per call: the API takes "up to 50" of them (`apis/channels.md`).
+#: Ids or slugs per call. The docs' API pages only embed Kick's OpenAPI file (not mirrored
+#: here); 50 per call is what public clients of it send, and a smaller batch is harmless.
 BATCH: Final = 50
 _KICK: Final = "Kick"
 
@@ -103,7 +104,11 @@ class KickApi(AppClient):
         return found
 
     async def livestreams(self, user_ids: Iterable[str]) -> dict[str, KickLivestream]:
-        """The live streams of these broadcasters, by user id (one not live is absent)."""
+        """The live streams of these broadcasters, by user id (one not live is absent).
+
+        `GET /livestreams` (v1), as issue 18 names it; changelog.md (23/06/2026) marks it
+        deprecated for a paginated v2 whose parameters the mirrored docs do not show.
+        Asking about at most 50 followed channels per call, v1 needs no pages."""
         found: dict[str, KickLivestream] = {}
         for batch in batches(dict.fromkeys(user_ids), BATCH):
             params = [("broadcaster_user_id", user_id) for user_id in batch]

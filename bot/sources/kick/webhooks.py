@@ -6,8 +6,10 @@ delivery carries `Kick-Event-Message-Id` (a ULID, "idempotent key"),
 (RFC 3339), `Kick-Event-Type` and `Kick-Event-Version`. The signature is Kick's private
 key's over `"{message_id}.{timestamp}.{raw body}"`, checked with its public key: RSA
 PKCS#1 v1.5 with SHA-256 (`rsa.VerifyPKCS1v15(publicKey, crypto.SHA256, ...)` in their Go
-example). Kick retries for up to a day and documents no replay window, so the bot refuses
-only messages older than a day and dedupes on the message id.
+example). Kick documents neither a retry schedule nor a replay window, only that it
+unsubscribes an app whose webhook kept failing "for over a day"; so a day is the longest
+a genuine message is taken to be late: the bot refuses only messages older than that and
+dedupes on the message id (the "idempotent key").
 
 `livestream.status.updated` (`events/event-types.md`) has no stream id: a start is named
 by broadcaster and `started_at`, so the webhook's and the poll's starts of one stream are
@@ -45,7 +47,8 @@ METADATA_UPDATED: Final = "livestream.metadata.updated"
 #: The events each followed channel is subscribed to, with their version.
 SUBSCRIBED: Final = ((STATUS_UPDATED, 1), (METADATA_UPDATED, 1))
 
-#: Kick retries "for over a day" before it gives up; older than that is a replay.
+#: Kick gives up on a failing webhook after "over a day" (webhook-security.md); a message
+#: older than that is taken for a replay.
 MAX_AGE: Final = timedelta(hours=24)
 
 PLATFORM: Final = "kick"
@@ -106,8 +109,8 @@ def verify(key: rsa.RSAPublicKey | None, request: WebhookRequest) -> None:
     if abs(gap) > MAX_AGE:
         said = "old" if gap > timedelta(0) else "ahead of this clock"
         raise AuthError(
-            reason=f"the message is {format_duration(abs(gap))} {said}; Kick retries for a"
-            " day at most (a replay, or a clock that is off)"
+            reason=f"the message is {format_duration(abs(gap))} {said}; Kick's messages are"
+            " taken for a day at most (a replay, or a clock that is off)"
         )
 
 
