@@ -25,7 +25,7 @@ from bot.pipeline.muting import is_muted
 from bot.pipeline.routing import follow_move
 from bot.sources.problems import SourceProblem, SourceProblems
 from bot.sources.service import RunningSource
-from bot.store import Mute, Store, Subscription
+from bot.store import Mute, Store, StreamState, Subscription
 from bot.targets import TargetProblem, TargetProblems
 from bot.testcard import card_event, latest_live_start, queue_test_card
 
@@ -170,7 +170,7 @@ class Commands:
         patterns = [f.pattern for f in follows]
         live = []
         for stream in await self._store.live_streams():
-            if patterns and not any(glob_match(stream.streamer_key, p) for p in patterns):
+            if patterns and not self._told_about(stream, follows):
                 continue
             started = stream.started_at
             live.append(
@@ -198,6 +198,19 @@ class Commands:
             if self._source_problems is not None
             else (),
         )
+
+    def _told_about(self, stream: StreamState, follows: Sequence[FollowEntry]) -> bool:
+        """Whether a chat that follows these is told about this stream: some pattern
+        matches it, from /subscribe or from a route whose filters (categories, title)
+        pass the stream as it is now."""
+        for follow in follows:
+            if not glob_match(stream.streamer_key, follow.pattern):
+                continue
+            if follow.route is None or not 0 < follow.route <= len(self._routes):
+                return True
+            if self._routes[follow.route - 1].wants(stream.info):
+                return True
+        return False
 
     async def mutes(self, chat: Chat) -> tuple[MuteEntry, ...]:
         """The mutes in force in this chat."""

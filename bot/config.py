@@ -13,14 +13,16 @@ import re
 import tomllib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from bot.durations import format_duration, parse_duration
 from bot.errors import ConfigError
-from bot.events import NOTIFIED_KINDS, glob_match
+from bot.events import NOTIFIED_KINDS, LiveInfo, glob_match
+from bot.matching import PatternError, TitlePattern, category_matches
+from bot.quiet import QuietWindow, WindowError, is_quiet, load_zone, parse_window
 from bot.registry import PLATFORMS, SOURCES, known_kinds
 from bot.sinks.base import PlatformConfig, PlatformSpec
 from bot.sources.spec import SourceSpec, entry_key
@@ -44,7 +46,15 @@ _SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "storage": ("path", "retention"),
     "console": ("enabled",),
     "templates": ("dir",),
-    "behaviour": ("on_change", "on_end", "end_grace", "rejoin_window", "change_cooldown"),
+    "behaviour": (
+        "on_change",
+        "on_end",
+        "end_grace",
+        "rejoin_window",
+        "change_cooldown",
+        "quiet_hours",
+        "timezone",
+    ),
     "delivery": ("max_age",),
     "logging": ("level", "format"),
     "metrics": ("enabled", "token", "token_env"),
@@ -59,6 +69,17 @@ _ROUTE_KEYS: Final = (
     "on_change",
     "on_end",
     "end_grace",
+    # Which streams this route's chats are told about (issue 19: filters).
+    "categories",
+    "exclude_categories",
+    "title_match",
+    "title_exclude",
+    # How its sends notify: silently, or silently in quiet hours (then without pings).
+    "silent",
+    "quiet_hours",
+    "timezone",
+    # @everyone on live_start, on purpose (never from stream text).
+    "mention_everyone",
 )
 
 
@@ -141,6 +162,10 @@ class BehaviourConfig:
     end_grace: timedelta = timedelta(seconds=60)
     rejoin_window: timedelta = timedelta(minutes=5)
     change_cooldown: timedelta = timedelta(minutes=1)
+    #: When sends are silent and leave role pings out, for routes that set none.
+    quiet_hours: tuple[QuietWindow, ...] = ()
+    #: The IANA zone quiet hours are read in.
+    timezone: tzinfo = field(default_factory=lambda: load_zone("UTC"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,12 +228,54 @@ class Route:
     on_change: str | None = None
     on_end: str | None = None
     end_grace: timedelta | None = None
+    #: Category globs a stream must (not) be in, and title regexes it must (not) match.
+    categories: tuple[str, ...] = ()
+    exclude_categories: tuple[str, ...] = ()
+    title_match: TitlePattern | None = None
+    title_exclude: TitlePattern | None = None
+    #: Every send notifies silently (Discord SUPPRESS_NOTIFICATIONS, Telegram
+    #: disable_notification).
+    silent: bool = False
+    # None: [behaviour]'s quiet hours and time zone.
+    quiet_hours: tuple[QuietWindow, ...] | None = None
+    timezone: tzinfo | None = None
+    #: @everyone on live_start.
+    mention_everyone: bool = False
 
     def matches(self, streamer_key: str | None, kind: str) -> bool:
         """True when this route wants events of `kind` for this stream."""
         return kind in self.events and any(
             glob_match(streamer_key or "", pattern) for pattern in self.patterns
         )
+
+    @property
+    def filters(self) -> bool:
+        """Whether the route tells its chats about some streams only."""
+        return bool(
+            self.categories
+            or self.exclude_categories
+            or self.title_match is not None
+            or self.title_exclude is not None
+        )
+
+    def wants(self, info: LiveInfo | None) -> bool:
+        """Whether a stream with these details (its title and categories now) passes the
+        route's filters."""
+        categories = info.categories if info is not None else ()
+        title = (info.title or "") if info is not None else ""
+        if self.categories and not category_matches(categories, self.categories):
+            return False
+        if self.exclude_categories and category_matches(categories, self.exclude_categories):
+            return False
+        if self.title_match is not None and not self.title_match.search(title):
+            return False
+        return self.title_exclude is None or not self.title_exclude.search(title)
+
+    def quiet(self, at: datetime, default: BehaviourConfig) -> bool:
+        """Whether `at` falls in this route's quiet hours ([behaviour]'s if it sets none)."""
+        windows = default.quiet_hours if self.quiet_hours is None else self.quiet_hours
+        zone = self.timezone or default.timezone
+        return bool(windows) and is_quiet(windows, zone, at)
 
     def targets_on(self, sink: str) -> tuple[str, ...]:
         """This route's addresses on one sink, in the order bot.toml lists them."""
@@ -605,7 +672,58 @@ def _behaviour(table: _Table) -> BehaviourConfig:
         end_grace=table.duration("end_grace", default.end_grace),
         rejoin_window=table.duration("rejoin_window", default.rejoin_window),
         change_cooldown=table.duration("change_cooldown", default.change_cooldown),
+        quiet_hours=_quiet_hours(table) or (),
+        timezone=_timezone(table) or default.timezone,
     )
+
+
+def _quiet_hours(table: _Table) -> tuple[QuietWindow, ...] | None:
+    """`quiet_hours = ["22:00-08:00", "sat,sun 00:00-10:00"]`; None when absent."""
+    items = table.items("quiet_hours")
+    if items is None:
+        return None
+    windows: list[QuietWindow] = []
+    for path, value in items:
+        if not isinstance(value, str):
+            table.problems.append(f"{path}: expected a string, got {_type_name(value)}")
+            continue
+        try:
+            windows.append(parse_window(value))
+        except WindowError as exc:
+            table.problems.append(f"{path}: {exc}")
+    return tuple(windows)
+
+
+def _timezone(table: _Table) -> tzinfo | None:
+    name = table.opt_text("timezone")
+    if name is None:
+        return None
+    try:
+        return load_zone(name)
+    except WindowError as exc:
+        table.problem("timezone", str(exc))
+        return None
+
+
+def _title_pattern(table: _Table, key: str) -> TitlePattern | None:
+    source = table.opt_text(key)
+    if source is None:
+        return None
+    if not source:
+        table.problem(key, "must not be empty (leave it out to match every title)")
+        return None
+    try:
+        return TitlePattern(source)
+    except PatternError as exc:
+        table.problem(key, f"is not a pattern the bot can match in linear time: {exc}")
+        return None
+
+
+def _category_globs(table: _Table, key: str) -> tuple[str, ...]:
+    globs = table.strings(key)
+    if globs == []:
+        table.problem(key, "must not be empty (leave it out for every category)")
+    return _unique(globs or ())
 
 
 def _logging(table: _Table) -> LoggingConfig:
@@ -801,6 +919,14 @@ def _route(table: _Table, known: frozenset[str], specs: Mapping[str, SourceSpec]
         on_change=table.choice("on_change", "", ON_CHANGE_CHOICES) or None,
         on_end=table.choice("on_end", "", ON_END_CHOICES) or None,
         end_grace=table.duration("end_grace", timedelta(0)) if table.has("end_grace") else None,
+        categories=_category_globs(table, "categories"),
+        exclude_categories=_category_globs(table, "exclude_categories"),
+        title_match=_title_pattern(table, "title_match"),
+        title_exclude=_title_pattern(table, "title_exclude"),
+        silent=table.flag("silent", False),
+        quiet_hours=_quiet_hours(table),
+        timezone=_timezone(table),
+        mention_everyone=table.flag("mention_everyone", False),
     )
 
 

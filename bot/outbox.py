@@ -336,6 +336,11 @@ class OutboxWorker:
             elif delivery.action == DELETE:
                 message_id = await self._delete_card(delivery, event)
             else:
+                view = delivery.options.get("view")
+                if isinstance(view, int):
+                    # A late card (a change brought the stream into a route's filters):
+                    # the session's card, drawn as the stream is after that change.
+                    event = card_view(await store.load_event(view))
                 message_id = await self._sink.deliver(delivery, event)
         except asyncio.CancelledError:
             # Cut off mid-send: the row stays 'sending' and is re-queued on start.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from bot import events as ev
 from bot.config import BehaviourConfig, Target
@@ -85,8 +85,16 @@ def card_view(event: Event) -> Event:
     return event.with_changes(kind=ev.LIVE_START, old_live=None)
 
 
-# (target, action, options, not_before) of one outbox row to write.
-Row = tuple[Target, str, dict[str, object], float]
+class Row(NamedTuple):
+    """One outbox row to write."""
+
+    target: Target
+    action: str
+    options: dict[str, object]
+    not_before: float
+    #: The event the row belongs to, when not the candidate's own: a late card is the
+    #: session's (so later changes edit it), drawn from the change that brought it.
+    event_row: int | None = None
 
 
 @dataclass(slots=True)
@@ -138,11 +146,12 @@ class SessionCards:
             stream.marks = replace(stream.marks, end_row=row)
         if item.resumed:
             return await self._resume_rows(stream, targets, now)
-        return await self._card_rows(event, targets, stream, now, change_posts=change_posts)
+        return await self._card_rows(event, row, targets, stream, now, change_posts=change_posts)
 
     async def _card_rows(
         self,
         event: Event,
+        row: int,
         targets: dict[Target, Plan],
         stream: StreamContext,
         now: float,
@@ -162,23 +171,79 @@ class SessionCards:
                 due = now + plan.policy.end_grace.total_seconds()
                 options = {**options, "due": due}
             if target.sink not in self._card_sinks:
-                rows.append((target, POST, options, due))
+                if not plan.filtered:
+                    rows.append(Row(target, POST, options, due))
                 continue
             card = cards.get((target.sink, target.target))
+            if card is None and (
+                late := self._late_card(
+                    event, row, target=target, plan=plan, stream=stream, now=now
+                )
+            ):
+                rows.append(late)
+                continue
             for action in card_actions(event.kind, plan.policy, has_card=card is not None):
                 if action == POST and (
-                    plan.muted or (event.kind in CHANGE_KINDS and not change_posts)
+                    plan.muted
+                    or (plan.filtered and not (event.kind == ev.LIVE_END and card is not None))
+                    or (event.kind in CHANGE_KINDS and not change_posts)
                 ):
                     continue
                 extra = {} if action == POST else {"card": card}
-                rows.append((target, action, {**options, **extra}, due))
+                rows.append(Row(target, action, {**options, **extra}, due))
         if event.kind in CHANGE_KINDS and key is not None:
-            if any(t.sink in self._card_sinks and action == POST for t, action, *_r in rows):
+            if any(
+                r.target.sink in self._card_sinks and r.action == POST and r.event_row is None
+                for r in rows
+            ):
                 await self._store.set_change_posted_at(key, now)
                 stream.marks = replace(stream.marks, change_posted_at=now)
             elif not change_posts:
                 log.info("%s for %s: no change notice posted (change_cooldown)", event.kind, key)
         return rows
+
+    def _late_card(
+        self,
+        event: Event,
+        row: int,
+        *,
+        target: Target,
+        plan: Plan,
+        stream: StreamContext,
+        now: float,
+    ) -> Row | None:
+        """A card for a chat that sees this session for the first time because a change
+        brought the stream into a route's filters: the session's card (later changes edit
+        it), drawn from this change (`view`), pinging what a live_start here would."""
+        session = stream.marks.session_row
+        if (
+            event.kind not in CHANGE_KINDS
+            or not plan.late_card
+            or plan.filtered
+            or plan.muted
+            or session is None
+            or stream.state is None
+            or not stream.state.live
+        ):
+            return None
+        options: dict[str, object] = {
+            k: v for k, v in plan.options.items() if k not in ("mention_roles", "silent")
+        }
+        options["view"] = row
+        if plan.roles:
+            options["mention_roles"] = list(plan.roles)
+        if plan.everyone:
+            options["mention_everyone"] = True
+        if plan.silent:
+            options["silent"] = True
+        log.info(
+            "%s for %s brings it into a route's filters: a card for %s %s",
+            event.kind,
+            stream.key,
+            target.sink,
+            target.target,
+        )
+        return Row(target, POST, options, now, event_row=session)
 
     async def _session_cards(
         self, event: Event, stream: StreamContext
@@ -234,10 +299,14 @@ class SessionCards:
         for target, plan in targets.items():
             if (target.sink, target.target) not in shown:
                 continue  # the chat never saw the end: its card still says live
-            options = {k: v for k, v in plan.options.items() if k != "mention_roles"}
+            options = {
+                k: v
+                for k, v in plan.options.items()
+                if k not in ("mention_roles", "mention_everyone")
+            }
             card = cards.get((target.sink, target.target))
             if card is not None:
-                rows.append((target, EDIT, {**options, "card": card}, now))
-            elif not plan.muted:
-                rows.append((target, POST, options, now))
+                rows.append(Row(target, EDIT, {**options, "card": card}, now))
+            elif not plan.muted and not plan.filtered:
+                rows.append(Row(target, POST, options, now))
         return rows

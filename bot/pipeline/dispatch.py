@@ -20,13 +20,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from bot import events as ev
 from bot.config import BehaviourConfig, Route, Target
 from bot.errors import StoreUnavailable, TransactionAborted
-from bot.events import Event, utcnow
+from bot.events import Event, LiveInfo, utcnow
 from bot.logs import ThrottledLog
 from bot.pipeline.cards import CHANGE_KINDS, CardPolicy, SessionCards, StreamContext
 from bot.pipeline.clocks import SenderClocks
@@ -122,7 +122,10 @@ class Dispatcher:
         behaviour = behaviour or BehaviourConfig(end_grace=timedelta(0))
         self._routes = tuple(routes)
         self._router = Router(
-            routes=routes, sinks=self._sinks, default_policy=CardPolicy.from_behaviour(behaviour)
+            routes=routes,
+            sinks=self._sinks,
+            default_policy=CardPolicy.from_behaviour(behaviour),
+            behaviour=behaviour,
         )
         self._reducer = StreamReducer(clocks=self._clocks, rejoin_window=behaviour.rejoin_window)
         self._cards = SessionCards(
@@ -270,8 +273,10 @@ class Dispatcher:
             state=reduced.state or prev,
             marks=prev.marks if prev is not None else SessionMarks(),
         )
+        # Route filters look at the stream as it is after the event.
+        now_info = stream.state.info if stream.state is not None else None
         # Recorded kinds only count as notified when some route asks for them.
-        plans = [(item, self._targets(item.event, view)) for item in reduced.candidates]
+        plans = [(item, self._targets(item.event, view, now_info)) for item in reduced.candidates]
         plans = [(i, t) for i, t in plans if t or i.event.kind in ev.NOTIFIED_KINDS]
         await store.mark_dispatched(
             row, stored, notified=any(item.event is stored for item, _t in plans)
@@ -292,18 +297,18 @@ class Dispatcher:
             rows = await self._cards.rows(
                 item, item_row, targets, stream, view.now, change_posts=change_posts
             )
-            for target, action, options, not_before in rows:
+            for planned in rows:
                 await store.add_delivery(
-                    event_row=item_row,
-                    sink=target.sink,
-                    target=target.target,
-                    action=action,
-                    options=options,
-                    not_before=not_before,
+                    event_row=planned.event_row if planned.event_row is not None else item_row,
+                    sink=planned.target.sink,
+                    target=planned.target.target,
+                    action=planned.action,
+                    options=planned.options,
+                    not_before=planned.not_before,
                     now=view.now,
                 )
             done.deliveries += len(rows)
-            done.sinks.update(target.sink for target, *_rest in rows)
+            done.sinks.update(planned.target.sink for planned in rows)
             done.notified.append(item.event)
         self._dispatched_log.log(
             "dispatched %s %s for %s: %d deliveries",
@@ -314,8 +319,11 @@ class Dispatcher:
         )
         return done
 
-    def _targets(self, event: Event, view: _BatchView) -> dict[Target, Plan]:
-        plans = self._router.plan(event, view.subscriptions, view.moves)
+    def _targets(
+        self, event: Event, view: _BatchView, info: LiveInfo | None = None
+    ) -> dict[Target, Plan]:
+        at = datetime.fromtimestamp(view.now, UTC)
+        plans = self._router.plan(event, view.subscriptions, view.moves, info=info, at=at)
         apply_mutes(
             plans,
             view.mutes,

@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
 
 from bot import events as ev
-from bot.config import Route, Target
-from bot.events import Event, glob_match
+from bot.config import BehaviourConfig, Route, Target
+from bot.events import Event, LiveInfo, glob_match
 from bot.pipeline.cards import CardPolicy
+from bot.quiet import is_quiet
 from bot.store import Store, Subscription
 
 log = logging.getLogger(__name__)
@@ -36,11 +39,29 @@ class Plan:
     """What one target does with one event: its card policy and the delivery's options."""
 
     policy: CardPolicy
-    # Stored with each delivery row: the roles a live_start pings.
+    # Stored with each delivery row: the roles a live_start pings, @everyone, silence.
     options: dict[str, object] = field(default_factory=dict)
     # A /mute holds back every new message here; a card already posted is still kept
     # current (edited to ended, say), which notifies nobody and never leaves it stale.
     muted: bool = False
+    # Every route reaching this chat filters the stream out (its categories or title):
+    # no new message, as for a mute; a card already posted still follows the stream.
+    filtered: bool = False
+    # A route that filters wants the stream now: the first message this chat sees of
+    # the session is a card (with the pings), even when a change brought it.
+    late_card: bool = False
+    # What a card here pings, live_start or not (a late card needs them).
+    roles: list[int] = field(default_factory=list)
+    everyone: bool = False
+    # Silent sends: every route reaching the chat is silent or in its quiet hours.
+    silent: bool = True
+
+
+#: The kinds route filters decide on: a start, and changes that may bring a stream into
+#: (or out of) a route's categories or titles. Ends follow the cards; errors always go.
+FILTERED_KINDS: Final = frozenset(
+    {ev.LIVE_START, ev.TITLE_CHANGE, ev.CATEGORY_CHANGE, ev.LIVE_END}
+)
 
 
 def route_policy(route: Route, default: CardPolicy) -> CardPolicy:
@@ -56,42 +77,89 @@ class Router:
     """Plans each event's targets from the configured routes and the subscriptions."""
 
     def __init__(
-        self, *, routes: Sequence[Route], sinks: Iterable[str], default_policy: CardPolicy
+        self,
+        *,
+        routes: Sequence[Route],
+        sinks: Iterable[str],
+        default_policy: CardPolicy,
+        behaviour: BehaviourConfig | None = None,
     ) -> None:
         self._routes = tuple(routes)
         self._sinks = frozenset(sinks)
         self._default = default_policy
+        self._behaviour = behaviour or BehaviourConfig()
 
     def plan(
-        self, event: Event, subscriptions: Sequence[Subscription], moves: Moves | None = None
+        self,
+        event: Event,
+        subscriptions: Sequence[Subscription],
+        moves: Moves | None = None,
+        *,
+        info: LiveInfo | None = None,
+        at: datetime | None = None,
     ) -> dict[Target, Plan]:
         """Every target of a running sink this event should go to, with its plan; a
-        chat that moved is reached at its new id."""
+        chat that moved is reached at its new id.
+
+        `info` is the stream as it is after the event (what route filters look at; the
+        event's own details when not given), `at` the time quiet hours are read at (now
+        when not given)."""
         key = event.streamer_key
+        info = info if info is not None else event.live
+        at = at or datetime.now(UTC)
+        filtering = event.kind in FILTERED_KINDS
         wanted: dict[Target, Plan] = {}
         for route in self._routes:
             if not route.matches(key, event.kind):
                 continue
+            passes = not filtering or route.wants(info)
             policy = route_policy(route, self._default)
-            self._add(wanted, CONSOLE, policy)
-            for target in route.targets:
+            quiet = route.quiet(at, self._behaviour)
+            for target in (CONSOLE, *route.targets):
                 plan = self._add(wanted, moved(target, moves or {}), policy)
-                if plan is not None and event.kind == ev.LIVE_START and route.mention_roles:
-                    roles = plan.options.setdefault("mention_roles", [])
-                    assert isinstance(roles, list)
-                    roles.extend(r for r in route.mention_roles if r not in roles)
+                if plan is None or not passes:
+                    continue
+                plan.filtered = False
+                plan.late_card = plan.late_card or route.filters
+                plan.silent = plan.silent and (route.silent or quiet)
+                if not quiet and target is not CONSOLE:
+                    plan.roles.extend(r for r in route.mention_roles if r not in plan.roles)
+                    plan.everyone = plan.everyone or route.mention_everyone
         if event.kind in ev.NOTIFIED_KINDS:
+            quiet = bool(self._behaviour.quiet_hours) and is_quiet(
+                self._behaviour.quiet_hours, self._behaviour.timezone, at
+            )
             for sub in subscriptions:
                 if glob_match(key or "", sub.pattern):
                     target = Target(sub.sink, sub.target)
-                    self._add(wanted, moved(target, moves or {}), self._default)
+                    plan = self._add(wanted, moved(target, moves or {}), self._default)
+                    if plan is not None:
+                        # /subscribe is unfiltered: the chat asked for every stream.
+                        plan.filtered = False
+                        plan.silent = plan.silent and quiet
+        for plan in wanted.values():
+            _set_options(plan, event.kind)
         return wanted
 
     def _add(self, wanted: dict[Target, Plan], target: Target, policy: CardPolicy) -> Plan | None:
         if target.sink not in self._sinks:
             return None
-        # The first route that reaches a chat decides its policy.
-        return wanted.setdefault(target, Plan(policy))
+        # The first route that reaches a chat decides its policy; it is filtered out
+        # until some route reaching it wants the stream.
+        return wanted.setdefault(target, Plan(policy, filtered=True))
+
+
+def _set_options(plan: Plan, kind: str) -> None:
+    """The delivery options a plan's rows carry: the pings of a live_start, silence."""
+    if plan.filtered:
+        plan.silent = True  # what still goes out (a card's edit) notifies nobody anyway
+    if kind == ev.LIVE_START:
+        if plan.roles:
+            plan.options["mention_roles"] = list(plan.roles)
+        if plan.everyone:
+            plan.options["mention_everyone"] = True
+    if plan.silent:
+        plan.options["silent"] = True
 
 
 def moved(target: Target, moves: Moves) -> Target:

@@ -38,10 +38,13 @@ INVITE_SCOPES: Final = ("bot", "applications.commands")
 _UNLIMITED_PATH: Final = re.compile(r"/(interactions|webhooks)/")
 
 
-def allowed_mentions_for(roles: Iterable[str | int]) -> discord.AllowedMentions:
-    """Allowed mentions that ping exactly `roles`: no @everyone/@here, users or replies."""
+def allowed_mentions_for(
+    roles: Iterable[str | int], *, everyone: bool = False
+) -> discord.AllowedMentions:
+    """Allowed mentions that ping exactly `roles` (and @everyone only when a route asked
+    for it): no users or replies."""
     return discord.AllowedMentions(
-        everyone=False,
+        everyone=everyone,
         users=False,
         roles=[discord.Object(int(role)) for role in roles],
         replied_user=False,

@@ -147,17 +147,28 @@ class DiscordFormat:
         env.globals["discord_time"] = discord_time
         env.filters["codeblock"] = codeblock_filter
 
-    def build(self, rendered: Rendered, *, mention_roles: Sequence[int] = ()) -> DiscordMessage:
-        """The message for the rendered blocks; `mention_roles` are pinged on live_start."""
+    def build(
+        self,
+        rendered: Rendered,
+        *,
+        mention_roles: Sequence[int] = (),
+        mention_everyone: bool = False,
+    ) -> DiscordMessage:
+        """The message for the rendered blocks; `mention_roles` (and `@everyone`, when a
+        route asks for it) are pinged on live_start, and nothing else ever is: stream text
+        is escaped, and allowed_mentions names exactly these."""
         blocks, ctx, kind = rendered.blocks, rendered.context, rendered.context.event.kind
         pinging = kind == LIVE_START
         roles = role_pings(mention_roles, limit=self.max_role_mentions) if pinging else []
+        everyone = pinging and mention_everyone
         hue = colour(blocks["colour"], KIND_COLOURS.get(kind, DEFAULT_COLOUR), rendered.name)
         show_image = flag(blocks["image"], default=True, block="image", name=rendered.name)
 
         md, plain = markup.truncate_discord, markup.truncate_plain
         cut = Cutter(self.name, kind)
-        prefix = " ".join(f"<@&{role}>" for role in roles)
+        prefix = " ".join(
+            [*(["@everyone"] if everyone else []), *(f"<@&{role}>" for role in roles)]
+        )
         room = self.content_max - (len(prefix) + 1 if prefix else 0)
         content = cut(md, blocks["content"], room, "content")
         content = f"{prefix} {content}" if prefix and content else prefix or content
@@ -215,7 +226,7 @@ class DiscordFormat:
             embed=embed,
             text=text,
             allowed_mentions={
-                "parse": [],
+                "parse": ["everyone"] if everyone else [],
                 "roles": [str(role) for role in roles],
                 "users": [],
                 "replied_user": False,

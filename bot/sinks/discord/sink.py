@@ -455,15 +455,23 @@ class DiscordSink:
         # The turn comes before rendering: the outbox starts every channel's delivery at
         # once, and the first sends should not wait for all the others to be rendered.
         async with self._limiter.reserve():
-            message = self._renderer.render(FORMAT, event, mention_roles=roles)
+            message = self._renderer.render(
+                FORMAT,
+                event,
+                mention_roles=roles,
+                mention_everyone=delivery.options.get("mention_everyone") is True,
+            )
             content, embeds = self._card(delivery.target, channel, message)
             pings = message.allowed_mentions["roles"]
+            everyone = "everyone" in message.allowed_mentions["parse"]
             async with self._target_call(delivery.target, where):
                 sent = await target.send(
                     content=content,
                     embeds=embeds,
-                    allowed_mentions=allowed_mentions_for(pings),
+                    allowed_mentions=allowed_mentions_for(pings, everyone=everyone),
                     nonce=delivery_nonce(delivery),
+                    # A route's `silent` or quiet hours: SUPPRESS_NOTIFICATIONS (4096).
+                    silent=delivery.options.get("silent") is True,
                 )
         self._check_pings(sent, pings)
         return str(sent.id)

@@ -359,6 +359,8 @@ class TelegramSink:
         chat_id = chat_id_of(delivery.target)
         thread_id = thread_id_of(delivery.target)
         keyboard = _keyboard(message)
+        # A route's `silent` or quiet hours: the message arrives without a sound.
+        quietly = delivery.options.get("silent") is True
         if message.photo_url and message.caption and chat_id not in self._text_only_chats:
             try:
                 with delivery_errors(delivery.target):
@@ -369,6 +371,7 @@ class TelegramSink:
                         parse_mode=ParseMode.HTML,
                         reply_markup=keyboard,
                         message_thread_id=thread_id,
+                        disable_notification=quietly,
                         read_timeout=self.send_read_timeout,
                     )
                 return f"photo:{sent.message_id}"
@@ -399,6 +402,7 @@ class TelegramSink:
                 reply_markup=keyboard,
                 link_preview_options=_preview(message),
                 message_thread_id=thread_id,
+                disable_notification=quietly,
                 read_timeout=self.send_read_timeout,
             )
         return f"text:{sent.message_id}"
