@@ -1,0 +1,179 @@
+"""Route filters, silent sends, quiet hours and @everyone through the whole bot
+(`bot.app.run`) against the fake Discord and the fake Telegram."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import Running, run
+from bot.config import Config
+from tests.conftest import make_config
+from tests.fakes.discord_api import (
+    BOT_ROLE_PERMISSIONS,
+    GENERAL_CHANNEL_ID,
+    MENTION_EVERYONE,
+    STREAMERS_ROLE_ID,
+    STREAMS_CHANNEL_ID,
+    SUPPRESS_NOTIFICATIONS,
+    TOKEN,
+    FakeDiscord,
+    default_guild,
+)
+from tests.fakes.telegram_api import FakeTelegram
+from tests.test_e2e_discord import running_with, webhook
+
+ALWAYS = ["00:00-24:00"]
+
+
+def card_text(message: dict[str, Any]) -> str:
+    return str(message.get("content")) + str(message.get("embeds"))
+
+
+@pytest.fixture
+async def granted() -> Any:
+    """A server that granted the bot Mention Everyone: only the bot decides who is pinged."""
+    guild = default_guild(bot_permissions=BOT_ROLE_PERMISSIONS | MENTION_EVERYONE)
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=200, guilds=[guild]) as fake:
+        yield fake
+        assert fake.errors == []
+
+
+def discord_config(tmp_path: Path, fake: FakeDiscord, *routes: dict[str, Any]) -> Any:
+    return make_config(
+        tmp_path,
+        console={"enabled": False},
+        discord={"token": TOKEN, "api_url": fake.api_url, "gateway_url": fake.gateway_url},
+        routes=list(routes),
+    )
+
+
+async def test_a_category_filter_posts_the_card_when_the_stream_switches_into_it(
+    tmp_path: Path, granted: FakeDiscord
+) -> None:
+    fake = granted
+    celeste = {
+        "match": "twitch/*",
+        "discord_channels": [str(STREAMS_CHANNEL_ID)],
+        "mention_roles": [str(STREAMERS_ROLE_ID)],
+        "categories": ["celeste*"],
+        "mention_everyone": True,
+    }
+    everything_quietly = {
+        "match": "twitch/*",
+        "discord_channels": [str(GENERAL_CHANNEL_ID)],
+        "silent": True,
+    }
+    config = discord_config(tmp_path, fake, celeste, everything_quietly)
+    async with running_with(config) as running:
+        live = {"uname": "Quinn", "title": "Warm-up @everyone", "categories": ["Art"]}
+        assert await webhook(running, "live_start", **live) == 202
+        general = await fake.wait_for_message(GENERAL_CHANNEL_ID)
+        # The silent route: the card arrives, nobody's phone rings, nobody is pinged.
+        assert general["flags"] & SUPPRESS_NOTIFICATIONS
+        assert not general["mention_everyone"] and general["mention_roles"] == []
+        await asyncio.sleep(0.3)
+        assert fake.messages.get(STREAMS_CHANNEL_ID, []) == []  # Art: not for this route
+
+        # Into Celeste: the first message this channel sees of the stream is its card,
+        # with the route's pings (@everyone on purpose; the title's never counts).
+        assert await webhook(running, "category_change", categories=["Celeste"]) == 202
+        card = await fake.wait_for_message(STREAMS_CHANNEL_ID)
+        assert card["mention_roles"] == [str(STREAMERS_ROLE_ID)]
+        assert card["mention_everyone"] is True
+        assert card["content"].startswith("@everyone <@&")
+        assert "Celeste" in card_text(card) and "changed" not in card["content"]
+        assert not card["flags"] & SUPPRESS_NOTIFICATIONS
+        await fake.wait_for_message(GENERAL_CHANNEL_ID, lambda m: "Celeste" in card_text(m))
+
+        # Later changes edit that card, also the one that takes the stream away again.
+        assert await webhook(running, "title_change", title="Any% PB") == 202
+        await fake.wait_for_message(STREAMS_CHANNEL_ID, lambda m: "Any% PB" in card_text(m))
+        assert await webhook(running, "category_change", categories=["Art"]) == 202
+        await fake.wait_for_message(
+            STREAMS_CHANNEL_ID, lambda m: "Art" in card_text(m) and "Celeste" not in card_text(m)
+        )
+        assert await webhook(running, "live_end") == 202
+        await fake.wait_for_message(STREAMS_CHANNEL_ID, lambda m: "ended" in card_text(m))
+        await fake.wait_for_message(GENERAL_CHANNEL_ID, lambda m: "ended" in card_text(m))
+    assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1
+    assert len(fake.messages[GENERAL_CHANNEL_ID]) == 1
+
+
+async def test_quiet_hours_send_silently_and_ping_nobody(
+    tmp_path: Path, granted: FakeDiscord
+) -> None:
+    fake = granted
+    route = {
+        "match": "twitch/*",
+        "discord_channels": [str(STREAMS_CHANNEL_ID)],
+        "mention_roles": [str(STREAMERS_ROLE_ID)],
+        "mention_everyone": True,
+        "quiet_hours": ALWAYS,
+        "timezone": "Europe/Berlin",
+    }
+    async with running_with(discord_config(tmp_path, fake, route)) as running:
+        assert await webhook(running, "live_start", uname="Quinn", title="Late night") == 202
+        card = await fake.wait_for_message(STREAMS_CHANNEL_ID)
+    assert card["flags"] & SUPPRESS_NOTIFICATIONS
+    assert card["mention_roles"] == [] and not card["mention_everyone"]
+    assert "@everyone" not in card["content"] and "<@&" not in card["content"]
+    assert "Quinn" in card_text(card)  # the card still says who is live
+
+
+async def test_telegram_sends_silently_in_quiet_hours_and_filters_by_title(
+    tmp_path: Path,
+) -> None:
+    group = -100777
+    async with FakeTelegram() as telegram:
+        telegram.add_chat(group, "supergroup", title="Streams")
+        config = make_config(
+            tmp_path,
+            console={"enabled": False},
+            telegram={"token": telegram.token, "api_url": telegram.api_url},
+            routes=[
+                {
+                    "match": "twitch/*",
+                    "telegram_chats": [str(group)],
+                    "title_exclude": "rerun",
+                    "quiet_hours": ALWAYS,
+                }
+            ],
+        )
+        async with running_telegram(config) as running:
+            assert await webhook(running, "live_start", uname="Quinn", title="Rerun: PB") == 202
+            await asyncio.sleep(0.5)
+            assert not telegram.calls_to("sendMessage") and not telegram.calls_to("sendPhoto")
+            assert await webhook(running, "title_change", title="Live: PB attempts") == 202
+            await telegram.wait_for_call("sendMessage")
+        (sent,) = telegram.calls_to("sendMessage")
+    assert sent.params["disable_notification"] is True
+    # The card (not a change notice) with the stream as it is now.
+    assert "Live: PB attempts" in sent.params["text"]
+    assert "changed" not in sent.params["text"]
+
+
+@asynccontextmanager
+async def running_telegram(config: Config) -> AsyncIterator[Running]:
+    stop = asyncio.Event()
+    ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run(
+            config,
+            stop,
+            on_ready=ready.set_result,
+            sink_options={"telegram": {"poll_timeout": 1.0}},
+        )
+    )
+    try:
+        running = await asyncio.wait_for(ready, 10)
+        assert running.sinks["telegram"].state == "running"
+        yield running
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
