@@ -177,3 +177,25 @@ async def running_telegram(config: Config) -> AsyncIterator[Running]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+async def test_everyone_without_the_permission_pings_nobody_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    route = {
+        "match": "twitch/*",
+        "discord_channels": [str(STREAMS_CHANNEL_ID)],
+        "mention_everyone": True,
+    }
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=200) as fake:
+        async with running_with(discord_config(tmp_path, fake, route)) as running:
+            assert await webhook(running, "live_start", uname="Quinn", title="Hi") == 202
+            card = dict(await fake.wait_for_message(STREAMS_CHANNEL_ID))  # as first sent
+            assert await webhook(running, "live_end") == 202
+            assert await webhook(running, "live_start", uname="Quinn", title="Again") == 202
+            await fake.wait_for_message(STREAMS_CHANNEL_ID, lambda m: "Again" in card_text(m))
+        assert fake.errors == []
+    assert card["content"].startswith("@everyone")
+    assert card["mention_everyone"] is False  # Discord's rule: the bot may not
+    warnings = [r for r in caplog.records if "@everyone (mention_everyone = true)" in r.message]
+    assert len(warnings) == 1  # once per channel

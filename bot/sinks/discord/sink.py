@@ -474,6 +474,8 @@ class DiscordSink:
                     silent=delivery.options.get("silent") is True,
                 )
         self._check_pings(sent, pings)
+        if everyone and not sent.mention_everyone:
+            self._check_everyone(sent)
         return str(sent.id)
 
     async def edit(self, delivery: Delivery, message_id: str, event: Event) -> None:
@@ -630,6 +632,19 @@ class DiscordSink:
                 role,
                 sent.channel.id,
             )
+
+
+    def _check_everyone(self, sent: discord.Message) -> None:
+        """Say once per channel when a route's @everyone did not ping."""
+        key = (sent.channel.id, 0)
+        if key in self._unpinged:
+            return
+        self._unpinged.add(key)
+        log.warning(
+            "discord: @everyone (mention_everyone = true) did not ping in channel %d: the"
+            " bot lacks Mention @everyone, @here and All Roles there",
+            sent.channel.id,
+        )
 
 
 def _embeds(embed: Mapping[str, Any]) -> list[discord.Embed]:
