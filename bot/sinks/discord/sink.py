@@ -633,7 +633,6 @@ class DiscordSink:
                 sent.channel.id,
             )
 
-
     def _check_everyone(self, sent: discord.Message) -> None:
         """Say once per channel when a route's @everyone did not ping."""
         key = (sent.channel.id, 0)
