@@ -80,6 +80,8 @@ _ROUTE_KEYS: Final = (
     "timezone",
     # @everyone on live_start, on purpose (never from stream text).
     "mention_everyone",
+    # Publish cards in Discord announcement channels to the servers following them.
+    "crosspost",
 )
 
 
@@ -241,6 +243,8 @@ class Route:
     timezone: tzinfo | None = None
     #: @everyone on live_start.
     mention_everyone: bool = False
+    #: Publish the cards in announcement channels (Discord's Crosspost Message).
+    crosspost: bool = False
 
     def matches(self, streamer_key: str | None, kind: str) -> bool:
         """True when this route wants events of `kind` for this stream."""
@@ -927,6 +931,7 @@ def _route(table: _Table, known: frozenset[str], specs: Mapping[str, SourceSpec]
         quiet_hours=_quiet_hours(table),
         timezone=_timezone(table),
         mention_everyone=table.flag("mention_everyone", False),
+        crosspost=table.flag("crosspost", False),
     )
 
 

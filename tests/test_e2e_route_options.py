@@ -9,13 +9,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from bot.app import Running, run
 from bot.config import Config
 from tests.conftest import make_config
 from tests.fakes.discord_api import (
+    ANNOUNCEMENTS_CHANNEL_ID,
     BOT_ROLE_PERMISSIONS,
+    CROSSPOSTED,
     GENERAL_CHANNEL_ID,
     MENTION_EVERYONE,
     STREAMERS_ROLE_ID,
@@ -199,3 +202,105 @@ async def test_everyone_without_the_permission_pings_nobody_and_says_so(
     assert card["mention_everyone"] is False  # Discord's rule: the bot may not
     warnings = [r for r in caplog.records if "@everyone (mention_everyone = true)" in r.message]
     assert len(warnings) == 1  # once per channel
+
+
+# -- crosspost -----------------------------------------------------------------------------
+
+
+def crossposting(tmp_path: Path, fake: FakeDiscord, channel: int) -> Any:
+    route = {"match": "twitch/*", "discord_channels": [str(channel)], "crosspost": True}
+    return discord_config(tmp_path, fake, route)
+
+
+async def test_a_card_is_published_in_an_announcement_channel_and_its_edits_follow(
+    tmp_path: Path,
+) -> None:
+    # One edit of a published message per 90 s: the second edit waits out Discord's 429
+    # (20028, its Retry-After header wrong as on Discord) in the outbox, then goes out.
+    async with FakeDiscord(
+        token=TOKEN, heartbeat_interval=200, published_edit_limit=(1, 90.0)
+    ) as fake:
+        async with running_with(crossposting(tmp_path, fake, ANNOUNCEMENTS_CHANNEL_ID)) as running:
+            assert await webhook(running, "live_start", uname="Quinn", title="Day 1") == 202
+            await fake.wait_for_message(
+                ANNOUNCEMENTS_CHANNEL_ID, lambda m: bool(m["flags"] & CROSSPOSTED)
+            )
+            assert await webhook(running, "title_change", title="Day 1, part 2") == 202
+            await fake.wait_for_message(
+                ANNOUNCEMENTS_CHANNEL_ID, lambda m: "part 2" in card_text(m)
+            )
+            assert await webhook(running, "title_change", title="Day 1, finale") == 202
+            await wait_for_429(fake)
+            rows = await running.store.outbox_counts()
+            assert rows.by_state.get("pending") == 1  # rescheduled, not failed or lost
+        assert fake.errors == []
+    (card,) = fake.messages[ANNOUNCEMENTS_CHANNEL_ID]
+    assert fake.crossposted(ANNOUNCEMENTS_CHANNEL_ID) == [card]
+    # Published once: the edits follow by themselves, they are not published again.
+    assert len([r for r in fake.requests if r.path.endswith("/crosspost")]) == 1
+
+
+async def wait_for_429(fake: FakeDiscord) -> Any:
+    async with asyncio.timeout(10):
+        while True:
+            for request in fake.requests:
+                if request.method == "PATCH" and request.status == 429:
+                    return request
+            await asyncio.sleep(0.05)
+
+
+async def test_crosspost_in_a_plain_channel_posts_and_says_why_it_cannot_publish(
+    tmp_path: Path, fake_discord: FakeDiscord
+) -> None:
+    fake = fake_discord
+    async with running_with(crossposting(tmp_path, fake, STREAMS_CHANNEL_ID)) as running:
+        assert await webhook(running, "live_start", uname="Quinn", title="Hi") == 202
+        await fake.wait_for_message(STREAMS_CHANNEL_ID)
+        problems = await wait_for_problem(running, "not_announcement")
+    assert "is not an announcement channel" in problems["detail"]
+    assert fake.crossposted(STREAMS_CHANNEL_ID) == []
+    assert not [r for r in fake.requests if r.path.endswith("/crosspost")]
+
+
+async def test_over_the_publish_limit_the_card_still_goes_out_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FakeDiscord(
+        token=TOKEN, heartbeat_interval=200, crosspost_limit=(1, 3600.0)
+    ) as fake:
+        async with running_with(crossposting(tmp_path, fake, ANNOUNCEMENTS_CHANNEL_ID)) as running:
+            assert await webhook(running, "live_start", channel="quinn", uname="Quinn") == 202
+            assert await webhook(running, "live_start", channel="bo", uname="Bo") == 202
+            async with asyncio.timeout(10):
+                while len(fake.messages[ANNOUNCEMENTS_CHANNEL_ID]) < 2 or not any(
+                    "not published" in r.message for r in caplog.records
+                ):
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+        assert fake.errors == []
+    assert len(fake.messages[ANNOUNCEMENTS_CHANNEL_ID]) == 2  # no card posted twice
+    assert len(fake.crossposted(ANNOUNCEMENTS_CHANNEL_ID)) == 1
+    assert any(
+        "10 publishes per announcement channel per hour" in r.message for r in caplog.records
+    )
+
+
+async def wait_for_problem(running: Running, kind: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        async with asyncio.timeout(10):
+            while True:
+                async with session.get(f"{running.base_url}/healthz") as response:
+                    report = await response.json()
+                by_target = report["targets"].get("discord", {}).get("problems", {})
+                for problems in by_target.values():
+                    for problem in problems:
+                        if problem["kind"] == kind:
+                            return dict(problem)
+                await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def fake_discord() -> Any:
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=200) as fake:
+        yield fake
+        assert fake.errors == []

@@ -227,13 +227,17 @@ class SessionCards:
         ):
             return None
         options: dict[str, object] = {
-            k: v for k, v in plan.options.items() if k not in ("mention_roles", "silent")
+            k: v
+            for k, v in plan.options.items()
+            if k not in ("mention_roles", "mention_everyone", "crosspost", "silent")
         }
         options["view"] = row
         if plan.roles:
             options["mention_roles"] = list(plan.roles)
         if plan.everyone:
             options["mention_everyone"] = True
+        if plan.crosspost:
+            options["crosspost"] = True
         if plan.silent:
             options["silent"] = True
         log.info(
@@ -302,7 +306,7 @@ class SessionCards:
             options = {
                 k: v
                 for k, v in plan.options.items()
-                if k not in ("mention_roles", "mention_everyone")
+                if k not in ("mention_roles", "mention_everyone", "crosspost")
             }
             card = cards.get((target.sink, target.target))
             if card is not None:

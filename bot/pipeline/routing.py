@@ -53,6 +53,8 @@ class Plan:
     # What a card here pings, live_start or not (a late card needs them).
     roles: list[int] = field(default_factory=list)
     everyone: bool = False
+    # Publish the card to the channels following an announcement channel.
+    crosspost: bool = False
     # Silent sends: every route reaching the chat is silent or in its quiet hours.
     silent: bool = True
 
@@ -122,6 +124,7 @@ class Router:
                 plan.filtered = False
                 plan.late_card = plan.late_card or route.filters
                 plan.silent = plan.silent and (route.silent or quiet)
+                plan.crosspost = plan.crosspost or route.crosspost
                 if not quiet and target is not CONSOLE:
                     plan.roles.extend(r for r in route.mention_roles if r not in plan.roles)
                     plan.everyone = plan.everyone or route.mention_everyone
@@ -158,6 +161,8 @@ def _set_options(plan: Plan, kind: str) -> None:
             plan.options["mention_roles"] = list(plan.roles)
         if plan.everyone:
             plan.options["mention_everyone"] = True
+        if plan.crosspost:
+            plan.options["crosspost"] = True
     if plan.silent:
         plan.options["silent"] = True
 

@@ -38,6 +38,13 @@ FakeDiscord(*, guilds=None, application_id=APPLICATION_ID, bot_user_id=BOT_USER_
     (interaction answers are exempt, as on Discord; a fixed window opened by the first
     request in it; beyond it a 429 with ``"global": true``), ``allowed_intents``,
     ``foreign_guilds`` (servers the bot is not in: their channels answer 403 50001).
+    ``crosspost_limit=(10, 3600.0)``: publishes (Crosspost Message) per announcement
+    channel per window, and ``published_edit_limit=(3, 3600.0)``: edits of published
+    messages per channel per window, as Discord enforces them (publicly reported limits,
+    discord/discord-api-docs #2258 "Bots can only update published messages 3 times per
+    hour" and discord.js #4956 "10 publishes ... per hour"). Over the first: a 429; over
+    the second: a 429 with code 20028 whose body's ``retry_after`` is right and whose
+    ``Retry-After`` header says 1, Discord's own bug (discord-api-docs #6109).
 start() / close(), or ``async with``.
 api_url, gateway_url, resume_gateway_url.
 messages: channel id -> messages as Discord returns them (live dicts: edits applied,
@@ -177,6 +184,7 @@ SEND_MESSAGES_IN_THREADS = 1 << 38
 ALL_PERMISSIONS = discord.Permissions.all().value
 
 # Message flags.
+CROSSPOSTED = 1 << 0
 SUPPRESS_EMBEDS = 1 << 2
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
@@ -525,6 +533,19 @@ class _Reply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict[str, Any])
+
+
+def _window_wait(times: dict[int, list[float]], key: int, limit: tuple[int, float]) -> float:
+    """Seconds until one more fits a sliding window of `limit` (count, seconds); 0 when it
+    fits now, and then it is counted."""
+    count, window = limit
+    now = time.monotonic()
+    recent = [t for t in times.get(key, []) if now - t < window]
+    if len(recent) >= count:
+        times[key] = recent
+        return max(window - (now - recent[0]), 0.001)
+    times[key] = [*recent, now]
+    return 0.0
 
 
 class _ApiError(Exception):
@@ -1044,7 +1065,14 @@ class FakeDiscord:
         global_rate_limit: tuple[int, float] | None = None,
         allowed_intents: int | None = None,
         foreign_guilds: list[dict[str, Any]] | None = None,
+        crosspost_limit: tuple[int, float] = (10, 3600.0),
+        published_edit_limit: tuple[int, float] = (3, 3600.0),
     ) -> None:
+        self.crosspost_limit = crosspost_limit
+        self.published_edit_limit = published_edit_limit
+        #: Publish and published-edit times per channel (time.monotonic()).
+        self._publishes: dict[int, list[float]] = {}
+        self._published_edits: dict[int, list[float]] = {}
         self.application_id = application_id
         self.bot_user_id = bot_user_id
         self.token = token
@@ -1879,6 +1907,7 @@ class FakeDiscord:
             ("GET", f"{cid}/messages/{mid}", self._get_message, True),
             ("PATCH", f"{cid}/messages/{mid}", self._edit_message, True),
             ("DELETE", f"{cid}/messages/{mid}", self._delete_message, True),
+            ("POST", f"{cid}/messages/{mid}/crosspost", self._crosspost, True),
             (
                 "POST",
                 r"/interactions/(?P<iid>\d+)/(?P<token>[^/]+)/callback",
@@ -2247,12 +2276,57 @@ class FakeDiscord:
             raise _form_error(errors)
         if payload.get("embeds") and not perms & EMBED_LINKS:
             payload = dict(payload, embeds=[])
+        if msg["flags"] & CROSSPOSTED:
+            wait = _window_wait(self._published_edits, int(cid), self.published_edit_limit)
+            if wait:
+                body = {
+                    "message": "The write action you are performing on the channel has hit"
+                    " the write rate limit.",
+                    "code": 20028,
+                    "global": False,
+                    "retry_after": round(wait, 3),
+                }
+                # The header is wrong on Discord too (discord-api-docs #6109).
+                return _Reply(
+                    429,
+                    body,
+                    {"Via": "1.1 google", "Retry-After": "1", "X-RateLimit-Scope": "shared"},
+                )
         new = self._edited(
             guild, msg, payload, perms=perms, attachments=self._attachments(rec, int(cid))
         )
         self._replace(msg, new)
         await self._dispatch_message("MESSAGE_UPDATE", guild, msg)
         return _Reply(200, msg)
+
+    async def _crosspost(self, rec: RecordedRequest, cid: str, mid: str) -> _Reply:
+        """Crosspost Message: publish a message of an announcement channel to the
+        channels following it (SEND_MESSAGES for one's own message, MANAGE_MESSAGES
+        for others'); MESSAGE_UPDATE with the CROSSPOSTED flag."""
+        guild, perms = self._bot_permissions(cid)
+        channel = self._channel(cid)[1]
+        if channel["type"] != 5:
+            raise _ApiError(403, 50024, "Cannot execute action on this channel type")
+        msg = self._find_message(cid, mid)
+        own = msg["author"]["id"] == self.bot_user["id"]
+        if not perms & SEND_MESSAGES or (not own and not perms & MANAGE_MESSAGES):
+            raise _ApiError(403, 50013, "Missing Permissions")
+        if msg["flags"] & CROSSPOSTED:
+            raise _ApiError(400, 40033, "This message has already been crossposted.")
+        wait = _window_wait(self._publishes, int(cid), self.crosspost_limit)
+        if wait:
+            body = {"message": "You are being rate limited.", "retry_after": round(wait, 3)}
+            body["global"] = False
+            retry = str(max(1, math.ceil(wait)))
+            headers = {"Via": "1.1 google", "Retry-After": retry, "X-RateLimit-Scope": "shared"}
+            return _Reply(429, body, headers)
+        msg["flags"] |= CROSSPOSTED
+        await self._dispatch_message("MESSAGE_UPDATE", guild, msg)
+        return _Reply(200, msg)
+
+    def crossposted(self, channel_id: int) -> list[dict[str, Any]]:
+        """The messages of a channel that were published to its followers."""
+        return [m for m in self.messages.get(channel_id, []) if m["flags"] & CROSSPOSTED]
 
     async def _delete_message(self, rec: RecordedRequest, cid: str, mid: str) -> _Reply:
         guild, perms = self._bot_permissions(cid)

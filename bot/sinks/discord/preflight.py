@@ -35,6 +35,8 @@ NOT_TEXT: Final = "not_text"
 NO_VIEW: Final = "no_view"
 CANNOT_SEND: Final = "cannot_send"
 NO_EMBED_LINKS: Final = "no_embed_links"
+#: A route's `crosspost` names a channel that is not an announcement channel.
+NOT_ANNOUNCEMENT: Final = "not_announcement"
 ROLE_NOT_PINGABLE: Final = "role_not_pingable"
 
 _T = discord.ChannelType

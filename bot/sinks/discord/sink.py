@@ -51,6 +51,7 @@ from bot.sinks.discord.errors import NETWORK_ERRORS, TARGET_ERRORS, platform_cal
 from bot.sinks.discord.format import FORMAT, DiscordMessage
 from bot.sinks.discord.preflight import (
     NO_EMBED_LINKS,
+    NOT_ANNOUNCEMENT,
     bot_permissions,
     can_post,
     check_targets,
@@ -476,7 +477,42 @@ class DiscordSink:
         self._check_pings(sent, pings)
         if everyone and not sent.mention_everyone:
             self._check_everyone(sent)
+        if delivery.options.get("crosspost") is True:
+            await self._publish(delivery.target, channel, sent)
         return str(sent.id)
+
+    async def _publish(self, target: str, channel: object, sent: discord.Message) -> None:
+        """Publish a card to the servers following its announcement channel (a route's
+        `crosspost`). The card is posted whatever happens here, so nothing is raised: a
+        failure is said, and the delivery stands (a retry would post the card twice)."""
+        if not (isinstance(channel, discord.TextChannel) and channel.is_news()):
+            self._problems.report(
+                TargetProblem(
+                    self.name,
+                    target,
+                    NOT_ANNOUNCEMENT,
+                    f"crosspost = true, but channel {target} is not an announcement channel;"
+                    " its cards are posted, not published (make it one in its settings, or"
+                    " drop crosspost from the route)",
+                    blocking=False,
+                    origin=SEND,
+                )
+            )
+            return
+        self._problems.resolve(self.name, target, NOT_ANNOUNCEMENT)
+        try:
+            async with self._limiter.reserve():
+                await asyncio.wait_for(sent.publish(), self._send_timeout)
+        except discord.RateLimited as exc:
+            log.warning(
+                "discord: card %d in channel %s not published: Discord allows about 10"
+                " publishes per announcement channel per hour (next in %.0fs)",
+                sent.id,
+                target,
+                exc.retry_after,
+            )
+        except (discord.HTTPException, TimeoutError) as exc:
+            log.warning("discord: card %d in channel %s not published (%s)", sent.id, target, exc)
 
     async def edit(self, delivery: Delivery, message_id: str, event: Event) -> None:
         """Edit the card `message_id` to show `event`; MessageGone if it was deleted.
