@@ -14,8 +14,13 @@ CATEGORY_CHANGE: Final = "category_change"
 LIVE_END: Final = "live_end"
 ERROR: Final = "error"
 
+#: A recording or replay of an ended stream is ready (`Event.replay_url`): the ended
+#: cards gain a link to it, by editing (issue 19). Sources emit it, or any event of theirs
+#: that carries a `replay_url` (Livepeer's recording.ready) derives it.
+REPLAY_READY: Final = "replay_ready"
+
 #: The kinds a route gets when it does not name its `events`.
-NOTIFIED_KINDS: Final = (LIVE_START, TITLE_CHANGE, CATEGORY_CHANGE, LIVE_END, ERROR)
+NOTIFIED_KINDS: Final = (LIVE_START, TITLE_CHANGE, CATEGORY_CHANGE, LIVE_END, ERROR, REPLAY_READY)
 
 #: A source that reports the stream's whole state (not a change) emits this kind; the
 #: store compares it with what it knows and derives title_change / category_change.
@@ -100,6 +105,8 @@ class Event:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: Where the recording or replay of the session can be watched (http or https).
+    replay_url: str | None = None
 
     @property
     def streamer_key(self) -> str | None:
@@ -143,6 +150,7 @@ class Event:
             "started_at": _dt_out(self.started_at),
             "ended_at": _dt_out(self.ended_at),
             "details": dict(self.details),
+            "replay_url": self.replay_url,
         }
 
     @classmethod
@@ -167,6 +175,7 @@ class Event:
             started_at=_dt_in(data.get("started_at")),
             ended_at=_dt_in(data.get("ended_at")),
             details=data.get("details") or {},
+            replay_url=data.get("replay_url"),
         )
 
 

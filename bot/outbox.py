@@ -41,7 +41,7 @@ from bot.errors import (
     TargetMoved,
     TransientDeliveryError,
 )
-from bot.events import Event
+from bot.events import REPLAY_READY, Event
 from bot.metrics import Metrics
 from bot.pipeline.cards import DELETE, EDIT, card_view
 from bot.pipeline.muting import chat_of, held_back, is_muted
@@ -323,6 +323,23 @@ class OutboxWorker:
         )
         return True
 
+    async def _live_again(self, delivery: Delivery, event: Event) -> bool:
+        """A replay link waits as long as the end it follows; a stream that came back
+        meanwhile (its card live again) must not be shown ended: the row is called off."""
+        key = event.streamer_key
+        stream = await self._store.get_stream(key) if key is not None else None
+        if stream is None or not stream.live:
+            return False
+        now = self._clock()
+        await self._record(
+            delivery,
+            "cancelled (live again)",
+            lambda: self._store.mark_cancelled(
+                delivery.id, reason="cancelled: the stream is live again", now=now
+            ),
+        )
+        return True
+
     async def _deliver_one(self, delivery: Delivery) -> bool:
         """Send one delivery and record the outcome; True when its chat turned out to
         have moved (the delivery is queued again, for the new id)."""
@@ -330,6 +347,8 @@ class OutboxWorker:
         try:
             event = await store.load_event(delivery.event_row)
             if await self._held_by_mute(delivery, event):
+                return False
+            if event.kind == REPLAY_READY and await self._live_again(delivery, event):
                 return False
             if delivery.action == EDIT:
                 message_id = await self._edit_card(delivery, card_view(event))

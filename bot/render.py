@@ -111,6 +111,8 @@ class TemplateContext:
     details: dict[str, Any]
     now: datetime
     sink: str
+    #: Where the ended session's recording or replay can be watched (checked http(s)).
+    replay_url: SafeUrl | None = None
 
     def as_vars(self) -> dict[str, Any]:
         """The context as template variables."""
@@ -150,6 +152,7 @@ def build_context(event: Event, *, sink: str, now: datetime) -> TemplateContext:
         details=dict(event.details),
         now=_utc(now),
         sink=sink,
+        replay_url=_url(event.replay_url),
     )
 
 

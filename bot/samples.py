@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from bot.config import SourceConfig
-from bot.events import Event
+from bot.events import LIVE_END, REPLAY_READY, Event
 from bot.registry import SOURCES, known_kinds
 from bot.sources.base import WebhookRequest
 from bot.sources.spec import SourceSpec
@@ -24,8 +24,19 @@ _SAMPLE_TIME: Final = datetime(2026, 3, 11, 5, 22, 38, tzinfo=UTC)
 _DELIVERY_DELAY: Final = timedelta(milliseconds=212)
 
 
+#: Where the sample replay lives (a replay_ready is a source's recording or archive).
+SAMPLE_REPLAY_URL: Final = "https://www.twitch.tv/videos/2222222222"
+
+
 def sample_event(kind: str, registry: Mapping[str, SourceSpec] = SOURCES) -> Event:
     """A realistic event of `kind` (any of `known_kinds(registry)`); ValueError else."""
+    if kind == REPLAY_READY:
+        # No webhook is one: the pipeline makes it of a recording or an archive, for the
+        # ended card. The sample is the sample end with a replay to watch.
+        end = sample_event(LIVE_END, registry)
+        return end.with_changes(
+            kind=REPLAY_READY, event_id=f"{end.event_id}#replay", replay_url=SAMPLE_REPLAY_URL
+        )
     for spec in registry.values():
         for event_type in spec.samples:
             if spec.event_types.get(event_type) == kind:

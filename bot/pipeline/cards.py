@@ -57,6 +57,10 @@ def card_actions(kind: str, policy: CardPolicy, *, has_card: bool) -> list[str]:
     failed) an edit becomes a post, so nothing is silently dropped; a delete becomes
     nothing, since there is nothing to take down.
     """
+    if kind == ev.REPLAY_READY:
+        # The ended card gains its replay link; a card left as it was (on_end "post")
+        # or taken down ("delete") is not brought back for it.
+        return [EDIT] if has_card and policy.on_end in (EDIT, "both") else []
     if kind in CHANGE_KINDS:
         mode = policy.on_change
     elif kind == ev.LIVE_END:
@@ -82,6 +86,8 @@ def card_view(event: Event) -> Event:
     """
     if event.kind == ev.LIVE_END:
         return event
+    if event.kind == ev.REPLAY_READY:
+        return event.with_changes(kind=ev.LIVE_END)  # the ended card, with its replay
     return event.with_changes(kind=ev.LIVE_START, old_live=None)
 
 
@@ -161,6 +167,7 @@ class SessionCards:
         """Posts, card edits and deletes for an event, per each target's card policy."""
         key = stream.key
         cards = await self._session_cards(event, stream)
+        ended = stream.state.ended_at if stream.state is not None else None
         rows: list[Row] = []
         for target, plan in targets.items():
             due = now
@@ -170,6 +177,10 @@ class SessionCards:
                 # cannot lose it and a comeback can still call it off.
                 due = now + plan.policy.end_grace.total_seconds()
                 options = {**options, "due": due}
+            elif event.kind == ev.REPLAY_READY and plan.policy.end_grace and ended is not None:
+                # Not before the end it adds to is announced (and the outbox calls it
+                # off if the stream is live again by then).
+                due = max(now, ended.timestamp() + plan.policy.end_grace.total_seconds())
             if target.sink not in self._card_sinks:
                 if not plan.filtered:
                     rows.append(Row(target, POST, options, due))
@@ -257,9 +268,10 @@ class SessionCards:
         Only changes while live and the end touch cards. A title set while offline
         belongs to no session: the last session's card stays as it ended.
         """
-        if stream.key is None or event.kind not in (*CHANGE_KINDS, ev.LIVE_END):
+        ended = (ev.LIVE_END, ev.REPLAY_READY)
+        if stream.key is None or event.kind not in (*CHANGE_KINDS, *ended):
             return {}
-        if event.kind != ev.LIVE_END and (stream.state is None or not stream.state.live):
+        if event.kind not in ended and (stream.state is None or not stream.state.live):
             return {}
         session = stream.marks.session_row
         return await self._store.cards(session) if session is not None else {}

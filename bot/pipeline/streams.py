@@ -141,6 +141,13 @@ class StreamReducer:
         if kind == ev.STREAM_UPDATE:
             state, changes = _on_update(event, prev, order_at)
             return Reduction(event, state, changes)
+        if kind == ev.REPLAY_READY:
+            replay = _replay(event, prev)
+            return Reduction(replay or event, None, (Candidate(replay),) if replay else ())
+        if event.replay_url and (replay := _replay(event, prev)) is not None:
+            # A source's own kind carrying a replay (Livepeer's recording.ready): the
+            # event as it is, and the ended cards' link.
+            return Reduction(event, None, (Candidate(event), Candidate(replay)))
         if prev is not None and prev.live and event.live is not None:
             # Sources like Livepeer attach the stream's current state to every event;
             # a renamed stream shows up as a title change.
@@ -302,6 +309,28 @@ def _same_session(prev: StreamState, info: LiveInfo) -> bool:
     # Nothing tells the two apart: a recorder that restarted re-announces the same
     # session, and a second ping would be the double post users hate most.
     return True
+
+
+def _replay(event: Event, prev: StreamState | None) -> Event | None:
+    """The replay of the stream's last session, as its ended cards show it; None when
+    there is no ended session to attach it to (never seen, or live again)."""
+    if prev is None or prev.live or prev.marks.session_row is None or prev.ended_at is None:
+        log.info(
+            "%s for %s: no ended session to add the replay to; recorded only",
+            event.kind,
+            event.streamer_key,
+        )
+        return None
+    own = event.kind == ev.REPLAY_READY
+    return event.with_changes(
+        kind=ev.REPLAY_READY,
+        event_id=event.event_id if own else f"{event.event_id}#{ev.REPLAY_READY}",
+        display_name=event.display_name or prev.display_name,
+        url=event.url or prev.url,
+        live=prev.info,
+        started_at=prev.started_at,
+        ended_at=prev.ended_at,
+    )
 
 
 def _merge(base: LiveInfo, new: LiveInfo | None) -> LiveInfo:

@@ -212,7 +212,18 @@ class LivepeerSource:
             live=live,
             error=error,
             details=details,
+            # The session's recording: the ended cards link to it. The MP4 plays in any
+            # browser; the HLS index (recordingUrl) needs a player, so it is second.
+            replay_url=_replay_url(details) if etype == "recording.ready" else None,
         )
+
+
+def _replay_url(details: Mapping[str, Any]) -> str | None:
+    for key in ("mp4_url", "recording_url"):
+        value = details.get(key)
+        if isinstance(value, str) and value.startswith(("https://", "http://")):
+            return value
+    return None
 
 
 def _parse_signature_header(header: str) -> tuple[int, list[bytes]]:

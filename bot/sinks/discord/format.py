@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from bot import markup
 from bot.errors import TemplateProblem
-from bot.events import LIVE_START
+from bot.events import LIVE_END, LIVE_START
 from bot.render import Cutter, Rendered, RenderedReply, SafeUrl, as_datetime, colour, flag
 
 #: Embed colour per event kind (templates may override with the `colour` block).
@@ -45,6 +45,8 @@ class DiscordMessage:
     embed: dict[str, Any]
     allowed_mentions: dict[str, Any]
     text: str = ""
+    #: A link button under the card, (label, url): an ended card's replay.
+    button: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +106,13 @@ class DiscordFormat:
     field_value_max = 1024
     footer_max = 2048
     author_max = 256
+    #: A button's label: at most 80 characters (Discord's component limits).
+    button_label_max = 80
     embed_total_max = 6000
     #: Discord refuses more than 100 ids in allowed_mentions.roles.
     max_role_mentions = 100
     blocks = ("content", "title", "description", "category", "image", "colour")
-    plain_blocks = ("author", "footer")
+    plain_blocks = ("author", "footer", "button")
     #: What `check` renders every kind with: a role ping, so the content budget is tried.
     sample_options: Mapping[str, Any] = {"mention_roles": (1,)}
 
@@ -221,10 +225,13 @@ class DiscordFormat:
             category=category,
             url=str(url) if url else "",
         )
+        label = cut(plain, blocks["button"], self.button_label_max, "button label").strip()
+        link = ctx.replay_url if ctx.replay_url and kind == LIVE_END else None
         return DiscordMessage(
             content=content,
             embed=embed,
             text=text,
+            button=(label, str(link)) if label and link else None,
             allowed_mentions={
                 "parse": ["everyone"] if everyone else [],
                 "roles": [str(role) for role in roles],

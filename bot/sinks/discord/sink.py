@@ -473,6 +473,7 @@ class DiscordSink:
                     nonce=delivery_nonce(delivery),
                     # A route's `silent` or quiet hours: SUPPRESS_NOTIFICATIONS (4096).
                     silent=delivery.options.get("silent") is True,
+                    **_buttons(message),
                 )
         self._check_pings(sent, pings)
         if everyone and not sent.mention_everyone:
@@ -538,6 +539,8 @@ class DiscordSink:
                     content=content,
                     embeds=embeds,
                     allowed_mentions=allowed_mentions_for(pings),
+                    # None removes a button an earlier version of the card had.
+                    view=_link_view(message),
                 )
 
     def _card(
@@ -680,6 +683,23 @@ class DiscordSink:
             " bot lacks Mention @everyone, @here and All Roles there",
             sent.channel.id,
         )
+
+
+def _link_view(message: DiscordMessage) -> discord.ui.View | None:
+    """The card's link button (an ended card's replay), or None. A link button needs no
+    interaction handling, so the view never times out and is never listened to."""
+    if message.button is None:
+        return None
+    label, url = message.button
+    view = discord.ui.View(timeout=None)
+    view.add_item(discord.ui.Button(style=discord.ButtonStyle.link, label=label, url=url))
+    return view
+
+
+def _buttons(message: DiscordMessage) -> dict[str, Any]:
+    """`view=` for a send: only when there is a button (a send takes no None)."""
+    view = _link_view(message)
+    return {"view": view} if view is not None else {}
 
 
 def _embeds(embed: Mapping[str, Any]) -> list[discord.Embed]:

@@ -17,6 +17,7 @@ from markupsafe import Markup
 
 from bot import markup
 from bot.errors import TemplateProblem
+from bot.events import LIVE_END
 from bot.render import Cutter, Rendered, RenderedReply, SafeUrl, flag
 
 
@@ -91,13 +92,16 @@ class TelegramFormat:
             caption = text
         # The button label is plain text: undo the HTML escaping of the values in it.
         label = " ".join(html.unescape(blocks["button"]).split())
-        has_button = bool(label and ctx.streamer.url)
+        # An ended card's button opens its replay once there is one (issue 19).
+        link = ctx.replay_url if ctx.replay_url and ctx.event.kind == LIVE_END else None
+        link = link or ctx.streamer.url
+        has_button = bool(label and link)
         return TelegramMessage(
             text=text,
             photo_url=photo_url,
             caption=caption,
             button_text=label if has_button else None,
-            button_url=str(ctx.streamer.url) if has_button else None,
+            button_url=str(link) if has_button else None,
             disable_preview=not preview_links,
         )
 

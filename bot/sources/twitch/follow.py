@@ -67,6 +67,10 @@ HEALABLE: Final = frozenset({"notification_failures_exceeded"})
 
 #: After stream.online, how long to wait before each Get Streams (Helix lags by seconds).
 LOOKUP_DELAYS: Final = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+#: After stream.offline, when to look for the stream's archive (its VOD, for the ended
+#: cards' replay link). Twitch makes the archive while the stream runs, so the first
+#: look usually finds it; some channels store no VODs, so the looks stop after these.
+REPLAY_DELAYS: Final = (5.0, 60.0, 600.0)
 #: How long a pass waits for Twitch's challenges to new subscriptions before looking.
 VERIFY_WAIT_SECONDS: Final = 10.0
 #: How long after a channel.update a Helix answer may still predate it (Helix serves
@@ -132,6 +136,7 @@ class Follower(Keeper):
         *,
         helix: Callable[[], Helix] | None = None,
         lookup_delays: Sequence[float] = LOOKUP_DELAYS,
+        replay_delays: Sequence[float] = REPLAY_DELAYS,
         verify_wait: float = VERIFY_WAIT_SECONDS,
         follow_wait: float = FOLLOW_WAIT_SECONDS,
     ) -> None:
@@ -157,6 +162,12 @@ class Follower(Keeper):
         self._challenged: set[str] = set()
         self._challenge = asyncio.Event()
         self._lookups: dict[str, asyncio.Task[None]] = {}
+        self._replay_delays = tuple(replay_delays)
+        #: The stream id of each user's stream now live, as stream.online or the check
+        #: at start said (stream.offline carries none; its archive is found by it).
+        self._streams: dict[str, str] = {}
+        #: Looks for ended streams' archives under way.
+        self._replays: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"Follower(source={self.settings.source!r})"
@@ -197,6 +208,7 @@ class Follower(Keeper):
         """A stream.online came: ask Helix for what it did not carry."""
         if self.host is None:
             return  # not running (a sample being parsed): nobody to record it
+        self._streams[who.id] = stream_id
         running = self._lookups.pop(who.id, None)
         if running is not None:
             running.cancel()
@@ -218,6 +230,53 @@ class Follower(Keeper):
         task = self._lookups.pop(user_id, None)
         if task is not None:
             task.cancel()
+
+    def ended(self, who: Broadcaster) -> None:
+        """A stream.offline came: look for the stream's archive, for the ended cards'
+        replay link."""
+        stream_id = self._streams.pop(who.id, None)
+        if self.host is None or not stream_id:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._find_replay(who, stream_id), name=f"twitch-replay-{who.login}"
+        )
+        self._replays.add(task)
+        task.add_done_callback(self._replays.discard)
+
+    async def _find_replay(self, who: Broadcaster, stream_id: str) -> None:
+        """`GET /videos?type=archive` until it lists this stream's archive; then a
+        replay_ready event with its URL (public archives only)."""
+        for delay in self._replay_delays:
+            await asyncio.sleep(delay)
+            helix = self._helix
+            if helix is None:
+                return
+            try:
+                videos = await helix.archives(who.id)
+            except HelixError:
+                continue
+            video = next((v for v in videos if v.stream_id == stream_id), None)
+            if video is None:
+                continue
+            if video.viewable != "public" or not video.url:
+                log.info("twitch %s: %s's archive is not public", self.settings.source, who.login)
+                return
+            now = utcnow()
+            event = Event(
+                source=self.settings.source,
+                event_id=f"replay/{video.id}",
+                kind=ev.REPLAY_READY,
+                occurred_at=now,
+                received_at=now,
+                platform=PLATFORM,
+                channel=who.login,
+                display_name=who.name or who.login,
+                url=eventsub.CHANNEL_URL.format(login=who.login),
+                replay_url=video.url,
+            )
+            with contextlib.suppress(StoreUnavailable):
+                await self.emit(event)
+            return
 
     def _forget_lookup(self, user_id: str, task: asyncio.Task[None]) -> None:
         if self._lookups.get(user_id) is task:
@@ -272,9 +331,10 @@ class Follower(Keeper):
 
     async def stopped(self) -> None:
         """Cancel lookups still waiting for Helix and close the client."""
-        for task in list(self._lookups.values()):
+        tasks = [*self._lookups.values(), *self._replays]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._lookups.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._helix is not None:
             await self._helix.close()
             self._helix = None
@@ -464,6 +524,7 @@ class Follower(Keeper):
             user = by_id.get(user_id)
             if user is None:
                 continue
+            self._streams[user_id] = stream.id
             start = self._state_event(user, eventsub.online_event_id(stream.id))
             live = _stream_info(stream, user)
             start = start.with_changes(kind=ev.LIVE_START, live=live, started_at=None)

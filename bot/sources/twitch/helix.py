@@ -41,6 +41,7 @@ __all__ = [
     "TwitchChannel",
     "TwitchStream",
     "TwitchUser",
+    "TwitchVideo",
 ]
 
 
@@ -88,6 +89,16 @@ class TwitchChannel:
     title: str
     game_name: str
     language: str
+
+
+@dataclass(frozen=True, slots=True)
+class TwitchVideo:
+    """Get Videos' fields the bot uses: an archive (past broadcast) of a stream."""
+
+    id: str
+    stream_id: str
+    url: str
+    viewable: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +163,12 @@ class Helix(AppClient):
                 channel = _channel(item)
                 found[channel.broadcaster_id] = channel
         return found
+
+    async def archives(self, user_id: str, *, first: int = 5) -> list[TwitchVideo]:
+        """A user's latest archives (past broadcasts), newest first: `GET /videos` with
+        `user_id`, `type=archive` ("archive: On-demand videos (VODs) of past streams")."""
+        params = [("user_id", user_id), ("type", "archive"), ("first", str(first))]
+        return [_video(item) for item in await self._data("GET", "/videos", params)]
 
     async def subscriptions(self) -> list[EventSubSubscription]:
         """Every EventSub subscription of the application, oldest first, every page."""
@@ -271,6 +288,15 @@ def _channel(item: Mapping[str, Any]) -> TwitchChannel:
         title=_text(item, "title"),
         game_name=_text(item, "game_name"),
         language=_text(item, "broadcaster_language"),
+    )
+
+
+def _video(item: Mapping[str, Any]) -> TwitchVideo:
+    return TwitchVideo(
+        id=_text(item, "id", required=True),
+        stream_id=_text(item, "stream_id"),
+        url=_text(item, "url"),
+        viewable=_text(item, "viewable") or "public",
     )
 
 

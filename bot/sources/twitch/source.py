@@ -123,7 +123,9 @@ class TwitchSource:
             return start
         if sub_type == "stream.offline":
             end = eventsub.offline(self._name, message, event, request)
-            self.follower.went_offline(eventsub.Broadcaster.of(event).id)
+            who = eventsub.Broadcaster.of(event)
+            self.follower.went_offline(who.id)
+            self.follower.ended(who)
             return end
         if sub_type == "channel.update":
             who = eventsub.Broadcaster.of(event)
