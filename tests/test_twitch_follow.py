@@ -94,6 +94,7 @@ async def running(
     source = source_for(fake, **changes)
     follower = source.follower
     follower._lookup_delays = lookup_delays
+    follower._replay_delays = (0.05, 0.1, 0.2)
     follower._verify_wait = 1.0
     harness = Harness(source=source, problems=SourceProblems())
     intake = RecordingIntake(store, harness.events)
@@ -372,3 +373,20 @@ async def test_a_cached_helix_answer_does_not_undo_a_channel_update(
         assert update.live is not None
         assert update.live.title is None and update.live.categories == ()
         assert update.live.cover is not None  # what only Helix knows still comes
+
+
+async def test_after_offline_the_streams_archive_is_the_replay(
+    fake: FakeTwitch, store: Store
+) -> None:
+    async with running(fake, store) as harness:
+        await all_enabled(fake, "quinn")
+        assert await fake.go_live("quinn", title="Any%") == [202]
+        assert await fake.go_offline("quinn") == [202]
+        await until(lambda: bool(harness.kinds(ev.REPLAY_READY)))
+        (replay,) = harness.kinds(ev.REPLAY_READY)
+        videos = fake.requests_to("/helix/videos")
+        assert videos and videos[-1].query["type"] == ["archive"]
+        assert replay.replay_url is not None
+        assert replay.replay_url.startswith("https://www.twitch.tv/videos/")
+        assert replay.event_id == "replay/" + replay.replay_url.rsplit("/", 1)[1]
+        assert replay.streamer_key == "twitch/quinn"
