@@ -198,3 +198,14 @@ def test_router_options_for_a_route_without_extras_are_unchanged() -> None:
     assert isinstance(route, Route) and not route.filters and not route.silent
     assert config.behaviour.quiet_hours == ()
     assert isinstance(config.behaviour, BehaviourConfig)
+
+
+async def test_the_first_route_that_wants_the_stream_decides_the_chats_policy(
+    store: Store,
+) -> None:
+    posting = {**CELESTE_ONLY, "on_end": "post"}  # filters Slots out
+    editing = {"match": "*", "discord_channels": ["111111111111111111"], "on_end": "edit"}
+    d = dispatcher(store, posting, editing)
+    await d.accept(event("live_start", "s", title="x", categories=("Slots",)))
+    end = await d.accept(event("live_end", "e", 60))
+    assert [r.action for r in await discord_rows(store, end.event_row)] == ["edit"]

@@ -554,3 +554,51 @@ async def test_a_login_refused_for_the_ip_address_is_a_plain_429(client: discord
         assert caught.value.response.headers.get("Via") is None
         assert caught.value.response.headers["Retry-After"] == "3"
         assert statuses(fake, "GET", "/users/@me") == [429]
+
+
+async def test_crosspost_publishes_once_in_announcement_channels_within_its_limit(
+    client: discord.Client,
+) -> None:
+    async with FakeDiscord(heartbeat_interval=100, crosspost_limit=(2, 3600.0)) as fake:
+        async with running_client(fake, client):
+            news = client.get_channel(ANNOUNCEMENTS_CHANNEL_ID)
+            plain = client.get_channel(STREAMS_CHANNEL_ID)
+            assert isinstance(news, discord.TextChannel) and news.is_news()
+            first = await news.send("one")
+            await first.publish()
+            with pytest.raises(discord.HTTPException) as twice:
+                await first.publish()
+            assert twice.value.code == 40033
+            in_plain = await plain.send("not news")
+            with pytest.raises(discord.Forbidden) as wrong:
+                await in_plain.publish()
+            assert wrong.value.code == 50024
+            await (await news.send("two")).publish()
+            client.http.max_ratelimit_timeout = 30.0  # discord.py's floor: the limit is 1h
+            with pytest.raises(discord.RateLimited):
+                await (await news.send("three")).publish()
+        assert [m["content"] for m in fake.crossposted(ANNOUNCEMENTS_CHANNEL_ID)] == [
+            "one",
+            "two",
+        ]
+        assert fake.errors == []
+
+
+async def test_edits_of_a_published_message_are_limited_with_discords_own_headers(
+    client: discord.Client,
+) -> None:
+    async with FakeDiscord(heartbeat_interval=100, published_edit_limit=(1, 3600.0)) as fake:
+        async with running_client(fake, client):
+            news = client.get_channel(ANNOUNCEMENTS_CHANNEL_ID)
+            assert isinstance(news, discord.TextChannel)
+            message = await news.send("v1")
+            await message.edit(content="v1, unpublished edits are free")
+            await message.publish()
+            await message.edit(content="v2")
+            client.http.max_ratelimit_timeout = 30.0
+            with pytest.raises(discord.RateLimited) as limited:
+                await message.edit(content="v3")
+            assert limited.value.retry_after > 3000  # the body's figure, not the header's
+        (stored,) = fake.messages[ANNOUNCEMENTS_CHANNEL_ID]
+        assert stored["content"] == "v2"
+        assert [r.method for r in fake.requests if r.status == 429] == ["PATCH"]

@@ -121,6 +121,9 @@ class Router:
                 plan = self._add(wanted, moved(target, moves or {}), policy)
                 if plan is None or not passes:
                     continue
+                if plan.filtered:
+                    # The first route that wants the stream here decides the policy.
+                    plan.policy = policy
                 plan.filtered = False
                 plan.late_card = plan.late_card or route.filters
                 plan.silent = plan.silent and (route.silent or quiet)
@@ -147,8 +150,7 @@ class Router:
     def _add(self, wanted: dict[Target, Plan], target: Target, policy: CardPolicy) -> Plan | None:
         if target.sink not in self._sinks:
             return None
-        # The first route that reaches a chat decides its policy; it is filtered out
-        # until some route reaching it wants the stream.
+        # Filtered out until some route reaching the chat wants the stream.
         return wanted.setdefault(target, Plan(policy, filtered=True))
 
 
