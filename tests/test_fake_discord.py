@@ -15,10 +15,12 @@ from tests.fakes.discord_api import (
     BOT_ROLE_ID,
     BOT_ROLE_PERMISSIONS,
     CATEGORY_ID,
+    CREATE_PUBLIC_THREADS,
     EMBED_LINKS,
     FORUM_CHANNEL_ID,
     GENERAL_CHANNEL_ID,
     GUILD_ID,
+    MANAGE_THREADS,
     MEMBER_USER_ID,
     MENTION_EVERYONE,
     MOD_ROLE_ID,
@@ -602,3 +604,57 @@ async def test_edits_of_a_published_message_are_limited_with_discords_own_header
         (stored,) = fake.messages[ANNOUNCEMENTS_CHANNEL_ID]
         assert stored["content"] == "v2"
         assert [r.method for r in fake.requests if r.status == 429] == ["PATCH"]
+
+
+async def test_threads_from_messages_and_forum_posts_as_discord_makes_them(
+    client: discord.Client,
+) -> None:
+    granted = default_guild(bot_permissions=BOT_ROLE_PERMISSIONS | CREATE_PUBLIC_THREADS)
+    async with FakeDiscord(heartbeat_interval=100, guilds=[granted]) as fake:
+        async with running_client(fake, client):
+            streams = client.get_channel(STREAMS_CHANNEL_ID)
+            forum = client.get_channel(FORUM_CHANNEL_ID)
+            assert isinstance(streams, discord.TextChannel)
+            assert isinstance(forum, discord.ForumChannel)
+            card = await streams.send("Quinn is live")
+            thread = await card.create_thread(name="Quinn: Any%", auto_archive_duration=60)
+            assert thread.id == card.id  # "the same as the id of the source message"
+            with pytest.raises(discord.HTTPException) as again:
+                await card.create_thread(name="again")
+            assert again.value.code == 160004
+            with pytest.raises(discord.HTTPException) as empty:
+                await (await streams.send("another")).create_thread(name="")
+            assert empty.value.code == 50035
+            post = await forum.create_thread(name="Quinn: Any%", content="Quinn is live")
+            assert post.message.id == post.thread.id
+            # Archiving needs Manage Threads, which the bot lacks here.
+            with pytest.raises(discord.Forbidden):
+                await post.thread.edit(archived=True)
+        assert [t["name"] for t in fake.threads_of(STREAMS_CHANNEL_ID)][-1] == "Quinn: Any%"
+        (forum_post,) = fake.threads_of(FORUM_CHANNEL_ID)
+        assert fake.messages[int(forum_post["id"])][0]["content"] == "Quinn is live"
+        assert fake.errors == []
+
+
+async def test_an_archived_thread_refuses_edits_and_reopens_for_a_post(
+    client: discord.Client,
+) -> None:
+    everything = BOT_ROLE_PERMISSIONS | CREATE_PUBLIC_THREADS | MANAGE_THREADS
+    async with FakeDiscord(
+        heartbeat_interval=100, guilds=[default_guild(bot_permissions=everything)]
+    ) as fake:
+        async with running_client(fake, client):
+            forum = client.get_channel(FORUM_CHANNEL_ID)
+            assert isinstance(forum, discord.ForumChannel)
+            post = await forum.create_thread(
+                name="Quinn", content="live", auto_archive_duration=60
+            )
+            await post.thread.edit(archived=True)
+            with pytest.raises(discord.HTTPException) as frozen:
+                await post.message.edit(content="ended")
+            assert frozen.value.code == 50083
+            await post.thread.send("a notice")  # unarchives it, as Discord does
+            await post.message.edit(content="ended")
+        (thread,) = fake.threads_of(FORUM_CHANNEL_ID)
+        assert thread["thread_metadata"]["archived"] is False
+        assert fake.messages[int(thread["id"])][0]["content"] == "ended"

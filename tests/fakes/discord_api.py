@@ -180,11 +180,15 @@ READ_MESSAGE_HISTORY = 1 << 16
 MENTION_EVERYONE = 1 << 17
 USE_APPLICATION_COMMANDS = 1 << 31
 MANAGE_THREADS = 1 << 34
+CREATE_PUBLIC_THREADS = 1 << 35
 SEND_MESSAGES_IN_THREADS = 1 << 38
 ALL_PERMISSIONS = discord.Permissions.all().value
 
 # Message flags.
 CROSSPOSTED = 1 << 0
+HAS_THREAD = 1 << 5
+# Channel flags: a forum whose posts must carry a tag.
+REQUIRE_TAG = 1 << 4
 SUPPRESS_EMBEDS = 1 << 2
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
@@ -533,6 +537,24 @@ class _Reply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict[str, Any])
+
+
+def _archived(channel: dict[str, Any]) -> bool:
+    return channel["type"] in _THREAD_TYPES and bool(
+        channel.get("thread_metadata", {}).get("archived")
+    )
+
+
+def _thread_params(body: dict[str, Any]) -> tuple[str, int]:
+    """A thread's `name` (1-100 characters) and `auto_archive_duration` (60, 1440,
+    4320 or 10080 minutes; 4320 when left out, as a new thread's default shows)."""
+    name = body.get("name")
+    if not isinstance(name, str) or not 1 <= len(name) <= 100:
+        raise _form_error({"name": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH"}]}})
+    after = body.get("auto_archive_duration", 4320)
+    if after not in (60, 1440, 4320, 10080):
+        raise _form_error({"auto_archive_duration": {"_errors": [{"code": "BASE_TYPE_CHOICES"}]}})
+    return name, int(after)
 
 
 def _window_wait(times: dict[int, list[float]], key: int, limit: tuple[int, float]) -> float:
@@ -1908,6 +1930,9 @@ class FakeDiscord:
             ("PATCH", f"{cid}/messages/{mid}", self._edit_message, True),
             ("DELETE", f"{cid}/messages/{mid}", self._delete_message, True),
             ("POST", f"{cid}/messages/{mid}/crosspost", self._crosspost, True),
+            ("POST", f"{cid}/messages/{mid}/threads", self._thread_from_message, True),
+            ("POST", f"{cid}/threads", self._start_thread, True),
+            ("PATCH", cid, self._modify_channel, True),
             (
                 "POST",
                 r"/interactions/(?P<iid>\d+)/(?P<token>[^/]+)/callback",
@@ -2224,6 +2249,15 @@ class FakeDiscord:
         needed = SEND_MESSAGES_IN_THREADS if channel_type in _THREAD_TYPES else SEND_MESSAGES
         if not perms & needed:
             raise _ApiError(403, 50013, "Missing Permissions")
+        channel = self._channel(cid)[1]
+        if _archived(channel):
+            # "The API will helpfully automatically unarchive a thread when sending a
+            # message in that thread" (a locked one only for Manage Threads).
+            if channel["thread_metadata"]["locked"] and not perms & MANAGE_THREADS:
+                raise _ApiError(400, 50083, "Thread is archived")
+            channel["thread_metadata"]["archived"] = False
+            update = dict(channel, guild_id=guild["id"])
+            await self.dispatch("THREAD_UPDATE", update, intent=GUILDS_INTENT)
         payload = rec.json if isinstance(rec.json, dict) else {}
         errors = _validate_message(payload)
         if errors:
@@ -2268,6 +2302,9 @@ class FakeDiscord:
     async def _edit_message(self, rec: RecordedRequest, cid: str, mid: str) -> _Reply:
         guild, perms = self._bot_permissions(cid)
         msg = self._find_message(cid, mid)
+        if _archived(self._channel(cid)[1]):
+            # "Archived threads are generally immutable" (channel.mdx, Thread fields).
+            raise _ApiError(400, 50083, "Thread is archived")
         if msg["author"]["id"] != self.bot_user["id"]:
             raise _ApiError(403, 50005, "Cannot edit a message authored by another user")
         payload = rec.json if isinstance(rec.json, dict) else {}
@@ -2323,6 +2360,132 @@ class FakeDiscord:
         msg["flags"] |= CROSSPOSTED
         await self._dispatch_message("MESSAGE_UPDATE", guild, msg)
         return _Reply(200, msg)
+
+    # ----------------------------------------------------------------- threads
+    # developers/resources/channel.mdx: Start Thread from Message, Start Thread in Forum
+    # or Media Channel, Modify Channel (JSON Params (Thread)).
+
+    async def _thread_from_message(self, rec: RecordedRequest, cid: str, mid: str) -> _Reply:
+        """A public thread on a message (an announcement thread in an announcement
+        channel), whose id is the message's: "a message can only have a single thread
+        created from it". Not in a forum. Needs Create Public Threads."""
+        guild, perms = self._bot_permissions(cid)
+        parent = self._channel(cid)[1]
+        if parent["type"] not in (0, 5):
+            raise _ApiError(400, 50024, "Cannot execute action on this channel type")
+        msg = self._find_message(cid, mid)
+        if not perms & CREATE_PUBLIC_THREADS:
+            raise _ApiError(403, 50013, "Missing Permissions")
+        if int(mid) in self._channels:
+            raise _ApiError(400, 160004, "A thread has already been created for this message")
+        body = rec.json if isinstance(rec.json, dict) else {}
+        name, archive_after = _thread_params(body)
+        thread_type = 10 if parent["type"] == 5 else 11
+        thread = self._new_thread(guild, int(mid), parent, name, thread_type, archive_after)
+        msg["flags"] |= HAS_THREAD
+        msg["thread"] = copy.deepcopy(thread)
+        await self.dispatch(
+            "THREAD_CREATE",
+            dict(thread, guild_id=guild["id"], newly_created=True),
+            intent=GUILDS_INTENT,
+        )
+        await self._dispatch_message("MESSAGE_UPDATE", guild, msg)
+        return _Reply(201, thread)
+
+    async def _start_thread(self, rec: RecordedRequest, cid: str) -> _Reply:
+        """A forum (or media) post: a public thread and its first message, whose id is
+        the thread's. Needs Send Messages ("CREATE_PUBLIC_THREADS is ignored")."""
+        guild, perms = self._bot_permissions(cid)
+        parent = self._channel(cid)[1]
+        if parent["type"] not in (15, 16):
+            # Threads without a message (in text channels) are not modelled: not used.
+            raise _ApiError(400, 50024, "Cannot execute action on this channel type")
+        if not perms & SEND_MESSAGES:
+            raise _ApiError(403, 50013, "Missing Permissions")
+        body = rec.json if isinstance(rec.json, dict) else {}
+        name, archive_after = _thread_params(body)
+        payload = body.get("message")
+        if not isinstance(payload, dict):
+            raise _form_error({"message": {"_errors": [{"code": "BASE_TYPE_REQUIRED"}]}})
+        errors = _validate_message(payload)
+        if errors:
+            raise _form_error({"message": errors})
+        if int(parent.get("flags") or 0) & REQUIRE_TAG and not body.get("applied_tags"):
+            raise _ApiError(400, 40067, "A tag is required to create a forum post in this channel")
+        if not perms & EMBED_LINKS:
+            payload = dict(payload, embeds=[])
+        thread_id = self._snowflake()
+        thread = self._new_thread(guild, thread_id, parent, name, 11, archive_after)
+        msg = self._build_message(
+            guild,
+            thread_id,
+            payload,
+            perms=perms,
+            flag_mask=SUPPRESS_EMBEDS | SUPPRESS_NOTIFICATIONS,
+        )
+        msg["id"] = str(thread_id)  # the starter message's id is the thread's
+        if not _has_body(msg):
+            raise _empty_message()
+        self._store(msg, visible=True)
+        await self.dispatch(
+            "THREAD_CREATE",
+            dict(thread, guild_id=guild["id"], newly_created=True),
+            intent=GUILDS_INTENT,
+        )
+        await self._dispatch_message("MESSAGE_CREATE", guild, msg)
+        return _Reply(201, dict(thread, message=msg))
+
+    async def _modify_channel(self, rec: RecordedRequest, cid: str) -> _Reply:
+        """Modify Channel, for threads: archiving needs Manage Threads; unarchiving an
+        unlocked thread needs only Send Messages."""
+        guild, perms = self._bot_permissions(cid)
+        channel = self._channel(cid)[1]
+        if channel["type"] not in _THREAD_TYPES:
+            raise _ApiError(400, 50035, "FakeDiscord models Modify Channel for threads only")
+        body = rec.json if isinstance(rec.json, dict) else {}
+        meta = channel["thread_metadata"]
+        archived = body.get("archived")
+        unarchiving = archived is False and not meta["locked"] and set(body) <= {"archived"}
+        if not perms & (SEND_MESSAGES if unarchiving else MANAGE_THREADS):
+            raise _ApiError(403, 50013, "Missing Permissions")
+        if isinstance(archived, bool):
+            meta["archived"] = archived
+            meta["archive_timestamp"] = _now_iso()
+        if isinstance(body.get("locked"), bool):
+            meta["locked"] = body["locked"]
+        await self.dispatch(
+            "THREAD_UPDATE", dict(channel, guild_id=guild["id"]), intent=GUILDS_INTENT
+        )
+        self._changes.notify()
+        return _Reply(200, channel)
+
+    def _new_thread(
+        self,
+        guild: dict[str, Any],
+        thread_id: int,
+        parent: dict[str, Any],
+        name: str,
+        thread_type: int,
+        archive_after: int,
+    ) -> dict[str, Any]:
+        thread = _thread(thread_id, int(parent["id"]), name)
+        thread.update(type=thread_type, owner_id=str(self.bot_user_id))
+        thread["thread_metadata"].update(
+            auto_archive_duration=archive_after, archive_timestamp=_now_iso()
+        )
+        guild["threads"].append(thread)
+        self._channels[thread_id] = (guild, thread)
+        self.messages[thread_id] = []
+        self._changes.notify()
+        return thread
+
+    def threads_of(self, channel_id: int) -> list[dict[str, Any]]:
+        """The threads (or forum posts) in a channel, oldest first."""
+        return [
+            channel
+            for _guild, channel in self._channels.values()
+            if channel["type"] in _THREAD_TYPES and channel.get("parent_id") == str(channel_id)
+        ]
 
     def crossposted(self, channel_id: int) -> list[dict[str, Any]]:
         """The messages of a channel that were published to its followers."""
