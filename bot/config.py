@@ -33,6 +33,8 @@ from bot.tomltypes import type_name as _type_name
 
 ON_CHANGE_CHOICES: Final = frozenset({"edit", "post", "both"})
 ON_END_CHOICES: Final = frozenset({"edit", "post", "both", "delete"})
+#: `[[routes]] thread`: a thread per stream session (Discord).
+THREAD_CHOICES: Final = ("per_stream",)
 LOG_LEVELS: Final = frozenset({"debug", "info", "warning", "error"})
 LOG_FORMATS: Final = frozenset({"text", "json"})
 
@@ -82,6 +84,8 @@ _ROUTE_KEYS: Final = (
     "mention_everyone",
     # Publish cards in Discord announcement channels to the servers following them.
     "crosspost",
+    # A Discord thread (or forum post) per stream session.
+    "thread",
 )
 
 
@@ -245,6 +249,8 @@ class Route:
     mention_everyone: bool = False
     #: Publish the cards in announcement channels (Discord's Crosspost Message).
     crosspost: bool = False
+    #: "per_stream": each session's card opens a thread (a forum post in a forum).
+    thread: str | None = None
 
     def matches(self, streamer_key: str | None, kind: str) -> bool:
         """True when this route wants events of `kind` for this stream."""
@@ -932,6 +938,7 @@ def _route(table: _Table, known: frozenset[str], specs: Mapping[str, SourceSpec]
         timezone=_timezone(table),
         mention_everyone=table.flag("mention_everyone", False),
         crosspost=table.flag("crosspost", False),
+        thread=table.choice("thread", "", THREAD_CHOICES) or None,
     )
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -323,6 +324,17 @@ class OutboxWorker:
         )
         return True
 
+    async def _into_thread(self, delivery: Delivery) -> Delivery:
+        """A notice of a session with a thread (`thread = "per_stream"`) goes into it: the
+        thread is the card's message (Discord gives a thread made from a message, and a
+        forum post's first message, one id). Without a posted card, into the channel."""
+        if delivery.options.get("thread") is None or delivery.options.get("card") is None:
+            return delivery
+        _card_id, state, message = await self._card(delivery, "post in the thread of")
+        if state != "sent" or message is None:
+            return delivery
+        return dataclasses.replace(delivery, options={**delivery.options, "in_thread": message})
+
     async def _live_again(self, delivery: Delivery, event: Event) -> bool:
         """A replay link waits as long as the end it follows; a stream that came back
         meanwhile (its card live again) must not be shown ended: the row is called off."""
@@ -355,6 +367,7 @@ class OutboxWorker:
             elif delivery.action == DELETE:
                 message_id = await self._delete_card(delivery, event)
             else:
+                delivery = await self._into_thread(delivery)
                 view = delivery.options.get("view")
                 if isinstance(view, int):
                     # A late card (a change brought the stream into a route's filters):

@@ -60,13 +60,27 @@ def mention_roles_of(routes: Sequence[Route], sink: str) -> dict[str, set[int]]:
     return roles
 
 
+def thread_targets_of(routes: Sequence[Route], sink: str) -> set[str]:
+    """`sink`'s targets of routes that open a thread per stream session."""
+    return {
+        target
+        for route in routes
+        if route.thread == "per_stream"
+        for target in route.targets_on(sink)
+    }
+
+
 async def check_sink(
     sink: Sink, targets: Sequence[str], routes: Sequence[Route] = ()
 ) -> list[TargetProblem] | None:
     """`sink.preflight(targets)` with the routes' mention roles, or None (not checked)
     when it raises: logged, never raised."""
     try:
-        return await sink.preflight(targets, mention_roles=mention_roles_of(routes, sink.name))
+        return await sink.preflight(
+            targets,
+            mention_roles=mention_roles_of(routes, sink.name),
+            thread_targets=thread_targets_of(routes, sink.name),
+        )
     except asyncio.CancelledError:
         raise
     except Exception:

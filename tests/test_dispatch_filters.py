@@ -209,3 +209,14 @@ async def test_the_first_route_that_wants_the_stream_decides_the_chats_policy(
     await d.accept(event("live_start", "s", title="x", categories=("Slots",)))
     end = await d.accept(event("live_end", "e", 60))
     assert [r.action for r in await discord_rows(store, end.event_row)] == ["edit"]
+
+
+async def test_a_sessions_notices_carry_its_card_to_find_its_thread(store: Store) -> None:
+    threaded = {**CELESTE_ONLY, "categories": ["*"], "thread": "per_stream", "on_change": "post"}
+    d = dispatcher(store, threaded)
+    start = await d.accept(event("live_start", "s", title="x", categories=("Celeste",)))
+    (card,) = await discord_rows(store, start.event_row)
+    assert card.options["thread"] == "per_stream"
+    change = await d.accept(event("title_change", "t", 5, title="y"))
+    (notice,) = await discord_rows(store, change.event_row)
+    assert (notice.action, notice.options["card"]) == ("post", card.id)

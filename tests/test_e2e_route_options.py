@@ -18,8 +18,12 @@ from tests.conftest import make_config
 from tests.fakes.discord_api import (
     ANNOUNCEMENTS_CHANNEL_ID,
     BOT_ROLE_PERMISSIONS,
+    BOT_USER_ID,
+    CREATE_PUBLIC_THREADS,
     CROSSPOSTED,
+    FORUM_CHANNEL_ID,
     GENERAL_CHANNEL_ID,
+    MANAGE_THREADS,
     MENTION_EVERYONE,
     STREAMERS_ROLE_ID,
     STREAMS_CHANNEL_ID,
@@ -304,3 +308,106 @@ async def fake_discord() -> Any:
     async with FakeDiscord(token=TOKEN, heartbeat_interval=200) as fake:
         yield fake
         assert fake.errors == []
+
+
+# -- a thread per stream -----------------------------------------------------------------
+
+
+def threaded(tmp_path: Path, fake: FakeDiscord, channel: int, **route: Any) -> Any:
+    table = {"match": "twitch/*", "discord_channels": [str(channel)], "thread": "per_stream"}
+    return discord_config(tmp_path, fake, {**table, **route})
+
+
+def guild_with(*extra: int) -> Any:
+    permissions = BOT_ROLE_PERMISSIONS
+    for bit in extra:
+        permissions |= bit
+    return default_guild(bot_permissions=permissions)
+
+
+async def test_a_text_channel_card_opens_the_sessions_thread_and_its_end_archives_it(
+    tmp_path: Path,
+) -> None:
+    guild = guild_with(CREATE_PUBLIC_THREADS, MANAGE_THREADS)
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=200, guilds=[guild]) as fake:
+        config = threaded(tmp_path, fake, STREAMS_CHANNEL_ID, on_change="both")
+        async with running_with(config) as running:
+            assert await webhook(running, "live_start", uname="Quinn", title="Any% <@&1>") == 202
+            card = await fake.wait_for_message(STREAMS_CHANNEL_ID)
+            thread = await wait_for_thread(fake, STREAMS_CHANNEL_ID)
+            assert int(thread["id"]) == int(card["id"])
+            assert thread["name"] == "Quinn: Any% <@&1>"  # a channel name pings nobody
+            # The session's notices go into its thread; the card is edited in place.
+            assert await webhook(running, "title_change", title="Boss fight") == 202
+            notice = await fake.wait_for_message(int(thread["id"]))
+            assert "Boss fight" in card_text(notice)
+            assert await webhook(running, "live_end") == 202
+            await wait_until_archived(fake, int(thread["id"]))
+        assert fake.errors == []
+    assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1
+    assert "ended" in card_text(fake.messages[STREAMS_CHANNEL_ID][0])
+
+
+async def test_a_forum_gets_a_post_per_session_that_stays_editable_when_archived(
+    tmp_path: Path,
+) -> None:
+    guild = guild_with(MANAGE_THREADS)
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=200, guilds=[guild]) as fake:
+        async with running_with(threaded(tmp_path, fake, FORUM_CHANNEL_ID)) as running:
+            assert await webhook(running, "live_start", uname="Quinn", title="Day 1") == 202
+            post = await wait_for_thread(fake, FORUM_CHANNEL_ID)
+            assert post["name"] == "Quinn: Day 1"
+            (card,) = fake.messages[int(post["id"])]
+            assert card["id"] == post["id"]  # the post's first message is the card
+            assert await webhook(running, "title_change", title="Day 1, part 2") == 202
+            await fake.wait_for_message(int(post["id"]), lambda m: "part 2" in card_text(m))
+            assert await webhook(running, "live_end") == 202
+            await wait_until_archived(fake, int(post["id"]))
+            # Edited once more after the archive (a replay, hours later, say): the bot
+            # reopens the post, edits the card, and archives it again.
+            await fake.update_channel(
+                int(post["id"]), thread_metadata=dict(post["thread_metadata"], archived=True)
+            )
+            assert await webhook(running, "live_start", uname="Quinn", title="Day 2") == 202
+            await asyncio.sleep(0.5)
+        assert fake.errors == []
+    # Day 2 (within the rejoin window) reopens the same card: no second post.
+    assert len(fake.threads_of(FORUM_CHANNEL_ID)) == 1
+    assert "Day 2" in card_text(fake.messages[int(post["id"])][0])
+
+
+async def test_without_create_public_threads_the_card_goes_out_and_the_channel_is_reported(
+    tmp_path: Path,
+) -> None:
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=200) as fake:
+        async with running_with(threaded(tmp_path, fake, STREAMS_CHANNEL_ID)) as running:
+            problem = await wait_for_problem(running, "no_threads")  # found by the preflight
+            assert await webhook(running, "live_start", uname="Quinn", title="Hi") == 202
+            await fake.wait_for_message(STREAMS_CHANNEL_ID)
+            await asyncio.sleep(0.3)
+        assert fake.errors == []
+    assert "Create Public Threads" in problem["detail"]
+    made = [t for t in fake.threads_of(STREAMS_CHANNEL_ID) if t["owner_id"] == str(BOT_USER_ID)]
+    assert made == []  # the card stands alone
+
+
+async def wait_for_thread(fake: FakeDiscord, channel: int) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            mine = [t for t in fake.threads_of(channel) if t["owner_id"] == str(fake.bot_user_id)]
+            if mine:
+                return mine[-1]
+            await asyncio.sleep(0.05)
+
+
+async def wait_until_archived(fake: FakeDiscord, thread_id: int) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            threads = [
+                t
+                for t in fake.threads_of(FORUM_CHANNEL_ID) + fake.threads_of(STREAMS_CHANNEL_ID)
+                if int(t["id"]) == thread_id
+            ]
+            if threads and threads[0]["thread_metadata"]["archived"]:
+                return
+            await asyncio.sleep(0.05)

@@ -56,7 +56,9 @@ class CheckingSink:
         targets: Sequence[str],
         *,
         mention_roles: Mapping[str, Collection[int]] | None = None,
+        thread_targets: Collection[str] | None = None,
     ) -> list[TargetProblem] | None:
+        del thread_targets
         self.calls.append(list(targets))
         self.roles.append({t: set(r) for t, r in (mention_roles or {}).items()})
         if self.fails is not None:

@@ -200,7 +200,10 @@ class SessionCards:
                     or (event.kind in CHANGE_KINDS and not change_posts)
                 ):
                     continue
-                extra = {} if action == POST else {"card": card}
+                # A notice of a session with a thread goes into the thread, which the
+                # card's message names (the outbox looks it up).
+                posts_in_thread = action == POST and card is not None and plan.thread
+                extra = {} if action == POST and not posts_in_thread else {"card": card}
                 rows.append(Row(target, action, {**options, **extra}, due))
         if event.kind in CHANGE_KINDS and key is not None:
             if any(

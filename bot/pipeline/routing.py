@@ -55,6 +55,8 @@ class Plan:
     everyone: bool = False
     # Publish the card to the channels following an announcement channel.
     crosspost: bool = False
+    # A thread per session: the card opens it, the session's notices go in it.
+    thread: bool = False
     # Silent sends: every route reaching the chat is silent or in its quiet hours.
     silent: bool = True
 
@@ -128,6 +130,7 @@ class Router:
                 plan.late_card = plan.late_card or route.filters
                 plan.silent = plan.silent and (route.silent or quiet)
                 plan.crosspost = plan.crosspost or route.crosspost
+                plan.thread = plan.thread or route.thread == "per_stream"
                 if not quiet and target is not CONSOLE:
                     plan.roles.extend(r for r in route.mention_roles if r not in plan.roles)
                     plan.everyone = plan.everyone or route.mention_everyone
@@ -167,6 +170,8 @@ def _set_options(plan: Plan, kind: str) -> None:
             plan.options["crosspost"] = True
     if plan.silent:
         plan.options["silent"] = True
+    if plan.thread:
+        plan.options["thread"] = "per_stream"
 
 
 def moved(target: Target, moves: Moves) -> Target:

@@ -61,10 +61,12 @@ class Sink(Protocol):
         targets: Sequence[str],
         *,
         mention_roles: Mapping[str, Collection[int]] | None = None,
+        thread_targets: Collection[str] | None = None,
     ) -> list[TargetProblem] | None:
         """Check with the platform's read calls that each of `targets` can be posted to
         (and, where the platform has roles, can ping the `mention_roles` the routes give
-        each target).
+        each target; where it has threads, can open one per session in `thread_targets`,
+        the targets of routes with `thread = "per_stream"`).
 
         Returns what is wrong (an empty list when nothing is), or None when the sink
         cannot check now (not connected); never raises for a platform problem.

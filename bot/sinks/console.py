@@ -114,7 +114,8 @@ class ConsoleSink:
         targets: Sequence[str],
         *,
         mention_roles: Mapping[str, Collection[int]] | None = None,
+        thread_targets: Collection[str] | None = None,
     ) -> list[TargetProblem] | None:
         """Standard output takes everything."""
-        del targets, mention_roles
+        del targets, mention_roles, thread_targets
         return []

@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from bot import markup
 from bot.errors import TemplateProblem
-from bot.events import LIVE_END, LIVE_START
+from bot.events import LIVE_END, LIVE_START, Event
 from bot.render import Cutter, Rendered, RenderedReply, SafeUrl, as_datetime, colour, flag
 
 #: Embed colour per event kind (templates may override with the `colour` block).
@@ -30,6 +30,8 @@ KIND_COLOURS: Final[Mapping[str, int]] = {
 DEFAULT_COLOUR: Final = 0x95A5A6  # recorded kinds rendered by default.j2
 
 _CATEGORY_FIELD: Final = "Category"
+#: "1-100 character channel name" (channel.mdx, Start Thread from Message).
+THREAD_NAME_MAX: Final = 100
 _TIME_STYLES: Final = frozenset("tTdDfFR")
 
 
@@ -65,6 +67,16 @@ def escape_text(text: str) -> str:
     quotes and lists at line starts and breaks every `<@&id>`, `<#id>` and `</cmd:id>`.
     """
     return markup.escape_discord(markup.strip_controls(text))
+
+
+def thread_name(event: Event) -> str:
+    """A session thread's (or forum post's) name: the streamer and the stream's title,
+    1-100 characters. A channel name mentions nobody, but controls and newlines go."""
+    name = " ".join(markup.strip_controls(event.name).split()) or "stream"
+    title = event.live.title if event.live is not None else None
+    title = " ".join(markup.strip_controls(title).split()) if title else ""
+    whole = f"{name}: {title}" if title else name
+    return whole if len(whole) <= THREAD_NAME_MAX else whole[: THREAD_NAME_MAX - 1] + "…"
 
 
 def discord_time(value: object, style: str = "R") -> Markup:

@@ -37,6 +37,8 @@ CANNOT_SEND: Final = "cannot_send"
 NO_EMBED_LINKS: Final = "no_embed_links"
 #: A route's `crosspost` names a channel that is not an announcement channel.
 NOT_ANNOUNCEMENT: Final = "not_announcement"
+#: A route's `thread = "per_stream"`, in a channel where the bot may not make threads.
+NO_THREADS: Final = "no_threads"
 ROLE_NOT_PINGABLE: Final = "role_not_pingable"
 
 _T = discord.ChannelType
@@ -137,8 +139,13 @@ def check_channel(
     target: str,
     channel: object,
     mention_roles: Collection[int] = (),
+    *,
+    per_stream: bool = False,
 ) -> list[TargetProblem]:
-    """What is wrong with posting in `channel` (found in the cache or by REST)."""
+    """What is wrong with posting in `channel` (found in the cache or by REST); with
+    `per_stream`, with opening a thread there per session (a post, in a forum)."""
+    if per_stream and isinstance(channel, discord.ForumChannel):
+        return _forum_problems(sink, target, channel)
     if not takes_messages(channel):
         return [not_text_problem(sink, target, channel, PREFLIGHT)]
     perms = bot_permissions(channel)
@@ -167,7 +174,54 @@ def check_channel(
     pings = _ping_problem(sink, target, channel, perms, mention_roles)
     if pings is not None:
         problems.append(pings)
+    if per_stream and not (perms.create_public_threads and perms.send_messages_in_threads):
+        problems.append(_no_threads(sink, target, channel, "Create Public Threads"))
     return problems
+
+
+def _forum_problems(sink: str, target: str, forum: discord.ForumChannel) -> list[TargetProblem]:
+    """A forum where each session is a post: Send Messages makes posts ("CREATE_PUBLIC_
+    THREADS is ignored"), Send Messages in Threads posts the session's notices in it."""
+    perms = bot_permissions(forum)
+    if perms is None:
+        return []
+    if not perms.view_channel:
+        detail = f"the bot may not view {_label(target, forum)}: allow View Channel for its role"
+        return [TargetProblem(sink, target, NO_VIEW, detail)]
+    if not perms.send_messages:
+        detail = (
+            f"the bot may not post in the forum {_label(target, forum)}: allow Send Messages"
+            " (it makes the posts) for the bot's role there"
+        )
+        return [TargetProblem(sink, target, CANNOT_SEND, detail)]
+    problems = []
+    if not perms.embed_links:
+        problems.append(no_embed_links_problem(sink, target, forum, PREFLIGHT))
+    if not perms.send_messages_in_threads:
+        problems.append(_no_threads(sink, target, forum, "Send Messages in Threads"))
+    if forum.flags.require_tag:
+        problems.append(
+            TargetProblem(
+                sink,
+                target,
+                NO_THREADS,
+                f"the forum {_label(target, forum)} requires a tag on every post, and the bot"
+                ' sets none: turn off "Require people to select tags" in its settings',
+            )
+        )
+    return problems
+
+
+def _no_threads(sink: str, target: str, channel: object, right: str) -> TargetProblem:
+    return TargetProblem(
+        sink,
+        target,
+        NO_THREADS,
+        f'thread = "per_stream", but the bot may not use threads in {_label(target, channel)}:'
+        f" allow {right} (and Send Messages in Threads) for the bot's role there; its cards"
+        " are posted without a thread meanwhile",
+        blocking=False,
+    )
 
 
 def _ping_problem(
@@ -211,6 +265,8 @@ async def check_targets(
     sink: str,
     targets: Sequence[str],
     mention_roles: Mapping[str, Collection[int]],
+    *,
+    thread_targets: Collection[str] = (),
 ) -> list[TargetProblem] | None:
     """Every problem of `targets`, or None when Discord could not be asked now (a REST
     lookup met a rate limit, a 5xx or the network): a partial answer would wrongly
@@ -254,5 +310,13 @@ async def check_targets(
                     raise
                 problems.append(TargetProblem(sink, target, NO_ACCESS, str(mapped)))
                 continue
-        problems.extend(check_channel(sink, target, channel, mention_roles.get(target, ())))
+        problems.extend(
+            check_channel(
+                sink,
+                target,
+                channel,
+                mention_roles.get(target, ()),
+                per_stream=target in thread_targets,
+            )
+        )
     return problems

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import warnings
@@ -34,7 +35,7 @@ with warnings.catch_warnings():
 from bot.chat.commands import CATALOGUE, CommandSpec
 from bot.commands import Commands
 from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
-from bot.events import Event
+from bot.events import LIVE_END, LIVE_START, Event
 from bot.render import Renderer
 from bot.sinks.discord.client import (
     INVITE_PERMISSIONS,
@@ -48,9 +49,10 @@ from bot.sinks.discord.commands import CommandTree, SlashCommands
 from bot.sinks.discord.config import DiscordConfig
 from bot.sinks.discord.config import channel_id as target_channel
 from bot.sinks.discord.errors import NETWORK_ERRORS, TARGET_ERRORS, platform_call
-from bot.sinks.discord.format import FORMAT, DiscordMessage
+from bot.sinks.discord.format import FORMAT, DiscordMessage, thread_name
 from bot.sinks.discord.preflight import (
     NO_EMBED_LINKS,
+    NO_THREADS,
     NOT_ANNOUNCEMENT,
     bot_permissions,
     can_post,
@@ -74,6 +76,12 @@ DEFAULT_SEND_TIMEOUT: Final = 120.0
 #: error with its retry_after, so the outbox reschedules instead of holding the chat.
 #: (discord.py refuses values under 30 s.)
 DEFAULT_MAX_RATELIMIT_WAIT: Final = 60.0
+#: A session's thread archives itself this long after its last message (Discord's
+#: auto_archive_duration: 60, 1440, 4320 or 10080 minutes), for a bot that may not
+#: archive it at the end (Manage Threads).
+THREAD_ARCHIVE_MINUTES: Final = 60
+#: "Thread is archived": an archived thread's messages cannot be edited.
+ARCHIVED_THREAD: Final = 50083
 _LOGIN_RETRY_FIRST: Final = 2.0
 _LOGIN_RETRY_MAX: Final = 300.0
 # The longest Retry-After a refused login is taken at its word for.
@@ -146,6 +154,10 @@ class DiscordSink:
         self._ready = asyncio.Event()
         self._endpoints = Endpoints(config.api_url, config.gateway_url)
         self._unpinged: set[tuple[int, int]] = set()
+        #: Threads the bot could not archive (said once each).
+        self._unarchived: set[int] = set()
+        #: Targets of routes with `thread = "per_stream"`, as the last preflight was told.
+        self._thread_targets: set[str] = set()
         self._login_retry_first = login_retry_first
         # The channels this sink has been asked about (preflight) or posted in: the ones a
         # permission change in their server makes worth checking again.
@@ -442,13 +454,21 @@ class DiscordSink:
         roles = _role_ids(delivery.options.get("mention_roles"))
         self._remember(delivery.target, roles)
         channel = client.get_channel(channel_id)
-        if channel is not None and not takes_messages(channel):
+        per_stream = delivery.options.get("thread") == "per_stream"
+        opens_thread = per_stream and event.kind == LIVE_START
+        if opens_thread and isinstance(channel, discord.ForumChannel):
+            return await self._forum_post(delivery, event, channel, roles)
+        in_thread = delivery.options.get("in_thread")
+        if channel is not None and not takes_messages(channel) and not in_thread:
             # Known from the cache: a category or forum answers 50008 to any send.
             problem = not_text_problem(self.name, delivery.target, channel, SEND)
             self._problems.request_recheck(self.name, delivery.target)
             raise PermanentDeliveryError(problem.detail)
         target: discord.abc.Messageable = (
-            channel
+            # A notice of the session goes into its thread (whose id is the card's).
+            client.get_partial_messageable(int(in_thread))
+            if isinstance(in_thread, str) and in_thread.isdigit()
+            else channel
             if isinstance(channel, discord.abc.Messageable)
             else client.get_partial_messageable(channel_id)
         )
@@ -480,7 +500,96 @@ class DiscordSink:
             self._check_everyone(sent)
         if delivery.options.get("crosspost") is True:
             await self._publish(delivery.target, channel, sent)
+        if opens_thread and not in_thread:
+            await self._open_thread(delivery.target, sent, event)
         return str(sent.id)
+
+    async def _forum_post(
+        self,
+        delivery: Delivery,
+        event: Event,
+        forum: discord.ForumChannel,
+        roles: Sequence[int],
+    ) -> str:
+        """The card as a new post of a forum (`thread = "per_stream"`), titled with the
+        streamer and the stream's title; the post's first message is the card, and its id
+        is the post's."""
+        where = f"forum {forum.id}"
+        async with self._limiter.reserve():
+            message = self._renderer.render(
+                FORMAT,
+                event,
+                mention_roles=roles,
+                mention_everyone=delivery.options.get("mention_everyone") is True,
+            )
+            content, embeds = self._card(delivery.target, forum, message)
+            pings = message.allowed_mentions["roles"]
+            everyone = "everyone" in message.allowed_mentions["parse"]
+            async with self._target_call(delivery.target, where):
+                created = await forum.create_thread(
+                    name=thread_name(event),
+                    auto_archive_duration=THREAD_ARCHIVE_MINUTES,
+                    content=content,
+                    embeds=embeds,
+                    allowed_mentions=allowed_mentions_for(pings, everyone=everyone),
+                    silent=delivery.options.get("silent") is True,
+                    **_buttons(message),
+                )
+        self._check_pings(created.message, pings)
+        return str(created.message.id)
+
+    async def _open_thread(self, target: str, card: discord.Message, event: Event) -> None:
+        """A thread on the card for the session (`thread = "per_stream"`). The card is
+        posted whatever happens here: a refusal is shown for the channel, not retried."""
+        try:
+            async with self._limiter.reserve():
+                await asyncio.wait_for(
+                    card.create_thread(
+                        name=thread_name(event), auto_archive_duration=THREAD_ARCHIVE_MINUTES
+                    ),
+                    self._send_timeout,
+                )
+        except discord.Forbidden:
+            self._problems.report(
+                TargetProblem(
+                    self.name,
+                    target,
+                    NO_THREADS,
+                    f'thread = "per_stream", but the bot may not create threads in channel'
+                    f" {target}: allow Create Public Threads (and Send Messages in Threads)"
+                    " for the bot's role there; cards are posted without a thread meanwhile",
+                    blocking=False,
+                    origin=SEND,
+                )
+            )
+        except (discord.HTTPException, TimeoutError) as exc:
+            log.warning("discord: no thread on card %d in channel %s (%s)", card.id, target, exc)
+        else:
+            self._problems.resolve(self.name, target, NO_THREADS)
+
+    async def _close_thread(self, thread_id: int) -> None:
+        """Archive a session's thread at its end. Archiving needs Manage Threads; without
+        it the thread archives itself an hour after its last message (its
+        auto_archive_duration), which is said once."""
+        client = self._connected_client()
+        try:
+            async with self._limiter.reserve():
+                fetched = client.fetch_channel(thread_id)
+                thread = await asyncio.wait_for(fetched, self._send_timeout)
+                if isinstance(thread, discord.Thread) and not thread.archived:
+                    await asyncio.wait_for(thread.edit(archived=True), self._send_timeout)
+        except discord.NotFound:
+            return  # no thread was made (the channel refused it, and said so)
+        except discord.Forbidden:
+            if thread_id not in self._unarchived:
+                self._unarchived.add(thread_id)
+                log.info(
+                    "discord: thread %d not archived at the stream's end: the bot lacks"
+                    " Manage Threads; Discord archives it an hour after its last message",
+                    thread_id,
+                )
+        except (discord.HTTPException, TimeoutError) as exc:
+            log.warning("discord: thread %d not archived (%s)", thread_id, exc)
 
     async def _publish(self, target: str, channel: object, sent: discord.Message) -> None:
         """Publish a card to the servers following its announcement channel (a route's
@@ -528,20 +637,39 @@ class DiscordSink:
             raise MessageGone(f"{message_id!r} is not a Discord message id") from None
         self._remember(delivery.target, ())
         channel = client.get_channel(channel_id)
-        partial = client.get_partial_messageable(channel_id).get_partial_message(card)
-        where = f"message {card} in channel {channel_id}"
+        per_stream = delivery.options.get("thread") == "per_stream"
+        # A forum post's card is its first message, in the post (whose id is the card's).
+        home = card if isinstance(channel, discord.ForumChannel) else channel_id
+        partial = client.get_partial_messageable(home).get_partial_message(card)
+        where = f"message {card} in channel {home}"
         async with self._limiter.reserve():
             message = self._renderer.render(FORMAT, event)
             content, embeds = self._card(delivery.target, channel, message)
             pings = message.allowed_mentions["roles"]
+            edit = functools.partial(
+                partial.edit,
+                content=content,
+                embeds=embeds,
+                allowed_mentions=allowed_mentions_for(pings),
+                # None removes a button an earlier version of the card had.
+                view=_link_view(message),
+            )
             async with self._target_call(delivery.target, where):
-                await partial.edit(
-                    content=content,
-                    embeds=embeds,
-                    allowed_mentions=allowed_mentions_for(pings),
-                    # None removes a button an earlier version of the card had.
-                    view=_link_view(message),
-                )
+                try:
+                    await edit()
+                except discord.HTTPException as exc:
+                    if exc.code != ARCHIVED_THREAD or home == channel_id:
+                        raise
+                    # A forum post archived at the end: reopening it needs only Send
+                    # Messages; it is archived again below, or by Discord in an hour.
+                    thread = await client.fetch_channel(home)
+                    if not isinstance(thread, discord.Thread):
+                        raise
+                    await thread.edit(archived=False)
+                    await edit()
+                    per_stream = True
+        if per_stream and event.kind == LIVE_END:
+            await self._close_thread(card)
 
     def _card(
         self, target: str, channel: object, message: DiscordMessage
@@ -631,10 +759,12 @@ class DiscordSink:
         targets: Sequence[str],
         *,
         mention_roles: Mapping[str, Collection[int]] | None = None,
+        thread_targets: Collection[str] | None = None,
     ) -> list[TargetProblem] | None:
         """Check each channel in `targets` from the gateway's cache (REST for one it does
         not hold): it exists, takes messages, and the bot may view it, post, embed links
-        and ping the mention roles there. None while not connected.
+        and ping the mention roles there, and open a thread (or forum post) per session
+        in `thread_targets`. None while not connected.
 
         `mention_roles` (target -> role ids, from the routes) replaces what the sink knows
         for those targets; without it, the roles seen on deliveries so far are checked
@@ -648,9 +778,13 @@ class DiscordSink:
             for target, roles in mention_roles.items():
                 self._mention_roles[target] = set(roles)
         known = {target: tuple(self._mention_roles.get(target, ())) for target in targets}
+        if thread_targets is not None:
+            self._thread_targets = set(thread_targets)
         try:
             async with asyncio.timeout(self._send_timeout):
-                return await check_targets(client, self.name, targets, known)
+                return await check_targets(
+                    client, self.name, targets, known, thread_targets=self._thread_targets
+                )
         except TimeoutError:
             return None  # Discord too slow to answer a lookup: not checked this time
 

@@ -514,13 +514,14 @@ class TelegramSink:
         targets: Sequence[str],
         *,
         mention_roles: Mapping[str, Collection[int]] | None = None,
+        thread_targets: Collection[str] | None = None,
     ) -> list[TargetProblem] | None:
         """Check each target with Telegram's read calls (bot/sinks/telegram/preflight.py):
         the chat exists, the bot is in it and may post there (an administrator allowed to
         post, in a channel); a group that became a supergroup is reported as moved. None
         while the sink is not connected or Telegram cannot be asked. (Telegram has no
         roles: `mention_roles` is not used.)"""
-        del mention_roles
+        del mention_roles, thread_targets
         app = self._app
         if self._state != "running" or app is None:
             return None
