@@ -350,7 +350,11 @@ def _look_at_the_files(config: Config) -> list[str] | None:
     """What `run` and `check` find before connecting anything: None after printing each
     error (a broken template, an unusable [storage] path), else the warnings (config
     warnings and template files nothing uses)."""
-    renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
+    renderer = Renderer(
+        formats=message_formats(),
+        user_dir=config.templates.dir,
+        route_dirs=config.route_template_dirs,
+    )
     errors = [f"template {problem}" for problem in renderer.check(sample_events())]
     storage = _storage_problem(config.storage)
     if storage is not None:

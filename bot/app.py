@@ -152,7 +152,11 @@ async def connected_sinks(
         platforms = {name: spec for name, spec in platforms.items() if name in names}
         if "console" not in names:
             config = dataclasses.replace(config, console=ConsoleConfig(enabled=False))
-    renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
+    renderer = Renderer(
+        formats=message_formats(),
+        user_dir=config.templates.dir,
+        route_dirs=config.route_template_dirs,
+    )
     sinks = build_sinks(
         config, renderer, commands, console_stream=console_stream, platforms=platforms
     )
@@ -248,7 +252,11 @@ async def _run_with_store(
     load_config: Callable[[], Config] | None,
     log_level: str | None,
 ) -> None:
-    renderer = Renderer(formats=message_formats(), user_dir=config.templates.dir)
+    renderer = Renderer(
+        formats=message_formats(),
+        user_dir=config.templates.dir,
+        route_dirs=config.route_template_dirs,
+    )
     routes = config.routes
     problems = TargetProblems()
     source_problems = SourceProblems()

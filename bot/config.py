@@ -86,6 +86,8 @@ _ROUTE_KEYS: Final = (
     "crosspost",
     # A Discord thread (or forum post) per stream session.
     "thread",
+    # This route's chats' own template folder, over [templates] dir.
+    "templates",
 )
 
 
@@ -251,6 +253,8 @@ class Route:
     crosspost: bool = False
     #: "per_stream": each session's card opens a thread (a forum post in a forum).
     thread: str | None = None
+    #: The route's own template folder: its files win over `[templates] dir`'s.
+    templates: Path | None = None
 
     def matches(self, streamer_key: str | None, kind: str) -> bool:
         """True when this route wants events of `kind` for this stream."""
@@ -314,6 +318,11 @@ class Config:
     #: --strict), `run` logs them once at start.
     warnings: tuple[str, ...] = ()
 
+    @property
+    def route_template_dirs(self) -> tuple[Path, ...]:
+        """The routes' own template folders, each once, in bot.toml order."""
+        return tuple(dict.fromkeys(r.templates for r in self.routes if r.templates is not None))
+
 
 def read_config(
     path: Path,
@@ -375,7 +384,7 @@ def load_config(
             )
         ),
         sources=_sources(root.tables("sources"), environ, registry),
-        routes=tuple(_route(table, known, registry) for table in route_tables),
+        routes=tuple(_route(table, known, registry, base_dir) for table in route_tables),
         logging=_logging(root.section("logging")),
         metrics=_metrics(root.section("metrics"), environ),
     )
@@ -664,14 +673,19 @@ def _storage(table: _Table, base_dir: Path) -> StorageConfig:
 
 
 def _templates(table: _Table, base_dir: Path) -> TemplatesConfig:
-    path = table.path_value("dir", base_dir)
+    return TemplatesConfig(dir=_template_dir(table, "dir", base_dir))
+
+
+def _template_dir(table: _Table, key: str, base_dir: Path) -> Path | None:
+    """A template folder (relative to bot.toml's); one that is not there is a problem."""
+    path = table.path_value(key, base_dir)
     if path is None:
-        return TemplatesConfig()
+        return None
     if not path.exists():
-        table.problem("dir", f"directory {path} does not exist")
+        table.problem(key, f"directory {path} does not exist")
     elif not path.is_dir():
-        table.problem("dir", f"{path} is not a directory")
-    return TemplatesConfig(dir=path)
+        table.problem(key, f"{path} is not a directory")
+    return path
 
 
 def _behaviour(table: _Table) -> BehaviourConfig:
@@ -865,7 +879,9 @@ def _secret(table: _Table, environ: Mapping[str, str], key: str, *, required: bo
     return inline
 
 
-def _route(table: _Table, known: frozenset[str], specs: Mapping[str, SourceSpec]) -> Route:
+def _route(
+    table: _Table, known: frozenset[str], specs: Mapping[str, SourceSpec], base_dir: Path
+) -> Route:
     table.check_unknown()
     match: list[str] = []
     raw_match = table.data.get("match")
@@ -939,6 +955,7 @@ def _route(table: _Table, known: frozenset[str], specs: Mapping[str, SourceSpec]
         mention_everyone=table.flag("mention_everyone", False),
         crosspost=table.flag("crosspost", False),
         thread=table.choice("thread", "", THREAD_CHOICES) or None,
+        templates=_template_dir(table, "templates", base_dir),
     )
 
 

@@ -99,7 +99,11 @@ class Reloader:
             for problem in exc.problems:
                 log.error("reload refused, the running config stays: %s", problem)
             return False
-        checker = Renderer(formats=self._renderer.formats, user_dir=new.templates.dir)
+        checker = Renderer(
+            formats=self._renderer.formats,
+            user_dir=new.templates.dir,
+            route_dirs=new.route_template_dirs,
+        )
         problems = checker.check(sample_events())
         for problem in problems:
             log.error("reload refused, the running config stays: template %s", problem)
@@ -124,7 +128,7 @@ class Reloader:
 
     def _apply(self, new: Config) -> None:
         routes = new.routes
-        self._renderer.reload(new.templates.dir)
+        self._renderer.reload(new.templates.dir, new.route_template_dirs)
         self._dispatcher.reconfigure(routes=routes, behaviour=new.behaviour)
         if self._preflight is not None:
             # Every target again: new ones, and permissions that changed meanwhile.

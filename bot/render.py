@@ -470,44 +470,64 @@ class Renderer:
         clock: Callable[[], datetime] = utcnow,
         builtin_dir: Path | None = None,
         strict: bool = False,
+        route_dirs: Iterable[Path] = (),
     ) -> None:
         self._strict = strict
         self._builtin_dir = (builtin_dir or builtin_templates_dir()).resolve()
         self._clock = clock
         self._formats = dict(formats)
         self._envs: dict[str, _SinkEnvironments] = {}
+        #: A route's own template folder (`[[routes]] templates`) -> its environments:
+        #: that folder first, then `[templates] dir`, then the built-ins.
+        self._route_envs: dict[Path, dict[str, _SinkEnvironments]] = {}
         self._user_dir: Path | None = None
-        self.reload(user_dir)
+        self.reload(user_dir, route_dirs)
 
     @property
     def formats(self) -> Mapping[str, MessageFormat[Any]]:
         """The message formats this renderer knows, by sink name."""
         return self._formats
 
-    def reload(self, user_dir: Path | None) -> None:
-        """Read the templates afresh from `user_dir` (and the built-in ones), e.g. on SIGHUP."""
+    def reload(self, user_dir: Path | None, route_dirs: Iterable[Path] = ()) -> None:
+        """Read the templates afresh from `user_dir`, each route's own folder in
+        `route_dirs`, and the built-in ones, e.g. on SIGHUP."""
         self._user_dir = user_dir.resolve() if user_dir is not None else None
         if self._user_dir == self._builtin_dir:
             self._user_dir = None  # a checkout run with [templates] dir = "templates"
-        self._envs = {}
+        self._envs = self._environments([self._user_dir] if self._user_dir else [])
+        self._route_envs = {}
+        for route_dir in route_dirs:
+            folder = route_dir.resolve()
+            chain = [folder, *([self._user_dir] if self._user_dir else [])]
+            self._route_envs[folder] = self._environments(chain)
+
+    def _environments(self, folders: Sequence[Path]) -> dict[str, _SinkEnvironments]:
+        """Each sink's environments for these user folders (first wins) over the
+        built-ins."""
+        envs: dict[str, _SinkEnvironments] = {}
         for sink, fmt in self._formats.items():
             builtin = _environment(fmt, FileSystemLoader(self._builtin_dir))
-            if self._user_dir is None:
-                self._envs[sink] = _SinkEnvironments(builtin, builtin, has_user=False)
+            if not folders:
+                envs[sink] = _SinkEnvironments(builtin, builtin, has_user=False)
             else:
                 loader = ChoiceLoader(
-                    [FileSystemLoader(self._user_dir), FileSystemLoader(self._builtin_dir)]
+                    [*(FileSystemLoader(f) for f in folders), FileSystemLoader(self._builtin_dir)]
                 )
-                self._envs[sink] = _SinkEnvironments(
-                    _environment(fmt, loader), builtin, has_user=True
-                )
+                envs[sink] = _SinkEnvironments(_environment(fmt, loader), builtin, has_user=True)
+        return envs
 
     # -- public API ---------------------------------------------------------------------
 
-    def render(self, fmt: MessageFormat[M], event: Event, **options: Any) -> M:
-        """The message `fmt` makes of `event`; `options` go to its `build`."""
+    def render(
+        self, fmt: MessageFormat[M], event: Event, *, templates: object = None, **options: Any
+    ) -> M:
+        """The message `fmt` makes of `event`; `options` go to its `build`. `templates` is
+        the route's own template folder (a delivery's `templates` option), if it has one."""
         return self._render(
-            fmt.name, event, lambda env: fmt.build(self._blocks(env, fmt, event), **options)
+            fmt.name,
+            event,
+            lambda env: fmt.build(self._blocks(env, fmt, event), **options),
+            templates=templates,
         )
 
     def render_reply(self, fmt: ReplyFormat[R_co], template: str, view: Mapping[str, Any]) -> R_co:
@@ -548,7 +568,7 @@ class Renderer:
                 problems.append(problem)
 
         fallback = next(iter(self._envs.values())).builtin
-        for root in (self._user_dir, self._builtin_dir):
+        for root in (self._user_dir, *self._route_envs, self._builtin_dir):
             if root is None or not root.is_dir():
                 continue
             loader = FileSystemLoader(root)
@@ -565,8 +585,9 @@ class Renderer:
                 except (OSError, UnicodeDecodeError) as exc:
                     add(f"{self._label(str(root / name))}: cannot read: {exc}")
         events = list(samples)
-        for sink, fmt in self._formats.items():
-            env = self._envs[sink].main
+        # The bot's templates, and each route's own folder over them.
+        sets = [self._envs, *self._route_envs.values()]
+        for fmt, env in [(f, e[k].main) for e in sets for k, f in self._formats.items()]:
             for sample in events:
                 for event, note in ((sample, ""), (_sparse(sample), _SPARSE_NOTE)):
                     try:
@@ -615,8 +636,19 @@ class Renderer:
 
     # -- rendering ----------------------------------------------------------------------
 
-    def _render(self, sink: str, event: Event, build: Callable[[_Environment], M]) -> M:
+    def _render(
+        self,
+        sink: str,
+        event: Event,
+        build: Callable[[_Environment], M],
+        *,
+        templates: object = None,
+    ) -> M:
         envs = self._envs[sink]
+        if isinstance(templates, str) and templates:
+            # A folder the running config no longer names (a delivery queued before a
+            # reload): the bot's other templates draw it.
+            envs = self._route_envs.get(Path(templates).resolve(), self._envs)[sink]
         if envs.has_user:
             try:
                 return build(envs.main)

@@ -57,6 +57,8 @@ class Plan:
     crosspost: bool = False
     # A thread per session: the card opens it, the session's notices go in it.
     thread: bool = False
+    # The route's own template folder, for every message to this chat.
+    templates: str | None = None
     # Silent sends: every route reaching the chat is silent or in its quiet hours.
     silent: bool = True
 
@@ -131,6 +133,8 @@ class Router:
                 plan.silent = plan.silent and (route.silent or quiet)
                 plan.crosspost = plan.crosspost or route.crosspost
                 plan.thread = plan.thread or route.thread == "per_stream"
+                if plan.templates is None and route.templates is not None:
+                    plan.templates = str(route.templates)
                 if not quiet and target is not CONSOLE:
                     plan.roles.extend(r for r in route.mention_roles if r not in plan.roles)
                     plan.everyone = plan.everyone or route.mention_everyone
@@ -172,6 +176,8 @@ def _set_options(plan: Plan, kind: str) -> None:
         plan.options["silent"] = True
     if plan.thread:
         plan.options["thread"] = "per_stream"
+    if plan.templates is not None:
+        plan.options["templates"] = plan.templates
 
 
 def moved(target: Target, moves: Moves) -> Target:

@@ -94,8 +94,7 @@ class ConsoleSink:
 
     async def deliver(self, delivery: Delivery, event: Event) -> str | None:
         """Render the event for the console and print it as one block."""
-        del delivery
-        message = self._renderer.render(FORMAT, event)
+        message = self._renderer.render(FORMAT, event, templates=delivery.options.get("templates"))
         stream = self._stream or sys.stdout
         stream.write(message.text.rstrip("\n") + "\n\n")
         stream.flush()

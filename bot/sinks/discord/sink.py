@@ -479,6 +479,7 @@ class DiscordSink:
             message = self._renderer.render(
                 FORMAT,
                 event,
+                templates=delivery.options.get("templates"),
                 mention_roles=roles,
                 mention_everyone=delivery.options.get("mention_everyone") is True,
             )
@@ -519,6 +520,7 @@ class DiscordSink:
             message = self._renderer.render(
                 FORMAT,
                 event,
+                templates=delivery.options.get("templates"),
                 mention_roles=roles,
                 mention_everyone=delivery.options.get("mention_everyone") is True,
             )
@@ -643,7 +645,9 @@ class DiscordSink:
         partial = client.get_partial_messageable(home).get_partial_message(card)
         where = f"message {card} in channel {home}"
         async with self._limiter.reserve():
-            message = self._renderer.render(FORMAT, event)
+            message = self._renderer.render(
+                FORMAT, event, templates=delivery.options.get("templates")
+            )
             content, embeds = self._card(delivery.target, channel, message)
             pings = message.allowed_mentions["roles"]
             edit = functools.partial(
