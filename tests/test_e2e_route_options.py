@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from bot.app import Running, run
-from bot.config import Config
+from bot.app import Running
 from tests.conftest import make_config
 from tests.fakes.discord_api import (
     ANNOUNCEMENTS_CHANNEL_ID,
@@ -34,6 +31,7 @@ from tests.fakes.discord_api import (
 )
 from tests.fakes.telegram_api import FakeTelegram
 from tests.test_e2e_discord import running_with, webhook
+from tests.test_e2e_telegram import running_with as running_telegram
 
 ALWAYS = ["00:00-24:00"]
 
@@ -163,27 +161,6 @@ async def test_telegram_sends_silently_in_quiet_hours_and_filters_by_title(
     # The card (not a change notice) with the stream as it is now.
     assert "Live: PB attempts" in sent.params["text"]
     assert "changed" not in sent.params["text"]
-
-
-@asynccontextmanager
-async def running_telegram(config: Config) -> AsyncIterator[Running]:
-    stop = asyncio.Event()
-    ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        run(
-            config,
-            stop,
-            on_ready=ready.set_result,
-            sink_options={"telegram": {"poll_timeout": 1.0}},
-        )
-    )
-    try:
-        running = await asyncio.wait_for(ready, 10)
-        assert running.sinks["telegram"].state == "running"
-        yield running
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
 
 
 async def test_everyone_without_the_permission_pings_nobody_and_says_so(

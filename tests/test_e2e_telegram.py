@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from bot.app import Running, run
+from bot.config import Config
 from tests.conftest import SECRET, make_config
 from tests.fakes.telegram_api import FakeTelegram
 from tests.waiting import every_delivery
@@ -46,6 +47,13 @@ async def running_bot(
         telegram={"token": fake.token, "api_url": fake.api_url},
         routes=[{"match": "twitch/*", "telegram_chats": [str(c) for c in chats]}],
     )
+    async with running_with(config) as running:
+        yield running
+
+
+@asynccontextmanager
+async def running_with(config: Config) -> AsyncIterator[Running]:
+    """The whole bot (bot.app.run) on `config`, its Telegram poller tuned for the fake."""
     stop = asyncio.Event()
     ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(

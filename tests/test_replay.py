@@ -28,6 +28,7 @@ from tests.conftest import make_config
 from tests.fakes.discord_api import STREAMS_CHANNEL_ID, TOKEN, FakeDiscord
 from tests.fakes.telegram_api import FakeTelegram
 from tests.test_e2e_discord import running_with
+from tests.test_e2e_telegram import running_with as running_telegram
 
 NOON = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 REPLAY = "https://livepeercdn.studio/recordings/s-1/source.mp4"
@@ -232,8 +233,6 @@ async def test_the_telegram_card_button_opens_the_replay(tmp_path: Path) -> None
             telegram={"token": telegram.token, "api_url": telegram.api_url},
             routes=[{"match": "livepeer/*", "telegram_chats": [str(group)]}],
         )
-        from tests.test_e2e_route_options import running_telegram  # noqa: PLC0415
-
         async with running_telegram(config) as running:
             await stream_story(running.base_url)
             edit = await telegram.wait_for_call(

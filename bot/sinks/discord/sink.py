@@ -476,29 +476,10 @@ class DiscordSink:
         # The turn comes before rendering: the outbox starts every channel's delivery at
         # once, and the first sends should not wait for all the others to be rendered.
         async with self._limiter.reserve():
-            message = self._renderer.render(
-                FORMAT,
-                event,
-                templates=delivery.options.get("templates"),
-                mention_roles=roles,
-                mention_everyone=delivery.options.get("mention_everyone") is True,
-            )
-            content, embeds = self._card(delivery.target, channel, message)
-            pings = message.allowed_mentions["roles"]
-            everyone = "everyone" in message.allowed_mentions["parse"]
+            card, pings, everyone = self._new_card(delivery, event, channel, roles)
             async with self._target_call(delivery.target, where):
-                sent = await target.send(
-                    content=content,
-                    embeds=embeds,
-                    allowed_mentions=allowed_mentions_for(pings, everyone=everyone),
-                    nonce=delivery_nonce(delivery),
-                    # A route's `silent` or quiet hours: SUPPRESS_NOTIFICATIONS (4096).
-                    silent=delivery.options.get("silent") is True,
-                    **_buttons(message),
-                )
-        self._check_pings(sent, pings)
-        if everyone and not sent.mention_everyone:
-            self._check_everyone(sent)
+                sent = await target.send(nonce=delivery_nonce(delivery), **card)
+        self._check_mentions(sent, pings, everyone=everyone)
         if delivery.options.get("crosspost") is True:
             await self._publish(delivery.target, channel, sent)
         if opens_thread and not in_thread:
@@ -517,27 +498,12 @@ class DiscordSink:
         is the post's."""
         where = f"forum {forum.id}"
         async with self._limiter.reserve():
-            message = self._renderer.render(
-                FORMAT,
-                event,
-                templates=delivery.options.get("templates"),
-                mention_roles=roles,
-                mention_everyone=delivery.options.get("mention_everyone") is True,
-            )
-            content, embeds = self._card(delivery.target, forum, message)
-            pings = message.allowed_mentions["roles"]
-            everyone = "everyone" in message.allowed_mentions["parse"]
+            card, pings, everyone = self._new_card(delivery, event, forum, roles)
             async with self._target_call(delivery.target, where):
                 created = await forum.create_thread(
-                    name=thread_name(event),
-                    auto_archive_duration=THREAD_ARCHIVE_MINUTES,
-                    content=content,
-                    embeds=embeds,
-                    allowed_mentions=allowed_mentions_for(pings, everyone=everyone),
-                    silent=delivery.options.get("silent") is True,
-                    **_buttons(message),
+                    name=thread_name(event), auto_archive_duration=THREAD_ARCHIVE_MINUTES, **card
                 )
-        self._check_pings(created.message, pings)
+        self._check_mentions(created.message, pings, everyone=everyone)
         return str(created.message.id)
 
     async def _open_thread(self, target: str, card: discord.Message, event: Event) -> None:
@@ -592,6 +558,31 @@ class DiscordSink:
                 )
         except (discord.HTTPException, TimeoutError) as exc:
             log.warning("discord: thread %d not archived (%s)", thread_id, exc)
+
+    def _new_card(
+        self, delivery: Delivery, event: Event, channel: object, roles: Sequence[int]
+    ) -> tuple[dict[str, Any], list[str], bool]:
+        """The keyword arguments of a new card's send (a message, or a forum post's first
+        message), the roles it pings, and whether it pings @everyone."""
+        message = self._renderer.render(
+            FORMAT,
+            event,
+            templates=delivery.options.get("templates"),
+            mention_roles=roles,
+            mention_everyone=delivery.options.get("mention_everyone") is True,
+        )
+        content, embeds = self._card(delivery.target, channel, message)
+        pings = list(message.allowed_mentions["roles"])
+        everyone = "everyone" in message.allowed_mentions["parse"]
+        card: dict[str, Any] = {
+            "content": content,
+            "embeds": embeds,
+            "allowed_mentions": allowed_mentions_for(pings, everyone=everyone),
+            # A route's `silent` or quiet hours: SUPPRESS_NOTIFICATIONS (4096).
+            "silent": delivery.options.get("silent") is True,
+            **_buttons(message),
+        }
+        return card, pings, everyone
 
     async def _publish(self, target: str, channel: object, sent: discord.Message) -> None:
         """Publish a card to the servers following its announcement channel (a route's
@@ -791,6 +782,15 @@ class DiscordSink:
                 )
         except TimeoutError:
             return None  # Discord too slow to answer a lookup: not checked this time
+
+    def _check_mentions(
+        self, sent: discord.Message, wanted: Sequence[str], *, everyone: bool
+    ) -> None:
+        """Say once per channel when a configured role, or a route's @everyone, did not
+        ping."""
+        self._check_pings(sent, wanted)
+        if everyone and not sent.mention_everyone:
+            self._check_everyone(sent)
 
     def _check_pings(self, sent: discord.Message, wanted: Sequence[str]) -> None:
         """Say once per channel and role when a configured role ping did not ping."""
