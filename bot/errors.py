@@ -78,6 +78,8 @@ class WebhookError(BotError):
     """A webhook request we refuse; `status` is the HTTP status to answer with."""
 
     status = 400
+    #: Seconds the sender should wait before trying again (a Retry-After header), if so.
+    retry_after: int | None = None
 
     def __init__(self, message: str) -> None:
         self.message = message
@@ -95,6 +97,14 @@ class AuthError(WebhookError):
     ) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class SourceNotReady(WebhookError):
+    """The source cannot check requests yet (what it needs is still being loaded at
+    start): 503 with Retry-After, so the sender tries again instead of giving up."""
+
+    status = 503
+    retry_after = 5
 
 
 class PayloadError(WebhookError):

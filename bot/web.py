@@ -245,7 +245,18 @@ _ERROR_OUTCOMES: Final[Mapping[int, WebhookOutcome]] = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid",
+    503: "unavailable",
 }
+
+
+def _refusal(exc: WebhookError) -> web.Response:
+    """The JSON error for a refused webhook; Retry-After when the source asks for a
+    retry (SourceNotReady)."""
+    response = json_error(exc.status, exc.message)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
 
 # An answer to a webhook: the response, how it is counted, and the event if one was parsed.
 _Answer = tuple[web.Response, WebhookOutcome, Event | None]
@@ -325,8 +336,7 @@ async def _answer_webhook(request: web.Request) -> _Answer:
             request[_QUIET] = True
         return json_error(exc.status, exc.message), "unauthorized", None
     except WebhookError as exc:
-        outcome = _ERROR_OUTCOMES.get(exc.status, "bad_request")
-        return json_error(exc.status, exc.message), outcome, None
+        return _refusal(exc), _ERROR_OUTCOMES.get(exc.status, "bad_request"), None
     if not isinstance(parsed, Event):
         return _answer_unstored(request.app, name, payload, parsed)
     event = parsed

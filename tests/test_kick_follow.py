@@ -20,17 +20,20 @@ import pytest
 from aiohttp import web
 
 from bot import events as ev
-from bot.config import load_config
-from bot.events import Event
-from bot.pipeline.ingest import Ingested, Intake
+from bot.config import Route, load_config
+from bot.events import NOTIFIED_KINDS, Event
+from bot.pipeline.dispatch import Dispatcher
+from bot.pipeline.ingest import Intake
 from bot.sources.kick import KickSource
 from bot.sources.problems import SourceProblems
 from bot.sources.service import SourceHost
 from bot.store import Store
 from bot.web import create_app
 from tests.fakes.kick_api import FakeKick
+from tests.test_twitch_follow import RecordingIntake
 
 EVENTS = ("livestream.status.updated", "livestream.metadata.updated")
+EVERYTHING = Route(patterns=("*",), events=frozenset(NOTIFIED_KINDS))
 
 
 @dataclass
@@ -64,18 +67,6 @@ def source_for(fake: FakeKick, **changes: Any) -> KickSource:
     table = {k: v for k, v in table.items() if v is not None}
     config = load_config({"sources": [table]}, environ={}, base_dir=Path("."))
     return KickSource(config.sources[0])
-
-
-class RecordingIntake(Intake):
-    """The real intake, keeping a list of every event it was handed (webhook or source)."""
-
-    def __init__(self, store: Store, events: list[Event]) -> None:
-        super().__init__(store)
-        self.events = events
-
-    async def accept(self, event: Event, *, raw: bytes | None = None) -> Ingested:
-        self.events.append(event)
-        return await super().accept(event, raw=raw)
 
 
 @contextlib.asynccontextmanager
@@ -283,6 +274,9 @@ async def test_a_webhook_start_gets_the_thumbnail_and_category_from_the_api(
         assert update.live.cover and "video_thumbnails/aurora" in update.live.cover
         assert update.live.categories == ("Celeste",)
         assert update.live.title is None  # the webhook's own title stands
+        # Dated as Kick's start, on Kick's clock: a metadata webhook Kick sends after it
+        # (its timestamp to the second) must not look older than this answer.
+        assert update.occurred_at == start.occurred_at
 
 
 async def test_the_poll_posts_a_start_the_webhook_lost_and_ends_it(
@@ -366,3 +360,58 @@ async def test_a_rate_limited_pass_waits_and_then_subscribes(fake: FakeKick, sto
         await subscribed(fake, "aurora")
         assert not harness.problems.all()
     assert any(r.status == 429 for r in fake.requests)
+
+
+async def test_a_delivery_before_the_source_runs_gets_503_and_retry_after(
+    fake: FakeKick, store: Store
+) -> None:
+    async with running(fake, store):
+        await subscribed(fake, "aurora")
+    # The listener serves while the source has not read its kept key yet (a restart).
+    source = source_for(fake)
+    app = create_app(
+        sources={"kick": source},
+        intake=Intake(store),
+        max_body_bytes=1 << 20,
+        health=lambda: asyncio.sleep(0, {"ok": True}),
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    fake.set_webhook_url(f"http://127.0.0.1:{runner.addresses[0][1]}/webhook/kick")
+    try:
+        assert await fake.go_live("aurora") == [503]
+        (answer,) = fake.deliveries[-1:]
+        assert answer.response_headers["Retry-After"] == "5"
+        assert await store.count_events() == 0
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_title_change_right_after_the_look_up_is_not_taken_for_an_old_one(
+    fake: FakeKick, store: Store
+) -> None:
+    """Kick's timestamps are to the second: a change sent within the second after the
+    bot's look-up must still reach the chats."""
+    dispatcher = Dispatcher(store=store, routes=[EVERYTHING], sinks=["console"])
+    async with running(fake, store, lookup_delays=(0.0,)) as harness:
+        await subscribed(fake, "aurora")
+        channel = fake.channel("aurora")
+        await fake.go_live("aurora", title="Warm-up")
+        await until(lambda: bool(harness.kinds(ev.STREAM_UPDATE)))
+        sent = fake.deliveries[-1].timestamp  # the start's own second
+        metadata = {
+            "broadcaster": channel.broadcaster_json(),
+            "metadata": {
+                "title": "Now the real run",
+                "language": "en",
+                "has_mature_content": False,
+                "category": {"id": 1, "name": "Celeste", "thumbnail": ""},
+            },
+        }
+        assert await fake.send("livestream.metadata.updated", metadata, timestamp=sent) == [202]
+        while await dispatcher.dispatch_pending():
+            pass
+    state = await store.get_stream("kick/aurora")
+    assert state is not None and state.info.title == "Now the real run"

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from bot import events as ev
 from bot.config import Config, load_config
-from bot.errors import AuthError, ConfigError, SchemaError
+from bot.errors import AuthError, ConfigError, SchemaError, SourceNotReady
 from bot.samples import parse_sample
 from bot.sources.base import WebhookRequest
 from bot.sources.kick import SPEC, KickSource
@@ -286,7 +286,19 @@ def test_an_unsigned_timestamp_that_is_not_a_time_is_refused() -> None:
 
 def test_without_a_known_key_every_delivery_is_refused() -> None:
     _payload, request = delivery("livestream.status.updated", ONLINE)
-    assert "public key is not known yet" in refused(build(public_key=None), request)
+    source = build(public_key=None)
+    source.follower.key_read = True  # the database had none, Kick's API did not answer
+    assert "public key is not known yet" in refused(source, request)
+
+
+def test_before_the_kept_key_is_read_a_delivery_is_asked_to_come_back() -> None:
+    # The listener is up before the source has read the key it keeps in the database
+    # (at start): a delivery then gets 503 and Retry-After, not a refusal.
+    _payload, request = delivery("livestream.status.updated", ONLINE)
+    with pytest.raises(SourceNotReady) as info:
+        build(public_key=None).verify(request)
+    assert info.value.status == 503 and info.value.retry_after
+    build().verify(request)  # a pinned key needs no reading
 
 
 # -- events --------------------------------------------------------------------------------

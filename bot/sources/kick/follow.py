@@ -114,6 +114,9 @@ class Follower(Keeper):
             load_public_key(settings.pinned_key) if settings.pinned_key else None
         )
         self._key_pem: str | None = settings.pinned_key
+        #: Whether the key kept in the database was looked for (at start): until then a
+        #: delivery is answered 503, not refused, since the key may be there.
+        self.key_read = self.key is not None
         #: Broadcaster ids of the followed slugs, as last resolved.
         self._ids: dict[str, str] = {}
         #: Streams seen live: user id -> (slug, start time as sent), kept in the database.
@@ -128,6 +131,8 @@ class Follower(Keeper):
         self._tasks: set[asyncio.Task[None]] = set()
         #: When a metadata webhook last came per user id (monotonic): newer than the API.
         self._told: dict[str, float] = {}
+        #: When Kick sent its latest webhook about each user id, on Kick's clock.
+        self._news_at: dict[str, datetime] = {}
 
     def __repr__(self) -> str:
         return f"Follower(source={self.settings.source!r})"
@@ -155,9 +160,14 @@ class Follower(Keeper):
                 return at
         return started
 
-    def went_live(self, user_id: str, slug: str, started: datetime) -> None:
-        """A start came by webhook: the poll will end it if Kick never says so, and a
-        look at `/livestreams` soon adds the thumbnail and category it lacks."""
+    def went_live(
+        self, user_id: str, slug: str, started: datetime, *, sent: datetime | None = None
+    ) -> None:
+        """A start came by webhook (`sent` by Kick then): the poll will end it if Kick
+        never says so, and a look at `/livestreams` soon adds the thumbnail and category
+        it lacks."""
+        if sent is not None:
+            self._news_at[user_id] = sent
         new = self._live.get(user_id) != (slug, started.isoformat())
         self._live[user_id] = (slug, started.isoformat())
         self._misses.pop(user_id, None)
@@ -166,9 +176,11 @@ class Follower(Keeper):
             self._spawn(self._look_up(user_id, slug, started), "lookup")
             self._spawn(self._keep_live(), "keep")
 
-    def metadata_came(self, user_id: str) -> None:
+    def metadata_came(self, user_id: str, *, sent: datetime | None = None) -> None:
         """A metadata webhook came: what it says is newer than the API's answers."""
         self._told[user_id] = time.monotonic()
+        if sent is not None:
+            self._news_at[user_id] = sent
 
     def went_offline(self, user_id: str) -> None:
         """An end came by webhook: nothing left for the poll to end."""
@@ -234,13 +246,17 @@ class Follower(Keeper):
         and the poll."""
         assert self.host is not None
         self._api = self._make_api()
-        with contextlib.suppress(StoreUnavailable):
+        try:
             if self.key is None:
                 kept = await self.host.load(self.source, PUBLIC_KEY)
                 if kept:
                     with contextlib.suppress(KeyProblem):
                         self.key, self._key_pem = load_public_key(kept), kept
             self._live = _read_live(await self.host.load(self.source, LIVE))
+        except StoreUnavailable:
+            pass  # the first pass fetches the key from Kick
+        finally:
+            self.key_read = True
         self._poller = asyncio.create_task(self._poll_loop(), name=f"kick-poll-{self.source}")
 
     async def stopped(self) -> None:
@@ -459,6 +475,11 @@ class Follower(Keeper):
             event = self._event(
                 f"livestreams/{user_id}/{webhooks.moment(started)}", ev.STREAM_UPDATE, slug
             )
+            if (news := self._news_at.get(user_id)) is not None:
+                # What the API lists is no newer than Kick's latest webhook, so it is
+                # dated then, on Kick's clock: a metadata webhook sent after it, whose
+                # timestamp is to the second, must not look older than this answer.
+                event = event.with_changes(occurred_at=news)
             live = LiveInfo(
                 # The webhook's title is as new as any; a later one comes by webhook.
                 categories=(stream.category,) if stream.category and not told else (),

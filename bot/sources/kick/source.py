@@ -78,7 +78,7 @@ class KickSource:
 
     def verify(self, request: WebhookRequest) -> None:
         """Kick's RSA signature over id, timestamp and raw body; at most a day old."""
-        webhooks.verify(self.follower.key, request)
+        webhooks.verify(self.follower.key, request, loading=not self.follower.key_read)
 
     def parse(self, payload: Mapping[str, Any], request: WebhookRequest) -> Parsed:
         """The event a livestream webhook makes; None for Kick's other events."""
@@ -93,14 +93,16 @@ class KickSource:
             )
             live = event.live
             if event.kind == ev.LIVE_START and live is not None and live.start_time:
-                self.follower.went_live(live.uid or "", event.channel or "", live.start_time)
+                self.follower.went_live(
+                    live.uid or "", event.channel or "", live.start_time, sent=event.occurred_at
+                )
             elif live is not None:
                 self.follower.went_offline(live.uid or "")
             return event
         if kind == webhooks.METADATA_UPDATED:
             event = webhooks.metadata_updated(self._name, message_id, fields, request)
             if event.live is not None and event.live.uid:
-                self.follower.metadata_came(event.live.uid)
+                self.follower.metadata_came(event.live.uid, sent=event.occurred_at)
             return event
         return None
 

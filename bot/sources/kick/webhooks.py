@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bot import events as ev
 from bot.durations import format_duration
-from bot.errors import AuthError, SchemaError
+from bot.errors import AuthError, SchemaError, SourceNotReady
 from bot.events import Event, LiveInfo
 from bot.sources.base import Fields, WebhookRequest, parse_rfc3339
 
@@ -76,8 +76,13 @@ def load_public_key(pem: str) -> rsa.RSAPublicKey:
     return key
 
 
-def verify(key: rsa.RSAPublicKey | None, request: WebhookRequest) -> None:
-    """Raise AuthError unless Kick's key signed this message, within the last day."""
+def verify(
+    key: rsa.RSAPublicKey | None, request: WebhookRequest, *, loading: bool = False
+) -> None:
+    """Raise AuthError unless Kick's key signed this message, within the last day;
+    SourceNotReady while the key kept in the database is still being read (at start)."""
+    if key is None and loading:
+        raise SourceNotReady("Kick's public key is being loaded; retry in a few seconds")
     if key is None:
         raise AuthError(
             reason="Kick's public key is not known yet (it is fetched from Kick's API at"
