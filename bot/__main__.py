@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import events as ev
+from bot import i18n
 from bot.commands import Commands
 from bot.config import (
     LOG_LEVELS,
@@ -192,6 +193,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="role id a live_start would ping, where the sink pings roles (repeatable)",
     )
+    render.add_argument(
+        "--locale",
+        metavar="LANG",
+        help=f"write it in this built-in language ({', '.join(i18n.LOCALES)}; default: the"
+        " config's [behaviour] locale, else en)",
+    )
     render.set_defaults(func=_cmd_render)
 
     deliveries = commands.add_parser(
@@ -354,6 +361,7 @@ def _look_at_the_files(config: Config) -> list[str] | None:
         formats=message_formats(),
         user_dir=config.templates.dir,
         route_dirs=config.route_template_dirs,
+        locale=config.behaviour.locale,
     )
     errors = [f"template {problem}" for problem in renderer.check(sample_events())]
     storage = _storage_problem(config.storage)
@@ -730,6 +738,17 @@ async def _last_event(config: Config, kind: str) -> Event | str:
     return f"{path} holds no {kind} event yet; leave out --event for a sample"
 
 
+def _render_locale(given: str | None, config: Config | None) -> str | None:
+    """`render --locale`, else the config's [behaviour] locale; None after saying why not."""
+    if given is None:
+        return config.behaviour.locale if config is not None else i18n.DEFAULT_LOCALE
+    try:
+        return i18n.parse_locale(given)
+    except ValueError as exc:
+        print(f"error: --locale: {exc}", file=sys.stderr)
+        return None
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
     user_dir = None
     config: Config | None = None
@@ -800,8 +819,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
         event = parsed
     else:
         event = sample_event(args.kind)
+    locale = _render_locale(args.locale, config)
+    if locale is None:
+        return 2
     # Strict: a broken override is an error here, not the built-in output in its place.
-    renderer = Renderer(formats=message_formats(), user_dir=user_dir, strict=True)
+    renderer = Renderer(formats=message_formats(), user_dir=user_dir, strict=True, locale=locale)
     fmt = renderer.formats[args.sink]
     # Only a format that pings roles takes them (its `build` names the option); the
     # others render as they would with no roles configured.

@@ -156,6 +156,7 @@ async def connected_sinks(
         formats=message_formats(),
         user_dir=config.templates.dir,
         route_dirs=config.route_template_dirs,
+        locale=config.behaviour.locale,
     )
     sinks = build_sinks(
         config, renderer, commands, console_stream=console_stream, platforms=platforms
@@ -256,6 +257,7 @@ async def _run_with_store(
         formats=message_formats(),
         user_dir=config.templates.dir,
         route_dirs=config.route_template_dirs,
+        locale=config.behaviour.locale,
     )
     routes = config.routes
     problems = TargetProblems()
@@ -268,6 +270,7 @@ async def _run_with_store(
         problems=problems,
         on_queued=wake,
         source_problems=source_problems,
+        locale=config.behaviour.locale,
     )
     sinks = build_sinks(
         config,
@@ -497,7 +500,7 @@ async def _reload_on_request(request: asyncio.Event, reloader: Reloader) -> None
         await request.wait()
         request.clear()
         try:
-            reloader.reload()
+            await reloader.reload()
         except Exception:
             # A reload must never take the running bot down with it.
             log.exception("reload failed; the running config stays")

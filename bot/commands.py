@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from bot import i18n
 from bot.config import Route
 from bot.durations import format_duration, looks_like_duration, parse_duration
 from bot.errors import BotError
@@ -72,12 +73,14 @@ class MuteEntry:
     pattern: str
     until: datetime | None
 
-    def describe(self, now: datetime) -> str:
-        """ "twitch/quinn for 1h 59m" or "everything until unmuted"."""
-        what = "everything" if self.pattern == "*" else self.pattern
+    def describe(self, now: datetime, locale: str = i18n.DEFAULT_LOCALE) -> str:
+        """ "twitch/quinn for 1h 59m more" or "everything until unmuted", in `locale`."""
+        _ = i18n.translations(locale).gettext
+        what = _("everything") if self.pattern == "*" else self.pattern
         if self.until is None:
-            return f"{what} until unmuted"
-        return f"{what} for {format_duration(self.until - now)} more"
+            return _("%(what)s until unmuted") % {"what": what}
+        left = i18n.format_duration(self.until - now, locale)
+        return _("%(what)s for %(left)s more") % {"what": what, "left": left}
 
 
 CONFIG: Final = "config"
@@ -99,10 +102,19 @@ class FollowEntry:
     @property
     def origin(self) -> str:
         """ "bot.toml, route 2, topic 42" or "/subscribe"."""
+        return self.origin_in(i18n.DEFAULT_LOCALE)
+
+    def origin_in(self, locale: str) -> str:
+        """`origin` in `locale`."""
         if self.source != CONFIG:
             return "/subscribe"
-        topic = f", topic {self.topic}" if self.topic else ""
-        return f"bot.toml, route {self.route}{topic}"
+        _ = i18n.translations(locale).gettext
+        if self.topic:
+            return _("bot.toml, route %(route)s, topic %(topic)s") % {
+                "route": self.route,
+                "topic": self.topic,
+            }
+        return _("bot.toml, route %(route)s") % {"route": self.route}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +150,12 @@ class Commands:
         on_queued: Callable[[set[str]], None] | None = None,
         source_problems: SourceProblems | None = None,
         followers: Sequence[RunningSource] = (),
+        locale: str = i18n.DEFAULT_LOCALE,
     ) -> None:
         self._store = store
         self._routes = tuple(routes)
+        # The language of replies in chats no route names one for ([behaviour] locale).
+        self._locale = locale
         self._clock = clock
         # What the preflight and the sends found wrong with chats (/status for admins).
         self._problems = problems
@@ -151,12 +166,30 @@ class Commands:
         self._followers = tuple(followers)
 
     def reconfigure(
-        self, *, routes: Sequence[Route], followers: Sequence[RunningSource] | None = None
+        self,
+        *,
+        routes: Sequence[Route],
+        followers: Sequence[RunningSource] | None = None,
+        locale: str | None = None,
     ) -> None:
-        """Answer from these routes (and tell these sources) from now on (SIGHUP)."""
+        """Answer from these routes (and tell these sources), in this language, from now on
+        (SIGHUP)."""
         self._routes = tuple(routes)
         if followers is not None:
             self._followers = tuple(followers)
+        if locale is not None:
+            self._locale = locale
+
+    def locale_for(self, chat: Chat) -> str:
+        """The language replies in `chat` are written in: that of the first route naming
+        the chat (or one of its topics) that sets one, as its notifications are, else
+        [behaviour]'s."""
+        for route in self._routes:
+            if route.locale is None:
+                continue
+            if any(t.partition("/")[0] == chat.target for t in route.targets_on(chat.sink)):
+                return route.locale
+        return self._locale
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)

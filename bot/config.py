@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+from bot import i18n
 from bot.durations import format_duration, parse_duration
 from bot.errors import ConfigError
 from bot.events import NOTIFIED_KINDS, LiveInfo, glob_match
@@ -56,6 +57,7 @@ _SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
         "change_cooldown",
         "quiet_hours",
         "timezone",
+        "locale",
     ),
     "delivery": ("max_age",),
     "logging": ("level", "format"),
@@ -88,6 +90,8 @@ _ROUTE_KEYS: Final = (
     "thread",
     # This route's chats' own template folder, over [templates] dir.
     "templates",
+    # The built-in language its messages are written in, over [behaviour] locale.
+    "locale",
 )
 
 
@@ -174,6 +178,8 @@ class BehaviourConfig:
     quiet_hours: tuple[QuietWindow, ...] = ()
     #: The IANA zone quiet hours are read in.
     timezone: tzinfo = field(default_factory=lambda: load_zone("UTC"))
+    #: The built-in language of messages and replies, for routes that name none.
+    locale: str = i18n.DEFAULT_LOCALE
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +261,8 @@ class Route:
     thread: str | None = None
     #: The route's own template folder: its files win over `[templates] dir`'s.
     templates: Path | None = None
+    #: The built-in language of its chats' messages; None: [behaviour]'s.
+    locale: str | None = None
 
     def matches(self, streamer_key: str | None, kind: str) -> bool:
         """True when this route wants events of `kind` for this stream."""
@@ -698,6 +706,7 @@ def _behaviour(table: _Table) -> BehaviourConfig:
         change_cooldown=table.duration("change_cooldown", default.change_cooldown),
         quiet_hours=_quiet_hours(table) or (),
         timezone=_timezone(table) or default.timezone,
+        locale=_locale(table) or default.locale,
     )
 
 
@@ -716,6 +725,18 @@ def _quiet_hours(table: _Table) -> tuple[QuietWindow, ...] | None:
         except WindowError as exc:
             table.problems.append(f"{path}: {exc}")
     return tuple(windows)
+
+
+def _locale(table: _Table) -> str | None:
+    """`locale = "pt-BR"`: one of the built-in languages (bot.i18n.LOCALES)."""
+    name = table.opt_text("locale")
+    if name is None:
+        return None
+    try:
+        return i18n.parse_locale(name)
+    except ValueError as exc:
+        table.problem("locale", str(exc))
+        return None
 
 
 def _timezone(table: _Table) -> tzinfo | None:
@@ -956,6 +977,7 @@ def _route(
         crosspost=table.flag("crosspost", False),
         thread=table.choice("thread", "", THREAD_CHOICES) or None,
         templates=_template_dir(table, "templates", base_dir),
+        locale=_locale(table),
     )
 
 

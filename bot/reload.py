@@ -9,6 +9,7 @@ in the log as waiting for a restart. A config that fails the same checks as
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
@@ -90,8 +91,12 @@ class Reloader:
         self._preflight = preflight
         self._source_runner = source_runner
 
-    def reload(self) -> bool:
-        """Read the config again and apply it; False (nothing changed) when it is invalid."""
+    async def reload(self) -> bool:
+        """Read the config again and apply it; False (nothing changed) when it is invalid.
+
+        The templates are checked in a worker thread: rendering every template in every
+        language takes the better part of a second, and the bot keeps answering (webhooks,
+        /status) meanwhile. The checker is a renderer of its own, shared with nothing."""
         log.info("reloading the config (SIGHUP)")
         try:
             new = self._load()
@@ -103,8 +108,9 @@ class Reloader:
             formats=self._renderer.formats,
             user_dir=new.templates.dir,
             route_dirs=new.route_template_dirs,
+            locale=new.behaviour.locale,
         )
-        problems = checker.check(sample_events())
+        problems = await asyncio.to_thread(checker.check, sample_events())
         for problem in problems:
             log.error("reload refused, the running config stays: template %s", problem)
         if problems:
@@ -128,7 +134,9 @@ class Reloader:
 
     def _apply(self, new: Config) -> None:
         routes = new.routes
-        self._renderer.reload(new.templates.dir, new.route_template_dirs)
+        self._renderer.reload(
+            new.templates.dir, new.route_template_dirs, locale=new.behaviour.locale
+        )
         self._dispatcher.reconfigure(routes=routes, behaviour=new.behaviour)
         if self._preflight is not None:
             # Every target again: new ones, and permissions that changed meanwhile.
@@ -148,7 +156,7 @@ class Reloader:
         if self._source_runner is not None:
             self._source_runner.replace(sources)
             followers = self._source_runner.followers
-        self._commands.reconfigure(routes=routes, followers=followers)
+        self._commands.reconfigure(routes=routes, followers=followers, locale=new.behaviour.locale)
         if new.logging != self.config.logging:
             setup_logging(self._log_level or new.logging.level, new.logging.format)
 

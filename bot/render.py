@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Protocol, TypeVar, overload
+from typing import Any, Final, Literal, Protocol, TypeVar, overload
 from urllib.parse import urlsplit, urlunsplit
 
 from jinja2 import (
@@ -35,10 +35,10 @@ from jinja2 import (
 )
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
 
 import bot
-from bot import markup
-from bot.durations import format_duration
+from bot import i18n, markup
 from bot.errors import TemplateProblem
 from bot.events import LIVE_END, Event, LiveInfo, utcnow
 
@@ -113,14 +113,18 @@ class TemplateContext:
     sink: str
     #: Where the ended session's recording or replay can be watched (checked http(s)).
     replay_url: SafeUrl | None = None
+    #: The language the message is written in (`[behaviour]` or the route's `locale`).
+    locale: str = i18n.DEFAULT_LOCALE
 
     def as_vars(self) -> dict[str, Any]:
         """The context as template variables."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def build_context(event: Event, *, sink: str, now: datetime) -> TemplateContext:
-    """The template context for `event` as seen by `sink` at time `now`."""
+def build_context(
+    event: Event, *, sink: str, now: datetime, locale: str = i18n.DEFAULT_LOCALE
+) -> TemplateContext:
+    """The template context for `event` as seen by `sink` at time `now`, in `locale`."""
     live = event.live or LiveInfo()
     avatar = _url(live.avatar) or (_url(event.old_live.avatar) if event.old_live else None)
     occurred = _utc(event.occurred_at)
@@ -153,6 +157,7 @@ def build_context(event: Event, *, sink: str, now: datetime) -> TemplateContext:
         now=_utc(now),
         sink=sink,
         replay_url=_url(event.replay_url),
+        locale=locale,
     )
 
 
@@ -237,47 +242,56 @@ def as_datetime(value: object) -> datetime | None:
     raise TypeError(f"expected a datetime, got {type(value).__name__}")
 
 
-def duration_filter(value: object) -> str:
-    """`duration`: a timedelta or a number of seconds as "2h 13m"; None as ""."""
+def duration_filter(value: object, locale: str = i18n.DEFAULT_LOCALE) -> str:
+    """`duration`: a timedelta or a number of seconds as "2h 13m" (in `locale`); None as ""."""
     if value is None or value == "":
         return ""
-    if isinstance(value, timedelta):
-        return format_duration(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return format_duration(value)
+    if isinstance(value, timedelta) or (
+        isinstance(value, int | float) and not isinstance(value, bool)
+    ):
+        return i18n.format_duration(value, locale)
     raise TypeError(f"expected a timedelta or seconds, got {type(value).__name__}")
 
 
-def datetime_filter(value: object, fmt: str | None = None) -> str:
-    """`datetime`: an absolute UTC time, "2026-03-11 05:22 UTC" or `fmt` (strftime)."""
+def datetime_filter(
+    value: object, fmt: str | None = None, locale: str = i18n.DEFAULT_LOCALE
+) -> str:
+    """`datetime`: an absolute UTC time as the locale writes it ("Mar 11, 2026, 5:22 AM
+    UTC"), or `fmt` (strftime)."""
     moment = as_datetime(value)
     if moment is None:
         return ""
-    return moment.strftime(fmt if fmt is not None else "%Y-%m-%d %H:%M UTC")
+    return moment.strftime(fmt) if fmt is not None else i18n.format_moment(moment, locale)
 
 
-def reltime(value: object, now: datetime) -> str:
+def reltime(value: object, now: datetime, locale: str = i18n.DEFAULT_LOCALE) -> str:
     """ "5 minutes ago", "in 3 hours", "just now": `value` relative to `now`."""
     moment = as_datetime(value)
     if moment is None:
         return ""
-    seconds = (_utc(now) - moment).total_seconds()
-    ahead, seconds = seconds < 0, abs(seconds)
-    if seconds < 45:
-        return "just now"
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size or unit == "minute":
-            amount = max(1, int(seconds // size))
-            break
-    text = f"{amount} {unit}{'' if amount == 1 else 's'}"
-    return f"in {text}" if ahead else f"{text} ago"
+    return i18n.relative_time(moment, _utc(now), locale)
+
+
+def _locale_of(context: Context) -> str:
+    locale = context.get("locale")
+    return locale if isinstance(locale, str) and locale in i18n.LOCALES else i18n.DEFAULT_LOCALE
+
+
+@pass_context
+def _duration_in_locale(context: Context, value: object) -> str:
+    return duration_filter(value, _locale_of(context))
+
+
+@pass_context
+def _datetime_in_locale(context: Context, value: object, fmt: str | None = None) -> str:
+    return datetime_filter(value, fmt, _locale_of(context))
 
 
 @pass_context
 def _reltime_filter(context: Context, value: object) -> str:
     """`reltime`: relative to the context's `now`."""
     now = context.get("now")
-    return reltime(value, now if isinstance(now, datetime) else utcnow())
+    return reltime(value, now if isinstance(now, datetime) else utcnow(), _locale_of(context))
 
 
 def join_categories(value: object, separator: str = " · ") -> str:
@@ -289,6 +303,17 @@ def join_categories(value: object, separator: str = " · ") -> str:
     if isinstance(value, Sequence):
         return separator.join(str(item) for item in value if item)
     raise TypeError(f"expected a list of categories, got {type(value).__name__}")
+
+
+def _listing(style: Literal["standard", "or"]) -> Callable[..., str]:
+    @pass_context
+    def listing(context: Context, value: Iterable[object], prefix: str = "") -> str:
+        """`and_list` / `or_list`: ["a", "b", "c"] as "a, b and c" in the context's
+        language; `prefix` goes before each item ("/" for command names)."""
+        items = [f"{prefix}{item}" for item in value if item is not None and item != ""]
+        return i18n.join_list(items, _locale_of(context), style=style)
+
+    return listing
 
 
 def cut_filter(value: object, limit: int) -> str:
@@ -327,6 +352,29 @@ def _environment(fmt: MessageFormat[Any], loader: BaseLoader) -> _Environment:
     def finalize(context: Context, value: object) -> object:
         return fmt.finalize(value, plain=bool(context.get(_PLAIN_TEXT)))
 
+    def fill(context: Context, text: str, variables: dict[str, Any]) -> Markup:
+        # The translation is the bot's own text (its markup stays markup); each value in
+        # it is escaped as a `{{ value }}` would be, so a streamer's name in a German
+        # sentence is as harmless as in the English one.
+        plain = bool(context.get(_PLAIN_TEXT))
+        values = {name: fmt.finalize(value, plain=plain) for name, value in variables.items()}
+        if fmt.autoescape:
+            return Markup(text) % values  # escapes each value that is not markup already
+        return Markup(text % values)
+
+    @pass_context
+    def gettext(context: Context, message: str, /, **variables: Any) -> Markup:
+        translated = i18n.translations(_locale_of(context)).gettext(message)
+        return fill(context, translated, variables)
+
+    @pass_context
+    def ngettext(
+        context: Context, singular: str, plural: str, num: int, /, **variables: Any
+    ) -> Markup:
+        variables.setdefault("num", num)
+        translated = i18n.translations(_locale_of(context)).ngettext(singular, plural, num)
+        return fill(context, translated, variables)
+
     env = _Environment(
         loader=loader,
         undefined=StrictUndefined,
@@ -335,11 +383,20 @@ def _environment(fmt: MessageFormat[Any], loader: BaseLoader) -> _Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        extensions=["jinja2.ext.i18n"],
     )
-    env.filters["duration"] = duration_filter
+    # {% trans %} compiles to gettext(text, **values) ("new style"), so the values reach
+    # `fill` to be escaped rather than being pasted in unescaped; trimmed: a translator
+    # sees one line, not the template's indentation.
+    env.newstyle_gettext = True  # type: ignore[attr-defined]
+    env.policies["ext.i18n.trimmed"] = True
+    env.globals.update(gettext=gettext, _=gettext, ngettext=ngettext)
+    env.filters["duration"] = _duration_in_locale
     env.filters["reltime"] = _reltime_filter
-    env.filters["datetime"] = datetime_filter
+    env.filters["datetime"] = _datetime_in_locale
     env.filters["join_categories"] = join_categories
+    env.filters["and_list"] = _listing("standard")
+    env.filters["or_list"] = _listing("or")
     env.filters["cut"] = cut_filter
     fmt.install(env)
     return env
@@ -471,8 +528,11 @@ class Renderer:
         builtin_dir: Path | None = None,
         strict: bool = False,
         route_dirs: Iterable[Path] = (),
+        locale: str = i18n.DEFAULT_LOCALE,
     ) -> None:
         self._strict = strict
+        #: The language of a message whose route names none (`[behaviour] locale`).
+        self.locale = locale
         self._builtin_dir = (builtin_dir or builtin_templates_dir()).resolve()
         self._clock = clock
         self._formats = dict(formats)
@@ -488,9 +548,14 @@ class Renderer:
         """The message formats this renderer knows, by sink name."""
         return self._formats
 
-    def reload(self, user_dir: Path | None, route_dirs: Iterable[Path] = ()) -> None:
+    def reload(
+        self, user_dir: Path | None, route_dirs: Iterable[Path] = (), locale: str | None = None
+    ) -> None:
         """Read the templates afresh from `user_dir`, each route's own folder in
-        `route_dirs`, and the built-in ones, e.g. on SIGHUP."""
+        `route_dirs`, and the built-in ones, e.g. on SIGHUP; `locale`: the bot's language
+        from now on."""
+        if locale is not None:
+            self.locale = locale
         self._user_dir = user_dir.resolve() if user_dir is not None else None
         if self._user_dir == self._builtin_dir:
             self._user_dir = None  # a checkout run with [templates] dir = "templates"
@@ -519,19 +584,40 @@ class Renderer:
     # -- public API ---------------------------------------------------------------------
 
     def render(
-        self, fmt: MessageFormat[M], event: Event, *, templates: object = None, **options: Any
+        self,
+        fmt: MessageFormat[M],
+        event: Event,
+        *,
+        templates: object = None,
+        locale: object = None,
+        **options: Any,
     ) -> M:
         """The message `fmt` makes of `event`; `options` go to its `build`. `templates` is
-        the route's own template folder (a delivery's `templates` option), if it has one."""
+        the route's own template folder and `locale` its language (a delivery's options of
+        those names), if it has them."""
+        language = self._language(locale)
         return self._render(
             fmt.name,
             event,
-            lambda env: fmt.build(self._blocks(env, fmt, event), **options),
+            lambda env: fmt.build(self._blocks(env, fmt, event, language), **options),
             templates=templates,
         )
 
-    def render_reply(self, fmt: ReplyFormat[R_co], template: str, view: Mapping[str, Any]) -> R_co:
-        """The command reply `<fmt.name>/<template>.j2` makes of `view` (plus `sink`, `now`).
+    def _language(self, locale: object) -> str:
+        """A delivery's language: its own, else the bot's. One that is no longer built in
+        (a row queued by another version) is written in the bot's rather than failing."""
+        return locale if isinstance(locale, str) and locale in i18n.LOCALES else self.locale
+
+    def render_reply(
+        self,
+        fmt: ReplyFormat[R_co],
+        template: str,
+        view: Mapping[str, Any],
+        *,
+        locale: str | None = None,
+    ) -> R_co:
+        """The command reply `<fmt.name>/<template>.j2` makes of `view` (plus `sink`, `now`
+        and `locale`: the chat's language, else the bot's).
 
         Unlike a notification, a reply whose user template fails is not rendered from the
         built-in one: TemplateProblem names the file and line, and the platform's error
@@ -542,7 +628,14 @@ class Renderer:
         try:
             try:
                 tmpl = env.get_template(f"{fmt.name}/{template}.j2")
-                ctx = tmpl.new_context({**view, "sink": fmt.name, "now": self._clock()})
+                ctx = tmpl.new_context(
+                    {
+                        **view,
+                        "sink": fmt.name,
+                        "now": self._clock(),
+                        "locale": self._language(locale),
+                    }
+                )
                 whole = "".join(tmpl.root_render_func(ctx)).strip()
                 blocks = {name: _render_block(ctx, name) for name in names if name not in plain}
                 ctx.vars[_PLAIN_TEXT] = True
@@ -585,17 +678,25 @@ class Renderer:
                 except (OSError, UnicodeDecodeError) as exc:
                     add(f"{self._label(str(root / name))}: cannot read: {exc}")
         events = list(samples)
-        # The bot's templates, and each route's own folder over them.
+        seen = set(problems)
+        # The bot's templates, and each route's own folder over them, in every language.
         sets = [self._envs, *self._route_envs.values()]
         for fmt, env in [(f, e[k].main) for e in sets for k, f in self._formats.items()]:
-            for sample in events:
-                for event, note in ((sample, ""), (_sparse(sample), _SPARSE_NOTE)):
-                    try:
-                        fmt.build(self._blocks(env, fmt, event), **fmt.sample_options)
-                    except Exception as exc:  # a template can fail in any way
-                        problem = self._describe(exc)
-                        # Said once: the sparse note only for what full data did not show.
-                        add(problem if problem in problems else problem + note)
+            for language in i18n.LOCALES:
+                for sample in events:
+                    for event, note in ((sample, ""), (_sparse(sample), _SPARSE_NOTE)):
+                        try:
+                            rendered = self._blocks(env, fmt, event, language)
+                            fmt.build(rendered, **fmt.sample_options)
+                        except Exception as exc:  # a template can fail in any way
+                            problem = self._describe(exc)
+                            # Said once: where it shows first (English and full data
+                            # are tried first), the language and sparse notes only for
+                            # what those did not show.
+                            if problem not in seen:
+                                seen.add(problem)
+                                where = "" if language == i18n.DEFAULT_LOCALE else language
+                                add(problem + _notes(where, note))
         return problems
 
     def unused_overrides(self, kinds: Iterable[str]) -> list[str]:
@@ -668,7 +769,9 @@ class Renderer:
         except Exception as exc:
             raise TemplateProblem(self._describe(exc)) from exc
 
-    def _blocks(self, env: _Environment, fmt: MessageFormat[Any], event: Event) -> Rendered:
+    def _blocks(
+        self, env: _Environment, fmt: MessageFormat[Any], event: Event, locale: str
+    ) -> Rendered:
         """Render the format's blocks of the event's template (its plain ones without markup).
 
         A template that defines none of them (no `{% block %}` at all, say) gives its whole
@@ -679,7 +782,7 @@ class Renderer:
         if _KIND_NAME.fullmatch(event.kind):
             candidates.insert(0, f"{sink}/{event.kind}.j2")
         template = env.select_template(candidates)
-        context = build_context(event, sink=sink, now=self._clock())
+        context = build_context(event, sink=sink, now=self._clock(), locale=locale)
         try:
             ctx = template.new_context(context.as_vars())
             # Running the whole template registers the blocks it inherits; its output is
@@ -752,7 +855,14 @@ class Cutter:
         return cut
 
 
-_SPARSE_NOTE: Final = " (with an event that has no stream details)"
+_SPARSE_NOTE: Final = "with an event that has no stream details"
+
+
+def _notes(language: str, sparse: str) -> str:
+    """ " (in de, with an event that has no stream details)": what a problem showed with."""
+    said = [f"in {language}" if language else "", sparse]
+    notes = ", ".join(part for part in said if part)
+    return f" ({notes})" if notes else ""
 
 
 def _sparse(event: Event) -> Event:

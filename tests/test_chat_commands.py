@@ -4,13 +4,16 @@ with /status, /mutes and /help rendered from (overridable) reply templates."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from bot import i18n
 from bot.chat.commands import (
     CATALOGUE,
     CommandSpec,
@@ -413,3 +416,48 @@ async def test_a_hostile_pattern_in_follows_stays_literal_on_both(store: Store) 
         (0, len("Follows here"))
     ]
     assert "mention" not in kinds
+
+
+async def test_replies_are_written_in_the_chats_language_on_both(store: Store) -> None:
+    """The route naming a chat gives its replies their language, as it does its cards:
+    the reply templates, the mute and follow lines and the commands' help."""
+    await go_live(store, "Any% speedrun")
+    routes = (
+        replace(ROUTE, targets=chats(discord=(STREAMS_CHANNEL_ID,)), locale="ja"),
+        replace(ROUTE, targets=chats(telegram=(str(USER),)), locale="de"),
+    )
+    async with both(store, routes=routes) as (dc, tg):
+        await dc.invoke_command(
+            "mute",
+            {"streamer": "twitch/quinn", "duration": "2h"},
+            channel_id=STREAMS_CHANNEL_ID,
+            user_id=MOD_USER_ID,
+        )
+        dc_status = await dc.invoke_command("status", channel_id=STREAMS_CHANNEL_ID)
+        dc_help = await dc.invoke_command("help", channel_id=STREAMS_CHANNEL_ID)
+        dc_elsewhere = await dc.invoke_command("mutes", channel_id=ANNOUNCEMENTS_CHANNEL_ID)
+        await reply_in(tg, USER, "/mute twitch/quinn 2h")
+        tg_status = await reply_in(tg, USER, "/status")
+        tg_help = await reply_in(tg, USER, "/help")
+
+    ja, de = i18n.translations("ja").gettext, i18n.translations("de").gettext
+    [embed] = dc_status.embeds
+    assert embed["title"] == ja("Live now") != "Live now"
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields[ja("Follows here")] == "- twitch/\\* · " + ja("bot.toml, route %(route)s") % {
+        "route": 1
+    }
+    # Muted for 2h: "1h59m" or "2h" in Japanese units, after ja's own sentence.
+    [muted] = fields[ja("Muted here")].splitlines()
+    assert re.fullmatch(r"- twitch/quinn\S*(1h59m|2h)\S*", muted), muted
+    assert ja("Commands") in dc_help.content
+    assert ja("list the mutes in force here") in dc_help.content
+    assert "/mute、/unmute、/subscribe、/unsubscribe、/test" in dc_help.content  # CLDR's list
+    # A channel no route names is answered in [behaviour]'s language (English here).
+    assert dc_elsewhere.content == "Nothing is muted here."
+
+    text = tg_status["text"]
+    assert de("Live now") in text and de("Muted here") in text and "Live now" not in text
+    assert re.search(r"• twitch/quinn\W.*(1h, 59 Min\.|2h)", text), text
+    assert de("Commands") in tg_help["text"]
+    assert "mute, unmute, subscribe, unsubscribe oder test" in tg_help["text"]

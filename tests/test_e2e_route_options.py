@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from bot import i18n, markup
 from bot.app import Running
 from tests.conftest import make_config
 from tests.fakes.discord_api import (
@@ -388,3 +390,44 @@ async def wait_until_archived(fake: FakeDiscord, thread_id: int) -> None:
             if threads and threads[0]["thread_metadata"]["archived"]:
                 return
             await asyncio.sleep(0.05)
+
+
+async def test_each_channel_gets_its_cards_in_its_routes_language(
+    tmp_path: Path, granted: FakeDiscord
+) -> None:
+    """A route's `locale` writes its chats' cards and their edits in that language, with
+    CLDR's units; a chat without one gets [behaviour]'s; stream text stays inert."""
+    fake = granted
+    russian = {"match": "twitch/*", "discord_channels": [str(STREAMS_CHANNEL_ID)], "locale": "ru"}
+    default = {"match": "twitch/*", "discord_channels": [str(GENERAL_CHANNEL_ID)]}
+    config = make_config(
+        tmp_path,
+        console={"enabled": False},
+        discord={"token": TOKEN, "api_url": fake.api_url, "gateway_url": fake.gateway_url},
+        behaviour={"end_grace": "0s", "locale": "fr"},
+        routes=[russian, default],
+    )
+    ru, fr = i18n.translations("ru").gettext, i18n.translations("fr").gettext
+    async with running_with(config) as running:
+        live = {"uname": "Quinn **@everyone**", "title": "Any% run", "categories": ["Celeste"]}
+        assert await webhook(running, "live_start", **live) == 202
+        card = await fake.wait_for_message(STREAMS_CHANNEL_ID)
+        general = await fake.wait_for_message(GENERAL_CHANNEL_ID)
+        name = markup.escape_discord("Quinn **@everyone**")  # literal, mentioning nobody
+        assert "**" not in name and "@everyone" not in name
+        assert card["content"] == "🔴 " + ru("**%(name)s** is live!") % {"name": name}
+        assert general["content"] == "🔴 " + fr("**%(name)s** is live!") % {"name": name}
+        assert not card["mention_everyone"] and not general["mention_everyone"]
+        [embed] = card["embeds"]
+        assert ru("Watch the stream") in embed["description"]
+
+        assert await webhook(running, "live_end") == 202
+        ended = await fake.wait_for_message(
+            STREAMS_CHANNEL_ID, lambda m: m["content"].startswith("⚫")
+        )
+        assert ended["content"] == "⚫ " + ru("**%(name)s** ended the stream") % {"name": name}
+        # Streamed for a few seconds, in Russian units (CLDR's narrow second).
+        seconds = re.escape(i18n.format_duration(1, "ru").removeprefix("1"))
+        assert seconds != "s"
+        assert re.search(rf"\*\*\d+{seconds}\*\*", ended["embeds"][0]["description"]), ended
+    assert len(fake.messages[STREAMS_CHANNEL_ID]) == 1  # one card, edited in place

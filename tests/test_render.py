@@ -648,7 +648,7 @@ def test_filters_in_a_template(tmp_path: Path) -> None:
     renderer = Renderer(formats=FORMATS, user_dir=tmp_path, clock=lambda: NOW)
     ev = event("live_end", live=live(categories=("Just Chatting", "Music")))
     assert renderer.render(CONSOLE, ev).text == (
-        "2h 13m|2m 15s|2 hours ago|23 minutes ago|2026-03-11 05:22 UTC|05:22|"
+        "2h 13m|2m 15s|2 hours ago|23 minutes ago|Mar 11, 2026, 5:22\u202fAM UTC|05:22|"
         "Just Chatting · Music|A, B"
     )
 
@@ -685,9 +685,10 @@ def test_reltime(moment: datetime | None, expected: str) -> None:
 
 def test_datetime_filter() -> None:
     moment = datetime(2026, 3, 11, 6, 22, tzinfo=UTC).astimezone()
-    assert datetime_filter(moment) == "2026-03-11 06:22 UTC"
+    # CLDR's English: a narrow no-break space before AM.
+    assert datetime_filter(moment) == "Mar 11, 2026, 6:22\u202fAM UTC"
     assert datetime_filter(NOW.replace(tzinfo=None), "%d.%m.%Y") == "11.03.2026"
-    assert datetime_filter("2026-03-11T05:22:38Z") == "2026-03-11 05:22 UTC"
+    assert datetime_filter("2026-03-11T05:22:38Z") == "Mar 11, 2026, 5:22\u202fAM UTC"
     assert datetime_filter(None) == ""
 
 

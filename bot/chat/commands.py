@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from bot import markup
+from bot import i18n, markup
 from bot.commands import (
     Chat,
     CommandError,
@@ -26,6 +26,7 @@ from bot.commands import (
     split_mute_arguments,
 )
 from bot.durations import looks_like_duration
+from bot.i18n import N_
 from bot.render import SafeUrl
 
 Arguments = Mapping[str, str | None]
@@ -68,6 +69,8 @@ class Reply:
     text: str = ""
     template: str | None = None
     view: Mapping[str, Any] = field(default_factory=dict)
+    #: The language the template writes in (the chat's; the bot's when None).
+    locale: str | None = None
 
 
 Handler = Callable[[Commands, Invocation], Awaitable[Reply]]
@@ -204,23 +207,28 @@ class HelpLine:
     changes_state: bool
 
 
-def follow_lines(follows: Sequence[FollowEntry]) -> list[FollowLine]:
-    """`follows` of status.j2 and follows.j2."""
+def follow_lines(
+    follows: Sequence[FollowEntry], locale: str = i18n.DEFAULT_LOCALE
+) -> list[FollowLine]:
+    """`follows` of status.j2 and follows.j2, their `origin` in `locale`."""
     return [
         FollowLine(
             pattern=f.pattern,
             source=f.source,
             route=f.route,
             topic=f.topic,
-            origin=f.origin,
+            origin=f.origin_in(locale),
         )
         for f in follows
     ]
 
 
-def status_view(report: StatusReport, *, show_failures: bool) -> dict[str, Any]:
-    """The variables of status.j2, mutes.j2 and follows.j2; `show_failures`: the asker may
-    change this chat, so the failing deliveries and the chat's problems are shown."""
+def status_view(
+    report: StatusReport, *, show_failures: bool, locale: str = i18n.DEFAULT_LOCALE
+) -> dict[str, Any]:
+    """The variables of status.j2, mutes.j2 and follows.j2, their text in `locale`;
+    `show_failures`: the asker may change this chat, so the failing deliveries and the
+    chat's problems are shown."""
     live = []
     for entry in report.live:
         checked = markup.safe_url(entry.url)
@@ -238,9 +246,11 @@ def status_view(report: StatusReport, *, show_failures: bool) -> dict[str, Any]:
     return {
         "live": live,
         "more": 0,
-        "mutes": [MuteLine(m.pattern, m.until, m.describe(report.now)) for m in report.mutes],
+        "mutes": [
+            MuteLine(m.pattern, m.until, m.describe(report.now, locale)) for m in report.mutes
+        ],
         "scoped": report.scoped,
-        "follows": follow_lines(report.follows),
+        "follows": follow_lines(report.follows, locale),
         "failed_deliveries": report.failed_deliveries,
         "show_failures": show_failures and report.failed_deliveries > 0,
         "problems": [
@@ -274,29 +284,39 @@ async def _status(commands: Commands, call: Invocation) -> Reply:
     # The admin check may cost the platform a request: only when it matters.
     worth_showing = report.failed_deliveries > 0 or report.problems or report.source_problems
     show = bool(worth_showing) and await call.admin()
-    return Reply(template="status", view=status_view(report, show_failures=show))
+    return _report_reply(commands, call, "status", report, show_failures=show)
 
 
 async def _mutes(commands: Commands, call: Invocation) -> Reply:
     # The status report carries the mutes and the `now` they are described against.
     report = await commands.status(call.chat)
-    return Reply(template="mutes", view=status_view(report, show_failures=False))
+    return _report_reply(commands, call, "mutes", report, show_failures=False)
 
 
 async def _follows(commands: Commands, call: Invocation) -> Reply:
     # The whole report, so follows.j2 sees what status.j2 sees (`live`, `mutes`, ...).
     report = await commands.status(call.chat)
-    return Reply(template="follows", view=status_view(report, show_failures=False))
+    return _report_reply(commands, call, "follows", report, show_failures=False)
+
+
+def _report_reply(
+    commands: Commands, call: Invocation, template: str, report: StatusReport, **how: bool
+) -> Reply:
+    locale = commands.locale_for(call.chat)
+    view = status_view(report, locale=locale, **how)
+    return Reply(template=template, view=view, locale=locale)
 
 
 async def _help(commands: Commands, call: Invocation) -> Reply:
-    del commands
+    locale = commands.locale_for(call.chat)
+    _ = i18n.translations(locale).gettext
     listed = [
-        HelpLine(spec.name, spec.help, spec.params, spec.changes_state)
+        HelpLine(spec.name, _(spec.help), spec.params, spec.changes_state)
         for spec in call.catalogue or CATALOGUE
         if not spec.greeting
     ]
-    return Reply(template="help", view={"commands": listed, "chat_id": call.chat.target})
+    view = {"commands": listed, "chat_id": call.chat.target}
+    return Reply(template="help", view=view, locale=locale)
 
 
 async def _mute(commands: Commands, call: Invocation) -> Reply:
@@ -351,20 +371,20 @@ _DURATION: Final = Param(
 CATALOGUE: Final[tuple[CommandSpec, ...]] = (
     CommandSpec(
         "start",
-        "what this bot does, this chat's id and how to subscribe",
+        N_("what this bot does, this chat's id and how to subscribe"),
         _help,
         greeting=True,
         refuse_extra=False,
     ),
     CommandSpec(
         "status",
-        "who is live, what this chat follows, and what is muted here",
+        N_("who is live, what this chat follows, and what is muted here"),
         _status,
         refuse_extra=False,
     ),
     CommandSpec(
         "mute",
-        "mute notifications here: all, or one streamer, for a while or until unmuted",
+        N_("mute notifications here: all, or one streamer, for a while or until unmuted"),
         _mute,
         params=(_STREAMER, _DURATION),
         changes_state=True,
@@ -374,21 +394,21 @@ CATALOGUE: Final[tuple[CommandSpec, ...]] = (
     ),
     CommandSpec(
         "unmute",
-        "lift a mute here (all mutes when no streamer is given)",
+        N_("lift a mute here (all mutes when no streamer is given)"),
         _unmute,
         params=(_STREAMER,),
         changes_state=True,
         examples=("twitch/quinn",),
     ),
-    CommandSpec("mutes", "list the mutes in force here", _mutes),
+    CommandSpec("mutes", N_("list the mutes in force here"), _mutes),
     CommandSpec(
         "follows",
-        "list what this chat follows, and whether bot.toml or /subscribe routes each here",
+        N_("list what this chat follows, and whether bot.toml or /subscribe routes each here"),
         _follows,
     ),
     CommandSpec(
         "subscribe",
-        "send notifications for streamers matching a pattern here",
+        N_("send notifications for streamers matching a pattern here"),
         _subscribe,
         params=(_PATTERN,),
         changes_state=True,
@@ -396,7 +416,7 @@ CATALOGUE: Final[tuple[CommandSpec, ...]] = (
     ),
     CommandSpec(
         "unsubscribe",
-        "stop a subscription made with subscribe",
+        N_("stop a subscription made with subscribe"),
         _unsubscribe,
         params=(_PATTERN,),
         changes_state=True,
@@ -404,11 +424,11 @@ CATALOGUE: Final[tuple[CommandSpec, ...]] = (
     ),
     CommandSpec(
         "test",
-        "post a test card here that pings nobody, and delete it a minute later",
+        N_("post a test card here that pings nobody, and delete it a minute later"),
         _test,
         changes_state=True,
     ),
-    CommandSpec("help", "what this bot does and how to use it", _help, refuse_extra=False),
+    CommandSpec("help", N_("what this bot does and how to use it"), _help, refuse_extra=False),
 )
 
 

@@ -59,6 +59,8 @@ class Plan:
     thread: bool = False
     # The route's own template folder, for every message to this chat.
     templates: str | None = None
+    # The route's language, for every message to this chat ([behaviour]'s when None).
+    locale: str | None = None
     # Silent sends: every route reaching the chat is silent or in its quiet hours.
     silent: bool = True
 
@@ -135,6 +137,8 @@ class Router:
                 plan.thread = plan.thread or route.thread == "per_stream"
                 if plan.templates is None and route.templates is not None:
                     plan.templates = str(route.templates)
+                if plan.locale is None and route.locale is not None:
+                    plan.locale = route.locale
                 if not quiet and target is not CONSOLE:
                     plan.roles.extend(r for r in route.mention_roles if r not in plan.roles)
                     plan.everyone = plan.everyone or route.mention_everyone
@@ -178,6 +182,8 @@ def _set_options(plan: Plan, kind: str) -> None:
         plan.options["thread"] = "per_stream"
     if plan.templates is not None:
         plan.options["templates"] = plan.templates
+    if plan.locale is not None:
+        plan.options["locale"] = plan.locale
 
 
 def moved(target: Target, moves: Moves) -> Target:

@@ -94,7 +94,12 @@ class ConsoleSink:
 
     async def deliver(self, delivery: Delivery, event: Event) -> str | None:
         """Render the event for the console and print it as one block."""
-        message = self._renderer.render(FORMAT, event, templates=delivery.options.get("templates"))
+        message = self._renderer.render(
+            FORMAT,
+            event,
+            templates=delivery.options.get("templates"),
+            locale=delivery.options.get("locale"),
+        )
         stream = self._stream or sys.stdout
         stream.write(message.text.rstrip("\n") + "\n\n")
         stream.flush()

@@ -179,11 +179,13 @@ class SlashCommands:
         if reply.template is None:
             return DiscordReply(escape_text(reply.text), {})
         if reply.template == "status":
-            return fit_status(self._renderer, reply.view)
-        return self._renderer.render_reply(FORMAT, reply.template, reply.view)
+            return fit_status(self._renderer, reply.view, locale=reply.locale)
+        return self._renderer.render_reply(FORMAT, reply.template, reply.view, locale=reply.locale)
 
 
-def fit_status(renderer: Renderer, view: Mapping[str, Any]) -> DiscordReply:
+def fit_status(
+    renderer: Renderer, view: Mapping[str, Any], *, locale: str | None = None
+) -> DiscordReply:
     """status.j2 with as many live streams as fit the embed's description budget; the rest
     are counted in `more` ("…and 3 more")."""
     live = list(view["live"])
@@ -191,7 +193,7 @@ def fit_status(renderer: Renderer, view: Mapping[str, Any]) -> DiscordReply:
     budget = FORMAT.status_description_budget
     while True:
         page = {**view, "live": live[:shown], "more": len(live) - shown}
-        reply = renderer.render_reply(FORMAT, "status", page)
+        reply = renderer.render_reply(FORMAT, "status", page, locale=locale)
         used = markup.utf16_len(reply.embed.get("description", ""))
         if used <= budget or shown == 0:
             return reply

@@ -14,9 +14,10 @@ from typing import Any, Final
 from jinja2 import Environment
 from markupsafe import Markup
 
-from bot import markup
+from bot import i18n, markup
 from bot.errors import TemplateProblem
 from bot.events import LIVE_END, LIVE_START, Event
+from bot.i18n import N_
 from bot.render import Cutter, Rendered, RenderedReply, SafeUrl, as_datetime, colour, flag
 
 #: Embed colour per event kind (templates may override with the `colour` block).
@@ -29,7 +30,8 @@ KIND_COLOURS: Final[Mapping[str, int]] = {
 }
 DEFAULT_COLOUR: Final = 0x95A5A6  # recorded kinds rendered by default.j2
 
-_CATEGORY_FIELD: Final = "Category"
+#: The embed field the category goes in, named in the card's language.
+CATEGORY_FIELD: Final = N_("Category")
 #: "1-100 character channel name" (channel.mdx, Start Thread from Message).
 THREAD_NAME_MAX: Final = 100
 _TIME_STYLES: Final = frozenset("tTdDfFR")
@@ -193,9 +195,10 @@ class DiscordFormat:
         category = cut(md, blocks["category"], self.field_value_max, "embed Category field")
         author = cut(plain, blocks["author"], self.author_max, "embed.author.name")
         footer = cut(plain, blocks["footer"], self.footer_max, "embed.footer.text")
+        field = i18n.translations(ctx.locale).gettext(CATEGORY_FIELD)
         others = sum(
             markup.utf16_len(part)
-            for part in (title, author, footer, category, _CATEGORY_FIELD if category else "")
+            for part in (title, author, footer, category, field if category else "")
         )
         # The others come to at most 256 + 256 + 2048 + 1024 + 8 units, so trimming the
         # description alone always brings the embed within its total.
@@ -218,7 +221,7 @@ class DiscordFormat:
         if description:
             embed["description"] = description
         if category:
-            embed["fields"] = [{"name": _CATEGORY_FIELD, "value": category, "inline": True}]
+            embed["fields"] = [{"name": field, "value": category, "inline": True}]
         if show_image and ctx.live.cover:
             embed["image"] = {"url": str(ctx.live.cover)}
         if footer:
@@ -234,7 +237,7 @@ class DiscordFormat:
             author=author,
             title=title,
             description=description,
-            category=category,
+            category=f"{field}: {category}" if category else "",
             url=str(url) if url else "",
         )
         label = cut(plain, blocks["button"], self.button_label_max, "button label").strip()
@@ -264,7 +267,8 @@ class DiscordFormat:
         url: str,
     ) -> str:
         """The card in the content alone: the content line (role pings first), then the
-        title, the description, the category and the link, within Discord's 2000.
+        title, the description, the category line ("Category: Celeste") and the link,
+        within Discord's 2000.
 
         Every part is markdown already escaped by the template, except the author, which
         is plain text there and is escaped here. The link goes in <...>, so it stays a
@@ -274,7 +278,7 @@ class DiscordFormat:
         fixed = [head] if head else []
         if title:
             fixed.append(f"**{title}**")
-        tail = [f"{_CATEGORY_FIELD}: {category}"] if category else []
+        tail = [category] if category else []
         if url and not any(url in part for part in (*fixed, description)):
             tail.append(f"<{url}>")
         # The description is the one part that can be long: it gets what the others leave.

@@ -568,6 +568,7 @@ class DiscordSink:
             FORMAT,
             event,
             templates=delivery.options.get("templates"),
+            locale=delivery.options.get("locale"),
             mention_roles=roles,
             mention_everyone=delivery.options.get("mention_everyone") is True,
         )
@@ -637,7 +638,10 @@ class DiscordSink:
         where = f"message {card} in channel {home}"
         async with self._limiter.reserve():
             message = self._renderer.render(
-                FORMAT, event, templates=delivery.options.get("templates")
+                FORMAT,
+                event,
+                templates=delivery.options.get("templates"),
+                locale=delivery.options.get("locale"),
             )
             content, embeds = self._card(delivery.target, channel, message)
             pings = message.allowed_mentions["roles"]

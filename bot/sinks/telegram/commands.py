@@ -166,7 +166,7 @@ class BotCommands:
         """A handler's reply as Telegram HTML: its text escaped, or its template rendered."""
         if reply.template is None:
             return markup.escape_telegram(reply.text)
-        return self._renderer.render_reply(FORMAT, reply.template, reply.view)
+        return self._renderer.render_reply(FORMAT, reply.template, reply.view, locale=reply.locale)
 
 
 async def is_admin(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:

@@ -355,7 +355,12 @@ class TelegramSink:
         )
 
     async def _post_card(self, bot: ExtBot[Any], delivery: Delivery, event: Event) -> str:
-        message = self._renderer.render(FORMAT, event, templates=delivery.options.get("templates"))
+        message = self._renderer.render(
+            FORMAT,
+            event,
+            templates=delivery.options.get("templates"),
+            locale=delivery.options.get("locale"),
+        )
         chat_id = chat_id_of(delivery.target)
         thread_id = thread_id_of(delivery.target)
         keyboard = _keyboard(message)
@@ -430,7 +435,12 @@ class TelegramSink:
         number: int,
         event: Event,
     ) -> None:
-        message = self._renderer.render(FORMAT, event, templates=delivery.options.get("templates"))
+        message = self._renderer.render(
+            FORMAT,
+            event,
+            templates=delivery.options.get("templates"),
+            locale=delivery.options.get("locale"),
+        )
         chat_id = chat_id_of(delivery.target)
         # Telegram removes the keyboard from an edit that does not repeat it.
         keyboard = _keyboard(message)
