@@ -27,6 +27,7 @@ from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
@@ -683,7 +684,7 @@ class Renderer:
         sets = [self._envs, *self._route_envs.values()]
         for fmt, env in [(f, e[k].main) for e in sets for k, f in self._formats.items()]:
             for language in i18n.LOCALES:
-                for sample in events:
+                for sample in self._samples_for(env, fmt, events, language):
                     for event, note in ((sample, ""), (_sparse(sample), _SPARSE_NOTE)):
                         try:
                             rendered = self._blocks(env, fmt, event, language)
@@ -698,6 +699,21 @@ class Renderer:
                                 where = "" if language == i18n.DEFAULT_LOCALE else language
                                 add(problem + _notes(where, note))
         return problems
+
+    def _samples_for(
+        self, env: _Environment, fmt: MessageFormat[Any], events: list[Event], language: str
+    ) -> list[Event]:
+        """The samples `check` renders in `language`: every one in English; in the others
+        one per template file they select, so each template is still rendered in every
+        language while the dozens of kinds default.j2 draws are not rendered seven times
+        (which made `check`, and so each start and SIGHUP, several times slower)."""
+        if language == i18n.DEFAULT_LOCALE:
+            return events
+        first: dict[str, Event] = {}
+        for event in events:
+            with contextlib.suppress(TemplateError):
+                first.setdefault(self._template(env, fmt.name, event).name or "", event)
+        return list(first.values())
 
     def unused_overrides(self, kinds: Iterable[str]) -> list[str]:
         """The files in the user's template folder that nothing will ever use, each with
@@ -778,10 +794,7 @@ class Renderer:
         output as the first one, so a plain file works as a template too.
         """
         sink, names, plain = fmt.name, fmt.blocks, fmt.plain_blocks
-        candidates = [f"{sink}/default.j2"]
-        if _KIND_NAME.fullmatch(event.kind):
-            candidates.insert(0, f"{sink}/{event.kind}.j2")
-        template = env.select_template(candidates)
+        template = self._template(env, sink, event)
         context = build_context(event, sink=sink, now=self._clock(), locale=locale)
         try:
             ctx = template.new_context(context.as_vars())
@@ -795,7 +808,15 @@ class Renderer:
                 blocks[names[0]] = whole
         except Exception:
             env.handle_exception()  # re-raises with the template's file and line
-        return Rendered(template.name or candidates[-1], blocks, context)
+        return Rendered(template.name or f"{sink}/default.j2", blocks, context)
+
+    @staticmethod
+    def _template(env: _Environment, sink: str, event: Event) -> Template:
+        """The template an event renders with: `<sink>/<kind>.j2`, else `default.j2`."""
+        candidates = [f"{sink}/default.j2"]
+        if _KIND_NAME.fullmatch(event.kind):
+            candidates.insert(0, f"{sink}/{event.kind}.j2")
+        return env.select_template(candidates)
 
     # -- error reports ------------------------------------------------------------------
 
