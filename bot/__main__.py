@@ -345,7 +345,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except StoreUnavailable as exc:
-        print(f"error: cannot use the database {config.storage.path}: {exc}", file=sys.stderr)
+        print(f"error: cannot use the database {config.storage.location}: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except OSError as exc:
         print(f"error: {_os_error(exc, config)}", file=sys.stderr)
@@ -375,10 +375,17 @@ def _look_at_the_files(config: Config) -> list[str] | None:
     return [*config.warnings, *unused]
 
 
+def _database_exists(config: Config) -> bool:
+    """Whether there is a database to read: the SQLite file, or (a server the tools ask,
+    not look at) any PostgreSQL URL."""
+    return config.storage.url is not None or Path(config.storage.path).exists()
+
+
 def _storage_problem(storage: StorageConfig) -> str | None:
-    """Why the database file cannot be where [storage] path says, seen before opening."""
+    """Why the database file cannot be where [storage] path says, seen before opening
+    (PostgreSQL: the server says so when the bot connects)."""
     path = Path(storage.path)
-    if str(path) == ":memory:":
+    if str(path) == ":memory:" or storage.url is not None:
         return None
     if path.is_dir():
         return (
@@ -441,7 +448,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print("--strict: failing on the warnings above", file=sys.stderr)
         return EXIT_CONFIG
     if args.online:
-        database = Path(config.storage.path).exists()
+        database = _database_exists(config)
         try:
             return asyncio.run(
                 _check_online(config, connect_within=args.timeout, database=database)
@@ -517,7 +524,7 @@ async def _tool_store(config: Config, *, exists: bool) -> AsyncIterator[tuple[St
             await store.open()
         except StoreUnavailable as exc:
             print(
-                f"warning: cannot read the database {config.storage.path} ({exc});"
+                f"warning: cannot read the database {config.storage.location} ({exc});"
                 " going by bot.toml alone",
                 file=sys.stderr,
             )
@@ -573,7 +580,7 @@ def _cmd_test_send(args: argparse.Namespace) -> int:
                 chat=args.chat,
                 delete_after=delete_after,
                 connect_within=args.timeout,
-                database=Path(config.storage.path).exists(),
+                database=_database_exists(config),
             )
         )
     except KeyboardInterrupt:
@@ -698,7 +705,7 @@ def _moved_route_warnings(config: Config) -> list[str]:
     """A warning for each chat bot.toml names that the database remembers has moved (a
     Telegram group upgraded to a supergroup): the route still works, but names the old
     id. The database is only read, and only when it exists."""
-    if not Path(config.storage.path).exists():
+    if not _database_exists(config):
         return []
 
     async def moves() -> dict[tuple[str, str], str]:
@@ -712,7 +719,7 @@ def _moved_route_warnings(config: Config) -> list[str]:
     try:
         moved = moved_route_targets(config.routes, asyncio.run(moves()))
     except (StoreUnavailable, DatabaseTooNew) as exc:
-        return [f"could not read {config.storage.path} for moved chats: {exc}"]
+        return [f"could not read {config.storage.location} for moved chats: {exc}"]
     return [
         f"bot.toml names {old.sink} chat {old.target}; it moved to {new.target}"
         " (notifications follow it there): replace it in [[routes]]"
@@ -726,7 +733,6 @@ LAST_EVENT = "last"
 
 async def _last_event(config: Config, kind: str) -> Event | str:
     """The last event of `kind` the bot stored (test cards aside), or why there is none."""
-    path = Path(config.storage.path)
     try:
         async with _tool_store(config, exists=True) as (store, real):
             recent = await store.recent_events(kind, limit=50) if real else []
@@ -735,7 +741,7 @@ async def _last_event(config: Config, kind: str) -> Event | str:
     for event in recent:
         if not event.event_id.startswith(TEST_EVENT_PREFIX):
             return event
-    return f"{path} holds no {kind} event yet; leave out --event for a sample"
+    return f"{config.storage.location} holds no {kind} event yet; leave out --event for a sample"
 
 
 def _render_locale(given: str | None, config: Config | None) -> str | None:
@@ -783,9 +789,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        if not Path(config.storage.path).exists():
+        if not _database_exists(config):
             print(
-                f"error: no database at {config.storage.path} yet (has the bot run?);"
+                f"error: no database at {config.storage.location} yet (has the bot run?);"
                 " leave out --event for a sample",
                 file=sys.stderr,
             )
@@ -842,9 +848,11 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
     config = _load(args.config, args.log_level)
     if config is None:
         return EXIT_CONFIG
-    path = config.storage.path
-    if not Path(path).exists():
-        print(f"error: no database at {path} (has the bot run yet?)", file=sys.stderr)
+    if not _database_exists(config):
+        print(
+            f"error: no database at {config.storage.location} (has the bot run yet?)",
+            file=sys.stderr,
+        )
         return 1
     now = time.time()
     try:
@@ -855,7 +863,7 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except StoreUnavailable as exc:
-        print(f"error: cannot use the database {path}: {exc}", file=sys.stderr)
+        print(f"error: cannot use the database {config.storage.location}: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     if retried is not None:
         print(f"re-queued {retried} failed deliveries")

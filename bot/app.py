@@ -211,7 +211,9 @@ async def run(
     `reload` is set, `load_config()` is applied (bot.reload); `log_level` is the
     command line's override of [logging] level, kept across reloads.
     """
-    lock = None if _in_memory(config) else InstanceLock(Path(config.storage.path))
+    # SQLite's lock file; a PostgreSQL store holds a lock in the database instead.
+    sqlite = config.storage.url is None and not _in_memory(config)
+    lock = InstanceLock(Path(config.storage.path)) if sqlite else None
     with lock or contextlib.nullcontext():
         store = create_store(config.storage)
         await store.open()

@@ -27,7 +27,7 @@ from bot.quiet import QuietWindow, WindowError, is_quiet, load_zone, parse_windo
 from bot.registry import PLATFORMS, SOURCES, known_kinds
 from bot.sinks.base import PlatformConfig, PlatformSpec
 from bot.sources.spec import SourceSpec, entry_key
-from bot.store import DEFAULT_DATABASE
+from bot.store import DEFAULT_DATABASE, redacted
 from bot.tomltypes import parse_snowflake
 from bot.tomltypes import show as _show
 from bot.tomltypes import type_name as _type_name
@@ -46,7 +46,7 @@ _MAX_BODY_LIMIT: Final = 64 * 1024 * 1024
 # both derived from these, so the docs test cannot drift from the loader.
 _SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "server": ("host", "port", "max_body_bytes"),
-    "storage": ("path", "retention"),
+    "storage": ("path", "url", "password_env", "retention"),
     "console": ("enabled",),
     "templates": ("dir",),
     "behaviour": (
@@ -145,10 +145,24 @@ MIN_RETENTION: Final = timedelta(days=2)
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    """The SQLite database file (absolute once loaded), and how long history is kept."""
+    """Where the state is: the SQLite database file (absolute once loaded), or with `url`
+    a PostgreSQL database several processes share; and how long history is kept."""
 
     path: Path
     retention: timedelta = DEFAULT_RETENTION
+    #: postgresql://user@host/db: PostgreSQL instead of the file. Never shown as given:
+    #: it may hold a password (`location` is what messages show).
+    url: str | None = field(default=None, repr=False)
+    #: The password from `password_env`, when the URL has none.
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def location(self) -> str:
+        """The database, as messages name it: the file, or the URL without its password."""
+        return redacted(self.url) if self.url is not None else str(self.path)
+
+    def __repr__(self) -> str:
+        return f"StorageConfig(location={self.location!r}, retention={self.retention!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +395,7 @@ def load_config(
     route_tables = root.tables("routes")
     config = Config(
         server=_server(root.section("server")),
-        storage=_storage(root.section("storage"), base_dir),
+        storage=_storage(root.section("storage"), base_dir, environ),
         console=ConsoleConfig(enabled=root.section("console").flag("enabled", True)),
         platforms={name: _platform(root, spec, environ) for name, spec in platforms.items()},
         templates=_templates(root.section("templates"), base_dir),
@@ -660,8 +674,16 @@ def _server(table: _Table) -> ServerConfig:
     )
 
 
-def _storage(table: _Table, base_dir: Path) -> StorageConfig:
+#: The URL schemes that mean PostgreSQL (libpq accepts both).
+POSTGRES_SCHEMES: Final = frozenset({"postgresql", "postgres"})
+
+
+def _storage(table: _Table, base_dir: Path, environ: Mapping[str, str]) -> StorageConfig:
     path = table.path_value("path", base_dir)
+    url = _database_url(table)
+    if url is not None and table.has("path"):
+        table.problem("", "set path (an SQLite file) or url (PostgreSQL), not both")
+    password = _database_password(table, url, environ)
     # "0" might mean "keep nothing" or "keep everything"; neither guess is safe, so a
     # zero, unit or not, gets the same answer as any other too short a time.
     raw = table.data.get("retention")
@@ -676,8 +698,57 @@ def _storage(table: _Table, base_dir: Path) -> StorageConfig:
         )
         retention = DEFAULT_RETENTION
     return StorageConfig(
-        path=path if path is not None else base_dir / DEFAULT_DATABASE, retention=retention
+        path=path if path is not None else base_dir / DEFAULT_DATABASE,
+        retention=retention,
+        url=url,
+        password=password,
     )
+
+
+def _database_url(table: _Table) -> str | None:
+    """`url = "postgresql://user@host:5432/db"`; its problems never echo it (a password
+    may be in it)."""
+    url = table.opt_text("url")
+    if url is None:
+        return None
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        table.problem("url", "is not a URL; write it like postgresql://user@host:5432/dbname")
+        return None
+    if parts.scheme.lower() not in POSTGRES_SCHEMES:
+        shown = f"{parts.scheme}://" if parts.scheme else "none"
+        table.problem(
+            "url",
+            f"must be a postgresql:// URL (scheme {shown}); an SQLite file is `path`",
+        )
+        return None
+    if not parts.path.strip("/"):
+        table.problem("url", "names no database: end it with /dbname")
+        return None
+    return url
+
+
+def _database_password(table: _Table, url: str | None, environ: Mapping[str, str]) -> str | None:
+    """The password `password_env` names, for a URL that carries none."""
+    if not table.has("password_env"):
+        return None
+    if url is None:
+        table.problem("password_env", "is for url (PostgreSQL); an SQLite file has no password")
+        return None
+    if urlsplit(url).password is not None:
+        table.problem("", "the url has a password and password_env names one: keep one")
+        return None
+    env_name = _env_name(table, "password_env")
+    if env_name is None:
+        return None
+    value = environ.get(env_name)
+    if not value:
+        table.problem("password_env", f"environment variable {env_name} is not set")
+        return None
+    return value
 
 
 def _templates(table: _Table, base_dir: Path) -> TemplatesConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from bot.config import Config, load_config
 from bot.store import Store
 from bot.store.sqlite import SQLiteStore
+from tests.postgres_cluster import PostgresCluster, find_bindir
 
 SECRET = "s3cr3t-key-for-tests-Zq9"
 
@@ -123,3 +125,81 @@ def _no_secret_in_logs(request: pytest.FixtureRequest) -> Iterator[None]:
         root.setLevel(level)
         root.removeHandler(watch)
     assert not watch.leaks, "secrets in log lines:\n" + "\n".join(watch.leaks)
+
+
+# -- a throwaway PostgreSQL server -----------------------------------------------------------
+
+# Tests that asked for a PostgreSQL database and were skipped; in CI that fails the run
+# (pytest_sessionfinish below), so a broken install cannot pass as "all green, 40 skipped".
+POSTGRES_SKIPS: list[str] = []
+
+_POSTGRES_FIXTURES = ("postgres_url", "postgres_cluster")
+
+
+def _in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One PostgreSQL server for the whole run, started the first time a test needs it.
+
+    Without the server binaries the PostgreSQL tests skip on a developer's machine, but
+    fail in CI: there they must run, and .ci/run installs the server to make sure they can.
+    """
+    bindir = find_bindir()
+    if bindir is None:
+        if _in_ci():
+            pytest.fail(
+                "CI must run the PostgreSQL tests, but no PostgreSQL server binaries "
+                "(initdb, pg_ctl) were found; .ci/run installs Debian's postgresql package"
+            )
+        pytest.skip(
+            "no PostgreSQL server binaries (initdb, pg_ctl) found: "
+            "install them with `apt-get install postgresql` to run the PostgreSQL tests"
+        )
+    cluster = PostgresCluster(bindir)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """The URL of a fresh, empty database of its own for this test, dropped afterwards
+    (by then the test's store has closed; --force closes whatever it left open)."""
+    name = postgres_cluster.new_database_name()
+    url = postgres_cluster.create_database(name)
+    yield url
+    postgres_cluster.drop_database(name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Note each skip of a test that uses the PostgreSQL fixtures, whatever skipped it.
+
+    Recorded from the reports rather than in the fixture: a session fixture that skips
+    runs once, and pytest replays that skip to every later test without calling it again.
+    """
+    report = yield
+    uses_postgres = any(name in getattr(item, "fixturenames", ()) for name in _POSTGRES_FIXTURES)
+    if report.skipped and uses_postgres and not hasattr(report, "wasxfail"):
+        POSTGRES_SKIPS.append(item.nodeid)
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI, a skipped PostgreSQL test fails the run (the summary below says which)."""
+    if _in_ci() and POSTGRES_SKIPS and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Name the skipped PostgreSQL tests, so the failed CI run says why it failed."""
+    if _in_ci() and POSTGRES_SKIPS:
+        terminalreporter.write_sep("=", "PostgreSQL tests skipped in CI", red=True)
+        terminalreporter.write_line(
+            "CI must run every PostgreSQL test (CI is set), so this run fails; skipped:"
+        )
+        for nodeid in POSTGRES_SKIPS:
+            terminalreporter.write_line(f"  {nodeid}")

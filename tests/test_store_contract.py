@@ -24,11 +24,15 @@ from bot.store import (
     StreamState,
     Subscription,
 )
+from bot.store.postgres import PostgresStore
 from bot.store.sqlite import SQLiteStore
 
-#: Backend name -> a factory for a new, empty (not yet opened) store in `tmp_path`.
-STORE_BACKENDS: dict[str, Callable[[Path], Store]] = {
-    "sqlite": lambda tmp_path: SQLiteStore(tmp_path / "contract.sqlite3"),
+#: Backend name -> a factory for a new (not yet opened) store on the test's own database,
+#: empty at first: a file in `tmp_path`, or a database of the throwaway PostgreSQL server
+#: (tests/postgres_cluster.py; CI fails rather than skips without one).
+STORE_BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Store]] = {
+    "sqlite": lambda request, tmp_path: SQLiteStore(tmp_path / "contract.sqlite3"),
+    "postgresql": lambda request, tmp_path: PostgresStore(request.getfixturevalue("postgres_url")),
 }
 
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
@@ -38,7 +42,7 @@ NOW = T0.timestamp()
 @pytest.fixture(params=sorted(STORE_BACKENDS))
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
     """A factory of stores on one and the same (initially empty) database."""
-    return lambda: STORE_BACKENDS[request.param](tmp_path)
+    return lambda: STORE_BACKENDS[request.param](request, tmp_path)
 
 
 @pytest.fixture

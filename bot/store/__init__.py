@@ -20,7 +20,8 @@ import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bot.errors import StoreUnavailable
 from bot.events import Event, LiveInfo
@@ -483,6 +484,31 @@ class Store(
         marks the database writable again (`health`)."""
 
 
+#: Query parameters of a PostgreSQL URL that carry a secret (libpq takes them there too).
+_SECRET_PARAMS: Final = frozenset({"password", "sslpassword"})
+
+
+def redacted(url: str) -> str:
+    """The URL without its password (in the user part or as `?password=`), for logs,
+    /healthz and error messages."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        parts = parts._replace(netloc=netloc)
+    if parts.query:
+        query = [
+            (name, "***" if name.lower() in _SECRET_PARAMS else value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
+
+
 def create_store(storage: StorageConfig, *, tool: bool = False, read_only: bool = False) -> Store:
     """The store [storage] names, not yet opened.
 
@@ -493,6 +519,14 @@ def create_store(storage: StorageConfig, *, tool: bool = False, read_only: bool 
     refuses writes.
     """
     # The backend module is imported here only: it is the one that imports its driver.
+    if storage.url is not None:
+        from bot.store.postgres import PostgresStore  # noqa: PLC0415
+
+        # The running bot holds the database's instance lock; tools share it.
+        exclusive = not (tool or read_only)
+        return PostgresStore(
+            storage.url, password=storage.password, read_only=read_only, exclusive=exclusive
+        )
     from bot.store.sqlite import BUSY_TIMEOUT_MS, TOOL_BUSY_TIMEOUT_MS, SQLiteStore  # noqa: PLC0415
 
     return SQLiteStore(
@@ -524,4 +558,5 @@ __all__ = [
     "SubscriptionStore",
     "WriteHealth",
     "create_store",
+    "redacted",
 ]

@@ -1,0 +1,1244 @@
+"""The PostgreSQL backend of the store: a pool of asyncpg connections to one database that
+several bot processes can share (`[storage] url`).
+
+asyncpg, not psycopg 3: it is asyncio-native (no thread hop per query), speaks the binary
+protocol with prepared statements cached per connection, and is the driver the asyncio
+world runs PostgreSQL on; its errors carry PostgreSQL's SQLSTATE, which is what decides
+here between "the database cannot do this now" (StoreUnavailable) and a bug.
+
+Transactions follow the Store contract: every method is atomic on its own (one
+statement on a pooled connection, autocommitted, or a transaction of its own), and
+`transaction()` binds one connection to the calling task (a context variable) until it
+commits, so the task's calls inside it are one unit and other tasks are not part of it.
+Write transactions take one transaction-scoped advisory lock, so they run one at a time
+across every process on the database, as SQLite's `BEGIN IMMEDIATE` makes them run:
+the pipeline's read-then-write steps (a stream's session, a card's refs) need no other
+locking to stay correct with several processes. Single statements do not take it, and the
+outbox claims rows with `FOR UPDATE SKIP LOCKED`, so webhooks and sends do not queue
+behind a dispatch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, overload
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from bot.errors import DatabaseTooNew, InstanceLocked, StoreUnavailable, TransactionAborted
+from bot.events import Event, LiveInfo
+from bot.store import (
+    Delivery,
+    DeliveryInfo,
+    Mute,
+    OutboxCounts,
+    PruneResult,
+    SessionMarks,
+    Store,
+    StreamState,
+    Subscription,
+    WriteHealth,
+    redacted,
+)
+from bot.store.migrations import statements
+from bot.store.postgres_schema import POSTGRES_MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+#: The advisory lock every write transaction holds: one at a time on the database
+#: (the number is arbitrary; it only has to be the same in every process).
+WRITE_LOCK: Final = 0x5354_4D42  # "STMB"
+#: The advisory lock migrations hold, so two processes starting at once migrate once.
+MIGRATION_LOCK: Final = 0x5354_4D43
+#: The advisory lock a running bot holds for as long as it runs (on a connection of its
+#: own, so PostgreSQL lets go of it the moment the process dies): one bot per database
+#: until the pipeline shares its work between processes (issue 20), as SQLite's lock file.
+INSTANCE_LOCK: Final = 0x5354_4D44
+#: How long a statement waits for a lock (another process's transaction) before it is a
+#: StoreUnavailable(busy=True) for the caller to retry: long transactions never happen
+#: here, so a wait this long means something is stuck.
+LOCK_TIMEOUT: Final = "10s"
+POOL_MAX: Final = 10
+
+# SQLSTATE classes and codes that mean "not now" rather than "wrong": connection trouble
+# (08), insufficient resources (53: disk full, out of memory, too many connections),
+# operator intervention (57: shutdown, cancel), system errors (58), a read-only server
+# (25006), lock timeouts (55P03) and transaction conflicts (40: serialization, deadlock).
+_UNAVAILABLE_CLASSES: Final = ("08", "53", "57", "58", "40")
+_UNAVAILABLE_CODES: Final = frozenset({"25006", "55P03", "55006"})
+_BUSY_CODES: Final = frozenset({"55P03", "40001", "40P01"})
+
+T = TypeVar("T")
+#: A pooled connection (what `pool.acquire()` hands out).
+Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+
+
+@dataclass(slots=True)
+class _Transaction:
+    """The connection a task's transaction runs on, and whether it changed anything."""
+
+    conn: Conn
+    changed: bool = False
+    aborted: bool = False
+
+
+_current: ContextVar[_Transaction | None] = ContextVar("postgres_transaction", default=None)
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """The StoreUnavailable for a driver or network error, or None for one that is a bug
+    (a constraint violated, a statement wrong), which stays as it is."""
+    code = getattr(exc, "sqlstate", None)
+    if isinstance(code, str):
+        if not (code.startswith(_UNAVAILABLE_CLASSES) or code in _UNAVAILABLE_CODES):
+            return None
+        message = getattr(exc, "message", None) or str(exc)
+        return StoreUnavailable(f"{code}: {message}", code=code, busy=code in _BUSY_CODES)
+    if isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError):
+        name = type(exc).__name__
+        return StoreUnavailable(f"{name}: {exc}", code=name)
+    return None
+
+
+def _changed(status: str) -> bool:
+    """Whether a command status ("UPDATE 3", "INSERT 0 1", "DELETE 0") changed rows."""
+    words = status.split()
+    return bool(words) and words[-1].isdigit() and int(words[-1]) > 0
+
+
+class PostgresStore:
+    """The bot's PostgreSQL database (implements `bot.store.Store`)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        read_only: bool = False,
+        exclusive: bool = False,
+        pool_max: int = POOL_MAX,
+    ) -> None:
+        """A store for the database at `url` (password in it, or given), opened by `open()`.
+
+        `read_only` (`check`) opens an existing database for reading only, neither
+        creating nor migrating it. `exclusive` (the running bot) holds INSTANCE_LOCK while
+        open: InstanceLocked when another bot has it.
+        """
+        self._exclusive = exclusive
+        self._instance: asyncpg.Connection | None = None
+        self._url = url
+        self._password = password
+        self.read_only = read_only
+        self.location = redacted(url)
+        self._pool_max = pool_max
+        self._pool: asyncpg.Pool | None = None
+        #: The outcome of the last write attempt (for /healthz and the log).
+        self.health = WriteHealth()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect the pool and bring the schema up to date (unless read-only)."""
+        settings = {"lock_timeout": LOCK_TIMEOUT, "application_name": "streambot"}
+        if self.read_only:
+            settings["default_transaction_read_only"] = "on"
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._url,
+                password=self._password,
+                min_size=1,
+                max_size=self._pool_max,
+                server_settings=settings,
+                # asyncpg's prepared-statement cache cannot work through a transaction-
+                # pooling PgBouncer; the statements here are few, so it costs little.
+                statement_cache_size=0 if "pgbouncer" in self._url else 100,
+            )
+        except Exception as exc:
+            error = unavailable(exc) or StoreUnavailable(
+                f"{type(exc).__name__}: {exc}", code=type(exc).__name__
+            )
+            self.health.failed(error)
+            raise error from exc
+        if not self.read_only:
+            await self._migrate()
+        if self._exclusive:
+            await self._lock_instance(settings)
+
+    async def _lock_instance(self, settings: dict[str, str]) -> None:
+        try:
+            conn = await asyncpg.connect(
+                self._url, password=self._password, server_settings=settings
+            )
+        except Exception as exc:
+            error = unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", INSTANCE_LOCK):
+            holder = await conn.fetchval(
+                """SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                   WHERE l.locktype = 'advisory' AND l.objid = $1 AND l.granted LIMIT 1""",
+                INSTANCE_LOCK,
+            )
+            await conn.close()
+            await self.close()
+            where = f"advisory lock {INSTANCE_LOCK} on {self.location}"
+            raise InstanceLocked(where + (f", server pid {holder}" if holder else ""), None)
+        self._instance = conn
+
+    async def close(self) -> None:
+        """Close every pooled connection (idempotent)."""
+        if self._instance is not None:
+            instance, self._instance = self._instance, None
+            with contextlib.suppress(Exception):
+                await instance.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def _migrate(self) -> None:
+        async with self._pool_conn() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                version = await self._version(conn)
+                if version > len(POSTGRES_MIGRATIONS):
+                    raise DatabaseTooNew(
+                        f"{self.location} was written by a newer version of the bot (schema"
+                        f" {version}; this one knows up to {len(POSTGRES_MIGRATIONS)}):"
+                        " upgrade the bot, or point [storage] url at another database"
+                    )
+                for number, script in enumerate(POSTGRES_MIGRATIONS[version:], start=version + 1):
+                    async with conn.transaction():
+                        for statement in statements(script):
+                            await conn.execute(statement)
+                        await conn.execute("UPDATE streambot_schema SET version = $1", number)
+                    log.info("database %s migrated to schema %d", self.location, number)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+    @staticmethod
+    async def _version(conn: Conn) -> int:
+        exists = await conn.fetchval("SELECT to_regclass('streambot_schema') IS NOT NULL")
+        if not exists:
+            return 0
+        return int(await conn.fetchval("SELECT version FROM streambot_schema"))
+
+    async def schema_version(self) -> int:
+        """The schema version the database is at."""
+        return await self._read(self._version)
+
+    # -- connections and transactions ---------------------------------------------------
+
+    @asynccontextmanager
+    async def _pool_conn(self) -> AsyncIterator[Conn]:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except Exception as exc:
+            error = unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    async def _read(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `work` on the task's transaction connection, or on a pooled one."""
+        tx = _current.get()
+        if tx is not None:
+            return await self._in(tx, work, write=False)
+        async with self._pool_conn() as conn:
+            return await work(conn)
+
+    async def _write(self, sql: str, *args: Any) -> str:
+        """Run one changing statement: in the task's transaction, or autocommitted; its
+        command status ("UPDATE 2")."""
+        tx = _current.get()
+        if tx is not None:
+            status = await self._in(tx, lambda c: c.execute(sql, *args), write=True)
+            tx.changed = tx.changed or _changed(status)
+            return status
+        try:
+            async with self._pool_conn() as conn:
+                status = await conn.execute(sql, *args)
+        except StoreUnavailable as exc:
+            self.health.failed(exc)
+            raise
+        if _changed(status):
+            self.health.succeeded()
+        return status
+
+    async def _write_returning(self, sql: str, *args: Any) -> Any:
+        """One changing statement whose first value is wanted (`RETURNING id`)."""
+        tx = _current.get()
+        if tx is not None:
+            value = await self._in(tx, lambda c: c.fetchval(sql, *args), write=True)
+            tx.changed = tx.changed or value is not None
+            return value
+        try:
+            async with self._pool_conn() as conn:
+                value = await conn.fetchval(sql, *args)
+        except StoreUnavailable as exc:
+            self.health.failed(exc)
+            raise
+        if value is not None:
+            self.health.succeeded()
+        return value
+
+    async def _in(
+        self,
+        tx: _Transaction,
+        work: Callable[[Conn], Awaitable[T]],
+        *,
+        write: bool,
+    ) -> T:
+        try:
+            return await work(tx.conn)
+        except Exception as exc:
+            error = unavailable(exc)
+            if error is None:
+                raise
+            if write:
+                self.health.failed(error)
+            raise error from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """One write transaction; rolled back if the block raises."""
+        async with self._transaction():
+            yield
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[_Transaction]:
+        if _current.get() is not None:
+            raise RuntimeError("a transaction is already open on this store")
+        async with self._pool_conn() as conn:
+            tx = _Transaction(conn)
+            token = _current.set(tx)
+            try:
+                try:
+                    async with conn.transaction():
+                        await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                        yield tx
+                except Exception as exc:
+                    error = unavailable(exc)
+                    if error is None:
+                        raise
+                    self.health.failed(error)
+                    raise error from exc
+            finally:
+                _current.reset(token)
+        if tx.changed:
+            self.health.succeeded()
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested step inside a transaction; only its own changes roll back if it raises."""
+        async with self._savepoint():
+            yield
+
+    @asynccontextmanager
+    async def _savepoint(self) -> AsyncIterator[None]:
+        tx = _current.get()
+        if tx is None:
+            async with self._transaction():
+                yield
+            return
+        try:
+            async with tx.conn.transaction():
+                yield
+        except asyncpg.InFailedSQLTransactionError as exc:
+            raise TransactionAborted(f"the transaction was rolled back: {exc}") from exc
+
+    @asynccontextmanager
+    async def _atomic(self) -> AsyncIterator[None]:
+        """Atomic on its own, or a step of the caller's transaction."""
+        if _current.get() is not None:
+            async with self._savepoint():
+                yield
+        else:
+            async with self._transaction():
+                yield
+
+    async def check(self) -> str:
+        """'ok', or what is wrong with the database (for /healthz)."""
+        if not self.health.ok:
+            return f"error: {self.health.error}"
+        try:
+            await self._read(lambda c: c.fetchval("SELECT count(*) FROM streams"))
+        except (StoreUnavailable, RuntimeError) as exc:
+            return f"error: {exc}"
+        return "ok"
+
+    async def probe_write(self) -> None:
+        """Write one row and commit: StoreUnavailable while writes are refused."""
+        async with self._transaction():
+            await self._write("UPDATE write_probe SET at = $1 WHERE id = 1", time.time())
+
+    # -- events --------------------------------------------------------------------
+
+    async def insert_event(
+        self,
+        event: Event,
+        *,
+        notified: bool = False,
+        raw: bytes | None = None,
+        parent: int | None = None,
+        dispatched: bool = True,
+    ) -> int | None:
+        """Store an event; returns its row id, or None when (source, event id) exists."""
+        row_id = await self._write_returning(
+            """INSERT INTO events (source, event_id, kind, streamer_key, occurred_at,
+                                   received_at, notified, payload, raw, parent_id, dispatched)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+               ON CONFLICT (source, event_id) DO NOTHING RETURNING id""",
+            event.source,
+            event.event_id,
+            event.kind,
+            event.streamer_key,
+            _aware(event.occurred_at),
+            _aware(event.received_at),
+            notified,
+            json.dumps(event.to_json(), ensure_ascii=False),
+            raw,
+            parent,
+            dispatched,
+        )
+        return int(row_id) if row_id is not None else None
+
+    async def undispatched(self, *, limit: int = 100) -> list[tuple[int, Event]]:
+        """Events stored but not yet dispatched, as (row id, event), in the order stored."""
+        rows = await self._read(
+            lambda c: c.fetch(
+                "SELECT id, payload FROM events WHERE NOT dispatched ORDER BY id LIMIT $1", limit
+            )
+        )
+        return [(row["id"], Event.from_json(json.loads(row["payload"]))) for row in rows]
+
+    async def mark_dispatched(self, row_id: int, event: Event, *, notified: bool) -> None:
+        """The dispatch stage applied the event: store it as enriched, and whether it was
+        notified anywhere."""
+        await self._write(
+            "UPDATE events SET payload = $1, notified = $2, dispatched = true WHERE id = $3",
+            json.dumps(event.to_json(), ensure_ascii=False),
+            notified,
+            row_id,
+        )
+
+    async def count_undispatched(self) -> int:
+        """How many stored events wait for the dispatch stage (the backlog)."""
+        return int(
+            await self._read(
+                lambda c: c.fetchval("SELECT count(*) FROM events WHERE NOT dispatched")
+            )
+        )
+
+    async def retire_event_id(
+        self, source: str, event_id: str, *, received_before: datetime
+    ) -> bool:
+        """Free an event id stored before `received_before` for a new event; True if freed."""
+        row = await self._read(
+            lambda c: c.fetchrow(
+                "SELECT id, received_at FROM events WHERE source = $1 AND event_id = $2",
+                source,
+                event_id,
+            )
+        )
+        if row is None or row["received_at"] >= _aware(received_before):
+            return False
+        try:
+            async with self._atomic():
+                await self._write(
+                    """UPDATE events SET event_id = event_id || '@' || id
+                       WHERE id = $1 OR parent_id = $1""",
+                    row["id"],
+                )
+        except asyncpg.UniqueViolationError:
+            log.warning("event id %s of source %r could not be moved aside", event_id, source)
+            return False
+        return True
+
+    async def load_event(self, row_id: int) -> Event:
+        """The stored (enriched) event of a row."""
+        payload = await self._read(
+            lambda c: c.fetchval("SELECT payload FROM events WHERE id = $1", row_id)
+        )
+        if payload is None:
+            raise KeyError(row_id)
+        return Event.from_json(json.loads(payload))
+
+    async def find_event(self, source: str, event_id: str) -> Event | None:
+        """The stored event with this (source, event id), if there is one."""
+        payload = await self._read(
+            lambda c: c.fetchval(
+                "SELECT payload FROM events WHERE source = $1 AND event_id = $2",
+                source,
+                event_id,
+            )
+        )
+        return Event.from_json(json.loads(payload)) if payload is not None else None
+
+    async def recent_events(self, kind: str, *, limit: int = 10) -> list[Event]:
+        """The latest stored events of `kind`, newest first (derived ones included)."""
+        rows = await self._read(
+            lambda c: c.fetch(
+                "SELECT payload FROM events WHERE kind = $1 ORDER BY id DESC LIMIT $2",
+                kind,
+                limit,
+            )
+        )
+        return [Event.from_json(json.loads(row["payload"])) for row in rows]
+
+    async def count_events(self) -> int:
+        """How many events are stored (derived ones included)."""
+        return int(await self._read(lambda c: c.fetchval("SELECT count(*) FROM events")))
+
+    async def prune(self, *, before: datetime, limit: int = 1000) -> PruneResult:
+        """Remove events received before `before` with their deliveries, at most about
+        `limit` rows in one transaction (see `bot.store.EventStore.prune`)."""
+        cutoff = _aware(before)
+        cutoff_at = before.timestamp()
+        async with self._transaction() as tx:
+            conn = tx.conn
+            pinned = await _pinned_events(conn, cutoff)
+            fetch = limit + len(pinned)
+            rows = await conn.fetch(
+                f"""SELECT e.id, (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id)
+                    FROM events e WHERE e.received_at < $1 AND {_unfinished("$2")}
+                    ORDER BY e.received_at, e.id LIMIT $3""",
+                cutoff,
+                cutoff_at,
+                fetch,
+            )
+            chosen: set[int] = set()
+            size = 0
+            more = len(rows) == fetch
+            for event_row, deliveries in rows:
+                if event_row in pinned:
+                    continue
+                if chosen and size + 1 + deliveries > limit:
+                    more = True
+                    break
+                chosen.add(event_row)
+                size += 1 + deliveries
+            await _with_derived(conn, chosen, pinned, cutoff, cutoff_at)
+            if not chosen:
+                return PruneResult()
+            ids = sorted(chosen, reverse=True)
+            status = await self._write("DELETE FROM deliveries WHERE event_row = ANY($1)", ids)
+            removed = int(status.split()[-1])
+            for column in ("session_row", "end_row"):
+                await self._write(
+                    f"UPDATE streams SET {column} = NULL WHERE {column} = ANY($1)", ids
+                )
+            await self._write("DELETE FROM events WHERE id = ANY($1)", ids)
+        return PruneResult(events=len(chosen), deliveries=removed, more=more)
+
+    # -- streams -------------------------------------------------------------------
+
+    async def get_stream(self, key: str) -> StreamState | None:
+        """The saved state of a stream, or None if it was never seen."""
+        row = await self._read(
+            lambda c: c.fetchrow("SELECT * FROM streams WHERE streamer_key = $1", key)
+        )
+        return _stream_from_row(row) if row is not None else None
+
+    async def set_session(self, key: str, event_row: int) -> None:
+        """Record which live_start event opened the stream's current session."""
+        await self._write(
+            "UPDATE streams SET session_row = $1 WHERE streamer_key = $2", event_row, key
+        )
+
+    async def set_end(self, key: str, event_row: int) -> None:
+        """Record the live_end event that closed the stream's last session."""
+        await self._write(
+            "UPDATE streams SET end_row = $1 WHERE streamer_key = $2", event_row, key
+        )
+
+    async def set_change_posted_at(self, key: str, when: float) -> None:
+        """Remember that a change notice for this stream was queued as a post at `when`."""
+        await self._write(
+            "UPDATE streams SET change_posted_at = $1 WHERE streamer_key = $2", when, key
+        )
+
+    async def live_streams(self) -> list[StreamState]:
+        """Every stream currently live, longest-running first."""
+        rows = await self._read(
+            lambda c: c.fetch(
+                "SELECT * FROM streams WHERE live ORDER BY started_at NULLS FIRST, streamer_key"
+            )
+        )
+        return [_stream_from_row(row) for row in rows]
+
+    async def known_streamers(self) -> list[str]:
+        """Every streamer key ever seen, sorted."""
+        rows = await self._read(
+            lambda c: c.fetch('SELECT streamer_key FROM streams ORDER BY streamer_key COLLATE "C"')
+        )
+        return [row[0] for row in rows]
+
+    async def save_stream(self, state: StreamState, *, now: datetime) -> None:
+        """Insert or replace a stream's state."""
+        await self._write(
+            """INSERT INTO streams (streamer_key, display_name, url, live, info, started_at,
+                                    ended_at, state_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+               ON CONFLICT (streamer_key) DO UPDATE SET
+                 display_name = excluded.display_name, url = excluded.url,
+                 live = excluded.live, info = excluded.info,
+                 started_at = excluded.started_at, ended_at = excluded.ended_at,
+                 state_at = excluded.state_at, updated_at = excluded.updated_at""",
+            state.streamer_key,
+            state.display_name,
+            state.url,
+            state.live,
+            json.dumps(state.info.to_json(), ensure_ascii=False),
+            _aware(state.started_at),
+            _aware(state.ended_at),
+            _aware(state.state_at),
+            _aware(now),
+        )
+
+    # -- mutes and subscriptions ---------------------------------------------------
+
+    async def mutes_for(self, sink: str, target: str, now: float) -> list[Mute]:
+        """The mutes of one chat still in force at `now`."""
+        rows = await self._read(
+            lambda c: c.fetch(
+                """SELECT sink, target, pattern, until FROM mutes
+                   WHERE sink = $1 AND target = $2 AND (until IS NULL OR until > $3)
+                   ORDER BY id""",
+                sink,
+                target,
+                now,
+            )
+        )
+        return [Mute(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def add_mute(
+        self, mute: Mute, *, created_by: str | None = None, now: float | None = None
+    ) -> None:
+        """Mute a chat (replacing an earlier mute of the same pattern)."""
+        await self._write(
+            """INSERT INTO mutes (sink, target, pattern, until, created_by, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (sink, target, pattern) DO UPDATE SET
+                 until = excluded.until, created_by = excluded.created_by,
+                 created_at = excluded.created_at""",
+            mute.sink,
+            mute.target,
+            mute.pattern,
+            mute.until,
+            created_by,
+            now or time.time(),
+        )
+
+    async def active_mutes(self, now: float) -> list[Mute]:
+        """Every mute of every chat still in force at `now`."""
+        rows = await self._read(
+            lambda c: c.fetch(
+                """SELECT sink, target, pattern, until FROM mutes
+                   WHERE until IS NULL OR until > $1 ORDER BY id""",
+                now,
+            )
+        )
+        return [Mute(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def remove_mute(self, sink: str, target: str, pattern: str | None) -> int:
+        """Unmute one pattern, or every pattern when `pattern` is None; returns how many."""
+        if pattern is None:
+            status = await self._write(
+                "DELETE FROM mutes WHERE sink = $1 AND target = $2", sink, target
+            )
+        else:
+            status = await self._write(
+                "DELETE FROM mutes WHERE sink = $1 AND target = $2 AND pattern = $3",
+                sink,
+                target,
+                pattern,
+            )
+        return _count(status)
+
+    async def subscriptions(self) -> list[Subscription]:
+        """Every run-time subscription."""
+        rows = await self._read(
+            lambda c: c.fetch("SELECT sink, target, pattern FROM subscriptions ORDER BY id")
+        )
+        return [Subscription(row[0], row[1], row[2]) for row in rows]
+
+    async def add_subscription(
+        self, sub: Subscription, *, created_by: str | None = None, now: float | None = None
+    ) -> bool:
+        """Add a subscription; False if this chat already had that pattern."""
+        status = await self._write(
+            """INSERT INTO subscriptions (sink, target, pattern, created_by, created_at)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sink, target, pattern) DO NOTHING""",
+            sub.sink,
+            sub.target,
+            sub.pattern,
+            created_by,
+            now or time.time(),
+        )
+        return _count(status) == 1
+
+    async def remove_subscription(self, sub: Subscription) -> bool:
+        """Remove a subscription; False if there was none."""
+        status = await self._write(
+            "DELETE FROM subscriptions WHERE sink = $1 AND target = $2 AND pattern = $3",
+            sub.sink,
+            sub.target,
+            sub.pattern,
+        )
+        return _count(status) == 1
+
+    # -- outbox --------------------------------------------------------------------
+
+    async def add_delivery(
+        self,
+        *,
+        event_row: int,
+        sink: str,
+        target: str,
+        options: dict[str, Any] | None = None,
+        action: str = "post",
+        not_before: float,
+        now: float,
+    ) -> int:
+        """Queue one delivery; returns its id."""
+        row_id = await self._write_returning(
+            """INSERT INTO deliveries (event_row, sink, target, action, options, not_before,
+                                       created_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8) RETURNING id""",
+            event_row,
+            sink,
+            target,
+            action,
+            json.dumps(options or {}),
+            not_before,
+            now,
+            now,
+        )
+        return int(row_id)
+
+    async def claim_due(
+        self, sink: str, *, now: float, busy_targets: Sequence[str] = (), limit: int = 50
+    ) -> list[Delivery]:
+        """Mark due pending deliveries of a sink as sending and return them, oldest first.
+
+        One statement: the rows are locked as they are chosen, and rows another process
+        is claiming at the same moment are skipped rather than waited for (`SKIP LOCKED`),
+        so two processes never claim one row.
+        """
+        sql = """UPDATE deliveries SET state = 'sending', attempts = attempts + 1,
+                        updated_at = $1
+                 WHERE id IN (
+                     SELECT id FROM deliveries
+                     WHERE sink = $2 AND state = 'pending' AND not_before <= $3
+                     AND NOT (target = ANY($4::text[]))
+                     ORDER BY not_before, id LIMIT $5
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING *"""
+        args = (now, sink, now, list(busy_targets), limit)
+        tx = _current.get()
+        if tx is not None:
+            rows = await self._in(tx, lambda c: c.fetch(sql, *args), write=True)
+            tx.changed = tx.changed or bool(rows)
+        else:
+            try:
+                async with self._pool_conn() as conn:
+                    rows = await conn.fetch(sql, *args)
+            except StoreUnavailable as exc:
+                self.health.failed(exc)
+                raise
+            if rows:
+                self.health.succeeded()
+        claimed = sorted(rows, key=lambda row: (row["not_before"], row["id"]))
+        return [_delivery_from_row(row) for row in claimed]
+
+    async def next_due(self, sink: str, *, busy_targets: Sequence[str] = ()) -> float | None:
+        """When the earliest pending delivery of a sink, not for a busy target, is due."""
+        value = await self._read(
+            lambda c: c.fetchval(
+                """SELECT min(not_before) FROM deliveries
+                   WHERE sink = $1 AND state = 'pending' AND NOT (target = ANY($2::text[]))""",
+                sink,
+                list(busy_targets),
+            )
+        )
+        return float(value) if value is not None else None
+
+    async def mark_sent(self, delivery_id: int, *, message_id: str | None, now: float) -> None:
+        """The platform accepted the message; remember its id for later edits."""
+        await self._write(
+            """UPDATE deliveries SET state = 'sent', message_id = $1, last_error = NULL,
+               updated_at = $2 WHERE id = $3""",
+            message_id,
+            now,
+            delivery_id,
+        )
+
+    async def mark_retry(
+        self, delivery_id: int, *, error: str, not_before: float, now: float
+    ) -> None:
+        """Put a delivery back in the queue for a later attempt."""
+        await self._write(
+            """UPDATE deliveries SET state = 'pending', last_error = $1, not_before = $2,
+               updated_at = $3 WHERE id = $4""",
+            error,
+            not_before,
+            now,
+            delivery_id,
+        )
+
+    async def mark_failed(self, delivery_id: int, *, error: str, now: float) -> None:
+        """Give up on a delivery."""
+        await self._write(
+            """UPDATE deliveries SET state = 'failed', last_error = $1, updated_at = $2
+               WHERE id = $3""",
+            error,
+            now,
+            delivery_id,
+        )
+
+    async def mark_cancelled(self, delivery_id: int, *, reason: str, now: float) -> None:
+        """Call off one delivery (a mute set after it was queued, say)."""
+        await self._write(
+            """UPDATE deliveries SET state = 'cancelled', last_error = $1, updated_at = $2
+               WHERE id = $3""",
+            reason,
+            now,
+            delivery_id,
+        )
+
+    async def release_claimed(self, delivery_ids: Sequence[int], *, now: float) -> None:
+        """Hand claimed deliveries that were never tried back to the queue, attempt undone."""
+        if delivery_ids:
+            await self._write(
+                """UPDATE deliveries SET state = 'pending', attempts = greatest(attempts - 1, 0),
+                   updated_at = $1 WHERE id = ANY($2) AND state = 'sending'""",
+                now,
+                list(delivery_ids),
+            )
+
+    async def requeue_in_flight(self) -> int:
+        """At start-up: deliveries a crash left 'sending' go back to 'pending'."""
+        status = await self._write(
+            "UPDATE deliveries SET state = 'pending' WHERE state = 'sending'"
+        )
+        return _count(status)
+
+    async def outbox_counts(self, *, now: float | None = None) -> OutboxCounts:
+        """Deliveries per state and the creation time of the oldest one waiting to go out."""
+        counts = OutboxCounts()
+
+        async def read(conn: Conn) -> Any:
+            for row in await conn.fetch("SELECT state, count(*) FROM deliveries GROUP BY state"):
+                counts.by_state[row[0]] = int(row[1])
+            return await conn.fetchval(
+                """SELECT min(greatest(created_at, coalesce((options->>'due')::float8, 0)))
+                   FROM deliveries
+                   WHERE state IN ('pending', 'sending')
+                   AND NOT (state = 'pending' AND attempts = 0 AND not_before > $1)""",
+                time.time() if now is None else now,
+            )
+
+        counts.oldest_pending_created = await self._read(read)
+        return counts
+
+    async def oldest_due(self, sinks: Sequence[str]) -> float | None:
+        """The earliest `not_before` of the pending deliveries of these sinks."""
+        if not sinks:
+            return None
+        value = await self._read(
+            lambda c: c.fetchval(
+                """SELECT min(not_before) FROM deliveries
+                   WHERE state = 'pending' AND sink = ANY($1::text[])""",
+                list(sinks),
+            )
+        )
+        return float(value) if value is not None else None
+
+    async def list_deliveries(
+        self, states: Sequence[str] = ("pending", "sending", "failed")
+    ) -> list[DeliveryInfo]:
+        """Deliveries in these states, oldest first."""
+        rows = await self._read(
+            lambda c: c.fetch(
+                """SELECT d.*, e.kind, e.streamer_key
+                   FROM deliveries d JOIN events e ON e.id = d.event_row
+                   WHERE d.state = ANY($1::text[]) ORDER BY d.created_at, d.id""",
+                list(states),
+            )
+        )
+        return [_info_from_row(row) for row in rows]
+
+    async def deliveries_for_event(self, event_row: int) -> list[DeliveryInfo]:
+        """Every delivery row of one event, in the order they were queued."""
+        rows = await self._read(
+            lambda c: c.fetch(
+                """SELECT d.*, e.kind, e.streamer_key
+                   FROM deliveries d JOIN events e ON e.id = d.event_row
+                   WHERE d.event_row = $1 ORDER BY d.id""",
+                event_row,
+            )
+        )
+        return [_info_from_row(row) for row in rows]
+
+    async def retry_failed(self, *, now: float) -> int:
+        """Re-queue every failed delivery, due now, attempts kept; returns how many."""
+        status = await self._write(
+            """UPDATE deliveries SET state = 'pending', not_before = $1, updated_at = $1
+               WHERE state = 'failed'""",
+            now,
+        )
+        return _count(status)
+
+    async def cards(self, event_row: int) -> dict[tuple[str, str], int]:
+        """The deliveries that posted an event's messages (a session's cards), by chat."""
+        rows = await self._read(
+            lambda c: c.fetch(
+                """SELECT sink, target, id FROM deliveries
+                   WHERE event_row = $1 AND action = 'post' ORDER BY id""",
+                event_row,
+            )
+        )
+        return {(row[0], row[1]): row[2] for row in rows}
+
+    async def release_held(self, event_row: int, *, now: float) -> int:
+        """Make an event's deliveries that are held back for later due now; returns how many."""
+        status = await self._write(
+            """UPDATE deliveries SET not_before = $1,
+                      options = jsonb_set(options, '{due}', to_jsonb($1::float8)),
+                      updated_at = $1
+               WHERE event_row = $2 AND state = 'pending' AND not_before > $1""",
+            now,
+            event_row,
+        )
+        return _count(status)
+
+    async def cancel_pending(self, event_row: int, *, reason: str, now: float) -> int:
+        """Call off an event's deliveries that were not sent yet; returns how many."""
+        status = await self._write(
+            """UPDATE deliveries SET state = 'cancelled', last_error = $1, updated_at = $2
+               WHERE event_row = $3 AND state = 'pending'""",
+            reason,
+            now,
+            event_row,
+        )
+        return _count(status)
+
+    async def reached_targets(self, event_row: int) -> set[tuple[str, str]]:
+        """The (sink, target) pairs an event's deliveries went or are going out to."""
+        rows = await self._read(
+            lambda c: c.fetch(
+                """SELECT DISTINCT sink, target FROM deliveries
+                   WHERE event_row = $1 AND state != 'cancelled'""",
+                event_row,
+            )
+        )
+        return {(row[0], row[1]) for row in rows}
+
+    async def delivery_status(self, delivery_id: int) -> tuple[str, str | None]:
+        """(state, platform message id) of one delivery."""
+        row = await self._read(
+            lambda c: c.fetchrow(
+                "SELECT state, message_id FROM deliveries WHERE id = $1", delivery_id
+            )
+        )
+        if row is None:
+            raise KeyError(delivery_id)
+        return row[0], row[1]
+
+    async def set_message_id(self, delivery_id: int, message_id: str) -> None:
+        """Point a delivery at another platform message (a card posted anew)."""
+        await self._write(
+            "UPDATE deliveries SET message_id = $1 WHERE id = $2", message_id, delivery_id
+        )
+
+    async def failed_count(self, sink: str, target: str) -> int:
+        """How many deliveries to one chat (or its forum topics) failed for good."""
+        value = await self._read(
+            lambda c: c.fetchval(
+                f"""SELECT count(*) FROM deliveries WHERE sink = $1 AND state = 'failed'
+                    AND {_CHAT_OR_TOPIC.format(target="$2")}""",
+                sink,
+                target,
+            )
+        )
+        return int(value)
+
+    # -- chats that moved ----------------------------------------------------------
+
+    async def move_target(self, sink: str, old: str, new: str, *, now: float) -> bool:
+        """Follow a chat to its new id, exactly once (see `bot.store.MoveStore`)."""
+        async with self._atomic():
+            status = await self._write(
+                """INSERT INTO target_moves (sink, old_target, new_target, moved_at)
+                   VALUES ($1, $2, $3, $4) ON CONFLICT (sink, old_target) DO NOTHING""",
+                sink,
+                old,
+                new,
+                now,
+            )
+            if _count(status) != 1:
+                return False
+            await self._move_chat_rows("subscriptions", sink, old, new)
+            await self._move_chat_rows("mutes", sink, old, new)
+            where = f"sink = $1 AND {_CHAT_OR_TOPIC.format(target='$2')}"
+            # A delivery the new id already has (the same event and action) stays where it
+            # was; called off if it was still to go out, so the chat gets it once.
+            await self._write(
+                f"""UPDATE deliveries SET target = $3 || substr(target, length($2) + 1),
+                           updated_at = $4
+                    WHERE {where} AND NOT EXISTS (
+                        SELECT 1 FROM deliveries AS d WHERE d.event_row = deliveries.event_row
+                        AND d.sink = deliveries.sink AND d.action = deliveries.action
+                        AND d.target = $3 || substr(deliveries.target, length($2) + 1))""",
+                sink,
+                old,
+                new,
+                now,
+            )
+            await self._write(
+                f"""UPDATE deliveries SET state = 'cancelled', updated_at = $4,
+                    last_error = 'cancelled: the chat moved to ' || $3 || ', which has it already'
+                    WHERE {where} AND state IN ('pending', 'sending')""",
+                sink,
+                old,
+                new,
+                now,
+            )
+        return True
+
+    async def _move_chat_rows(self, table: str, sink: str, old: str, new: str) -> None:
+        """Re-address the subscriptions or mutes of a chat that moved; where the new id has
+        the same pattern, one row stays (for mutes the one lasting longer)."""
+        assert table in ("subscriptions", "mutes")
+        mutes = table == "mutes"
+        columns = "id, target, pattern" + (", until" if mutes else "")
+        where = f"sink = $1 AND {_CHAT_OR_TOPIC.format(target='$2')}"
+        rows = await self._read(
+            lambda c: c.fetch(
+                f"SELECT {columns} FROM {table} WHERE {where} ORDER BY id", sink, old
+            )
+        )
+        for row in rows:
+            target = new + row["target"][len(old) :]
+            pattern = row["pattern"]
+
+            async def same(conn: Conn, target: str = target, pattern: str = pattern) -> Any:
+                return await conn.fetchrow(
+                    f"SELECT {columns} FROM {table}"
+                    " WHERE sink = $1 AND target = $2 AND pattern = $3",
+                    sink,
+                    target,
+                    pattern,
+                )
+
+            there = await self._read(same)
+            if there is None:
+                await self._write(
+                    f"UPDATE {table} SET target = $1 WHERE id = $2", target, row["id"]
+                )
+                continue
+            if mutes:
+                until = (
+                    None
+                    if row["until"] is None or there["until"] is None
+                    else max(row["until"], there["until"])
+                )
+                await self._write("UPDATE mutes SET until = $1 WHERE id = $2", until, there["id"])
+            await self._write(f"DELETE FROM {table} WHERE id = $1", row["id"])
+
+    async def moved_targets(self, sink: str | None = None) -> dict[tuple[str, str], str]:
+        """Every recorded move (of one sink's chats, when given): (sink, old) -> new."""
+        if sink is None:
+            rows = await self._read(
+                lambda c: c.fetch("SELECT sink, old_target, new_target FROM target_moves")
+            )
+        else:
+            rows = await self._read(
+                lambda c: c.fetch(
+                    "SELECT sink, old_target, new_target FROM target_moves WHERE sink = $1",
+                    sink,
+                )
+            )
+        return {(row[0], row[1]): row[2] for row in rows}
+
+    # -- source state --------------------------------------------------------------
+
+    async def source_value(self, source: str, key: str) -> str | None:
+        """The value stored under `key` for `source`, or None."""
+        value = await self._read(
+            lambda c: c.fetchval(
+                "SELECT value FROM source_state WHERE source = $1 AND key = $2", source, key
+            )
+        )
+        return None if value is None else str(value)
+
+    async def set_source_value(self, source: str, key: str, value: str, *, now: float) -> None:
+        """Store `value` under `key` for `source`, committed (or a step of the caller's
+        transaction)."""
+        await self._write(
+            """INSERT INTO source_state (source, key, value, updated_at)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT (source, key) DO UPDATE
+               SET value = excluded.value, updated_at = excluded.updated_at""",
+            source,
+            key,
+            value,
+            now,
+        )
+
+
+# The chat itself and its forum topics ("old/7"), never "old7"; no LIKE, so a % or _ in
+# an id is just a character.
+_CHAT_OR_TOPIC: Final = (
+    "(target = {target} OR left(target, length({target}) + 1) = {target} || '/')"
+)
+
+
+def _unfinished(cutoff_at: str) -> str:
+    """Dispatched, and none of its deliveries is still to go out or finished after the
+    cut-off (epoch seconds, the parameter named)."""
+    return f"""e.dispatched AND NOT EXISTS (
+        SELECT 1 FROM deliveries d WHERE d.event_row = e.id
+        AND (d.state IN ('pending', 'sending') OR d.updated_at >= {cutoff_at}))"""
+
+
+async def _pinned_events(conn: Conn, cutoff: datetime) -> set[int]:
+    """Events that must stay whatever their age (see SQLiteStore._pinned_events)."""
+    pinned: set[int] = set()
+    rows = await conn.fetch(
+        """SELECT s.session_row, s.end_row FROM streams s
+           LEFT JOIN events e ON e.id = s.end_row
+           WHERE s.live OR s.end_row IS NULL OR e.received_at >= $1
+           OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_row = s.end_row
+                      AND d.state IN ('pending', 'sending'))""",
+        cutoff,
+    )
+    for row in rows:
+        pinned.update(value for value in row if value is not None)
+    cards = await conn.fetch(
+        """SELECT DISTINCT card.event_row FROM deliveries d
+           JOIN deliveries card ON card.id = (d.options->>'card')::bigint
+           WHERE d.state IN ('pending', 'sending') AND d.options ? 'card'"""
+    )
+    pinned.update(row[0] for row in cards)
+    return pinned
+
+
+async def _with_derived(
+    conn: Conn,
+    chosen: set[int],
+    pinned: set[int],
+    cutoff: datetime,
+    cutoff_at: float,
+) -> None:
+    """Complete `chosen` with the events derived from it, or leave out the parents of
+    derived events that must stay (see SQLiteStore._with_derived)."""
+    kept: set[int] = set()
+    while chosen:
+        rows = await conn.fetch(
+            "SELECT id, parent_id FROM events WHERE parent_id = ANY($1)", sorted(chosen)
+        )
+        outside = [(row[0], row[1]) for row in rows if row[0] not in chosen]
+        if not outside:
+            return
+        children = sorted({child for child, _parent in outside} - kept - pinned)
+        old_rows = await conn.fetch(
+            f"""SELECT e.id FROM events e WHERE e.id = ANY($1)
+                AND e.received_at < $2 AND {_unfinished("$3")}""",
+            children,
+            cutoff,
+            cutoff_at,
+        )
+        old = {row[0] for row in old_rows}
+        for child, parent in outside:
+            if child in old:
+                chosen.add(child)
+            else:
+                kept.update((child, parent))
+                chosen.discard(parent)
+
+
+def _count(status: str) -> int:
+    words = status.split()
+    return int(words[-1]) if words and words[-1].isdigit() else 0
+
+
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: datetime | None) -> datetime | None: ...
+def _aware(value: datetime | None) -> datetime | None:
+    """A datetime for a timestamptz column: a naive one is taken to be UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _stream_from_row(row: asyncpg.Record) -> StreamState:
+    return StreamState(
+        streamer_key=row["streamer_key"],
+        display_name=row["display_name"],
+        url=row["url"],
+        live=bool(row["live"]),
+        info=LiveInfo.from_json(json.loads(row["info"])),
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        state_at=row["state_at"],
+        marks=SessionMarks(
+            session_row=row["session_row"],
+            end_row=row["end_row"],
+            change_posted_at=row["change_posted_at"],
+        ),
+    )
+
+
+def _delivery_from_row(row: asyncpg.Record) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        event_row=row["event_row"],
+        sink=row["sink"],
+        target=row["target"],
+        action=row["action"],
+        options=json.loads(row["options"]),
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        not_before=row["not_before"],
+    )
+
+
+def _info_from_row(row: asyncpg.Record) -> DeliveryInfo:
+    return DeliveryInfo(
+        id=row["id"],
+        event_row=row["event_row"],
+        sink=row["sink"],
+        target=row["target"],
+        action=row["action"],
+        options=json.loads(row["options"]),
+        state=row["state"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        not_before=row["not_before"],
+        last_error=row["last_error"],
+        message_id=row["message_id"],
+        kind=row["kind"],
+        streamer_key=row["streamer_key"],
+    )
+
+
+if TYPE_CHECKING:
+    # mypy proves here that the PostgreSQL backend implements the whole Store Protocol.
+    _implements: type[Store] = PostgresStore

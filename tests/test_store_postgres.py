@@ -1,0 +1,299 @@
+"""What only the PostgreSQL store has to prove beyond the contract suite (which it passes
+unchanged, tests/test_store_contract.py): several stores on one database, as several
+bot processes are, never claim one delivery twice and never interleave transactions;
+passwords stay out of every message; a read-only or unreachable server is
+StoreUnavailable, not a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.config import load_config
+from bot.errors import ConfigError, StoreUnavailable
+from bot.events import Event, LiveInfo
+from bot.store import StreamState
+from bot.store.migrations import MIGRATIONS
+from bot.store.postgres import PostgresStore, redacted
+from bot.store.postgres_schema import POSTGRES_MIGRATIONS
+from tests.conftest import SECRET
+from tests.test_cli import running_bot, start_bot
+from tests.test_reliability import live_start, post
+
+T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
+
+
+def event(event_id: str) -> Event:
+    return Event(
+        source="rec",
+        event_id=event_id,
+        kind="live_start",
+        occurred_at=T0,
+        received_at=T0,
+        platform="twitch",
+        channel="quinn",
+        live=LiveInfo(title="Painting"),
+    )
+
+
+def test_the_schemas_are_numbered_alike() -> None:
+    """Schema N is the same tables in SQLite and PostgreSQL (`store migrate` relies on it)."""
+    assert len(POSTGRES_MIGRATIONS) == len(MIGRATIONS)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://bot:s3cr3t@db.example:5433/bot",
+            "postgresql://bot:***@db.example:5433/bot",
+        ),
+        ("postgresql://bot@db.example/bot", "postgresql://bot@db.example/bot"),
+        ("postgresql://:s3cr3t@[::1]/bot", "postgresql://***@[::1]/bot"),
+    ],
+)
+def test_a_password_in_the_url_is_never_shown(url: str, shown: str) -> None:
+    assert redacted(url) == shown
+    assert PostgresStore(url).location == shown
+
+
+async def test_an_unreachable_server_is_unavailable_and_says_so_without_the_password() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = PostgresStore(f"postgresql://bot:s3cr3t@127.0.0.1:{port}/bot")
+    with pytest.raises(StoreUnavailable) as info:
+        await store.open()
+    assert "s3cr3t" not in str(info.value)
+    assert not store.health.ok and "s3cr3t" not in (store.health.error or "")
+    await store.close()
+
+
+async def test_stores_on_one_database_never_claim_one_delivery_twice(postgres_url: str) -> None:
+    """Three processes' outbox workers claiming at once: every row goes to exactly one."""
+    stores = [PostgresStore(postgres_url) for _ in range(3)]
+    for store in stores:
+        await store.open()
+    try:
+        row = await stores[0].insert_event(event("e1"))
+        assert row is not None
+        for n in range(300):
+            await stores[0].add_delivery(
+                event_row=row, sink="discord", target=f"chat{n}", not_before=0, now=0
+            )
+
+        async def claim_all(store: PostgresStore) -> list[int]:
+            got: list[int] = []
+            while batch := await store.claim_due("discord", now=1, limit=7):
+                got.extend(d.id for d in batch)
+                await asyncio.sleep(0)
+            return got
+
+        claimed = await asyncio.gather(*(claim_all(s) for s in stores))
+        every = [d for batch in claimed for d in batch]
+        assert len(every) == len(set(every)) == 300
+        assert all(claimed), "each store got a share"
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_write_transactions_of_two_stores_run_one_after_the_other(postgres_url: str) -> None:
+    """A read-then-write transaction (the dispatch stage's) is never interleaved with
+    another process's: the second waits for the first to commit, then sees its write."""
+    first, second = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    await first.open()
+    await second.open()
+    key = "twitch/quinn"
+    state = StreamState(key, "Quinn", None, False, LiveInfo(), None, None, T0)
+    await first.save_stream(state, now=T0)
+    order: list[str] = []
+    inside = asyncio.Event()
+
+    async def slow_writer() -> None:
+        async with first.transaction():
+            order.append("first in")
+            inside.set()
+            await first.set_change_posted_at(key, 1.0)
+            await asyncio.sleep(0.5)  # only to prove the other waits; never in real code
+            order.append("first out")
+
+    async def reader_writer() -> None:
+        await inside.wait()
+        async with second.transaction():
+            order.append("second in")
+            seen = await second.get_stream(key)
+            assert seen is not None and seen.marks.change_posted_at == 1.0
+            await second.set_change_posted_at(key, 2.0)
+
+    try:
+        await asyncio.gather(slow_writer(), reader_writer())
+        assert order == ["first in", "first out", "second in"]
+        stored = await first.get_stream(key)
+        assert stored is not None and stored.marks.change_posted_at == 2.0
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_read_only_store_refuses_writes_as_unavailable(postgres_url: str) -> None:
+    writer = PostgresStore(postgres_url)
+    await writer.open()
+    await writer.close()
+    reader = PostgresStore(postgres_url, read_only=True)
+    await reader.open()
+    try:
+        assert await reader.schema_version() == len(POSTGRES_MIGRATIONS)
+        with pytest.raises(StoreUnavailable) as info:
+            await reader.insert_event(event("e2"))
+        assert info.value.code == "25006"
+        assert not reader.health.ok
+        assert (await reader.check()).startswith("error: 25006")
+    finally:
+        await reader.close()
+
+
+async def test_two_processes_starting_at_once_migrate_once(postgres_url: str) -> None:
+    stores = [PostgresStore(postgres_url) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        versions = {await s.schema_version() for s in stores}
+        assert versions == {len(POSTGRES_MIGRATIONS)}
+    finally:
+        for store in stores:
+            await store.close()
+
+
+# -- [storage] url ----------------------------------------------------------------------------
+
+
+def storage(keys: dict[str, object], environ: dict[str, str] | None = None) -> Any:
+    data = {"storage": keys}
+    return load_config(data, environ=environ or {}, base_dir=Path("/srv/bot")).storage
+
+
+def storage_problems(keys: dict[str, object], environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        storage(keys, environ)
+    return list(info.value.problems)
+
+
+def test_a_url_selects_postgresql_with_its_password_from_the_environment() -> None:
+    chosen = storage(
+        {"url": "postgresql://bot@db.example/bot", "password_env": "BOT_DB_PASSWORD"},
+        {"BOT_DB_PASSWORD": "hunter2-but-longer"},
+    )
+    assert chosen.url == "postgresql://bot@db.example/bot"
+    assert chosen.password == "hunter2-but-longer"
+    assert "hunter2" not in repr(chosen)
+    inline = storage({"url": "postgresql://bot:pa55word@db.example/bot"})
+    assert inline.location == "postgresql://bot:***@db.example/bot"
+    assert "pa55word" not in repr(inline)
+    assert storage({}).url is None  # SQLite stays the default
+
+
+@pytest.mark.parametrize(
+    ("keys", "environ", "expected"),
+    [
+        (
+            {"url": "postgresql://bot@db/bot", "path": "bot.sqlite3"},
+            {},
+            "storage: set path (an SQLite file) or url (PostgreSQL), not both",
+        ),
+        (
+            {"url": "mysql://bot:pa55word@db/bot"},
+            {},
+            "storage.url: must be a postgresql:// URL (scheme mysql://)",
+        ),
+        ({"url": "postgresql://bot@db"}, {}, "storage.url: names no database"),
+        ({"url": "postgresql://bot@db:port/bot"}, {}, "storage.url: is not a URL"),
+        (
+            {"url": "postgresql://bot@db/bot", "password_env": "NOT_SET"},
+            {},
+            "storage.password_env: environment variable NOT_SET is not set",
+        ),
+        (
+            {"url": "postgresql://bot:pa55word@db/bot", "password_env": "DB_PASSWORD"},
+            {"DB_PASSWORD": "x"},
+            "storage: the url has a password and password_env names one",
+        ),
+        (
+            {"password_env": "DB_PASSWORD"},
+            {"DB_PASSWORD": "x"},
+            "storage.password_env: is for url",
+        ),
+    ],
+)
+def test_storage_mistakes_are_named_by_key_and_never_echo_the_password(
+    keys: dict[str, object], environ: dict[str, str], expected: str
+) -> None:
+    found = storage_problems(keys, environ)
+    assert any(problem.startswith(expected) for problem in found), found
+    assert not any("pa55word" in problem for problem in found)
+
+
+# -- through `python -m bot run` -------------------------------------------------------------
+
+
+def run_config(tmp_path: Path, url: str) -> Path:
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        f"""
+[server]
+host = "127.0.0.1"
+port = 0
+
+[storage]
+url = "{url}"
+password_env = "STREAMBOT_TEST_DB_PASSWORD"
+
+[behaviour]
+end_grace = "0s"
+
+[[sources]]
+name = "rec"
+kind = "onliverec"
+secret = "{SECRET}"
+
+[[routes]]
+match = "*"
+"""
+    )
+    return config
+
+
+async def test_the_bot_runs_on_postgresql_and_one_bot_holds_the_database(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """`python -m bot run` on [storage] url: a card on the console, the event kept across a
+    restart (its retry is a duplicate), a second bot on the database refused while the
+    first runs and let in once it is killed, and the password in no line it prints."""
+    config = run_config(tmp_path, postgres_url)
+    env = {"STREAMBOT_TEST_DB_PASSWORD": "unused-by-trust-auth-9Zq"}
+    start = live_start("quinn", "On PostgreSQL")
+    async with running_bot(config, env=env) as bot:
+        assert (await post(bot.url, start)).status == 202
+        await bot.wait_for("stdout", r"\[live_start\] Quinn is live")
+        proc = await start_bot(config, env=env)
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode != 0
+        assert b"another bot" in err and b"already running on this database" in err
+        bot.proc.kill()  # kill -9: PostgreSQL lets go of the lock with the connection
+        await bot.proc.wait()
+    async with running_bot(config, env=env) as bot:
+        again = await post(bot.url, start)
+        assert again.status == 200  # stored before the kill: a duplicate now
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{bot.url}/healthz") as response,
+        ):
+            health = await response.json()
+        assert health["ok"] is True and health["database"] == "ok", health
+        assert await bot.stop() == 0
+    assert "unused-by-trust-auth" not in bot.stdout + bot.stderr
