@@ -18,13 +18,15 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from bot import events as ev
 from bot import i18n
 from bot.commands import Commands
 from bot.config import (
     LOG_LEVELS,
+    POSTGRES_SCHEMES,
     Config,
     Route,
     SourceConfig,
@@ -43,6 +45,7 @@ from bot.errors import (
 )
 from bot.events import Event, utcnow
 from bot.init import InitOptions, run_init
+from bot.instance import InstanceLock
 from bot.logs import setup_logging
 from bot.pipeline.routing import moved_route_targets
 from bot.preflight import CONSOLE_TARGET, TargetStatus, check_targets, configured_targets
@@ -60,6 +63,10 @@ from bot.testcard import (
     latest_live_start,
     post_card,
 )
+
+if TYPE_CHECKING:
+    from bot.store.postgres import PostgresStore
+    from bot.store.transfer import Copied
 
 log = logging.getLogger("bot")
 
@@ -83,6 +90,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level or "info", "text")
     command: int = args.func(args)
     return command
+
+
+def _add_database_commands(commands: Any) -> None:
+    """`deliveries`, and `store migrate`: the database moved to PostgreSQL."""
+    deliveries = commands.add_parser(
+        "deliveries", help="list pending and failed deliveries with their last error"
+    )
+    deliveries.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    deliveries.add_argument(
+        "--retry",
+        action="store_true",
+        help="re-queue every failed delivery (a running bot sends them within 30s)",
+    )
+    deliveries.set_defaults(func=_cmd_deliveries)
+    store = commands.add_parser("store", help="move the database to PostgreSQL")
+    store_commands = store.add_subparsers(dest="store_command", metavar="COMMAND", required=True)
+    migrate = store_commands.add_parser(
+        "migrate",
+        help="copy the SQLite database into an empty PostgreSQL database",
+        description="Copy everything the SQLite database of the config holds (events, live"
+        " state, mutes, subscriptions, pending and sent deliveries, so cards stay editable)"
+        " into an empty PostgreSQL database, in one transaction. Stop the bot first; then"
+        " point [storage] url at the new database.",
+    )
+    migrate.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    migrate.add_argument(
+        "--to", required=True, metavar="URL", help="postgresql://user@host:5432/dbname"
+    )
+    migrate.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="the environment variable holding the PostgreSQL password (else the URL's)",
+    )
+    migrate.set_defaults(func=_cmd_store_migrate)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -201,16 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.set_defaults(func=_cmd_render)
 
-    deliveries = commands.add_parser(
-        "deliveries", help="list pending and failed deliveries with their last error"
-    )
-    deliveries.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
-    deliveries.add_argument(
-        "--retry",
-        action="store_true",
-        help="re-queue every failed delivery (a running bot sends them within 30s)",
-    )
-    deliveries.set_defaults(func=_cmd_deliveries)
+    _add_database_commands(commands)
 
     test_send = commands.add_parser(
         "test-send",
@@ -872,6 +904,75 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
         return 0
     print(_delivery_table(rows, now=now))
     return 0
+
+
+def _cmd_store_migrate(args: argparse.Namespace) -> int:
+    config = _load(args.config, args.log_level)
+    if config is None:
+        return EXIT_CONFIG
+    if config.storage.url is not None:
+        print(f"error: {args.config} is on PostgreSQL already", file=sys.stderr)
+        return 2
+    # The backends are imported here only, as by create_store: each imports its driver.
+    from bot.store.transfer import TargetNotEmpty  # noqa: PLC0415
+
+    path = Path(config.storage.path)
+    target = _migration_target(args)
+    if target is None:
+        return 2
+    if not path.is_file():
+        print(f"error: no database at {path} to copy (has the bot run yet?)", file=sys.stderr)
+        return 1
+    try:
+        # The bot's own lock: nothing writes to the file while it is copied.
+        with InstanceLock(path):
+            copied = asyncio.run(_copy_database(path, target))
+    except InstanceLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except (StoreUnavailable, DatabaseTooNew, TargetNotEmpty) as exc:
+        print(f"error: {target.location}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    rows = ", ".join(f"{count} {table}" for table, count in copied.rows.items())
+    print(f"copied {path} (schema {copied.schema}) to {target.location}: {rows}")
+    print(
+        "next: in bot.toml's [storage], replace path with url (and password_env), then start"
+        f" the bot; {path} stays as it was"
+    )
+    return 0
+
+
+def _migration_target(args: argparse.Namespace) -> PostgresStore | None:
+    """The PostgreSQL store `--to` names (None after saying what is wrong with it)."""
+    from bot.store.postgres import PostgresStore  # noqa: PLC0415
+
+    url = args.to.strip()
+    if urlsplit(url).scheme.lower() not in POSTGRES_SCHEMES:
+        print("error: --to must be a postgresql:// URL", file=sys.stderr)
+        return None
+    password = None
+    if args.password_env is not None:
+        password = os.environ.get(args.password_env)
+        if not password:
+            print(f"error: --password-env: {args.password_env} is not set", file=sys.stderr)
+            return None
+    return PostgresStore(url, password=password)
+
+
+async def _copy_database(path: Path, target: PostgresStore) -> Copied:
+    from bot.store.sqlite import TOOL_BUSY_TIMEOUT_MS, SQLiteStore  # noqa: PLC0415
+    from bot.store.transfer import copy_sqlite_to_postgres  # noqa: PLC0415
+
+    source = SQLiteStore(path, busy_timeout_ms=TOOL_BUSY_TIMEOUT_MS)
+    await source.open()
+    try:
+        await target.open()
+        try:
+            return await copy_sqlite_to_postgres(source, target)
+        finally:
+            await target.close()
+    finally:
+        await source.close()
 
 
 async def _deliveries(

@@ -1099,6 +1099,68 @@ class PostgresStore:
             now,
         )
 
+    # -- moving from another backend (bot.store.transfer) ----------------------------
+
+    async def is_empty(self) -> bool:
+        """True when the database holds no events, streams, mutes or subscriptions yet."""
+
+        async def empty(conn: Conn) -> bool:
+            for table in ("events", "streams", "mutes", "subscriptions", "source_state"):
+                if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
+                    return False
+            return True
+
+        return await self._read(empty)
+
+    async def import_rows(self, tables: dict[str, list[dict[str, Any]]]) -> None:
+        """Write rows read from another backend, ids kept, in one transaction; then move
+        each id sequence past the highest id, so new rows never collide."""
+        async with self._transaction() as tx:
+            for table, rows in tables.items():
+                if not rows:
+                    continue
+                columns = list(rows[0])
+                convert = _IMPORT_CONVERSIONS.get(table, {})
+                records = [tuple(convert.get(c, _same)(row[c]) for c in columns) for row in rows]
+                await tx.conn.copy_records_to_table(table, records=records, columns=columns)
+                tx.changed = True
+            for table in ("events", "deliveries", "mutes", "subscriptions"):
+                await tx.conn.execute(
+                    f"""SELECT setval(pg_get_serial_sequence('{table}', 'id'),
+                                      greatest((SELECT max(id) FROM {table}), 1))"""
+                )
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _flag(value: Any) -> bool:
+    return bool(value)
+
+
+def _moment(value: Any) -> datetime | None:
+    return _aware(datetime.fromisoformat(value)) if value else None
+
+
+#: SQLite keeps times as ISO text and flags as integers; these columns take them as
+#: PostgreSQL's own types (bot.store.postgres_schema).
+_IMPORT_CONVERSIONS: Final[dict[str, dict[str, Callable[[Any], Any]]]] = {
+    "events": {
+        "occurred_at": _moment,
+        "received_at": _moment,
+        "notified": _flag,
+        "dispatched": _flag,
+    },
+    "streams": {
+        "live": _flag,
+        "started_at": _moment,
+        "ended_at": _moment,
+        "state_at": _moment,
+        "updated_at": _moment,
+    },
+}
+
 
 # The chat itself and its forum topics ("old/7"), never "old7"; no LIKE, so a % or _ in
 # an id is just a character.

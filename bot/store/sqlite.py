@@ -1167,6 +1167,29 @@ class SQLiteStore:
                 (source, key, value, now),
             )
 
+    # -- moving to another backend (bot.store.transfer) ------------------------------
+
+    def table_rows(self, table: str) -> list[dict[str, Any]]:
+        """Every row of one of the TRANSFER_TABLES, as stored, in row order (read in the
+        caller's transaction, so all tables are one consistent snapshot)."""
+        assert table in TRANSFER_TABLES
+        order = "id" if table in _IDENTITY_TABLES else "rowid"
+        rows = self._db.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+        return [dict(row) for row in rows]
+
+
+#: What `store migrate` copies, parents before children (deliveries refer to events).
+TRANSFER_TABLES: Final = (
+    "events",
+    "streams",
+    "deliveries",
+    "mutes",
+    "subscriptions",
+    "target_moves",
+    "source_state",
+)
+_IDENTITY_TABLES: Final = frozenset({"events", "deliveries", "mutes", "subscriptions"})
+
 
 def _chunks(values: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(values), size):
