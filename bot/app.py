@@ -358,6 +358,10 @@ async def _run_with_store(
             group.create_task(stage.run(stop), name="dispatch")
             group.create_task(_watch_database(store, stop), name="database-watch")
             group.create_task(
+                _heartbeat(store, sinks, stop, config.storage.lease.total_seconds()),
+                name="heartbeat",
+            )
+            group.create_task(
                 Pruner(store=store, retention=config.storage.retention, metrics=metrics).run(stop),
                 name="retention",
             )
@@ -494,6 +498,31 @@ async def _watch_database(store: Store, stop: asyncio.Event) -> None:
             delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay if not store.health.ok else 1.0)
+
+
+async def _heartbeat(
+    store: Store, sinks: Mapping[str, Sink], stop: asyncio.Event, lease: float
+) -> None:
+    """Tell the database this process is alive, three times per lease: the leases of the
+    deliveries it is sending are renewed (another process takes them over only once it
+    is gone), and when the number of bot processes on the database changes, each sink
+    takes its share of the platform's rate limits, which count the whole bot token."""
+    processes = 1
+    while not stop.is_set():
+        with contextlib.suppress(StoreUnavailable):
+            alive = await store.heartbeat(now=time.time())
+            if alive != processes:
+                log.info(
+                    "%d bot processes share the database: each sends at 1/%d of the"
+                    " platforms' rate limits",
+                    alive,
+                    alive,
+                )
+                processes = alive
+                for sink in sinks.values():
+                    sink.share_limits(alive)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), lease / 3)
 
 
 async def _reload_on_request(request: asyncio.Event, reloader: Reloader) -> None:

@@ -46,7 +46,7 @@ _MAX_BODY_LIMIT: Final = 64 * 1024 * 1024
 # both derived from these, so the docs test cannot drift from the loader.
 _SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "server": ("host", "port", "max_body_bytes"),
-    "storage": ("path", "url", "password_env", "retention"),
+    "storage": ("path", "url", "password_env", "retention", "lease"),
     "console": ("enabled",),
     "templates": ("dir",),
     "behaviour": (
@@ -141,6 +141,11 @@ DEFAULT_RETENTION: Final = timedelta(days=30)
 #: sender may repeat a webhook in (a day for OneLiveRec's id-less bodies, the
 #: DIGEST_WINDOW of bot.pipeline.ingest; 48 h for Kick's redeliveries).
 MIN_RETENTION: Final = timedelta(days=2)
+#: [storage] lease: a dead process's deliveries are taken over within this (issue 20).
+DEFAULT_LEASE: Final = timedelta(seconds=60)
+#: Shorter, and a slow heartbeat (a busy database) could hand a live process's sends to
+#: another: three heartbeats per lease must fit with room to spare.
+MIN_LEASE: Final = timedelta(seconds=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +160,9 @@ class StorageConfig:
     url: str | None = field(default=None, repr=False)
     #: The password from `password_env`, when the URL has none.
     password: str | None = field(default=None, repr=False)
+    #: How long a process's claims (deliveries it sends) outlive its last heartbeat: a
+    #: dead process's work moves to another within this.
+    lease: timedelta = DEFAULT_LEASE
 
     @property
     def location(self) -> str:
@@ -697,11 +705,16 @@ def _storage(table: _Table, base_dir: Path, environ: Mapping[str, str]) -> Stora
             ' twice); to keep history for good, give a long time such as "3650d"',
         )
         retention = DEFAULT_RETENTION
+    lease = table.duration("lease", DEFAULT_LEASE)
+    if lease < MIN_LEASE:
+        table.problem("lease", f"must be at least {format_duration(MIN_LEASE)}")
+        lease = DEFAULT_LEASE
     return StorageConfig(
         path=path if path is not None else base_dir / DEFAULT_DATABASE,
         retention=retention,
         url=url,
         password=password,
+        lease=lease,
     )
 
 

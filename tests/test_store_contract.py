@@ -813,3 +813,8 @@ async def test_pruning_goes_in_bounded_batches(db: Store) -> None:
     for target in "abcdef":
         await finished(db, big, target, "sent")
     assert await db.prune(before=CUT, limit=4) == PruneResult(events=1, deliveries=6)
+
+
+async def test_a_heartbeat_counts_this_process_alive(db: Store) -> None:
+    assert await db.heartbeat(now=NOW) == 1
+    assert await db.heartbeat(now=NOW + 30) == 1

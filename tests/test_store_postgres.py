@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -297,3 +298,64 @@ async def test_the_bot_runs_on_postgresql_and_one_bot_holds_the_database(
         assert health["ok"] is True and health["database"] == "ok", health
         assert await bot.stop() == 0
     assert "unused-by-trust-auth" not in bot.stdout + bot.stderr
+
+
+# -- leases: several processes sharing the outbox ---------------------------------------------
+
+
+async def test_a_chat_is_sent_to_by_one_process_and_a_dead_ones_claims_move_on(
+    postgres_url: str,
+) -> None:
+    """Process A claims chat X's first message; B, claiming meanwhile, leaves X alone (its
+    messages must stay in order) but takes chat Y. A keeps its claim alive by its
+    heartbeat; once A is silent past the lease, B takes X's messages over, the first one
+    with another attempt counted."""
+    a = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=60)
+    b = PostgresStore(postgres_url, owner="host-b:2:bbbb", lease=60)
+    await a.open()
+    await b.open()
+    try:
+        row = await a.insert_event(event("e1"))
+        assert row is not None
+        first = await a.add_delivery(
+            event_row=row, sink="telegram", target="X", not_before=0, now=0
+        )
+        await a.add_delivery(
+            event_row=row, sink="telegram", target="X", action="edit", not_before=0, now=0
+        )
+        y = await a.add_delivery(event_row=row, sink="telegram", target="Y", not_before=0, now=0)
+        [claimed] = await a.claim_due("telegram", now=100, limit=1)
+        assert claimed.id == first
+        assert [d.id for d in await b.claim_due("telegram", now=101)] == [y]
+        await b.mark_sent(y, message_id="77", now=101)
+        assert await b.claim_due("telegram", now=102) == []  # X is A's while A lives
+        assert await a.heartbeat(now=150) == 1
+        assert await b.heartbeat(now=150) == 2  # both alive: each takes half the limits
+        assert await b.claim_due("telegram", now=200) == []  # renewed at 150: until 210
+        taken = await b.claim_due("telegram", now=211)
+        # The post first, another attempt counted, then the edit after it, in order.
+        assert [(d.action, d.attempts) for d in taken] == [("post", 2), ("edit", 1)]
+        assert taken[0].id == first
+        assert await b.heartbeat(now=211 + 61) == 1  # A is forgotten
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_restart_requeues_only_what_a_dead_process_left(postgres_url: str) -> None:
+    live = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=3600)
+    await live.open()
+    try:
+        row = await live.insert_event(event("e1"))
+        assert row is not None
+        await live.add_delivery(event_row=row, sink="discord", target="1", not_before=0, now=0)
+        [mine] = await live.claim_due("discord", now=time.time())
+        starting = PostgresStore(postgres_url, owner="host-b:2:bbbb")
+        await starting.open()
+        try:
+            assert await starting.requeue_in_flight() == 0  # A is sending it right now
+        finally:
+            await starting.close()
+        assert await live.delivery_status(mine.id) == ("sending", None)
+    finally:
+        await live.close()

@@ -31,6 +31,11 @@ class Sink(Protocol):
         """Connect; return once the sink can deliver (or has failed visibly)."""
         ...
 
+    def share_limits(self, processes: int) -> None:
+        """Send at `1/processes` of the platform's rate limits from now on: that many bot
+        processes share its bot token (several on one PostgreSQL database)."""
+        ...
+
     async def stop(self) -> None:
         """Disconnect and release resources (idempotent)."""
         ...

@@ -88,6 +88,10 @@ class ConsoleSink:
         """Nothing to connect to."""
         self._state = "running"
 
+    def share_limits(self, processes: int) -> None:
+        """The console has no rate limit."""
+        del processes
+
     async def stop(self) -> None:
         """Nothing to disconnect."""
         self._state = "stopped"

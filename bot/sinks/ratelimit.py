@@ -44,6 +44,9 @@ class WindowLimiter:
             raise ValueError(f"a rate limit needs limit >= 1 and period > 0, not {limit}/{period}")
         self.limit = limit
         self.period = period
+        #: The limit the platform sets for the whole bot token; `limit` is this
+        #: process's part of it (`share`).
+        self.whole = limit
         self._available = limit
         # Waiters, first come first served within each lane; the urgent lane goes first.
         self._urgent: deque[asyncio.Future[None]] = deque()
@@ -74,6 +77,21 @@ class WindowLimiter:
                 reservation.used = True
                 return
         await self._take(urgent=urgent, background=background)
+
+    def share(self, processes: int) -> None:
+        """Take `1/processes` of the whole limit: several bot processes send with one
+        token, and the platform counts their requests together (issue 20). A smaller
+        part takes effect as held slots free up; a larger one at once."""
+        limit = max(1, self.whole // max(processes, 1))
+        grown = limit - self.limit
+        if grown == 0:
+            return
+        self.limit = limit
+        self._kept_free = limit // 2
+        self._available += grown
+        while self._available > 0 and (self._urgent or self._waiting or self._background):
+            self._available -= 1
+            self._hand_over()
 
     def release(self) -> None:
         """A request is over: its slot frees up `period` seconds from now."""
@@ -132,6 +150,9 @@ class WindowLimiter:
     def _hand_over(self) -> None:
         """A slot is free: to the first urgent waiter, else the first other one, else a
         background one if that leaves more than half the window free."""
+        if self._available < 0:
+            self._available += 1  # the part shrank (`share`): this slot is one too many
+            return
         lanes = [self._urgent, self._waiting]
         if self._available + 1 > self._kept_free:
             lanes.append(self._background)

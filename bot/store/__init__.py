@@ -443,6 +443,17 @@ class SourceStateStore(Protocol):
         """Store `value` under `key` for `source` (replacing what was there), committed."""
 
 
+class ProcessStore(Protocol):
+    """The bot processes on the database: several share a PostgreSQL one, and split the
+    outbox and the platforms' global rate limits between them."""
+
+    async def heartbeat(self, *, now: float) -> int:
+        """This process is alive at `now`: its row is renewed and the leases of the
+        deliveries it is sending are extended; processes silent for longer than the lease
+        are forgotten (their deliveries are taken over once their leases run out). How
+        many processes are alive, this one included."""
+
+
 class Store(
     EventStore,
     StreamStore,
@@ -452,6 +463,7 @@ class Store(
     CardStore,
     MoveStore,
     SourceStateStore,
+    ProcessStore,
     Protocol,
 ):
     """The whole store: every aggregate, plus its lifecycle and health."""
@@ -525,7 +537,11 @@ def create_store(storage: StorageConfig, *, tool: bool = False, read_only: bool 
         # The running bot holds the database's instance lock; tools share it.
         exclusive = not (tool or read_only)
         return PostgresStore(
-            storage.url, password=storage.password, read_only=read_only, exclusive=exclusive
+            storage.url,
+            password=storage.password,
+            read_only=read_only,
+            exclusive=exclusive,
+            lease=storage.lease.total_seconds(),
         )
     from bot.store.sqlite import BUSY_TIMEOUT_MS, TOOL_BUSY_TIMEOUT_MS, SQLiteStore  # noqa: PLC0415
 
@@ -548,6 +564,7 @@ __all__ = [
     "MuteStore",
     "OutboxCounts",
     "OutboxStore",
+    "ProcessStore",
     "PruneResult",
     "SessionMarks",
     "Store",

@@ -165,6 +165,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (source, key)
     );
     """,
+    # 9: several bot processes on one database (PostgreSQL). A claimed delivery is leased
+    # to the process sending it until `lease_until` (renewed while it runs), so another
+    # process takes it over only once that process is gone; each process writes a
+    # heartbeat row, and the live ones share the platforms' global rate limits.
+    """
+    ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
+    ALTER TABLE deliveries ADD COLUMN lease_until REAL;
+    CREATE TABLE processes (
+        id TEXT PRIMARY KEY,
+        started_at REAL NOT NULL,
+        seen_at REAL NOT NULL
+    );
+    """,
 )
 
 

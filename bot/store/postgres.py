@@ -51,6 +51,7 @@ from bot.store import (
 )
 from bot.store.migrations import statements
 from bot.store.postgres_schema import POSTGRES_MIGRATIONS
+from bot.store.process import LEASE_SECONDS, PROCESS_ID
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ class PostgresStore:
         read_only: bool = False,
         exclusive: bool = False,
         pool_max: int = POOL_MAX,
+        lease: float = LEASE_SECONDS,
+        owner: str = PROCESS_ID,
     ) -> None:
         """A store for the database at `url` (password in it, or given), opened by `open()`.
 
@@ -134,6 +137,10 @@ class PostgresStore:
         open: InstanceLocked when another bot has it.
         """
         self._exclusive = exclusive
+        #: How long this process's claims and heartbeat hold unrenewed ([storage] lease).
+        self.lease = lease
+        #: This process, on its claims and its heartbeat row (bot.store.process).
+        self.owner = owner
         self._instance: asyncpg.Connection | None = None
         self._url = url
         self._password = password
@@ -148,7 +155,15 @@ class PostgresStore:
 
     async def open(self) -> None:
         """Connect the pool and bring the schema up to date (unless read-only)."""
-        settings = {"lock_timeout": LOCK_TIMEOUT, "application_name": "streambot"}
+        settings = {
+            "lock_timeout": LOCK_TIMEOUT,
+            "application_name": "streambot",
+            # A machine that vanishes (no FIN, no RST) is noticed within about 25 s, so
+            # the locks and leases its connections held move on within the lease.
+            "tcp_keepalives_idle": "10",
+            "tcp_keepalives_interval": "5",
+            "tcp_keepalives_count": "3",
+        }
         if self.read_only:
             settings["default_transaction_read_only"] = "on"
         try:
@@ -738,29 +753,29 @@ class PostgresStore:
         is claiming at the same moment are skipped rather than waited for (`SKIP LOCKED`),
         so two processes never claim one row.
         """
+        # Claims are serialized (the write lock), so the check that no other process is
+        # sending to a chat sees every claim made before; a row whose sender's lease ran
+        # out (that process died) is claimable again, with another attempt counted.
         sql = """UPDATE deliveries SET state = 'sending', attempts = attempts + 1,
-                        updated_at = $1
+                        updated_at = $1, claimed_by = $6, lease_until = $7
                  WHERE id IN (
-                     SELECT id FROM deliveries
-                     WHERE sink = $2 AND state = 'pending' AND not_before <= $3
-                     AND NOT (target = ANY($4::text[]))
-                     ORDER BY not_before, id LIMIT $5
-                     FOR UPDATE SKIP LOCKED)
+                     SELECT d.id FROM deliveries d
+                     WHERE d.sink = $2 AND d.not_before <= $3
+                     AND (d.state = 'pending'
+                          OR (d.state = 'sending' AND coalesce(d.lease_until, 0) < $3))
+                     AND NOT (d.target = ANY($4::text[]))
+                     AND NOT EXISTS (
+                         SELECT 1 FROM deliveries s
+                         WHERE s.sink = d.sink AND s.target = d.target AND s.id != d.id
+                         AND s.state = 'sending' AND coalesce(s.lease_until, 0) >= $3)
+                     ORDER BY d.not_before, d.id LIMIT $5)
                  RETURNING *"""
-        args = (now, sink, now, list(busy_targets), limit)
-        tx = _current.get()
-        if tx is not None:
+        args = (now, sink, now, list(busy_targets), limit, self.owner, now + self.lease)
+        async with self._atomic():
+            tx = _current.get()
+            assert tx is not None
             rows = await self._in(tx, lambda c: c.fetch(sql, *args), write=True)
             tx.changed = tx.changed or bool(rows)
-        else:
-            try:
-                async with self._pool_conn() as conn:
-                    rows = await conn.fetch(sql, *args)
-            except StoreUnavailable as exc:
-                self.health.failed(exc)
-                raise
-            if rows:
-                self.health.succeeded()
         claimed = sorted(rows, key=lambda row: (row["not_before"], row["id"]))
         return [_delivery_from_row(row) for row in claimed]
 
@@ -830,11 +845,39 @@ class PostgresStore:
             )
 
     async def requeue_in_flight(self) -> int:
-        """At start-up: deliveries a crash left 'sending' go back to 'pending'."""
+        """At start-up: deliveries left 'sending' by a process that is gone (its lease ran
+        out) go back to 'pending'. Other processes' sends in flight are theirs."""
         status = await self._write(
-            "UPDATE deliveries SET state = 'pending' WHERE state = 'sending'"
+            """UPDATE deliveries SET state = 'pending'
+               WHERE state = 'sending' AND coalesce(lease_until, 0) < $1""",
+            time.time(),
         )
         return _count(status)
+
+    # -- the process -------------------------------------------------------------------
+
+    async def heartbeat(self, *, now: float) -> int:
+        """This process is alive: its row and its claims' leases renewed, processes
+        silent for longer than the lease forgotten; how many are alive."""
+        await self._write(
+            """INSERT INTO processes (id, started_at, seen_at) VALUES ($1, $2, $2)
+               ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at""",
+            self.owner,
+            now,
+        )
+        await self._write(
+            """UPDATE deliveries SET lease_until = $2
+               WHERE state = 'sending' AND claimed_by = $1""",
+            self.owner,
+            now + self.lease,
+        )
+        await self._write("DELETE FROM processes WHERE seen_at < $1", now - self.lease)
+        alive = await self._read(
+            lambda c: c.fetchval(
+                "SELECT count(*) FROM processes WHERE seen_at >= $1", now - self.lease
+            )
+        )
+        return max(int(alive), 1)
 
     async def outbox_counts(self, *, now: float | None = None) -> OutboxCounts:
         """Deliveries per state and the creation time of the oldest one waiting to go out."""

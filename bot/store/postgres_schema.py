@@ -137,4 +137,15 @@ POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (source, key)
     );
     """,
+    # 9: leases of claimed deliveries, and each process's heartbeat.
+    """
+    ALTER TABLE deliveries ADD COLUMN claimed_by text;
+    ALTER TABLE deliveries ADD COLUMN lease_until double precision;
+    CREATE INDEX deliveries_sending ON deliveries (sink, target) WHERE state = 'sending';
+    CREATE TABLE processes (
+        id text PRIMARY KEY,
+        started_at double precision NOT NULL,
+        seen_at double precision NOT NULL
+    );
+    """,
 )

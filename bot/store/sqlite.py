@@ -46,6 +46,7 @@ from bot.store import (
     WriteHealth,
 )
 from bot.store.migrations import MIGRATIONS, statements
+from bot.store.process import LEASE_SECONDS, PROCESS_ID
 
 log = logging.getLogger(__name__)
 
@@ -868,10 +869,11 @@ class SQLiteStore:
                 (sink, now, *busy_targets, limit),
             ).fetchall()
             for row in rows:
+                # One process per SQLite file: the lease only says whose send it is.
                 self._db.execute(
                     """UPDATE deliveries SET state = 'sending', attempts = attempts + 1,
-                       updated_at = ? WHERE id = ?""",
-                    (now, row["id"]),
+                       updated_at = ?, claimed_by = ?, lease_until = ? WHERE id = ?""",
+                    (now, PROCESS_ID, now + LEASE_SECONDS, row["id"]),
                 )
         return [_delivery_from_row(row, attempts_delta=1) for row in rows]
 
@@ -1166,6 +1168,25 @@ class SQLiteStore:
                    SET value = excluded.value, updated_at = excluded.updated_at""",
                 (source, key, value, now),
             )
+
+    # -- the process -------------------------------------------------------------------
+
+    async def heartbeat(self, *, now: float) -> int:
+        """This process is alive; on one SQLite file it is the only one (its lock file
+        says so), so a row a crashed run left is forgotten at once."""
+        with self._transaction():
+            self._db.execute("DELETE FROM processes WHERE id != ?", (PROCESS_ID,))
+            self._db.execute(
+                """INSERT INTO processes (id, started_at, seen_at) VALUES (?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at""",
+                (PROCESS_ID, now, now),
+            )
+            self._db.execute(
+                """UPDATE deliveries SET lease_until = ?
+                   WHERE state = 'sending' AND claimed_by = ?""",
+                (now + LEASE_SECONDS, PROCESS_ID),
+            )
+        return 1
 
     # -- moving to another backend (bot.store.transfer) ------------------------------
 

@@ -225,6 +225,10 @@ class DiscordSink:
                 self._ready_timeout,
             )
 
+    def share_limits(self, processes: int) -> None:
+        """Take `1/processes` of Discord's global 50 requests a second (per bot token)."""
+        self._limiter.share(processes)
+
     async def stop(self) -> None:
         """Close the connection, end the client task, restore discord.py's endpoints."""
         self._stopping = True

@@ -101,6 +101,16 @@ class PacedRateLimiter(BaseRateLimiter[int]):
         self._group_rate = group
         self._groups: dict[int | str, WindowLimiter] = {}
         self._max_retries = max_retries
+        # How many bot processes send with this token (`share`).
+        self._processes = 1
+
+    def share(self, processes: int) -> None:
+        """Take `1/processes` of Telegram's limits: the overall one counts the bot token's
+        messages, and a group's 20 a minute its messages from any process."""
+        self._processes = max(processes, 1)
+        self._overall.share(self._processes)
+        for limiter in self._groups.values():
+            limiter.share(self._processes)
 
     async def initialize(self) -> None:
         """Nothing to set up."""
@@ -171,6 +181,7 @@ class PacedRateLimiter(BaseRateLimiter[int]):
                 for idle in [k for k, v in self._groups.items() if v.idle]:
                     del self._groups[idle]
             limiter = self._groups[key] = WindowLimiter(*self._group_rate)
+            limiter.share(self._processes)
         return limiter
 
 

@@ -194,6 +194,10 @@ class TelegramSink:
                 self._keep_connecting(), name="telegram-connect"
             )
 
+    def share_limits(self, processes: int) -> None:
+        """Take `1/processes` of Telegram's overall and per-group limits (per bot token)."""
+        self._rate_limiter.share(processes)
+
     async def stop(self) -> None:
         """Stop polling and close every connection (idempotent)."""
         task, self._reconnect_task = self._reconnect_task, None
