@@ -115,3 +115,28 @@ async def test_a_waiting_notification_goes_before_waiting_background_reads() -> 
     card = asyncio.create_task(started(limiter, log, "card1"))
     await asyncio.gather(first, card, *reads)
     assert log == ["card0", "card1", "read0", "read1"]
+
+
+async def test_processes_sharing_a_token_each_take_their_part_of_the_window() -> None:
+    """Three bot processes on one token: each sends a third of the limit per window; when
+    the others are gone the whole limit is back at once, waiters included."""
+    limiter = WindowLimiter(9, 0.2)
+    limiter.share(3)
+    log: list[str] = []
+    tasks = [asyncio.create_task(started(limiter, log, name)) for name in "abcdefghi"]
+    await settle()
+    assert log == ["a", "b", "c"]
+    limiter.share(1)
+    await settle()
+    assert log == list("abcdefghi")  # the six waiting went at once
+    await asyncio.gather(*tasks)
+    # Shrinking again while slots are held: the held ones free up without handing on
+    # until the window holds no more than the new part.
+    limiter.share(2)
+    await asyncio.sleep(0.3)
+    more = [asyncio.create_task(started(limiter, log, name)) for name in "jklmnop"]
+    await settle()
+    assert log[9:] == ["j", "k", "l", "m"]  # 9 // 2
+    await asyncio.gather(*more)
+    await asyncio.sleep(0.3)
+    assert limiter.idle
