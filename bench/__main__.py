@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import delivery, ingest
+from bench import delivery, ingest, pgstore
 
 SECTIONS = ("footprint", "latency", "fanout", "ingest")
 
@@ -56,6 +56,20 @@ async def collect(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 rounds=1 if quick else 3,
             )
         print(f"   {section}: {time.perf_counter() - began:.1f}s", file=sys.stderr, flush=True)
+        if args.store and section in ("latency", "fanout"):
+            began = time.perf_counter()
+            print(f"-- {section} on PostgreSQL ...", file=sys.stderr, flush=True)
+            async with pgstore.fresh_database(args.store) as url:
+                if section == "latency":
+                    results[f"{section}@postgresql"] = await delivery.latency(
+                        workdir, seconds=5.0 if quick else 30.0, store_url=url
+                    )
+                else:
+                    results[f"{section}@postgresql"] = await delivery.fan_out(
+                        workdir, targets=200, wait=60.0, store_url=url
+                    )
+            took = time.perf_counter() - began
+            print(f"   {section} on PostgreSQL: {took:.1f}s", file=sys.stderr, flush=True)
     return results
 
 
@@ -180,6 +194,41 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     "0 lost" + (" met" if s["lost"] == 0 else " MISSED"),
                 )
             )
+    if "latency@postgresql" in results and "latency" in results:
+        pg, lite = results["latency@postgresql"], results["latency"]
+        for sink in ("discord", "telegram"):
+            p99, base = pg[sink]["p99"], lite[sink]["p99"]
+            add(
+                f"latency on PostgreSQL: POST -> {sink} message, p99 (vs SQLite's)",
+                p99,
+                base,
+                "ms",
+                target="<= 2x SQLite",
+                ok=p99 <= 2 * base and pg[sink]["n"] == pg["events"],
+            )
+        add(
+            "latency on PostgreSQL: webhook POST -> 202, p99 (vs SQLite's)",
+            pg["webhook_rtt"]["p99"],
+            lite["webhook_rtt"]["p99"],
+            "ms",
+        )
+    if "fanout@postgresql" in results:
+        r = results["fanout@postgresql"]
+        for sink in ("discord", "telegram"):
+            s = r[sink]
+            ok = (
+                not math.isnan(s["seconds"])
+                and s["seconds"] <= 1.15 * s["bound"]
+                and s["lost"] == 0
+            )
+            add(
+                f"fan-out on PostgreSQL, 1 process: 1 event -> {r['targets']} {sink} targets",
+                s["seconds"],
+                s["bound"],
+                "s",
+                target="<= 1.15x bound, 0 lost",
+                ok=ok,
+            )
     if "footprint" in results:
         r = results["footprint"]
         add(
@@ -228,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(SECTIONS)}",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="also run latency and fan-out with the bot on PostgreSQL: a postgresql:// URL"
+        " whose user may create databases (each run gets a fresh one, dropped after)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:

@@ -32,8 +32,10 @@ def toml_config(
     routes: Sequence[dict[str, Any]] = (),
     discord: dict[str, Any] | None = None,
     telegram: dict[str, Any] | None = None,
+    store_url: str | None = None,
 ) -> str:
-    """A bot.toml: one OneLiveRec source `rec`, console off, the given sinks and routes."""
+    """A bot.toml: one OneLiveRec source `rec`, console off, the given sinks and routes;
+    the database at `store_url` (PostgreSQL) instead of the file `db`, when given."""
 
     def value(v: Any) -> str:
         return json.dumps(v)  # JSON strings, numbers and arrays are valid TOML
@@ -44,7 +46,7 @@ def toml_config(
         "port = 0",
         "",
         "[storage]",
-        f"path = {value(str(db))}",
+        f"url = {value(store_url)}" if store_url else f"path = {value(str(db))}",
         "",
         "[console]",
         "enabled = false",

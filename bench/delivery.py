@@ -91,7 +91,11 @@ def routes_fan_out(count: int) -> list[dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def bot_with_fakes(
-    workdir: Path, name: str, fx: Fakes, routes: list[dict[str, Any]]
+    workdir: Path,
+    name: str,
+    fx: Fakes,
+    routes: list[dict[str, Any]],
+    store_url: str | None = None,
 ) -> AsyncIterator[Proc]:
     """The real `python -m bot run`, both sinks pointed at the fakes, healthy on yield.
 
@@ -109,6 +113,7 @@ async def bot_with_fakes(
                 "gateway_url": fx.discord.gateway_url,
             },
             telegram={"token": fx.telegram.token, "api_url": fx.telegram.api_url},
+            store_url=store_url,
         )
     )
     async with server_process(bot_argv(config), workdir, name) as bot:
@@ -138,7 +143,12 @@ async def footprint(workdir: Path, *, idle: float) -> dict[str, float]:
 
 
 async def latency(
-    workdir: Path, *, seconds: float, rate: float = 10.0, targets: int = 60
+    workdir: Path,
+    *,
+    seconds: float,
+    rate: float = 10.0,
+    targets: int = 60,
+    store_url: str | None = None,
 ) -> dict[str, Any]:
     """Webhook POST -> message at each fake, at a steady `rate` over `targets` channels and
     chats (each gets one message per targets/rate seconds: under every platform limit).
@@ -149,7 +159,9 @@ async def latency(
         bare_rtt = await _steady(bare.url, count, rate, targets, {})
     async with (
         fakes(targets, limits=True) as fx,
-        bot_with_fakes(workdir, "bot-latency", fx, routes_one_per_target(targets)) as bot,
+        bot_with_fakes(
+            workdir, "bot-latency", fx, routes_one_per_target(targets), store_url
+        ) as bot,
     ):
         # The first message after start is cold (templates compiled, connections opened):
         # reported on its own, kept out of the steady-state percentiles.
@@ -231,7 +243,12 @@ def fixed_window_bound(messages: int, limit: int, window: float) -> float:
 
 
 async def fan_out(
-    workdir: Path, *, targets: int = 200, wait: float = 60.0, settle: float = 1.5
+    workdir: Path,
+    *,
+    targets: int = 200,
+    wait: float = 60.0,
+    settle: float = 1.5,
+    store_url: str | None = None,
 ) -> dict[str, Any]:
     """One live_start routed to `targets` Discord channels and `targets` Telegram chats,
     against fakes enforcing the platforms' limits (Discord 50 requests/s global and 5 per
@@ -244,7 +261,7 @@ async def fan_out(
     messages have the windows to themselves."""
     async with (
         fakes(targets, limits=True) as fx,
-        bot_with_fakes(workdir, "bot-fanout", fx, routes_fan_out(targets)) as bot,
+        bot_with_fakes(workdir, "bot-fanout", fx, routes_fan_out(targets), store_url) as bot,
     ):
         await asyncio.sleep(settle)
         before = {"discord": fx.discord.rejected, "telegram": fx.telegram.rejected}
