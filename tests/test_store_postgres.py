@@ -7,7 +7,9 @@ StoreUnavailable, not a crash."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -359,3 +361,39 @@ async def test_a_restart_requeues_only_what_a_dead_process_left(postgres_url: st
         assert await live.delivery_status(mine.id) == ("sending", None)
     finally:
         await live.close()
+
+
+async def test_check_reads_a_database_no_bot_has_run_on_yet(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """`check` only reads (it never creates tables a bot may be about to create): on an
+    empty database it finds nothing moved and says so without a traceback."""
+    reader = PostgresStore(postgres_url, read_only=True)
+    await reader.open()
+    try:
+        assert await reader.schema_version() == 0
+        assert await reader.moved_targets() == {}
+        assert await reader.source_value("kick", "public_key") is None
+    finally:
+        await reader.close()
+    config = run_config(tmp_path, postgres_url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "check",
+        "-c",
+        str(config),
+        env={**os.environ, "STREAMBOT_TEST_DB_PASSWORD": "x-unused-by-trust"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+    again = PostgresStore(postgres_url, read_only=True)
+    await again.open()
+    try:
+        assert await again.schema_version() == 0  # check created nothing
+    finally:
+        await again.close()

@@ -69,6 +69,10 @@ INSTANCE_LOCK: Final = 0x5354_4D44
 #: here, so a wait this long means something is stuck.
 LOCK_TIMEOUT: Final = "10s"
 POOL_MAX: Final = 10
+# The schemas that added target_moves and source_state (postgres_schema.py): a read-only
+# store (`check`) on an older or empty database reads them as empty.
+_MOVES_SCHEMA: Final = 7
+_SOURCE_STATE_SCHEMA: Final = 8
 
 # SQLSTATE classes and codes that mean "not now" rather than "wrong": connection trouble
 # (08), insufficient resources (53: disk full, out of memory, too many connections),
@@ -1104,6 +1108,8 @@ class PostgresStore:
 
     async def moved_targets(self, sink: str | None = None) -> dict[tuple[str, str], str]:
         """Every recorded move (of one sink's chats, when given): (sink, old) -> new."""
+        if self.read_only and await self.schema_version() < _MOVES_SCHEMA:
+            return {}  # `check` on a database no bot has run on yet: nothing moved
         if sink is None:
             rows = await self._read(
                 lambda c: c.fetch("SELECT sink, old_target, new_target FROM target_moves")
@@ -1121,6 +1127,8 @@ class PostgresStore:
 
     async def source_value(self, source: str, key: str) -> str | None:
         """The value stored under `key` for `source`, or None."""
+        if self.read_only and await self.schema_version() < _SOURCE_STATE_SCHEMA:
+            return None  # read-only, on a database from before sources kept state
         value = await self._read(
             lambda c: c.fetchval(
                 "SELECT value FROM source_state WHERE source = $1 AND key = $2", source, key
