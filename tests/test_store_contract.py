@@ -818,3 +818,9 @@ async def test_pruning_goes_in_bounded_batches(db: Store) -> None:
 async def test_a_heartbeat_counts_this_process_alive(db: Store) -> None:
     assert await db.heartbeat(now=NOW) == 1
     assert await db.heartbeat(now=NOW + 30) == 1
+
+
+async def test_a_lone_process_holds_every_role(db: Store) -> None:
+    assert await db.hold_role("telegram-updates")
+    assert await db.hold_role("telegram-updates")  # asking again: still held
+    assert await db.hold_role("sources")

@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from bot.config import load_config
 from bot.errors import ConfigError, StoreUnavailable
 from bot.events import Event, LiveInfo
-from bot.store import StreamState
+from bot.store import StreamState, redacted
 from bot.store.migrations import MIGRATIONS
-from bot.store.postgres import PostgresStore, redacted
+from bot.store.postgres import ROLE_LOCKS, PostgresStore
 from bot.store.postgres_schema import POSTGRES_MIGRATIONS
 from tests.conftest import SECRET
 from tests.test_cli import running_bot, start_bot
@@ -397,3 +398,50 @@ async def test_check_reads_a_database_no_bot_has_run_on_yet(
         assert await again.schema_version() == 0  # check created nothing
     finally:
         await again.close()
+
+
+async def test_a_role_is_held_by_one_process_and_passes_on_when_it_is_gone(
+    postgres_url: str,
+) -> None:
+    """Telegram's poller (say): A has it, B is told no while A lives, and gets it as soon
+    as A's process is gone; roles are independent of each other."""
+    a = PostgresStore(postgres_url, owner="host-a:1:aaaa")
+    b = PostgresStore(postgres_url, owner="host-b:2:bbbb")
+    await a.open()
+    await b.open()
+    try:
+        assert await a.hold_role("telegram-updates")
+        assert not await b.hold_role("telegram-updates")
+        assert await a.hold_role("telegram-updates")  # still A's
+        assert await b.hold_role("sources")  # another role: free
+        await a.close()  # the process ends (or dies: its connection goes either way)
+        assert await b.hold_role("telegram-updates")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_role_lost_with_its_connection_is_said_and_asked_for_anew(
+    postgres_url: str,
+) -> None:
+    a = PostgresStore(postgres_url, owner="host-a:1:aaaa")
+    b = PostgresStore(postgres_url, owner="host-b:2:bbbb")
+    await a.open()
+    await b.open()
+    try:
+        assert await a.hold_role("telegram-updates")
+        # The database drops A's role connection (a restart, a network cut, a DBA).
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            await admin.execute(
+                """SELECT pg_terminate_backend(pid) FROM pg_locks
+                   WHERE locktype = 'advisory' AND classid = $1 AND granted""",
+                ROLE_LOCKS,
+            )
+        finally:
+            await admin.close()
+        assert await b.hold_role("telegram-updates")  # free now: B takes it
+        assert not await a.hold_role("telegram-updates")  # A learns it is not its own
+    finally:
+        await a.close()
+        await b.close()

@@ -453,6 +453,13 @@ class ProcessStore(Protocol):
         are forgotten (their deliveries are taken over once their leases run out). How
         many processes are alive, this one included."""
 
+    async def hold_role(self, role: str) -> bool:
+        """Whether this process holds `role` (taking it when it is free): a job only one
+        process on the database may do at a time, such as Telegram's long poll. A held
+        role stays this process's while it runs, and passes to the next process that
+        asks once its holder is gone. Ask again now and then: a role can be lost (the
+        database connection that held it broke) and must then be given up."""
+
 
 class Store(
     EventStore,

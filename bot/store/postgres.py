@@ -20,6 +20,7 @@ behind a dispatch.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -64,6 +65,8 @@ MIGRATION_LOCK: Final = 0x5354_4D43
 #: own, so PostgreSQL lets go of it the moment the process dies): one bot per database
 #: until the pipeline shares its work between processes (issue 20), as SQLite's lock file.
 INSTANCE_LOCK: Final = 0x5354_4D44
+#: The class of the roles' advisory locks (`hold_role`: this, and the role name's hash).
+ROLE_LOCKS: Final = 0x5354_4D45
 #: How long a statement waits for a lock (another process's transaction) before it is a
 #: StoreUnavailable(busy=True) for the caller to retry: long transactions never happen
 #: here, so a wait this long means something is stuck.
@@ -146,6 +149,10 @@ class PostgresStore:
         #: This process, on its claims and its heartbeat row (bot.store.process).
         self.owner = owner
         self._instance: asyncpg.Connection | None = None
+        # The connection holding this process's roles (`hold_role`), and which it holds.
+        self._roles_conn: asyncpg.Connection | None = None
+        self._roles: set[str] = set()
+        self._roles_lock = asyncio.Lock()
         self._url = url
         self._password = password
         self.read_only = read_only
@@ -159,17 +166,7 @@ class PostgresStore:
 
     async def open(self) -> None:
         """Connect the pool and bring the schema up to date (unless read-only)."""
-        settings = {
-            "lock_timeout": LOCK_TIMEOUT,
-            "application_name": "streambot",
-            # A machine that vanishes (no FIN, no RST) is noticed within about 25 s, so
-            # the locks and leases its connections held move on within the lease.
-            "tcp_keepalives_idle": "10",
-            "tcp_keepalives_interval": "5",
-            "tcp_keepalives_count": "3",
-        }
-        if self.read_only:
-            settings["default_transaction_read_only"] = "on"
+        settings = self._settings()
         try:
             self._pool = await asyncpg.create_pool(
                 self._url,
@@ -191,6 +188,21 @@ class PostgresStore:
             await self._migrate()
         if self._exclusive:
             await self._lock_instance(settings)
+
+    def _settings(self) -> dict[str, str]:
+        """The server settings of every connection this store opens."""
+        settings = {
+            "lock_timeout": LOCK_TIMEOUT,
+            "application_name": "streambot",
+            # A machine that vanishes (no FIN, no RST) is noticed within about 25 s, so
+            # the locks and leases its connections held move on within the lease.
+            "tcp_keepalives_idle": "10",
+            "tcp_keepalives_interval": "5",
+            "tcp_keepalives_count": "3",
+        }
+        if self.read_only:
+            settings["default_transaction_read_only"] = "on"
+        return settings
 
     async def _lock_instance(self, settings: dict[str, str]) -> None:
         try:
@@ -214,8 +226,58 @@ class PostgresStore:
             raise InstanceLocked(where + (f", server pid {holder}" if holder else ""), None)
         self._instance = conn
 
+    async def hold_role(self, role: str) -> bool:
+        """Whether this process holds `role`: a session advisory lock on a connection of
+        its own, so PostgreSQL lets go of it the moment the process (or its machine, by
+        the keepalives) is gone. A broken connection loses every role it held: they are
+        asked for anew on a new one, and may have gone to another process meanwhile."""
+        async with self._roles_lock:
+            for attempt in (1, 2):
+                try:
+                    return await self._take_role(role)
+                except Exception as exc:
+                    error = unavailable(exc)
+                    if error is None:
+                        raise
+                    self._drop_roles(f"the connection holding them broke ({error})")
+                    if attempt == 2:
+                        raise error from exc
+            raise AssertionError("unreachable")
+
+    async def _take_role(self, role: str) -> bool:
+        conn = self._roles_conn
+        if conn is not None and conn.is_closed():
+            self._drop_roles("the connection holding them closed")
+            conn = None
+        if conn is None:
+            conn = self._roles_conn = await asyncpg.connect(
+                self._url, password=self._password, server_settings=self._settings()
+            )
+        if role in self._roles:
+            await conn.fetchval("SELECT 1")  # the connection is there: the lock is held
+            return True
+        taken = bool(
+            await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", ROLE_LOCKS, role)
+        )
+        if taken:
+            self._roles.add(role)
+        return taken
+
+    def _drop_roles(self, why: str) -> None:
+        if self._roles:
+            log.warning("database: roles %s lost: %s", ", ".join(sorted(self._roles)), why)
+        self._roles.clear()
+        if self._roles_conn is not None:
+            self._roles_conn.terminate()
+            self._roles_conn = None
+
     async def close(self) -> None:
         """Close every pooled connection (idempotent)."""
+        if self._roles_conn is not None:
+            roles, self._roles_conn = self._roles_conn, None
+            self._roles.clear()
+            with contextlib.suppress(Exception):
+                await roles.close()
         if self._instance is not None:
             instance, self._instance = self._instance, None
             with contextlib.suppress(Exception):

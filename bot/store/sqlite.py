@@ -1188,6 +1188,11 @@ class SQLiteStore:
             )
         return 1
 
+    async def hold_role(self, role: str) -> bool:
+        """One process per SQLite file (its lock file): every role is this one's."""
+        del role
+        return True
+
     # -- moving to another backend (bot.store.transfer) ------------------------------
 
     def table_rows(self, table: str) -> list[dict[str, Any]]:
