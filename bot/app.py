@@ -34,7 +34,7 @@ from bot.preflight import Preflight
 from bot.registry import PLATFORMS, SOURCES, message_formats
 from bot.reload import Reloader
 from bot.render import Renderer
-from bot.sinks.base import PlatformSpec, Sink
+from bot.sinks.base import HoldsRole, PlatformSpec, Sink
 from bot.sinks.console import ConsoleSink
 from bot.sources import Source
 from bot.sources.problems import SourceProblems
@@ -100,6 +100,7 @@ def build_sinks(
     sink_options: Mapping[str, Mapping[str, Any]] | None = None,
     platforms: Mapping[str, PlatformSpec] = PLATFORMS,
     problems: TargetProblems | None = None,
+    holds_role: HoldsRole | None = None,
 ) -> dict[str, Sink]:
     """The enabled sinks; each disabled one says why in one log line.
 
@@ -118,11 +119,13 @@ def build_sinks(
         if not section.enabled:
             log.info("%s: not posting there (%s)", name, section.disabled_reason)
             continue
+        roles = {"holds_role": holds_role} if spec.takes_roles and holds_role else {}
         sinks[name] = spec.build_sink(
             section,
             renderer=renderer,
             commands=commands,
             problems=problems,
+            **roles,
             **options.get(name, {}),
         )
     return sinks
@@ -281,6 +284,7 @@ async def _run_with_store(
         console_stream=console_stream,
         sink_options=sink_options,
         problems=problems,
+        holds_role=store.hold_role,
     )
     metrics = (
         Metrics(
@@ -320,7 +324,7 @@ async def _run_with_store(
         source_problems=source_problems,
     )
     intake = Intake(store, on_committed=stage.wake)
-    source_runner = _source_runner(intake, store, source_problems)
+    source_runner = _source_runner(intake, store, source_problems, commands)
     app = create_app(
         sources=build_sources(config),
         intake=intake,
@@ -346,7 +350,7 @@ async def _run_with_store(
         log.info("listening on http://%s:%d (webhooks: POST /webhook/<source name>)", host, port)
         # Only now: a source's provider may call back at once (Twitch verifies each new
         # subscription with a challenge posted to the listener).
-        _start_sources(source_runner, app[SOURCES_KEY], commands, routes)
+        await _start_sources(source_runner, app[SOURCES_KEY], commands, routes)
         # Concurrently: a chat platform that is slow to connect delays no other sink.
         await asyncio.gather(*(sink.start() for sink in sinks.values()))
         if on_ready is not None:
@@ -356,10 +360,8 @@ async def _run_with_store(
                 _start_workers(store, workers, stop, group, health), name="outbox-start"
             )
             group.create_task(stage.run(stop), name="dispatch")
-            group.create_task(_watch_database(store, stop), name="database-watch")
-            group.create_task(
-                _heartbeat(store, sinks, stop, config.storage.lease.total_seconds()),
-                name="heartbeat",
+            _watch_the_database(
+                group, store, stop, sinks=sinks, config=config, source_runner=source_runner
             )
             group.create_task(
                 Pruner(store=store, retention=config.storage.retention, metrics=metrics).run(stop),
@@ -411,28 +413,41 @@ def _wake(workers: Mapping[str, OutboxWorker], sink_names: set[str]) -> None:
             workers[name].wake()
 
 
-def _start_sources(
+async def _start_sources(
     runner: SourceRunner,
     sources: dict[str, Source],
     commands: Commands,
     routes: Sequence[Route],
 ) -> None:
-    """Start the sources with work of their own; the commands tell them of /subscribe."""
+    """Start the sources with work of their own (if this process runs them); the
+    commands tell them of /subscribe."""
+    await runner.check_role()
     runner.replace(sources)
     commands.reconfigure(routes=routes, followers=runner.followers)
 
 
-def _source_runner(intake: Intake, store: Store, problems: SourceProblems) -> SourceRunner:
-    """What runs the sources with work of their own, lending them intake and store."""
-    return SourceRunner(
+def _source_runner(
+    intake: Intake, store: Store, problems: SourceProblems, commands: Commands
+) -> SourceRunner:
+    """What runs the sources with work of their own, lending them intake and store; in
+    the one process on the database that holds their role."""
+    runner: SourceRunner
+
+    def tell_commands() -> None:
+        commands.set_followers(runner.followers)
+
+    runner = SourceRunner(
         SourceHost(
             emit=functools.partial(_emit, intake),
             subscription_patterns=functools.partial(_subscription_patterns, store),
             problems=problems,
             load=store.source_value,
             save=functools.partial(_save_source_value, store),
-        )
+        ),
+        holds_role=store.hold_role,
+        on_change=tell_commands,
     )
+    return runner
 
 
 async def _emit(intake: Intake, event: Event) -> bool:
@@ -498,6 +513,24 @@ async def _watch_database(store: Store, stop: asyncio.Event) -> None:
             delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay if not store.health.ok else 1.0)
+
+
+def _watch_the_database(
+    group: asyncio.TaskGroup,
+    store: Store,
+    stop: asyncio.Event,
+    *,
+    sinks: Mapping[str, Sink],
+    config: Config,
+    source_runner: SourceRunner,
+) -> None:
+    """The database's own chores: whether it takes writes again, this process's
+    heartbeat (its claims' leases, its share of the rate limits) and the sources' role."""
+    group.create_task(_watch_database(store, stop), name="database-watch")
+    group.create_task(
+        _heartbeat(store, sinks, stop, config.storage.lease.total_seconds()), name="heartbeat"
+    )
+    group.create_task(source_runner.follow_role(stop), name="sources-role")
 
 
 async def _heartbeat(

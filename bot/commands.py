@@ -180,6 +180,11 @@ class Commands:
         if locale is not None:
             self._locale = locale
 
+    def set_followers(self, followers: Sequence[RunningSource]) -> None:
+        """Tell these sources of /subscribe and /unsubscribe from now on (the ones this
+        process runs changed: it took over their role, or gave it up)."""
+        self._followers = tuple(followers)
+
     def locale_for(self, chat: Chat) -> str:
         """The language replies in `chat` are written in: that of the first route naming
         the chat (or one of its topics) that sets one, as its notifications are, else

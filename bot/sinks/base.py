@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from bot.events import Event
 from bot.render import MessageFormat
 from bot.store import Delivery
 from bot.targets import TargetProblem
+
+#: `Store.hold_role`, as the sinks get it: whether this process does a job only one bot
+#: process on the database may do (Telegram's long poll, answering Discord's commands).
+HoldsRole: TypeAlias = Callable[[str], Awaitable[bool]]
 
 
 class Sink(Protocol):
@@ -149,3 +153,6 @@ class PlatformSpec:
     format: MessageFormat[Any]
     #: (its config, renderer=, commands=, **options) -> the started-later sink.
     build_sink: Callable[..., Sink]
+    #: Its sink takes `holds_role=` (HoldsRole): it has a job only one bot process on the
+    #: database may do at a time (Telegram's long poll).
+    takes_roles: bool = False

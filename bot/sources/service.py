@@ -13,11 +13,13 @@ source that implements the protocol.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
+from bot.errors import StoreUnavailable
 from bot.sources.problems import SourceProblems
 
 if TYPE_CHECKING:
@@ -62,15 +64,39 @@ class RunningSource(Protocol):
         ...
 
 
+#: The role of the process that runs the sources' own work (Store.hold_role): with several
+#: bot processes on one database, Twitch's subscriptions and Kick's keeper run in one.
+SOURCES_ROLE: Final = "sources"
+#: How often a process asks whether it should run them (or still should).
+ROLE_CHECK_SECONDS: Final = 5.0
+
+
 class SourceRunner:
     """Runs each source that implements RunningSource, each until the bot stops or a
-    reload replaces it (a source whose config is unchanged keeps running)."""
+    reload replaces it (a source whose config is unchanged keeps running).
 
-    def __init__(self, host: SourceHost) -> None:
+    With `holds_role` (several processes may share the database), only the process that
+    holds SOURCES_ROLE runs them; another takes over within ROLE_CHECK_SECONDS of its
+    end (`follow_role`). Every process still takes the sources' webhooks."""
+
+    def __init__(
+        self,
+        host: SourceHost,
+        *,
+        holds_role: Callable[[str], Awaitable[bool]] | None = None,
+        on_change: Callable[[], None] | None = None,
+        role_check_interval: float = ROLE_CHECK_SECONDS,
+    ) -> None:
         self._host = host
         self._running: dict[str, tuple[RunningSource, asyncio.Event, asyncio.Task[None]]] = {}
         # Replaced by a reload and told to stop, not finished yet: waited for at stop().
         self._leaving: set[asyncio.Task[None]] = set()
+        self._wanted: dict[str, RunningSource] = {}
+        self._holds_role = holds_role
+        self._leading = holds_role is None
+        # Told when the running sources change (the commands' followers).
+        self._on_change = on_change
+        self._role_check_interval = role_check_interval
 
     @property
     def followers(self) -> list[RunningSource]:
@@ -80,9 +106,42 @@ class SourceRunner:
     def replace(self, sources: Mapping[str, object]) -> None:
         """Run exactly the RunningSources among `sources` (by name); one that is the
         same object as before keeps running, any other running one is stopped."""
-        wanted = {
+        self._wanted = {
             name: source for name, source in sources.items() if isinstance(source, RunningSource)
         }
+        self._apply()
+
+    async def check_role(self) -> None:
+        """Ask once whether this process runs the sources, and start or stop them."""
+        if self._holds_role is None:
+            return
+        try:
+            leading = await self._holds_role(SOURCES_ROLE)
+        except StoreUnavailable as exc:
+            # Unknown for now: whatever runs keeps running (a source's work is safe to do
+            # twice for a moment: subscriptions are reconciled, events deduplicated).
+            log.debug("sources: cannot tell whether to run them (%s)", exc)
+            return
+        if leading == self._leading:
+            return
+        self._leading = leading
+        if leading:
+            log.info("sources: this process runs the sources' own work now")
+        else:
+            log.info("sources: another bot process runs the sources' own work")
+        self._apply()
+        if self._on_change is not None:
+            self._on_change()
+
+    async def follow_role(self, stop: asyncio.Event) -> None:
+        """Keep asking (`check_role`) until the bot stops."""
+        while not stop.is_set():
+            await self.check_role()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._role_check_interval)
+
+    def _apply(self) -> None:
+        wanted = self._wanted if self._leading else {}
         for name, (source, stop, task) in list(self._running.items()):
             if wanted.get(name) is not source:
                 stop.set()

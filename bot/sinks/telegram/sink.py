@@ -41,11 +41,13 @@ from bot.errors import (
     DeliveryError,
     MessageGone,
     PermanentDeliveryError,
+    StoreUnavailable,
     TargetMoved,
     TransientDeliveryError,
 )
 from bot.events import Event
 from bot.render import Renderer
+from bot.sinks.base import HoldsRole
 from bot.sinks.telegram.client import (
     PacedRateLimiter,
     PerChatUpdates,
@@ -82,6 +84,12 @@ COMMAND_DRAIN_SECONDS: Final = 5.0
 CardKind = Literal["photo", "text"]
 # What a Bot API call answers (PTB's JSONDict is dict[str, Any]).
 _ApiResult = bool | dict[str, Any] | list[dict[str, Any]]
+
+
+#: The role of the process that long-polls Telegram for updates (Store.hold_role).
+UPDATES_ROLE: Final = "telegram-updates"
+#: How often a process asks whether it should poll (or still should).
+ROLE_CHECK_SECONDS: Final = 5.0
 
 
 class TelegramSink:
@@ -131,6 +139,8 @@ class TelegramSink:
         group_limit: int | None = None,
         group_period: float | None = None,
         problems: TargetProblems | None = None,
+        holds_role: HoldsRole | None = None,
+        role_check_interval: float = ROLE_CHECK_SECONDS,
     ) -> None:
         if config.token is None:
             raise ValueError("TelegramSink needs a token; leave the sink out when there is none")
@@ -167,6 +177,13 @@ class TelegramSink:
         self._redactor = TokenRedactor(self._token)
         self._guarded: list[logging.Logger] = []
         self._httpx_level: int | None = None
+        # Only one process may long-poll a bot token (Telegram answers a second getUpdates
+        # with 409 Conflict): with several bot processes on one database, the one holding
+        # UPDATES_ROLE polls; the others send, and take over when it is gone.
+        self._holds_role = holds_role
+        self._role_check_interval = role_check_interval
+        self._role_task: asyncio.Task[None] | None = None
+        self._polling = False
 
     def __repr__(self) -> str:
         api = self._api_url or "api.telegram.org"
@@ -200,10 +217,11 @@ class TelegramSink:
 
     async def stop(self) -> None:
         """Stop polling and close every connection (idempotent)."""
-        task, self._reconnect_task = self._reconnect_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for task in (self._reconnect_task, self._role_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._reconnect_task = self._role_task = None
         app, self._app = self._app, None
         if app is not None:
             # No new commands first, then the ones being answered get their grace.
@@ -219,6 +237,7 @@ class TelegramSink:
     async def _connect(self) -> Literal["running", "retry", "fatal"]:
         """One attempt to bring the application up; cleans up after itself on failure."""
         self._state = "starting"
+        self._polling = False
         app = self._build_app()
         self._app = app
         step = "reach the Bot API"
@@ -226,13 +245,8 @@ class TelegramSink:
             await app.initialize()
             step = "start polling"
             await self._bot_commands.set_menu(app)
-            assert app.updater is not None  # the builder's default Updater
-            await app.updater.start_polling(
-                poll_interval=0.0,
-                timeout=timedelta(seconds=self._poll_timeout),
-                allowed_updates=[Update.MESSAGE, Update.CHANNEL_POST],
-                error_callback=polling_error,
-            )
+            if await self._may_poll():
+                await self._start_polling(app)
             await app.start()
         except InvalidToken:
             # InvalidToken's message contains the token: never log the exception itself.
@@ -256,8 +270,58 @@ class TelegramSink:
             await self._give_up(app, "fatal")
             raise
         self._state = "running"
-        log.info("telegram: connected as @%s, polling for commands", app.bot.username)
+        if self._polling:
+            log.info("telegram: connected as @%s, polling for commands", app.bot.username)
+        else:
+            log.info(
+                "telegram: connected as @%s; another bot process on the database polls for"
+                " commands, this one sends, and takes over if that one stops",
+                app.bot.username,
+            )
+        if self._holds_role is not None and self._role_task is None:
+            self._role_task = asyncio.create_task(self._follow_role(), name="telegram-role")
         return "running"
+
+    async def _start_polling(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        assert app.updater is not None  # the builder's default Updater
+        await app.updater.start_polling(
+            poll_interval=0.0,
+            timeout=timedelta(seconds=self._poll_timeout),
+            allowed_updates=[Update.MESSAGE, Update.CHANNEL_POST],
+            error_callback=polling_error,
+        )
+        self._polling = True
+
+    async def _may_poll(self) -> bool:
+        """Whether this process is the one that polls (always, without other processes)."""
+        if self._holds_role is None:
+            return True
+        try:
+            return await self._holds_role(UPDATES_ROLE)
+        except StoreUnavailable as exc:
+            log.warning("telegram: cannot tell whether to poll (%s); not polling for now", exc)
+            return False
+
+    async def _follow_role(self) -> None:
+        """Poll while this process holds the role, stop when it loses it, start when it
+        gets it: at most one poller per bot token across every process, and a new one
+        within `role_check_interval` of the last one's end."""
+        while True:
+            await asyncio.sleep(self._role_check_interval)
+            app = self._app
+            if app is None or app.updater is None or self._state != "running":
+                continue
+            held = await self._may_poll()
+            try:
+                if held and not self._polling:
+                    await self._start_polling(app)
+                    log.info("telegram: this process polls for commands now")
+                elif not held and self._polling:
+                    self._polling = False
+                    await app.updater.stop()
+                    log.warning("telegram: another bot process polls for commands now")
+            except TelegramError as exc:
+                log.warning("telegram: could not change polling (%s)", describe(exc))
 
     async def _give_up(
         self, app: Application[Any, Any, Any, Any, Any, Any], outcome: Literal["retry", "fatal"]
