@@ -82,6 +82,11 @@ class Keeper:
         finally:
             await self.stopped()
 
+    async def standby(self, host: SourceHost, stop: asyncio.Event) -> None:
+        """Another process runs the passes: nothing to keep here unless a subclass says."""
+        self.host = host
+        await stop.wait()
+
     def reconcile_soon(self) -> None:
         """Have a pass run now (or right after the one running)."""
         self._asked += 1

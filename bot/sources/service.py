@@ -63,6 +63,12 @@ class RunningSource(Protocol):
         reply, or None when the pattern is none of this source's business."""
         ...
 
+    async def standby(self, host: SourceHost, stop: asyncio.Event) -> None:
+        """In a process that takes the source's webhooks while another one runs its work
+        (several processes on one database): keep current what the webhooks need from
+        that work (Kick: the public key the other process keeps) until `stop` is set."""
+        ...
+
 
 #: The role of the process that runs the sources' own work (Store.hold_role): with several
 #: bot processes on one database, Twitch's subscriptions and Kick's keeper run in one.
@@ -92,6 +98,8 @@ class SourceRunner:
         # Replaced by a reload and told to stop, not finished yet: waited for at stop().
         self._leaving: set[asyncio.Task[None]] = set()
         self._wanted: dict[str, RunningSource] = {}
+        # Their standby, while another process runs them (RunningSource.standby).
+        self._standing_by: dict[str, tuple[RunningSource, asyncio.Event, asyncio.Task[None]]] = {}
         self._holds_role = holds_role
         self._leading = holds_role is None
         # Told when the running sources change (the commands' followers).
@@ -154,10 +162,30 @@ class SourceRunner:
             stop = asyncio.Event()
             task = asyncio.create_task(self._run(name, source, stop), name=f"source-{name}")
             self._running[name] = (source, stop, task)
+        standing_by = {} if self._leading else self._wanted
+        for name, (source, stop, task) in list(self._standing_by.items()):
+            if standing_by.get(name) is not source:
+                stop.set()
+                del self._standing_by[name]
+                self._leaving.add(task)
+                task.add_done_callback(self._leaving.discard)
+        for name, source in standing_by.items():
+            if name in self._standing_by:
+                continue
+            stop = asyncio.Event()
+            task = asyncio.create_task(
+                self._run(name, source, stop, standby=True), name=f"source-{name}-standby"
+            )
+            self._standing_by[name] = (source, stop, task)
 
-    async def _run(self, name: str, source: RunningSource, stop: asyncio.Event) -> None:
+    async def _run(
+        self, name: str, source: RunningSource, stop: asyncio.Event, *, standby: bool = False
+    ) -> None:
         try:
-            await source.run(self._host, stop)
+            if standby:
+                await source.standby(self._host, stop)
+            else:
+                await source.run(self._host, stop)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -168,10 +196,11 @@ class SourceRunner:
         """Stop every running source and wait for each to finish (cancelled after `grace`
         seconds: a call to a provider that hangs must not hold up the shutdown)."""
         tasks = list(self._leaving)
-        for _source, stop, task in self._running.values():
+        for _source, stop, task in (*self._running.values(), *self._standing_by.values()):
             stop.set()
             tasks.append(task)
         self._running.clear()
+        self._standing_by.clear()
         if not tasks:
             return
         _done, late = await asyncio.wait(tasks, timeout=grace)

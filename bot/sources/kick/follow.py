@@ -37,6 +37,7 @@ from bot.sources.keeper import Keeper, first_of
 from bot.sources.kick import webhooks
 from bot.sources.kick.api import ApiError, CredentialsRefused, KickApi, KickLivestream
 from bot.sources.kick.webhooks import PLATFORM, KeyProblem, load_public_key
+from bot.sources.service import SourceHost
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ LOOKUP_DELAYS: Final = (2.0, 5.0, 15.0)
 
 # Keys of the values kept in the database.
 PUBLIC_KEY: Final = "public_key"
+#: How often a process that only takes the webhooks reads the key another one keeps.
+KEY_REREAD_SECONDS: Final = 30.0
 LIVE: Final = "live"
 
 # Problem kinds (stable words for /healthz and tests).
@@ -240,6 +243,20 @@ class Follower(Keeper):
         return f"The bot is asking Kick to follow {slug}; /status shows it if that fails."
 
     # -- the loop ------------------------------------------------------------------------
+
+    async def standby(self, host: SourceHost, stop: asyncio.Event) -> None:
+        """Another bot process keeps the key (and rotates it): this one reads what that
+        one kept, at once and every KEY_REREAD_SECONDS, so its webhooks verify too."""
+        self.host = host
+        while not stop.is_set():
+            if not self.settings.pinned_key:
+                with contextlib.suppress(StoreUnavailable):
+                    kept = await host.load(self.source, PUBLIC_KEY)
+                    if kept and kept != self._key_pem:
+                        with contextlib.suppress(KeyProblem):
+                            self.key, self._key_pem = load_public_key(kept), kept
+                    self.key_read = True
+            await first_of(stop, asyncio.Event(), within=KEY_REREAD_SECONDS)
 
     async def started(self) -> None:
         """The API client, the key and the streams seen live as the database kept them,

@@ -113,3 +113,7 @@ class KickSource:
     async def followed(self, pattern: str, *, added: bool) -> str | None:
         """/subscribe kick/<channel> subscribes at Kick; /unsubscribe stops it."""
         return await self.follower.followed(pattern, added=added)
+
+    async def standby(self, host: SourceHost, stop: asyncio.Event) -> None:
+        """Another process keeps the key: read it from the database as it changes."""
+        await self.follower.standby(host, stop)

@@ -144,6 +144,10 @@ class TwitchSource:
         """/subscribe twitch/<login> subscribes at Twitch; /unsubscribe stops it."""
         return await self.follower.followed(pattern, added=added)
 
+    async def standby(self, host: SourceHost, stop: asyncio.Event) -> None:
+        """Another process keeps the subscriptions; the webhooks need nothing of it."""
+        await self.follower.standby(host, stop)
+
 
 def _subscription(sub: Fields) -> EventSubSubscription:
     """The `subscription` object of a message, as the Helix client reads it too."""
