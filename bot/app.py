@@ -533,13 +533,19 @@ def _watch_the_database(
     group.create_task(source_runner.follow_role(stop), name="sources-role")
 
 
+#: How often a process says it is alive: the others learn of a new process this fast.
+HEARTBEAT_SECONDS = 1.0
+
+
 async def _heartbeat(
     store: Store, sinks: Mapping[str, Sink], stop: asyncio.Event, lease: float
 ) -> None:
-    """Tell the database this process is alive, three times per lease: the leases of the
-    deliveries it is sending are renewed (another process takes them over only once it
-    is gone), and when the number of bot processes on the database changes, each sink
-    takes its share of the platform's rate limits, which count the whole bot token."""
+    """Tell the database this process is alive, every second (at least three times per
+    lease): the leases of the deliveries it is sending are renewed (another process takes
+    them over only once it is gone), and when the number of bot processes on the
+    database changes, each sink takes its share of the platform's rate limits, which
+    count the whole bot token. A process that joins is counted by the others within a
+    second; until then they may send more than their new share, for that second."""
     processes = 1
     while not stop.is_set():
         with contextlib.suppress(StoreUnavailable):
@@ -555,7 +561,7 @@ async def _heartbeat(
                 for sink in sinks.values():
                     sink.share_limits(alive)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), lease / 3)
+            await asyncio.wait_for(stop.wait(), min(lease / 3, HEARTBEAT_SECONDS))
 
 
 async def _reload_on_request(request: asyncio.Event, reloader: Reloader) -> None:

@@ -541,13 +541,11 @@ def create_store(storage: StorageConfig, *, tool: bool = False, read_only: bool 
     if storage.url is not None:
         from bot.store.postgres import PostgresStore  # noqa: PLC0415
 
-        # The running bot holds the database's instance lock; tools share it.
-        exclusive = not (tool or read_only)
+        # Any number of bot processes (and tools) share one PostgreSQL database.
         return PostgresStore(
             storage.url,
             password=storage.password,
             read_only=read_only,
-            exclusive=exclusive,
             lease=storage.lease.total_seconds(),
         )
     from bot.store.sqlite import BUSY_TIMEOUT_MS, TOOL_BUSY_TIMEOUT_MS, SQLiteStore  # noqa: PLC0415

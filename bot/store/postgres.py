@@ -13,9 +13,13 @@ commits, so the task's calls inside it are one unit and other tasks are not part
 Write transactions take one transaction-scoped advisory lock, so they run one at a time
 across every process on the database, as SQLite's `BEGIN IMMEDIATE` makes them run:
 the pipeline's read-then-write steps (a stream's session, a card's refs) need no other
-locking to stay correct with several processes. Single statements do not take it, and the
-outbox claims rows with `FOR UPDATE SKIP LOCKED`, so webhooks and sends do not queue
-behind a dispatch.
+locking to stay correct with several processes. Outbox claims take it too, so the check
+that no other process is sending to a chat sees every claim made before it (a chat's
+messages stay in order); single statements (a send's outcome, a heartbeat) do not.
+
+Several processes: each names itself (bot.store.process) on the deliveries it claims,
+for a lease its heartbeat renews; a dead process's claims are claimable again once the
+lease runs out. `hold_role` elects the one process that does a job only one may do.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, overload
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from bot.errors import DatabaseTooNew, InstanceLocked, StoreUnavailable, TransactionAborted
+from bot.errors import DatabaseTooNew, StoreUnavailable, TransactionAborted
 from bot.events import Event, LiveInfo
 from bot.store import (
     Delivery,
@@ -61,10 +65,6 @@ log = logging.getLogger(__name__)
 WRITE_LOCK: Final = 0x5354_4D42  # "STMB"
 #: The advisory lock migrations hold, so two processes starting at once migrate once.
 MIGRATION_LOCK: Final = 0x5354_4D43
-#: The advisory lock a running bot holds for as long as it runs (on a connection of its
-#: own, so PostgreSQL lets go of it the moment the process dies): one bot per database
-#: until the pipeline shares its work between processes (issue 20), as SQLite's lock file.
-INSTANCE_LOCK: Final = 0x5354_4D44
 #: The class of the roles' advisory locks (`hold_role`: this, and the role name's hash).
 ROLE_LOCKS: Final = 0x5354_4D45
 #: How long a statement waits for a lock (another process's transaction) before it is a
@@ -132,7 +132,6 @@ class PostgresStore:
         *,
         password: str | None = None,
         read_only: bool = False,
-        exclusive: bool = False,
         pool_max: int = POOL_MAX,
         lease: float = LEASE_SECONDS,
         owner: str = PROCESS_ID,
@@ -140,15 +139,12 @@ class PostgresStore:
         """A store for the database at `url` (password in it, or given), opened by `open()`.
 
         `read_only` (`check`) opens an existing database for reading only, neither
-        creating nor migrating it. `exclusive` (the running bot) holds INSTANCE_LOCK while
-        open: InstanceLocked when another bot has it.
+        creating nor migrating it. Any number of bot processes may open one database.
         """
-        self._exclusive = exclusive
         #: How long this process's claims and heartbeat hold unrenewed ([storage] lease).
         self.lease = lease
         #: This process, on its claims and its heartbeat row (bot.store.process).
         self.owner = owner
-        self._instance: asyncpg.Connection | None = None
         # The connection holding this process's roles (`hold_role`), and which it holds.
         self._roles_conn: asyncpg.Connection | None = None
         self._roles: set[str] = set()
@@ -186,8 +182,6 @@ class PostgresStore:
             raise error from exc
         if not self.read_only:
             await self._migrate()
-        if self._exclusive:
-            await self._lock_instance(settings)
 
     def _settings(self) -> dict[str, str]:
         """The server settings of every connection this store opens."""
@@ -203,28 +197,6 @@ class PostgresStore:
         if self.read_only:
             settings["default_transaction_read_only"] = "on"
         return settings
-
-    async def _lock_instance(self, settings: dict[str, str]) -> None:
-        try:
-            conn = await asyncpg.connect(
-                self._url, password=self._password, server_settings=settings
-            )
-        except Exception as exc:
-            error = unavailable(exc)
-            if error is None:
-                raise
-            raise error from exc
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", INSTANCE_LOCK):
-            holder = await conn.fetchval(
-                """SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                   WHERE l.locktype = 'advisory' AND l.objid = $1 AND l.granted LIMIT 1""",
-                INSTANCE_LOCK,
-            )
-            await conn.close()
-            await self.close()
-            where = f"advisory lock {INSTANCE_LOCK} on {self.location}"
-            raise InstanceLocked(where + (f", server pid {holder}" if holder else ""), None)
-        self._instance = conn
 
     async def hold_role(self, role: str) -> bool:
         """Whether this process holds `role`: a session advisory lock on a connection of
@@ -278,10 +250,6 @@ class PostgresStore:
             self._roles.clear()
             with contextlib.suppress(Exception):
                 await roles.close()
-        if self._instance is not None:
-            instance, self._instance = self._instance, None
-            with contextlib.suppress(Exception):
-                await instance.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
