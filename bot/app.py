@@ -40,6 +40,7 @@ from bot.sources import Source
 from bot.sources.problems import SourceProblems
 from bot.sources.service import SourceHost, SourceRunner
 from bot.store import Store, create_store
+from bot.store.process import PROCESS_ID
 from bot.targets import TargetProblems
 from bot.web import (
     BODY_READ_TIMEOUT_SECONDS,
@@ -361,7 +362,13 @@ async def _run_with_store(
             )
             group.create_task(stage.run(stop), name="dispatch")
             _watch_the_database(
-                group, store, stop, sinks=sinks, config=config, source_runner=source_runner
+                group,
+                store,
+                stop,
+                sinks=sinks,
+                config=config,
+                source_runner=source_runner,
+                health=health,
             )
             group.create_task(
                 Pruner(store=store, retention=config.storage.retention, metrics=metrics).run(stop),
@@ -523,12 +530,14 @@ def _watch_the_database(
     sinks: Mapping[str, Sink],
     config: Config,
     source_runner: SourceRunner,
+    health: Health,
 ) -> None:
     """The database's own chores: whether it takes writes again, this process's
     heartbeat (its claims' leases, its share of the rate limits) and the sources' role."""
     group.create_task(_watch_database(store, stop), name="database-watch")
     group.create_task(
-        _heartbeat(store, sinks, stop, config.storage.lease.total_seconds()), name="heartbeat"
+        _heartbeat(store, sinks, stop, config.storage.lease.total_seconds(), health),
+        name="heartbeat",
     )
     group.create_task(source_runner.follow_role(stop), name="sources-role")
 
@@ -538,7 +547,7 @@ HEARTBEAT_SECONDS = 1.0
 
 
 async def _heartbeat(
-    store: Store, sinks: Mapping[str, Sink], stop: asyncio.Event, lease: float
+    store: Store, sinks: Mapping[str, Sink], stop: asyncio.Event, lease: float, health: Health
 ) -> None:
     """Tell the database this process is alive, every second (at least three times per
     lease): the leases of the deliveries it is sending are renewed (another process takes
@@ -557,7 +566,7 @@ async def _heartbeat(
                     alive,
                     alive,
                 )
-                processes = alive
+                processes = health.processes = alive
                 for sink in sinks.values():
                     sink.share_limits(alive)
         with contextlib.suppress(TimeoutError):
@@ -606,6 +615,8 @@ class Health:
     started: float = field(default_factory=time.monotonic)
     # Wall-clock time the workers started; deliveries due before then are not overdue yet.
     workers_started: float | None = None
+    #: Bot processes on the database, this one included, at the last heartbeat.
+    processes: int = 1
 
     async def report(self) -> dict[str, Any]:
         """What /healthz answers; `ok` decides 200 or 503."""
@@ -641,6 +652,9 @@ class Health:
             and dispatch_error is None
             and all(s == "running" for s in sink_states_now.values()),
             "uptime_seconds": round(time.monotonic() - self.started, 1),
+            # Which process answered, of how many on the database (the outbox is shared).
+            "process": PROCESS_ID,
+            "processes": self.processes,
             "database": database,
             "sinks": sink_states_now,
             "outbox": outbox,
