@@ -40,14 +40,13 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from bot.errors import DatabaseTooNew, StoreUnavailable, TransactionAborted
-from bot.events import Event, LiveInfo
+from bot.events import Event
 from bot.store import (
     Delivery,
     DeliveryInfo,
     Mute,
     OutboxCounts,
     PruneResult,
-    SessionMarks,
     Store,
     StreamState,
     Subscription,
@@ -57,6 +56,7 @@ from bot.store import (
 from bot.store.migrations import statements
 from bot.store.postgres_schema import POSTGRES_MIGRATIONS
 from bot.store.process import LEASE_SECONDS, PROCESS_ID
+from bot.store.rows import delivery_from_row, info_from_row, stream_from_row
 
 log = logging.getLogger(__name__)
 
@@ -599,7 +599,7 @@ class PostgresStore:
         row = await self._read(
             lambda c: c.fetchrow("SELECT * FROM streams WHERE streamer_key = $1", key)
         )
-        return _stream_from_row(row) if row is not None else None
+        return stream_from_row(row) if row is not None else None
 
     async def set_session(self, key: str, event_row: int) -> None:
         """Record which live_start event opened the stream's current session."""
@@ -626,7 +626,7 @@ class PostgresStore:
                 "SELECT * FROM streams WHERE live ORDER BY started_at NULLS FIRST, streamer_key"
             )
         )
-        return [_stream_from_row(row) for row in rows]
+        return [stream_from_row(row) for row in rows]
 
     async def known_streamers(self) -> list[str]:
         """Every streamer key ever seen, sorted."""
@@ -811,7 +811,7 @@ class PostgresStore:
             rows = await self._in(tx, lambda c: c.fetch(sql, *args), write=True)
             tx.changed = tx.changed or bool(rows)
         claimed = sorted(rows, key=lambda row: (row["not_before"], row["id"]))
-        return [_delivery_from_row(row) for row in claimed]
+        return [delivery_from_row(row) for row in claimed]
 
     async def next_due(self, sink: str, *, busy_targets: Sequence[str] = ()) -> float | None:
         """When the earliest pending delivery of a sink, not for a busy target, is due."""
@@ -956,7 +956,7 @@ class PostgresStore:
                 list(states),
             )
         )
-        return [_info_from_row(row) for row in rows]
+        return [info_from_row(row) for row in rows]
 
     async def deliveries_for_event(self, event_row: int) -> list[DeliveryInfo]:
         """Every delivery row of one event, in the order they were queued."""
@@ -968,7 +968,7 @@ class PostgresStore:
                 event_row,
             )
         )
-        return [_info_from_row(row) for row in rows]
+        return [info_from_row(row) for row in rows]
 
     async def retry_failed(self, *, now: float) -> int:
         """Re-queue every failed delivery, due now, attempts kept; returns how many."""
@@ -1328,58 +1328,6 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _stream_from_row(row: asyncpg.Record) -> StreamState:
-    return StreamState(
-        streamer_key=row["streamer_key"],
-        display_name=row["display_name"],
-        url=row["url"],
-        live=bool(row["live"]),
-        info=LiveInfo.from_json(json.loads(row["info"])),
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        state_at=row["state_at"],
-        marks=SessionMarks(
-            session_row=row["session_row"],
-            end_row=row["end_row"],
-            change_posted_at=row["change_posted_at"],
-        ),
-    )
-
-
-def _delivery_from_row(row: asyncpg.Record) -> Delivery:
-    return Delivery(
-        id=row["id"],
-        event_row=row["event_row"],
-        sink=row["sink"],
-        target=row["target"],
-        action=row["action"],
-        options=json.loads(row["options"]),
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        not_before=row["not_before"],
-    )
-
-
-def _info_from_row(row: asyncpg.Record) -> DeliveryInfo:
-    return DeliveryInfo(
-        id=row["id"],
-        event_row=row["event_row"],
-        sink=row["sink"],
-        target=row["target"],
-        action=row["action"],
-        options=json.loads(row["options"]),
-        state=row["state"],
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        not_before=row["not_before"],
-        last_error=row["last_error"],
-        message_id=row["message_id"],
-        kind=row["kind"],
-        streamer_key=row["streamer_key"],
-    )
 
 
 if TYPE_CHECKING:

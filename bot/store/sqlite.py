@@ -32,14 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from bot.errors import DatabaseTooNew, StoreUnavailable, TransactionAborted
-from bot.events import Event, LiveInfo
+from bot.events import Event
 from bot.store import (
     Delivery,
     DeliveryInfo,
     Mute,
     OutboxCounts,
     PruneResult,
-    SessionMarks,
     Store,
     StreamState,
     Subscription,
@@ -47,6 +46,7 @@ from bot.store import (
 )
 from bot.store.migrations import MIGRATIONS, statements
 from bot.store.process import LEASE_SECONDS, PROCESS_ID
+from bot.store.rows import delivery_from_row, info_from_row, stream_from_row
 
 log = logging.getLogger(__name__)
 
@@ -690,7 +690,7 @@ class SQLiteStore:
     async def get_stream(self, key: str) -> StreamState | None:
         """The saved state of a stream, or None if it was never seen."""
         row = self._db.execute("SELECT * FROM streams WHERE streamer_key = ?", (key,)).fetchone()
-        return _stream_from_row(row) if row is not None else None
+        return stream_from_row(row, _dt) if row is not None else None
 
     # A stream's session marks: the live_start that opened its current (or last) session,
     # the live_end that closed it, and when a change notice was last posted.
@@ -716,7 +716,7 @@ class SQLiteStore:
         rows = self._db.execute(
             "SELECT * FROM streams WHERE live = 1 ORDER BY started_at, streamer_key"
         ).fetchall()
-        return [_stream_from_row(row) for row in rows]
+        return [stream_from_row(row, _dt) for row in rows]
 
     async def known_streamers(self) -> list[str]:
         """Every streamer key ever seen, sorted."""
@@ -875,7 +875,7 @@ class SQLiteStore:
                        updated_at = ?, claimed_by = ?, lease_until = ? WHERE id = ?""",
                     (now, PROCESS_ID, now + LEASE_SECONDS, row["id"]),
                 )
-        return [_delivery_from_row(row, attempts_delta=1) for row in rows]
+        return [delivery_from_row(row, attempts_delta=1) for row in rows]
 
     async def next_due(self, sink: str, *, busy_targets: Sequence[str] = ()) -> float | None:
         """When the earliest pending delivery of a sink, not for a busy target, is due."""
@@ -981,7 +981,7 @@ class SQLiteStore:
                 WHERE d.state IN ({placeholders}) ORDER BY d.created_at, d.id""",
             tuple(states),
         ).fetchall()
-        return [_info_from_row(row) for row in rows]
+        return [info_from_row(row) for row in rows]
 
     async def deliveries_for_event(self, event_row: int) -> list[DeliveryInfo]:
         """Every delivery row of one event, in the order they were queued."""
@@ -991,7 +991,7 @@ class SQLiteStore:
                WHERE d.event_row = ? ORDER BY d.id""",
             (event_row,),
         ).fetchall()
-        return [_info_from_row(row) for row in rows]
+        return [info_from_row(row) for row in rows]
 
     async def retry_failed(self, *, now: float) -> int:
         """Re-queue every failed delivery, due now, attempts kept; returns how many."""
@@ -1228,59 +1228,6 @@ def _iso(value: datetime | None) -> str | None:
 
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-def _stream_from_row(row: sqlite3.Row) -> StreamState:
-    state_at = datetime.fromisoformat(row["state_at"])
-    return StreamState(
-        streamer_key=row["streamer_key"],
-        display_name=row["display_name"],
-        url=row["url"],
-        live=bool(row["live"]),
-        info=LiveInfo.from_json(json.loads(row["info"])),
-        started_at=_dt(row["started_at"]),
-        ended_at=_dt(row["ended_at"]),
-        state_at=state_at,
-        marks=SessionMarks(
-            session_row=row["session_row"],
-            end_row=row["end_row"],
-            change_posted_at=row["change_posted_at"],
-        ),
-    )
-
-
-def _delivery_from_row(row: sqlite3.Row, *, attempts_delta: int = 0) -> Delivery:
-    return Delivery(
-        id=row["id"],
-        event_row=row["event_row"],
-        sink=row["sink"],
-        target=row["target"],
-        action=row["action"],
-        options=json.loads(row["options"]),
-        attempts=row["attempts"] + attempts_delta,
-        created_at=row["created_at"],
-        not_before=row["not_before"],
-    )
-
-
-def _info_from_row(row: sqlite3.Row) -> DeliveryInfo:
-    return DeliveryInfo(
-        id=row["id"],
-        event_row=row["event_row"],
-        sink=row["sink"],
-        target=row["target"],
-        action=row["action"],
-        options=json.loads(row["options"]),
-        state=row["state"],
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        not_before=row["not_before"],
-        last_error=row["last_error"],
-        message_id=row["message_id"],
-        kind=row["kind"],
-        streamer_key=row["streamer_key"],
-    )
 
 
 if TYPE_CHECKING:
