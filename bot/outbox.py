@@ -170,7 +170,7 @@ class OutboxWorker:
                     await self._record_pending_outcomes()
                     await self._start_due()
                     next_due = await self._store.next_due(
-                        self._sink.name, busy_targets=self._busy_targets()
+                        self._sink.name, busy_targets=self._busy_targets(), now=self._clock()
                     )
                 except StoreUnavailable as exc:
                     # The store logs the outage once; here only when it goes on.

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.conftest import SECRET
 from tests.fakes.telegram_api import FakeTelegram
@@ -144,9 +145,14 @@ async def test_three_processes_share_the_work_through_kills(
                     await asyncio.sleep(0.05)
             wanted = {(f"Streamer{n:03d}", chat) for n in accepted for chat in CHATS}
             # Claims of killed processes move on once their 10 s lease runs out.
-            async with asyncio.timeout(90):
-                while not wanted <= set(delivered(telegram)):
-                    await asyncio.sleep(0.25)
+            try:
+                async with asyncio.timeout(90):
+                    while not wanted <= set(delivered(telegram)):
+                        await asyncio.sleep(0.25)
+            except TimeoutError:
+                missing = sorted(wanted - set(delivered(telegram)))
+                tails = "\n---\n".join(bot.stderr[-4000:] for bot in every)
+                pytest.fail(f"never delivered: {missing}\n{tails}")
             seen = delivered(telegram)
             # One poller at a time: a command is answered once, by whichever polls.
             telegram.push_message(CHATS[0], "/help", from_user_id=CHATS[0])

@@ -315,7 +315,7 @@ async def test_a_chat_is_sent_to_by_one_process_and_a_dead_ones_claims_move_on(
     """Process A claims chat X's first message; B, claiming meanwhile, leaves X alone (its
     messages must stay in order) but takes chat Y. A keeps its claim alive by its
     heartbeat; once A is silent past the lease, B takes X's messages over, the first one
-    with another attempt counted."""
+    with another attempt counted. B's next look at the outbox is when that can be."""
     a = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=60)
     b = PostgresStore(postgres_url, owner="host-b:2:bbbb", lease=60)
     await a.open()
@@ -335,9 +335,14 @@ async def test_a_chat_is_sent_to_by_one_process_and_a_dead_ones_claims_move_on(
         assert [d.id for d in await b.claim_due("telegram", now=101)] == [y]
         await b.mark_sent(y, message_id="77", now=101)
         assert await b.claim_due("telegram", now=102) == []  # X is A's while A lives
+        # ...and B does not wait for X's edit as if it were due now (that would have it
+        # look at the outbox in a loop), only for A's lease to run out.
+        assert await b.next_due("telegram", now=102) == 160
         assert await a.heartbeat(now=150) == 1
         assert await b.heartbeat(now=150) == 2  # both alive: each takes half the limits
         assert await b.claim_due("telegram", now=200) == []  # renewed at 150: until 210
+        assert await b.next_due("telegram", now=200) == 210
+        assert await b.next_due("telegram", now=211) == 0  # A is silent: X's rows are due
         taken = await b.claim_due("telegram", now=211)
         # The post first, another attempt counted, then the edit after it, in order.
         assert [(d.action, d.attempts) for d in taken] == [("post", 2), ("edit", 1)]

@@ -339,8 +339,15 @@ class OutboxStore(Protocol):
         one chat's messages still go out in order.
         """
 
-    async def next_due(self, sink: str, *, busy_targets: Sequence[str] = ()) -> float | None:
-        """When the earliest pending delivery of a sink, not for a busy target, is due."""
+    async def next_due(
+        self, sink: str, *, busy_targets: Sequence[str] = (), now: float | None = None
+    ) -> float | None:
+        """When the earliest pending delivery of a sink, not for a busy target, is due.
+
+        A store several processes share tells, by `now` (the caller's clock), the chats
+        another process is sending to: their rows are due for this one only once that
+        process's lease runs out, like its claims.
+        """
 
     async def mark_sent(self, delivery_id: int, *, message_id: str | None, now: float) -> None:
         """The platform accepted the message; remember its id for later edits."""

@@ -813,14 +813,34 @@ class PostgresStore:
         claimed = sorted(rows, key=lambda row: (row["not_before"], row["id"]))
         return [delivery_from_row(row) for row in claimed]
 
-    async def next_due(self, sink: str, *, busy_targets: Sequence[str] = ()) -> float | None:
-        """When the earliest pending delivery of a sink, not for a busy target, is due."""
+    async def next_due(
+        self, sink: str, *, busy_targets: Sequence[str] = (), now: float | None = None
+    ) -> float | None:
+        """When this process can next claim a delivery of a sink, not for a busy target.
+
+        That is the earliest pending row's due time, except for chats another process is
+        sending to: those are that process's to go on with (it claims what was queued
+        meanwhile as it finishes), so they count only from when its lease runs out, as
+        do its claims themselves. Counting them as due now would have every other
+        process look at the outbox in a tight loop for as long as one chat is busy.
+        """
+        moment = time.time() if now is None else now
         value = await self._read(
             lambda c: c.fetchval(
-                """SELECT min(not_before) FROM deliveries
-                   WHERE sink = $1 AND state = 'pending' AND NOT (target = ANY($2::text[]))""",
+                """SELECT least(
+                       (SELECT min(d.not_before) FROM deliveries d
+                        WHERE d.sink = $1 AND d.state = 'pending'
+                        AND NOT (d.target = ANY($2::text[]))
+                        AND NOT EXISTS (
+                            SELECT 1 FROM deliveries s
+                            WHERE s.sink = d.sink AND s.target = d.target
+                            AND s.state = 'sending' AND coalesce(s.lease_until, 0) >= $3)),
+                       (SELECT min(coalesce(lease_until, 0)) FROM deliveries
+                        WHERE sink = $1 AND state = 'sending'
+                        AND NOT (target = ANY($2::text[]))))""",
                 sink,
                 list(busy_targets),
+                moment,
             )
         )
         return float(value) if value is not None else None

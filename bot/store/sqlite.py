@@ -877,8 +877,12 @@ class SQLiteStore:
                 )
         return [delivery_from_row(row, attempts_delta=1) for row in rows]
 
-    async def next_due(self, sink: str, *, busy_targets: Sequence[str] = ()) -> float | None:
+    async def next_due(
+        self, sink: str, *, busy_targets: Sequence[str] = (), now: float | None = None
+    ) -> float | None:
         """When the earliest pending delivery of a sink, not for a busy target, is due."""
+        # One process per file: there is no other process's send to wait for, and so no
+        # use for `now`.
         placeholders = ",".join("?" * len(busy_targets))
         busy_clause = f"AND target NOT IN ({placeholders})" if busy_targets else ""
         row = self._db.execute(
