@@ -120,13 +120,17 @@ def build_sinks(
         if not section.enabled:
             log.info("%s: not posting there (%s)", name, section.disabled_reason)
             continue
-        roles = {"holds_role": holds_role} if spec.takes_roles and holds_role else {}
+        extras: dict[str, Any] = {}
+        if spec.takes_roles and holds_role:
+            extras["holds_role"] = holds_role
+        if spec.public_url_problems is not None:
+            extras["public_url"] = config.server.public_url
         sinks[name] = spec.build_sink(
             section,
             renderer=renderer,
             commands=commands,
             problems=problems,
-            **roles,
+            **extras,
             **options.get(name, {}),
         )
     return sinks
@@ -292,6 +296,8 @@ async def _run_with_store(
             outbox=store.outbox_counts,
             backlog=store.count_undispatched,
             sinks=lambda: sink_states(sinks, workers),
+            process_id=PROCESS_ID,
+            processes=lambda: health.processes,
         )
         if config.metrics.enabled
         else None
@@ -334,6 +340,7 @@ async def _run_with_store(
         body_timeout=body_timeout,
         metrics=metrics,
         metrics_token=config.metrics.token,
+        platform_routes=[route for sink in sinks.values() for route in sink.web_routes],
     )
     runner = ListenerRunner(
         app,

@@ -45,7 +45,7 @@ _MAX_BODY_LIMIT: Final = 64 * 1024 * 1024
 # platform's section keys in bot.registry); CONFIG_KEYS and the unknown-key checks are
 # both derived from these, so the docs test cannot drift from the loader.
 _SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
-    "server": ("host", "port", "max_body_bytes"),
+    "server": ("host", "port", "max_body_bytes", "public_url"),
     "storage": ("path", "url", "password_env", "retention", "lease"),
     "console": ("enabled",),
     "templates": ("dir",),
@@ -127,11 +127,15 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Where the webhook listener binds, and the largest body it reads."""
+    """Where the webhook listener binds, the largest body it reads, and the address the
+    world reaches it at."""
 
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1_048_576
+    #: The listener's public base URL (behind a TLS proxy, say), no trailing slash: where
+    #: a platform that posts its updates to the bot is told to post them.
+    public_url: str | None = None
 
 
 #: How long events and finished deliveries are kept by default ([storage] retention).
@@ -418,6 +422,10 @@ def load_config(
         logging=_logging(root.section("logging")),
         metrics=_metrics(root.section("metrics"), environ),
     )
+    for name, spec in platforms.items():
+        section = config.platforms[name]
+        if spec.public_url_problems is not None and section.enabled:
+            problems.extend(spec.public_url_problems(section, config.server.public_url))
     if problems:
         raise ConfigError(problems)
     _warn_unreachable_targets(route_tables, config, platforms)
@@ -679,7 +687,20 @@ def _server(table: _Table) -> ServerConfig:
         host=table.text("host", "127.0.0.1"),
         port=table.integer("port", 8080, low=0, high=65535),
         max_body_bytes=table.integer("max_body_bytes", 1_048_576, low=1024, high=_MAX_BODY_LIMIT),
+        public_url=_public_url(table),
     )
+
+
+def _public_url(table: _Table) -> str | None:
+    """`[server] public_url`: an absolute http(s) base URL, without query or fragment."""
+    url = table.url("public_url", ("http", "https"))
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        table.problem("public_url", "expected a base URL without ?query or #fragment")
+        return None
+    return url.rstrip("/")
 
 
 #: The URL schemes that mean PostgreSQL (libpq accepts both).

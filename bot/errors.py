@@ -99,12 +99,17 @@ class AuthError(WebhookError):
         self.reason = reason
 
 
-class SourceNotReady(WebhookError):
-    """The source cannot check requests yet (what it needs is still being loaded at
-    start): 503 with Retry-After, so the sender tries again instead of giving up."""
+class NotReady(WebhookError):
+    """The request cannot be taken yet (the bot is still starting what takes it): 503 with
+    Retry-After, so the sender tries again instead of giving up."""
 
     status = 503
     retry_after = 5
+
+
+class SourceNotReady(NotReady):
+    """The source cannot check requests yet (what it needs is still being loaded at
+    start)."""
 
 
 class PayloadError(WebhookError):

@@ -402,8 +402,8 @@ def render_config(
         "# It holds webhook secrets: keep it readable by the bot's user only.\n",
         _table(
             "server",
-            {"host": answers.host, "port": answers.port},
-            f"Providers reach this listener through {public}",
+            {"host": answers.host, "port": answers.port, "public_url": public},
+            "Providers reach this listener through public_url",
         ),
         _table("storage", {"path": DEFAULT_DATABASE}, "The database, beside this file"),
         _table("console", {"enabled": True}, "Print every notification to stdout"),

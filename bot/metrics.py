@@ -109,6 +109,8 @@ class Metrics:
         sinks: SinkStates | None = None,
         clock: Callable[[], float] = time.time,
         process: bool = True,
+        process_id: str | None = None,
+        processes: Callable[[], int] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self._webhooks = Counter(
@@ -147,8 +149,18 @@ class Metrics:
             self._pruned.labels(table)  # a series from the start, 0 until a prune
         self._outbox = outbox
         self._backlog = backlog
-        self._live = _LiveCollector(sinks=sinks, clock=clock)
+        self._live = _LiveCollector(sinks=sinks, clock=clock, processes=processes)
         self.registry.register(self._live)
+        if process_id is not None:
+            # Several processes on one database are scraped one by one: each says which
+            # it is (as its log lines and /healthz do), so a figure can be traced to it.
+            info = Gauge(
+                "streambot_process_info",
+                "1, labelled with this bot process's id (host:pid:random).",
+                ["process"],
+                registry=self.registry,
+            )
+            info.labels(process_id).set(1)
         if process:
             # What the default registry would show: memory, CPU, open files, GC, Python.
             ProcessCollector(registry=self.registry)
@@ -209,11 +221,18 @@ def _kind_label(kind: str | None) -> str:
 class _LiveCollector:
     """Outbox and sink gauges: the outbox as `Metrics.render` read it, the sinks now."""
 
-    def __init__(self, *, sinks: SinkStates | None, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        sinks: SinkStates | None,
+        clock: Callable[[], float],
+        processes: Callable[[], int] | None = None,
+    ) -> None:
         self.outbox: OutboxCounts | None = None
         self.backlog: int | None = None
         self._sinks = sinks
         self._clock = clock
+        self._processes = processes
 
     def describe(self) -> list[Metric]:
         """The families `collect` yields, without calling the callbacks at registration."""
@@ -222,6 +241,7 @@ class _LiveCollector:
             GaugeMetricFamily("streambot_outbox_oldest_pending_seconds", ""),
             GaugeMetricFamily("streambot_sink_up", "", labels=["sink"]),
             GaugeMetricFamily("streambot_dispatch_backlog", ""),
+            GaugeMetricFamily("streambot_processes", ""),
         ]
 
     def collect(self) -> Iterator[Metric]:
@@ -241,6 +261,13 @@ class _LiveCollector:
             for name, state in sorted(self._sinks().items()):
                 up.add_metric([name], 1.0 if state == "running" else 0.0)
             yield up
+        if self._processes is not None:
+            yield GaugeMetricFamily(
+                "streambot_processes",
+                "Bot processes sharing the database (this one included) at the last"
+                " heartbeat; each sends at that share of the platforms' rate limits.",
+                value=float(self._processes()),
+            )
 
     def _collect_outbox(self, counts: OutboxCounts) -> Iterator[Metric]:
         deliveries = GaugeMetricFamily(

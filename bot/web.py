@@ -12,12 +12,13 @@ a 500. With metrics, each answer is counted under its outcome (bot.metrics).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -38,6 +39,7 @@ from bot.events import Event, utcnow
 from bot.logs import ThrottledLog
 from bot.metrics import UNKNOWN, Metrics, WebhookOutcome, metrics_handler
 from bot.pipeline.ingest import Intake
+from bot.sinks.base import WebRoute
 from bot.sources.base import Ignored, Source, SourceAnswer, WebhookRequest
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,9 @@ AUTH_LOG_BURST: Final = 5
 AUTH_LOG_WINDOW_SECONDS: Final = 60.0
 # Set on a request whose access log line is left out (a suppressed auth failure).
 _QUIET: Final = web.RequestKey("quiet_access_log", bool)
+# Set on a request to a platform's route: its path as logs show it (the real one holds
+# a secret).
+_SHOWN: Final = web.RequestKey("shown_path", str)
 _ROUTINE_PATHS: Final = frozenset({"/healthz", "/metrics"})
 
 _JSON_TYPES: Final = ("application/json",)
@@ -100,8 +105,11 @@ class AuthFailureLog:
     _count: int = field(default=0, init=False)
     _suppressed: int = field(default=0, init=False)
 
-    def failed(self, source: str, remote: str | None, reason: str | None = None) -> bool:
-        """Record one failure; True when it was logged, False when suppressed."""
+    def failed(
+        self, source: str, remote: str | None, reason: str | None = None, *, what: str = "source"
+    ) -> bool:
+        """Record one failure; True when it was logged, False when suppressed. `what` is
+        what `source` names: a source, or a chat platform posting to its route."""
         now = self.clock()
         if now - self._window_start >= self.window:
             if self._suppressed:
@@ -117,7 +125,8 @@ class AuthFailureLog:
             return False
         # Never the credentials themselves: which source, who tried, and which check failed.
         log.warning(
-            "authentication failed for source %s from %s%s",
+            "authentication failed for %s %s from %s%s",
+            what,
             source,
             remote or "-",
             f": {reason}" if reason else "",
@@ -172,8 +181,10 @@ def create_app(
     auth_failures: AuthFailureLog | None = None,
     metrics: Metrics | None = None,
     metrics_token: str | None = None,
+    platform_routes: Sequence[WebRoute] = (),
 ) -> web.Application:
-    """The aiohttp application: one webhook route for all sources, /healthz, /metrics.
+    """The aiohttp application: one webhook route for all sources, /healthz, /metrics,
+    and the routes chat platforms post to (`platform_routes`, from the sinks).
 
     Without `metrics` there is no /metrics and nothing is counted; with `metrics_token`
     /metrics wants `Authorization: Bearer <token>`.
@@ -198,6 +209,8 @@ def create_app(
     if metrics is not None:
         app[METRICS_KEY] = metrics
         app.router.add_get("/metrics", metrics_handler(metrics, token=metrics_token))
+    for route in platform_routes:
+        app.router.add_route("*", route.path, functools.partial(_platform_post, route))
     return app
 
 
@@ -219,8 +232,9 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
             response.headers["Allow"] = exc.headers["Allow"]
         return response
     except Exception:
-        # Never echo the URL: its query may hold a source's key.
-        log.exception("unhandled error serving %s %s", request.method, request.path)
+        # Never echo the URL: its query may hold a source's key, a platform's route
+        # path a secret.
+        log.exception("unhandled error serving %s %s", request.method, _shown_path(request))
         if "source" in request.match_info:
             _count(request, "error")
         return json_error(500, "internal error")
@@ -268,6 +282,57 @@ async def _webhook(request: web.Request) -> web.Response:
     if 400 <= response.status < 500 and response.status != 401:
         _log_refusal(request, response)
     return response
+
+
+async def _platform_post(route: WebRoute, request: web.Request) -> web.Response:
+    """A chat platform's post (Telegram's update): read like a webhook, checked and taken
+    by the sink; 200 once taken, so the platform does not post it again."""
+    request[_SHOWN] = route.shown
+    if request.app[STATE_KEY].draining:
+        response = json_error(503, "shutting down; retry later")
+        response.headers["Retry-After"] = str(DRAIN_RETRY_AFTER_SECONDS)
+        response.force_close()
+        return response
+    if request.method != "POST":
+        response = json_error(405, f"method {request.method} not allowed; use POST")
+        response.headers["Allow"] = "POST"
+        return response
+    limit = request.app[LIMIT_KEY]
+    if request.content_length is not None and request.content_length > limit:
+        return json_error(413, f"request body too large (limit {limit} bytes)")
+    try:
+        _check_content_type(request)
+        body = await _read_body(request)
+        await route.receive(
+            WebhookRequest(
+                query=request.query, headers=request.headers, body=body, received_at=utcnow()
+            )
+        )
+    except web.HTTPRequestEntityTooLarge:
+        return json_error(413, f"request body too large (limit {limit} bytes)")
+    except _BodyTimeout:
+        response = json_error(408, "request body not received in time")
+        response.force_close()
+        return response
+    except _BodyIncomplete:
+        response = json_error(400, "request body incomplete")
+        response.force_close()
+        return response
+    except SchemaError as exc:
+        return json_error(exc.status, exc.message, field=exc.path)
+    except AuthError as exc:
+        failures = request.app[STATE_KEY].auth_failures
+        if not failures.failed(route.name, request.remote, exc.reason, what="platform"):
+            request[_QUIET] = True
+        return json_error(exc.status, exc.message)
+    except WebhookError as exc:
+        return _refusal(exc)
+    return web.json_response({"status": "accepted"}, status=200)
+
+
+def _shown_path(request: web.BaseRequest) -> str:
+    """The request's path as logs show it: a platform route's secret left out."""
+    return request.get(_SHOWN) or request.path
 
 
 def _log_refusal(request: web.Request, response: web.Response) -> None:
@@ -601,7 +666,7 @@ class RedactingAccessLogger(AbstractAccessLogger):
             '%s "%s %s" %d %d %.3fs',
             request.remote,
             request.method,
-            redact_query(request.rel_url),
+            request.get(_SHOWN) or redact_query(request.rel_url),
             response.status,
             response.body_length,
             time,

@@ -128,6 +128,17 @@ async def test_three_processes_share_the_work_through_kills(
         # Each sends at a third of Telegram's limits once it has counted the others.
         for bot in bots:
             await bot.wait_for("stderr", f"{PROCESSES} bot processes share the database")
+        # Each is scraped on its own and says which process it is, and how many share.
+        identities = set()
+        async with aiohttp.ClientSession() as session:
+            for bot in bots:
+                async with session.get(f"{bot.url}/metrics") as response:
+                    scraped = await response.text()
+                assert f"streambot_processes {PROCESSES}.0" in scraped
+                found = re.search(r'streambot_process_info\{process="([^"]+)"\} 1\.0', scraped)
+                assert found is not None, scraped[:2000]
+                identities.add(found.group(1))
+        assert len(identities) == PROCESSES
         accepted: list[int] = []
         chance = random.Random(20)
         kill_at = set(chance.sample(range(5, EVENTS - 5), KILLS))

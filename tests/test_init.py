@@ -164,8 +164,8 @@ def test_as_a_process_with_stdin_not_a_terminal_it_asks_nothing(tmp_path: Path) 
     assert [s["kind"] for s in config["sources"]] == ["onliverec"]
     # 127.0.0.1 on a machine; 0.0.0.0 in a container (a published port reaches no loopback).
     host = default_host(in_container=running_in_container())
-    assert config["server"] == {"host": host, "port": 8080}
     shown = "localhost" if host == "0.0.0.0" else host
+    assert config["server"] == {"host": host, "port": 8080, "public_url": f"http://{shown}:8080"}
     assert expected_urls(config, f"http://{shown}:8080")[0] in out
 
     check = subprocess.run(
@@ -261,7 +261,12 @@ def test_interactive_answers_choose_the_sources_and_chats(tmp_path: Path) -> Non
     assert [s["kind"] for s in config["sources"]] == ["livepeer", "fastpix"]
     assert config["discord"] == {"token_env": "DISCORD_TOKEN"}
     assert "telegram" not in config
-    assert config["server"] == {"host": "0.0.0.0", "port": 9000}
+    # The public URL is kept: Telegram's webhook mode posts to it.
+    assert config["server"] == {
+        "host": "0.0.0.0",
+        "port": 9000,
+        "public_url": "http://localhost:9000",
+    }
     assert len(prompts) == 8
     assert "unknown source 'ustream'" in out.getvalue()
     assert "http://localhost:9000/webhook/livepeer" in out.getvalue()

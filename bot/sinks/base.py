@@ -8,12 +8,31 @@ from typing import Any, Protocol, TypeAlias
 
 from bot.events import Event
 from bot.render import MessageFormat
+from bot.sources.base import WebhookRequest
 from bot.store import Delivery
 from bot.targets import TargetProblem
 
 #: `Store.hold_role`, as the sinks get it: whether this process does a job only one bot
 #: process on the database may do (Telegram's long poll, answering Discord's commands).
 HoldsRole: TypeAlias = Callable[[str], Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class WebRoute:
+    """A route a sink serves on the bot's listener: its platform posts to it (Telegram's
+    updates by webhook). The listener reads the body under its usual limits, answers
+    refusals as JSON errors and a success with 200.
+
+    `receive` raises a WebhookError subclass to refuse (AuthError: 401, logged like a
+    source's; NotReady: 503 with Retry-After, so the platform sends it again).
+    """
+
+    #: The route's path; it may hold a secret, so logs show `shown` instead.
+    path: str
+    shown: str
+    #: Who posts here, for the log's "authentication failed for ..." lines.
+    name: str
+    receive: Callable[[WebhookRequest], Awaitable[None]]
 
 
 class Sink(Protocol):
@@ -25,6 +44,11 @@ class Sink(Protocol):
     #: Whether its messages can be edited and deleted later: session cards, and a mute
     #: that holds back new messages only (the card is still kept current).
     keeps_cards: bool
+
+    @property
+    def web_routes(self) -> Sequence[WebRoute]:
+        """The routes it serves on the bot's listener (most sinks: none)."""
+        ...
 
     @property
     def state(self) -> str:
@@ -119,6 +143,12 @@ class ConfigTable(Protocol):
         """A list as (item path, item) pairs, or None when absent or not a list."""
         ...
 
+    def choice(
+        self, key: str, default: str, choices: Collection[str], *, required: bool = False
+    ) -> str:
+        """One of `choices`, or `default`."""
+        ...
+
     def chat_token(self, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
         """(token, disabled_reason) from `token` or `token_env`; an unset variable
         disables the platform rather than failing the config."""
@@ -156,3 +186,7 @@ class PlatformSpec:
     #: Its sink takes `holds_role=` (HoldsRole): it has a job only one bot process on the
     #: database may do at a time (Telegram's long poll).
     takes_roles: bool = False
+    #: (its enabled config, `[server] public_url`) -> what is wrong, each naming its key,
+    #: for a platform that can be told to post to the bot at its public URL (Telegram's
+    #: webhook); its sink then takes `public_url=`. None: the platform never posts here.
+    public_url_problems: Callable[[PlatformConfig, str | None], list[str]] | None = None

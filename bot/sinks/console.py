@@ -13,6 +13,7 @@ from bot import markup
 from bot.errors import TemplateProblem
 from bot.events import Event
 from bot.render import Cutter, Rendered, Renderer
+from bot.sinks.base import WebRoute
 from bot.store import Delivery
 from bot.targets import TargetProblem
 
@@ -78,6 +79,8 @@ class ConsoleSink:
     #: Printing never hangs for long; at shutdown a print in progress gets this long.
     drain_timeout = 5.0
     keeps_cards = False
+    #: It serves nothing on the bot's listener.
+    web_routes: tuple[WebRoute, ...] = ()
 
     @property
     def state(self) -> str:

@@ -37,6 +37,7 @@ from bot.commands import Commands
 from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
 from bot.events import LIVE_END, LIVE_START, Event
 from bot.render import Renderer
+from bot.sinks.base import WebRoute
 from bot.sinks.discord.client import (
     INVITE_PERMISSIONS,
     INVITE_SCOPES,
@@ -119,6 +120,8 @@ class DiscordSink:
     #: which Discord answers with the message it already made, for a few minutes.
     drain_timeout = 10.0
     keeps_cards = True
+    #: It serves nothing on the bot's listener.
+    web_routes: tuple[WebRoute, ...] = ()
 
     def __init__(
         self,

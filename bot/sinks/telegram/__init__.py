@@ -37,4 +37,5 @@ SPEC = PlatformSpec(
     format=FORMAT,
     build_sink=build_sink,
     takes_roles=True,
+    public_url_problems=config.public_url_problems,
 )

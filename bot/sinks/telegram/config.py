@@ -6,12 +6,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from bot.sinks.base import ConfigTable
 from bot.tomltypes import show, type_name
 
 #: The section's keys, in the order README documents them.
-CONFIG_KEYS: Final = ("token", "token_env", "api_url")
+CONFIG_KEYS: Final = ("token", "token_env", "api_url", "updates")
+#: `updates`: how commands reach the bot. Long polling (getUpdates) needs no public
+#: address; a webhook (Telegram posts each update to `[server] public_url`) lets every
+#: bot process on a shared database take commands.
+UPDATES_CHOICES: Final = ("polling", "webhook")
 #: Its key in `[[routes]]`.
 TARGET_KEY: Final = "telegram_chats"
 
@@ -26,6 +31,7 @@ class TelegramConfig:
 
     token: str | None = field(default=None, repr=False)
     api_url: str | None = None
+    updates: str = "polling"
     disabled_reason: str | None = "no [telegram] section"
 
     @property
@@ -35,13 +41,53 @@ class TelegramConfig:
 
 
 def read_config(table: ConfigTable, environ: Mapping[str, str]) -> TelegramConfig:
-    """The `[telegram]` section: token or token_env, and an optional Bot API server."""
+    """The `[telegram]` section: token or token_env, an optional Bot API server, and how
+    updates arrive."""
     token, reason = table.chat_token(environ)
     return TelegramConfig(
         token=token,
         api_url=table.url("api_url", ("http", "https")),
+        updates=table.choice("updates", "polling", UPDATES_CHOICES),
         disabled_reason=reason,
     )
+
+
+#: The ports Telegram posts webhooks to (the Bot API's setWebhook: "Ports currently
+#: supported for webhooks: 443, 80, 88, 8443").
+WEBHOOK_PORTS: Final = (443, 80, 88, 8443)
+
+
+def public_url_problems(platform_config: Any, public_url: str | None) -> list[str]:
+    """What keeps Telegram from posting updates to `[server] public_url`, by key.
+
+    Telegram posts only to https:// on four ports (setWebhook answers "bad webhook: An
+    HTTPS URL must be provided for webhook" otherwise): said here, at `check`, rather
+    than by a refused setWebhook once the bot runs.
+    """
+    if not isinstance(platform_config, TelegramConfig) or platform_config.updates != "webhook":
+        return []
+    if public_url is None:
+        return [
+            'telegram.updates: "webhook" needs [server] public_url, the https:// address'
+            " Telegram reaches this bot's listener at (a TLS proxy in front of it)"
+        ]
+    parts = urlsplit(public_url)
+    if parts.scheme.lower() != "https":
+        return [
+            f'server.public_url: Telegram posts updates (telegram.updates = "webhook") only'
+            f" to https:// addresses, got {parts.scheme}://; put a TLS proxy in front"
+        ]
+    try:
+        port = parts.port or 443
+    except ValueError:
+        return ["server.public_url: its port is not a number"]
+    if port not in WEBHOOK_PORTS:
+        ports = ", ".join(str(p) for p in WEBHOOK_PORTS[:-1]) + f" or {WEBHOOK_PORTS[-1]}"
+        return [
+            f'server.public_url: Telegram posts updates (telegram.updates = "webhook") only'
+            f" to ports {ports}, got {port}"
+        ]
+    return []
 
 
 #: The thread id of a forum's General topic.

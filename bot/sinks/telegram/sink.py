@@ -47,7 +47,7 @@ from bot.errors import (
 )
 from bot.events import Event
 from bot.render import Renderer
-from bot.sinks.base import HoldsRole
+from bot.sinks.base import HoldsRole, WebRoute
 from bot.sinks.telegram.client import (
     PacedRateLimiter,
     PerChatUpdates,
@@ -71,6 +71,7 @@ from bot.sinks.telegram.errors import (
 from bot.sinks.telegram.errors import edit as edit_call
 from bot.sinks.telegram.format import FORMAT, TelegramMessage
 from bot.sinks.telegram.preflight import check_targets, moved_problem
+from bot.sinks.telegram.webhook import Webhook
 from bot.store import Delivery
 from bot.targets import SEND, TargetProblem, TargetProblems
 
@@ -86,6 +87,8 @@ CardKind = Literal["photo", "text"]
 _ApiResult = bool | dict[str, Any] | list[dict[str, Any]]
 
 
+#: The updates the bot asks for, polled or posted: commands in chats and in channels.
+ALLOWED_UPDATES: Final = (Update.MESSAGE, Update.CHANNEL_POST)
 #: The role of the process that long-polls Telegram for updates (Store.hold_role).
 UPDATES_ROLE: Final = "telegram-updates"
 #: How often a process asks whether it should poll (or still should).
@@ -141,9 +144,12 @@ class TelegramSink:
         problems: TargetProblems | None = None,
         holds_role: HoldsRole | None = None,
         role_check_interval: float = ROLE_CHECK_SECONDS,
+        public_url: str | None = None,
     ) -> None:
         if config.token is None:
             raise ValueError("TelegramSink needs a token; leave the sink out when there is none")
+        if config.updates == "webhook" and public_url is None:
+            raise ValueError('updates = "webhook" needs the public URL ([server] public_url)')
         if rate_limit_retries < 1:
             # A 429 on a command's answer would lose it; deliveries would only be retried
             # later by the outbox, with the chat held back meanwhile.
@@ -184,6 +190,13 @@ class TelegramSink:
         self._role_check_interval = role_check_interval
         self._role_task: asyncio.Task[None] | None = None
         self._polling = False
+        # With updates = "webhook", Telegram posts updates to every process's listener
+        # instead, and nobody polls.
+        self._webhook = (
+            Webhook.for_token(self._token, public_url)
+            if config.updates == "webhook" and public_url is not None
+            else None
+        )
 
     def __repr__(self) -> str:
         api = self._api_url or "api.telegram.org"
@@ -193,6 +206,13 @@ class TelegramSink:
     def state(self) -> str:
         """created, starting, running, failed (see the log) or stopped."""
         return self._state
+
+    @property
+    def web_routes(self) -> tuple[WebRoute, ...]:
+        """With updates by webhook, the route Telegram posts them to."""
+        if self._webhook is None:
+            return ()
+        return (self._webhook.route(self._take_update),)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -245,7 +265,10 @@ class TelegramSink:
             await app.initialize()
             step = "start polling"
             await self._bot_commands.set_menu(app)
-            if await self._may_poll():
+            if self._webhook is not None:
+                step = "set the webhook"
+                await self._set_webhook(app, self._webhook)
+            elif await self._may_poll():
                 await self._start_polling(app)
             await app.start()
         except InvalidToken:
@@ -270,6 +293,13 @@ class TelegramSink:
             await self._give_up(app, "fatal")
             raise
         self._state = "running"
+        if self._webhook is not None:
+            log.info(
+                "telegram: connected as @%s, taking commands Telegram posts to %s",
+                app.bot.username,
+                self._webhook.shown_url,
+            )
+            return "running"
         if self._polling:
             log.info("telegram: connected as @%s, polling for commands", app.bot.username)
         else:
@@ -284,13 +314,38 @@ class TelegramSink:
 
     async def _start_polling(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         assert app.updater is not None  # the builder's default Updater
+        # PTB deletes any webhook first (deleteWebhook), so going back from
+        # updates = "webhook" to polling needs nothing more.
         await app.updater.start_polling(
             poll_interval=0.0,
             timeout=timedelta(seconds=self._poll_timeout),
-            allowed_updates=[Update.MESSAGE, Update.CHANNEL_POST],
+            allowed_updates=list(ALLOWED_UPDATES),
             error_callback=polling_error,
         )
         self._polling = True
+
+    @staticmethod
+    async def _set_webhook(
+        app: Application[Any, Any, Any, Any, Any, Any], webhook: Webhook
+    ) -> None:
+        """Have Telegram post updates to the listener. Every process sets the same URL and
+        secret (derived from the token), so a start changes nothing for the others, and
+        a stop leaves the webhook in place for them and for the next start: Telegram
+        keeps what it could not post meanwhile and posts it again (for up to a day)."""
+        await app.bot.set_webhook(
+            url=webhook.url,
+            secret_token=webhook.secret_token,
+            allowed_updates=list(ALLOWED_UPDATES),
+        )
+
+    async def _take_update(self, data: dict[str, Any]) -> bool:
+        """An update Telegram posted to the webhook, queued to be handled like a polled
+        one (chat by chat, in order); False while the sink cannot take it."""
+        app = self._app
+        if app is None or self._state != "running":
+            return False
+        await app.update_queue.put(Update.de_json(data, app.bot))
+        return True
 
     async def _may_poll(self) -> bool:
         """Whether this process is the one that polls (always, without other processes)."""
@@ -348,6 +403,10 @@ class TelegramSink:
             .concurrent_updates(self._updates)
             .job_queue(None)
         )
+        if self._webhook is not None:
+            # Updates come by the listener's route: no getUpdates, which Telegram would
+            # refuse with 409 while the webhook is set.
+            builder = builder.updater(None)
         if self._api_url is not None:
             builder = builder.base_url(f"{self._api_url}/bot").base_file_url(
                 f"{self._api_url}/file/bot"
