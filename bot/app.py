@@ -34,7 +34,7 @@ from bot.preflight import Preflight
 from bot.registry import PLATFORMS, SOURCES, message_formats
 from bot.reload import Reloader
 from bot.render import Renderer
-from bot.sinks.base import HoldsRole, PlatformSpec, Sink
+from bot.sinks.base import HoldsRole, PlatformSpec, ReleasesRole, Sink
 from bot.sinks.console import ConsoleSink
 from bot.sources import Source
 from bot.sources.problems import SourceProblems
@@ -102,6 +102,7 @@ def build_sinks(
     platforms: Mapping[str, PlatformSpec] = PLATFORMS,
     problems: TargetProblems | None = None,
     holds_role: HoldsRole | None = None,
+    releases_role: ReleasesRole | None = None,
 ) -> dict[str, Sink]:
     """The enabled sinks; each disabled one says why in one log line.
 
@@ -121,8 +122,9 @@ def build_sinks(
             log.info("%s: not posting there (%s)", name, section.disabled_reason)
             continue
         extras: dict[str, Any] = {}
-        if spec.takes_roles and holds_role:
+        if spec.takes_roles and holds_role and releases_role:
             extras["holds_role"] = holds_role
+            extras["releases_role"] = releases_role
         if spec.public_url_problems is not None:
             extras["public_url"] = config.server.public_url
         sinks[name] = spec.build_sink(
@@ -290,6 +292,7 @@ async def _run_with_store(
         sink_options=sink_options,
         problems=problems,
         holds_role=store.hold_role,
+        releases_role=store.release_role,
     )
     metrics = (
         Metrics(

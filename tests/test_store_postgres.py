@@ -422,6 +422,10 @@ async def test_a_role_is_held_by_one_process_and_passes_on_when_it_is_gone(
         assert not await b.hold_role("telegram-updates")
         assert await a.hold_role("telegram-updates")  # still A's
         assert await b.hold_role("sources")  # another role: free
+        await b.release_role("sources")  # given up (a Discord shard, rebalanced)...
+        assert await a.hold_role("sources")  # ...the next to ask takes it
+        await b.release_role("sources")  # not B's: nothing happens
+        assert not await b.hold_role("sources")
         await a.close()  # the process ends (or dies: its connection goes either way)
         assert await b.hold_role("telegram-updates")
     finally:

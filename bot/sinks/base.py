@@ -15,6 +15,8 @@ from bot.targets import TargetProblem
 #: `Store.hold_role`, as the sinks get it: whether this process does a job only one bot
 #: process on the database may do (Telegram's long poll, answering Discord's commands).
 HoldsRole: TypeAlias = Callable[[str], Awaitable[bool]]
+#: `Store.release_role`, as the sinks get it: give a role up for another process to take.
+ReleasesRole: TypeAlias = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,15 @@ class ConfigTable(Protocol):
         """Where problems are collected, for item checks with their own paths."""
         ...
 
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The table as written, for a key of a type no typed read has."""
+        ...
+
+    def problem(self, key: str, message: str) -> None:
+        """Record a problem with `key`."""
+        ...
+
     def has(self, key: str) -> bool:
         """True when the table sets `key` (to anything)."""
         ...
@@ -183,8 +194,9 @@ class PlatformSpec:
     format: MessageFormat[Any]
     #: (its config, renderer=, commands=, **options) -> the started-later sink.
     build_sink: Callable[..., Sink]
-    #: Its sink takes `holds_role=` (HoldsRole): it has a job only one bot process on the
-    #: database may do at a time (Telegram's long poll).
+    #: Its sink takes `holds_role=` (HoldsRole) and `releases_role=` (ReleasesRole): it has
+    #: jobs only one bot process on the database may do at a time (Telegram's long poll,
+    #: each Discord shard).
     takes_roles: bool = False
     #: (its enabled config, `[server] public_url`) -> what is wrong, each naming its key,
     #: for a platform that can be told to post to the bot at its public URL (Telegram's

@@ -467,6 +467,9 @@ class ProcessStore(Protocol):
         asks once its holder is gone. Ask again now and then: a role can be lost (the
         database connection that held it broke) and must then be given up."""
 
+    async def release_role(self, role: str) -> None:
+        """Give `role` up (another process may take it now); nothing when not held."""
+
 
 class Store(
     EventStore,

@@ -235,6 +235,26 @@ class PostgresStore:
             self._roles.add(role)
         return taken
 
+    async def release_role(self, role: str) -> None:
+        """Unlock `role` on the roles' connection, so the next process asking takes it."""
+        async with self._roles_lock:
+            if role not in self._roles:
+                return
+            self._roles.discard(role)
+            conn = self._roles_conn
+            if conn is None or conn.is_closed():
+                return  # gone with its connection already
+            try:
+                await conn.fetchval(
+                    "SELECT pg_advisory_unlock($1, hashtext($2))", ROLE_LOCKS, role
+                )
+            except Exception as exc:
+                error = unavailable(exc)
+                if error is None:
+                    raise
+                # Dropping the connection frees every lock it held: this one goes too.
+                self._drop_roles(f"the connection holding them broke ({error})")
+
     def _drop_roles(self, why: str) -> None:
         if self._roles:
             log.warning("database: roles %s lost: %s", ", ".join(sorted(self._roles)), why)

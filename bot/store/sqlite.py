@@ -1197,6 +1197,10 @@ class SQLiteStore:
         del role
         return True
 
+    async def release_role(self, role: str) -> None:
+        """Nothing to give up: no other process could take it."""
+        del role
+
     # -- moving to another backend (bot.store.transfer) ------------------------------
 
     def table_rows(self, table: str) -> list[dict[str, Any]]:

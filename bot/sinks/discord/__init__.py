@@ -32,4 +32,5 @@ SPEC = PlatformSpec(
     parse_target=config.parse_target,
     format=FORMAT,
     build_sink=build_sink,
+    takes_roles=True,
 )

@@ -139,6 +139,12 @@ class BotClient(discord.Client):
             await self._identify_hook(shard_id, initial=initial)
 
 
+class ShardedBotClient(BotClient, discord.AutoShardedClient):
+    """BotClient running some of the bot's gateway shards (`shard_ids` of
+    `shard_count`, set before `connect`), in one process of several (bot/sinks/discord/
+    shards.py)."""
+
+
 def paced_requests(limiter: WindowLimiter) -> aiohttp.TraceConfig:
     """An aiohttp trace that holds each REST request of the client until `limiter` has room.
 

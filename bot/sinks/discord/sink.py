@@ -23,8 +23,9 @@ import functools
 import hashlib
 import logging
 import warnings
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 with warnings.catch_warnings():
     # discord.py 2.7 imports the stdlib audioop module (voice support), deprecated since
@@ -37,12 +38,13 @@ from bot.commands import Commands
 from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
 from bot.events import LIVE_END, LIVE_START, Event
 from bot.render import Renderer
-from bot.sinks.base import WebRoute
+from bot.sinks.base import HoldsRole, ReleasesRole, WebRoute
 from bot.sinks.discord.client import (
     INVITE_PERMISSIONS,
     INVITE_SCOPES,
     BotClient,
     Endpoints,
+    ShardedBotClient,
     allowed_mentions_for,
     paced_requests,
 )
@@ -62,6 +64,7 @@ from bot.sinks.discord.preflight import (
     not_text_problem,
     takes_messages,
 )
+from bot.sinks.discord.shards import SHARD_CHECK_SECONDS, ShardClaims, describe
 from bot.sinks.ratelimit import WindowLimiter
 from bot.store import Delivery
 from bot.targets import SEND, TargetProblem, TargetProblems
@@ -89,6 +92,18 @@ _LOGIN_RETRY_MAX: Final = 300.0
 _LOGIN_RETRY_AFTER_MAX: Final = 3600.0
 # How long a delivery waits when the client is not logged in (yet, or any more).
 _NOT_CONNECTED_RETRY: Final = 30.0
+# ...and while a new client logs in because this process's shards changed.
+_RESHARD_RETRY: Final = 2.0
+
+
+async def _every_role(role: str) -> bool:
+    """Without a shared database: this process is the only one, and runs every shard."""
+    del role
+    return True
+
+
+async def _nothing_to_release(role: str) -> None:
+    del role
 
 
 def delivery_nonce(delivery: Delivery) -> str:
@@ -138,6 +153,9 @@ class DiscordSink:
         global_period: float | None = None,
         problems: TargetProblems | None = None,
         login_retry_first: float = _LOGIN_RETRY_FIRST,
+        holds_role: HoldsRole | None = None,
+        releases_role: ReleasesRole | None = None,
+        shard_check_interval: float = SHARD_CHECK_SECONDS,
     ) -> None:
         self._config = config
         # Where what is found wrong with a target goes (/healthz, /status for admins).
@@ -162,6 +180,17 @@ class DiscordSink:
         #: Targets of routes with `thread = "per_stream"`, as the last preflight was told.
         self._thread_targets: set[str] = set()
         self._login_retry_first = login_retry_first
+        # Sharding ([discord] shard_count): which shards this process runs is claimed
+        # through the database (shards.py); without other processes, every one.
+        self._holds_role = holds_role or _every_role
+        self._releases_role = releases_role or _nothing_to_release
+        self._shard_check_interval = shard_check_interval
+        self._processes = 1
+        self._shards_changed = asyncio.Event()
+        self._shards: frozenset[int] = frozenset()
+        self._shard_count: int | None = None
+        # Between two clients while the shards this process runs change.
+        self._resharding = False
         # The channels this sink has been asked about (preflight) or posted in: the ones a
         # permission change in their server makes worth checking again.
         self._targets: set[str] = set()
@@ -229,12 +258,24 @@ class DiscordSink:
             )
 
     def share_limits(self, processes: int) -> None:
-        """Take `1/processes` of Discord's global 50 requests a second (per bot token)."""
+        """Take `1/processes` of Discord's global 50 requests a second (per bot token),
+        and (sharded) look again at which shards this process should run."""
         self._limiter.share(processes)
+        if processes != self._processes:
+            self._processes = processes
+            self._shards_changed.set()
+
+    @property
+    def shards(self) -> tuple[frozenset[int], int] | None:
+        """(the shards this process runs, of how many) while sharded, else None."""
+        if self._shard_count is None:
+            return None
+        return self._shards, self._shard_count
 
     async def stop(self) -> None:
         """Close the connection, end the client task, restore discord.py's endpoints."""
         self._stopping = True
+        self._shards_changed.set()  # a sharded client's watch ends now, not at its next look
         client, task = self._client, self._task
         self._task = None
         try:
@@ -263,7 +304,10 @@ class DiscordSink:
                 return
             self._log_invite(client)
             await self._sync_commands()
-            await client.connect(reconnect=True)
+            if self._config.shard_count is None:
+                await client.connect(reconnect=True)
+            elif not await self._run_shards(client, token):
+                return
         except asyncio.CancelledError:
             raise
         except discord.PrivilegedIntentsRequired:
@@ -282,6 +326,111 @@ class DiscordSink:
         else:
             if not self._stopping:
                 self._fail("the gateway connection ended")
+
+    async def _run_shards(self, client: BotClient, token: str) -> bool:
+        """Run this process's share of the gateway's shards until stopped (False) or the
+        gateway ends the session (True), on a new client whenever the share changes:
+        discord.py starts a client's shards once, in `connect`."""
+        count = await self._resolved_shard_count(client)
+        if count is None:
+            return False
+        claims = ShardClaims(count, holds_role=self._holds_role, releases_role=self._releases_role)
+        self._shard_count = count
+        try:
+            while True:
+                shards = await claims.review(self._processes)
+                await claims.release_extras()  # nothing runs them here any more
+                if shards != self._shards or self._resharding:
+                    log.info("discord: this process runs %s", describe(shards, count))
+                self._shards = shards
+                ended = await self._run_until_shards_change(client, claims, shards)
+                if self._stopping:
+                    return False
+                if ended:
+                    return True
+                self._resharding = True
+                await client.close()
+                # A new client: discord.py connects one only once.
+                next_client = await self._login(token)
+                if next_client is None:
+                    return False
+                client = next_client
+        finally:
+            self._resharding = False
+            self._shards = frozenset()
+            await claims.release_all()
+
+    async def _run_until_shards_change(
+        self, client: BotClient, claims: ShardClaims, shards: frozenset[int]
+    ) -> bool:
+        """Run `shards` on `client` (none: REST only) until the shards to run change
+        (False, the client closed) or the gateway ends the session (True)."""
+        connection: asyncio.Task[None] | None = None
+        if shards:
+            client.shard_count = claims.count
+            cast(ShardedBotClient, client).shard_ids = sorted(shards)
+            connection = asyncio.create_task(client.connect(reconnect=True), name="discord-shards")
+        else:
+            self._sending_only(client, claims.count)
+        try:
+            while not self._stopping:
+                self._shards_changed.clear()
+                changed = asyncio.ensure_future(self._shards_changed.wait())
+                waiting: set[asyncio.Future[Any]] = {changed}
+                if connection is not None:
+                    waiting.add(connection)
+                await asyncio.wait(
+                    waiting, timeout=self._shard_check_interval, return_when=FIRST_COMPLETED
+                )
+                changed.cancel()
+                if connection is not None and connection.done():
+                    connection.result()  # the gateway's error, if it ended with one
+                    return not self._stopping
+                if await claims.review(self._processes) != shards:
+                    return False
+            return False
+        finally:
+            if connection is not None and not connection.done():
+                await client.close()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await connection
+
+    async def _resolved_shard_count(self, client: BotClient) -> int | None:
+        """`shard_count`, or Discord's recommendation for "auto" (GET /gateway/bot),
+        asked again with growing pauses while Discord cannot answer; None if stopped."""
+        wanted = self._config.shard_count
+        if isinstance(wanted, int):
+            return wanted
+        delay = self._login_retry_first
+        while not self._stopping:
+            try:
+                recommended, _url, _limits = await client.http.get_bot_gateway()
+            except (discord.GatewayNotFound, discord.HTTPException, *NETWORK_ERRORS) as exc:
+                log.warning(
+                    "discord: cannot ask Discord how many shards to run (%s); retrying in %.0fs",
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _LOGIN_RETRY_MAX)
+                continue
+            log.info('discord: shard_count = "auto": Discord recommends %d', recommended)
+            return int(recommended)
+        return None
+
+    def _sending_only(self, client: BotClient, count: int) -> None:
+        """Logged in, no shard to run here (other processes run them all): the sink
+        sends, edits and deletes over REST, and is healthy."""
+        if self._state != "running":
+            user = client.user
+            log.info(
+                "discord: logged in as %s; the other bot processes run all %d shards, so"
+                " this one sends only (and takes shards over when they are free)",
+                user.name if user else "?",
+                count,
+            )
+        self._state = "running"
+        self._ready.set()
 
     async def _login(self, token: str) -> BotClient | None:
         """A logged-in client, or None when the token is refused (state is then failed)."""
@@ -363,7 +512,12 @@ class DiscordSink:
             "http_trace": paced_requests(self._limiter),
         }
         options.update(self._client_options)
-        client = BotClient(
+        kind = BotClient
+        if self._config.shard_count is not None:
+            # Which shards (and, for "auto", how many) is settled before connect.
+            kind = ShardedBotClient
+            options.setdefault("shard_count", self._shard_count)
+        client = kind(
             on_ready=self._on_ready,
             identify_hook=self._before_identify_hook,
             on_permissions_changed=self._permissions_changed,
@@ -444,6 +598,12 @@ class DiscordSink:
     def _connected_client(self) -> discord.Client:
         client = self._client
         if client is None or not self._logged_in or client.is_closed():
+            if self._resharding:
+                # A new client is logging in (the shards this process runs changed):
+                # seconds, not a lost connection.
+                raise TransientDeliveryError(
+                    "Discord's client is being replaced", retry_after=_RESHARD_RETRY
+                )
             raise TransientDeliveryError(
                 f"not logged in to Discord (sink {self._state})",
                 retry_after=_NOT_CONNECTED_RETRY,

@@ -47,7 +47,7 @@ from bot.errors import (
 )
 from bot.events import Event
 from bot.render import Renderer
-from bot.sinks.base import HoldsRole, WebRoute
+from bot.sinks.base import HoldsRole, ReleasesRole, WebRoute
 from bot.sinks.telegram.client import (
     PacedRateLimiter,
     PerChatUpdates,
@@ -143,6 +143,7 @@ class TelegramSink:
         group_period: float | None = None,
         problems: TargetProblems | None = None,
         holds_role: HoldsRole | None = None,
+        releases_role: ReleasesRole | None = None,
         role_check_interval: float = ROLE_CHECK_SECONDS,
         public_url: str | None = None,
     ) -> None:
@@ -187,6 +188,7 @@ class TelegramSink:
         # with 409 Conflict): with several bot processes on one database, the one holding
         # UPDATES_ROLE polls; the others send, and take over when it is gone.
         self._holds_role = holds_role
+        self._releases_role = releases_role
         self._role_check_interval = role_check_interval
         self._role_task: asyncio.Task[None] | None = None
         self._polling = False
@@ -250,6 +252,12 @@ class TelegramSink:
                     await app.updater.stop()
             await self._updates.drain(COMMAND_DRAIN_SECONDS)
             await shutdown(app)
+        if self._polling and self._releases_role is not None:
+            # The poll has ended: another process may start its own now rather than
+            # when this one's database connection closes.
+            with contextlib.suppress(StoreUnavailable):
+                await self._releases_role(UPDATES_ROLE)
+        self._polling = False
         if self._state != "created":
             self._state = "stopped"
         self._unguard_logs()
