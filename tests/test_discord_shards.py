@@ -6,10 +6,24 @@ from __future__ import annotations
 
 import pytest
 
+from bot.commands import Commands
 from bot.errors import StoreUnavailable
-from bot.sinks.discord.config import read_config
+from bot.registry import message_formats
+from bot.render import Renderer
+from bot.sinks.discord.config import DiscordConfig, read_config
 from bot.sinks.discord.shards import ShardClaims, describe, shard_role
+from bot.sinks.discord.sink import DiscordSink
+from bot.store import Store
 from bot.store.postgres import PostgresStore
+from tests.fakes.discord_api import (
+    FakeDiscord,
+    guild_channel_id,
+    no_identify_delay,
+    point_discord_at,
+    sharded_guilds,
+)
+
+TOKEN = "fake-discord-token"
 
 
 class Roles:
@@ -123,3 +137,63 @@ def test_shard_count_is_a_number_or_auto_named_by_key() -> None:
 )
 def test_the_log_says_which_shards(shards: frozenset[int], said: str) -> None:
     assert describe(frozenset(shards), 4) == said
+
+
+# -- two Discord sinks, as two processes, against the sharded gateway fake ------------------
+
+
+def sharded_sink(roles: Roles, process: str, store: Store, shards: int) -> DiscordSink:
+    claims = roles.of(process)  # only for its hold/release callables
+    config = DiscordConfig(token=TOKEN, shard_count=shards, disabled_reason=None)
+    return DiscordSink(
+        config=config,
+        renderer=Renderer(formats=message_formats()),
+        commands=Commands(store=store, routes=()),
+        client_options={"guild_ready_timeout": 0.1},
+        before_identify_hook=no_identify_delay,
+        ready_timeout=10.0,
+        holds_role=claims._holds_role,
+        releases_role=claims._releases_role,
+        shard_check_interval=0.2,
+    )
+
+
+async def test_two_processes_run_one_shard_each_and_a_survivor_takes_both(store: Store) -> None:
+    guilds = sharded_guilds(2, 2)
+    async with FakeDiscord(guilds=guilds, token=TOKEN) as fake:
+        with point_discord_at(fake):
+            roles = Roles()
+            a = sharded_sink(roles, "a", store, 2)
+            b = sharded_sink(roles, "b", store, 2)
+            for sink in (a, b):
+                sink.share_limits(2)  # each counts the other: a share of one shard
+            try:
+                await a.start()
+                await b.start()
+                await fake.wait_for_shards([(0, 2), (1, 2)], timeout=10)
+                assert a.shards is not None and b.shards is not None
+                assert {a.shards[0], b.shards[0]} == {frozenset({0}), frozenset({1})}
+                # Each server's command reaches the one process running its shard, and is
+                # answered once.
+                for guild in guilds:
+                    answered = await fake.invoke_command(
+                        "help",
+                        channel_id=guild_channel_id(guild, "general"),
+                        guild_id=int(guild["id"]),
+                    )
+                    assert answered.response_type in (4, 5)
+                await a.stop()  # its shard is given up as its session closes
+                b.share_limits(1)
+                await fake.wait_for_shards([(0, 2), (1, 2)], timeout=15)
+                assert b.shards == (frozenset({0, 1}), 2)
+                for guild in guilds:
+                    answered = await fake.invoke_command(
+                        "help",
+                        channel_id=guild_channel_id(guild, "general"),
+                        guild_id=int(guild["id"]),
+                    )
+                    assert answered.response_type in (4, 5)
+                assert b.state == "running"
+            finally:
+                await a.stop()
+                await b.stop()

@@ -45,6 +45,9 @@ FakeDiscord(*, guilds=None, application_id=APPLICATION_ID, bot_user_id=BOT_USER_
     hour" and discord.js #4956 "10 publishes ... per hour"). Over the first: a 429; over
     the second: a 429 with code 20028 whose body's ``retry_after`` is right and whose
     ``Retry-After`` header says 1, Discord's own bug (discord-api-docs #6109).
+    ``recommended_shards`` (1): GET /gateway/bot's ``shards``; ``max_concurrency`` (1): its
+    ``session_start_limit.max_concurrency``; ``max_guilds_per_shard`` (None: unlimited;
+    Discord's is 2500): a session whose shard would hold more guilds is closed with 4011.
 start() / close(), or ``async with``.
 api_url, gateway_url, resume_gateway_url.
 messages: channel id -> messages as Discord returns them (live dicts: edits applied,
@@ -81,6 +84,26 @@ invoke_command(name, options=None, *, channel_id, guild_id, member_permissions=N
 autocomplete(name, options, focused, ...) -> list of choices (type 4 -> callback type 8).
 dispatch(event, data), request_reconnect(), invalidate_session(resumable=False),
     drop_connections(code=4000): gateway control for reconnect tests.
+shards_connected() -> sorted [(shard_id, num_shards)] of the identified sessions still
+    connected (duplicates kept; an unsharded session is (0, 1));
+    await wait_for_shards(expected, timeout=5.0): until exactly those are connected.
+
+Sharding, as Discord's gateway documentation ("Sharding") describes it. IDENTIFY may carry
+``shard: [shard_id, num_shards]``; anything but two integers with 0 <= shard_id <
+num_shards closes the socket with 4010 "Invalid shard." (without it the session is
+[0, 1]). A session gets only the guilds of its shard, ``(guild_id >> 22) % num_shards ==
+shard_id`` (``shard_of``): in READY's ``guilds`` (which also echoes ``shard`` when one was
+sent), as GUILD_CREATE, and for every dispatch with a ``guild_id`` (GUILD_CREATE/UPDATE/
+DELETE: their ``id``); events without one (DMs) go to sessions with shard_id 0 only.
+Sessions are routed each on its own: "You can establish multiple sessions with the same
+[shard_id, num_shards], or sessions with different num_shards values", so two sessions on
+one shard (two unsharded processes, say) both get its events, INTERACTION_CREATE
+included, and the slower answer gets 40060, as a bot running twice does on Discord.
+GUILD_MEMBERS_CHUNK answers only the session that asked. A RESUME keeps the session's
+shard. Not modelled: max_concurrency's 5 s identify buckets (``no_identify_delay``
+already skips discord.py's wait) and large-bot shard multiples. ``sharded_guilds(count,
+shard_count)`` builds guilds on chosen shards, each a copy of ``default_guild()`` with its
+own ids (``guild_channel_id(guild, "streams")`` finds one's channel).
 
 Behaviour modelled because a bot can get it wrong: 2000/256/4096/1024/6000/10/25 limits,
 embed URLs, empty messages (50006) -> 400 like Discord; ``enforce_nonce`` idempotency;
@@ -108,7 +131,7 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -156,9 +179,12 @@ __all__ = [
     "RecordedRequest",
     "default_guild",
     "fast_client_options",
+    "guild_channel_id",
     "no_identify_delay",
     "point_discord_at",
     "running_client",
+    "shard_of",
+    "sharded_guilds",
 ]
 
 log = logging.getLogger(__name__)
@@ -203,6 +229,10 @@ GUILD_MEMBERS_INTENT = 1 << 1
 GUILD_PRESENCES_INTENT = 1 << 8
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)  # members, presences, message content
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
+#: IDENTIFYs a bot may send per 24 hours (Get Gateway Bot's session_start_limit.total).
+SESSION_START_LIMIT = 1000
+#: Events whose guild is their ``id``; every other guild event carries ``guild_id``.
+_GUILD_OBJECT_EVENTS = ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE")
 
 # The default guild's ids: fixed so tests can name them.
 APPLICATION_ID = 1_210_000_000_000_000_001
@@ -436,6 +466,125 @@ def default_guild(
             _member(bot, [BOT_ROLE_ID]),
         ],
     }
+
+
+#: default_guild()'s own ids (not its users'): sharded_guilds() gives each copy its own.
+_GUILD_SCOPED_IDS = (
+    GUILD_ID,
+    MOD_ROLE_ID,
+    STREAMERS_ROLE_ID,
+    STAFF_ROLE_ID,
+    BOT_ROLE_ID,
+    CATEGORY_ID,
+    GENERAL_CHANNEL_ID,
+    STREAMS_CHANNEL_ID,
+    READONLY_CHANNEL_ID,
+    RESTRICTED_CHANNEL_ID,
+    ANNOUNCEMENTS_CHANNEL_ID,
+    VOICE_CHANNEL_ID,
+    FORUM_CHANNEL_ID,
+    THREAD_ID,
+    NO_EMBEDS_CHANNEL_ID,
+)
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard that gets a guild's events: Discord's "Sharding Formula",
+    ``shard_id = (guild_id >> 22) % num_shards``."""
+    if shard_count < 1:
+        raise ValueError("shard_count must be at least 1")
+    return (guild_id >> 22) % shard_count
+
+
+def _on_shard(shard: tuple[int, int], guild_id: int | None) -> bool:
+    """Whether a session identified with ``shard`` gets an event of ``guild_id``; one of
+    no guild (a DM) only shard 0 gets ("Gateway events that do not contain a guild_id
+    will only be sent to the first shard")."""
+    shard_id, num_shards = shard
+    if guild_id is None:
+        return shard_id == 0
+    return shard_of(guild_id, num_shards) == shard_id
+
+
+def _event_guild_id(event: str, data: dict[str, Any]) -> int | None:
+    """The guild a dispatch belongs to, which picks the shard that gets it."""
+    raw = data.get("id") if event in _GUILD_OBJECT_EVENTS else data.get("guild_id")
+    return int(raw) if raw is not None else None
+
+
+def _identify_shard(data: dict[str, Any]) -> tuple[int, int] | None:
+    """The ``shard`` an IDENTIFY asks for, None when it has none.
+
+    ValueError where Discord closes with 4010 ("You sent us an invalid shard when
+    identifying"): not an array of two integers ("array of two integers (shard_id,
+    num_shards)"; null included, the field being optional, not nullable), or a shard_id
+    outside 0..num_shards-1 ("the zero-based integer value of the current shard").
+    """
+    if "shard" not in data:
+        return None
+    shard = data["shard"]
+    if not isinstance(shard, list) or len(shard) != 2 or any(type(v) is not int for v in shard):
+        raise ValueError(f"malformed shard {shard!r}")
+    shard_id, num_shards = shard
+    if num_shards < 1 or not 0 <= shard_id < num_shards:
+        raise ValueError(f"no shard {shard_id} of {num_shards}")
+    return shard_id, num_shards
+
+
+def _remap_ids(value: Any, ids: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {key: _remap_ids(item, ids) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_remap_ids(item, ids) for item in value]
+    if isinstance(value, str):
+        return ids.get(value, value)
+    return value
+
+
+def sharded_guilds(
+    count: int,
+    shard_count: int,
+    *,
+    shard_ids: Sequence[int] | None = None,
+    bot_user_id: int = BOT_USER_ID,
+    bot_name: str = "StreamBot",
+    bot_permissions: int = BOT_ROLE_PERMISSIONS,
+) -> list[dict[str, Any]]:
+    """``count`` guilds, guild i on shard ``shard_ids[i]`` of ``shard_count`` (i %
+    shard_count by default), for ``FakeDiscord(guilds=...)``.
+
+    Each is ``default_guild()`` with the guild's, its roles', channels' and thread's ids
+    moved to ids of its own (the same users are members of all), named "Fake Guild i",
+    so the bot can post in each one's general and streams channels; find them with
+    ``guild_channel_id``. The ids are the same on every call, and none is
+    default_guild()'s: a snowflake's shard is its timestamp part (above bit 22) modulo
+    the count, so guild i's timestamp is picked to land on its shard, and its roles' and
+    channels' ids are small offsets from the guild's, as in default_guild().
+    """
+    shards = list(shard_ids) if shard_ids is not None else [i % shard_count for i in range(count)]
+    if shard_count < 1 or len(shards) != count or any(not 0 <= s < shard_count for s in shards):
+        raise ValueError(f"need {count} shard ids in 0..{shard_count - 1}, got {shards}")
+    # The first timestamp past default_guild()'s that is a multiple of shard_count.
+    first = ((GUILD_ID >> 22) // shard_count + 1) * shard_count
+    guilds = []
+    for index, shard in enumerate(shards):
+        guild_id = (first + index * shard_count + shard) << 22
+        ids = {str(old): str(guild_id + old - GUILD_ID) for old in _GUILD_SCOPED_IDS}
+        template = default_guild(
+            bot_user_id=bot_user_id, bot_name=bot_name, bot_permissions=bot_permissions
+        )
+        guild = _remap_ids(template, ids)
+        guild["name"] = f"Fake Guild {index}"
+        guilds.append(guild)
+    return guilds
+
+
+def guild_channel_id(guild: dict[str, Any], name: str) -> int:
+    """The id of the channel (or thread) called ``name`` in a GUILD_CREATE-shaped dict."""
+    for channel in [*guild.get("channels", []), *guild.get("threads", [])]:
+        if channel["name"] == name:
+            return int(channel["id"])
+    raise KeyError(f"no channel {name!r} in guild {guild['id']}")
 
 
 def _normalize_guild(guild: dict[str, Any], bot_user: dict[str, Any]) -> dict[str, Any]:
@@ -1059,6 +1208,8 @@ class _Session:
     session_id: str
     intents: int
     conn: _Conn | None
+    #: [shard_id, num_shards] from IDENTIFY; (0, 1), every guild, without one.
+    shard: tuple[int, int] = (0, 1)
     seq: int = 0
     sent: list[dict[str, Any]] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -1091,7 +1242,16 @@ class FakeDiscord:
         foreign_guilds: list[dict[str, Any]] | None = None,
         crosspost_limit: tuple[int, float] = (10, 3600.0),
         published_edit_limit: tuple[int, float] = (3, 3600.0),
+        recommended_shards: int = 1,
+        max_concurrency: int = 1,
+        max_guilds_per_shard: int | None = None,
     ) -> None:
+        self.recommended_shards = recommended_shards
+        self.max_concurrency = max_concurrency
+        self.max_guilds_per_shard = max_guilds_per_shard
+        #: When each session was started (IDENTIFY accepted; RESUMEs do not count), for
+        #: session_start_limit (time.monotonic()).
+        self._session_starts: list[float] = []
         self.crosspost_limit = crosspost_limit
         self.published_edit_limit = published_edit_limit
         #: Publish and published-edit times per channel (time.monotonic()).
@@ -1355,10 +1515,15 @@ class FakeDiscord:
     async def dispatch(
         self, event: str, data: dict[str, Any], *, intent: int | None = None
     ) -> int:
-        """Send a DISPATCH to every identified session; return how many sockets got it."""
+        """Send a DISPATCH to every identified session whose shard gets the event (its
+        ``guild_id``'s shard, or shard 0 for an event of no guild: see Sharding above),
+        every such session its own copy; return how many sockets got it."""
+        guild_id = _event_guild_id(event, data)
         delivered = 0
         for session in list(self._sessions.values()):
             if intent is not None and not session.intents & intent:
+                continue
+            if not _on_shard(session.shard, guild_id):
                 continue
             async with session.lock:
                 session.seq += 1
@@ -1378,6 +1543,7 @@ class FakeDiscord:
         """Send op 9 INVALID_SESSION; unless resumable the sessions are forgotten."""
         if not resumable:
             self._sessions.clear()
+            self._changes.notify()
         for conn in list(self._conns):
             await conn.send({"op": 9, "d": resumable, "s": None, "t": None})
 
@@ -1385,6 +1551,34 @@ class FakeDiscord:
         """Close every gateway socket from the server side (sessions stay resumable)."""
         for conn in list(self._conns):
             await conn.ws.close(code=code, message=b"dropped by test")
+
+    def shards_connected(self) -> list[tuple[int, int]]:
+        """(shard_id, num_shards) of every identified session whose socket is open, sorted,
+        one entry per session: a shard run twice shows twice."""
+        return sorted(
+            session.shard
+            for session in self._sessions.values()
+            if session.conn is not None and not session.conn.ws.closed
+        )
+
+    async def wait_for_shards(
+        self, expected: Collection[tuple[int, int]], timeout: float = 5.0
+    ) -> list[tuple[int, int]]:
+        """Wait until ``shards_connected()`` is exactly ``expected`` (in any order, with
+        as many of each); TimeoutError says what is connected instead."""
+        want = sorted((int(shard_id), int(count)) for shard_id, count in expected)
+
+        def check() -> list[tuple[int, int]] | None:
+            connected = self.shards_connected()
+            return connected if connected == want else None
+
+        try:
+            return await self._changes.wait_until(check, timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"shards {want} not connected within {timeout}s; "
+                f"connected: {self.shards_connected()}"
+            ) from None
 
     # ----------------------------------------------------------------- interactions API
 
@@ -1558,7 +1752,10 @@ class FakeDiscord:
         self._interactions[iid] = result
         self._tokens[result.token] = result
         if not await self.dispatch("INTERACTION_CREATE", payload):
-            raise RuntimeError("no gateway session is connected: is the client ready?")
+            raise RuntimeError(
+                f"no connected gateway session runs the shard of guild {guild_id}: "
+                "is the client ready, and does it run that shard?"
+            )
         return result
 
     def _find_command(self, name: str, guild_id: int) -> tuple[dict[str, Any], bool]:
@@ -2151,8 +2348,26 @@ class FakeDiscord:
         return _Reply(200, {"url": self.gateway_url})
 
     async def _get_gateway_bot(self, rec: RecordedRequest) -> _Reply:
-        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return _Reply(200, {"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        """Get Gateway Bot: the recommended shard count and the session start limit, whose
+        ``remaining`` counts the sessions started (IDENTIFYs, not RESUMEs) in the last
+        24 hours ("Clients are limited to 1000 IDENTIFY calls to the websocket in a
+        24-hour period") and whose ``reset_after`` (ms) runs to the oldest one's expiry."""
+        now = time.monotonic()
+        day = 24 * 3600.0
+        self._session_starts = [t for t in self._session_starts if now - t < day]
+        starts = self._session_starts
+        limit = {
+            "total": SESSION_START_LIMIT,
+            "remaining": max(0, SESSION_START_LIMIT - len(starts)),
+            "reset_after": int((starts[0] + day - now) * 1000) if starts else 0,
+            "max_concurrency": self.max_concurrency,
+        }
+        body = {
+            "url": self.gateway_url,
+            "shards": self.recommended_shards,
+            "session_start_limit": limit,
+        }
+        return _Reply(200, body)
 
     def _check_application(self, app: str) -> None:
         if int(app) != self.application_id:
@@ -2733,6 +2948,7 @@ class FakeDiscord:
             self._conns.discard(conn)
             if conn.session is not None and conn.session.conn is conn:
                 conn.session.conn = None
+            self._changes.notify()  # for wait_for_shards
         return ws
 
     async def _gateway_op(self, conn: _Conn, op: int | None, data: Any) -> None:
@@ -2743,7 +2959,7 @@ class FakeDiscord:
         elif op == 6:
             await self._resume(conn, data or {})
         elif op == 8 and conn.session is not None:
-            await self._member_chunk(data or {})
+            await self._member_chunk(conn.session, data or {})
         # op 3 (presence), 4 (voice) and others are only recorded.
 
     async def _identify(self, conn: _Conn, data: dict[str, Any]) -> None:
@@ -2758,13 +2974,28 @@ class FakeDiscord:
         if intents & PRIVILEGED_INTENTS & ~allowed:
             await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
-        session = _Session(session_id=secrets.token_hex(16), intents=intents, conn=conn)
+        try:
+            requested = _identify_shard(data)
+        except ValueError:
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
+        shard = requested or (0, 1)
+        guilds = [g for gid, g in self.guilds.items() if _on_shard(shard, gid)]
+        if self.max_guilds_per_shard is not None and len(guilds) > self.max_guilds_per_shard:
+            # 4011: "The session would have handled too many guilds - you are required to
+            # shard your connection in order to connect."
+            await conn.ws.close(code=4011, message=b"Sharding required.")
+            return
+        session = _Session(
+            session_id=secrets.token_hex(16), intents=intents, conn=conn, shard=shard
+        )
         conn.session = session
         self._sessions[session.session_id] = session
-        ready = {
+        self._session_starts.append(time.monotonic())
+        ready: dict[str, Any] = {
             "v": 10,
             "user": self.bot_user,
-            "guilds": [{"id": gid, "unavailable": True} for gid in map(str, self.guilds)],
+            "guilds": [{"id": g["id"], "unavailable": True} for g in guilds],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.resume_gateway_url,
@@ -2774,10 +3005,14 @@ class FakeDiscord:
             "presences": [],
             "_trace": ['["fake-gateway",{"micros":0}]'],
         }
+        if requested is not None:
+            # "Shard information associated with this session, if sent when identifying".
+            ready["shard"] = list(shard)
         await self._send_to(session, "READY", ready)
-        for guild in self.guilds.values():
+        for guild in guilds:
             await self._send_to(session, "GUILD_CREATE", self._guild_create(guild, intents))
         self.ready.set()
+        self._changes.notify()  # for wait_for_shards
 
     def _guild_create(self, guild: dict[str, Any], intents: int) -> dict[str, Any]:
         """GUILD_CREATE as Discord sends it: without the presences intent its members are
@@ -2801,17 +3036,21 @@ class FakeDiscord:
         if session is None or not token_ok:
             await conn.send({"op": 9, "d": False, "s": None, "t": None})
             return
-        session.conn = conn
+        session.conn = conn  # with the shard it identified with
         conn.session = session
+        self._changes.notify()  # for wait_for_shards
         last = int(data.get("seq") or 0)
         async with session.lock:
             for frame in [f for f in session.sent if f["s"] > last]:
                 await conn.send(frame)
         await self._send_to(session, "RESUMED", {"_trace": ['["fake-gateway",{"micros":0}]']})
 
-    async def _member_chunk(self, data: dict[str, Any]) -> None:
-        guild = self.guilds.get(int(data.get("guild_id") or 0))
-        if guild is None:
+    async def _member_chunk(self, session: _Session, data: dict[str, Any]) -> None:
+        """Request Guild Members: the GUILD_MEMBERS_CHUNK "Response to Request Guild
+        Members" goes to the session that asked, for a guild on its shard only."""
+        guild_id = int(data.get("guild_id") or 0)
+        guild = self.guilds.get(guild_id)
+        if guild is None or not _on_shard(session.shard, guild_id):
             return
         query = (data.get("query") or "").lower()
         user_ids = {str(u) for u in data.get("user_ids") or []}
@@ -2832,7 +3071,7 @@ class FakeDiscord:
             "not_found": [],
             "nonce": data.get("nonce"),
         }
-        await self.dispatch("GUILD_MEMBERS_CHUNK", chunk)
+        await self._send_to(session, "GUILD_MEMBERS_CHUNK", chunk)
 
 
 # --------------------------------------------------------------------------- client helpers
