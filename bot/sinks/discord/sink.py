@@ -340,7 +340,7 @@ class DiscordSink:
             while True:
                 shards = await claims.review(self._processes)
                 await claims.release_extras()  # nothing runs them here any more
-                if shards != self._shards or self._resharding:
+                if shards != self._shards:
                     log.info("discord: this process runs %s", describe(shards, count))
                 self._shards = shards
                 ended = await self._run_until_shards_change(client, claims, shards)
@@ -355,6 +355,7 @@ class DiscordSink:
                 if next_client is None:
                     return False
                 client = next_client
+                self._resharding = False
         finally:
             self._resharding = False
             self._shards = frozenset()
