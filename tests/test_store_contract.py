@@ -824,3 +824,7 @@ async def test_a_lone_process_holds_every_role(db: Store) -> None:
     assert await db.hold_role("telegram-updates")
     assert await db.hold_role("telegram-updates")  # asking again: still held
     assert await db.hold_role("sources")
+    # Given up, a role is free: with nobody else asking, this process takes it again.
+    await db.release_role("sources")
+    assert await db.hold_role("sources")
+    await db.release_role("never-held")  # nothing to give up: no error
