@@ -65,6 +65,12 @@ log = logging.getLogger(__name__)
 WRITE_LOCK: Final = 0x5354_4D42  # "STMB"
 #: The advisory lock migrations hold, so two processes starting at once migrate once.
 MIGRATION_LOCK: Final = 0x5354_4D43
+#: Whether delivery `d`'s chat has a send in flight under a live lease ($3: now), by
+#: another row: its process goes on with the chat, so nobody else claims for it.
+_CHAT_IN_A_LIVE_SEND: Final = """EXISTS (
+    SELECT 1 FROM deliveries s
+    WHERE s.sink = d.sink AND s.target = d.target AND s.id != d.id
+    AND s.state = 'sending' AND coalesce(s.lease_until, 0) >= $3)"""
 #: The class of the roles' advisory locks (`hold_role`: this, and the role name's hash).
 ROLE_LOCKS: Final = 0x5354_4D45
 #: How long a statement waits for a lock (another process's transaction) before it is a
@@ -810,7 +816,7 @@ class PostgresStore:
         # Claims are serialized (the write lock), so the check that no other process is
         # sending to a chat sees every claim made before; a row whose sender's lease ran
         # out (that process died) is claimable again, with another attempt counted.
-        sql = """UPDATE deliveries SET state = 'sending', attempts = attempts + 1,
+        sql = f"""UPDATE deliveries SET state = 'sending', attempts = attempts + 1,
                         updated_at = $1, claimed_by = $6, lease_until = $7
                  WHERE id IN (
                      SELECT d.id FROM deliveries d
@@ -818,10 +824,7 @@ class PostgresStore:
                      AND (d.state = 'pending'
                           OR (d.state = 'sending' AND coalesce(d.lease_until, 0) < $3))
                      AND NOT (d.target = ANY($4::text[]))
-                     AND NOT EXISTS (
-                         SELECT 1 FROM deliveries s
-                         WHERE s.sink = d.sink AND s.target = d.target AND s.id != d.id
-                         AND s.state = 'sending' AND coalesce(s.lease_until, 0) >= $3)
+                     AND NOT {_CHAT_IN_A_LIVE_SEND}
                      ORDER BY d.not_before, d.id LIMIT $5)
                  RETURNING *"""
         args = (now, sink, now, list(busy_targets), limit, self.owner, now + self.lease)
@@ -847,14 +850,11 @@ class PostgresStore:
         moment = time.time() if now is None else now
         value = await self._read(
             lambda c: c.fetchval(
-                """SELECT least(
+                f"""SELECT least(
                        (SELECT min(d.not_before) FROM deliveries d
                         WHERE d.sink = $1 AND d.state = 'pending'
                         AND NOT (d.target = ANY($2::text[]))
-                        AND NOT EXISTS (
-                            SELECT 1 FROM deliveries s
-                            WHERE s.sink = d.sink AND s.target = d.target
-                            AND s.state = 'sending' AND coalesce(s.lease_until, 0) >= $3)),
+                        AND NOT {_CHAT_IN_A_LIVE_SEND}),
                        (SELECT min(coalesce(lease_until, 0)) FROM deliveries
                         WHERE sink = $1 AND state = 'sending'
                         AND NOT (target = ANY($2::text[]))))""",
