@@ -14,7 +14,9 @@ The real python-telegram-bot talks to it unchanged::
 
 API (everything a test needs; the rest is private):
 
-- ``FakeTelegram(*, token=..., bot_username=..., strict_html=True, send_limit=None)``;
+- ``FakeTelegram(*, token=..., bot_username=..., strict_html=True, send_limit=None,
+  set_webhook_interval=1.0, webhook_retry_delay=0.2, webhook_retry_cap=5.0,
+  webhook_timeout=60.0)`` (the webhook ones: see "Webhooks" below);
   ``await start()``, ``await close()``, or ``async with``. ``send_limit=(n, seconds)``
   enforces a flood limit on sendMessage and sendPhoto across all chats: a fixed window
   opened by the first send in it, and a send beyond ``n`` is answered 429 "Too Many
@@ -64,6 +66,9 @@ API (everything a test needs; the rest is private):
   ``await wait_for_message(chat_id, predicate=None, timeout=5) -> dict``: the first stored
   message matching now or later (use ``predicate`` to wait for a new or edited one).
   Both raise ``TimeoutError`` listing what was seen.
+- ``route_webhooks(public_base, backends) -> list``, ``webhook_routes``, ``webhook_posts``
+  and ``await wait_for_webhook_post(predicate=None, timeout=5, *, start=0) ->
+  WebhookPost``: see "Webhooks" below.
 - ``fail_next(method, *, error_code, description=None, retry_after=None,
   migrate_to_chat_id=None, times=1)``: the next ``times`` calls of ``method`` fail with that
   error (recorded, nothing stored). A 429 gets ``"Too Many Requests: retry after N"`` and
@@ -81,8 +86,8 @@ API (everything a test needs; the rest is private):
   its ``date`` back: ``fake.messages[str(chat)][0]["date"] -= 49 * 3600``.
 
 Served methods (POST or GET, case-insensitive, params form-urlencoded, JSON or multipart,
-plus the query string): getMe, logOut/close (no-ops), deleteWebhook, getWebhookInfo,
-getUpdates, sendMessage, sendPhoto, editMessageText, editMessageCaption,
+plus the query string): getMe, logOut/close (no-ops), setWebhook, deleteWebhook,
+getWebhookInfo, getUpdates, sendMessage, sendPhoto, editMessageText, editMessageCaption,
 editMessageReplyMarkup, deleteMessage, setMyCommands, getMyCommands, deleteMyCommands,
 getChat, getChatMember, getChatAdministrators, answerCallbackQuery. A wrong token gets 401
 "Unauthorized" (404 "Not Found" if malformed), an unknown method 404; PTB turns both into
@@ -116,8 +121,73 @@ Behaviour copied from Telegram (the Bot API server and TDLib sources, error text
   topic "TOPIC_CLOSED" unless the bot is an admin; ``reply_parameters`` must name a known message
   unless ``allow_sending_without_reply``.
 - getUpdates long-polls for ``timeout`` seconds (``timeout=0`` answers at once) and wakes
-  on a push; ``offset`` acknowledges; ``allowed_updates`` persists between calls; a second
-  getUpdates ends a pending one with 409 Conflict.
+  on a push; ``offset`` acknowledges; ``allowed_updates`` persists between calls (and is
+  shared with setWebhook); a second getUpdates ends a pending one with 409 Conflict.
+
+Webhooks (telegram-bot-api's Client.cpp and WebhookActor.cpp, texts verbatim):
+
+- setWebhook takes url, secret_token, allowed_updates, max_connections (clamped to 1-100,
+  default 40, as Telegram clamps), drop_pending_updates and ip_address, and answers
+  ``{"ok": true, "result": true, "description": "Webhook was set"}``, or "Webhook is
+  already set" when nothing but allowed_updates changed and drop_pending_updates is not
+  set. Its checks, in Telegram's order: a setWebhook with a URL within
+  ``set_webhook_interval`` seconds of the last one is 429 "Too Many Requests: retry after
+  N" (N the interval; Telegram's is 1 s), even an identical one from another process,
+  and it counts whether refused or not; then the
+  old webhook is closed, so a refused setWebhook leaves none (and drop_pending_updates
+  has dropped already); a URL td::parse_url cannot read (another scheme, a bad port, a
+  bad host) is "Bad Request: invalid webhook URL specified" (no scheme means https); a
+  secret_token over 256 characters "Bad Request: secret token is too long", one not of
+  A-Z a-z 0-9 _ - "Bad Request: secret token contains unallowed characters"; then "Bad
+  Request: bad webhook: An HTTPS URL must be provided for webhook", "...: Webhook can be
+  set up only on ports 80, 88, 443 or 8443", and for an ip_address, or a host that is an
+  IP literal or localhost, "...: IP address 127.0.0.1 is reserved" ("Invalid IP address
+  specified", "IPv6-only addresses are not allowed"). Other host names count as
+  resolving to a public address. A certificate upload is refused (400 in the fake's own
+  words: it speaks no TLS).
+- An empty url is deleteWebhook, which answers "Webhook was deleted" or "Webhook is
+  already deleted" and takes drop_pending_updates; undelivered updates stay pending.
+- While a webhook is set, getUpdates is 409 "Conflict: can't use getUpdates method while
+  webhook is active; use deleteWebhook to delete the webhook first"; a setWebhook with a
+  URL ends a waiting long poll with 409 "Conflict: terminated by setWebhook request".
+- getWebhookInfo: url, has_custom_certificate (False), pending_update_count; with a
+  webhook, last_error_date and last_error_message after a failure (kept after later
+  successes, as Telegram keeps them until the webhook changes), max_connections,
+  ip_address (the given one, else "<unknown>": Telegram shows the address it resolved,
+  the fake resolves nothing); allowed_updates unless the default, in Telegram's order.
+- Delivery. A webhook URL is public https, which a test cannot serve, so the fake also
+  plays the TLS reverse proxy in front of the bot: ``route_webhooks("https://bot.example",
+  ["http://127.0.0.1:PORT", ...])`` sends webhook URLs on that host and port to the
+  plain-HTTP backends, round-robin per POST, path and query kept. It returns the live
+  list (``webhook_routes["https://bot.example:443"]``): change it, or call again, when a
+  backend restarts. A URL no route covers, or an empty list, is "Connection refused";
+  the proxy is transparent, so a backend that is down is "Connection refused" too (a
+  real proxy would answer 502). Each pending update, pushed before or after the webhook
+  was set and filtered by allowed_updates as getUpdates filters, is POSTed as compact
+  JSON with Telegram's headers: Host of the public URL, ``X-Telegram-Bot-Api-Secret-Token``
+  when a secret_token was set, Content-Type application/json, Basic authorization from
+  ``user:pass@`` in the URL. Only a 2xx delivers (a redirect is not followed; the body is
+  ignored, where Telegram would run a method call put in it). Anything else keeps the
+  update, sets last_error_*, and resends it: at once after its first failure (or after
+  the answer's Retry-After, up to an hour), then after ``webhook_retry_delay`` doubling
+  to ``webhook_retry_cap`` (Telegram: 2 s doubling to 60-120 s, too slow for tests). The
+  errors: "Wrong response from the webhook: 401 Unauthorized" (the status line's own
+  reason), "Connection refused", "Connection timed out", "Read timeout expired" after
+  ``webhook_timeout`` seconds (Telegram's 60); a connection closed with no answer is
+  resent but, as at Telegram, not shown in getWebhookInfo.
+- Order, as Telegram posts: updates are queued by chat (messages and channel posts), by
+  user (callback queries), and so on (Client.cpp's webhook_queue_id); within a queue one
+  at a time in update_id order, so a failing update holds back that queue's later ones;
+  queues go side by side, up to max_connections POSTs at once, one at a time until a POST
+  has succeeded in the last 10 seconds. Two chats' updates may arrive out of update_id
+  order (and a failing chat does not hold back the others); max_connections=1 keeps it to
+  one POST at a time.
+- ``webhook_posts`` records every POST that ended as ``WebhookPost(update_id, url,
+  status, error)`` (``.ok``: it delivered): url is the backend's (the webhook's own when
+  no route led anywhere), status None when no answer came, error Telegram's text or
+  None. A POST cut short because the webhook was deleted, replaced or the fake closed is
+  not recorded; its update stays pending. The delivery loop runs while a webhook is set;
+  ``close()`` stops it (the webhook itself stays set, as at Telegram when a bot stops).
 
 PTB pitfalls this fake exposes (python-telegram-bot 22.8):
 
@@ -135,34 +205,44 @@ PTB pitfalls this fake exposes (python-telegram-bot 22.8):
   times out in PTB's pool instead of reaching the server.
 
 Not modelled: Markdown parse modes (text passes through unparsed), media other than
-photos, inline-mode edits, webhooks, Telegram's per-chat and per-group rate limits (use
+photos, inline-mode edits, Telegram's per-chat and per-group rate limits (use
 ``fail_next``; ``send_limit`` is the overall one), URL normalisation in keyboards,
-links to bare domains and phone or card numbers among the found entities, and Telegram's
-removal of U+2028-U+202E from texts (assert on ``calls`` to see what the bot sent).
+links to bare domains and phone or card numbers among the found entities, Telegram's
+removal of U+2028-U+202E from texts (assert on ``calls`` to see what the bot sent), the
+3 s Telegram holds back a 409 Conflict that follows another, and of webhooks: TLS and
+self-signed certificates, DNS (host names are taken as resolving), keep-alive
+connections (a new one per POST), and Telegram dropping an update it could not post in
+time (a day for a message, 150 s for a callback query) or a webhook after 23 hours of 410s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import hashlib
+import ipaddress
 import itertools
 import json
 import math
+import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 from aiohttp import web
+from yarl import URL
 
 __all__ = [
     "FakeChat",
     "FakeTelegram",
     "HtmlParseError",
     "RecordedCall",
+    "WebhookPost",
     "find_entities",
     "merge_found_entities",
     "parse_html",
@@ -182,6 +262,15 @@ CONFLICT = (
     "Conflict: terminated by other getUpdates request; "
     "make sure that only one bot instance is running"
 )
+# getUpdates while a webhook is set, and a long poll that setWebhook ends (Client.cpp's
+# process_get_updates_query and abort_long_poll).
+WEBHOOK_ACTIVE = (
+    "Conflict: can't use getUpdates method while webhook is active; "
+    "use deleteWebhook to delete the webhook first"
+)
+TERMINATED_BY_SET_WEBHOOK = "Conflict: terminated by setWebhook request"
+#: The header Telegram sends a webhook's secret_token in (WebhookActor::send_update).
+SECRET_TOKEN_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # Delivered only when asked for explicitly (Bot API docs for allowed_updates).
 _OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 _CHAT_TYPES = frozenset({"private", "group", "supergroup", "channel"})
@@ -897,6 +986,307 @@ def _number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
+# --------------------------------------------------------------------------------------
+# Webhooks: setWebhook's checks and how updates are posted (telegram-bot-api's Client.cpp
+# and WebhookActor.cpp; the URL parser is TDLib's td::parse_url, tdutils/td/utils/HttpUrl.cpp)
+# --------------------------------------------------------------------------------------
+
+# WebhookActor::start_up: "Webhook can be set up only on ports 80, 88, 443 or 8443".
+_WEBHOOK_PORTS = frozenset({80, 88, 443, 8443})
+# The update types in the Bot API server's order (Client.cpp's get_update_type_name), the
+# order getWebhookInfo lists allowed_updates in.
+_UPDATE_TYPES = (
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "inline_query",
+    "chosen_inline_result",
+    "callback_query",
+    "custom_event",
+    "custom_query",
+    "shipping_query",
+    "pre_checkout_query",
+    "poll",
+    "poll_answer",
+    "my_chat_member",
+    "chat_member",
+    "chat_join_request",
+    "chat_boost",
+    "removed_chat_boost",
+    "message_reaction",
+    "message_reaction_count",
+    "business_connection",
+    "business_message",
+    "edited_business_message",
+    "deleted_business_messages",
+    "purchased_paid_media",
+    "managed_bot",
+    "guest_message",
+)
+# TDLib's IPAddress::is_reserved: no webhook may point into these (nor at any IPv6 address).
+_RESERVED_NETWORKS = tuple(
+    ipaddress.IPv4Network(block)
+    for block in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/3",
+    )
+)
+# check_url_part in td::parse_url: what a host or userinfo may hold besides letters and
+# digits (RFC 7230 and RFC 3986), %XX escapes and any non-ASCII byte.
+_URL_PART_SYMBOLS = frozenset(".-_!$,~*'();&+=")
+# The queue each kind of update joins, and what in it names the queue (Client.cpp's
+# webhook_queue_id in add_update calls: a chat's messages, a user's callback queries, ...).
+# Kinds not listed get a queue of their own.
+_WEBHOOK_QUEUES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "message": ("chat", ("chat", "id")),
+    "edited_message": ("chat", ("chat", "id")),
+    "channel_post": ("chat", ("chat", "id")),
+    "edited_channel_post": ("chat", ("chat", "id")),
+    "business_message": ("business", ("chat", "id")),
+    "edited_business_message": ("business", ("chat", "id")),
+    "deleted_business_messages": ("business", ("chat", "id")),
+    "inline_query": ("inline_query", ("from", "id")),
+    "chosen_inline_result": ("chosen_inline_result", ("from", "id")),
+    "callback_query": ("callback_query", ("from", "id")),
+    "shipping_query": ("payment", ("from", "id")),
+    "pre_checkout_query": ("payment", ("from", "id")),
+    "poll": ("poll", ("id",)),
+    "poll_answer": ("poll", ("poll_id",)),
+    "my_chat_member": ("my_chat_member", ("chat", "id")),
+    "chat_member": ("member", ("old_chat_member", "user", "id")),
+    "chat_join_request": ("member", ("from", "id")),
+    "chat_boost": ("boost", ("chat", "id")),
+    "removed_chat_boost": ("boost", ("chat", "id")),
+    "message_reaction": ("message_reaction", ("chat", "id")),
+    "message_reaction_count": ("message_reaction_count", ("chat", "id")),
+    "business_connection": ("business_connection", ("user", "id")),
+    "purchased_paid_media": ("purchased_paid_media", ("from", "id")),
+}
+# WebhookActor: an update that fails is resent, Retry-After honoured up to an hour.
+_MAX_RETRY_AFTER = 3600
+# WebhookActor::create_new_connections: without a successful post in the last 10 seconds
+# Telegram keeps to one connection; after one, up to max_connections.
+_ACTIVE_WINDOW = 10.0
+
+
+@dataclass(frozen=True)
+class _WebhookUrl:
+    """A webhook URL as td::parse_url reads it."""
+
+    https: bool
+    userinfo: str
+    host: str  # lower-cased
+    port: int  # 443 or 80 when the URL names none
+    target: str  # path and query, as the request line carries them
+
+    @property
+    def base(self) -> str:
+        """scheme://host:port, the key of ``FakeTelegram.webhook_routes``."""
+        return f"{'https' if self.https else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def host_header(self) -> str:
+        """HttpHeaderCreator::get_host_header: the port only when not the scheme's own."""
+        default = 443 if self.https else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+def _url_part_ok(part: str, *, allow_colon: bool) -> bool:
+    """check_url_part in td::parse_url."""
+    i = 0
+    while i < len(part):
+        c = part[i]
+        if (c.isascii() and c.isalnum()) or c in _URL_PART_SYMBOLS or (allow_colon and c == ":"):
+            i += 1
+        elif c == "%":
+            if not re.fullmatch(r"[0-9A-Fa-f]{2}", part[i + 1 : i + 3]):
+                return False
+            i += 3
+        elif ord(c) >= 128:
+            i += 1
+        else:
+            return False
+    return True
+
+
+def _parse_webhook_url(url: str) -> _WebhookUrl | None:
+    """A port of td::parse_url(url, Https), or None where it fails (setWebhook then answers
+    "invalid webhook URL specified"). Like Telegram, a URL without a scheme is https."""
+    scheme = re.match(r"([^:/?#@\[\]]*)://", url)
+    if scheme is None:
+        https, rest = True, url
+    elif scheme[1].lower() in ("http", "https"):
+        https, rest = scheme[1].lower() == "https", url[scheme.end() :]
+    else:
+        return None  # "Unsupported URL protocol"
+    authority = re.match(r"[^/?#]*", rest)
+    assert authority is not None
+    userinfo_host_port, query = authority[0], rest[authority.end() :]
+    colon = len(userinfo_host_port) - 1
+    while colon > 0 and userinfo_host_port[colon] not in ":]@":
+        colon -= 1
+    port = 0
+    userinfo_host = userinfo_host_port
+    if colon > 0 and userinfo_host_port[colon] == ":":
+        digits = userinfo_host_port[colon + 1 :].lstrip("0") or "0"
+        port = int(digits) if re.fullmatch(r"[0-9]{1,9}", digits) else -1
+        port = port or -1
+        userinfo_host = userinfo_host_port[:colon]
+    if not 0 <= port <= 65535:
+        return None  # "Wrong port number specified in the URL"
+    userinfo, _, host = userinfo_host.rpartition("@")
+    is_ipv6 = host.startswith("[") and host.endswith("]") and len(host) > 1
+    if is_ipv6:
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return None  # "Wrong IPv6 address specified in the URL"
+    if not host or host == ".":
+        return None
+    host = host.lower()
+    if not is_ipv6 and not (
+        _url_part_ok(host, allow_colon=False) and _url_part_ok(userinfo, allow_colon=True)
+    ):
+        return None  # "Disallowed character in URL host", "Wrong percent-encoded ..."
+    query = query.rstrip(" \t\r\n\v\f") or "/"
+    if not query.startswith("/"):
+        query = "/" + query
+    target = "".join(f"%{ord(c):02X}" if ord(c) <= 0x20 else c for c in query)
+    return _WebhookUrl(https, userinfo, host, port or (443 if https else 80), target)
+
+
+def _ip_address_problem(text: str) -> str | None:
+    """WebhookActor::check_ip_address: why Telegram will not post to this address."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return "Invalid IP address specified"
+    if not isinstance(address, ipaddress.IPv4Address):
+        return "IPv6-only addresses are not allowed"
+    if any(address in network for network in _RESERVED_NETWORKS):
+        return f"IP address {address} is reserved"
+    return None
+
+
+def _host_problem(host: str) -> str | None:
+    """Why the host's address is refused, for the hosts whose address the fake knows
+    without DNS: IP literals and localhost (the Bot API server resolves the host and
+    checks the address as it checks a given ip_address)."""
+    if host.startswith("["):
+        return "IPv6-only addresses are not allowed"
+    if host == "localhost" or host.endswith(".localhost"):
+        return _ip_address_problem("127.0.0.1")
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return None  # a name: the fake takes it as resolving to a public address
+    return _ip_address_problem(host)
+
+
+def _webhook_queue(update: dict[str, Any]) -> Hashable:
+    """The queue an update is posted in: one at a time and in order within a queue, queues
+    side by side (Client.cpp's webhook_queue_id)."""
+    for kind, (queue, path) in _WEBHOOK_QUEUES.items():
+        value: Any = update.get(kind)
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            return (queue, value)
+    return ("update", update.get("update_id"))
+
+
+def _to_bool(value: Any) -> bool:
+    """Client::to_bool: "true", "yes" or "1", any case, spaces around ignored."""
+    return str(value).strip().lower() in ("true", "yes", "1")
+
+
+def _td_integer(value: Any, default: int) -> int:
+    """td::to_integer as get_integer_arg reads an argument: an empty one is the default,
+    otherwise its leading digits (0 if none)."""
+    if value is None or value == "":
+        return default
+    text = json.dumps(value) if isinstance(value, bool) else str(value)
+    digits = re.match(r"-?[0-9]*", text)
+    assert digits is not None
+    return int(digits[0]) if digits[0] not in ("", "-") else 0
+
+
+@dataclass
+class WebhookPost:
+    """One POST of an update to a webhook, once it is answered or has failed."""
+
+    update_id: int
+    #: Where it went: the backend's URL with the webhook's path and query (the webhook's
+    #: own URL when no route leads anywhere).
+    url: str
+    #: The backend's HTTP status, None when no answer came (connection refused, timeout).
+    status: int | None
+    #: Telegram's text for the failure (getWebhookInfo's last_error_message), None on 2xx.
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether this POST delivered the update (a 2xx answer)."""
+        return self.error is None
+
+
+@dataclass
+class _Retry:
+    """An update's resend schedule (WebhookActor's Update: fail_count_, delay_, wakeup_at_)."""
+
+    fails: int = 0
+    delay: float | None = None
+    wakeup_at: float = 0.0
+
+
+@dataclass
+class _Webhook:
+    """The webhook that is set, and what its delivery loop knows."""
+
+    url: str
+    parsed: _WebhookUrl
+    secret_token: str
+    max_connections: int
+    ip_address: str  # the one given to setWebhook, "" if none
+    last_error_date: int = 0
+    last_error_message: str = ""
+    #: time.monotonic() of the last 2xx; Telegram starts "long ago" (WebhookActor::start_up).
+    last_success: float = -math.inf
+    retries: dict[int, _Retry] = field(default_factory=dict)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def same_as(self, url: str, secret_token: str, max_connections: int, ip: str) -> bool:
+        """Whether setWebhook with these changes nothing (process_set_webhook_query)."""
+        return (
+            url == self.url
+            and secret_token == self.secret_token
+            and max_connections == self.max_connections
+            and bool(ip) == bool(self.ip_address)
+            and (not ip or ip == self.ip_address)
+        )
+
+
+@dataclass
+class _Described:
+    """A handler's result that Telegram answers with a ``description`` too."""
+
+    result: Any
+    description: str
+
+
 class FakeTelegram:
     """The fake Bot API server; see the module docstring for its API."""
 
@@ -907,9 +1297,20 @@ class FakeTelegram:
         bot_username: str = "streambot_test",
         strict_html: bool = True,
         send_limit: tuple[int, float] | None = None,
+        set_webhook_interval: float = 1.0,
+        webhook_retry_delay: float = 0.2,
+        webhook_retry_cap: float = 5.0,
+        webhook_timeout: float = 60.0,
     ) -> None:
         self.token = token
         self.send_limit = send_limit
+        #: setWebhook with a URL is refused (429) this soon after the last one.
+        self.set_webhook_interval = set_webhook_interval
+        #: An update that failed twice waits this long, doubling each time up to the cap.
+        self.webhook_retry_delay = webhook_retry_delay
+        self.webhook_retry_cap = webhook_retry_cap
+        #: How long each POST to a webhook may take before it counts as failed.
+        self.webhook_timeout = webhook_timeout
         self.bot_username = bot_username
         self.strict_html = strict_html
         prefix = token.split(":", 1)[0]
@@ -928,6 +1329,10 @@ class FakeTelegram:
         self.unreachable_photos: set[str] = set()
         self.commands: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.api_url = ""
+        #: Every POST of an update to the webhook, in the order they ended.
+        self.webhook_posts: list[WebhookPost] = []
+        #: "https://host:port" -> the local backends its webhook URLs go to (route_webhooks).
+        self.webhook_routes: dict[str, list[str]] = {}
 
         self._user_messages: dict[tuple[str, int], dict[str, Any]] = {}
         self._pending: list[dict[str, Any]] = []
@@ -940,6 +1345,10 @@ class FakeTelegram:
         self._failures: dict[str, list[_Failure]] = {}
         self._migrated_by: dict[int, int | None] = {}
         self._send_window = (0.0, 0)  # (opened at, sends counted), for send_limit
+        self._webhook: _Webhook | None = None
+        self._webhook_task: asyncio.Task[None] | None = None
+        self._next_set_webhook_at = 0.0  # time.monotonic()
+        self._route_turns: dict[str, int] = {}
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._closing = False
@@ -949,6 +1358,7 @@ class FakeTelegram:
                 ("getMe", self._get_me),
                 ("logOut", self._true),
                 ("close", self._true),
+                ("setWebhook", self._set_webhook),
                 ("deleteWebhook", self._delete_webhook),
                 ("getWebhookInfo", self._get_webhook_info),
                 ("getUpdates", self._get_updates),
@@ -983,12 +1393,16 @@ class FakeTelegram:
         self.api_url = f"http://{host}:{port}"
 
     async def close(self) -> None:
-        """Answer any pending long poll and stop the server (idempotent)."""
+        """Answer any pending long poll, stop posting to the webhook and stop the server
+        (idempotent). The webhook stays set, as it does at Telegram when a bot stops."""
         self._closing = True
         self._wake_poll("closing")
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        try:
+            await self._stop_webhook_delivery()
+        finally:
+            if self._runner is not None:
+                runner, self._runner = self._runner, None
+                await runner.cleanup()
 
     async def __aenter__(self) -> FakeTelegram:
         await self.start()
@@ -1161,7 +1575,8 @@ class FakeTelegram:
         return user
 
     def push_update(self, update: dict[str, Any]) -> int:
-        """Queue an Update dict for getUpdates (``update_id`` assigned if missing)."""
+        """Queue an Update dict for getUpdates, or for the webhook while one is set
+        (``update_id`` assigned if missing)."""
         update = copy.deepcopy(update)
         if "update_id" not in update:
             update["update_id"] = self._last_update_id + 1
@@ -1169,6 +1584,8 @@ class FakeTelegram:
         self.updates.append(update)
         self._pending.append(update)
         self._wake_poll("update")
+        if self._webhook is not None:
+            self._webhook.wakeup.set()
         self._notify()
         return int(update["update_id"])
 
@@ -1271,6 +1688,52 @@ class FakeTelegram:
                 description = _DEFAULT_DESCRIPTIONS.get(error_code, f"Error {error_code}")
         self._failures.setdefault(method.lower(), []).append(
             _Failure(error_code, description, parameters or None, times)
+        )
+
+    def route_webhooks(self, public_base: str, backends: Sequence[str]) -> list[str]:
+        """Play the TLS reverse proxy in front of the bot: webhook URLs under
+        `public_base` ("https://bot.example" or "https://bot.example:8443", no path) are
+        posted to the plain-HTTP `backends` ("http://127.0.0.1:PORT"), one after the other
+        per POST, path and query kept. Returns the live list (also
+        ``webhook_routes[base]``): change it, or call again, when a backend moves; an
+        empty list refuses every connection. Refuses a base Telegram would refuse."""
+        if not public_base.lower().startswith("https://"):
+            raise ValueError(f"Telegram posts only to https:// URLs, not {public_base!r}")
+        parsed = _parse_webhook_url(public_base)
+        if parsed is None or parsed.target != "/" or parsed.userinfo:
+            raise ValueError(f"{public_base!r} is not scheme://host[:port]")
+        problem = _host_problem(parsed.host)
+        if parsed.port not in _WEBHOOK_PORTS:
+            problem = "Webhook can be set up only on ports 80, 88, 443 or 8443"
+        if problem is not None:
+            raise ValueError(f"setWebhook would refuse {public_base!r}: {problem}")
+        for backend in backends:
+            if urlsplit(backend).scheme not in ("http", "https") or not urlsplit(backend).netloc:
+                raise ValueError(f"a backend is an http:// URL, not {backend!r}")
+        routes = self.webhook_routes.setdefault(parsed.base, [])
+        routes[:] = [backend.rstrip("/") for backend in backends]
+        if self._webhook is not None:
+            self._webhook.wakeup.set()
+        return routes
+
+    async def wait_for_webhook_post(
+        self,
+        predicate: Callable[[WebhookPost], bool] | None = None,
+        timeout: float = 5,
+        *,
+        start: int = 0,
+    ) -> WebhookPost:
+        """The first ended POST to the webhook at index >= ``start`` (pass
+        ``len(fake.webhook_posts)`` as a mark) matching ``predicate``, now or later."""
+
+        def find() -> WebhookPost | None:
+            for post in self.webhook_posts[start:]:
+                if predicate is None or predicate(post):
+                    return post
+            return None
+
+        return await self._wait(
+            find, timeout, lambda: f"no matching webhook post: {self.webhook_posts[start:]}"
         )
 
     def calls_to(self, method: str) -> list[RecordedCall]:
@@ -1400,7 +1863,12 @@ class FakeTelegram:
             if (failure := self._take_failure(method)) is not None:
                 raise _ApiError(failure.error_code, failure.description, failure.parameters)
             result = await handler(call.params, call.files)
+            described = result if isinstance(result, _Described) else None
+            if described is not None:
+                result = described.result
             status, body = 200, {"ok": True, "result": copy.deepcopy(result)}
+            if described is not None:
+                body["description"] = described.description
         except _ApiError as exc:
             status, body = exc.code, exc.body()
         call.status, call.response = status, body
@@ -1411,6 +1879,191 @@ class FakeTelegram:
         return web.json_response(
             {"ok": False, "error_code": 404, "description": "Not Found"}, status=404
         )
+
+    # ---- internals: webhook delivery ---------------------------------------------------
+
+    async def _stop_webhook_delivery(self) -> None:
+        """Cancel the delivery loop (and the POSTs it has out) and wait until it is gone."""
+        task, self._webhook_task = self._webhook_task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error  # a bug in the loop: surface it rather than stop posting quietly
+
+    async def _drop_webhook(self) -> None:
+        """The webhook is gone (deleted or replaced): what it did not post stays pending."""
+        await self._stop_webhook_delivery()
+        self._webhook = None
+
+    async def _deliver_webhook(self, hook: _Webhook) -> None:
+        """Post pending updates to the webhook until cancelled, as WebhookActor does: one
+        update at a time per queue (a chat's messages, a user's callback queries, ...,
+        see _webhook_queue), in update_id order within it, queues side by side on up to
+        max_connections connections, or one while nothing succeeded for 10 seconds."""
+        timeout = aiohttp.ClientTimeout(total=self.webhook_timeout)
+        # A fresh connection per POST: a backend restarted by a test leaves no stale
+        # keep-alive connection for the next POST to fail on.
+        connector = aiohttp.TCPConnector(force_close=True)
+        in_flight: dict[Hashable, asyncio.Task[None]] = {}
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",)
+        ) as session:
+            try:
+                while True:
+                    hook.wakeup.clear()
+                    for queue, task in list(in_flight.items()):
+                        if task.done():
+                            del in_flight[queue]
+                            task.result()  # a bug in _post_update ends the loop loudly
+                    next_at = self._start_posts(hook, session, in_flight)
+                    delay = None if next_at is None else max(0.0, next_at - time.monotonic())
+                    try:
+                        async with asyncio.timeout(delay):
+                            await hook.wakeup.wait()
+                    except TimeoutError:
+                        pass
+            finally:
+                for task in in_flight.values():
+                    task.cancel()
+                if in_flight:
+                    await asyncio.wait(in_flight.values())
+
+    def _start_posts(
+        self,
+        hook: _Webhook,
+        session: aiohttp.ClientSession,
+        in_flight: dict[Hashable, asyncio.Task[None]],
+    ) -> float | None:
+        """Start a POST for each queue whose first update is due, as connections allow;
+        returns when the next resend is due (None if none waits)."""
+        self._drop_unwanted()
+        now = time.monotonic()
+        active = now - hook.last_success <= _ACTIVE_WINDOW
+        connections = hook.max_connections if active else 1
+        next_at: float | None = None
+        seen: set[Hashable] = set()
+        for update in self._pending:
+            queue = _webhook_queue(update)
+            if queue in seen:
+                continue  # a queue's later updates wait for its first
+            seen.add(queue)
+            if queue in in_flight:
+                continue
+            retry = hook.retries.get(int(update["update_id"]))
+            if retry is not None and retry.wakeup_at > now:
+                next_at = retry.wakeup_at if next_at is None else min(next_at, retry.wakeup_at)
+                continue
+            if len(in_flight) >= connections:
+                break
+            task = asyncio.create_task(
+                self._post_update(hook, session, update), name="fake-telegram-webhook-post"
+            )
+            task.add_done_callback(lambda _task: hook.wakeup.set())
+            in_flight[queue] = task
+        return next_at
+
+    def _webhook_backend(self, parsed: _WebhookUrl) -> str | None:
+        """The backend the next POST to this URL goes to (round-robin per public base)."""
+        backends = self.webhook_routes.get(parsed.base)
+        if not backends:
+            return None
+        turn = self._route_turns.get(parsed.base, 0)
+        self._route_turns[parsed.base] = turn + 1
+        return backends[turn % len(backends)] + parsed.target
+
+    async def _post_update(
+        self, hook: _Webhook, session: aiohttp.ClientSession, update: dict[str, Any]
+    ) -> None:
+        """POST one update (WebhookActor::send_update) and judge the answer
+        (WebhookActor::handle): only a 2xx delivers it; anything else is resent later."""
+        update_id = int(update["update_id"])
+        body = {"update_id": update_id} | {k: v for k, v in update.items() if k != "update_id"}
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        target = self._webhook_backend(hook.parsed)
+        outcome: tuple[int | None, str | None, bool, int]
+        if target is None:
+            outcome = (None, "Connection refused", True, 0)  # nothing listens there
+        else:
+            outcome = await self._exchange(session, target, data, self._webhook_headers(hook))
+        status, error, public, retry_after = outcome
+        self.webhook_posts.append(WebhookPost(update_id, target or hook.url, status, error))
+        if error is None:
+            hook.last_success = time.monotonic()
+            hook.retries.pop(update_id, None)
+            self._pending = [u for u in self._pending if u is not update]
+        else:
+            # on_webhook_error; Telegram keeps the last error even after later successes
+            # (webhook_success clears nothing; only a new or deleted webhook does).
+            if public:
+                hook.last_error_date = int(time.time())
+                hook.last_error_message = error
+            self._resend_later(hook, update_id, retry_after)
+        self._notify()
+
+    @staticmethod
+    def _webhook_headers(hook: _Webhook) -> dict[str, str]:
+        """The headers of WebhookActor::send_update (the fake adds no User-Agent either)."""
+        headers = {"Host": hook.parsed.host_header}
+        if hook.parsed.userinfo:
+            credentials = base64.b64encode(hook.parsed.userinfo.encode()).decode()
+            headers["Authorization"] = f"Basic {credentials}"
+        if hook.secret_token:
+            headers[SECRET_TOKEN_HEADER] = hook.secret_token
+        headers["Content-Type"] = "application/json"
+        headers["Accept-Encoding"] = "gzip, deflate"
+        return headers
+
+    @staticmethod
+    async def _exchange(
+        session: aiohttp.ClientSession, target: str, data: bytes, headers: dict[str, str]
+    ) -> tuple[int | None, str | None, bool, int]:
+        """One POST: (status, Telegram's error text or None, whether getWebhookInfo shows
+        that error, the answer's Retry-After in seconds or 0)."""
+        try:
+            async with session.post(
+                URL(target, encoded=target.isascii()),
+                data=data,
+                headers=headers,
+                allow_redirects=False,  # a redirect is a wrong response like any non-2xx
+            ) as response:
+                await response.read()
+                if 200 <= response.status <= 299:
+                    return response.status, None, True, 0
+                # "Wrong response from the webhook: " << response->code_ << " " << reason_
+                error = f"Wrong response from the webhook: {response.status} {response.reason}"
+                header = response.headers.get("Retry-After", "")  # HttpQuery::get_retry_after
+                return response.status, error, True, int(header) if header.isdigit() else 0
+        except aiohttp.ConnectionTimeoutError:
+            return None, "Connection timed out", True, 0  # strerror(ETIMEDOUT)
+        except TimeoutError:
+            return None, "Read timeout expired", True, 0  # HttpConnectionBase::timeout_expired
+        except aiohttp.ServerDisconnectedError:
+            # A hangup (handle(nullptr)): the update is resent, getWebhookInfo shows nothing.
+            return None, "Webhook connection closed", False, 0
+        except aiohttp.ClientOSError as exc:
+            # The socket's error as strerror words it (td's Status::public_message for an
+            # OS error), e.g. "Connection refused"; asyncio's own message is not that.
+            return None, os.strerror(exc.errno) if exc.errno else str(exc), True, 0
+        except aiohttp.ClientError as exc:
+            return None, f"Wrong response from the webhook: {exc}", True, 0
+
+    def _resend_later(self, hook: _Webhook, update_id: int, retry_after: int) -> None:
+        """WebhookActor::on_update_error: after the first failure the update is resent at
+        once (or after the answer's Retry-After), then after a delay that doubles each time
+        (Telegram: 2 s up to 60-120 s; here webhook_retry_delay up to webhook_retry_cap)."""
+        retry = hook.retries.setdefault(update_id, _Retry())
+        wait = float(min(max(retry_after, 0), _MAX_RETRY_AFTER))
+        if retry_after == 0 and retry.fails > 0:
+            retry.delay = (
+                self.webhook_retry_delay
+                if retry.delay is None
+                else min(self.webhook_retry_cap, retry.delay * 2)
+            )
+            wait = retry.delay
+        retry.fails += 1
+        retry.wakeup_at = time.monotonic() + wait
 
     # ---- internals: lookups and validation ---------------------------------------------
 
@@ -1705,19 +2358,140 @@ class FakeTelegram:
             "has_main_web_app": False,
         }
 
-    async def _delete_webhook(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
-        if params.get("drop_pending_updates") is True:
+    async def _set_webhook(self, params: dict[str, Any], files: dict[str, bytes]) -> _Described:
+        """Client.cpp's process_set_webhook_query, do_set_webhook and finish_set_webhook,
+        then WebhookActor::start_up's checks, in their order."""
+        url = str(params.get("url") or "")
+        if not url:
+            return await self._remove_webhook(params)
+        now = time.monotonic()
+        if now < self._next_set_webhook_at:
+            # "if (now < next_allowed_set_webhook_time_) { query->set_retry_after_error(1);"
+            # and next_allowed_set_webhook_time_ = now + 1 whatever comes of the request.
+            wait = _number(self.set_webhook_interval)
+            raise _ApiError(429, f"Too Many Requests: retry after {wait}", {"retry_after": wait})
+        self._next_set_webhook_at = now + self.set_webhook_interval
+        secret_token = str(params.get("secret_token") or "")
+        # get_webhook_max_connections: get_integer_arg(query, "max_connections", 40, 1, 100),
+        # which clamps rather than refuses.
+        max_connections = min(max(_td_integer(params.get("max_connections"), 40), 1), 100)
+        ip = str(params.get("ip_address") or "")
+        drop = _to_bool(params.get("drop_pending_updates"))
+        certificate = self._certificate(params, files)
+        hook = self._webhook
+        if (
+            hook is not None
+            and hook.same_as(url, secret_token, max_connections, ip)
+            and certificate is None
+            and not drop
+        ):
+            self._update_allowed(params)
+            return _Described(True, "Webhook is already set")
+        self._wake_poll("set_webhook")
+        # The old webhook is closed before the new one is checked: a refused setWebhook
+        # leaves none (on_webhook_closed clears webhook_url_, then fails the query).
+        await self._drop_webhook()
+        if drop:
+            self._pending.clear()  # do_set_webhook: clear_tqueue(), before any check
+        parsed = _parse_webhook_url(url)
+        if parsed is None:
+            raise _bad("invalid webhook URL specified")
+        if len(secret_token.encode()) > 256:
+            raise _bad("secret token is too long")
+        if not re.fullmatch(r"[A-Za-z0-9_-]*", secret_token):
+            # td::is_base64url_characters
+            raise _bad("secret token contains unallowed characters")
+        if certificate is not None:
+            # Not Telegram's text: the fake speaks no TLS, so it cannot honour a
+            # self-signed certificate (nor check it, as the Bot API server does).
+            raise _bad("certificate upload is not modelled by the fake Bot API")
+        self._update_allowed(params)  # finish_set_webhook, before WebhookActor checks
+        if (problem := self._webhook_problem(parsed, ip)) is not None:
+            raise _bad(f"bad webhook: {problem}")
+        hook = _Webhook(url, parsed, secret_token, max_connections, ip)
+        self._webhook = hook
+        self._webhook_task = asyncio.create_task(
+            self._deliver_webhook(hook), name="fake-telegram-webhook"
+        )
+        return _Described(True, "Webhook was set")
+
+    @staticmethod
+    def _certificate(params: dict[str, Any], files: dict[str, bytes]) -> bytes | None:
+        """The uploaded certificate (Client::get_webhook_certificate), if any."""
+        if "certificate" in files:
+            return files["certificate"]
+        name = str(params.get("certificate") or "")
+        if name.startswith("attach://"):
+            return files.get(name.removeprefix("attach://"))
+        return None
+
+    @staticmethod
+    def _webhook_problem(parsed: _WebhookUrl, ip: str) -> str | None:
+        """WebhookActor::start_up and its address checks: why the webhook is "bad"."""
+        if not parsed.https:
+            return "An HTTPS URL must be provided for webhook"
+        if parsed.port not in _WEBHOOK_PORTS:
+            return "Webhook can be set up only on ports 80, 88, 443 or 8443"
+        if ip:
+            return _ip_address_problem(ip)  # fix_ip_address: the host is not resolved
+        return _host_problem(parsed.host)
+
+    async def _delete_webhook(self, params: dict[str, Any], files: dict[str, bytes]) -> _Described:
+        return await self._remove_webhook(params)
+
+    async def _remove_webhook(self, params: dict[str, Any]) -> _Described:
+        """deleteWebhook, or setWebhook with an empty url (the same path in Client.cpp).
+        Updates not yet posted stay pending for getUpdates."""
+        drop = _to_bool(params.get("drop_pending_updates"))
+        if self._webhook is None and not drop:
+            self._update_allowed(params)
+            return _Described(True, "Webhook is already deleted")
+        had_one = self._webhook is not None
+        await self._drop_webhook()
+        if drop:
             self._pending.clear()
-        return True
+        return _Described(True, "Webhook was deleted" if had_one else "Webhook is already deleted")
 
     async def _get_webhook_info(
         self, params: dict[str, Any], files: dict[str, bytes]
     ) -> dict[str, Any]:
-        return {
-            "url": "",
+        """JsonWebhookInfo, field by field in its order."""
+        self._drop_unwanted()
+        hook = self._webhook
+        info: dict[str, Any] = {
+            "url": hook.url if hook is not None else "",
             "has_custom_certificate": False,
             "pending_update_count": len(self._pending),
         }
+        if hook is not None:
+            if hook.last_error_date:
+                info["last_error_date"] = hook.last_error_date
+                info["last_error_message"] = hook.last_error_message
+            info["max_connections"] = hook.max_connections
+            # Telegram shows the address it resolved the host to; the fake resolves none.
+            info["ip_address"] = hook.ip_address or "<unknown>"
+        asked = {str(kind).lower() for kind in self._allowed_updates}
+        allowed = [kind for kind in _UPDATE_TYPES if kind in asked]
+        if allowed and set(allowed) != set(_UPDATE_TYPES) - _OPT_IN_UPDATES:
+            info["allowed_updates"] = allowed
+        return info
+
+    def _update_allowed(self, params: dict[str, Any]) -> None:
+        """allowed_updates, when given as a list, replaces the stored one (an empty list
+        is the default set); getUpdates and setWebhook share it."""
+        allowed = params.get("allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed_updates = [str(kind) for kind in allowed]
+
+    def _drop_unwanted(self) -> None:
+        """Telegram never stores updates the bot did not ask for."""
+        allowed = set(self._allowed_updates)
+
+        def wanted(update: dict[str, Any]) -> bool:
+            kinds = set(update) - {"update_id"}
+            return bool(kinds & allowed) if allowed else bool(kinds - _OPT_IN_UPDATES)
+
+        self._pending = [u for u in self._pending if wanted(u)]
 
     def _deliverable(self, offset: int | None, limit: int) -> list[dict[str, Any]]:
         if offset is not None:
@@ -1725,25 +2499,18 @@ class FakeTelegram:
                 self._pending = self._pending[offset:]
             else:
                 self._pending = [u for u in self._pending if u["update_id"] >= offset]
-        allowed = set(self._allowed_updates)
-
-        def wanted(update: dict[str, Any]) -> bool:
-            kinds = set(update) - {"update_id"}
-            return bool(kinds & allowed) if allowed else bool(kinds - _OPT_IN_UPDATES)
-
-        # Telegram never stores updates the bot did not ask for.
-        self._pending = [u for u in self._pending if wanted(u)]
+        self._drop_unwanted()
         return self._pending[:limit]
 
     async def _get_updates(
         self, params: dict[str, Any], files: dict[str, bytes]
     ) -> list[dict[str, Any]]:
+        if self._webhook is not None:
+            raise _ApiError(409, WEBHOOK_ACTIVE)
         offset = self._int(params, "offset")
         limit = min(max(self._int(params, "limit") or 100, 1), 100)
         timeout = float(params.get("timeout") or 0)
-        allowed = params.get("allowed_updates")
-        if isinstance(allowed, list):
-            self._allowed_updates = [str(kind) for kind in allowed]
+        self._update_allowed(params)
         self._wake_poll("conflict")
         poll: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._poll = poll
@@ -1758,6 +2525,8 @@ class FakeTelegram:
                 reason = "timeout"
             if reason == "conflict":
                 raise _ApiError(409, CONFLICT)
+            if reason == "set_webhook":
+                raise _ApiError(409, TERMINATED_BY_SET_WEBHOOK)
             return self._deliverable(None, limit)
         finally:
             if self._poll is poll:
