@@ -63,12 +63,16 @@ def route(*chats: int) -> Route:
 
 
 def make_sink(
-    fake: FakeTelegram, store: Store, *, token: str | None = None, **knobs: Any
+    fake: FakeTelegram,
+    store: Store,
+    *,
+    token: str | None = None,
+    config: TelegramConfig | None = None,
+    **knobs: Any,
 ) -> TelegramSink:
     return TelegramSink(
-        config=TelegramConfig(
-            token=token or fake.token, api_url=fake.api_url, disabled_reason=None
-        ),
+        config=config
+        or TelegramConfig(token=token or fake.token, api_url=fake.api_url, disabled_reason=None),
         renderer=Renderer(formats=FORMATS),
         commands=Commands(store=store, routes=[route(GROUP, OTHER)]),
         poll_timeout=1.0,

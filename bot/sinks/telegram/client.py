@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -28,16 +28,20 @@ _ApiResult = bool | dict[str, Any] | list[dict[str, Any]]
 
 
 class TokenRedactor(RecordRewriter):
-    """Replaces the token's secret part in a record's message and traceback with ***."""
+    """Replaces the token's secret part in a record's message and traceback with ***, and
+    any other secret it is given (the webhook's path and secret_token, which PTB logs
+    with setWebhook's parameters at DEBUG)."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, also: Iterable[str] = ()) -> None:
         super().__init__()
         # The part before ":" is the bot's public user id; the rest is the secret.
-        self._secret = token.split(":", 1)[-1] or token
+        self._secrets = tuple(secret for secret in (token.split(":", 1)[-1] or token, *also))
 
     def redact(self, text: str) -> str:
-        """`text` without the secret."""
-        return text.replace(self._secret, _REDACTED)
+        """`text` without the secrets."""
+        for secret in self._secrets:
+            text = text.replace(secret, _REDACTED)
+        return text
 
     def rewrite(self, text: str) -> str:
         """The message (or traceback) without the secret."""
@@ -63,6 +67,22 @@ def replying() -> Iterator[None]:
         yield
     finally:
         _replying.reset(token)
+
+
+# True while a call's 429 should reach its caller at once (`no_resends`).
+_no_resends: ContextVar[bool] = ContextVar("telegram_no_resends", default=False)
+
+
+@contextlib.contextmanager
+def no_resends() -> Iterator[None]:
+    """A request made inside that gets a 429 raises RetryAfter instead of being sent
+    again after the wait: for a caller that should look again before it resends.
+    (PTB drops a ``rate_limit_args=0``, so a per-call zero cannot say this.)"""
+    token = _no_resends.set(True)
+    try:
+        yield
+    finally:
+        _no_resends.reset(token)
 
 
 # True while the preflight reads chats: nobody waits for those requests.
@@ -129,7 +149,7 @@ class PacedRateLimiter(BaseRateLimiter[int]):
     ) -> _ApiResult:
         """Wait for the chat's group turn, then the overall one, and make the request."""
         del endpoint
-        retries = rate_limit_args or self._max_retries
+        retries = 0 if _no_resends.get() else rate_limit_args or self._max_retries
         urgent = _replying.get()
         reading = _reading.get() and not urgent
         chat_id = data.get("chat_id")

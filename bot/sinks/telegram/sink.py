@@ -72,6 +72,7 @@ from bot.sinks.telegram.errors import edit as edit_call
 from bot.sinks.telegram.format import FORMAT, TelegramMessage
 from bot.sinks.telegram.preflight import check_targets, moved_problem
 from bot.sinks.telegram.webhook import Webhook
+from bot.sinks.telegram.webhook import ensure_set as ensure_webhook
 from bot.store import Delivery
 from bot.targets import SEND, TargetProblem, TargetProblems
 
@@ -181,7 +182,6 @@ class TelegramSink:
         self._state = "created"
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
-        self._redactor = TokenRedactor(self._token)
         self._guarded: list[logging.Logger] = []
         self._httpx_level: int | None = None
         # Only one process may long-poll a bot token (Telegram answers a second getUpdates
@@ -198,6 +198,9 @@ class TelegramSink:
             Webhook.for_token(self._token, public_url)
             if config.updates == "webhook" and public_url is not None
             else None
+        )
+        self._redactor = TokenRedactor(
+            self._token, also=self._webhook.secrets if self._webhook is not None else ()
         )
 
     def __repr__(self) -> str:
@@ -274,8 +277,12 @@ class TelegramSink:
             step = "start polling"
             await self._bot_commands.set_menu(app)
             if self._webhook is not None:
+                # Every process sets the same URL and secret (derived from the token), so
+                # a start changes nothing for the others, and a stop leaves the webhook
+                # in place for them and for the next start: Telegram keeps what it could
+                # not post meanwhile and posts it again (for up to a day).
                 step = "set the webhook"
-                await self._set_webhook(app, self._webhook)
+                await ensure_webhook(app.bot, self._webhook, ALLOWED_UPDATES)
             elif await self._may_poll():
                 await self._start_polling(app)
             await app.start()
@@ -331,20 +338,6 @@ class TelegramSink:
             error_callback=polling_error,
         )
         self._polling = True
-
-    @staticmethod
-    async def _set_webhook(
-        app: Application[Any, Any, Any, Any, Any, Any], webhook: Webhook
-    ) -> None:
-        """Have Telegram post updates to the listener. Every process sets the same URL and
-        secret (derived from the token), so a start changes nothing for the others, and
-        a stop leaves the webhook in place for them and for the next start: Telegram
-        keeps what it could not post meanwhile and posts it again (for up to a day)."""
-        await app.bot.set_webhook(
-            url=webhook.url,
-            secret_token=webhook.secret_token,
-            allowed_updates=list(ALLOWED_UPDATES),
-        )
 
     async def _take_update(self, data: dict[str, Any]) -> bool:
         """An update Telegram posted to the webhook, queued to be handled like a polled

@@ -15,15 +15,22 @@ Telegram's, and is compared in constant time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from telegram.error import RetryAfter
+from telegram.ext import ExtBot
+
 from bot.errors import AuthError, NotReady, PayloadError, SchemaError
 from bot.sinks.base import WebRoute
+from bot.sinks.telegram.client import no_resends
+from bot.sinks.telegram.errors import retry_after_seconds
 from bot.sources.base import WebhookRequest
 
 #: The header Telegram sends the secret_token in.
@@ -31,6 +38,10 @@ SECRET_HEADER: Final = "X-Telegram-Bot-Api-Secret-Token"
 #: Where the route lives on the listener; the rest of its path is secret.
 PATH_PREFIX: Final = "/telegram/"
 SHOWN_PATH: Final = PATH_PREFIX + "***"
+#: setWebhook attempts at a start before it counts as failed (and is retried later).
+SET_ATTEMPTS: Final = 3
+
+log = logging.getLogger(__package__)
 
 
 def _derived(token: str, purpose: bytes) -> str:
@@ -61,6 +72,11 @@ class Webhook:
     def url(self) -> str:
         """The URL to give setWebhook (secret: its path is)."""
         return self.public_url + self.path
+
+    @property
+    def secrets(self) -> tuple[str, str]:
+        """What logs must never show: the path's secret part and the secret_token."""
+        return self.path.removeprefix(PATH_PREFIX), self.secret_token
 
     @property
     def shown_url(self) -> str:
@@ -98,3 +114,39 @@ class Webhook:
         if not isinstance(update_id, int) or isinstance(update_id, bool):
             raise SchemaError("update_id", "expected an integer")
         return update
+
+
+async def ensure_set(bot: ExtBot[Any], webhook: Webhook, allowed_updates: Sequence[str]) -> None:
+    """Have Telegram post this bot's updates to `webhook`, unless it already does.
+
+    Every process sets the same webhook at its start. Telegram takes one setWebhook a
+    second per bot and answers others with 429 (telegram-bot-api's Client.cpp,
+    "Too Many Requests: retry after 1"), so processes starting together, or one
+    restarting while the others run, would be refused. getWebhookInfo first: when the
+    URL and the update types are already this bot's, nothing is set (the secret_token
+    cannot be read back, but it is derived from the same token as the URL's path, so
+    the same URL means the same secret). After a 429 the next look usually finds the
+    webhook another process has just set.
+    """
+    wanted = set(allowed_updates)
+    for attempt in range(1, SET_ATTEMPTS + 1):
+        info = await bot.get_webhook_info()
+        if info.url == webhook.url and set(info.allowed_updates or ()) == wanted:
+            log.debug("telegram: the webhook is already set")
+            return
+        try:
+            # Not the rate limiter's blind resends: each would count as another
+            # setWebhook within the second, and keep the processes refusing each
+            # other. Wait here, then look again.
+            with no_resends():
+                await bot.set_webhook(
+                    url=webhook.url,
+                    secret_token=webhook.secret_token,
+                    allowed_updates=list(allowed_updates),
+                )
+        except RetryAfter as exc:
+            if attempt == SET_ATTEMPTS:
+                raise
+            await asyncio.sleep(retry_after_seconds(exc))
+        else:
+            return
