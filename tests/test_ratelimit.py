@@ -5,6 +5,7 @@ lost to a cancelled waiter."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -138,5 +139,32 @@ async def test_processes_sharing_a_token_each_take_their_part_of_the_window() ->
     await settle()
     assert log[9:] == ["j", "k", "l", "m"]  # 9 // 2
     await asyncio.gather(*more)
+    await asyncio.sleep(0.3)
+    assert limiter.idle
+
+
+async def test_a_part_growing_back_while_background_reads_wait_hands_out_only_free_slots() -> None:
+    """A process learns the others are gone while the preflight's reads wait for half the
+    window: the grown part goes to whoever may take it, the reads keep waiting for half
+    the window, and the heartbeat that called share() returns (it once spun forever,
+    handing a slot to the background lane that would not take it and taking it back)."""
+    limiter = WindowLimiter(10, 0.2)
+    log: list[str] = []
+    cards = [asyncio.create_task(started(limiter, log, f"card{n}")) for n in range(6)]
+    await settle()
+    reads = [
+        asyncio.create_task(started_in_background(limiter, log, f"read{n}")) for n in range(2)
+    ]
+    await settle()
+    assert [name for name in log if name.startswith("read")] == []  # 4 free of 10: waits
+    limiter.share(2)
+    # Back to one process, from a thread so that a spin fails the test instead of
+    # hanging it (the event loop is blocked in join() meanwhile, so nothing races).
+    grower = threading.Thread(target=limiter.share, args=(1,), daemon=True)
+    grower.start()
+    grower.join(timeout=5)
+    assert not grower.is_alive(), "share() never returned"
+    await asyncio.gather(*cards, *reads)
+    assert sorted(log) == sorted([*(f"card{n}" for n in range(6)), "read0", "read1"])
     await asyncio.sleep(0.3)
     assert limiter.idle

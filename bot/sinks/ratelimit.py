@@ -89,9 +89,12 @@ class WindowLimiter:
         self.limit = limit
         self._kept_free = limit // 2
         self._available += grown
-        while self._available > 0 and (self._urgent or self._waiting or self._background):
+        # Hand the new slots to waiters, until one is left with nobody to take it (the
+        # background lane waits for half the window: its waiters may stay queued).
+        while self._available > 0:
             self._available -= 1
-            self._hand_over()
+            if not self._hand_over():
+                break
 
     def release(self) -> None:
         """A request is over: its slot frees up `period` seconds from now."""
@@ -147,12 +150,13 @@ class WindowLimiter:
         self._held -= 1
         self._hand_over()
 
-    def _hand_over(self) -> None:
+    def _hand_over(self) -> bool:
         """A slot is free: to the first urgent waiter, else the first other one, else a
-        background one if that leaves more than half the window free."""
+        background one if that leaves more than half the window free. False when
+        nobody took it (it is available again, or gone if the part shrank)."""
         if self._available < 0:
             self._available += 1  # the part shrank (`share`): this slot is one too many
-            return
+            return False
         lanes = [self._urgent, self._waiting]
         if self._available + 1 > self._kept_free:
             lanes.append(self._background)
@@ -161,5 +165,6 @@ class WindowLimiter:
                 turn = lane.popleft()
                 if not turn.done():
                     turn.set_result(None)
-                    return
+                    return True
         self._available += 1
+        return False
