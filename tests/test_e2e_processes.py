@@ -1,16 +1,28 @@
 """Several bot processes on one PostgreSQL database (issue 20), through real
-`python -m bot run` processes against the Telegram fake: webhooks spread over them,
-processes killed with SIGKILL and started again while they work. Every accepted event
-reaches every chat (at least once; at most the sends a kill cut off are repeated, the
-documented Telegram edge), one process at a time long-polls, nobody gets a 429."""
+`python -m bot run` processes against the Discord and Telegram fakes.
+
+The full-size run: three processes, Discord in three shards, 300 events posted round-robin
+(as a load balancer spreads webhooks) while processes are killed with SIGKILL and started
+again at random, ten times. Every accepted event reaches its Discord channel exactly once
+(the enforced nonce makes a resend after a kill a no-op) and its Telegram chat at least
+once and at most once more per kill (the documented edge: Telegram has no idempotency
+key); each shard ends up run by exactly one process, and a command in each server is
+answered once; one process at a time long-polls Telegram; nobody gets a 429 from either
+platform's global limit.
+
+And Telegram by webhook across processes: Telegram posts each update to whichever
+process its proxy picks, a dead one's updates go to the others, and processes starting
+together all come up although Telegram takes one setWebhook a second."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import re
 from collections import Counter
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +30,63 @@ import aiohttp
 import pytest
 
 from tests.conftest import SECRET
+from tests.fakes.discord_api import TOKEN as DISCORD_TOKEN
+from tests.fakes.discord_api import FakeDiscord, guild_channel_id, sharded_guilds
 from tests.fakes.telegram_api import FakeTelegram
 from tests.test_cli import BotProcess, start_bot
 
-CHATS = [7001, 7002, 7003, 7004]
 PROCESSES = 3
-EVENTS = 30
-KILLS = 4
+SHARDS = 3
+EVENTS = 300
+KILLS = 10
+#: Twelve servers, four on each shard; one Discord channel and one Telegram chat a group.
+GROUPS = 12
+CHATS = [7001, 7002, 7003, 7004]
+#: How long a dead process's outbox claims stay its own (the default is 60 s).
+LEASE = "10s"
 
 
-def write_config(tmp_path: Path, url: str, telegram: FakeTelegram) -> Path:
-    chats = ", ".join(f'"{chat}"' for chat in CHATS)
+def write_config(
+    tmp_path: Path,
+    url: str,
+    telegram: FakeTelegram,
+    discord: FakeDiscord | None = None,
+    guilds: list[dict[str, Any]] | None = None,
+    *,
+    telegram_extra: str = "",
+    server_extra: str = "",
+) -> Path:
+    """bot.toml for every process: the shared database, both platforms, and one route a
+    group (`twitch/gNN*`) to that group's Discord channel and Telegram chat."""
+    discord_section = ""
+    if discord is not None:
+        discord_section = f"""
+[discord]
+token = "{DISCORD_TOKEN}"
+api_url = "{discord.api_url}"
+gateway_url = "{discord.gateway_url}"
+shard_count = {SHARDS}
+"""
+    routes = []
+    for group in range(GROUPS):
+        channel = ""
+        if guilds is not None:
+            channel = f'discord_channels = ["{guild_channel_id(guilds[group], "streams")}"]'
+        routes.append(
+            f'[[routes]]\nmatch = "twitch/g{group:02d}*"\n'
+            f'telegram_chats = ["{CHATS[group % len(CHATS)]}"]\n{channel}\n'
+        )
     config = tmp_path / "bot.toml"
     config.write_text(
         f"""
 [server]
 host = "127.0.0.1"
 port = 0
+{server_extra}
 
 [storage]
 url = "{url}"
-lease = "10s"
+lease = "{LEASE}"
 
 [console]
 enabled = false
@@ -46,7 +94,8 @@ enabled = false
 [telegram]
 token = "{telegram.token}"
 api_url = "{telegram.api_url}"
-
+{telegram_extra}
+{discord_section}
 [behaviour]
 end_grace = "0s"
 
@@ -55,10 +104,8 @@ name = "rec"
 kind = "onliverec"
 secret = "{SECRET}"
 
-[[routes]]
-match = "*"
-telegram_chats = [{chats}]
 """
+        + "\n".join(routes)
     )
     return config
 
@@ -71,7 +118,7 @@ async def started(config: Path) -> BotProcess:
 
 
 def live_start(n: int) -> dict[str, Any]:
-    channel = f"streamer{n:03d}"
+    channel = f"g{n % GROUPS:02d}streamer{n:03d}"
     return {
         "id": f"mp-{n}",
         "type": "live_start",
@@ -105,92 +152,236 @@ async def post_somewhere(
     return False
 
 
-def delivered(telegram: FakeTelegram) -> Counter[tuple[str, int]]:
+STREAMER = re.compile(r"Streamer\d{3}")
+
+
+def on_telegram(telegram: FakeTelegram) -> Counter[tuple[str, int]]:
     """(streamer, chat) -> how many cards the chat got for that streamer."""
     seen: Counter[tuple[str, int]] = Counter()
     for chat in CHATS:
         for message in telegram.messages.get(str(chat), []):
-            found = re.search(r"Streamer\d{3}", str(message.get("text") or message.get("caption")))
+            found = STREAMER.search(str(message.get("text") or message.get("caption")))
             if found and message.get("from", {}).get("is_bot", True):
                 seen[found.group(0), chat] += 1
     return seen
 
 
-async def test_three_processes_share_the_work_through_kills(
+def on_discord(discord: FakeDiscord, channels: Iterable[int]) -> Counter[tuple[str, int]]:
+    """(streamer, channel) -> how many messages the channel holds for that streamer."""
+    seen: Counter[tuple[str, int]] = Counter()
+    for channel in channels:
+        for message in discord.messages.get(channel, []):
+            found = STREAMER.search(json.dumps(message.get("embeds")) + str(message["content"]))
+            if found:
+                seen[found.group(0), channel] += 1
+    return seen
+
+
+@contextlib.asynccontextmanager
+async def fleet(config: Path, count: int) -> AsyncIterator[tuple[list[BotProcess], list[Any]]]:
+    """`count` bot processes on `config`, each having counted the others; yields the
+    live list (a test replaces killed ones in it) and every process ever started."""
+    bots = [await started(config) for _ in range(count)]
+    every: list[BotProcess] = list(bots)
+    try:
+        for bot in bots:
+            await bot.wait_for("stderr", f"{count} bot processes share the database")
+        yield bots, every
+    finally:
+        for bot in bots:
+            if bot.proc.returncode is None:
+                bot.proc.kill()
+                await bot.proc.wait()
+        for bot in every:
+            await asyncio.gather(*bot._readers, return_exceptions=True)
+
+
+async def kill_and_restart(
+    bots: list[BotProcess], every: list[BotProcess], victim: int, config: Path
+) -> None:
+    bots[victim].proc.kill()  # SIGKILL: no goodbye, claims and shards left behind
+    await bots[victim].proc.wait()
+    bots[victim] = await started(config)
+    every.append(bots[victim])
+
+
+async def until_delivered(
+    wanted: set[tuple[str, int]],
+    seen: Any,
+    every: list[BotProcess],
+    timeout: float,
+) -> None:
+    """Wait until `seen()` covers `wanted`; on timeout fail naming what is missing."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not wanted <= set(seen()):
+                await asyncio.sleep(0.25)
+    except TimeoutError:
+        missing = sorted(wanted - set(seen()))
+        tails = "\n---\n".join(bot.stderr[-4000:] for bot in every)
+        pytest.fail(f"never delivered ({len(missing)}): {missing[:20]}\n{tails}")
+
+
+async def until_each_shard_runs_once(discord: FakeDiscord, every: list[BotProcess]) -> None:
+    """Wait until every shard has exactly one session; on timeout fail with the logs."""
+    try:
+        await discord.wait_for_shards([(s, SHARDS) for s in range(SHARDS)], timeout=60)
+    except TimeoutError as exc:
+        tails = "\n---\n".join(
+            "\n".join(line for line in bot.stderr.splitlines() if "discord" in line)[-3000:]
+            for bot in every
+        )
+        pytest.fail(f"{exc}\n{tails}")
+
+
+async def scrape_identities(bots: list[BotProcess]) -> set[str]:
+    """Each process's /metrics: scraped on its own, it says which process it is and how
+    many share the database."""
+    identities = set()
+    async with aiohttp.ClientSession() as session:
+        for bot in bots:
+            async with session.get(f"{bot.url}/metrics") as response:
+                scraped = await response.text()
+            assert f"streambot_processes {len(bots)}.0" in scraped
+            found = re.search(r'streambot_process_info\{process="([^"]+)"\} 1\.0', scraped)
+            assert found is not None, scraped[:2000]
+            identities.add(found.group(1))
+    return identities
+
+
+async def test_three_processes_share_300_events_through_ten_kills(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    async with FakeTelegram(send_limit=(30, 1.0)) as telegram:
+    guilds = sharded_guilds(GROUPS, SHARDS)
+    channels = [guild_channel_id(guild, "streams") for guild in guilds]
+    async with (
+        FakeTelegram(send_limit=(30, 1.0)) as telegram,
+        FakeDiscord(
+            guilds=guilds,
+            token=DISCORD_TOKEN,
+            global_rate_limit=(50, 1.0),
+            message_rate_limit=(5, 5.0),
+        ) as discord,
+    ):
         for chat in CHATS:
             telegram.add_chat(chat, "private", first_name=f"User{chat}")
-        config = write_config(tmp_path, postgres_url, telegram)
-        bots = [await started(config) for _ in range(PROCESSES)]
-        every: list[BotProcess] = list(bots)
-        # Each sends at a third of Telegram's limits once it has counted the others.
-        for bot in bots:
-            await bot.wait_for("stderr", f"{PROCESSES} bot processes share the database")
-        # Each is scraped on its own and says which process it is, and how many share.
-        identities = set()
-        async with aiohttp.ClientSession() as session:
-            for bot in bots:
-                async with session.get(f"{bot.url}/metrics") as response:
-                    scraped = await response.text()
-                assert f"streambot_processes {PROCESSES}.0" in scraped
-                found = re.search(r'streambot_process_info\{process="([^"]+)"\} 1\.0', scraped)
-                assert found is not None, scraped[:2000]
-                identities.add(found.group(1))
-        assert len(identities) == PROCESSES
-        accepted: list[int] = []
-        chance = random.Random(20)
-        kill_at = set(chance.sample(range(5, EVENTS - 5), KILLS))
-        try:
+        config = write_config(tmp_path, postgres_url, telegram, discord, guilds)
+        async with fleet(config, PROCESSES) as (bots, every):
+            assert len(await scrape_identities(bots)) == PROCESSES
+            await until_each_shard_runs_once(discord, every)
+            accepted: list[int] = []
+            chance = random.Random(20)
+            kill_at = set(chance.sample(range(10, EVENTS - 10), KILLS))
             async with aiohttp.ClientSession() as session:
                 for n in range(EVENTS):
                     if n in kill_at:
-                        victim = chance.randrange(len(bots))
-                        bots[victim].proc.kill()  # SIGKILL: no goodbye, claims left behind
-                        await bots[victim].proc.wait()
-                        bots[victim] = await started(config)
-                        every.append(bots[victim])
+                        await kill_and_restart(bots, every, chance.randrange(PROCESSES), config)
                     if await post_somewhere(session, bots, live_start(n), first=n):
                         accepted.append(n)
-                    await asyncio.sleep(0.05)
-            wanted = {(f"Streamer{n:03d}", chat) for n in accepted for chat in CHATS}
+                    await asyncio.sleep(0.02)
+            discord_wanted = {(f"Streamer{n:03d}", channels[n % GROUPS]) for n in accepted}
+            telegram_wanted = {
+                (f"Streamer{n:03d}", CHATS[n % GROUPS % len(CHATS)]) for n in accepted
+            }
             # Claims of killed processes move on once their 10 s lease runs out.
-            try:
-                async with asyncio.timeout(90):
-                    while not wanted <= set(delivered(telegram)):
-                        await asyncio.sleep(0.25)
-            except TimeoutError:
-                missing = sorted(wanted - set(delivered(telegram)))
-                tails = "\n---\n".join(bot.stderr[-4000:] for bot in every)
-                pytest.fail(f"never delivered: {missing}\n{tails}")
-            seen = delivered(telegram)
+            await until_delivered(
+                telegram_wanted, lambda: on_telegram(telegram), every, timeout=120
+            )
+            await until_delivered(
+                discord_wanted, lambda: on_discord(discord, channels), every, timeout=120
+            )
+            # The killed processes' shards have moved on: each is run once, and each
+            # server's command is answered (a second session answering would get 40060).
+            await until_each_shard_runs_once(discord, every)
+            for guild in guilds[:SHARDS]:
+                answered = await discord.invoke_command(
+                    "help",
+                    channel_id=guild_channel_id(guild, "general"),
+                    guild_id=int(guild["id"]),
+                    timeout=10,
+                )
+                assert answered.response_type in (4, 5)
             # One poller at a time: a command is answered once, by whichever polls.
             telegram.push_message(CHATS[0], "/help", from_user_id=CHATS[0])
-            answer = await telegram.wait_for_message(
+            await telegram.wait_for_message(
                 CHATS[0], lambda m: "/status" in str(m.get("text")), timeout=20
             )
             await asyncio.sleep(1.0)
-        finally:
-            for bot in bots:
-                if bot.proc.returncode is None:
-                    bot.proc.kill()
-                    await bot.proc.wait()
-            for bot in every:
-                await asyncio.gather(*bot._readers, return_exceptions=True)
+            tg_seen, discord_seen = on_telegram(telegram), on_discord(discord, channels)
 
     assert len(accepted) == EVENTS  # some process always took the webhook
-    repeats = sum(count - 1 for count in seen.values())
+    assert sorted(discord_seen.values()) == [1] * len(discord_wanted), [
+        key for key, count in discord_seen.items() if count != 1
+    ]
+    repeats = sum(count - 1 for count in tg_seen.values())
     # A kill can cut off at most one send per chat after Telegram took it.
-    assert repeats <= KILLS * len(CHATS), seen
-    assert answer is not None
+    assert repeats <= KILLS * len(CHATS), tg_seen
     helps = [
         m for m in telegram.messages.get(str(CHATS[0]), []) if "/status" in str(m.get("text"))
     ]
     assert len(helps) == 1, helps
-    rejected = [c for c in telegram.calls if c.status == 429]
-    assert rejected == [], [c.method for c in rejected]
+    assert [c.method for c in telegram.calls if c.status == 429] == []
+    global_429s = [r.path for r in discord.requests if r.status == 429]
+    assert global_429s == [], global_429s
     logs = "\n".join(bot.stderr for bot in every)
     assert "Conflict" not in logs, "two processes long-polled at once"
-    assert "Traceback" not in logs
+    assert "Traceback" not in logs, logs[logs.index("Traceback") - 600 :][:4000]
+    assert "40060" not in logs, "two sessions ran one shard"
     assert logs.count("polls for commands") >= 1
+
+
+PUBLIC = "https://bot.example"
+
+
+async def test_telegram_by_webhook_reaches_whichever_process_is_alive(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with FakeTelegram() as telegram:
+        for chat in CHATS:
+            telegram.add_chat(chat, "private", first_name=f"User{chat}")
+        config = write_config(
+            tmp_path,
+            postgres_url,
+            telegram,
+            telegram_extra='updates = "webhook"',
+            server_extra=f'public_url = "{PUBLIC}"',
+        )
+        # Three processes start together: Telegram takes one setWebhook a second.
+        async with fleet(config, PROCESSES) as (bots, every):
+            backends = telegram.route_webhooks(PUBLIC, [bot.url for bot in bots])
+            for bot in bots:
+                await bot.wait_for("stderr", "taking commands Telegram posts to", timeout=20)
+            for chat in CHATS:
+                await answered_once(telegram, chat)
+            # Each process took some of them: the proxy spreads the posts.
+            took = Counter(post.url.split("/telegram/")[0] for post in telegram.webhook_posts)
+            assert set(took) == set(backends), took
+            # One dies; the proxy still lists it (as a real one would until its health
+            # check notices), and Telegram resends what it could not post to the others.
+            dead = bots[0]
+            dead.proc.kill()
+            await dead.proc.wait()
+            for chat in CHATS:
+                await answered_once(telegram, chat)
+            refused = [p for p in telegram.webhook_posts if p.url.startswith(dead.url)][-1:]
+            logs = "\n".join(bot.stderr for bot in every)
+
+    assert telegram.calls and not [c for c in telegram.calls if c.method == "getUpdates"]
+    assert refused and refused[0].error == "Connection refused"
+    assert "Traceback" not in logs
+    assert "could not set the webhook" not in logs
+
+
+async def answered_once(telegram: FakeTelegram, chat: int) -> None:
+    """A user's /help gets exactly one answer, from whichever process Telegram posted to."""
+    sent = telegram.push_message(chat, "/help", from_user_id=chat)
+    await telegram.wait_for_message(
+        chat, lambda m: m["message_id"] > sent and "/status" in str(m.get("text")), timeout=20
+    )
+    await asyncio.sleep(0.5)
+    answers = [
+        m
+        for m in telegram.messages[str(chat)]
+        if m["message_id"] > sent and "/status" in str(m.get("text"))
+    ]
+    assert len(answers) == 1, answers
