@@ -954,6 +954,12 @@ class DiscordSink:
                 )
         except TimeoutError:
             return None  # Discord too slow to answer a lookup: not checked this time
+        except (discord.HTTPException, RuntimeError):
+            # A reshard replaced (and closed) the client mid-check: aiohttp's "Session
+            # is closed". Not checked this time; the next check runs on the new client.
+            if self._client is not client or client.is_closed():
+                return None
+            raise
 
     def _check_mentions(
         self, sent: discord.Message, wanted: Sequence[str], *, everyone: bool
