@@ -35,7 +35,7 @@ class TokenRedactor(RecordRewriter):
     def __init__(self, token: str, also: Iterable[str] = ()) -> None:
         super().__init__()
         # The part before ":" is the bot's public user id; the rest is the secret.
-        self._secrets = tuple(secret for secret in (token.split(":", 1)[-1] or token, *also))
+        self._secrets = (token.split(":", 1)[-1] or token, *also)
 
     def redact(self, text: str) -> str:
         """`text` without the secrets."""
@@ -44,7 +44,7 @@ class TokenRedactor(RecordRewriter):
         return text
 
     def rewrite(self, text: str) -> str:
-        """The message (or traceback) without the secret."""
+        """The message (or traceback) without the secrets."""
         return self.redact(text)
 
 
