@@ -22,7 +22,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,9 @@ def on_discord(discord: FakeDiscord, channels: Iterable[int]) -> Counter[tuple[s
 
 
 @contextlib.asynccontextmanager
-async def fleet(config: Path, count: int) -> AsyncIterator[tuple[list[BotProcess], list[Any]]]:
+async def fleet(
+    config: Path, count: int
+) -> AsyncIterator[tuple[list[BotProcess], list[BotProcess]]]:
     """`count` bot processes on `config`, each having counted the others; yields the
     live list (a test replaces killed ones in it) and every process ever started."""
     bots = [await started(config) for _ in range(count)]
@@ -207,7 +209,7 @@ async def kill_and_restart(
 
 async def until_delivered(
     wanted: set[tuple[str, int]],
-    seen: Any,
+    seen: Callable[[], Counter[tuple[str, int]]],
     every: list[BotProcess],
     timeout: float,
 ) -> None:

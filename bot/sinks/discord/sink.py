@@ -954,9 +954,11 @@ class DiscordSink:
                 )
         except TimeoutError:
             return None  # Discord too slow to answer a lookup: not checked this time
-        except (discord.HTTPException, RuntimeError):
+        except Exception:
             # A reshard replaced (and closed) the client mid-check: aiohttp's "Session
-            # is closed". Not checked this time; the next check runs on the new client.
+            # is closed" (a RuntimeError), or its AssertionError for a request already
+            # under way when the session closed. Not checked this time; the next check
+            # runs on the new client.
             if self._client is not client or client.is_closed():
                 return None
             raise
