@@ -105,6 +105,14 @@ already skips discord.py's wait) and large-bot shard multiples. ``sharded_guilds
 shard_count)`` builds guilds on chosen shards, each a copy of ``default_guild()`` with its
 own ids (``guild_channel_id(guild, "streams")`` finds one's channel).
 
+REST reads of what a process's cache may lack (another process's shard): Get Channel
+``GET /channels/{id}`` (with ``guild_id``; 403 50001 without View Channel or in a server
+the bot is not in, 404 10003), Get Guild ``GET /guilds/{id}`` (the guild object with its
+roles, without GUILD_CREATE's extra fields such as channels and members;
+``with_counts``), Get Guild Roles ``GET /guilds/{id}/roles``, Get Guild Member ``GET
+/guilds/{id}/members/{user}``; a guild the bot is not in answers 403 50001, an unknown id
+404 10004 Unknown Guild, a user not in the guild 404 10007 Unknown Member.
+
 Behaviour modelled because a bot can get it wrong: 2000/256/4096/1024/6000/10/25 limits,
 embed URLs, empty messages (50006) -> 400 like Discord; ``enforce_nonce`` idempotency;
 channel permissions from roles and overwrites (403 50001 without View Channel, 50013
@@ -233,6 +241,39 @@ ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 SESSION_START_LIMIT = 1000
 #: Events whose guild is their ``id``; every other guild event carries ``guild_id``.
 _GUILD_OBJECT_EVENTS = ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE")
+#: What a guild has in GUILD_CREATE only (gateway-events.mdx, "Guild Create Extra
+#: Fields"): Get Guild answers without them.
+_GUILD_CREATE_EXTRA = frozenset(
+    {
+        "joined_at",
+        "large",
+        "unavailable",
+        "member_count",
+        "voice_states",
+        "members",
+        "channels",
+        "threads",
+        "presences",
+        "stage_instances",
+        "guild_scheduled_events",
+        "soundboard_sounds",
+    }
+)
+#: Guild object fields (guild.mdx, "Guild Structure") a GUILD_CREATE-shaped test guild
+#: may leave out, as Get Guild fills them in.
+_REST_GUILD_DEFAULTS: dict[str, Any] = {
+    "region": None,
+    "widget_enabled": False,
+    "widget_channel_id": None,
+    "rules_channel_id": None,
+    "public_updates_channel_id": None,
+    "safety_alerts_channel_id": None,
+    "max_presences": None,
+    "max_video_channel_users": 25,
+    "max_stage_video_channel_users": 50,
+    "premium_progress_bar_enabled": False,
+    "incidents_data": None,
+}
 
 # The default guild's ids: fixed so tests can name them.
 APPLICATION_ID = 1_210_000_000_000_000_001
@@ -1292,10 +1333,12 @@ class FakeDiscord:
                 if channel["type"] in _MESSAGE_CHANNEL_TYPES:
                     self.messages[int(channel["id"])] = []
         # Servers the bot is not in: never in READY or GUILD_CREATE, and their channels
-        # answer 403 50001 Missing Access, as Discord's do.
+        # answer 403 50001 Missing Access, as Discord's do (so do they themselves).
+        self._foreign_guild_ids: set[int] = set()
         for guild in foreign_guilds or []:
             foreign = copy.deepcopy(guild)
             foreign["id"] = str(foreign["id"])
+            self._foreign_guild_ids.add(int(foreign["id"]))
             foreign.setdefault("owner_id", str(OWNER_USER_ID))
             foreign.setdefault("roles", [_role(int(foreign["id"]), "@everyone", 0, 0)])
             foreign.setdefault("members", [])
@@ -2123,6 +2166,9 @@ class FakeDiscord:
             ("GET", guild_commands, self._get_commands, True),
             ("PUT", guild_commands, self._put_commands, True),
             ("GET", cid, self._get_channel, True),
+            ("GET", r"/guilds/(?P<gid>\d+)", self._get_guild, True),
+            ("GET", r"/guilds/(?P<gid>\d+)/roles", self._get_guild_roles, True),
+            ("GET", r"/guilds/(?P<gid>\d+)/members/(?P<uid>\d+)", self._get_guild_member, True),
             ("GET", cid + "/messages", self._list_messages, True),
             ("POST", cid + "/messages", self._create_message, True),
             ("GET", f"{cid}/messages/{mid}", self._get_message, True),
@@ -2438,6 +2484,44 @@ class FakeDiscord:
         if not self._permissions(guild, self.bot_user_id, channel) & VIEW_CHANNEL:
             raise _missing_access()
         return _Reply(200, dict(channel, guild_id=guild["id"]))
+
+    # ----------------------------------------------------------------- guilds
+    # developers/resources/guild.mdx: Get Guild, Get Guild Roles, Get Guild Member.
+
+    def _member_guild(self, gid: str) -> dict[str, Any]:
+        """A guild the bot is in; 403 50001 Missing Access for one it is not in, 404 10004
+        Unknown Guild for an id no guild has (opcodes-and-status-codes.mdx)."""
+        guild = self.guilds.get(int(gid))
+        if guild is not None:
+            return guild
+        if int(gid) in self._foreign_guild_ids:
+            raise _missing_access()
+        raise _ApiError(404, 10004, "Unknown Guild")
+
+    async def _get_guild(self, rec: RecordedRequest, gid: str) -> _Reply:
+        """Get Guild: the guild object, without what only GUILD_CREATE carries ("Guild
+        Create Extra Fields": channels, members, threads, ...); approximate member and
+        presence counts when ``with_counts`` is true."""
+        guild = self._member_guild(gid)
+        body = {k: copy.deepcopy(v) for k, v in guild.items() if k not in _GUILD_CREATE_EXTRA}
+        for key, value in _REST_GUILD_DEFAULTS.items():
+            body.setdefault(key, value)
+        if _is_true(rec.query.get("with_counts")):
+            body["approximate_member_count"] = len(guild["members"])
+            body["approximate_presence_count"] = 0  # no presences are modelled
+        return _Reply(200, body)
+
+    async def _get_guild_roles(self, rec: RecordedRequest, gid: str) -> _Reply:
+        """Get Guild Roles: the guild's role objects."""
+        return _Reply(200, copy.deepcopy(self._member_guild(gid)["roles"]))
+
+    async def _get_guild_member(self, rec: RecordedRequest, gid: str, uid: str) -> _Reply:
+        """Get Guild Member: the member object, with its user (needs no intent, unlike
+        List Guild Members); 404 10007 Unknown Member for a user not in the guild."""
+        member = self._get_member(self._member_guild(gid), int(uid))
+        if member is None:
+            raise _ApiError(404, 10007, "Unknown Member")
+        return _Reply(200, copy.deepcopy(member))
 
     def _bot_permissions(self, cid: str) -> tuple[dict[str, Any], int]:
         guild, channel = self._channel(cid)

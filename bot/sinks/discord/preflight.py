@@ -4,8 +4,10 @@ Read from the gateway's cache wherever it can be: with the GUILDS intent discord
 every channel, role and permission overwrite of the bot's servers, and the bot's own
 member (Guild.me: discord.py caches the self member from GUILD_CREATE whatever the member
 cache flags, and Discord always sends it there), so `channel.permissions_for(guild.me)`
-is Discord's own computation. A channel missing from the cache (another server, or a
-thread the gateway did not send) is looked up once with REST (GET /channels/{id}).
+is Discord's own computation. A channel missing from the cache (in a server of a shard
+another process runs, a thread the gateway did not send, or a server the bot is not in)
+is looked up with REST (GET /channels/{id}; the sink's lookup.py adds the server's roles
+and the bot's member, from which the same computation is made).
 
 What is found is a TargetProblem per (channel, kind), in words a server admin can act on:
 not_found, no_access, not_text, no_view, cannot_send (blocking) and no_embed_links,
@@ -15,7 +17,7 @@ role_not_pingable (the posts still go out, degraded).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Final
 
 with warnings.catch_warnings():
@@ -267,10 +269,16 @@ async def check_targets(
     mention_roles: Mapping[str, Collection[int]],
     *,
     thread_targets: Collection[str] = (),
+    fetch_channel: Callable[[int], Awaitable[object]] | None = None,
 ) -> list[TargetProblem] | None:
     """Every problem of `targets`, or None when Discord could not be asked now (a REST
     lookup met a rate limit, a 5xx or the network): a partial answer would wrongly
-    clear the earlier findings for the targets not looked at."""
+    clear the earlier findings for the targets not looked at.
+
+    `fetch_channel` looks up a channel the cache lacks (`client.fetch_channel` by
+    default); the sink's (lookup.py) also brings the server's roles and the bot's member,
+    so a channel of another process's shard is checked as fully as a cached one."""
+    fetch = fetch_channel or client.fetch_channel
     problems: list[TargetProblem] = []
     for target in dict.fromkeys(targets):
         try:
@@ -282,7 +290,7 @@ async def check_targets(
         channel: object = client.get_channel(number)
         if channel is None:
             try:
-                channel = await client.fetch_channel(number)
+                channel = await fetch(number)
             except discord.NotFound:
                 detail = (
                     f"channel {target} does not exist (deleted, or a wrong id in "

@@ -12,7 +12,9 @@ What the gateway's cache says about a channel is used before sending: a category
 is refused without a request, and where the bot may not embed links the card goes out
 as plain text (format.py's `text`) instead of an embed Discord would silently drop. The
 preflight (bot/sinks/discord/preflight.py) checks configured channels the same way, and
-the permission updates the gateway sends make it look again.
+the permission updates the gateway sends make it look again. A channel the cache does not
+hold (a server of a shard another process runs) is looked up over REST, with its server's
+roles and the bot's member, and kept a few minutes (bot/sinks/discord/lookup.py).
 """
 
 from __future__ import annotations
@@ -51,8 +53,14 @@ from bot.sinks.discord.client import (
 from bot.sinks.discord.commands import CommandTree, SlashCommands
 from bot.sinks.discord.config import DiscordConfig
 from bot.sinks.discord.config import channel_id as target_channel
-from bot.sinks.discord.errors import NETWORK_ERRORS, TARGET_ERRORS, platform_call
+from bot.sinks.discord.errors import (
+    NETWORK_ERRORS,
+    TARGET_ERRORS,
+    delivery_error,
+    platform_call,
+)
 from bot.sinks.discord.format import FORMAT, DiscordMessage, thread_name
+from bot.sinks.discord.lookup import ChannelLookup
 from bot.sinks.discord.preflight import (
     NO_EMBED_LINKS,
     NO_THREADS,
@@ -156,6 +164,7 @@ class DiscordSink:
         holds_role: HoldsRole | None = None,
         releases_role: ReleasesRole | None = None,
         shard_check_interval: float = SHARD_CHECK_SECONDS,
+        channel_lookup: ChannelLookup | None = None,
     ) -> None:
         self._config = config
         # Where what is found wrong with a target goes (/healthz, /status for admins).
@@ -196,6 +205,9 @@ class DiscordSink:
         self._targets: set[str] = set()
         # Each target's mention roles, as given to `preflight` or seen on its deliveries.
         self._mention_roles: dict[str, set[int]] = {}
+        # Channels of servers this process's gateway cache does not hold, looked up over
+        # REST (sharded, any process sends to any server) and kept a few minutes.
+        self._lookup = channel_lookup or ChannelLookup()
         if "http_trace" in self._client_options:
             raise ValueError("http_trace is the sink's own: it paces the client's requests")
         # discord.py only reacts to a global 429 once it has it, and requests already in
@@ -293,6 +305,7 @@ class DiscordSink:
             self._client = None
             self._tree = None
             self._logged_in = False
+            self._lookup.clear()
             self._endpoints.restore()
             self._state = "stopped"
 
@@ -526,6 +539,7 @@ class DiscordSink:
         )
         self._client = client
         self._tree = self._slash.build_tree(client)
+        self._lookup.clear()  # what it holds belongs to the client before
         return client
 
     def _on_ready(self) -> None:
@@ -611,6 +625,36 @@ class DiscordSink:
             )
         return client
 
+    async def _channel(self, client: discord.Client, channel_id: int) -> object | None:
+        """The channel as the gateway's cache holds it or, where this process does not run
+        its server's shard, as REST describes it (lookup.py), so that what is decided
+        from it (forum, not text, Embed Links) is decided alike. None where Discord will
+        not describe it (deleted, hidden from the bot, a type discord.py does not know):
+        the send then goes to the bare id, as without look-ups, and Discord's answer to it
+        says what is wrong.
+
+        TransientDeliveryError when Discord cannot answer now (5xx, rate limited, timeout,
+        network). Nothing is posted yet, so the outbox's retry (same nonce) is safe, where
+        a send made blind could go to a forum as a message, which Discord refuses for good.
+        """
+        try:
+            return await self._lookup.channel(client, channel_id)
+        except Exception as exc:
+            if self._client is not client or client.is_closed():
+                # Replaced under the look-up (the shards this process runs changed):
+                # aiohttp's "Session is closed" (or its AssertionError for a request
+                # under way then), seconds before a new client sends.
+                raise TransientDeliveryError(
+                    "Discord's client was replaced during a look-up", retry_after=_RESHARD_RETRY
+                ) from exc
+            mapped = delivery_error(exc, f"looking up channel {channel_id}")
+            if isinstance(mapped, TransientDeliveryError):
+                raise mapped from exc
+            if mapped is None and not isinstance(exc, discord.ClientException):
+                raise
+            log.debug("discord: channel %d not looked up (%s): sending to its id", channel_id, exc)
+            return None
+
     async def deliver(self, delivery: Delivery, event: Event) -> str | None:
         """Post the event's card in the delivery's channel; returns the message id.
 
@@ -621,14 +665,14 @@ class DiscordSink:
         channel_id = target_channel(delivery.target)
         roles = _role_ids(delivery.options.get("mention_roles"))
         self._remember(delivery.target, roles)
-        channel = client.get_channel(channel_id)
+        channel = await self._channel(client, channel_id)
         per_stream = delivery.options.get("thread") == "per_stream"
         opens_thread = per_stream and event.kind == LIVE_START
         if opens_thread and isinstance(channel, discord.ForumChannel):
             return await self._forum_post(delivery, event, channel, roles)
         in_thread = delivery.options.get("in_thread")
         if channel is not None and not takes_messages(channel) and not in_thread:
-            # Known from the cache: a category or forum answers 50008 to any send.
+            # Known from the cache (or a look-up): a category or forum answers 50008.
             problem = not_text_problem(self.name, delivery.target, channel, SEND)
             self._problems.request_recheck(self.name, delivery.target)
             raise PermanentDeliveryError(problem.detail)
@@ -698,7 +742,9 @@ class DiscordSink:
                     origin=SEND,
                 )
             )
-        except (discord.HTTPException, TimeoutError) as exc:
+        except (discord.HTTPException, TimeoutError, ValueError) as exc:
+            # ValueError: discord.py makes no thread on a message of a channel it knows
+            # nothing about (the look-up was refused, yet the send went through).
             log.warning("discord: no thread on card %d in channel %s (%s)", card.id, target, exc)
         else:
             self._problems.resolve(self.name, target, NO_THREADS)
@@ -798,7 +844,7 @@ class DiscordSink:
         except ValueError:
             raise MessageGone(f"{message_id!r} is not a Discord message id") from None
         self._remember(delivery.target, ())
-        channel = client.get_channel(channel_id)
+        channel = await self._channel(client, channel_id)
         per_stream = delivery.options.get("thread") == "per_stream"
         # A forum post's card is its first message, in the post (whose id is the card's).
         home = card if isinstance(channel, discord.ForumChannel) else channel_id
@@ -861,13 +907,15 @@ class DiscordSink:
     @contextlib.asynccontextmanager
     async def _target_call(self, target: str, where: str) -> AsyncIterator[None]:
         """platform_call, and a preflight of `target` again when Discord's refusal says
-        something about the channel (gone, hidden, read-only, not text)."""
+        something about the channel (gone, hidden, read-only, not text); what was looked
+        up about it is stale then."""
         try:
             async with platform_call(where, self._send_timeout):
                 yield
         except PermanentDeliveryError as exc:
             cause = exc.__cause__
             if isinstance(cause, discord.HTTPException) and cause.code in TARGET_ERRORS:
+                self._lookup.forget(target_channel(target))
                 self._problems.request_recheck(self.name, target)
             raise
 
@@ -880,6 +928,7 @@ class DiscordSink:
         """The gateway said a channel, role or the bot's member changed in a server: what
         was found about its channels may be stale. Resolves an Embed Links problem that is
         fixed now, and has the preflight look at each of those channels again."""
+        self._lookup.forget_guild(guild_id)  # the cache has it now, or will
         client = self._client
         if client is None or self._stopping:
             return
@@ -950,7 +999,12 @@ class DiscordSink:
         try:
             async with asyncio.timeout(self._send_timeout):
                 return await check_targets(
-                    client, self.name, targets, known, thread_targets=self._thread_targets
+                    client,
+                    self.name,
+                    targets,
+                    known,
+                    thread_targets=self._thread_targets,
+                    fetch_channel=functools.partial(self._lookup.channel, client),
                 )
         except TimeoutError:
             return None  # Discord too slow to answer a lookup: not checked this time
