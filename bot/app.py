@@ -34,7 +34,7 @@ from bot.preflight import Preflight
 from bot.registry import PLATFORMS, SOURCES, message_formats
 from bot.reload import Reloader
 from bot.render import Renderer
-from bot.sinks.base import HoldsRole, PlatformSpec, ReleasesRole, Sink
+from bot.sinks.base import HoldsRole, PlatformSpec, ReleasesRole, Sink, TakesTurn
 from bot.sinks.console import ConsoleSink
 from bot.sources import Source
 from bot.sources.problems import SourceProblems
@@ -103,6 +103,7 @@ def build_sinks(
     problems: TargetProblems | None = None,
     holds_role: HoldsRole | None = None,
     releases_role: ReleasesRole | None = None,
+    takes_turn: TakesTurn | None = None,
 ) -> dict[str, Sink]:
     """The enabled sinks; each disabled one says why in one log line.
 
@@ -125,6 +126,8 @@ def build_sinks(
         if spec.takes_roles and holds_role and releases_role:
             extras["holds_role"] = holds_role
             extras["releases_role"] = releases_role
+        if spec.takes_turns and takes_turn:
+            extras["takes_turn"] = takes_turn
         if spec.public_url_problems is not None:
             extras["public_url"] = config.server.public_url
         sinks[name] = spec.build_sink(
@@ -293,6 +296,7 @@ async def _run_with_store(
         problems=problems,
         holds_role=store.hold_role,
         releases_role=store.release_role,
+        takes_turn=store.take_turn,
     )
     metrics = (
         Metrics(

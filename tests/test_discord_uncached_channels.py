@@ -483,6 +483,26 @@ async def test_a_client_replaced_under_a_look_up_makes_it_transient_not_an_error
     assert posts(fake, streams) == 0
 
 
+async def test_a_send_cut_off_by_the_clients_replacement_is_transient_not_a_crash(
+    fake: FakeDiscord, store: Store
+) -> None:
+    streams = channel(HERE, "streams")
+    async with running(fake, store, {0}) as sink:
+        client = sink.client
+        assert client is not None
+        # A 500: discord.py waits a second to send again, and the client closes meanwhile
+        # (the shards this process runs changed): its resend meets "Session is closed".
+        path = f"/channels/{streams}/messages"
+        fake.fail_next("POST", path, status=500, json={"message": "oops"})
+        sending = asyncio.create_task(sink.deliver(delivery(1, streams), live_start()))
+        await eventually(lambda: posts(fake, streams) == 1)
+        await client.close()
+        with pytest.raises(TransientDeliveryError, match="replaced during sending"):
+            await sending
+    assert [r.status for r in fake.requests if r.path == path] == [500]
+    assert fake.messages[streams] == []
+
+
 async def eventually(check: Any, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():

@@ -263,6 +263,8 @@ async def test_three_processes_share_300_events_through_ten_kills(
             token=DISCORD_TOKEN,
             global_rate_limit=(50, 1.0),
             message_rate_limit=(5, 5.0),
+            # Discord's one IDENTIFY per 5 s for the token, across the three processes.
+            identify_spacing=5.0,
         ) as discord,
     ):
         for chat in CHATS:
@@ -329,6 +331,8 @@ async def test_three_processes_share_300_events_through_ten_kills(
     assert "Conflict" not in logs, "two processes long-polled at once"
     assert "Traceback" not in logs, logs[logs.index("Traceback") - 600 :][:4000]
     assert "40060" not in logs, "two sessions ran one shard"
+    refused = [(shard, at) for at, shard, accepted in discord.identifies if not accepted]
+    assert refused == [], f"IDENTIFYs within 5 s of another process's: {refused}"
     assert logs.count("polls for commands") >= 1
 
 

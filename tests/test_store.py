@@ -9,6 +9,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from bot.events import Event
 from bot.store import Store
 from bot.store.migrations import MIGRATIONS
@@ -51,7 +53,7 @@ async def test_a_schema_2_database_is_upgraded_keeping_its_outbox(tmp_path: Path
     store = SQLiteStore(path)
     await store.open()
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 9
+        assert await store.schema_version() == len(MIGRATIONS) == 10
         assert await store.delivery_status(1) == ("sent", "555")
         assert (await store.outbox_counts()).by_state == {"sent": 1}
         assert await store.reached_targets(1) == {("discord", "7")}
@@ -121,3 +123,14 @@ async def test_the_checkpoint_thread_moves_the_log_into_the_database_file(tmp_pa
     await reopened.open()
     assert await reopened.count_events() == 300
     await reopened.close()
+
+
+async def test_a_turn_taken_in_the_future_does_not_count(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock was set back an hour after the last turn: the next is taken at once."""
+    assert await store.take_turn("discord-identify-0", 5.0) == 0
+    back = time.time() - 3600
+    monkeypatch.setattr("bot.store.sqlite.time.time", lambda: back)
+    assert await store.take_turn("discord-identify-0", 5.0) == 0
+    assert await store.take_turn("discord-identify-0", 5.0) == 5.0

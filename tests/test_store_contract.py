@@ -6,6 +6,7 @@ these tests unchanged. Nothing here knows how a backend keeps its data.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -828,3 +829,31 @@ async def test_a_lone_process_holds_every_role(db: Store) -> None:
     await db.release_role("sources")
     assert await db.hold_role("sources")
     await db.release_role("never-held")  # nothing to give up: no error
+
+
+async def test_a_turn_is_taken_spacing_after_the_last_one(
+    make_store: Callable[[], Store],
+) -> None:
+    first = make_store()
+    await first.open()
+    try:
+        # Shards asking at once: one takes the turn; the others are told to wait, and
+        # nothing is booked for them (a process gone meanwhile leaves nothing to wait out).
+        waits = [await first.take_turn("discord-identify-0", 30.0) for _ in range(3)]
+        assert waits[0] == 0
+        assert all(29 < wait <= 30 for wait in waits[1:]), waits
+        assert await first.take_turn("discord-identify-1", 30.0) == 0  # a turn of its own
+        # Once the spacing is over, the next turn is taken at once.
+        assert await first.take_turn("short", 0.05) == 0
+        assert 0 < await first.take_turn("short", 0.05) <= 0.05
+        await asyncio.sleep(0.1)
+        assert await first.take_turn("short", 0.05) == 0
+    finally:
+        await first.close()
+    # A process started again (or another one) waits out the turn taken before it.
+    again = make_store()
+    await again.open()
+    try:
+        assert 28 < await again.take_turn("discord-identify-0", 30.0) <= 30
+    finally:
+        await again.close()

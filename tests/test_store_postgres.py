@@ -457,3 +457,21 @@ async def test_a_role_lost_with_its_connection_is_said_and_asked_for_anew(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_turn_taken_in_the_servers_future_does_not_count(postgres_url: str) -> None:
+    """Its clock was set back an hour after the last turn: the next is taken at once,
+    not an hour later (as every process asking would otherwise wait)."""
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        assert await store.take_turn("discord-identify-0", 5.0) == 0
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute("UPDATE turns SET at = at + 3600")
+        finally:
+            await conn.close()
+        assert await store.take_turn("discord-identify-0", 5.0) == 0
+        assert 4 < await store.take_turn("discord-identify-0", 5.0) <= 5
+    finally:
+        await store.close()

@@ -17,6 +17,9 @@ from bot.targets import TargetProblem
 HoldsRole: TypeAlias = Callable[[str], Awaitable[bool]]
 #: `Store.release_role`, as the sinks get it: give a role up for another process to take.
 ReleasesRole: TypeAlias = Callable[[str], Awaitable[None]]
+#: `Store.take_turn`, as the sinks get it: (turn, spacing) -> seconds until this
+#: process's turn at something the bot's processes do one at a time (Discord's IDENTIFY).
+TakesTurn: TypeAlias = Callable[[str, float], Awaitable[float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +201,9 @@ class PlatformSpec:
     #: jobs only one bot process on the database may do at a time (Telegram's long poll,
     #: each Discord shard).
     takes_roles: bool = False
+    #: Its sink takes `takes_turn=` (TakesTurn): it does something the bot token allows
+    #: only so often, whichever process does it (Discord's gateway IDENTIFY).
+    takes_turns: bool = False
     #: (its enabled config, `[server] public_url`) -> what is wrong, each naming its key,
     #: for a platform that can be told to post to the bot at its public URL (Telegram's
     #: webhook); its sink then takes `public_url=`. None: the platform never posts here.

@@ -470,6 +470,15 @@ class ProcessStore(Protocol):
     async def release_role(self, role: str) -> None:
         """Give `role` up (another process may take it now); nothing when not held."""
 
+    async def take_turn(self, name: str, spacing: float) -> float:
+        """Take the turn at `name`, a thing the bot's processes do one at a time at least
+        `spacing` seconds apart (Discord's IDENTIFY, limited per bot token), if the last
+        one was taken that long ago: 0, and it is this process's now. Else nothing is
+        taken and the answer is the seconds until it may be (at most `spacing`): ask
+        again then. Read on the database's clock where it has one, so the processes'
+        clocks need not agree; a last turn in the future (a clock that jumped back)
+        does not count."""
+
 
 class Store(
     EventStore,

@@ -178,6 +178,15 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         seen_at REAL NOT NULL
     );
     """,
+    # 10: turns the processes on the database take one at a time, spaced (Discord allows
+    # one IDENTIFY per 5 s per bucket for the whole bot token, not per process): `at` is
+    # when the last turn was taken.
+    """
+    CREATE TABLE turns (
+        name TEXT PRIMARY KEY,
+        at REAL NOT NULL
+    );
+    """,
 )
 
 

@@ -129,6 +129,19 @@ def _changed(status: str) -> bool:
     return bool(words) and words[-1].isdigit() and int(words[-1]) > 0
 
 
+# Store.take_turn: the turn is taken (a row returned) when its last one is `spacing` ago,
+# or in the future (a server clock that jumped back); else how long until it may be.
+_TAKE_TURN: Final = """
+    INSERT INTO turns AS turn (name, at) VALUES ($1, extract(epoch FROM clock_timestamp()))
+    ON CONFLICT (name) DO UPDATE SET at = excluded.at
+    WHERE turn.at + $2 <= excluded.at OR turn.at > excluded.at
+    RETURNING 0"""
+_TURN_WAIT: Final = """
+    SELECT at + $2 - extract(epoch FROM clock_timestamp()) FROM turns WHERE name = $1"""
+#: Tries of Store.take_turn before it answers "wait the spacing".
+_TURN_READS: Final = 3
+
+
 class PostgresStore:
     """The bot's PostgreSQL database (implements `bot.store.Store`)."""
 
@@ -952,6 +965,21 @@ class PostgresStore:
             )
         )
         return max(int(alive), 1)
+
+    async def take_turn(self, name: str, spacing: float) -> float:
+        """The turn at `name`, if its last one was `spacing` ago, on the server's clock
+        (the processes' own may differ by seconds, and a turn is this short). Taking it
+        is one statement: ON CONFLICT locks the row and judges its newest version, so of
+        processes asking at once one takes it."""
+        for _ in range(_TURN_READS):
+            taken = await self._write_returning(_TAKE_TURN, name, spacing)
+            if taken is not None:
+                return 0.0
+            wait = await self._read(lambda c: c.fetchval(_TURN_WAIT, name, spacing))
+            if wait is not None and wait > 0:
+                return min(float(wait), spacing)
+            # The turn came free between the two statements: try to take it again.
+        return spacing
 
     async def outbox_counts(self, *, now: float | None = None) -> OutboxCounts:
         """Deliveries per state and the creation time of the oldest one waiting to go out."""

@@ -148,4 +148,11 @@ POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
         seen_at double precision NOT NULL
     );
     """,
+    # 10: turns the processes take one at a time, spaced (Discord's IDENTIFY buckets).
+    """
+    CREATE TABLE turns (
+        name text PRIMARY KEY,
+        at double precision NOT NULL
+    );
+    """,
 )

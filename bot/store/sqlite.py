@@ -1201,6 +1201,21 @@ class SQLiteStore:
         """Nothing to give up: no other process could take it."""
         del role
 
+    async def take_turn(self, name: str, spacing: float) -> float:
+        """The turn at `name`, if its last one (by this process, or by a run before it:
+        a restart identifies with Discord again) was `spacing` ago."""
+        with self._transaction():
+            now = time.time()
+            row = self._db.execute("SELECT at FROM turns WHERE name = ?", (name,)).fetchone()
+            if row is not None and row["at"] <= now < row["at"] + spacing:
+                return float(row["at"]) + spacing - now
+            self._db.execute(
+                """INSERT INTO turns (name, at) VALUES (?, ?)
+                   ON CONFLICT (name) DO UPDATE SET at = excluded.at""",
+                (name, now),
+            )
+        return 0.0
+
     # -- moving to another backend (bot.store.transfer) ------------------------------
 
     def table_rows(self, table: str) -> list[dict[str, Any]]:

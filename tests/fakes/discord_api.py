@@ -100,8 +100,10 @@ Sessions are routed each on its own: "You can establish multiple sessions with t
 one shard (two unsharded processes, say) both get its events, INTERACTION_CREATE
 included, and the slower answer gets 40060, as a bot running twice does on Discord.
 GUILD_MEMBERS_CHUNK answers only the session that asked. A RESUME keeps the session's
-shard. Not modelled: max_concurrency's 5 s identify buckets (``no_identify_delay``
-already skips discord.py's wait) and large-bot shard multiples. ``sharded_guilds(count,
+shard. max_concurrency's 5 s identify buckets (Opcode 9 Invalid Session for an IDENTIFY
+too soon after its bucket's last) only with ``identify_spacing``, since most tests skip
+discord.py's own wait (``no_identify_delay``); ``identifies`` records each IDENTIFY. Not
+modelled: large-bot shard multiples. ``sharded_guilds(count,
 shard_count)`` builds guilds on chosen shards, each a copy of ``default_guild()`` with its
 own ids (``guild_channel_id(guild, "streams")`` finds one's channel).
 
@@ -1286,8 +1288,18 @@ class FakeDiscord:
         recommended_shards: int = 1,
         max_concurrency: int = 1,
         max_guilds_per_shard: int | None = None,
+        identify_spacing: float | None = None,
     ) -> None:
         self.recommended_shards = recommended_shards
+        #: Discord's "max_concurrency ... identify requests allowed per 5 seconds": with a
+        #: spacing, an IDENTIFY within it of its bucket's previous one (`shard_id %
+        #: max_concurrency`) is answered Opcode 9 Invalid Session. None (the default) lets
+        #: every IDENTIFY through: tests skip discord.py's own 5 s pacing
+        #: (`no_identify_delay`), and test the pacing itself with it on.
+        self.identify_spacing = identify_spacing
+        #: Every IDENTIFY with a valid token: (time.monotonic(), shard id, accepted).
+        self.identifies: list[tuple[float, int, bool]] = []
+        self._last_identify: dict[int, float] = {}
         self.max_concurrency = max_concurrency
         self.max_guilds_per_shard = max_guilds_per_shard
         #: When each session was started (IDENTIFY accepted; RESUMEs do not count), for
@@ -3064,6 +3076,11 @@ class FakeDiscord:
             await conn.ws.close(code=4010, message=b"Invalid shard.")
             return
         shard = requested or (0, 1)
+        if not self._identify_allowed(shard[0]):
+            # gateway.mdx, "Identifying": "if they exceed this limit, the gateway will
+            # respond with an Opcode 9 Invalid Session"; d false: not resumable.
+            await conn.send({"op": 9, "d": False, "s": None, "t": None})
+            return
         guilds = [g for gid, g in self.guilds.items() if _on_shard(shard, gid)]
         if self.max_guilds_per_shard is not None and len(guilds) > self.max_guilds_per_shard:
             # 4011: "The session would have handled too many guilds - you are required to
@@ -3097,6 +3114,19 @@ class FakeDiscord:
             await self._send_to(session, "GUILD_CREATE", self._guild_create(guild, intents))
         self.ready.set()
         self._changes.notify()  # for wait_for_shards
+
+    def _identify_allowed(self, shard_id: int) -> bool:
+        """Whether an IDENTIFY of `shard_id` is within its bucket's limit now; every one
+        counts against the next, refused or not."""
+        now = time.monotonic()
+        bucket = shard_id % self.max_concurrency
+        last = self._last_identify.get(bucket)
+        allowed = (
+            self.identify_spacing is None or last is None or now - last >= self.identify_spacing
+        )
+        self._last_identify[bucket] = now
+        self.identifies.append((now, shard_id, allowed))
+        return allowed
 
     def _guild_create(self, guild: dict[str, Any], intents: int) -> dict[str, Any]:
         """GUILD_CREATE as Discord sends it: without the presences intent its members are

@@ -33,4 +33,5 @@ SPEC = PlatformSpec(
     format=FORMAT,
     build_sink=build_sink,
     takes_roles=True,
+    takes_turns=True,
 )

@@ -37,10 +37,10 @@ with warnings.catch_warnings():
 
 from bot.chat.commands import CATALOGUE, CommandSpec
 from bot.commands import Commands
-from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
+from bot.errors import DeliveryError, MessageGone, PermanentDeliveryError, TransientDeliveryError
 from bot.events import LIVE_END, LIVE_START, Event
 from bot.render import Renderer
-from bot.sinks.base import HoldsRole, ReleasesRole, WebRoute
+from bot.sinks.base import HoldsRole, ReleasesRole, TakesTurn, WebRoute
 from bot.sinks.discord.client import (
     INVITE_PERMISSIONS,
     INVITE_SCOPES,
@@ -60,6 +60,7 @@ from bot.sinks.discord.errors import (
     platform_call,
 )
 from bot.sinks.discord.format import FORMAT, DiscordMessage, thread_name
+from bot.sinks.discord.identify import IdentifyTurns
 from bot.sinks.discord.lookup import ChannelLookup
 from bot.sinks.discord.preflight import (
     NO_EMBED_LINKS,
@@ -165,6 +166,7 @@ class DiscordSink:
         releases_role: ReleasesRole | None = None,
         shard_check_interval: float = SHARD_CHECK_SECONDS,
         channel_lookup: ChannelLookup | None = None,
+        takes_turn: TakesTurn | None = None,
     ) -> None:
         self._config = config
         # Where what is found wrong with a target goes (/healthz, /status for admins).
@@ -172,7 +174,10 @@ class DiscordSink:
         self._renderer = renderer
         self._slash = SlashCommands(commands=commands, renderer=renderer, catalogue=catalogue)
         self._client_options = dict(client_options or {})
-        self._before_identify_hook = before_identify_hook
+        # Each IDENTIFY waits for its turn among the bot's processes (identify.py), unless
+        # a test gives a hook of its own.
+        self._identify_turns = IdentifyTurns(takes_turn) if takes_turn is not None else None
+        self._before_identify_hook = before_identify_hook or self._identify_turns
         self._ready_timeout = ready_timeout
         self._send_timeout = send_timeout
         self._state = "created"
@@ -406,6 +411,11 @@ class DiscordSink:
         finally:
             if connection is not None and not connection.done():
                 await client.close()
+                # discord.py's launch_shard retries a shard that failed to connect every
+                # 5 s without looking whether its client was closed meanwhile (a shard
+                # waiting for its turn to identify when the shards changed, say): its
+                # task would never end, nor this process take its next shards.
+                connection.cancel()
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await connection
 
@@ -418,7 +428,7 @@ class DiscordSink:
         delay = self._login_retry_first
         while not self._stopping:
             try:
-                recommended, _url, _limits = await client.http.get_bot_gateway()
+                recommended, _url, limits = await client.http.get_bot_gateway()
             except (discord.GatewayNotFound, discord.HTTPException, *NETWORK_ERRORS) as exc:
                 log.warning(
                     "discord: cannot ask Discord how many shards to run (%s); retrying in %.0fs",
@@ -429,6 +439,8 @@ class DiscordSink:
                 delay = min(delay * 2, _LOGIN_RETRY_MAX)
                 continue
             log.info('discord: shard_count = "auto": Discord recommends %d', recommended)
+            if self._identify_turns is not None:
+                self._identify_turns.max_concurrency = int(limits["max_concurrency"])
             return int(recommended)
         return None
 
@@ -625,6 +637,34 @@ class DiscordSink:
             )
         return client
 
+    def _replaced(self, client: discord.Client) -> bool:
+        """Whether `client` was closed or replaced (the shards this process runs changed)
+        since a send took it."""
+        return self._client is not client or client.is_closed()
+
+    @staticmethod
+    def _replaced_error(doing: str) -> TransientDeliveryError:
+        return TransientDeliveryError(
+            f"Discord's client was replaced during {doing}", retry_after=_RESHARD_RETRY
+        )
+
+    @contextlib.asynccontextmanager
+    async def _replaced_is_transient(
+        self, client: discord.Client, doing: str
+    ) -> AsyncIterator[None]:
+        """A send, edit or delete cut off by the client's replacement (aiohttp's "Session
+        is closed", or its AssertionError for a request under way then) is retried: a new
+        client sends seconds later, and the enforced nonce keeps a resend from posting
+        twice. Discord's own answers (DeliveryErrors) are what they are."""
+        try:
+            yield
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            if not self._replaced(client):
+                raise
+            raise self._replaced_error(doing) from exc
+
     async def _channel(self, client: discord.Client, channel_id: int) -> object | None:
         """The channel as the gateway's cache holds it or, where this process does not run
         its server's shard, as REST describes it (lookup.py), so that what is decided
@@ -640,13 +680,8 @@ class DiscordSink:
         try:
             return await self._lookup.channel(client, channel_id)
         except Exception as exc:
-            if self._client is not client or client.is_closed():
-                # Replaced under the look-up (the shards this process runs changed):
-                # aiohttp's "Session is closed" (or its AssertionError for a request
-                # under way then), seconds before a new client sends.
-                raise TransientDeliveryError(
-                    "Discord's client was replaced during a look-up", retry_after=_RESHARD_RETRY
-                ) from exc
+            if self._replaced(client):
+                raise self._replaced_error("a look-up") from exc
             mapped = delivery_error(exc, f"looking up channel {channel_id}")
             if isinstance(mapped, TransientDeliveryError):
                 raise mapped from exc
@@ -662,6 +697,12 @@ class DiscordSink:
         drop the embed and leave the bare content line), and the channel is reported.
         """
         client = self._connected_client()
+        async with self._replaced_is_transient(client, "sending"):
+            return await self._deliver(client, delivery, event)
+
+    async def _deliver(
+        self, client: discord.Client, delivery: Delivery, event: Event
+    ) -> str | None:
         channel_id = target_channel(delivery.target)
         roles = _role_ids(delivery.options.get("mention_roles"))
         self._remember(delivery.target, roles)
@@ -838,6 +879,12 @@ class DiscordSink:
         As plain text where the bot may not embed links (so an ended card still says so).
         """
         client = self._connected_client()
+        async with self._replaced_is_transient(client, "editing"):
+            await self._edit(client, delivery, message_id, event)
+
+    async def _edit(
+        self, client: discord.Client, delivery: Delivery, message_id: str, event: Event
+    ) -> None:
         channel_id = target_channel(delivery.target)
         try:
             card = int(message_id)
@@ -952,6 +999,10 @@ class DiscordSink:
         MessageGone: the card is still there, so the caller edits it instead.
         """
         client = self._connected_client()
+        async with self._replaced_is_transient(client, "deleting"):
+            await self._delete(client, delivery, message_id)
+
+    async def _delete(self, client: discord.Client, delivery: Delivery, message_id: str) -> None:
         channel_id = target_channel(delivery.target)
         try:
             card = int(message_id)
