@@ -380,6 +380,7 @@ async def _run_with_store(
                 store,
                 stop,
                 sinks=sinks,
+                workers=workers,
                 config=config,
                 source_runner=source_runner,
                 health=health,
@@ -542,15 +543,25 @@ def _watch_the_database(
     stop: asyncio.Event,
     *,
     sinks: Mapping[str, Sink],
+    workers: Mapping[str, OutboxWorker],
     config: Config,
     source_runner: SourceRunner,
     health: Health,
 ) -> None:
     """The database's own chores: whether it takes writes again, this process's
     heartbeat (its claims' leases, its share of the rate limits) and the sources' role."""
+    # Deliveries another process queued are this one's to send too (its share).
+    store.on_deliveries_queued(lambda sink: _wake(workers, {sink}))
     group.create_task(_watch_database(store, stop), name="database-watch")
     group.create_task(
-        _heartbeat(store, sinks, stop, config.storage.lease.total_seconds(), health),
+        _heartbeat(
+            store,
+            sinks,
+            workers,
+            stop=stop,
+            lease=config.storage.lease.total_seconds(),
+            health=health,
+        ),
         name="heartbeat",
     )
     group.create_task(source_runner.follow_role(stop), name="sources-role")
@@ -561,7 +572,13 @@ HEARTBEAT_SECONDS = 1.0
 
 
 async def _heartbeat(
-    store: Store, sinks: Mapping[str, Sink], stop: asyncio.Event, lease: float, health: Health
+    store: Store,
+    sinks: Mapping[str, Sink],
+    workers: Mapping[str, OutboxWorker],
+    *,
+    stop: asyncio.Event,
+    lease: float,
+    health: Health,
 ) -> None:
     """Tell the database this process is alive, every second (at least three times per
     lease): the leases of the deliveries it is sending are renewed (another process takes
@@ -583,6 +600,8 @@ async def _heartbeat(
                 processes = health.processes = alive
                 for sink in sinks.values():
                     sink.share_limits(alive)
+                for worker in workers.values():
+                    worker.share(alive)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), min(lease / 3, HEARTBEAT_SECONDS))
 

@@ -56,6 +56,8 @@ BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 600.0
 # How long a worker sleeps at most between looks at the outbox when nothing wakes it.
 IDLE_POLL_SECONDS = 30.0
+#: Deliveries one look at the outbox claims (Store.claim_due's limit).
+CLAIM_LIMIT = 50
 # Backoff while the database refuses the worker: from half a second up to this.
 STORE_BACKOFF_CAP_SECONDS = 15.0
 # How long a stopping worker keeps trying to record outcomes the database refused.
@@ -120,6 +122,8 @@ class OutboxWorker:
         # For `degraded`: failed sends since the last success, and since when.
         self._failures_in_a_row = 0
         self._failing_since: float | None = None
+        # Bot processes sharing the outbox (several on one PostgreSQL database).
+        self._processes = 1
 
     @property
     def max_age(self) -> timedelta:
@@ -156,6 +160,10 @@ class OutboxWorker:
         """The sink this worker serves."""
         return self._sink.name
 
+    def share(self, processes: int) -> None:
+        """`processes` bot processes share the outbox (and the platform's limits) now."""
+        self._processes = max(processes, 1)
+
     def wake(self) -> None:
         """New deliveries were queued: look at the outbox now."""
         self._wakeup.set()
@@ -168,10 +176,12 @@ class OutboxWorker:
                 self._wakeup.clear()
                 try:
                     await self._record_pending_outcomes()
-                    await self._start_due()
-                    next_due = await self._store.next_due(
-                        self._sink.name, busy_targets=self._busy_targets(), now=self._clock()
-                    )
+                    next_due: float | None = None
+                    if await self._start_due():
+                        next_due = await self._store.next_due(
+                            self._sink.name, busy_targets=self._busy_targets(), now=self._clock()
+                        )
+                    # else at its share: a send ending wakes this worker
                 except StoreUnavailable as exc:
                     # The store logs the outage once; here only when it goes on.
                     self._store_failures += 1
@@ -197,10 +207,21 @@ class OutboxWorker:
         busy.update(item.target for item in self._unrecorded)
         return sorted(busy)
 
-    async def _start_due(self) -> None:
+    async def _start_due(self) -> bool:
+        """Claim what is due and start sending it; False when this process has its share
+        of the sends in flight already (several processes on the database)."""
+        limit = CLAIM_LIMIT
+        if self._processes > 1:
+            # Each process sends at its share of the platform's limits, so what one
+            # claims beyond its share waits while the others could send it: a fan-out
+            # would end when the process holding the most does. A share of the claims in
+            # flight at a time keeps them all sending to the end.
+            limit = -(-CLAIM_LIMIT // self._processes) - len(self._in_flight)
+            if limit <= 0:
+                return False
         now = self._clock()
         claimed = await self._store.claim_due(
-            self._sink.name, now=now, busy_targets=self._busy_targets()
+            self._sink.name, now=now, busy_targets=self._busy_targets(), limit=limit
         )
         by_target: dict[str, list[Delivery]] = {}
         for delivery in claimed:
@@ -211,6 +232,7 @@ class OutboxWorker:
             )
             self._in_flight[target] = task
             task.add_done_callback(self._finished)
+        return True
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         for target, running in list(self._in_flight.items()):

@@ -11,7 +11,7 @@ import pytest
 from bot.config import Route
 from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo
-from bot.outbox import BACKOFF_CAP_SECONDS, OutboxWorker, backoff_delay
+from bot.outbox import BACKOFF_CAP_SECONDS, CLAIM_LIMIT, OutboxWorker, backoff_delay
 from bot.pipeline.dispatch import Dispatcher
 from bot.store import Delivery, Mute, Store
 from tests.routes import chats
@@ -349,3 +349,46 @@ async def test_a_mute_set_while_an_end_waits_out_its_grace_holds_back_that_new_m
         r for r in await every_delivery(store) if r.kind == "live_end" and r.action == "post"
     ]
     assert notice.state == "cancelled" and "muted" in (notice.last_error or "")
+
+
+async def test_sharing_the_outbox_a_process_keeps_only_its_share_of_sends_in_flight(
+    store: Store,
+) -> None:
+    """With three processes on the database, one claims no more than a third of what one
+    alone would (CLAIM_LIMIT), so the others find the rest of a fan-out to send."""
+    channels = tuple(range(1, 61))
+    await queue_events(store, channels, "a")
+    sink = RecordingSink()
+    for channel in channels:
+        sink.blocked[str(channel)] = asyncio.Event()
+    worker = OutboxWorker(store=store, sink=sink)
+    worker.share(3)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        share = -(-CLAIM_LIMIT // 3)
+        async with asyncio.timeout(5):
+            while len((await store.outbox_counts()).by_state) < 2:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # looks enough to claim more, were it allowed to
+        counts = (await store.outbox_counts()).by_state
+        assert counts == {"sending": share, "pending": len(channels) - share}
+        # One send ends: one more is claimed in its place.
+        sink.blocked["1"].set()
+        async with asyncio.timeout(5):
+            while (await store.outbox_counts()).by_state.get("sent") != 1:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert (await store.outbox_counts()).by_state["sending"] == share
+        # Alone again: the rest is claimed.
+        worker.share(1)
+        worker.wake()
+        async with asyncio.timeout(5):
+            while (await store.outbox_counts()).by_state.get("pending"):
+                await asyncio.sleep(0.01)
+    finally:
+        for event in sink.blocked.values():
+            event.set()
+        stop.set()
+        await task
+    assert len(sink.delivered) == len(channels)

@@ -857,3 +857,26 @@ async def test_a_turn_is_taken_spacing_after_the_last_one(
         assert 28 < await again.take_turn("discord-identify-0", 30.0) <= 30
     finally:
         await again.close()
+
+
+async def test_deliveries_queued_by_any_process_are_heard_on_postgresql(
+    make_store: Callable[[], Store], db: Store
+) -> None:
+    heard: list[str] = []
+    db.on_deliveries_queued(heard.append)
+    await db.heartbeat(now=NOW)  # listening starts here
+    other = make_store()  # another process on the database
+    await other.open()
+    try:
+        row = await stored_event(other)
+        for target in ("1", "2", "3"):
+            await delivery(other, row, target, sink="telegram")
+        await delivery(other, row, "4", sink="discord")
+        listens = isinstance(db, PostgresStore)  # SQLite: one process, nobody to hear
+        async with asyncio.timeout(5):
+            while listens and len(heard) < 4:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert heard == (["telegram"] * 3 + ["discord"] if listens else [])
+    finally:
+        await other.close()

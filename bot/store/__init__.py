@@ -27,7 +27,7 @@ from bot.errors import StoreUnavailable
 from bot.events import Event, LiveInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from bot.config import StorageConfig
 
@@ -469,6 +469,13 @@ class ProcessStore(Protocol):
 
     async def release_role(self, role: str) -> None:
         """Give `role` up (another process may take it now); nothing when not held."""
+
+    def on_deliveries_queued(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(sink)` whenever a process on the database (another, or this
+        one) has committed deliveries for `sink`, so that every process's outbox worker
+        looks at once rather than at its next idle poll. Nothing on SQLite, which one
+        process uses alone. Listening starts at the next heartbeat, and is taken up again
+        there after the database was lost."""
 
     async def take_turn(self, name: str, spacing: float) -> float:
         """Take the turn at `name`, a thing the bot's processes do one at a time at least

@@ -138,6 +138,8 @@ _TAKE_TURN: Final = """
     RETURNING 0"""
 _TURN_WAIT: Final = """
     SELECT at + $2 - extract(epoch FROM clock_timestamp()) FROM turns WHERE name = $1"""
+#: The NOTIFY channel of Store.add_delivery, its payload the sink.
+QUEUED_CHANNEL: Final = "streambot_queued"
 #: Tries of Store.take_turn before it answers "wait the spacing".
 _TURN_READS: Final = 3
 
@@ -168,6 +170,9 @@ class PostgresStore:
         self._roles_conn: asyncpg.Connection | None = None
         self._roles: set[str] = set()
         self._roles_lock = asyncio.Lock()
+        # The connection LISTENing for queued deliveries (`on_deliveries_queued`).
+        self._listener: asyncpg.Connection | None = None
+        self._on_queued: Callable[[str], None] | None = None
         self._url = url
         self._password = password
         self.read_only = read_only
@@ -284,6 +289,10 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Close every pooled connection (idempotent)."""
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            with contextlib.suppress(Exception):
+                await listener.close()
         if self._roles_conn is not None:
             roles, self._roles_conn = self._roles_conn, None
             self._roles.clear()
@@ -801,11 +810,14 @@ class PostgresStore:
         not_before: float,
         now: float,
     ) -> int:
-        """Queue one delivery; returns its id."""
+        """Queue one delivery; returns its id. Every process listening hears of it when
+        it is committed (NOTIFY; PostgreSQL sends one per sink however many rows)."""
         row_id = await self._write_returning(
-            """INSERT INTO deliveries (event_row, sink, target, action, options, not_before,
-                                       created_at, updated_at)
-               VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8) RETURNING id""",
+            f"""WITH queued AS (
+                   INSERT INTO deliveries (event_row, sink, target, action, options,
+                                           not_before, created_at, updated_at)
+                   VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8) RETURNING id)
+               SELECT queued.id FROM queued, pg_notify('{QUEUED_CHANNEL}', $2)""",
             event_row,
             sink,
             target,
@@ -964,7 +976,33 @@ class PostgresStore:
                 "SELECT count(*) FROM processes WHERE seen_at >= $1", now - self.lease
             )
         )
+        await self._listen()
         return max(int(alive), 1)
+
+    def on_deliveries_queued(self, callback: Callable[[str], None]) -> None:
+        """LISTEN on a connection of its own, opened at the next heartbeat."""
+        self._on_queued = callback
+
+    async def _listen(self) -> None:
+        """(Re)open the listening connection if there is a callback and none is open."""
+        if self._on_queued is None or (self._listener and not self._listener.is_closed()):
+            return
+        try:
+            conn = await asyncpg.connect(
+                self._url, password=self._password, server_settings=self._settings()
+            )
+            await conn.add_listener(QUEUED_CHANNEL, self._heard)
+        except Exception as exc:
+            if unavailable(exc) is None:
+                raise
+            log.debug("database: cannot listen for queued deliveries now (%s)", exc)
+            return
+        self._listener = conn
+
+    def _heard(self, conn: object, pid: int, channel: str, sink: object) -> None:
+        del conn, pid, channel
+        if self._on_queued is not None:
+            self._on_queued(str(sink))
 
     async def take_turn(self, name: str, spacing: float) -> float:
         """The turn at `name`, if its last one was `spacing` ago, on the server's clock

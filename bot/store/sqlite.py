@@ -25,7 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1200,6 +1200,11 @@ class SQLiteStore:
     async def release_role(self, role: str) -> None:
         """Nothing to give up: no other process could take it."""
         del role
+
+    def on_deliveries_queued(self, callback: Callable[[str], None]) -> None:
+        """Nothing to listen to: this process queues all there is, and wakes its own
+        workers as it does."""
+        del callback
 
     async def take_turn(self, name: str, spacing: float) -> float:
         """The turn at `name`, if its last one (by this process, or by a run before it:
