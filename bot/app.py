@@ -344,6 +344,7 @@ async def _run_with_store(
         intake=intake,
         max_body_bytes=config.server.max_body_bytes,
         health=health.report,
+        readiness=health.readiness,
         body_timeout=body_timeout,
         metrics=metrics,
         metrics_token=config.metrics.token,
@@ -650,6 +651,11 @@ class Health:
     workers_started: float | None = None
     #: Bot processes on the database, this one included, at the last heartbeat.
     processes: int = 1
+
+    async def readiness(self) -> str | None:
+        """What keeps this process from storing webhooks (for /readyz), or None."""
+        probe = await self.store.check()
+        return None if probe == "ok" else f"database unavailable: {probe.removeprefix('error: ')}"
 
     async def report(self) -> dict[str, Any]:
         """What /healthz answers; `ok` decides 200 or 503."""

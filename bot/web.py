@@ -41,6 +41,7 @@ from bot.metrics import UNKNOWN, Metrics, WebhookOutcome, metrics_handler
 from bot.pipeline.ingest import Intake
 from bot.sinks.base import WebRoute
 from bot.sources.base import Ignored, Source, SourceAnswer, WebhookRequest
+from bot.store.process import PROCESS_ID
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ SOURCES_KEY: Final = web.AppKey("sources", dict[str, Source])
 INTAKE_KEY: Final = web.AppKey("intake", Intake)
 HealthReport = Callable[[], Awaitable[dict[str, Any]]]
 HEALTH_KEY: Final[web.AppKey[HealthReport]] = web.AppKey("health")
+#: What keeps this process from storing webhooks now (None: nothing), for /readyz.
+Readiness = Callable[[], Awaitable[str | None]]
+READINESS_KEY: Final[web.AppKey[Readiness]] = web.AppKey("readiness")
 LIMIT_KEY: Final = web.AppKey("max_body_bytes", int)
 # (source, type) pairs already logged as ignored, so a chatty sender logs once per type.
 IGNORED_KEY: Final = web.AppKey("ignored_types", set[tuple[str, str]])
@@ -71,7 +75,7 @@ _QUIET: Final = web.RequestKey("quiet_access_log", bool)
 # Set on a request to a platform's route: its path as logs show it (the real one holds
 # a secret).
 _SHOWN: Final = web.RequestKey("shown_path", str)
-_ROUTINE_PATHS: Final = frozenset({"/healthz", "/metrics"})
+_ROUTINE_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
 _JSON_TYPES: Final = ("application/json",)
 # aiohttp reports this when a request has no Content-Type header at all; senders that
@@ -182,9 +186,10 @@ def create_app(
     metrics: Metrics | None = None,
     metrics_token: str | None = None,
     platform_routes: Sequence[WebRoute] = (),
+    readiness: Readiness | None = None,
 ) -> web.Application:
-    """The aiohttp application: one webhook route for all sources, /healthz, /metrics,
-    and the routes chat platforms post to (`platform_routes`, from the sinks).
+    """The aiohttp application: one webhook route for all sources, /healthz, /readyz,
+    /metrics, and the routes chat platforms post to (`platform_routes`, from the sinks).
 
     Without `metrics` there is no /metrics and nothing is counted; with `metrics_token`
     /metrics wants `Authorization: Bearer <token>`.
@@ -206,6 +211,8 @@ def create_app(
     app[STATE_KEY] = ListenerState(auth_failures=auth_failures or AuthFailureLog())
     app.router.add_route("*", "/webhook/{source}", _webhook)
     app.router.add_get("/healthz", _healthz, allow_head=True)
+    app[READINESS_KEY] = readiness or _always_ready
+    app.router.add_get("/readyz", _readyz, allow_head=True)
     if metrics is not None:
         app[METRICS_KEY] = metrics
         app.router.add_get("/metrics", metrics_handler(metrics, token=metrics_token))
@@ -646,6 +653,22 @@ async def _healthz(request: web.Request) -> web.Response:
     if request.app[STATE_KEY].draining:
         report = {**report, "ok": False, "draining": True}
     return web.json_response(report, status=200 if report.get("ok") else 503)
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """For a load balancer: 200 while this process takes webhooks (not stopping, its
+    database answering), else 503 saying why. Unlike /healthz it does not depend on the
+    chat platforms or the shared outbox, which fail for every process at once: a
+    balancer that took them all out would refuse webhooks they could still store."""
+    why = "stopping" if request.app[STATE_KEY].draining else await request.app[READINESS_KEY]()
+    body: dict[str, Any] = {"ready": why is None, "process": PROCESS_ID}
+    if why is not None:
+        body["why"] = why
+    return web.json_response(body, status=200 if why is None else 503)
+
+
+async def _always_ready() -> str | None:
+    return None
 
 
 class RedactingAccessLogger(AbstractAccessLogger):

@@ -13,12 +13,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from yarl import URL as YURL
 
-from bot.app import build_sources
+from bot.app import Health, build_sources
 from bot.config import Config
 from bot.store import Store
-from bot.web import RedactingAccessLogger, redact_query
+from bot.store.process import PROCESS_ID
+from bot.web import STATE_KEY, RedactingAccessLogger, redact_query, start_draining
 from tests.conftest import SECRET, make_config
 from tests.sqlite_file import run_sql
+from tests.test_outbox import RecordingSink
 from tests.waiting import store_health
 from tests.webapp import dispatched, pipeline_app
 
@@ -299,3 +301,46 @@ async def test_one_log_line_per_accepted_webhook_and_routine_checks_at_debug(
     assert not any("/healthz" in m for m in info)
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert any('"GET /healthz" 200' in m for m in debug)
+
+
+async def test_readyz_says_whether_this_process_takes_webhooks_whatever_the_chats_do(
+    aiohttp_client: ClientFactory,
+    aiohttp_server: Callable[..., Awaitable[Any]],
+    tmp_path: Path,
+    store: Store,
+) -> None:
+    """A load balancer's check: a sink that is down (Discord unreachable) turns /healthz
+    503 in every process at once, yet each still stores webhooks, so /readyz stays 200; it
+    is 503 only while this process is stopping or its database does not answer."""
+    down = RecordingSink()
+    down.state = "connecting"
+    health = Health(store=store, sinks={"discord": down}, stuck_after=300.0)
+    config: Config = make_config(tmp_path, server={"port": 0})
+    app = pipeline_app(
+        store,
+        config,
+        sources=build_sources(config),
+        max_body_bytes=config.server.max_body_bytes,
+        health=health.report,
+        readiness=health.readiness,
+    )
+    server = await aiohttp_server(app, access_log_class=RedactingAccessLogger)
+    client = await aiohttp_client(server)
+    assert (await client.get("/healthz")).status == 503
+    response = await client.get("/readyz")
+    assert response.status == 200
+    assert (await response.json())["ready"] is True
+    assert (await client.post(URL, json=LIVE_START)).status == 202
+
+    start_draining(app)
+    response = await client.get("/readyz")
+    assert response.status == 503
+    assert (await response.json())["why"] == "stopping"
+    app[STATE_KEY].draining = False
+
+    await store.close()
+    response = await client.get("/readyz")
+    assert response.status == 503
+    body = await response.json()
+    assert body["ready"] is False and body["why"].startswith("database unavailable")
+    assert body["process"] == PROCESS_ID
