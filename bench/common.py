@@ -24,6 +24,8 @@ LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 # Every wait in the benchmark is bounded; a process that hangs is killed after this.
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
+# Lines of a failed process's log quoted in the error.
+LOG_TAIL_LINES = 25
 
 
 def toml_config(
@@ -87,22 +89,41 @@ class Proc:
     async def wait_for_log(
         self, pattern: str | re.Pattern[str], within: float = START_TIMEOUT
     ) -> re.Match[str]:
-        """The first match of `pattern` in the log, polling every 5 ms."""
-        async with asyncio.timeout(within):
-            while True:
-                found = re.search(pattern, self.log())
-                if found:
-                    return found
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"process exited early:\n{self.log()[-3000:]}")
-                await asyncio.sleep(0.005)
+        """The first match of `pattern` in the log, polling every 5 ms; a process that
+        exits first, or does not log it within `within` seconds, fails the run."""
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    found = re.search(pattern, self.log())
+                    if found:
+                        return found
+                    if self.proc.returncode is not None:
+                        raise self.failure(f"exited ({self.proc.returncode})")
+                    await asyncio.sleep(0.005)
+        except TimeoutError:
+            wanted = getattr(pattern, "pattern", pattern)
+            raise self.failure(f"no {wanted!r} in its log within {within:g} s") from None
+
+    def failure(self, what: str) -> RuntimeError:
+        """The error that ends a run because of this process: what went wrong, then the
+        end of its log."""
+        tail = "\n".join(self.log().splitlines()[-LOG_TAIL_LINES:])
+        return RuntimeError(f"{self.log_path.stem}: {what}\nthe end of its log:\n{tail}")
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within STOP_TIMEOUT."""
+        if self.proc.returncode is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time the process has used so far, from /proc."""
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        # Fields after the command name, which is in parentheses and may hold spaces.
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def rss_mb(self) -> float:
         """Resident set size from /proc, in MiB."""
@@ -111,9 +132,94 @@ class Proc:
         return kib / 1024
 
 
-@contextlib.asynccontextmanager
-async def server_process(argv: Sequence[str], workdir: Path, name: str) -> AsyncIterator[Proc]:
-    """Start `argv` with stderr to `workdir/name.log`; wait for its listening line; stop it."""
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (in parentheses, and it may hold spaces)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time process `pid` has used so far; 0 once it is gone."""
+    try:
+        fields = _stat_fields(pid)
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parent_if(pid: int, command: str) -> int | None:
+    """The parent of process `pid` if that process runs `command` here, else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name, fields = stat.split(" (", 1)[1].rsplit(")", 1)
+    return int(fields.split()[1]) if name == command else None
+
+
+def children_of(parent: int) -> list[int]:
+    """`parent` and its child processes (a PostgreSQL server's backends and workers)."""
+    found = [parent]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int(_stat_fields(int(entry.name))[1]) == parent:
+                    found.append(int(entry.name))
+    return found
+
+
+def _machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle and iowait
+    return sum(values) - idle, sum(values)
+
+
+@dataclass
+class CpuMeter:
+    """Cores used between `start()` and `stop()`: by the given processes, by the children
+    of `parent` (a local PostgreSQL server, looked up at each end so that backends opened
+    meanwhile count), and by the whole machine, which other users share."""
+
+    pids: Sequence[int]
+    parent: int | None = None
+    _began: float = 0.0
+    _cpu: dict[int, float] = field(default_factory=dict)
+    _parent_cpu: dict[int, float] = field(default_factory=dict)
+    _machine: tuple[int, int] = (0, 0)
+
+    def start(self) -> None:
+        """Take the first reading."""
+        self._began = time.perf_counter()
+        self._cpu = {pid: cpu_seconds(pid) for pid in self.pids}
+        self._parent_cpu = self._parent_readings()
+        self._machine = _machine_jiffies()
+
+    def stop(self) -> dict[str, float]:
+        """Cores used since `start()`: `servers` (the pids), `database`, `machine`; and the
+        `wall` seconds since."""
+        wall = time.perf_counter() - self._began
+        servers = sum(cpu_seconds(pid) - before for pid, before in self._cpu.items())
+        # A backend started meanwhile counts from 0: its start-up is part of the load.
+        database = sum(
+            now - self._parent_cpu.get(pid, 0.0) for pid, now in self._parent_readings().items()
+        )
+        busy, total = _machine_jiffies()
+        share = (busy - self._machine[0]) / max(total - self._machine[1], 1)
+        return {
+            "servers": servers / wall,
+            "database": database / wall if self.parent is not None else float("nan"),
+            "machine": share * (os.cpu_count() or 1),
+            "wall": wall,
+        }
+
+    def _parent_readings(self) -> dict[int, float]:
+        if self.parent is None:
+            return {}
+        return {pid: cpu_seconds(pid) for pid in children_of(self.parent)}
+
+
+async def _spawn(argv: Sequence[str], workdir: Path, name: str) -> Proc:
+    """Start `argv` with stderr to `workdir/name.log`."""
     log_path = workdir / f"{name}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log_file:
@@ -121,20 +227,54 @@ async def server_process(argv: Sequence[str], workdir: Path, name: str) -> Async
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=log_file, env=env
         )
-    server = Proc(proc=proc, log_path=log_path, started=started)
+    return Proc(proc=proc, log_path=log_path, started=started)
+
+
+@contextlib.asynccontextmanager
+async def fleet(
+    argv: Sequence[str], workdir: Path, name: str, count: int
+) -> AsyncIterator[list[Proc]]:
+    """`count` processes of `argv` started together, as a deployment starts its replicas,
+    logging to `workdir/name-N.log` (`name.log` for one); yielded once each logs its
+    listening line; all stopped after, together."""
+    names = [name] if count == 1 else [f"{name}-{n}" for n in range(count)]
+    servers: list[Proc] = []
     try:
-        found = await server.wait_for_log(LISTENING)
-        server.listening_after = time.perf_counter() - started
-        server.url = found.group(1)
-        yield server
+        for each in names:
+            servers.append(await _spawn(argv, workdir, each))
+        # All of them are starting already: waiting for one lets the others go on.
+        for server in servers:
+            found = await server.wait_for_log(LISTENING)
+            server.listening_after = time.perf_counter() - server.started
+            server.url = found.group(1)
+        yield servers
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await asyncio.gather(*(server.stop() for server in servers))
+
+
+@contextlib.asynccontextmanager
+async def server_process(argv: Sequence[str], workdir: Path, name: str) -> AsyncIterator[Proc]:
+    """One process of `argv` (`fleet`), listening on yield, stopped after."""
+    async with fleet(argv, workdir, name, 1) as (server,):
+        yield server
+
+
+#: What each bot process logs once its heartbeat counted the others (bot/app.py).
+SHARING = "{count} bot processes share the database"
+
+
+@contextlib.asynccontextmanager
+async def bot_fleet(
+    config: Path, workdir: Path, name: str, count: int
+) -> AsyncIterator[list[Proc]]:
+    """`count` bots on `config` (`fleet`). Several share one PostgreSQL database: they
+    are yielded once each has counted all of them through their heartbeat rows, so each
+    sends at its share of the platforms' limits from the first measured request."""
+    async with fleet(bot_argv(config), workdir, name, count) as bots:
+        if count > 1:
+            for bot in bots:
+                await bot.wait_for_log(SHARING.format(count=count))
+        yield bots
 
 
 def bot_argv(config: Path) -> list[str]:
@@ -162,6 +302,15 @@ async def wait_healthy(url: str, within: float = START_TIMEOUT) -> dict[str, Any
                     if response.status == 200 and body.get("ok"):
                         return dict(body)
             await asyncio.sleep(0.005)
+
+
+async def wait_ready(bot: Proc, within: float = START_TIMEOUT) -> None:
+    """`wait_healthy` for a bot process; one that never gets there (a hung sink, say)
+    fails the run with the end of its log, not a bare timeout."""
+    try:
+        await wait_healthy(bot.url, within)
+    except TimeoutError:
+        raise bot.failure(f"/healthz not ok within {within:g} s") from None
 
 
 def live_start(event_id: str, channel: str, title: str, platform: str = "twitch") -> bytes:

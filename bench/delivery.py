@@ -14,15 +14,16 @@ from typing import Any
 
 import aiohttp
 
+from bench import pgstore
 from bench.common import (
     Proc,
     bare_argv,
-    bot_argv,
+    bot_fleet,
     live_start,
     percentile,
     server_process,
     toml_config,
-    wait_healthy,
+    wait_ready,
     webhook_url,
 )
 from bench.fakes import (
@@ -90,14 +91,17 @@ def routes_fan_out(count: int) -> list[dict[str, Any]]:
 
 
 @contextlib.asynccontextmanager
-async def bot_with_fakes(
+async def bots_with_fakes(
     workdir: Path,
     name: str,
     fx: Fakes,
     routes: list[dict[str, Any]],
+    *,
     store_url: str | None = None,
-) -> AsyncIterator[Proc]:
-    """The real `python -m bot run`, both sinks pointed at the fakes, healthy on yield.
+    processes: int = 1,
+) -> AsyncIterator[list[Proc]]:
+    """`processes` real `python -m bot run` on one config (several need `store_url`, a
+    PostgreSQL database), both sinks pointed at the fakes, all healthy on yield.
 
     `extra["ready_after"]`: seconds from process start until /healthz says every sink runs.
     """
@@ -116,10 +120,11 @@ async def bot_with_fakes(
             store_url=store_url,
         )
     )
-    async with server_process(bot_argv(config), workdir, name) as bot:
-        await wait_healthy(bot.url)
-        bot.extra["ready_after"] = time.perf_counter() - bot.started
-        yield bot
+    async with bot_fleet(config, workdir, name, processes) as bots:
+        for bot in bots:
+            await wait_ready(bot)
+            bot.extra["ready_after"] = time.perf_counter() - bot.started
+        yield bots
 
 
 async def footprint(workdir: Path, *, idle: float) -> dict[str, float]:
@@ -130,7 +135,7 @@ async def footprint(workdir: Path, *, idle: float) -> dict[str, float]:
         bare_rss, bare_start = bare.rss_mb(), bare.listening_after
     async with (
         fakes(4, limits=False) as fx,
-        bot_with_fakes(workdir, "bot-footprint", fx, routes_one_per_target(4)) as bot,
+        bots_with_fakes(workdir, "bot-footprint", fx, routes_one_per_target(4)) as (bot,),
     ):
         await asyncio.sleep(idle)
         return {
@@ -159,9 +164,9 @@ async def latency(
         bare_rtt = await _steady(bare.url, count, rate, targets, {})
     async with (
         fakes(targets, limits=True) as fx,
-        bot_with_fakes(
-            workdir, "bot-latency", fx, routes_one_per_target(targets), store_url
-        ) as bot,
+        bots_with_fakes(
+            workdir, "bot-latency", fx, routes_one_per_target(targets), store_url=store_url
+        ) as (bot,),
     ):
         # The first message after start is cold (templates compiled, connections opened):
         # reported on its own, kept out of the steady-state percentiles.
@@ -249,20 +254,26 @@ async def fan_out(
     wait: float = 60.0,
     settle: float = 1.5,
     store_url: str | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """One live_start routed to `targets` Discord channels and `targets` Telegram chats,
     against fakes enforcing the platforms' limits (Discord 50 requests/s global and 5 per
-    5 s per channel; Telegram 30/s overall, 1/s per chat, 20/min per group).
+    5 s per channel; Telegram 30/s overall, 1/s per chat, 20/min per group), sent by
+    `processes` bots on one database (several need `store_url`), which share the limits.
 
     Time is from the webhook POST to the last message; the bound is what the binding
     limit allows (Discord: the global 50/s; Telegram: the overall 30/s). The event is
-    sent `settle` seconds after the bot is ready: its start-up requests to Discord (login,
-    command sync) count towards the same global limit, and the bound assumes the 200
-    messages have the windows to themselves."""
+    sent `settle` seconds after the bots are ready: their start-up requests to Discord
+    (login, command sync) count towards the same global limit, and the bound assumes the
+    fan-out's messages have the windows to themselves."""
+    name = "bot-fanout" if processes == 1 else f"bot-fanout-x{processes}"
     async with (
         fakes(targets, limits=True) as fx,
-        bot_with_fakes(workdir, "bot-fanout", fx, routes_fan_out(targets), store_url) as bot,
+        bots_with_fakes(
+            workdir, name, fx, routes_fan_out(targets), store_url=store_url, processes=processes
+        ) as bots,
     ):
+        bot = bots[0]
         await asyncio.sleep(settle)
         before = {"discord": fx.discord.rejected, "telegram": fx.telegram.rejected}
         marker = next(_markers)
@@ -279,7 +290,10 @@ async def fan_out(
             async with asyncio.timeout(wait):
                 for fake in fakes_.values():
                     await fake.wait_until(lambda f: len(f.targets) >= targets)
-        result: dict[str, Any] = {"targets": targets, "settle": settle}
+        result: dict[str, Any] = {"targets": targets, "settle": settle, "processes": processes}
+        if store_url:
+            # Whether the processes shared the fan-out (the caller drops the database).
+            result["sent_by_process"] = await pgstore.sends_by_process(store_url)
         bounds = {
             "discord": fixed_window_bound(targets, 50, 1.0),
             "telegram": fixed_window_bound(targets, 30, 1.0),
