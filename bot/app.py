@@ -587,7 +587,7 @@ async def _heartbeat(
     database changes, each sink takes its share of the platform's rate limits, which
     count the whole bot token. A process that joins is counted by the others within a
     second; until then they may send more than their new share, for that second."""
-    processes = 1
+    processes, rank = 1, 0
     while not stop.is_set():
         with contextlib.suppress(StoreUnavailable):
             alive = await store.heartbeat(now=time.time())
@@ -598,9 +598,12 @@ async def _heartbeat(
                     alive,
                     alive,
                 )
-                processes = health.processes = alive
+            # The rank moves too when one process goes and another comes.
+            if (alive, store.rank) != (processes, rank):
+                processes, rank = alive, store.rank
+                health.processes = alive
                 for sink in sinks.values():
-                    sink.share_limits(alive)
+                    sink.share_limits(alive, store.rank)
                 for worker in workers.values():
                     worker.share(alive)
         with contextlib.suppress(TimeoutError):

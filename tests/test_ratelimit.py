@@ -133,11 +133,11 @@ async def test_processes_sharing_a_token_each_take_their_part_of_the_window() ->
     await asyncio.gather(*tasks)
     # Shrinking again while slots are held: the held ones free up without handing on
     # until the window holds no more than the new part.
-    limiter.share(2)
+    limiter.share(2, rank=1)
     await asyncio.sleep(0.3)
     more = [asyncio.create_task(started(limiter, log, name)) for name in "jklmnop"]
     await settle()
-    assert log[9:] == ["j", "k", "l", "m"]  # 9 // 2
+    assert log[9:] == ["j", "k", "l", "m"]  # 9 // 2, the second process's part
     await asyncio.gather(*more)
     await asyncio.sleep(0.3)
     assert limiter.idle
@@ -168,3 +168,18 @@ async def test_a_part_growing_back_while_background_reads_wait_hands_out_only_fr
     assert sorted(log) == sorted([*(f"card{n}" for n in range(6)), "read0", "read1"])
     await asyncio.sleep(0.3)
     assert limiter.idle
+
+
+def test_the_parts_of_processes_add_up_to_the_whole_limit() -> None:
+    """50 requests a second for three processes: 17, 17 and 16 by rank, never 16 each
+    (48, a fan-out 4% slower than the limit allows) nor 17 each (51, over it)."""
+    parts = []
+    for rank in range(3):
+        limiter = WindowLimiter(50, 1.0)
+        limiter.share(3, rank)
+        parts.append(limiter.limit)
+    assert parts == [17, 17, 16]
+    assert sum(parts) == 50
+    evenly = WindowLimiter(30, 1.0)
+    evenly.share(3, 0)
+    assert evenly.limit == 10

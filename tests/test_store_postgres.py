@@ -340,6 +340,10 @@ async def test_a_chat_is_sent_to_by_one_process_and_a_dead_ones_claims_move_on(
         assert await b.next_due("telegram", now=102) == 160
         assert await a.heartbeat(now=150) == 1
         assert await b.heartbeat(now=150) == 2  # both alive: each takes half the limits
+        await a.heartbeat(now=150)
+        # They agree on who is first (by id), so the parts of a limit add up to it.
+        assert sorted([a.rank, b.rank]) == [0, 1]
+        assert (a.rank == 0) == (a.owner < b.owner)
         assert await b.claim_due("telegram", now=200) == []  # renewed at 150: until 210
         assert await b.next_due("telegram", now=200) == 210
         assert await b.next_due("telegram", now=211) == 0  # A is silent: X's rows are due
@@ -348,6 +352,7 @@ async def test_a_chat_is_sent_to_by_one_process_and_a_dead_ones_claims_move_on(
         assert [(d.action, d.attempts) for d in taken] == [("post", 2), ("edit", 1)]
         assert taken[0].id == first
         assert await b.heartbeat(now=211 + 61) == 1  # A is forgotten
+        assert b.rank == 0  # and B is the first now
     finally:
         await a.close()
         await b.close()

@@ -64,9 +64,10 @@ class Sink(Protocol):
         """Connect; return once the sink can deliver (or has failed visibly)."""
         ...
 
-    def share_limits(self, processes: int) -> None:
+    def share_limits(self, processes: int, rank: int = 0) -> None:
         """Send at `1/processes` of the platform's rate limits from now on: that many bot
-        processes share its bot token (several on one PostgreSQL database)."""
+        processes share its bot token (several on one PostgreSQL database). `rank` (0 for
+        the first of them) decides which take the part that does not divide evenly."""
         ...
 
     async def stop(self) -> None:

@@ -91,9 +91,9 @@ class ConsoleSink:
         """Nothing to connect to."""
         self._state = "running"
 
-    def share_limits(self, processes: int) -> None:
+    def share_limits(self, processes: int, rank: int = 0) -> None:
         """The console has no rate limit."""
-        del processes
+        del processes, rank
 
     async def stop(self) -> None:
         """Nothing to disconnect."""

@@ -505,6 +505,9 @@ class Store(
     location: str
     #: The outcome of the last write attempt (for /healthz and the log).
     health: WriteHealth
+    #: This process's place among the live ones at its last heartbeat, by id (0: the
+    #: first), so that they agree who takes what of a limit does not divide evenly.
+    rank: int
 
     async def open(self) -> None:
         """Connect, creating and migrating the schema as needed."""

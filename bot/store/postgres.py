@@ -172,6 +172,7 @@ class PostgresStore:
         self._roles_lock = asyncio.Lock()
         # The connection LISTENing for queued deliveries (`on_deliveries_queued`).
         self._listener: asyncpg.Connection | None = None
+        self.rank = 0
         self._on_queued: Callable[[str], None] | None = None
         self._url = url
         self._password = password
@@ -971,11 +972,17 @@ class PostgresStore:
             now + self.lease,
         )
         await self._write("DELETE FROM processes WHERE seen_at < $1", now - self.lease)
-        alive = await self._read(
-            lambda c: c.fetchval(
-                "SELECT count(*) FROM processes WHERE seen_at >= $1", now - self.lease
+        counted = await self._read(
+            lambda c: c.fetchrow(
+                """SELECT count(*), count(*) FILTER (WHERE id < $2) FROM processes
+                   WHERE seen_at >= $1""",
+                now - self.lease,
+                self.owner,
             )
         )
+        assert counted is not None  # an aggregate always has its one row
+        alive, before = counted
+        self.rank = int(before)
         await self._listen()
         return max(int(alive), 1)
 

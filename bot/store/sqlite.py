@@ -269,6 +269,8 @@ class SQLiteStore:
         self._reopening = False
         #: The outcome of the last write attempt (for /healthz and the log).
         self.health = WriteHealth()
+        #: The only process on the file: the first.
+        self.rank = 0
 
     # -- lifecycle -----------------------------------------------------------------
 

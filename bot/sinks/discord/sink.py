@@ -274,10 +274,11 @@ class DiscordSink:
                 self._ready_timeout,
             )
 
-    def share_limits(self, processes: int) -> None:
-        """Take `1/processes` of Discord's global 50 requests a second (per bot token),
-        and (sharded) look again at which shards this process should run."""
-        self._limiter.share(processes)
+    def share_limits(self, processes: int, rank: int = 0) -> None:
+        """Take `1/processes` of Discord's global 50 requests a second (per bot token;
+        the lowest ranks take the remainder), and (sharded) look again at which shards
+        this process should run."""
+        self._limiter.share(processes, rank)
         if processes != self._processes:
             self._processes = processes
             self._shards_changed.set()

@@ -123,14 +123,16 @@ class PacedRateLimiter(BaseRateLimiter[int]):
         self._max_retries = max_retries
         # How many bot processes send with this token (`share`).
         self._processes = 1
+        self._rank = 0
 
-    def share(self, processes: int) -> None:
+    def share(self, processes: int, rank: int = 0) -> None:
         """Take `1/processes` of Telegram's limits: the overall one counts the bot token's
         messages, and a group's 20 a minute its messages from any process."""
         self._processes = max(processes, 1)
-        self._overall.share(self._processes)
+        self._rank = rank
+        self._overall.share(self._processes, rank)
         for limiter in self._groups.values():
-            limiter.share(self._processes)
+            limiter.share(self._processes, rank)
 
     async def initialize(self) -> None:
         """Nothing to set up."""
@@ -201,7 +203,7 @@ class PacedRateLimiter(BaseRateLimiter[int]):
                 for idle in [k for k, v in self._groups.items() if v.idle]:
                     del self._groups[idle]
             limiter = self._groups[key] = WindowLimiter(*self._group_rate)
-            limiter.share(self._processes)
+            limiter.share(self._processes, self._rank)
         return limiter
 
 

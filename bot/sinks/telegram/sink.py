@@ -236,9 +236,10 @@ class TelegramSink:
                 self._keep_connecting(), name="telegram-connect"
             )
 
-    def share_limits(self, processes: int) -> None:
-        """Take `1/processes` of Telegram's overall and per-group limits (per bot token)."""
-        self._rate_limiter.share(processes)
+    def share_limits(self, processes: int, rank: int = 0) -> None:
+        """Take `1/processes` of Telegram's overall and per-group limits (per bot token;
+        the lowest ranks take the remainder)."""
+        self._rate_limiter.share(processes, rank)
 
     async def stop(self) -> None:
         """Stop polling and close every connection (idempotent)."""
