@@ -348,7 +348,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     # Every mistake a look at the files can find, before anything connects: a broken
     # template override would otherwise show only at the first notification.
-    found = _look_at_the_files(config)
+    found = _look_at_the_files(config, every_language=False)
     if found is None:
         return EXIT_CONFIG
     for warning in found:
@@ -385,17 +385,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _look_at_the_files(config: Config) -> list[str] | None:
+def _look_at_the_files(config: Config, *, every_language: bool = True) -> list[str] | None:
     """What `run` and `check` find before connecting anything: None after printing each
     error (a broken template, an unusable [storage] path), else the warnings (config
-    warnings and template files nothing uses)."""
+    warnings and template files nothing uses). `check` renders the templates in every
+    built-in language; `run` (`every_language=False`) in those the config uses."""
     renderer = Renderer(
         formats=message_formats(),
         user_dir=config.templates.dir,
         route_dirs=config.route_template_dirs,
         locale=config.behaviour.locale,
     )
-    errors = [f"template {problem}" for problem in renderer.check(sample_events())]
+    languages = i18n.LOCALES if every_language else config.locales_in_use
+    errors = [f"template {problem}" for problem in renderer.check(sample_events(), languages)]
     storage = _storage_problem(config.storage)
     if storage is not None:
         errors.append(storage)

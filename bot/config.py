@@ -353,6 +353,14 @@ class Config:
     warnings: tuple[str, ...] = ()
 
     @property
+    def locales_in_use(self) -> tuple[str, ...]:
+        """The built-in languages its messages are written in: `[behaviour] locale`,
+        the routes' own, and English (what stays English, and the first checked)."""
+        used = {i18n.DEFAULT_LOCALE, self.behaviour.locale}
+        used.update(r.locale for r in self.routes if r.locale is not None)
+        return tuple(tag for tag in i18n.LOCALES if tag in used)
+
+    @property
     def route_template_dirs(self) -> tuple[Path, ...]:
         """The routes' own template folders, each once, in bot.toml order."""
         return tuple(dict.fromkeys(r.templates for r in self.routes if r.templates is not None))

@@ -110,7 +110,9 @@ class Reloader:
             route_dirs=new.route_template_dirs,
             locale=new.behaviour.locale,
         )
-        problems = await asyncio.to_thread(checker.check, sample_events())
+        # The languages the new config uses: loading every one would keep all their
+        # CLDR data in memory (`check` renders every language).
+        problems = await asyncio.to_thread(checker.check, sample_events(), new.locales_in_use)
         for problem in problems:
             log.error("reload refused, the running config stays: template %s", problem)
         if problems:

@@ -651,10 +651,16 @@ class Renderer:
         except Exception as exc:
             raise TemplateProblem(self._describe(exc)) from exc
 
-    def check(self, samples: Iterable[Event]) -> list[str]:
+    def check(
+        self, samples: Iterable[Event], languages: Iterable[str] = i18n.LOCALES
+    ) -> list[str]:
         """Every problem with the templates: syntax errors in any file, and failures to
         render each sample event (`bot.samples.sample_events`) for each sink, from full
-        and from sparse data."""
+        and from sparse data, in each of `languages` (every built-in one by default, as
+        `check` does; a running bot checks those its config uses: each language's CLDR
+        data stays in memory once loaded)."""
+        wanted = set(languages)
+        checked = [tag for tag in i18n.LOCALES if tag in wanted]
         problems: list[str] = []
 
         def add(problem: str) -> None:
@@ -683,7 +689,7 @@ class Renderer:
         # The bot's templates, and each route's own folder over them, in every language.
         sets = [self._envs, *self._route_envs.values()]
         for fmt, env in [(f, e[k].main) for e in sets for k, f in self._formats.items()]:
-            for language in i18n.LOCALES:
+            for language in checked:
                 for sample in self._samples_for(env, fmt, events, language):
                     for event, note in ((sample, ""), (_sparse(sample), _SPARSE_NOTE)):
                         try:

@@ -319,6 +319,24 @@ def test_check_renders_every_template_in_every_language(tmp_path: Path) -> None:
         "telegram/live_start.j2 line 1: 'live' has no attribute 'titel' (in ja)"
     ], problems
     assert renderer().check(sample_events()) == []
+    # A running bot checks the languages its config uses (each one's CLDR data stays in
+    # memory once loaded): English and German find nothing wrong; with Japanese, found.
+    assert renderer(user_dir=tmp_path).check(sample_events(), ("en", "de")) == []
+    assert renderer(user_dir=tmp_path).check(sample_events(), ("ja",)) == problems
+
+
+def test_the_languages_a_config_uses_are_english_behaviours_and_the_routes() -> None:
+    config = load(
+        {
+            "behaviour": {"locale": "fr"},
+            "routes": [
+                {"match": "twitch/*", "discord_channels": ["111111111111111111"], "locale": "ja"},
+                {"match": "*", "discord_channels": ["222222222222222222"]},
+            ],
+        }
+    )
+    assert config.locales_in_use == ("en", "fr", "ja")
+    assert load({}).locales_in_use == ("en",)
 
 
 def test_a_user_template_can_translate_and_use_the_locale(tmp_path: Path) -> None:
