@@ -43,7 +43,7 @@ from tests.fakes.discord_api import (
     sharded_guilds,
 )
 from tests.routes import chats
-from tests.waiting import holds, outbox_states
+from tests.waiting import outbox_states, run_until
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
@@ -195,18 +195,6 @@ def unnamed(text: str, guild: dict[str, Any]) -> str:
     for item in [*guild["channels"], *guild["threads"], *guild["roles"]]:
         text = text.replace(item["id"], str(int(item["id"]) - offset))
     return text
-
-
-async def run_worker_until(worker: OutboxWorker, done: Any, timeout: float = 10.0) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        async with asyncio.timeout(timeout):
-            while not await holds(done):
-                await asyncio.sleep(0.01)
-    finally:
-        stop.set()
-        await task
 
 
 # --------------------------------------------------------------------------- embed links
@@ -414,9 +402,10 @@ async def test_a_look_up_discord_cannot_answer_is_retried_by_the_outbox_not_lost
     assert accepted.deliveries == 1
     fake.fail_next("GET", f"/channels/{forum}", status=503, json={"message": "down", "code": 0})
     async with running(fake, store, {0}) as sink:
-        await run_worker_until(
+        await run_until(
             OutboxWorker(store=store, sink=sink),
             outbox_states(store, lambda states: states == {"sent": 1}),
+            timeout=10.0,
         )
     # Asked twice (the 503, then the retry's), and then a post: a send made blind would
     # have gone to the forum as a message, refused for good.

@@ -15,7 +15,12 @@ from bot.outbox import BACKOFF_CAP_SECONDS, CLAIM_LIMIT, OutboxWorker, backoff_d
 from bot.pipeline.dispatch import Dispatcher
 from bot.store import Delivery, Mute, Store
 from tests.routes import chats
-from tests.waiting import Condition, delivery_where, every_delivery, holds, outbox_states
+from tests.waiting import (
+    delivery_where,
+    every_delivery,
+    outbox_states,
+    run_until,
+)
 
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
 
@@ -83,18 +88,6 @@ async def queue_events(store: Store, channels: tuple[int, ...], *ids: str) -> No
                 error="x",
             )
         )
-
-
-async def run_until(worker: OutboxWorker, done: Condition, timeout: float = 5) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        async with asyncio.timeout(timeout):
-            while not await holds(done):
-                await asyncio.sleep(0.01)
-    finally:
-        stop.set()
-        await task
 
 
 async def test_each_delivery_is_sent_once_and_remembers_its_message_id(store: Store) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot.outbox import OutboxWorker
 from bot.store import DELIVERY_STATES, DeliveryInfo, Store
 
 Condition = Callable[[], bool | Awaitable[bool]]
@@ -50,3 +52,16 @@ def delivery_where(store: Store, check: Callable[[DeliveryInfo], bool]) -> Condi
         return any(check(row) for row in await every_delivery(store))
 
     return condition
+
+
+async def run_until(worker: OutboxWorker, done: Condition, timeout: float = 5) -> None:
+    """Run `worker` until `done` holds (at most `timeout` seconds), then stop it."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while not await holds(done):
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await task
