@@ -24,9 +24,9 @@ class InstrumentedStore:
         return getattr(self._inner, name)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
+    async def transaction(self, *, serial: bool = True) -> AsyncIterator[None]:
         """The inner store's transaction, failing at the end when asked to."""
-        async with self._inner.transaction():
+        async with self._inner.transaction(serial=serial):
             yield
             if self.fail_commits:
                 raise StoreUnavailable("SQLITE_FULL: database or disk is full", code="SQLITE_FULL")

@@ -147,6 +147,54 @@ async def test_write_transactions_of_two_stores_run_one_after_the_other(postgres
         await second.close()
 
 
+async def test_intake_inserts_of_two_stores_run_side_by_side_and_dedupe(
+    postgres_url: str,
+) -> None:
+    """The intake's transactions (`serial=False`) do not wait for another process's: one
+    holding a serial transaction open does not hold up the other's webhooks; the same
+    event inserted by both at once is stored once, the second told it is a duplicate."""
+    first, second = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    await first.open()
+    await second.open()
+    release = asyncio.Event()
+    holding = asyncio.Event()
+
+    async def long_serial_transaction() -> None:
+        async with first.transaction():
+            await first.insert_event(event("held"), dispatched=False)
+            holding.set()
+            await release.wait()
+
+    async def intake(store: PostgresStore, event_id: str) -> int | None:
+        async with store.transaction(serial=False):
+            return await store.insert_event(event(event_id), dispatched=False)
+
+    try:
+        held = asyncio.create_task(long_serial_transaction())
+        await holding.wait()
+        # Would wait for the write lock (and time out here) if the intake took it.
+        assert await asyncio.wait_for(intake(second, "beside"), 5) is not None
+        release.set()
+        await held
+
+        async def both_at_once(store: PostgresStore) -> int | None:
+            async with store.transaction(serial=False):
+                row = await store.insert_event(event("twice"), dispatched=False)
+                await asyncio.sleep(0.2)  # both inside before either commits
+                return row
+
+        rows = await asyncio.gather(both_at_once(first), both_at_once(second))
+        assert sorted(r is None for r in rows) == [False, True]
+        assert [e.event_id for _row, e in await first.undispatched()] == [
+            "held",
+            "beside",
+            "twice",
+        ]
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_a_read_only_store_refuses_writes_as_unavailable(postgres_url: str) -> None:
     writer = PostgresStore(postgres_url)
     await writer.open()

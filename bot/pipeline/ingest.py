@@ -13,9 +13,18 @@ of the event loop is stored in one transaction right after it (a savepoint per e
 one bad event fails alone). Under load one COMMIT serves many requests; a lone request
 waits no longer than one pass of the loop.
 
-When another process holds the database's write lock past the store's short busy
-timeout, the batch is tried again a few times, giving the event loop back in between
-(the wait would otherwise block every other request), before the handlers answer 503.
+The intake's transactions only insert (deduped on the unique key), so they do not wait
+for the store's other writes (`transaction(serial=False)`: on PostgreSQL, several
+processes and this process's dispatch stage insert at once). The dispatch stage still
+sees a sender's events in the order it sent them: a sender that waits for each 202 sends
+its next event after the last one committed, so the next gets a later row id and commits
+later. Events no 202 ordered (two in flight at once, to two processes) can commit in
+either order and are dispatched in the order their commits are seen; that is the order
+they arrived in as much as any other.
+
+When the database stays locked past the store's short busy timeout, the batch is tried
+again a few times, giving the event loop back in between (the wait would otherwise
+block every other request), before the handlers answer 503.
 """
 
 from __future__ import annotations
@@ -181,7 +190,7 @@ class Intake:
 
     async def _insert_all(self, batch: Sequence[tuple[Event, bytes | None]]) -> list[Ingested]:
         store = self._store
-        async with store.transaction():
+        async with store.transaction(serial=False):
             return [
                 await insert_new(store, event, raw=raw, digest_window=self._digest_window)
                 for event, raw in batch
@@ -192,7 +201,7 @@ class Intake:
     ) -> list[Ingested | Exception]:
         store = self._store
         outcomes: list[Ingested | Exception] = []
-        async with store.transaction():
+        async with store.transaction(serial=False):
             for event, raw in batch:
                 try:
                     async with store.savepoint():

@@ -518,8 +518,16 @@ class Store(
     async def schema_version(self) -> int:
         """The schema version the database is at."""
 
-    def transaction(self) -> AbstractAsyncContextManager[None]:
-        """One write transaction; rolled back if the block raises."""
+    def transaction(self, *, serial: bool = True) -> AbstractAsyncContextManager[None]:
+        """One write transaction; rolled back if the block raises.
+
+        Write transactions run one at a time on the database (`serial`), so that a
+        read-then-write step (a stream's state, a card's refs, a claim) needs no other
+        lock. `serial=False` is for a transaction that only inserts rows a unique key
+        dedupes (the intake's new events, ingest.py): it may run beside the others where
+        the backend can (PostgreSQL, several processes); SQLite's writes are serial
+        whatever it says.
+        """
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A nested step inside a transaction; only its own changes roll back if it raises."""

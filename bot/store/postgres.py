@@ -15,7 +15,11 @@ across every process on the database, as SQLite's `BEGIN IMMEDIATE` makes them r
 the pipeline's read-then-write steps (a stream's session, a card's refs) need no other
 locking to stay correct with several processes. Outbox claims take it too, so the check
 that no other process is sending to a chat sees every claim made before it (a chat's
-messages stay in order); single statements (a send's outcome, a heartbeat) do not.
+messages stay in order); single statements (a send's outcome, a heartbeat) do not, and
+neither do the intake's inserts of new events (`transaction(serial=False)`): the unique
+key dedupes them without it (a second insert of a key waits for the first to commit,
+then does nothing), and they are most of the writes under load, which the lock made
+every process's webhooks wait for in turn (docs/performance.md).
 
 Several processes: each names itself (bot.store.process) on the deliveries it claims,
 for a lease its heartbeat renews; a dead process's claims are claimable again once the
@@ -410,13 +414,14 @@ class PostgresStore:
             raise error from exc
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        """One write transaction; rolled back if the block raises."""
-        async with self._transaction():
+    async def transaction(self, *, serial: bool = True) -> AsyncIterator[None]:
+        """One write transaction; rolled back if the block raises. Serial ones hold the
+        write lock; the others (inserts a unique key dedupes) run beside them."""
+        async with self._transaction(serial=serial):
             yield
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[_Transaction]:
+    async def _transaction(self, *, serial: bool = True) -> AsyncIterator[_Transaction]:
         if _current.get() is not None:
             raise RuntimeError("a transaction is already open on this store")
         async with self._pool_conn() as conn:
@@ -425,7 +430,8 @@ class PostgresStore:
             try:
                 try:
                     async with conn.transaction():
-                        await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                        if serial:
+                            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
                         yield tx
                 except Exception as exc:
                     error = unavailable(exc)

@@ -402,8 +402,9 @@ class SQLiteStore:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        """One write transaction; rolled back if the block raises."""
+    async def transaction(self, *, serial: bool = True) -> AsyncIterator[None]:
+        """One write transaction; rolled back if the block raises (serial whatever
+        `serial` says: SQLite has one writer at a time)."""
         with self._transaction():
             yield
 
