@@ -207,6 +207,29 @@ async def test_health_check_and_write_probe(db: Store) -> None:
 # -- events --------------------------------------------------------------------------------
 
 
+async def test_a_batch_of_new_events_is_stored_in_order_and_deduped(db: Store) -> None:
+    """The intake's batch insert: row ids in the batch's order, None for an event stored
+    before and for a repeat within the batch, and every one waits for dispatch."""
+    await stored_event(db, "old")
+    batch = [
+        (event(event_id="a", minutes=1), b'{"a": 1}'),
+        (event(event_id="old"), None),
+        (event(event_id="b", minutes=2, title="Now \u2603 'quoted'"), None),
+        (event(event_id="a", minutes=3), None),
+    ]
+    async with db.transaction(serial=False):
+        rows = await db.insert_new_events(batch)
+    assert rows[1] is None and rows[3] is None
+    assert rows[0] is not None and rows[2] is not None and rows[0] < rows[2]
+    pending = await db.undispatched()
+    assert [(row, e.event_id) for row, e in pending] == [(rows[0], "a"), (rows[2], "b")]
+    assert pending[1][1].live is not None and pending[1][1].live.title == "Now \u2603 'quoted'"
+    assert await db.insert_new_events([]) == []
+    # Outside a transaction it is atomic on its own.
+    [alone] = await db.insert_new_events([(event(event_id="c"), None)])
+    assert alone is not None and await db.find_event("rec", "c") is not None
+
+
 async def test_an_event_is_stored_once_per_source_and_id(db: Store) -> None:
     row = await stored_event(db)
     async with db.transaction():

@@ -204,6 +204,15 @@ class EventStore(Protocol):
         (`undispatched`), which applies it and then calls `mark_dispatched`.
         """
 
+    async def insert_new_events(
+        self, batch: Sequence[tuple[Event, bytes | None]]
+    ) -> list[int | None]:
+        """Store events (with their raw bodies) for the dispatch stage, in this order, as
+        `insert_event(event, raw=raw, dispatched=False)` each would: per event its row id,
+        or None for a duplicate (of a stored event or of one earlier in the batch). All
+        or none: one that cannot be stored fails the call (the intake then stores them
+        one by one). One statement where the backend can (the intake's webhooks)."""
+
     async def undispatched(self, *, limit: int = 100) -> list[tuple[int, Event]]:
         """Events stored but not yet dispatched, as (row id, event), in the order stored."""
 

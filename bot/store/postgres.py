@@ -396,6 +396,25 @@ class PostgresStore:
             self.health.succeeded()
         return value
 
+    async def _write_rows(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """One changing statement whose rows are wanted (`RETURNING ...`)."""
+        tx = _current.get()
+        if tx is not None:
+            rows: list[asyncpg.Record] = await self._in(
+                tx, lambda c: c.fetch(sql, *args), write=True
+            )
+            tx.changed = tx.changed or bool(rows)
+            return rows
+        try:
+            async with self._pool_conn() as conn:
+                rows = await conn.fetch(sql, *args)
+        except StoreUnavailable as exc:
+            self.health.failed(exc)
+            raise
+        if rows:
+            self.health.succeeded()
+        return rows
+
     async def _in(
         self,
         tx: _Transaction,
@@ -518,6 +537,40 @@ class PostgresStore:
             dispatched,
         )
         return int(row_id) if row_id is not None else None
+
+    async def insert_new_events(
+        self, batch: Sequence[tuple[Event, bytes | None]]
+    ) -> list[int | None]:
+        """Store events for the dispatch stage, in this order, in one statement; per event
+        its row id, or None for a duplicate."""
+        if not batch:
+            return []
+        events = [event for event, _raw in batch]
+        # Row ids follow the batch's order (ORDER BY n: the identity is drawn row by row
+        # as the sorted rows are inserted), as one insert_event after another would give.
+        rows = await self._write_rows(
+            """INSERT INTO events (source, event_id, kind, streamer_key, occurred_at,
+                                   received_at, notified, payload, raw, parent_id, dispatched)
+               SELECT source, event_id, kind, streamer_key, occurred_at, received_at,
+                      false, payload, raw, NULL, false
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                           $5::timestamptz[], $6::timestamptz[], $7::text[], $8::bytea[])
+                    WITH ORDINALITY AS e(source, event_id, kind, streamer_key, occurred_at,
+                                         received_at, payload, raw, n)
+               ORDER BY n
+               ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id""",
+            [e.source for e in events],
+            [e.event_id for e in events],
+            [e.kind for e in events],
+            [e.streamer_key for e in events],
+            [_aware(e.occurred_at) for e in events],
+            [_aware(e.received_at) for e in events],
+            [json.dumps(e.to_json(), ensure_ascii=False) for e in events],
+            [raw for _event, raw in batch],
+        )
+        inserted = {(row["source"], row["event_id"]): int(row["id"]) for row in rows}
+        # A key twice in the batch: its first is the one stored, the rest duplicates.
+        return [inserted.pop((e.source, e.event_id), None) for e in events]
 
     async def undispatched(self, *, limit: int = 100) -> list[tuple[int, Event]]:
         """Events stored but not yet dispatched, as (row id, event), in the order stored."""

@@ -505,6 +505,16 @@ class SQLiteStore:
         )
         return cursor.lastrowid if cursor.rowcount == 1 else None
 
+    async def insert_new_events(
+        self, batch: Sequence[tuple[Event, bytes | None]]
+    ) -> list[int | None]:
+        """Store events for the dispatch stage, in this order; per event its row id, or
+        None for a duplicate. In-process, one statement each costs no round trip."""
+        with self._savepoint() if self._db.in_transaction else self._transaction():
+            return [
+                await self.insert_event(event, raw=raw, dispatched=False) for event, raw in batch
+            ]
+
     async def undispatched(self, *, limit: int = 100) -> list[tuple[int, Event]]:
         """Events stored but not yet dispatched, as (row id, event), in the order stored."""
         rows = self._db.execute(
