@@ -406,6 +406,44 @@ async def test_a_chat_is_sent_to_by_one_process_and_a_dead_ones_claims_move_on(
         await b.close()
 
 
+async def test_a_late_senders_outcome_is_neither_waited_for_nor_overwritten(
+    postgres_url: str,
+) -> None:
+    """Process A stalled past its lease with chat X's message claimed; B takes the lapsed
+    claim over just as A, awake again, records that the message went out. B's claim must
+    not wait for A's write (B's other chats would wait with it) nor, once A's write is
+    in, turn the sent message back into one to send: chat X would get it twice."""
+    a = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=10)
+    b = PostgresStore(postgres_url, owner="host-b:2:bbbb", lease=10)
+    await a.open()
+    await b.open()
+    late_sender = await asyncpg.connect(postgres_url)
+    try:
+        row = await a.insert_event(event("e1"))
+        assert row is not None
+        x = await a.add_delivery(event_row=row, sink="discord", target="X", not_before=0, now=0)
+        y = await a.add_delivery(event_row=row, sink="discord", target="Y", not_before=0, now=0)
+        [claimed] = await a.claim_due("discord", now=100, limit=1)
+        assert claimed.id == x
+        # A's mark_sent, caught between its UPDATE and its commit.
+        writing = late_sender.transaction()
+        await writing.start()
+        await late_sender.execute(
+            "UPDATE deliveries SET state = 'sent', message_id = '55' WHERE id = $1", x
+        )
+        claim = asyncio.ensure_future(b.claim_due("discord", now=200))
+        done, _ = await asyncio.wait({claim}, timeout=5)
+        assert claim in done, "B's claim waited for A's write"
+        assert [d.id for d in claim.result()] == [y]
+        await writing.commit()
+        assert await b.claim_due("discord", now=201) == []
+        assert await b.delivery_status(x) == ("sent", "55")
+    finally:
+        await late_sender.close()
+        await a.close()
+        await b.close()
+
+
 async def test_a_restart_requeues_only_what_a_dead_process_left(postgres_url: str) -> None:
     live = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=3600)
     await live.open()

@@ -895,12 +895,18 @@ class PostgresStore:
         """Mark due pending deliveries of a sink as sending and return them, oldest first.
 
         One statement: the rows are locked as they are chosen, and rows another process
-        is claiming at the same moment are skipped rather than waited for (`SKIP LOCKED`),
+        is writing at the same moment are skipped rather than waited for (`SKIP LOCKED`),
         so two processes never claim one row.
         """
         # Claims are serialized (the write lock), so the check that no other process is
         # sending to a chat sees every claim made before; a row whose sender's lease ran
         # out (that process died) is claimable again, with another attempt counted.
+        # The rows are locked in the subquery, not only by the UPDATE: a row whose state
+        # another process's single statement is changing (a late sender's mark_sent, say)
+        # is skipped, and one changed since this statement's snapshot is checked again on
+        # its new version. Without that the UPDATE waited for the row and, re-checking only
+        # `id IN (...)`, not the subquery's state test, turned 'sent' back into 'sending':
+        # the message went out twice.
         sql = f"""UPDATE deliveries SET state = 'sending', attempts = attempts + 1,
                         updated_at = $1, claimed_by = $6, lease_until = $7
                  WHERE id IN (
@@ -910,7 +916,8 @@ class PostgresStore:
                           OR (d.state = 'sending' AND coalesce(d.lease_until, 0) < $3))
                      AND NOT (d.target = ANY($4::text[]))
                      AND NOT {_CHAT_IN_A_LIVE_SEND}
-                     ORDER BY d.not_before, d.id LIMIT $5)
+                     ORDER BY d.not_before, d.id LIMIT $5
+                     FOR UPDATE OF d SKIP LOCKED)
                  RETURNING *"""
         args = (now, sink, now, list(busy_targets), limit, self.owner, now + self.lease)
         async with self._atomic():
