@@ -565,3 +565,57 @@ async def test_the_dispatch_stage_survives_a_batch_it_cannot_read_and_says_so(
     assert not task.done()  # still running, trying again later
     stop.set()
     await task
+
+
+async def test_a_batch_dispatches_as_its_events_would_one_by_one(
+    store: Store, tmp_path: Path
+) -> None:
+    """The stage dispatches a batch at once, its streams read ahead and its events marked
+    together at the end: a streamer with several events in one batch (each seeing what
+    the one before did) and one with a single event come out as if each event had been
+    dispatched on its own."""
+    quinn = {"live": LiveInfo(title="One")}
+    batch = [
+        event("live_start", "a1", 0, **quinn),
+        event("live_start", "b1", 0, channel="robin", live=LiveInfo(title="Other")),
+        event("title_change", "a2", 1, live=LiveInfo(title="Two")),
+        event("live_end", "a3", 2),
+        event("live_start", "a4", 30, live=LiveInfo(title="Three")),
+        event("live_end", "b2", 31, channel="robin"),
+    ]
+    alone = SQLiteStore(tmp_path / "alone.sqlite3")
+    await alone.open()
+    try:
+        one_by_one = carding(alone)
+        for each in batch:
+            await one_by_one.accept(each)
+        async with store.transaction(serial=False):
+            await store.insert_new_events([(each, None) for each in batch])
+        assert await carding(store).dispatch_pending() == len(batch)
+        assert await store.count_undispatched() == 0
+
+        async def outcome(db: Store) -> object:
+            rows = await db.list_deliveries(DELIVERY_STATES)
+            streams = {}
+            for key in ("twitch/quinn", "twitch/robin"):
+                saved = await db.get_stream(key)
+                assert saved is not None
+                session = saved.marks.session_row
+                opened = (await db.load_event(session)).event_id if session else None
+                streams[key] = (saved.live, saved.info.title, saved.started_at, opened)
+            return [(r.kind, r.streamer_key, r.action) for r in rows], streams
+
+        expected = await outcome(alone)
+        assert await outcome(store) == expected
+        # What that is: quinn's title change edits the live card, the end closes it, the
+        # comeback after 28 minutes is a new session's card; robin's end closes its card.
+        assert expected[0] == [
+            ("live_start", "twitch/quinn", "post"),
+            ("live_start", "twitch/robin", "post"),
+            ("title_change", "twitch/quinn", "edit"),
+            ("live_end", "twitch/quinn", "edit"),
+            ("live_start", "twitch/quinn", "post"),
+            ("live_end", "twitch/robin", "edit"),
+        ]
+    finally:
+        await alone.close()

@@ -288,6 +288,27 @@ async def test_events_stored_for_dispatch_wait_in_order_until_marked(db: Store) 
     assert (await db.load_event(first)).live == LiveInfo(title="Enriched")
 
 
+async def test_a_batch_of_events_is_marked_dispatched_at_once(db: Store) -> None:
+    """The dispatch stage's marks for a whole batch: each event stored as enriched, and
+    the events after the batch still waiting."""
+    async with db.transaction():
+        rows = await db.insert_new_events([(event(event_id=n), None) for n in "abc"])
+    a, b, c = rows
+    assert a is not None and b is not None and c is not None
+    async with db.transaction():
+        await db.mark_many_dispatched(
+            [
+                (a, event(event_id="a", title="A \u2603 'x'"), True),
+                (b, event(event_id="b", title="B"), False),
+            ]
+        )
+        await db.mark_many_dispatched([])
+    assert [row for row, _e in await db.undispatched()] == [c]
+    assert (await db.load_event(a)).live == LiveInfo(title="A \u2603 'x'")
+    assert (await db.load_event(b)).live == LiveInfo(title="B")
+    assert await db.count_undispatched() == 1
+
+
 # -- streams -------------------------------------------------------------------------------
 
 
@@ -307,6 +328,20 @@ async def test_stream_state_round_trips_and_marks_are_kept_apart(db: Store) -> N
     assert (saved.live, saved.info.title, saved.info.categories) == (False, "Painting", ("Art",))
     assert saved.started_at == T0 and saved.ended_at == T0 + timedelta(hours=1)
     assert saved.marks == SessionMarks(session_row=start, end_row=end, change_posted_at=NOW + 5)
+
+
+async def test_several_streams_are_read_at_once_as_one_by_one(db: Store) -> None:
+    start = await stored_event(db)
+    async with db.transaction():
+        await db.save_stream(state("twitch/quinn"), now=T0)
+        await db.save_stream(state("twitch/off", live=False), now=T0)
+        await db.set_session("twitch/quinn", start)
+    found = await db.get_streams(["twitch/off", "twitch/never", "twitch/quinn"])
+    assert set(found) == {"twitch/off", "twitch/quinn"}
+    for key, saved in found.items():
+        assert saved == await db.get_stream(key)
+    assert found["twitch/quinn"].marks.session_row == start
+    assert await db.get_streams([]) == {}
 
 
 async def test_live_streams_longest_running_first_and_every_known_streamer(db: Store) -> None:

@@ -4,8 +4,9 @@ It consumes the events ingest.py stored, in the order they were stored (so in or
 streamer), a batch per transaction with a savepoint per event. For each: read the
 stream's state once, reduce (streams.py, pure), save the new state, route (routing.py),
 mute (muting.py), plan the session-card rows (cards.py) and write one outbox row per
-(event, target, action); then mark the event dispatched. Alertmanager's notify pipeline
-(a stage per job) is the model.
+(event, target, action); then mark the event dispatched. The stage reads a batch's
+streams in one call and marks its events in one (`_BatchStore`). Alertmanager's notify
+pipeline (a stage per job) is the model.
 
 An event committed but not dispatched when the process died is still marked so in the
 database, and is dispatched after the restart, exactly once: its rows and the mark that
@@ -39,7 +40,7 @@ from bot.pipeline.routing import (
     Router,
 )
 from bot.pipeline.streams import StreamReducer, heal, needs_session_start
-from bot.store import Mute, SessionMarks, Store, Subscription
+from bot.store import Mute, SessionMarks, Store, StreamState, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,40 @@ class _BatchView:
     now: float
     #: Chats that moved (old id -> new id): routes naming the old one reach the new.
     moves: Moves = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _BatchStore:
+    """A batch's reads done ahead and writes put off, to spare round trips: each store
+    call is one on PostgreSQL, and reading the stream and marking the event were two of
+    the three an event with nowhere to go cost (docs/performance.md).
+
+    `streams` holds every stream of the batch as the batch began, each taken out at its
+    first use: a stream's second event in the batch reads the store again, which has
+    what the first one wrote. `marks` are the `mark_dispatched` calls due, written
+    together before the transaction ends (or before an event of the batch is read).
+    Only the batch that commits or is done again as a whole uses this: one that keeps
+    each event in a savepoint writes each mark in it.
+    """
+
+    streams: dict[str, StreamState | None]
+    marks: list[tuple[int, Event, bool]] = field(default_factory=list)
+
+    @classmethod
+    async def read(cls, store: Store, batch: Sequence[tuple[int, Event]]) -> _BatchStore:
+        keys = list(dict.fromkeys(k for _row, e in batch if (k := e.streamer_key) is not None))
+        found = await store.get_streams(keys)
+        return cls(streams={key: found.get(key) for key in keys})
+
+    async def stream(self, store: Store, key: str) -> StreamState | None:
+        if key in self.streams:
+            return self.streams.pop(key)
+        return await store.get_stream(key)
+
+    async def write_marks(self, store: Store) -> None:
+        if self.marks:
+            await store.mark_many_dispatched(self.marks)
+            self.marks.clear()
 
 
 class Dispatcher:
@@ -160,8 +195,10 @@ class Dispatcher:
             batch = await store.undispatched(limit=limit)
             if batch:
                 view = await self._view()
+                ahead = await _BatchStore.read(store, batch)
                 for row, event in batch:
-                    touched |= (await self._dispatch(row, event, view)).sinks
+                    touched |= (await self._dispatch(row, event, view, ahead)).sinks
+                await ahead.write_marks(store)
         return len(batch), touched
 
     async def _dispatch_each(self, limit: int) -> tuple[int, set[str]]:
@@ -252,14 +289,22 @@ class Dispatcher:
             moves=await self._store.moved_targets(),
         )
 
-    async def _dispatch(self, row: int, event: Event, view: _BatchView) -> Dispatched:
+    async def _dispatch(
+        self, row: int, event: Event, view: _BatchView, ahead: _BatchStore | None = None
+    ) -> Dispatched:
         store = self._store
         order_at = self._clocks.order_time(event)
         key = event.streamer_key
-        prev = await store.get_stream(key) if key is not None else None
+        if key is None:
+            prev = None
+        else:
+            prev = await (ahead.stream(store, key) if ahead is not None else store.get_stream(key))
         if needs_session_start(prev, event):
             assert prev is not None
             session = prev.marks.session_row
+            if ahead is not None:
+                # The session's start may be earlier in this batch, enriched but unwritten.
+                await ahead.write_marks(store)
             start = await store.load_event(session) if session is not None else None
             prev = heal(prev, event, start)
         else:
@@ -278,9 +323,11 @@ class Dispatcher:
         # Recorded kinds only count as notified when some route asks for them.
         plans = [(item, self._targets(item.event, view, now_info)) for item in reduced.candidates]
         plans = [(i, t) for i, t in plans if t or i.event.kind in ev.NOTIFIED_KINDS]
-        await store.mark_dispatched(
-            row, stored, notified=any(item.event is stored for item, _t in plans)
-        )
+        notified = any(item.event is stored for item, _t in plans)
+        if ahead is not None:
+            ahead.marks.append((row, stored, notified))
+        else:
+            await store.mark_dispatched(row, stored, notified=notified)
         done = Dispatched()
         # Decided once per event: a title and a category change from one update are
         # one change, and both may post under the cooldown.

@@ -220,6 +220,10 @@ class EventStore(Protocol):
         """The dispatch stage applied the event: store it as enriched, and whether it was
         notified anywhere."""
 
+    async def mark_many_dispatched(self, marks: Sequence[tuple[int, Event, bool]]) -> None:
+        """`mark_dispatched` for several events, as (row id, enriched event, notified):
+        one statement where the backend can (the end of a dispatch batch)."""
+
     async def count_undispatched(self) -> int:
         """How many stored events wait for the dispatch stage (the backlog)."""
 
@@ -270,6 +274,11 @@ class StreamStore(Protocol):
 
     async def get_stream(self, key: str) -> StreamState | None:
         """The saved state of a stream, with its session marks; None if never seen."""
+
+    async def get_streams(self, keys: Sequence[str]) -> dict[str, StreamState]:
+        """The saved states of several streams, by key, each as `get_stream` gives it;
+        streams never seen are left out. One statement where the backend can (the
+        streams of a dispatch batch)."""
 
     async def save_stream(self, state: StreamState, *, now: datetime) -> None:
         """Insert or replace a stream's state (its session marks are left as they are)."""

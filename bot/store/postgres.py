@@ -591,6 +591,21 @@ class PostgresStore:
             row_id,
         )
 
+    async def mark_many_dispatched(self, marks: Sequence[tuple[int, Event, bool]]) -> None:
+        """`mark_dispatched` for several events, in one statement: a round trip each was
+        a third of a dispatch batch's under load."""
+        if not marks:
+            return
+        await self._write(
+            """UPDATE events SET payload = marks.payload, notified = marks.notified,
+                      dispatched = true
+               FROM unnest($1::bigint[], $2::text[], $3::bool[]) AS marks(id, payload, notified)
+               WHERE events.id = marks.id""",
+            [row_id for row_id, _event, _notified in marks],
+            [json.dumps(event.to_json(), ensure_ascii=False) for _row, event, _n in marks],
+            [notified for _row, _event, notified in marks],
+        )
+
     async def count_undispatched(self) -> int:
         """How many stored events wait for the dispatch stage (the backlog)."""
         return int(
@@ -708,6 +723,18 @@ class PostgresStore:
             lambda c: c.fetchrow("SELECT * FROM streams WHERE streamer_key = $1", key)
         )
         return stream_from_row(row) if row is not None else None
+
+    async def get_streams(self, keys: Sequence[str]) -> dict[str, StreamState]:
+        """The saved states of several streams, by key, in one statement; streams never
+        seen are left out."""
+        if not keys:
+            return {}
+        rows = await self._read(
+            lambda c: c.fetch(
+                "SELECT * FROM streams WHERE streamer_key = ANY($1::text[])", list(keys)
+            )
+        )
+        return {row["streamer_key"]: stream_from_row(row) for row in rows}
 
     async def set_session(self, key: str, event_row: int) -> None:
         """Record which live_start event opened the stream's current session."""
