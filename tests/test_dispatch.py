@@ -502,11 +502,11 @@ async def test_one_update_changing_title_and_category_posts_both_under_the_coold
 
 async def test_a_batch_fails_whole_when_the_database_rolled_it_back_itself(store: Store) -> None:
     class DiskFull(Dispatcher):
-        async def _dispatch(self, row, event, view):  # type: ignore[no-untyped-def]
+        async def _dispatch(self, row, event, view, writes):  # type: ignore[no-untyped-def]
             if event.event_id == "boom":
                 # What the store raises when SQLite ended the transaction (SQLITE_FULL).
                 raise TransactionAborted("the transaction was rolled back: SQLITE_FULL")
-            return await super()._dispatch(row, event, view)
+            return await super()._dispatch(row, event, view, writes)
 
     d = DiskFull(store=store, routes=[EVERYTHING], sinks=["console"])
     with pytest.raises(TransactionAborted, match="SQLITE_FULL"):

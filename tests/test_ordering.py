@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -183,17 +184,19 @@ async def test_a_repeated_start_with_a_future_start_time_is_the_same_session(sto
 async def old_version_state(store: Store, *, live: bool) -> None:
     """What the bot before this fix saved after a live_start dated 2099."""
     async with store.transaction():
-        await store.save_stream(
-            StreamState(
-                streamer_key="twitch/quinn",
-                display_name="Quinn",
-                url=None,
-                live=live,
-                info=LiveInfo(title="Stuck"),
-                started_at=FUTURE,
-                ended_at=None,
-                state_at=FUTURE,
-            ),
+        await store.save_streams(
+            [
+                StreamState(
+                    streamer_key="twitch/quinn",
+                    display_name="Quinn",
+                    url=None,
+                    live=live,
+                    info=LiveInfo(title="Stuck"),
+                    started_at=FUTURE,
+                    ended_at=None,
+                    state_at=FUTURE,
+                )
+            ],
             now=NOW,
         )
 
@@ -215,19 +218,11 @@ async def test_a_healed_session_start_is_when_its_live_start_arrived(store: Stor
     d = dispatcher(store)
     await d.accept(sent("live_start", "s", received=0, live=LiveInfo(title="Before")))
     # As the older version left it: the stream's times from a sender dated 2099.
+    saved = await store.get_stream("twitch/quinn")
+    assert saved is not None and saved.marks.session_row is not None
     async with store.transaction():
-        await store.save_stream(
-            StreamState(
-                streamer_key="twitch/quinn",
-                display_name=None,
-                url=None,
-                live=True,
-                info=LiveInfo(title="Before"),
-                started_at=FUTURE,
-                ended_at=None,
-                state_at=FUTURE,
-            ),
-            now=NOW,
+        await store.save_streams(
+            [replace(saved, started_at=FUTURE, ended_at=None, state_at=FUTURE)], now=NOW
         )
     end = await d.accept(sent("live_end", "e", received=45))
     assert notified(end) == ["live_end"]

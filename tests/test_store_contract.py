@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -312,30 +313,32 @@ async def test_a_batch_of_events_is_marked_dispatched_at_once(db: Store) -> None
 # -- streams -------------------------------------------------------------------------------
 
 
-async def test_stream_state_round_trips_and_marks_are_kept_apart(db: Store) -> None:
+async def test_stream_state_round_trips_with_its_session_marks(db: Store) -> None:
     assert await db.get_stream("twitch/quinn") is None
     start = await stored_event(db)
     end = await stored_event(db, "e2", kind="live_end")
+    marks = SessionMarks(session_row=start, end_row=end, change_posted_at=NOW + 5)
     async with db.transaction():
-        await db.save_stream(state(), now=T0)
-        await db.set_session("twitch/quinn", start)
-        await db.set_end("twitch/quinn", end)
-        await db.set_change_posted_at("twitch/quinn", NOW + 5)
-        # Saving the state again leaves the marks alone.
-        await db.save_stream(state(live=False), now=T0)
+        await db.save_streams([replace(state(), marks=SessionMarks(session_row=start))], now=T0)
+        # Saving again replaces state and marks; a key given twice keeps its last state.
+        await db.save_streams(
+            [state("twitch/other"), state(), replace(state(live=False), marks=marks)], now=T0
+        )
+        await db.save_streams([], now=T0)
     saved = await db.get_stream("twitch/quinn")
     assert saved is not None
     assert (saved.live, saved.info.title, saved.info.categories) == (False, "Painting", ("Art",))
     assert saved.started_at == T0 and saved.ended_at == T0 + timedelta(hours=1)
-    assert saved.marks == SessionMarks(session_row=start, end_row=end, change_posted_at=NOW + 5)
+    assert saved.marks == marks
+    assert saved == replace(state(live=False), marks=marks)
+    assert await db.known_streamers() == ["twitch/other", "twitch/quinn"]
 
 
 async def test_several_streams_are_read_at_once_as_one_by_one(db: Store) -> None:
     start = await stored_event(db)
+    quinn = replace(state("twitch/quinn"), marks=SessionMarks(session_row=start))
     async with db.transaction():
-        await db.save_stream(state("twitch/quinn"), now=T0)
-        await db.save_stream(state("twitch/off", live=False), now=T0)
-        await db.set_session("twitch/quinn", start)
+        await db.save_streams([quinn, state("twitch/off", live=False)], now=T0)
     found = await db.get_streams(["twitch/off", "twitch/never", "twitch/quinn"])
     assert set(found) == {"twitch/off", "twitch/quinn"}
     for key, saved in found.items():
@@ -346,9 +349,14 @@ async def test_several_streams_are_read_at_once_as_one_by_one(db: Store) -> None
 
 async def test_live_streams_longest_running_first_and_every_known_streamer(db: Store) -> None:
     async with db.transaction():
-        await db.save_stream(state("twitch/late", started=30), now=T0)
-        await db.save_stream(state("twitch/early", started=0), now=T0)
-        await db.save_stream(state("twitch/off", live=False), now=T0)
+        await db.save_streams(
+            [
+                state("twitch/late", started=30),
+                state("twitch/early", started=0),
+                state("twitch/off", live=False),
+            ],
+            now=T0,
+        )
     assert [s.streamer_key for s in await db.live_streams()] == ["twitch/early", "twitch/late"]
     assert await db.known_streamers() == ["twitch/early", "twitch/late", "twitch/off"]
 
@@ -765,13 +773,12 @@ async def session(
     start = await stored_event(db, f"{channel}-start", channel=channel)
     card = await finished(db, start, "a", "sent")
     await finished(db, start, "b", "sent")
-    async with db.transaction():
-        await db.save_stream(state(key, live=live), now=T0)
-        await db.set_session(key, start)
+    marks = SessionMarks(session_row=start)
     if end_minutes is not None:
         end = await stored_event(db, f"{channel}-end", kind="live_end", minutes=end_minutes)
-        async with db.transaction():
-            await db.set_end(key, end)
+        marks = replace(marks, end_row=end)
+    async with db.transaction():
+        await db.save_streams([replace(state(key, live=live), marks=marks)], now=T0)
     return start, card
 
 

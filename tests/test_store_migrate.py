@@ -5,6 +5,7 @@ database that holds data, and while a bot runs on the file."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -84,8 +85,7 @@ async def fill(store: Store) -> dict[str, int]:
         None,
         T0,
     )
-    await store.save_stream(state, now=T0)
-    await store.set_session("twitch/quinn", start)
+    await store.save_streams([replace(state, marks=SessionMarks(session_row=start))], now=T0)
     card = await store.add_delivery(
         event_row=start, sink="discord", target="111", not_before=0, now=1
     )

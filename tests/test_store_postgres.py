@@ -12,6 +12,7 @@ import re
 import socket
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 from bot.config import load_config
 from bot.errors import ConfigError, StoreUnavailable
 from bot.events import Event, LiveInfo
-from bot.store import StreamState, redacted
+from bot.store import SessionMarks, StreamState, redacted
 from bot.store.migrations import MIGRATIONS
 from bot.store.postgres import ROLE_LOCKS, PostgresStore
 from bot.store.postgres_schema import POSTGRES_MIGRATIONS
@@ -117,7 +118,7 @@ async def test_write_transactions_of_two_stores_run_one_after_the_other(postgres
     await second.open()
     key = "twitch/quinn"
     state = StreamState(key, "Quinn", None, False, LiveInfo(), None, None, T0)
-    await first.save_stream(state, now=T0)
+    await first.save_streams([state], now=T0)
     order: list[str] = []
     inside = asyncio.Event()
 
@@ -125,7 +126,9 @@ async def test_write_transactions_of_two_stores_run_one_after_the_other(postgres
         async with first.transaction():
             order.append("first in")
             inside.set()
-            await first.set_change_posted_at(key, 1.0)
+            await first.save_streams(
+                [replace(state, marks=SessionMarks(change_posted_at=1.0))], now=T0
+            )
             await asyncio.sleep(0.5)  # only to prove the other waits; never in real code
             order.append("first out")
 
@@ -135,7 +138,9 @@ async def test_write_transactions_of_two_stores_run_one_after_the_other(postgres
             order.append("second in")
             seen = await second.get_stream(key)
             assert seen is not None and seen.marks.change_posted_at == 1.0
-            await second.set_change_posted_at(key, 2.0)
+            await second.save_streams(
+                [replace(seen, marks=SessionMarks(change_posted_at=2.0))], now=T0
+            )
 
     try:
         await asyncio.gather(slow_writer(), reader_writer())

@@ -106,8 +106,8 @@ class Row(NamedTuple):
 @dataclass(slots=True)
 class StreamContext:
     """One stream while one event is dispatched: its state after the event, and its
-    session marks as they stand (updated here as the rows are planned), so the stream is
-    read from the store once per event."""
+    session marks as they stand (updated here as the rows are planned; the dispatcher
+    saves them with the state), so the stream is read and written once per event."""
 
     key: str | None
     state: StreamState | None
@@ -139,16 +139,14 @@ class SessionCards:
         *,
         change_posts: bool,
     ) -> list[Row]:
-        """The rows for one candidate (stored as event `row`), session marks updated."""
-        store = self._store
+        """The rows for one candidate (stored as event `row`); the session marks it
+        changes are changed in `stream.marks`."""
         event = item.event
         key = stream.key
         if key is not None and event.kind == ev.LIVE_START and not item.resumed:
             await self._close_last_session(stream, now)
-            await store.set_session(key, row)
             stream.marks = replace(stream.marks, session_row=row)
         if key is not None and event.kind == ev.LIVE_END:
-            await store.set_end(key, row)
             stream.marks = replace(stream.marks, end_row=row)
         if item.resumed:
             return await self._resume_rows(stream, targets, now)
@@ -210,7 +208,6 @@ class SessionCards:
                 r.target.sink in self._card_sinks and r.action == POST and r.event_row is None
                 for r in rows
             ):
-                await self._store.set_change_posted_at(key, now)
                 stream.marks = replace(stream.marks, change_posted_at=now)
             elif not change_posts:
                 log.info("%s for %s: no change notice posted (change_cooldown)", event.kind, key)

@@ -1,12 +1,13 @@
 """The dispatch stage: committed events -> stream state and outbox rows.
 
 It consumes the events ingest.py stored, in the order they were stored (so in order per
-streamer), a batch per transaction with a savepoint per event. For each: read the
-stream's state once, reduce (streams.py, pure), save the new state, route (routing.py),
-mute (muting.py), plan the session-card rows (cards.py) and write one outbox row per
-(event, target, action); then mark the event dispatched. The stage reads a batch's
-streams in one call and marks its events in one (`_BatchStore`). Alertmanager's notify
-pipeline (a stage per job) is the model.
+streamer), a batch per transaction (a savepoint per event only when one fails). For
+each: read the stream's state once, reduce (streams.py, pure), route (routing.py), mute
+(muting.py), plan the session-card rows (cards.py) and write one outbox row per (event,
+target, action); then save the stream (state and session marks) and mark the event
+dispatched. The stage reads a batch's streams in one call, and writes them and its
+marks in one each at the end (`_BatchWrites`). Alertmanager's notify pipeline (a stage
+per job) is the model.
 
 An event committed but not dispatched when the process died is still marked so in the
 database, and is dispatched after the restart, exactly once: its rows and the mark that
@@ -20,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -84,38 +85,77 @@ class _BatchView:
     moves: Moves = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class _BatchStore:
-    """A batch's reads done ahead and writes put off, to spare round trips: each store
-    call is one on PostgreSQL, and reading the stream and marking the event were two of
-    the three an event with nowhere to go cost (docs/performance.md).
-
-    `streams` holds every stream of the batch as the batch began, each taken out at its
-    first use: a stream's second event in the batch reads the store again, which has
-    what the first one wrote. `marks` are the `mark_dispatched` calls due, written
-    together before the transaction ends (or before an event of the batch is read).
-    Only the batch that commits or is done again as a whole uses this: one that keeps
-    each event in a savepoint writes each mark in it.
+class _EventWrites:
+    """How dispatching an event reads its stream and writes what it did: here at once,
+    each event on its own (in a savepoint of its own, where a batch keeps one per event).
     """
 
-    streams: dict[str, StreamState | None]
-    marks: list[tuple[int, Event, bool]] = field(default_factory=list)
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def stream(self, key: str) -> StreamState | None:
+        return await self._store.get_stream(key)
+
+    async def save(self, state: StreamState) -> None:
+        """The stream after the event: its state and its session marks, in one write."""
+        await self._store.save_streams([state], now=utcnow())
+
+    async def mark(self, row: int, event: Event, *, notified: bool) -> None:
+        await self._store.mark_dispatched(row, event, notified=notified)
+
+    async def write_marks(self) -> None:
+        """Before an event is read back: nothing waits here."""
+
+    async def write(self) -> None:
+        """Before the transaction commits: nothing waits here."""
+
+
+class _BatchWrites(_EventWrites):
+    """A batch's reads done ahead and writes put off to its end, to spare round trips:
+    each store call is one on PostgreSQL, and an event with nowhere to go cost four (its
+    stream read, its state and its session written, its mark); now a batch costs three
+    for all of its events.
+
+    `streams` holds every stream of the batch, as it began and then as each event left
+    it, so a stream's later events in the batch see what the earlier ones did. Only a
+    batch that commits, or is done again as a whole, works this way: one that keeps
+    each event in a savepoint writes each event's work in it (`_EventWrites`).
+    """
+
+    def __init__(self, store: Store, streams: dict[str, StreamState | None]) -> None:
+        super().__init__(store)
+        self._streams = streams
+        self._changed: dict[str, StreamState] = {}
+        self._marks: list[tuple[int, Event, bool]] = []
 
     @classmethod
-    async def read(cls, store: Store, batch: Sequence[tuple[int, Event]]) -> _BatchStore:
+    async def read(cls, store: Store, batch: Sequence[tuple[int, Event]]) -> _BatchWrites:
         keys = list(dict.fromkeys(k for _row, e in batch if (k := e.streamer_key) is not None))
         found = await store.get_streams(keys)
-        return cls(streams={key: found.get(key) for key in keys})
+        return cls(store, {key: found.get(key) for key in keys})
 
-    async def stream(self, store: Store, key: str) -> StreamState | None:
-        if key in self.streams:
-            return self.streams.pop(key)
-        return await store.get_stream(key)
+    async def stream(self, key: str) -> StreamState | None:
+        if key not in self._streams:
+            self._streams[key] = await self._store.get_stream(key)
+        return self._streams[key]
 
-    async def write_marks(self, store: Store) -> None:
-        if self.marks:
-            await store.mark_many_dispatched(self.marks)
-            self.marks.clear()
+    async def save(self, state: StreamState) -> None:
+        self._streams[state.streamer_key] = state
+        self._changed[state.streamer_key] = state
+
+    async def mark(self, row: int, event: Event, *, notified: bool) -> None:
+        self._marks.append((row, event, notified))
+
+    async def write_marks(self) -> None:
+        if self._marks:
+            await self._store.mark_many_dispatched(self._marks)
+            self._marks.clear()
+
+    async def write(self) -> None:
+        if self._changed:
+            await self._store.save_streams(list(self._changed.values()), now=utcnow())
+            self._changed.clear()
+        await self.write_marks()
 
 
 class Dispatcher:
@@ -195,10 +235,10 @@ class Dispatcher:
             batch = await store.undispatched(limit=limit)
             if batch:
                 view = await self._view()
-                ahead = await _BatchStore.read(store, batch)
+                writes = await _BatchWrites.read(store, batch)
                 for row, event in batch:
-                    touched |= (await self._dispatch(row, event, view, ahead)).sinks
-                await ahead.write_marks(store)
+                    touched |= (await self._dispatch(row, event, view, writes)).sinks
+                await writes.write()
         return len(batch), touched
 
     async def _dispatch_each(self, limit: int) -> tuple[int, set[str]]:
@@ -209,10 +249,11 @@ class Dispatcher:
             if not batch:
                 return 0, touched
             view = await self._view()
+            writes = _EventWrites(store)
             for row, event in batch:
                 try:
                     async with store.savepoint():
-                        touched |= (await self._dispatch(row, event, view)).sinks
+                        touched |= (await self._dispatch(row, event, view, writes)).sinks
                 except (TransactionAborted, StoreUnavailable):
                     raise
                 except Exception:
@@ -249,6 +290,7 @@ class Dispatcher:
         touched: set[str] = set()
         async with store.transaction():
             view = await self._view()
+            writes = _EventWrites(store)
             for event, raw in batch:
                 try:
                     async with store.savepoint():
@@ -258,7 +300,7 @@ class Dispatcher:
                         if stored.duplicate or stored.event_row is None:
                             outcomes.append(AcceptResult(duplicate=True))
                             continue
-                        done = await self._dispatch(stored.event_row, event, view)
+                        done = await self._dispatch(stored.event_row, event, view, writes)
                 except TransactionAborted:
                     # The database rolled the whole transaction back itself (disk full,
                     # I/O error): nothing of the batch is stored; fail it with the cause.
@@ -290,28 +332,23 @@ class Dispatcher:
         )
 
     async def _dispatch(
-        self, row: int, event: Event, view: _BatchView, ahead: _BatchStore | None = None
+        self, row: int, event: Event, view: _BatchView, writes: _EventWrites
     ) -> Dispatched:
         store = self._store
         order_at = self._clocks.order_time(event)
         key = event.streamer_key
-        if key is None:
-            prev = None
-        else:
-            prev = await (ahead.stream(store, key) if ahead is not None else store.get_stream(key))
+        saved = await writes.stream(key) if key is not None else None
+        prev = saved
         if needs_session_start(prev, event):
             assert prev is not None
             session = prev.marks.session_row
-            if ahead is not None:
-                # The session's start may be earlier in this batch, enriched but unwritten.
-                await ahead.write_marks(store)
+            # The session's start may be earlier in this batch, enriched but unwritten.
+            await writes.write_marks()
             start = await store.load_event(session) if session is not None else None
             prev = heal(prev, event, start)
         else:
             prev = heal(prev, event, None)
         reduced = self._reducer.reduce(prev, event, order_at)
-        if reduced.state is not None:
-            await store.save_stream(reduced.state, now=utcnow())
         stored = reduced.event
         stream = StreamContext(
             key=key,
@@ -323,11 +360,7 @@ class Dispatcher:
         # Recorded kinds only count as notified when some route asks for them.
         plans = [(item, self._targets(item.event, view, now_info)) for item in reduced.candidates]
         plans = [(i, t) for i, t in plans if t or i.event.kind in ev.NOTIFIED_KINDS]
-        notified = any(item.event is stored for item, _t in plans)
-        if ahead is not None:
-            ahead.marks.append((row, stored, notified))
-        else:
-            await store.mark_dispatched(row, stored, notified=notified)
+        await writes.mark(row, stored, notified=any(item.event is stored for item, _t in plans))
         done = Dispatched()
         # Decided once per event: a title and a category change from one update are
         # one change, and both may post under the cooldown.
@@ -357,6 +390,10 @@ class Dispatcher:
             done.deliveries += len(rows)
             done.sinks.update(planned.target.sink for planned in rows)
             done.notified.append(item.event)
+        # The stream as the event left it: its state and session marks, in one write.
+        after = reduced.state if reduced.state is not None else saved
+        if after is not None and (reduced.state is not None or stream.marks != after.marks):
+            await writes.save(replace(after, marks=stream.marks))
         self._dispatched_log.log(
             "dispatched %s %s for %s: %d deliveries",
             event.kind,

@@ -65,8 +65,7 @@ class StreamState:
     started_at: datetime | None
     ended_at: datetime | None
     state_at: datetime
-    #: Read with the state, so a dispatch reads each stream once; `save_stream` leaves
-    #: the stored marks alone (they change only through `set_session` and friends).
+    #: Read and saved with the state, so a dispatch reads and writes each stream once.
     marks: SessionMarks = field(default_factory=SessionMarks)
 
 
@@ -280,17 +279,10 @@ class StreamStore(Protocol):
         streams never seen are left out. One statement where the backend can (the
         streams of a dispatch batch)."""
 
-    async def save_stream(self, state: StreamState, *, now: datetime) -> None:
-        """Insert or replace a stream's state (its session marks are left as they are)."""
-
-    async def set_session(self, key: str, event_row: int) -> None:
-        """Record which live_start event opened the stream's current session."""
-
-    async def set_end(self, key: str, event_row: int) -> None:
-        """Record the live_end event that closed the stream's last session."""
-
-    async def set_change_posted_at(self, key: str, when: float) -> None:
-        """Remember that a change notice for this stream was queued as a post at `when`."""
+    async def save_streams(self, states: Sequence[StreamState], *, now: datetime) -> None:
+        """Insert or replace streams' states with their session marks (each state's
+        `marks`); a key given twice keeps its last state. One statement where the
+        backend can: what an event, or a dispatch batch, did to its streams."""
 
     async def live_streams(self) -> list[StreamState]:
         """Every stream currently live, longest-running first."""

@@ -736,24 +736,6 @@ class PostgresStore:
         )
         return {row["streamer_key"]: stream_from_row(row) for row in rows}
 
-    async def set_session(self, key: str, event_row: int) -> None:
-        """Record which live_start event opened the stream's current session."""
-        await self._write(
-            "UPDATE streams SET session_row = $1 WHERE streamer_key = $2", event_row, key
-        )
-
-    async def set_end(self, key: str, event_row: int) -> None:
-        """Record the live_end event that closed the stream's last session."""
-        await self._write(
-            "UPDATE streams SET end_row = $1 WHERE streamer_key = $2", event_row, key
-        )
-
-    async def set_change_posted_at(self, key: str, when: float) -> None:
-        """Remember that a change notice for this stream was queued as a post at `when`."""
-        await self._write(
-            "UPDATE streams SET change_posted_at = $1 WHERE streamer_key = $2", when, key
-        )
-
     async def live_streams(self) -> list[StreamState]:
         """Every stream currently live, longest-running first."""
         rows = await self._read(
@@ -770,26 +752,43 @@ class PostgresStore:
         )
         return [row[0] for row in rows]
 
-    async def save_stream(self, state: StreamState, *, now: datetime) -> None:
-        """Insert or replace a stream's state."""
+    async def save_streams(self, states: Sequence[StreamState], *, now: datetime) -> None:
+        """Insert or replace streams' states with their session marks, in one statement
+        (a dispatch batch's streams); a key given twice keeps its last state (one
+        INSERT ... ON CONFLICT may not change a row twice)."""
+        last = list({state.streamer_key: state for state in states}.values())
+        if not last:
+            return
         await self._write(
             """INSERT INTO streams (streamer_key, display_name, url, live, info, started_at,
-                                    ended_at, state_at, updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                   ended_at, state_at, updated_at, session_row, end_row,
+                                   change_posted_at)
+               SELECT s.key, s.display_name, s.url, s.live, s.info, s.started_at,
+                      s.ended_at, s.state_at, $9, s.session_row, s.end_row, s.change_posted_at
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[],
+                           $6::timestamptz[], $7::timestamptz[], $8::timestamptz[],
+                           $10::bigint[], $11::bigint[], $12::float8[])
+                    AS s(key, display_name, url, live, info, started_at, ended_at, state_at,
+                         session_row, end_row, change_posted_at)
                ON CONFLICT (streamer_key) DO UPDATE SET
                  display_name = excluded.display_name, url = excluded.url,
                  live = excluded.live, info = excluded.info,
                  started_at = excluded.started_at, ended_at = excluded.ended_at,
-                 state_at = excluded.state_at, updated_at = excluded.updated_at""",
-            state.streamer_key,
-            state.display_name,
-            state.url,
-            state.live,
-            json.dumps(state.info.to_json(), ensure_ascii=False),
-            _aware(state.started_at),
-            _aware(state.ended_at),
-            _aware(state.state_at),
+                 state_at = excluded.state_at, updated_at = excluded.updated_at,
+                 session_row = excluded.session_row, end_row = excluded.end_row,
+                 change_posted_at = excluded.change_posted_at""",
+            [state.streamer_key for state in last],
+            [state.display_name for state in last],
+            [state.url for state in last],
+            [state.live for state in last],
+            [json.dumps(state.info.to_json(), ensure_ascii=False) for state in last],
+            [_aware(state.started_at) for state in last],
+            [_aware(state.ended_at) for state in last],
+            [_aware(state.state_at) for state in last],
             _aware(now),
+            [state.marks.session_row for state in last],
+            [state.marks.end_row for state in last],
+            [state.marks.change_posted_at for state in last],
         )
 
     # -- mutes and subscriptions ---------------------------------------------------

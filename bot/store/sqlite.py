@@ -72,7 +72,6 @@ _MOVES_SCHEMA: Final = 7
 _SOURCE_STATE_SCHEMA: Final = 8
 
 # The streams columns `_mark` and `_set_mark` may name (never user input).
-_SESSION_MARKS: Final = frozenset({"session_row", "end_row", "change_posted_at"})
 
 #: WAL pages after which SQLite checkpoints on its own even with the checkpoint thread
 #: running: a safety net (about 40 MB), not the normal path.
@@ -720,25 +719,6 @@ class SQLiteStore:
                 found[key] = state
         return found
 
-    # A stream's session marks: the live_start that opened its current (or last) session,
-    # the live_end that closed it, and when a change notice was last posted.
-
-    async def set_session(self, key: str, event_row: int) -> None:
-        """Record which live_start event opened the stream's current session."""
-        self._set_mark(key, "session_row", event_row)
-
-    async def set_end(self, key: str, event_row: int) -> None:
-        """Record the live_end event that closed the stream's last session."""
-        self._set_mark(key, "end_row", event_row)
-
-    async def set_change_posted_at(self, key: str, when: float) -> None:
-        """Remember that a change notice for this stream was queued as a post at `when`."""
-        self._set_mark(key, "change_posted_at", when)
-
-    def _set_mark(self, key: str, column: str, value: float) -> None:
-        assert column in _SESSION_MARKS
-        self._db.execute(f"UPDATE streams SET {column} = ? WHERE streamer_key = ?", (value, key))
-
     async def live_streams(self) -> list[StreamState]:
         """Every stream currently live, longest-running first."""
         rows = self._db.execute(
@@ -751,28 +731,39 @@ class SQLiteStore:
         rows = self._db.execute("SELECT streamer_key FROM streams ORDER BY streamer_key")
         return [row[0] for row in rows]
 
-    async def save_stream(self, state: StreamState, *, now: datetime) -> None:
-        """Insert or replace a stream's state."""
-        self._db.execute(
+    async def save_streams(self, states: Sequence[StreamState], *, now: datetime) -> None:
+        """Insert or replace streams' states with their session marks; a key given twice
+        keeps its last state."""
+        last = {state.streamer_key: state for state in states}
+        self._db.executemany(
             """INSERT INTO streams (streamer_key, display_name, url, live, info, started_at,
-                                    ended_at, state_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                    ended_at, state_at, updated_at, session_row, end_row,
+                                    change_posted_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (streamer_key) DO UPDATE SET
                  display_name = excluded.display_name, url = excluded.url,
                  live = excluded.live, info = excluded.info,
                  started_at = excluded.started_at, ended_at = excluded.ended_at,
-                 state_at = excluded.state_at, updated_at = excluded.updated_at""",
-            (
-                state.streamer_key,
-                state.display_name,
-                state.url,
-                int(state.live),
-                json.dumps(state.info.to_json(), ensure_ascii=False),
-                _iso(state.started_at),
-                _iso(state.ended_at),
-                state.state_at.isoformat(),
-                now.isoformat(),
-            ),
+                 state_at = excluded.state_at, updated_at = excluded.updated_at,
+                 session_row = excluded.session_row, end_row = excluded.end_row,
+                 change_posted_at = excluded.change_posted_at""",
+            [
+                (
+                    state.streamer_key,
+                    state.display_name,
+                    state.url,
+                    int(state.live),
+                    json.dumps(state.info.to_json(), ensure_ascii=False),
+                    _iso(state.started_at),
+                    _iso(state.ended_at),
+                    state.state_at.isoformat(),
+                    now.isoformat(),
+                    state.marks.session_row,
+                    state.marks.end_row,
+                    state.marks.change_posted_at,
+                )
+                for state in last.values()
+            ],
         )
 
     # -- mutes and subscriptions ---------------------------------------------------
