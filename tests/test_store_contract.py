@@ -21,6 +21,7 @@ from bot.store import (
     DELIVERY_STATES,
     Mute,
     PruneResult,
+    RoutingInputs,
     SessionMarks,
     Store,
     StreamState,
@@ -404,6 +405,27 @@ async def test_subscriptions_are_unique_per_chat_and_pattern(db: Store) -> None:
         assert await db.remove_subscription(first)
         assert not await db.remove_subscription(first)
     assert await db.subscriptions() == [Subscription("discord", "5", "twitch/*")]
+
+
+async def test_routing_inputs_are_read_at_once_as_one_by_one(db: Store) -> None:
+    """The dispatch stage's one read of subscriptions, mutes in force and moves: the
+    same as the three reads, with an odd expiry and hostile text intact."""
+    assert await db.routing_inputs(NOW) == RoutingInputs([], [], {})
+    async with db.transaction():
+        await db.add_subscription(Subscription("telegram", "-100", 'twitch/"q\\*'), now=NOW)
+        await db.add_subscription(Subscription("discord", "5", "*"), now=NOW)
+        await db.add_mute(Mute("discord", "5", "*", until=NOW + 0.1 + 0.2), now=NOW)
+        await db.add_mute(Mute("discord", "6", "kick/a", until=None), now=NOW)
+        await db.add_mute(Mute("discord", "7", "*", until=NOW - 1), now=NOW)  # over
+        assert await db.move_target("telegram", "-1", "-1001", now=NOW)
+    inputs = await db.routing_inputs(NOW)
+    assert inputs == RoutingInputs(
+        await db.subscriptions(), await db.active_mutes(NOW), await db.moved_targets()
+    )
+    assert [m.target for m in inputs.mutes] == ["5", "6"]
+    assert inputs.mutes[0].until == NOW + 0.1 + 0.2
+    assert inputs.subscriptions[0].pattern == 'twitch/"q\\*'
+    assert inputs.moves == {("telegram", "-1"): "-1001"}
 
 
 # -- outbox --------------------------------------------------------------------------------

@@ -324,11 +324,12 @@ class Dispatcher:
 
     async def _view(self) -> _BatchView:
         now = self._clock()
+        inputs = await self._store.routing_inputs(now)
         return _BatchView(
-            subscriptions=await self._store.subscriptions(),
-            mutes=mutes_by_chat(await self._store.active_mutes(now)),
+            subscriptions=inputs.subscriptions,
+            mutes=mutes_by_chat(inputs.mutes),
             now=now,
-            moves=await self._store.moved_targets(),
+            moves=inputs.moves,
         )
 
     async def _dispatch(

@@ -124,6 +124,17 @@ class Subscription:
     pattern: str
 
 
+@dataclass(frozen=True, slots=True)
+class RoutingInputs:
+    """What the dispatch stage routes and mutes a batch of events against."""
+
+    subscriptions: list[Subscription]
+    #: The mutes in force, of every chat.
+    mutes: list[Mute]
+    #: Chats that moved: (sink, old id) -> new id.
+    moves: dict[tuple[str, str], str]
+
+
 @dataclass(slots=True)
 class OutboxCounts:
     """How many deliveries are in each state, and the oldest still waiting."""
@@ -528,6 +539,10 @@ class Store(
     async def schema_version(self) -> int:
         """The schema version the database is at."""
 
+    async def routing_inputs(self, now: float) -> RoutingInputs:
+        """`subscriptions()`, `active_mutes(now)` and `moved_targets()` at once: one
+        statement where the backend can (every dispatch batch reads all three)."""
+
     def transaction(self, *, serial: bool = True) -> AbstractAsyncContextManager[None]:
         """One write transaction; rolled back if the block raises.
 
@@ -618,6 +633,7 @@ __all__ = [
     "OutboxStore",
     "ProcessStore",
     "PruneResult",
+    "RoutingInputs",
     "SessionMarks",
     "Store",
     "StoreUnavailable",

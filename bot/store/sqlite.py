@@ -39,6 +39,7 @@ from bot.store import (
     Mute,
     OutboxCounts,
     PruneResult,
+    RoutingInputs,
     Store,
     StreamState,
     Subscription,
@@ -452,6 +453,14 @@ class SQLiteStore:
                 self._db.execute("RELEASE step")
             raise
         self._db.execute("RELEASE step")
+
+    async def routing_inputs(self, now: float) -> RoutingInputs:
+        """Subscriptions, mutes in force and moves at once. In-process: three reads."""
+        return RoutingInputs(
+            subscriptions=await self.subscriptions(),
+            mutes=await self.active_mutes(now),
+            moves=await self.moved_targets(),
+        )
 
     async def check(self) -> str:
         """'ok', or what is wrong with the database (for /healthz): the last write's
