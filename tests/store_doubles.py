@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from bot.errors import StoreUnavailable
+from bot.events import Event
 from bot.store import Store
 
 
 class InstrumentedStore:
-    """Delegates everything to a real store; counts committed transactions and, while
-    `fail_commits` is set, makes each transaction fail at its commit (as a full disk does:
-    the work inside it is rolled back and the caller gets StoreUnavailable)."""
+    """Delegates everything to a real store; counts commits and, while `fail_commits` is
+    set, makes each fail (as a full disk does: the work is rolled back and the caller
+    gets StoreUnavailable). A commit is a transaction's end, or a batch insert made
+    outside one (`insert_new_events` is atomic on its own: its own commit)."""
 
     def __init__(self, inner: Store) -> None:
         self._inner = inner
         self.commits = 0
         self.fail_commits = False
+        self._open = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -26,8 +29,28 @@ class InstrumentedStore:
     @asynccontextmanager
     async def transaction(self, *, serial: bool = True) -> AsyncIterator[None]:
         """The inner store's transaction, failing at the end when asked to."""
-        async with self._inner.transaction(serial=serial):
-            yield
-            if self.fail_commits:
-                raise StoreUnavailable("SQLITE_FULL: database or disk is full", code="SQLITE_FULL")
+        self._open = True
+        try:
+            async with self._inner.transaction(serial=serial):
+                yield
+                if self.fail_commits:
+                    raise _disk_full()
+        finally:
+            self._open = False
         self.commits += 1
+
+    async def insert_new_events(
+        self, batch: Sequence[tuple[Event, bytes | None]]
+    ) -> list[int | None]:
+        """The inner store's; on its own, a commit (failing, with nothing stored, when asked)."""
+        if self._open:
+            return await self._inner.insert_new_events(batch)
+        if self.fail_commits:
+            raise _disk_full()
+        rows = await self._inner.insert_new_events(batch)
+        self.commits += 1
+        return rows
+
+
+def _disk_full() -> StoreUnavailable:
+    return StoreUnavailable("SQLITE_FULL: database or disk is full", code="SQLITE_FULL")
