@@ -372,8 +372,13 @@ async def _run_with_store(
         if on_ready is not None:
             on_ready(Running(host=host, port=port, store=store, sinks=dict(sinks)))
         async with asyncio.TaskGroup() as group:
+            # Set once the first heartbeat has given each sink its share of the rate
+            # limits: a process that joins others must not send its first second at the
+            # whole token's limit while they send at theirs (the platform sees both).
+            shares_known = asyncio.Event()
             group.create_task(
-                _start_workers(store, workers, stop, group, health), name="outbox-start"
+                _start_workers(store, workers, stop, group, health, shares_known=shares_known),
+                name="outbox-start",
             )
             group.create_task(stage.run(stop), name="dispatch")
             _watch_the_database(
@@ -385,6 +390,7 @@ async def _run_with_store(
                 config=config,
                 source_runner=source_runner,
                 health=health,
+                shares_known=shares_known,
             )
             group.create_task(
                 Pruner(store=store, retention=config.storage.retention, metrics=metrics).run(stop),
@@ -498,8 +504,11 @@ async def _start_workers(
     stop: asyncio.Event,
     group: asyncio.TaskGroup,
     health: Health,
+    *,
+    shares_known: asyncio.Event,
 ) -> None:
-    """Re-queue what the last run left in flight, then start the outbox workers.
+    """Re-queue what the last run left in flight, then start the outbox workers, once
+    the first heartbeat has said how many processes share the rate limits.
 
     A database refusing writes at start delays only this (webhooks are answered 503
     meanwhile); workers must not claim rows before the old ones are back in the queue.
@@ -518,6 +527,7 @@ async def _start_workers(
         break
     else:
         return
+    await shares_known.wait()
     health.workers_started = time.time()
     for worker in workers.values():
         group.create_task(worker.run(stop), name=f"outbox-{worker.sink_name}")
@@ -548,6 +558,7 @@ def _watch_the_database(
     config: Config,
     source_runner: SourceRunner,
     health: Health,
+    shares_known: asyncio.Event,
 ) -> None:
     """The database's own chores: whether it takes writes again, this process's
     heartbeat (its claims' leases, its share of the rate limits) and the sources' role."""
@@ -562,6 +573,7 @@ def _watch_the_database(
             stop=stop,
             lease=config.storage.lease.total_seconds(),
             health=health,
+            shares_known=shares_known,
         ),
         name="heartbeat",
     )
@@ -580,13 +592,15 @@ async def _heartbeat(
     stop: asyncio.Event,
     lease: float,
     health: Health,
+    shares_known: asyncio.Event,
 ) -> None:
     """Tell the database this process is alive, every second (at least three times per
     lease): the leases of the deliveries it is sending are renewed (another process takes
     them over only once it is gone), and when the number of bot processes on the
     database changes, each sink takes its share of the platform's rate limits, which
-    count the whole bot token. A process that joins is counted by the others within a
-    second; until then they may send more than their new share, for that second."""
+    count the whole bot token. A process that joins sends at its share from its first
+    request (its workers wait for the first heartbeat); the others count it within a
+    second, and until then may send more than their new share, for that second."""
     processes, rank = 1, 0
     while not stop.is_set():
         with contextlib.suppress(StoreUnavailable):
@@ -606,6 +620,9 @@ async def _heartbeat(
                     sink.share_limits(alive, store.rank)
                 for worker in workers.values():
                     worker.share(alive)
+        # After the first try, even a failed one: then the workers wait for the
+        # database anyway, and a process alone needs no share to start sending.
+        shares_known.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), min(lease / 3, HEARTBEAT_SECONDS))
 

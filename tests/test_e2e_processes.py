@@ -21,14 +21,18 @@ import contextlib
 import json
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from bot.events import Event, LiveInfo
+from bot.store.postgres import PostgresStore
 from tests.conftest import SECRET
 from tests.fakes.discord_api import TOKEN as DISCORD_TOKEN
 from tests.fakes.discord_api import FakeDiscord, guild_channel_id, sharded_guilds
@@ -332,11 +336,90 @@ async def test_three_processes_share_300_events_through_ten_kills(
     assert "Traceback" not in logs, logs[logs.index("Traceback") - 600 :][:4000]
     assert "40060" not in logs, "two sessions ran one shard"
     refused = [(shard, at) for at, shard, accepted in discord.identifies if not accepted]
-    assert refused == [], f"IDENTIFYs within 5 s of another process's: {refused}"
+    turns = [line for line in logs.splitlines() if "identify" in line]
+    assert refused == [], (
+        f"IDENTIFYs within 5 s of another process's: {refused}; all: {discord.identifies};"
+        f" the processes said: {turns}"
+    )
     assert logs.count("polls for commands") >= 1
 
 
 PUBLIC = "https://bot.example"
+
+
+async def test_a_process_joining_a_busy_token_sends_at_its_share_from_the_start(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A process starts with a backlog to send while another process of the same bot is
+    alive (a heartbeat row, kept fresh here): Discord counts the token's requests
+    together, so the newcomer may use half of the 50 a second from its very first
+    request. The fake's global limit is that half, as if the other process were sending
+    its own; a newcomer sending at the whole token's rate until its first heartbeat
+    gets 429s."""
+    guilds = sharded_guilds(GROUPS, SHARDS)
+    channels = [guild_channel_id(guild, "streams") for guild in guilds]
+    # The other process: what its store does every second, nothing more.
+    store = PostgresStore(postgres_url, owner="other-host:4242:feedbeef", lease=10)
+    await store.open()
+    wanted: set[tuple[str, int]] = set()
+    batch: list[tuple[Event, bytes | None]] = []
+    at = datetime.now(UTC)
+    for n in range(5 * GROUPS):  # five cards a channel, 60 in all, all due at once
+        channel = f"g{n % GROUPS:02d}streamer{n:03d}"
+        batch.append(
+            (
+                Event(
+                    source="rec",
+                    event_id=f"mp-{n}",
+                    kind="live_start",
+                    occurred_at=at,
+                    received_at=at,
+                    platform="twitch",
+                    channel=channel,
+                    display_name=f"Streamer{n:03d}",
+                    url=f"https://twitch.tv/{channel}",
+                    live=LiveInfo(title=f"Stream {n}"),
+                ),
+                None,
+            )
+        )
+        wanted.add((f"Streamer{n:03d}", channels[n % GROUPS]))
+    await store.insert_new_events(batch)
+
+    async def other_process_lives(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await store.heartbeat(now=time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.3)
+
+    stop = asyncio.Event()
+    alive = asyncio.create_task(other_process_lives(stop))
+    try:
+        async with (
+            FakeTelegram() as telegram,
+            FakeDiscord(
+                guilds=guilds, token=DISCORD_TOKEN, global_rate_limit=(25, 1.0)
+            ) as discord,
+        ):
+            for chat in CHATS:
+                telegram.add_chat(chat, "private", first_name=f"User{chat}")
+            config = write_config(tmp_path, postgres_url, telegram, discord, guilds)
+            bot = await started(config)
+            try:
+                await until_delivered(
+                    wanted, lambda: on_discord(discord, channels), [bot], timeout=60
+                )
+            finally:
+                bot.proc.kill()
+                await bot.proc.wait()
+                await asyncio.gather(*bot._readers, return_exceptions=True)
+        assert "2 bot processes share the database" in bot.stderr
+        global_429s = [r.path for r in discord.requests if r.status == 429]
+        assert global_429s == [], global_429s
+    finally:
+        stop.set()
+        await alive
+        await store.close()
 
 
 async def test_telegram_by_webhook_reaches_whichever_process_is_alive(
