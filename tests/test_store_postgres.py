@@ -555,6 +555,30 @@ async def test_a_role_lost_with_its_connection_is_said_and_asked_for_anew(
         await b.close()
 
 
+async def test_a_turn_taken_while_another_asked_is_not_taken_twice(postgres_url: str) -> None:
+    """Two processes ask for a turn at once: the second's statement read the clock, then
+    waited for the first's to commit, and finds the turn taken a moment "after" its own
+    clock reading. That is the first process's turn, not a clock jump: it must wait."""
+    store = PostgresStore(postgres_url)
+    await store.open()
+    first = await asyncpg.connect(postgres_url)
+    try:
+        assert await store.take_turn("discord-identify-0", 5.0) == 0
+        async with first.transaction():
+            # The first process's turn, its clock read a little later than the second's
+            # (a second later here, where the race gives milliseconds).
+            await first.execute(
+                """UPDATE turns SET at = extract(epoch FROM clock_timestamp()) + 1
+                   WHERE name = 'discord-identify-0'"""
+            )
+            asking = asyncio.ensure_future(store.take_turn("discord-identify-0", 5.0))
+            await asyncio.sleep(0.3)  # its statement is waiting for the row now
+        assert 4 < await asking <= 5
+    finally:
+        await first.close()
+        await store.close()
+
+
 async def test_a_turn_taken_in_the_servers_future_does_not_count(postgres_url: str) -> None:
     """Its clock was set back an hour after the last turn: the next is taken at once,
     not an hour later (as every process asking would otherwise wait)."""

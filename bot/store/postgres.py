@@ -135,11 +135,15 @@ def _changed(status: str) -> bool:
 
 
 # Store.take_turn: the turn is taken (a row returned) when its last one is `spacing` ago,
-# or in the future (a server clock that jumped back); else how long until it may be.
+# or more than `spacing` in the future (a server clock that jumped back); else how long
+# until it may be. Only that far ahead: `excluded.at` is read before the statement waits
+# for the row, so a process that asked a hair before another, and waited for its
+# commit, sees that turn a little in its future; counting it as a clock jump gave both
+# the turn (two IDENTIFYs a millisecond apart, refused by Discord).
 _TAKE_TURN: Final = """
     INSERT INTO turns AS turn (name, at) VALUES ($1, extract(epoch FROM clock_timestamp()))
     ON CONFLICT (name) DO UPDATE SET at = excluded.at
-    WHERE turn.at + $2 <= excluded.at OR turn.at > excluded.at
+    WHERE turn.at + $2 <= excluded.at OR turn.at > excluded.at + $2
     RETURNING 0"""
 _TURN_WAIT: Final = """
     SELECT at + $2 - extract(epoch FROM clock_timestamp()) FROM turns WHERE name = $1"""
