@@ -582,6 +582,11 @@ def _watch_the_database(
 
 #: How often a process says it is alive: the others learn of a new process this fast.
 HEARTBEAT_SECONDS = 1.0
+#: How long a process that finds others alive waits before its first send: until they
+#: have counted it (a heartbeat) and the requests they made at their larger share have
+#: left the platforms' global windows (Discord's and Telegram's are a second). Sooner,
+#: their old shares and its new one add up to more than the token's limit: 429s.
+JOIN_SETTLE_SECONDS = HEARTBEAT_SECONDS + 1.0
 
 
 async def _heartbeat(
@@ -598,10 +603,11 @@ async def _heartbeat(
     lease): the leases of the deliveries it is sending are renewed (another process takes
     them over only once it is gone), and when the number of bot processes on the
     database changes, each sink takes its share of the platform's rate limits, which
-    count the whole bot token. A process that joins sends at its share from its first
-    request (its workers wait for the first heartbeat); the others count it within a
-    second, and until then may send more than their new share, for that second."""
+    count the whole bot token. A process that joins sends nothing until the others
+    have counted it and their larger shares' requests have left the platforms' windows
+    (`JOIN_SETTLE_SECONDS`), then at its share."""
     processes, rank = 1, 0
+    first = True
     while not stop.is_set():
         with contextlib.suppress(StoreUnavailable):
             alive = await store.heartbeat(now=time.time())
@@ -620,9 +626,12 @@ async def _heartbeat(
                     sink.share_limits(alive, store.rank)
                 for worker in workers.values():
                     worker.share(alive)
-        # After the first try, even a failed one: then the workers wait for the
-        # database anyway, and a process alone needs no share to start sending.
-        shares_known.set()
+        if first:
+            # After the first try, even a failed one (the workers wait for the database
+            # anyway); a process alone starts at once, one joining others settles first.
+            first = False
+            settle = JOIN_SETTLE_SECONDS if processes > 1 else 0.0
+            asyncio.get_running_loop().call_later(settle, shares_known.set)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), min(lease / 3, HEARTBEAT_SECONDS))
 
