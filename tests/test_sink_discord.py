@@ -1232,3 +1232,29 @@ async def test_stop_ends_a_login_waiting_out_an_ip_block(fake: FakeDiscord, stor
     assert sink.state == "blocked"
     await sink.stop()
     assert sink.state == "stopped"
+
+
+async def test_a_shard_connection_cut_off_is_one_line_not_a_traceback(
+    fake: FakeDiscord, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """discord.py logs a shard it could not connect with the traceback, then retries on
+    its own. When the connection was the cause (here: closed under the IDENTIFY, as when
+    the sink replaces a client while one of its shards connects) the log says so in one
+    line; any other cause keeps its traceback, for the bug it is."""
+    make_sink(fake, store)  # the sink puts the rewriting on discord.py's shard logger
+    shard_log = logging.getLogger("discord.shard")
+    for error in (
+        aiohttp.ClientConnectionResetError("Cannot write to closing transport"),
+        ValueError("a bug"),
+    ):
+        try:
+            raise error
+        except Exception:
+            shard_log.exception("Failed to connect for shard_id: %s. Retrying...", 2)
+    cut_off, bug = [r for r in caplog.records if r.name == "discord.shard"]
+    assert cut_off.levelno == logging.WARNING and cut_off.exc_info is None
+    assert cut_off.getMessage() == (
+        "discord: shard 2 could not connect (ClientConnectionResetError: Cannot write to"
+        " closing transport); discord.py tries again in 5s"
+    )
+    assert bug.levelno == logging.ERROR and bug.exc_info is not None

@@ -3,6 +3,7 @@ Discord's global limit, and telling the sink when the gateway session is ready."
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
@@ -209,3 +210,41 @@ class Endpoints:
             return
         discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved
         self._saved = None
+
+
+#: The line `AutoShardedClient.launch_shard` logs, with the traceback, before it tries a
+#: shard's connection again after five seconds (discord.py 2.x, discord/shard.py).
+_SHARD_RETRY: Final = "Failed to connect for shard_id"
+#: A shard's connection failing or being closed under it, not a bug.
+_CONNECTION_ERRORS: Final = (
+    OSError,  # ConnectionResetError, refused, unreachable, and TimeoutError
+    aiohttp.ClientError,
+    discord.ConnectionClosed,
+    discord.GatewayNotFound,
+)
+
+
+class ShardRetryLine(logging.Filter):
+    """discord.py's "Failed to connect for shard_id: N. Retrying..." as one WARNING line
+    when the cause was the connection (the network, Discord's gateway closing it, or the
+    sink closing an old client while one of its shards was still connecting, as when a
+    process takes another's shards): the retry is discord.py's own, and a traceback in
+    the log would say there is a bug. Any other cause keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite that one record in place; never drop one."""
+        if not (isinstance(record.msg, str) and record.msg.startswith(_SHARD_RETRY)):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, _CONNECTION_ERRORS):
+            return True
+        shard = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg = "discord: shard %s could not connect (%s: %s); discord.py tries again in 5s"
+        record.args = (shard, type(error).__name__, error)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+#: On discord.py's shard logger from when the first sink is made (addFilter adds it once).
+SHARD_RETRY_LINE: Final = ShardRetryLine()

@@ -44,6 +44,7 @@ from bot.sinks.base import HoldsRole, ReleasesRole, TakesTurn, WebRoute
 from bot.sinks.discord.client import (
     INVITE_PERMISSIONS,
     INVITE_SCOPES,
+    SHARD_RETRY_LINE,
     BotClient,
     Endpoints,
     ShardedBotClient,
@@ -177,6 +178,7 @@ class DiscordSink:
         # Each IDENTIFY waits for its turn among the bot's processes (identify.py), unless
         # a test gives a hook of its own.
         self._identify_turns = IdentifyTurns(takes_turn) if takes_turn is not None else None
+        logging.getLogger("discord.shard").addFilter(SHARD_RETRY_LINE)
         self._before_identify_hook = before_identify_hook or self._identify_turns
         self._ready_timeout = ready_timeout
         self._send_timeout = send_timeout
