@@ -608,32 +608,36 @@ async def _heartbeat(
     (`JOIN_SETTLE_SECONDS`), then at its share."""
     processes, rank = 1, 0
     first = True
-    while not stop.is_set():
-        with contextlib.suppress(StoreUnavailable):
-            alive = await store.heartbeat(now=time.time())
-            if alive != processes:
-                log.info(
-                    "%d bot processes share the database: each sends at 1/%d of the"
-                    " platforms' rate limits",
-                    alive,
-                    alive,
-                )
-            # The rank moves too when one process goes and another comes.
-            if (alive, store.rank) != (processes, rank):
-                processes, rank = alive, store.rank
-                health.processes = alive
-                for sink in sinks.values():
-                    sink.share_limits(alive, store.rank)
-                for worker in workers.values():
-                    worker.share(alive)
-        if first:
-            # After the first try, even a failed one (the workers wait for the database
-            # anyway); a process alone starts at once, one joining others settles first.
-            first = False
-            settle = JOIN_SETTLE_SECONDS if processes > 1 else 0.0
-            asyncio.get_running_loop().call_later(settle, shares_known.set)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), min(lease / 3, HEARTBEAT_SECONDS))
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(StoreUnavailable):
+                alive = await store.heartbeat(now=time.time())
+                if alive != processes:
+                    log.info(
+                        "%d bot processes share the database: each sends at 1/%d of the"
+                        " platforms' rate limits",
+                        alive,
+                        alive,
+                    )
+                # The rank moves too when one process goes and another comes.
+                if (alive, store.rank) != (processes, rank):
+                    processes, rank = alive, store.rank
+                    health.processes = alive
+                    for sink in sinks.values():
+                        sink.share_limits(alive, store.rank)
+                    for worker in workers.values():
+                        worker.share(alive)
+            if first:
+                # After the first try, even a failed one (the workers wait for the database
+                # anyway); a process alone starts at once, one joining others settles first.
+                first = False
+                settle = JOIN_SETTLE_SECONDS if processes > 1 else 0.0
+                asyncio.get_running_loop().call_later(settle, shares_known.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(lease / 3, HEARTBEAT_SECONDS))
+    finally:
+        # Stopped before the settling was over: the workers' start must not wait on.
+        shares_known.set()
 
 
 async def _reload_on_request(request: asyncio.Event, reloader: Reloader) -> None:
