@@ -373,8 +373,8 @@ async def _run_with_store(
             on_ready(Running(host=host, port=port, store=store, sinks=dict(sinks)))
         async with asyncio.TaskGroup() as group:
             # Set once the first heartbeat has given each sink its share of the rate
-            # limits: a process that joins others must not send its first second at the
-            # whole token's limit while they send at theirs (the platform sees both).
+            # limits and, with other processes alive, they have counted this one
+            # (`JOIN_SETTLE_SECONDS`): the platform counts all of their requests together.
             shares_known = asyncio.Event()
             group.create_task(
                 _start_workers(store, workers, stop, group, health, shares_known=shares_known),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from bot.errors import StoreUnavailable
@@ -21,7 +22,9 @@ class InstrumentedStore:
         self._inner = inner
         self.commits = 0
         self.fail_commits = False
-        self._open = False
+        # Per task, as the store's own transactions are: another task's insert is not
+        # inside this one's transaction.
+        self._open: ContextVar[bool] = ContextVar("instrumented_open", default=False)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -29,21 +32,21 @@ class InstrumentedStore:
     @asynccontextmanager
     async def transaction(self, *, serial: bool = True) -> AsyncIterator[None]:
         """The inner store's transaction, failing at the end when asked to."""
-        self._open = True
+        token = self._open.set(True)
         try:
             async with self._inner.transaction(serial=serial):
                 yield
                 if self.fail_commits:
                     raise _disk_full()
         finally:
-            self._open = False
+            self._open.reset(token)
         self.commits += 1
 
     async def insert_new_events(
         self, batch: Sequence[tuple[Event, bytes | None]]
     ) -> list[int | None]:
         """The inner store's; on its own, a commit (failing, with nothing stored, when asked)."""
-        if self._open:
+        if self._open.get():
             return await self._inner.insert_new_events(batch)
         if self.fail_commits:
             raise _disk_full()

@@ -106,9 +106,6 @@ class _EventWrites:
     async def write_marks(self) -> None:
         """Before an event is read back: nothing waits here."""
 
-    async def write(self) -> None:
-        """Before the transaction commits: nothing waits here."""
-
 
 class _BatchWrites(_EventWrites):
     """A batch's reads done ahead and writes put off to its end, to spare round trips:
@@ -152,6 +149,7 @@ class _BatchWrites(_EventWrites):
             self._marks.clear()
 
     async def write(self) -> None:
+        """What the batch put off, before its transaction commits."""
         if self._changed:
             await self._store.save_streams(list(self._changed.values()), now=utcnow())
             self._changed.clear()

@@ -742,38 +742,39 @@ class SQLiteStore:
 
     async def save_streams(self, states: Sequence[StreamState], *, now: datetime) -> None:
         """Insert or replace streams' states with their session marks; a key given twice
-        keeps its last state."""
+        keeps its last state. All or none, as one statement would be."""
         last = {state.streamer_key: state for state in states}
-        self._db.executemany(
-            """INSERT INTO streams (streamer_key, display_name, url, live, info, started_at,
-                                    ended_at, state_at, updated_at, session_row, end_row,
-                                    change_posted_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (streamer_key) DO UPDATE SET
-                 display_name = excluded.display_name, url = excluded.url,
-                 live = excluded.live, info = excluded.info,
-                 started_at = excluded.started_at, ended_at = excluded.ended_at,
-                 state_at = excluded.state_at, updated_at = excluded.updated_at,
-                 session_row = excluded.session_row, end_row = excluded.end_row,
-                 change_posted_at = excluded.change_posted_at""",
-            [
-                (
-                    state.streamer_key,
-                    state.display_name,
-                    state.url,
-                    int(state.live),
-                    json.dumps(state.info.to_json(), ensure_ascii=False),
-                    _iso(state.started_at),
-                    _iso(state.ended_at),
-                    state.state_at.isoformat(),
-                    now.isoformat(),
-                    state.marks.session_row,
-                    state.marks.end_row,
-                    state.marks.change_posted_at,
-                )
-                for state in last.values()
-            ],
-        )
+        with self._savepoint() if self._db.in_transaction else self._transaction():
+            self._db.executemany(
+                """INSERT INTO streams (streamer_key, display_name, url, live, info, started_at,
+                                        ended_at, state_at, updated_at, session_row, end_row,
+                                        change_posted_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (streamer_key) DO UPDATE SET
+                     display_name = excluded.display_name, url = excluded.url,
+                     live = excluded.live, info = excluded.info,
+                     started_at = excluded.started_at, ended_at = excluded.ended_at,
+                     state_at = excluded.state_at, updated_at = excluded.updated_at,
+                     session_row = excluded.session_row, end_row = excluded.end_row,
+                     change_posted_at = excluded.change_posted_at""",
+                [
+                    (
+                        state.streamer_key,
+                        state.display_name,
+                        state.url,
+                        int(state.live),
+                        json.dumps(state.info.to_json(), ensure_ascii=False),
+                        _iso(state.started_at),
+                        _iso(state.ended_at),
+                        state.state_at.isoformat(),
+                        now.isoformat(),
+                        state.marks.session_row,
+                        state.marks.end_row,
+                        state.marks.change_posted_at,
+                    )
+                    for state in last.values()
+                ],
+            )
 
     # -- mutes and subscriptions ---------------------------------------------------
 
