@@ -26,7 +26,7 @@ from bot.errors import ConfigError, StoreUnavailable
 from bot.events import Event, LiveInfo
 from bot.store import SessionMarks, StreamState, redacted
 from bot.store.migrations import MIGRATIONS
-from bot.store.postgres import ROLE_LOCKS, PostgresStore
+from bot.store.postgres import ROLE_LOCKS, WRITE_LOCK, PostgresStore
 from bot.store.postgres_schema import POSTGRES_MIGRATIONS
 from tests.conftest import SECRET
 from tests.test_cli import running_bot
@@ -150,6 +150,48 @@ async def test_write_transactions_of_two_stores_run_one_after_the_other(postgres
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_failed_transaction_is_rolled_back_on_its_own_connection(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transactions are begun and ended by hand (BEGIN and the write lock in one round
+    trip): one that times out waiting for the lock, or whose block raises, is rolled
+    back before its connection goes back to the pool, so the connection's next user is
+    outside any transaction and the half-done write is gone."""
+    monkeypatch.setattr("bot.store.postgres.LOCK_TIMEOUT", "200ms")
+    holder, waiter = PostgresStore(postgres_url), PostgresStore(postgres_url, pool_max=1)
+    await holder.open()
+    await waiter.open()
+    loop = asyncio.get_running_loop()
+    resets: list[str] = []  # asyncpg says here when it finds a transaction left open
+    loop.set_exception_handler(lambda _loop, context: resets.append(context["message"]))
+    key = "twitch/quinn"
+    state = StreamState(key, "Quinn", None, False, LiveInfo(), None, None, T0)
+    try:
+        other = await asyncpg.connect(postgres_url)  # another process, in a transaction
+        try:
+            await other.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+            with pytest.raises(StoreUnavailable) as timed_out:
+                async with waiter.transaction():
+                    raise AssertionError("the lock is held by the other process")
+        finally:
+            await other.close()
+        assert timed_out.value.busy
+        with pytest.raises(RuntimeError, match="block failed"):
+            async with waiter.transaction():
+                await waiter.save_streams([state], now=T0)
+                raise RuntimeError("the block failed")
+        assert await holder.get_stream(key) is None
+        # On the one pooled connection again, and a savepoint in it as the dispatcher's.
+        async with waiter.transaction(), waiter.savepoint():
+            await waiter.save_streams([state], now=T0)
+        assert await holder.get_stream(key) is not None
+        assert resets == []
+    finally:
+        loop.set_exception_handler(None)
+        await holder.close()
+        await waiter.close()
 
 
 async def test_intake_inserts_of_two_stores_run_side_by_side_and_dedupe(

@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 WRITE_LOCK: Final = 0x5354_4D42  # "STMB"
 #: The advisory lock migrations hold, so two processes starting at once migrate once.
 MIGRATION_LOCK: Final = 0x5354_4D43
+#: A serial write transaction's start: one simple-protocol query, one round trip.
+_BEGIN_SERIAL: Final = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 #: Whether delivery `d`'s chat has a send in flight under a live lease ($3: now), by
 #: another row: its process goes on with the chat, so nobody else claims for it.
 _CHAT_IN_A_LIVE_SEND: Final = """EXISTS (
@@ -107,7 +109,8 @@ class _Transaction:
 
     conn: Conn
     changed: bool = False
-    aborted: bool = False
+    #: Savepoints opened so far, for each one's name.
+    savepoints: int = 0
 
 
 _current: ContextVar[_Transaction | None] = ContextVar("postgres_transaction", default=None)
@@ -126,6 +129,14 @@ def unavailable(exc: BaseException) -> StoreUnavailable | None:
         name = type(exc).__name__
         return StoreUnavailable(f"{name}: {exc}", code=name)
     return None
+
+
+async def _rollback(conn: Conn, statement: str) -> None:
+    """Undo a transaction or a savepoint the block raised out of. A connection that
+    cannot (it broke, or the task is being cancelled) is the pool's to reset, and the
+    block's own error is the one to raise."""
+    with contextlib.suppress(Exception):
+        await conn.execute(statement)
 
 
 def _changed(status: str) -> bool:
@@ -453,10 +464,16 @@ class PostgresStore:
             token = _current.set(tx)
             try:
                 try:
-                    async with conn.transaction():
-                        if serial:
-                            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                    # By hand, not asyncpg's conn.transaction(): BEGIN and the lock as
+                    # one simple-protocol query are one round trip where they were two,
+                    # and a serial transaction is on every delivery's path (#20).
+                    try:
+                        await conn.execute(_BEGIN_SERIAL if serial else "BEGIN")
                         yield tx
+                    except BaseException:
+                        await _rollback(conn, "ROLLBACK")
+                        raise
+                    await conn.execute("COMMIT")
                 except Exception as exc:
                     error = unavailable(exc)
                     if error is None:
@@ -481,9 +498,16 @@ class PostgresStore:
             async with self._transaction():
                 yield
             return
+        tx.savepoints += 1
+        name = f"step_{tx.savepoints}"
         try:
-            async with tx.conn.transaction():
+            await tx.conn.execute(f"SAVEPOINT {name}")
+            try:
                 yield
+            except BaseException:
+                await _rollback(tx.conn, f"ROLLBACK TO SAVEPOINT {name}")
+                raise
+            await tx.conn.execute(f"RELEASE SAVEPOINT {name}")
         except asyncpg.InFailedSQLTransactionError as exc:
             raise TransactionAborted(f"the transaction was rolled back: {exc}") from exc
 
