@@ -479,7 +479,11 @@ class DispatchStage:
             if count >= self._batch:
                 await asyncio.sleep(0)  # more are waiting: give webhooks the loop, go on
                 continue
-            if count == 0:
+            # Fewer than a batch was all there was when it was read; what was stored
+            # since then woke the stage. Looking again regardless was a write
+            # transaction for nothing after every batch, which on PostgreSQL held the
+            # write lock the senders' claims wait for.
+            if not self._wakeup.is_set():
                 self._idle.set()
                 await self._sleep(stop, self.poll_seconds)
 

@@ -131,6 +131,16 @@ def unavailable(exc: BaseException) -> StoreUnavailable | None:
     return None
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset of a connection handed back: nothing beyond what asyncpg always
+    does (roll back a transaction left open). Its default reset is a round trip on every
+    release (unlock all advisory locks, close cursors, UNLISTEN, RESET ALL), on every
+    store call; pooled connections here never leave session state: their advisory locks
+    are transaction-scoped, and the roles' session locks and the LISTEN have connections
+    of their own."""
+    del conn
+
+
 async def _rollback(conn: Conn, statement: str) -> None:
     """Undo a transaction or a savepoint the block raised out of. A connection that
     cannot (it broke, or the task is being cancelled) is the pool's to reset, and the
@@ -194,6 +204,8 @@ class PostgresStore:
         self._listener: asyncpg.Connection | None = None
         self.rank = 0
         self._on_queued: Callable[[str], None] | None = None
+        # The server pids of this store's pooled connections, whose NOTIFYs are its own.
+        self._own_pids: set[int] = set()
         self._url = url
         self._password = password
         self.read_only = read_only
@@ -218,6 +230,8 @@ class PostgresStore:
                 # asyncpg's prepared-statement cache cannot work through a transaction-
                 # pooling PgBouncer; the statements here are few, so it costs little.
                 statement_cache_size=0 if "pgbouncer" in self._url else 100,
+                init=self._own_connection,
+                reset=_keep_session,
             )
         except Exception as exc:
             error = unavailable(exc) or StoreUnavailable(
@@ -227,6 +241,12 @@ class PostgresStore:
             raise error from exc
         if not self.read_only:
             await self._migrate()
+
+    async def _own_connection(self, conn: asyncpg.Connection) -> None:
+        """A new pooled connection: what it NOTIFYs is this process's own (`_heard`)."""
+        pid = conn.get_server_pid()
+        self._own_pids.add(pid)
+        conn.add_termination_listener(lambda _conn: self._own_pids.discard(pid))
 
     def _settings(self) -> dict[str, str]:
         """The server settings of every connection this store opens."""
@@ -1162,8 +1182,11 @@ class PostgresStore:
         self._listener = conn
 
     def _heard(self, conn: object, pid: int, channel: str, sink: object) -> None:
-        del conn, pid, channel
-        if self._on_queued is not None:
+        del conn, channel
+        # This process's own queueing woke its workers already, in-process (as on
+        # SQLite); a second wake only made each sink look at the outbox again, taking
+        # the write lock for nothing while the next event's dispatch waited for it.
+        if self._on_queued is not None and pid not in self._own_pids:
             self._on_queued(str(sink))
 
     async def take_turn(self, name: str, spacing: float) -> float:
