@@ -567,6 +567,36 @@ async def test_the_dispatch_stage_survives_a_batch_it_cannot_read_and_says_so(
     await task
 
 
+async def test_the_dispatch_stage_takes_no_write_transaction_it_does_not_need(
+    store: Store,
+) -> None:
+    """A batch smaller than the stage's limit was all there was: the stage waits to be
+    woken rather than looking again at once. Each look is a write transaction, which
+    on PostgreSQL holds the lock every process's outbox claims wait for."""
+    counted = InstrumentedStore(store)
+    stage = DispatchStage(Dispatcher(store=counted, routes=[EVERYTHING], sinks=["console"]))  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(stage.run(stop))
+    try:
+        await stage.idle()  # the look at start, at what a last run left
+        counted.commits = 0
+        await counted.insert_new_events([(event("live_start", "s"), None)])
+        stage.wake()
+        async with asyncio.timeout(5):
+            while await store.count_undispatched():
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        assert counted.commits == 2  # the webhook's insert, and its dispatch
+        await counted.insert_new_events([(event("title_change", "t", 1), None)])
+        stage.wake()  # and a later webhook is dispatched as soon
+        async with asyncio.timeout(5):
+            while await store.count_undispatched():
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await task
+
+
 async def test_a_batch_dispatches_as_its_events_would_one_by_one(
     store: Store, tmp_path: Path
 ) -> None:

@@ -946,12 +946,16 @@ async def test_a_turn_is_taken_spacing_after_the_last_one(
         await again.close()
 
 
-async def test_deliveries_queued_by_any_process_are_heard_on_postgresql(
+async def test_deliveries_queued_by_another_process_are_heard_and_its_own_are_not(
     make_store: Callable[[], Store], db: Store
 ) -> None:
+    """On PostgreSQL a process hears what the others queue (NOTIFY), not what it
+    queued itself: its dispatcher woke its workers already, and a second wake made each
+    one look at the outbox again for nothing."""
     heard: list[str] = []
     db.on_deliveries_queued(heard.append)
     await db.heartbeat(now=NOW)  # listening starts here
+    await delivery(db, await stored_event(db, "mine"), "0", sink="discord")  # first, if heard
     other = make_store()  # another process on the database
     await other.open()
     try:
