@@ -20,6 +20,7 @@ from bot.events import Event, LiveInfo
 from bot.store import (
     DELIVERY_STATES,
     Mute,
+    NewDelivery,
     PruneResult,
     RoutingInputs,
     SessionMarks,
@@ -429,6 +430,38 @@ async def test_routing_inputs_are_read_at_once_as_one_by_one(db: Store) -> None:
 
 
 # -- outbox --------------------------------------------------------------------------------
+
+
+async def test_deliveries_queued_at_once_are_as_if_queued_one_by_one(db: Store) -> None:
+    """An event's deliveries are queued in one write: the rows, their order, options with
+    hostile text and the order they are claimed in are as if each were queued in turn,
+    and one row that cannot be queued queues none."""
+    row = await stored_event(db)
+    hostile = {"text": "a\"b'c\\d @everyone", "mention_roles": [1]}
+    batch = [
+        NewDelivery(row, "discord", "b", not_before=NOW - 5, options=hostile),
+        NewDelivery(row, "telegram", "-100", not_before=NOW + 60, action="edit"),
+        NewDelivery(row, "discord", "a", not_before=NOW - 5),
+    ]
+    async with db.transaction():
+        await db.add_deliveries(batch, now=NOW)
+        await db.add_deliveries([], now=NOW)
+    queued = await db.deliveries_for_event(row)
+    assert [(d.sink, d.target, d.action, d.options, d.not_before) for d in queued] == [
+        (new.sink, new.target, new.action, new.options, new.not_before) for new in batch
+    ]
+    assert all(d.state == "pending" and d.created_at == NOW for d in queued)
+    assert [d.id for d in queued] == sorted(d.id for d in queued)
+    async with db.transaction():
+        claimed = await db.claim_due("discord", now=NOW)
+    assert [(d.target, d.options) for d in claimed] == [("b", hostile), ("a", {})]
+    broken = [
+        NewDelivery(row, "discord", "c", not_before=NOW),
+        NewDelivery(row + 1000, "discord", "d", not_before=NOW),  # no such event
+    ]
+    with pytest.raises(Exception, match=r"(?i)foreign key"):
+        await db.add_deliveries(broken, now=NOW)
+    assert len(await db.deliveries_for_event(row)) == 3
 
 
 async def test_claiming_takes_due_rows_oldest_first_skipping_busy_chats(db: Store) -> None:
@@ -969,5 +1002,17 @@ async def test_deliveries_queued_by_another_process_are_heard_and_its_own_are_no
                 await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)
         assert heard == (["telegram"] * 3 + ["discord"] if listens else [])
+        # An event's deliveries queued at once: each sink is heard of once.
+        chats = [("telegram", "5"), ("discord", "6"), ("telegram", "7"), ("discord", "8")]
+        async with other.transaction():
+            await other.add_deliveries(
+                [NewDelivery(row, sink, target, not_before=NOW) for sink, target in chats],
+                now=NOW,
+            )
+        async with asyncio.timeout(5):
+            while listens and len(heard) < 6:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert sorted(heard[4:]) == (["discord", "telegram"] if listens else [])
     finally:
         await other.close()

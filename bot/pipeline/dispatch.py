@@ -41,7 +41,7 @@ from bot.pipeline.routing import (
     Router,
 )
 from bot.pipeline.streams import StreamReducer, heal, needs_session_start
-from bot.store import Mute, SessionMarks, Store, StreamState, Subscription
+from bot.store import Mute, NewDelivery, SessionMarks, Store, StreamState, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -376,16 +376,22 @@ class Dispatcher:
             rows = await self._cards.rows(
                 item, item_row, targets, stream, view.now, change_posts=change_posts
             )
-            for planned in rows:
-                await store.add_delivery(
-                    event_row=planned.event_row if planned.event_row is not None else item_row,
-                    sink=planned.target.sink,
-                    target=planned.target.target,
-                    action=planned.action,
-                    options=planned.options,
-                    not_before=planned.not_before,
-                    now=view.now,
-                )
+            # One write for all the event's chats (not one each). Not held to the
+            # batch's end: a later event's cards, in this batch too, read these rows.
+            await store.add_deliveries(
+                [
+                    NewDelivery(
+                        event_row=item_row if planned.event_row is None else planned.event_row,
+                        sink=planned.target.sink,
+                        target=planned.target.target,
+                        action=planned.action,
+                        options=planned.options,
+                        not_before=planned.not_before,
+                    )
+                    for planned in rows
+                ],
+                now=view.now,
+            )
             done.deliveries += len(rows)
             done.sinks.update(planned.target.sink for planned in rows)
             done.notified.append(item.event)

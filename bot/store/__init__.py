@@ -85,6 +85,18 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """A delivery to queue (`OutboxStore.add_deliveries`): the fields a dispatch decides."""
+
+    event_row: int
+    sink: str
+    target: str
+    not_before: float
+    action: str = "post"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryInfo:
     """One outbox row in full, with its event's kind and streamer (the CLI, tests)."""
 
@@ -350,6 +362,10 @@ class OutboxStore(Protocol):
         now: float,
     ) -> int:
         """Queue one delivery; its id."""
+
+    async def add_deliveries(self, deliveries: Sequence[NewDelivery], *, now: float) -> None:
+        """Queue several deliveries at once (an event's, in one round trip on a server),
+        all or none, as if each were added in turn."""
 
     async def claim_due(
         self, sink: str, *, now: float, busy_targets: Sequence[str] = (), limit: int = 50
@@ -629,6 +645,7 @@ __all__ = [
     "MoveStore",
     "Mute",
     "MuteStore",
+    "NewDelivery",
     "OutboxCounts",
     "OutboxStore",
     "ProcessStore",

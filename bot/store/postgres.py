@@ -49,6 +49,7 @@ from bot.store import (
     Delivery,
     DeliveryInfo,
     Mute,
+    NewDelivery,
     OutboxCounts,
     PruneResult,
     RoutingInputs,
@@ -997,6 +998,34 @@ class PostgresStore:
             now,
         )
         return int(row_id)
+
+    async def add_deliveries(self, deliveries: Sequence[NewDelivery], *, now: float) -> None:
+        """Queue several deliveries in one statement, in order (ids rise with the list, as
+        the outbox claims oldest first); every process listening hears of each sink once
+        when they are committed."""
+        if not deliveries:
+            return
+        await self._write(
+            f"""WITH queued AS (
+                   INSERT INTO deliveries (event_row, sink, target, action, options,
+                                           not_before, created_at, updated_at)
+                   SELECT d.event_row, d.sink, d.target, d.action, d.options::jsonb,
+                          d.not_before, $7, $7
+                   FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                               $6::float8[]) WITH ORDINALITY
+                        AS d(event_row, sink, target, action, options, not_before, n)
+                   ORDER BY d.n
+                   RETURNING sink)
+               SELECT pg_notify('{QUEUED_CHANNEL}', sink)
+               FROM (SELECT DISTINCT sink FROM queued) AS sinks""",
+            [new.event_row for new in deliveries],
+            [new.sink for new in deliveries],
+            [new.target for new in deliveries],
+            [new.action for new in deliveries],
+            [json.dumps(new.options) for new in deliveries],
+            [new.not_before for new in deliveries],
+            now,
+        )
 
     async def claim_due(
         self, sink: str, *, now: float, busy_targets: Sequence[str] = (), limit: int = 50

@@ -37,6 +37,7 @@ from bot.store import (
     Delivery,
     DeliveryInfo,
     Mute,
+    NewDelivery,
     OutboxCounts,
     PruneResult,
     RoutingInputs,
@@ -878,6 +879,30 @@ class SQLiteStore:
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
+
+    async def add_deliveries(self, deliveries: Sequence[NewDelivery], *, now: float) -> None:
+        """Queue several deliveries, in order; all or none, as one statement would be."""
+        if not deliveries:
+            return
+        with self._savepoint() if self._db.in_transaction else self._transaction():
+            self._db.executemany(
+                """INSERT INTO deliveries (event_row, sink, target, action, options,
+                                           not_before, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    (
+                        new.event_row,
+                        new.sink,
+                        new.target,
+                        new.action,
+                        json.dumps(new.options),
+                        new.not_before,
+                        now,
+                        now,
+                    )
+                    for new in deliveries
+                ],
+            )
 
     async def claim_due(
         self, sink: str, *, now: float, busy_targets: Sequence[str] = (), limit: int = 50
