@@ -9,7 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.config import Route
-from bot.errors import MessageGone, PermanentDeliveryError, TransientDeliveryError
+from bot.errors import (
+    MessageGone,
+    PermanentDeliveryError,
+    StoreUnavailable,
+    TransientDeliveryError,
+)
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo
 from bot.outbox import BACKOFF_CAP_SECONDS, CLAIM_LIMIT, OutboxWorker, backoff_delay
 from bot.pipeline.dispatch import Dispatcher
@@ -129,6 +134,51 @@ async def test_transient_failure_is_retried_later_with_backoff(store: Store) -> 
     assert row.not_before - row.updated_at >= 1.0
     # Let the backoff pass and poke the worker, as the timer would.
     ahead[0] = 3600.0
+    worker.wake()
+    async with asyncio.timeout(5):
+        while not sink.delivered:
+            await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    assert sink.delivered == [("1", "a")]
+    assert (await store.outbox_counts()).by_state == {"sent": 1}
+
+
+async def test_a_send_the_database_cannot_check_for_mutes_waits_and_goes_out_once(
+    store: Store,
+) -> None:
+    """The event and the chat's mutes are read side by side before a send: when the
+    mutes' read is slow and then refused (the database sick), nothing is sent, the row
+    waits for a retry saying why, and it goes out once when the database answers again."""
+
+    class SickMutes:
+        def __init__(self, inner: Store) -> None:
+            self._inner = inner
+            self.refusals = 1
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._inner, name)
+
+        async def mutes_for(self, sink: str, target: str, now: float) -> list[Mute]:
+            if self.refusals:
+                self.refusals -= 1
+                await asyncio.sleep(0.2)  # slower than the event's read beside it
+                raise StoreUnavailable("SQLITE_IOERR: disk I/O error", code="SQLITE_IOERR")
+            return await self._inner.mutes_for(sink, target, now)
+
+    await queue_events(store, (1,), "a")
+    sick = SickMutes(store)
+    sink = RecordingSink()
+    ahead = [0.0]
+    worker = OutboxWorker(store=sick, sink=sink, clock=lambda: time.time() + ahead[0])  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    async with asyncio.timeout(5):
+        while not (rows := await every_delivery(store)) or not rows[0].last_error:
+            await asyncio.sleep(0.01)
+    assert sink.delivered == []
+    assert rows[0].state == "pending" and "disk I/O error" in rows[0].last_error
+    ahead[0] = 3600.0  # past the retry's wait, as the timer would be
     worker.wake()
     async with asyncio.timeout(5):
         while not sink.delivered:

@@ -238,6 +238,12 @@ class _Connection(sqlite3.Connection):
         return error
 
 
+#: One outbox row (add_delivery, add_deliveries).
+_INSERT_DELIVERY: Final = """INSERT INTO deliveries (event_row, sink, target, action, options,
+                                                   not_before, created_at, updated_at)
+                           VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+
+
 class SQLiteStore:
     """The bot's SQLite database (implements `bot.store.Store`). Use it from the event
     loop only: its work runs inline there (see the module docstring)."""
@@ -863,9 +869,7 @@ class SQLiteStore:
     ) -> int:
         """Queue one delivery; returns its id."""
         cursor = self._db.execute(
-            """INSERT INTO deliveries (event_row, sink, target, action, options, not_before,
-                                       created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            _INSERT_DELIVERY,
             (
                 event_row,
                 sink,
@@ -886,9 +890,7 @@ class SQLiteStore:
             return
         with self._savepoint() if self._db.in_transaction else self._transaction():
             self._db.executemany(
-                """INSERT INTO deliveries (event_row, sink, target, action, options,
-                                           not_before, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                _INSERT_DELIVERY,
                 [
                     (
                         new.event_row,
