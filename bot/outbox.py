@@ -47,7 +47,7 @@ from bot.metrics import Metrics
 from bot.pipeline.cards import DELETE, EDIT, card_view
 from bot.pipeline.muting import chat_of, held_back, is_muted
 from bot.pipeline.routing import follow_move
-from bot.sinks.base import Sink
+from bot.sinks.base import CLOCK_ALLOWANCE, Sink
 from bot.store import Delivery, Mute, Store
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,11 @@ class OutboxWorker:
         # For `degraded`: failed sends since the last success, and since when.
         self._failures_in_a_row = 0
         self._failing_since: float | None = None
-        # Bot processes sharing the outbox (several on one PostgreSQL database).
+        # Bot processes sharing the outbox (several on one PostgreSQL database), and
+        # since when this one has been the only one: from its start, since a restart is
+        # another process to the messages the last run sent.
         self._processes = 1
+        self._alone_since: float | None = clock()
 
     @property
     def max_age(self) -> timedelta:
@@ -163,6 +166,10 @@ class OutboxWorker:
     def share(self, processes: int) -> None:
         """`processes` bot processes share the outbox (and the platform's limits) now."""
         self._processes = max(processes, 1)
+        if self._processes > 1:
+            self._alone_since = None
+        elif self._alone_since is None:
+            self._alone_since = self._clock()
 
     def wake(self) -> None:
         """New deliveries were queued: look at the outbox now."""
@@ -260,15 +267,48 @@ class OutboxWorker:
             await asyncio.gather(*waiters, return_exceptions=True)
 
     async def _deliver_batch(self, batch: list[Delivery]) -> None:
-        for index, delivery in enumerate(batch):
-            if self._stop is not None and self._stop.is_set():
-                # Stopping: no new send starts (only the one on its way is waited for).
-                await self._release(batch[index:])
-                return
-            if await self._deliver_one(delivery):
-                # The chat moved: the rest of the batch is claimed again at its new id.
-                await self._release(batch[index + 1 :])
-                return
+        told = self._tell_sent_elsewhere(batch[0].target)
+        try:
+            for index, delivery in enumerate(batch):
+                if self._stop is not None and self._stop.is_set():
+                    # Stopping: no new send starts (only the one on its way is waited for).
+                    await self._release(batch[index:])
+                    return
+                if await self._deliver_one(delivery, told):
+                    # The chat moved: the rest of the batch is claimed again at its new id.
+                    await self._release(batch[index + 1 :])
+                    return
+        finally:
+            if told is not None:
+                told.cancel()
+                await asyncio.gather(told, return_exceptions=True)
+
+    def _tell_sent_elsewhere(self, target: str) -> asyncio.Task[None] | None:
+        """Start reading what the other processes sent to the target's chat lately, for
+        the sink's per-chat limit (`Sink.chat_window`), when any of it may still count:
+        several processes, or a process alone for less than the window (it may have
+        just started, after a run whose messages still count, or just outlived the
+        others). The read goes beside the first send's own reads; the send waits for it.
+        """
+        window = self._sink.chat_window(target)
+        if window is None:
+            return None
+        window += CLOCK_ALLOWANCE
+        if self._alone_since is not None and self._clock() - self._alone_since >= window:
+            return None
+        return asyncio.create_task(self._read_sent_elsewhere(target, window))
+
+    async def _read_sent_elsewhere(self, target: str, window: float) -> None:
+        now = self._clock()
+        try:
+            sends = await self._store.sent_elsewhere(
+                self._sink.name, chat_of(target), since=now - window, now=now
+            )
+        except StoreUnavailable as exc:
+            # Its send reads the database too, and waits for it: this one is not retried.
+            log.debug("%s %s: the chat's recent sends unread (%s)", self._sink.name, target, exc)
+            return
+        self._sink.sent_elsewhere(target, sends, now=now)
 
     async def _release(self, deliveries: list[Delivery]) -> None:
         """Claimed rows not sent go back to the queue, due as they were, no attempt spent
@@ -388,9 +428,12 @@ class OutboxWorker:
         )
         return True
 
-    async def _deliver_one(self, delivery: Delivery) -> bool:
+    async def _deliver_one(
+        self, delivery: Delivery, told: asyncio.Task[None] | None = None
+    ) -> bool:
         """Send one delivery and record the outcome; True when its chat turned out to
-        have moved (the delivery is queued again, for the new id)."""
+        have moved (the delivery is queued again, for the new id). `told`: the read of
+        the chat's recent sends elsewhere, which the sink must have before it sends."""
         store = self._store
         try:
             event, mutes = await self._event_and_mutes(delivery)
@@ -398,6 +441,8 @@ class OutboxWorker:
                 return False
             if event.kind == REPLAY_READY and await self._live_again(delivery, event):
                 return False
+            if told is not None:
+                await told  # at once after the first send
             if delivery.action == EDIT:
                 message_id = await self._edit_card(delivery, card_view(event))
             elif delivery.action == DELETE:

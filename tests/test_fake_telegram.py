@@ -299,6 +299,30 @@ async def test_send_limit_answers_429_with_retry_after_for_sends_only() -> None:
     assert [m.get("caption") for m in fake.messages[str(GROUP)]] == ["two"]
 
 
+async def test_group_send_limit_is_per_group_over_a_rolling_window() -> None:
+    async with FakeTelegram(group_send_limit=(2, 0.5)) as fake:
+        fake.add_chat(GROUP, "supergroup", title="Streams")
+        fake.add_chat(FORUM, "group", title="Friends")
+        fake.add_chat(USER, "private", first_name="Alice")
+        async with Bot(
+            fake.token, base_url=f"{fake.api_url}/bot", base_file_url=f"{fake.api_url}/file/bot"
+        ) as bot:
+            await bot.send_message(GROUP, "one")
+            await asyncio.sleep(0.3)
+            await bot.send_message(GROUP, "two")
+            with pytest.raises(RetryAfter) as caught:
+                await bot.send_message(GROUP, "three")
+            await bot.send_message(FORUM, "another group has its own window")
+            for n in range(3):
+                await bot.send_message(USER, f"a private chat has none {n}")
+            await asyncio.sleep(0.25)  # "one" has left the window; "two" has not
+            await bot.send_message(GROUP, "four")
+            with pytest.raises(RetryAfter):
+                await bot.send_message(GROUP, "five")
+    assert 0 < caught.value.retry_after.total_seconds() <= 0.21
+    assert [m["text"] for m in fake.messages[str(GROUP)]] == ["one", "two", "four"]
+
+
 async def test_forum_topic_thread_is_echoed(fake: FakeTelegram, bot: Bot) -> None:
     sent = await bot.send_message(FORUM, "in a topic", message_thread_id=7)
     assert sent.message_thread_id == 7

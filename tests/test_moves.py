@@ -46,6 +46,9 @@ class MovingSink:
     async def start(self) -> None:
         return None
 
+    def chat_window(self, target: str) -> float | None:
+        return None  # no per-chat limit to share with other processes
+
     async def stop(self) -> None:
         return None
 

@@ -51,6 +51,9 @@ class RecordingSink:
     async def start(self) -> None:
         return None
 
+    def chat_window(self, target: str) -> float | None:
+        return None  # no per-chat limit to share with other processes
+
     async def stop(self) -> None:
         return None
 

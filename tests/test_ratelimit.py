@@ -143,6 +143,37 @@ async def test_processes_sharing_a_token_each_take_their_part_of_the_window() ->
     assert limiter.idle
 
 
+async def test_slots_held_for_other_processes_free_up_as_their_requests_leave_the_window() -> None:
+    """Requests another process made (told from the database) hold slots for the time
+    they have left; each telling replaces the last, and holds beyond the limit leave
+    nothing free until enough have ended."""
+    limiter = WindowLimiter(3, 10.0)
+    limiter.hold_elsewhere([0.05, 10.0])
+    log: list[str] = []
+    tasks = [asyncio.create_task(started(limiter, log, name)) for name in "abc"]
+    await settle()
+    assert log == ["a"]  # one of three slots is free
+    await asyncio.sleep(0.1)
+    assert log == ["a", "b"]  # the first hold ended; the second has 10 s left
+    assert not limiter.idle
+    limiter.hold_elsewhere([])  # told again: nothing counts any more
+    await settle()
+    assert log == ["a", "b", "c"]
+    await asyncio.gather(*tasks)
+    # Told of more than the limit while its own slots are held: nothing goes until
+    # the holds have ended and its own slots are free again.
+    window = WindowLimiter(2, 0.05)
+    await started(window, log, "d")
+    window.hold_elsewhere([0.1, 0.1, 0.1])
+    late = asyncio.create_task(started(window, log, "e"))
+    await asyncio.sleep(0.07)
+    assert log[-1] == "d", "its own slot freed up, but the window is full of others'"
+    await late
+    assert log[-1] == "e"
+    await asyncio.sleep(0.1)
+    assert window.idle
+
+
 async def test_a_part_growing_back_while_background_reads_wait_hands_out_only_free_slots() -> None:
     """A process learns the others are gone while the preflight's reads wait for half the
     window: the grown part goes to whoever may take it, the reads keep waiting for half

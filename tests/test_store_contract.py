@@ -29,14 +29,20 @@ from bot.store import (
     Subscription,
 )
 from bot.store.postgres import PostgresStore
+from bot.store.process import PROCESS_ID
 from bot.store.sqlite import SQLiteStore
 
 #: Backend name -> a factory for a new (not yet opened) store on the test's own database,
 #: empty at first: a file in `tmp_path`, or a database of the throwaway PostgreSQL server
 #: (tests/postgres_cluster.py; CI fails rather than skips without one).
-STORE_BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Store]] = {
-    "sqlite": lambda request, tmp_path: SQLiteStore(tmp_path / "contract.sqlite3"),
-    "postgresql": lambda request, tmp_path: PostgresStore(request.getfixturevalue("postgres_url")),
+#: `owner` names the process the store belongs to (as PROCESS_ID does in a real one).
+STORE_BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path, str], Store]] = {
+    "sqlite": lambda request, tmp_path, owner: SQLiteStore(
+        tmp_path / "contract.sqlite3", owner=owner
+    ),
+    "postgresql": lambda request, tmp_path, owner: PostgresStore(
+        request.getfixturevalue("postgres_url"), owner=owner
+    ),
 }
 
 T0 = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
@@ -44,13 +50,14 @@ NOW = T0.timestamp()
 
 
 @pytest.fixture(params=sorted(STORE_BACKENDS))
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    """A factory of stores on one and the same (initially empty) database."""
-    return lambda: STORE_BACKENDS[request.param](request, tmp_path)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Store]:
+    """A factory of stores on one and the same (initially empty) database; by default
+    all of this process, or `owner=` another's."""
+    return lambda owner=PROCESS_ID: STORE_BACKENDS[request.param](request, tmp_path, owner)
 
 
 @pytest.fixture
-async def db(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
+async def db(make_store: Callable[..., Store]) -> AsyncIterator[Store]:
     store = make_store()
     await store.open()
     yield store
@@ -156,7 +163,7 @@ async def test_recent_events_of_a_kind_newest_first(db: Store) -> None:
 
 
 async def test_a_store_reopened_keeps_everything_and_its_schema(
-    make_store: Callable[[], Store],
+    make_store: Callable[..., Store],
 ) -> None:
     first = make_store()
     await first.open()
@@ -572,6 +579,52 @@ async def test_held_rows_are_released_or_cancelled_per_event(db: Store) -> None:
     assert (await states(db))[card] == "pending"
 
 
+async def test_sends_to_a_chat_by_other_processes_are_told_by_whether_they_are_alive(
+    make_store: Callable[..., Store], db: Store
+) -> None:
+    """What a per-chat rate limit still counts when this process sends to a chat next:
+    the others' sends there (forum topics included), the live ones by process."""
+    row = await stored_event(db)
+    actions = iter(range(100))  # one event's rows: a chat's are told apart by action
+
+    async def sent_by(store: Store, target: str, at: float, sink: str = "telegram") -> None:
+        await delivery(store, row, target, sink=sink, due=at, action=f"edit{next(actions)}")
+        async with store.transaction():
+            [claimed] = await store.claim_due(sink, now=at)
+            await store.mark_sent(claimed.id, message_id="m", now=at)
+
+    earlier = make_store(owner="an earlier run")
+    await earlier.open()
+    try:
+        await sent_by(earlier, "-100", NOW - 20)
+    finally:
+        await earlier.close()
+    other = make_store(owner="another process")
+    await other.open()
+    try:
+        await other.heartbeat(now=NOW)
+        await sent_by(other, "-100", NOW - 100)  # before the window asked about
+        await sent_by(other, "-100", NOW - 10)
+        await sent_by(other, "-100/7", NOW - 5)  # a forum topic of the chat
+        await sent_by(other, "-1001", NOW - 4)  # another chat, its id starting alike
+        await sent_by(other, "-100", NOW - 3, sink="discord")  # another platform
+        await delivery(other, row, "-100/8", sink="telegram", due=NOW)  # not sent yet
+        await sent_by(db, "-100", NOW - 2)  # this process's own: its limiter has it
+        async with other.transaction():
+            await other.claim_due("telegram", now=NOW)  # sending: not sent yet
+        sends = await db.sent_elsewhere("telegram", "-100", since=NOW - 60, now=NOW)
+    finally:
+        await other.close()
+    if isinstance(db, PostgresStore):
+        assert dict(sends.live) == {"another process": [NOW - 10, NOW - 5]}
+        assert list(sends.gone) == [NOW - 20]
+    else:  # one process per SQLite file: every other one is gone
+        assert dict(sends.live) == {}
+        assert list(sends.gone) == [NOW - 20, NOW - 10, NOW - 5]
+    quiet = await db.sent_elsewhere("telegram", "-300", since=NOW - 60, now=NOW)
+    assert (dict(quiet.live), list(quiet.gone)) == ({}, [])
+
+
 async def test_failed_counts_include_a_chats_forum_topics(db: Store) -> None:
     row = await stored_event(db)
     for n, target in enumerate(("-100", "-100/7", "-1001", "-100")):
@@ -686,7 +739,7 @@ async def test_a_move_onto_a_chat_that_has_the_same_rows_merges_them(db: Store) 
     assert (await db.cards(row))[("telegram", NEW)] == new_post
 
 
-async def test_a_move_survives_a_reopen(make_store: Callable[[], Store]) -> None:
+async def test_a_move_survives_a_reopen(make_store: Callable[..., Store]) -> None:
     first = make_store()
     await first.open()
     try:
@@ -715,7 +768,7 @@ async def test_a_sources_values_are_kept_by_source_and_key(db: Store) -> None:
     assert await db.source_value("kick", "live") is None
 
 
-async def test_a_sources_values_survive_a_reopen(make_store: Callable[[], Store]) -> None:
+async def test_a_sources_values_survive_a_reopen(make_store: Callable[..., Store]) -> None:
     first = make_store()
     await first.open()
     try:
@@ -952,7 +1005,7 @@ async def test_a_lone_process_holds_every_role(db: Store) -> None:
 
 
 async def test_a_turn_is_taken_spacing_after_the_last_one(
-    make_store: Callable[[], Store],
+    make_store: Callable[..., Store],
 ) -> None:
     first = make_store()
     await first.open()
@@ -980,7 +1033,7 @@ async def test_a_turn_is_taken_spacing_after_the_last_one(
 
 
 async def test_deliveries_queued_by_another_process_are_heard_and_its_own_are_not(
-    make_store: Callable[[], Store], db: Store
+    make_store: Callable[..., Store], db: Store
 ) -> None:
     """On PostgreSQL a process hears what the others queue (NOTIFY), not what it
     queued itself: its dispatcher woke its workers already, and a second wake made each

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias
 
 from bot.events import Event
 from bot.render import MessageFormat
 from bot.sources.base import WebhookRequest
-from bot.store import Delivery
+from bot.store import Delivery, SentElsewhere
 from bot.targets import TargetProblem
 
 #: `Store.hold_role`, as the sinks get it: whether this process does a job only one bot
@@ -20,6 +20,12 @@ ReleasesRole: TypeAlias = Callable[[str], Awaitable[None]]
 #: `Store.take_turn`, as the sinks get it: (turn, spacing) -> seconds until this
 #: process's turn at something the bot's processes do one at a time (Discord's IDENTIFY).
 TakesTurn: TypeAlias = Callable[[str, float], Awaitable[float]]
+
+
+#: Seconds added to a chat's window when the other processes' sends in it are counted
+#: (`Sink.sent_elsewhere`): each was timed by its own machine's clock, which may be a
+#: little apart from this one's.
+CLOCK_ALLOWANCE: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,19 @@ class Sink(Protocol):
         """Send at `1/processes` of the platform's rate limits from now on: that many bot
         processes share its bot token (several on one PostgreSQL database). `rank` (0 for
         the first of them) decides which take the part that does not divide evenly."""
+        ...
+
+    def chat_window(self, target: str) -> float | None:
+        """Seconds of a per-chat rate limit's window, when the platform limits the
+        target's chat over a window longer than a process takes to join the others
+        (Telegram: 20 messages a minute in a group): the outbox then tells the sink
+        what the other processes sent there within it (`sent_elsewhere`) before it
+        sends there. None when there is no such limit."""
+        ...
+
+    def sent_elsewhere(self, target: str, sends: SentElsewhere, *, now: float) -> None:
+        """What the other bot processes (and this one's earlier runs) sent to the
+        target's chat within its `chat_window`, for the chat's limit to count."""
         ...
 
     async def stop(self) -> None:

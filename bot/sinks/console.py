@@ -14,7 +14,7 @@ from bot.errors import TemplateProblem
 from bot.events import Event
 from bot.render import Cutter, Rendered, Renderer
 from bot.sinks.base import WebRoute
-from bot.store import Delivery
+from bot.store import Delivery, SentElsewhere
 from bot.targets import TargetProblem
 
 
@@ -94,6 +94,15 @@ class ConsoleSink:
     def share_limits(self, processes: int, rank: int = 0) -> None:
         """The console has no rate limit."""
         del processes, rank
+
+    def chat_window(self, target: str) -> float | None:
+        """None: the console limits no chat."""
+        del target
+        return None
+
+    def sent_elsewhere(self, target: str, sends: SentElsewhere, *, now: float) -> None:
+        """Never asked (no `chat_window`)."""
+        del target, sends, now
 
     async def stop(self) -> None:
         """Nothing to disconnect."""

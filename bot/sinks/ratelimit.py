@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -55,6 +56,9 @@ class WindowLimiter:
         # Slots background requests leave free for the others.
         self._kept_free = limit // 2
         self._held = 0
+        # Slots held for requests other processes made (`hold_elsewhere`), by key.
+        self._elsewhere: dict[int, asyncio.TimerHandle] = {}
+        self._hold_keys = itertools.count()
 
     def __repr__(self) -> str:
         return f"<WindowLimiter {self.limit} per {self.period:g}s, {self._held} held>"
@@ -62,7 +66,9 @@ class WindowLimiter:
     @property
     def idle(self) -> bool:
         """No slot is held or waited for: the limiter is as good as a new one."""
-        return self._held == 0 and not (self._urgent or self._waiting or self._background)
+        return self._held == 0 and not (
+            self._urgent or self._waiting or self._background or self._elsewhere
+        )
 
     async def acquire(self, *, urgent: bool = False, background: bool = False) -> None:
         """Wait for one request's slot, or take the one `reserve` set aside for it.
@@ -93,8 +99,32 @@ class WindowLimiter:
         self.limit = limit
         self._kept_free = limit // 2
         self._available += grown
-        # Hand the new slots to waiters, until one is left with nobody to take it (the
-        # background lane waits for half the window: its waiters may stay queued).
+        self._give_out()
+
+    def hold_elsewhere(self, seconds_left: Iterable[float]) -> None:
+        """Requests other bot processes made that the platform still counts: each holds
+        one slot for the seconds it has left in the window, as this process's own would.
+        Replaces what was said before (each call tells all there are now). Slots held
+        beyond the limit leave none free until enough of them end."""
+        loop = asyncio.get_running_loop()
+        ended = len(self._elsewhere)
+        for handle in self._elsewhere.values():
+            handle.cancel()
+        self._elsewhere.clear()
+        for left in seconds_left:
+            if left > 0:
+                key = next(self._hold_keys)
+                self._elsewhere[key] = loop.call_later(left, self._end_hold, key)
+        self._available += ended - len(self._elsewhere)
+        self._give_out()
+
+    def _end_hold(self, key: int) -> None:
+        if self._elsewhere.pop(key, None) is not None:
+            self._hand_over()
+
+    def _give_out(self) -> None:
+        """Hand available slots to waiters, until one is left with nobody to take it (the
+        background lane waits for half the window: its waiters may stay queued)."""
         while self._available > 0:
             self._available -= 1
             if not self._hand_over():

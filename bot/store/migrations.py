@@ -187,6 +187,15 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         at REAL NOT NULL
     );
     """,
+    # 11: what was sent to a chat lately, by any process (Store.sent_elsewhere): a
+    # platform's per-chat limit (Telegram's 20 a minute in a group) counts every
+    # process's messages, and a process that joins or restarts must know them. By chat:
+    # a forum topic's target ("-100123/42") counts towards its group.
+    """
+    CREATE INDEX deliveries_sent_by_chat
+        ON deliveries (sink, substr(target, 1, instr(target || '/', '/') - 1), updated_at)
+        WHERE state = 'sent';
+    """,
 )
 
 

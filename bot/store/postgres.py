@@ -53,6 +53,7 @@ from bot.store import (
     OutboxCounts,
     PruneResult,
     RoutingInputs,
+    SentElsewhere,
     Store,
     StreamState,
     Subscription,
@@ -1372,6 +1373,37 @@ class PostgresStore:
             )
         )
         return int(value)
+
+    async def sent_elsewhere(
+        self, sink: str, chat: str, *, since: float, now: float
+    ) -> SentElsewhere:
+        """Sends to a chat recorded by the other processes, alive or gone. By the index
+        of migration 11, whose expression this repeats so PostgreSQL uses it."""
+        rows = await self._read(
+            lambda c: c.fetch(
+                """SELECT d.claimed_by, d.updated_at, p.id IS NOT NULL AS alive
+                   FROM deliveries d
+                   LEFT JOIN processes p ON p.id = d.claimed_by AND p.seen_at >= $5
+                   WHERE d.sink = $1 AND split_part(d.target, '/', 1) = $2
+                     AND d.state = 'sent' AND d.updated_at > $3
+                     AND d.claimed_by IS DISTINCT FROM $4
+                   ORDER BY d.updated_at""",
+                sink,
+                chat,
+                since,
+                self.owner,
+                now - self.lease,
+            )
+        )
+        live: dict[str, list[float]] = {}
+        gone: list[float] = []
+        for row in rows:
+            at = float(row["updated_at"])
+            if row["alive"]:
+                live.setdefault(row["claimed_by"], []).append(at)
+            else:
+                gone.append(at)
+        return SentElsewhere(live=live, gone=gone)
 
     # -- chats that moved ----------------------------------------------------------
 

@@ -155,4 +155,10 @@ POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
         at double precision NOT NULL
     );
     """,
+    # 11: what was sent to a chat lately, by any process (a forum topic by its group).
+    """
+    CREATE INDEX deliveries_sent_by_chat
+        ON deliveries (sink, split_part(target, '/', 1), updated_at)
+        WHERE state = 'sent';
+    """,
 )

@@ -41,6 +41,7 @@ from bot.store import (
     OutboxCounts,
     PruneResult,
     RoutingInputs,
+    SentElsewhere,
     Store,
     StreamState,
     Subscription,
@@ -255,6 +256,7 @@ class SQLiteStore:
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         background_checkpoints: bool = False,
         read_only: bool = False,
+        owner: str = PROCESS_ID,
     ) -> None:
         """A store for the file at `path`, opened by `open()`.
 
@@ -264,6 +266,9 @@ class SQLiteStore:
         migrating it (`check`, which must not change a database a bot may be running on).
         """
         self.read_only = read_only
+        #: This process, as its claims and heartbeat name it (a run of its own: a
+        #: restarted bot is another process to the rows the last run left).
+        self.owner = owner
         self.path = Path(path)
         self.location = str(self.path)
         self.busy_timeout_ms = busy_timeout_ms
@@ -929,7 +934,7 @@ class SQLiteStore:
                 self._db.execute(
                     """UPDATE deliveries SET state = 'sending', attempts = attempts + 1,
                        updated_at = ?, claimed_by = ?, lease_until = ? WHERE id = ?""",
-                    (now, PROCESS_ID, now + LEASE_SECONDS, row["id"]),
+                    (now, self.owner, now + LEASE_SECONDS, row["id"]),
                 )
         return [delivery_from_row(row, attempts_delta=1) for row in rows]
 
@@ -1127,6 +1132,22 @@ class SQLiteStore:
         ).fetchone()
         return int(row[0])
 
+    async def sent_elsewhere(
+        self, sink: str, chat: str, *, since: float, now: float
+    ) -> SentElsewhere:
+        """Sends to a chat recorded by earlier runs (one process per SQLite file: every
+        other process is gone). By the index of migration 11, whose expression this
+        repeats so SQLite uses it."""
+        del now
+        rows = self._db.execute(
+            """SELECT updated_at FROM deliveries
+               WHERE sink = ? AND substr(target, 1, instr(target || '/', '/') - 1) = ?
+                 AND state = 'sent' AND updated_at > ? AND claimed_by IS NOT ?
+               ORDER BY updated_at""",
+            (sink, chat, since, self.owner),
+        ).fetchall()
+        return SentElsewhere(gone=[float(row[0]) for row in rows])
+
     # -- chats that moved ----------------------------------------------------------
 
     async def move_target(self, sink: str, old: str, new: str, *, now: float) -> bool:
@@ -1235,16 +1256,16 @@ class SQLiteStore:
         """This process is alive; on one SQLite file it is the only one (its lock file
         says so), so a row a crashed run left is forgotten at once."""
         with self._transaction():
-            self._db.execute("DELETE FROM processes WHERE id != ?", (PROCESS_ID,))
+            self._db.execute("DELETE FROM processes WHERE id != ?", (self.owner,))
             self._db.execute(
                 """INSERT INTO processes (id, started_at, seen_at) VALUES (?, ?, ?)
                    ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at""",
-                (PROCESS_ID, now, now),
+                (self.owner, now, now),
             )
             self._db.execute(
                 """UPDATE deliveries SET lease_until = ?
                    WHERE state = 'sending' AND claimed_by = ?""",
-                (now + LEASE_SECONDS, PROCESS_ID),
+                (now + LEASE_SECONDS, self.owner),
             )
         return 1
 

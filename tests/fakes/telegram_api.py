@@ -22,7 +22,11 @@ API (everything a test needs; the rest is private):
   opened by the first send in it, and a send beyond ``n`` is answered 429 "Too Many
   Requests: retry after N" with ``parameters.retry_after`` (N is the time left in the
   window rounded up to 0.01 s: real Telegram rounds up to whole seconds, which would
-  only slow tests down). Count them with ``calls_to``: ``status == 429``. ``api_url`` is ``http://127.0.0.1:PORT``;
+  only slow tests down). ``group_send_limit=(n, seconds)`` is Telegram's limit per
+  group, supergroup or channel (20 a minute): at most ``n`` sends to one such chat in
+  any ``seconds`` (a rolling window, stricter than any fixed one), each further one
+  answered 429 like ``send_limit``'s. Count them with ``calls_to``: ``status == 429``.
+  ``api_url`` is ``http://127.0.0.1:PORT``;
   ``token``, ``bot_id`` (the token's numeric prefix) and ``bot_user`` (getMe's User).
 - ``add_chat(id, type="private"|"group"|"supergroup"|"channel", *, title=, username=,
   first_name=, admins={user ids}, owner_id=, is_forum=False, bot_status=None) -> FakeChat``.
@@ -219,6 +223,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import copy
 import hashlib
 import ipaddress
@@ -1297,6 +1302,7 @@ class FakeTelegram:
         bot_username: str = "streambot_test",
         strict_html: bool = True,
         send_limit: tuple[int, float] | None = None,
+        group_send_limit: tuple[int, float] | None = None,
         set_webhook_interval: float = 1.0,
         webhook_retry_delay: float = 0.2,
         webhook_retry_cap: float = 5.0,
@@ -1304,6 +1310,7 @@ class FakeTelegram:
     ) -> None:
         self.token = token
         self.send_limit = send_limit
+        self.group_send_limit = group_send_limit
         #: setWebhook with a URL is refused (429) this soon after the last one.
         self.set_webhook_interval = set_webhook_interval
         #: An update that failed twice waits this long, doubling each time up to the cap.
@@ -1345,6 +1352,7 @@ class FakeTelegram:
         self._failures: dict[str, list[_Failure]] = {}
         self._migrated_by: dict[int, int | None] = {}
         self._send_window = (0.0, 0)  # (opened at, sends counted), for send_limit
+        self._group_sends: dict[int, collections.deque[float]] = {}  # group_send_limit
         self._webhook: _Webhook | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self._next_set_webhook_at = 0.0  # time.monotonic()
@@ -2532,8 +2540,26 @@ class FakeTelegram:
             if self._poll is poll:
                 self._poll = None
 
-    def _count_send(self) -> None:
-        """Count a send against ``send_limit``, or refuse it with Telegram's 429."""
+    def _count_send(self, chat: FakeChat) -> None:
+        """Count a send against ``send_limit`` and a group's ``group_send_limit``, or
+        refuse it with Telegram's 429 (counting nothing)."""
+        if self.group_send_limit is not None and chat.type != "private":
+            limit, seconds = self.group_send_limit
+            now = time.monotonic()
+            sends = self._group_sends.setdefault(chat.id, collections.deque())
+            while sends and sends[0] <= now - seconds:
+                sends.popleft()
+            if len(sends) >= limit:
+                wait = math.ceil((sends[0] + seconds - now) * 100) / 100 or 0.01
+                raise _ApiError(
+                    429, f"Too Many Requests: retry after {_number(wait)}", {"retry_after": wait}
+                )
+            self._count_overall_send()
+            sends.append(now)
+            return
+        self._count_overall_send()
+
+    def _count_overall_send(self) -> None:
         if self.send_limit is None:
             return
         limit, seconds = self.send_limit
@@ -2554,7 +2580,7 @@ class FakeTelegram:
         chat = self._chat(params)
         self._check_access(chat, "write")
         self._check_send(chat, "can_send_messages")
-        self._count_send()
+        self._count_send(chat)
         text, entities = self._formatted(params, "text", "entities")
         if not text:
             raise _bad("message text is empty")
@@ -2575,7 +2601,7 @@ class FakeTelegram:
         chat = self._chat(params)
         self._check_access(chat, "write")
         self._check_send(chat, "can_send_photos")
-        self._count_send()
+        self._count_send(chat)
         caption, entities = self._formatted(params, "caption", "caption_entities")
         if utf16_len(caption) > MAX_CAPTION_LENGTH:
             raise _bad("message caption is too long")

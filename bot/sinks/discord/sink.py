@@ -76,7 +76,7 @@ from bot.sinks.discord.preflight import (
 )
 from bot.sinks.discord.shards import SHARD_CHECK_SECONDS, ShardClaims, describe
 from bot.sinks.ratelimit import WindowLimiter
-from bot.store import Delivery
+from bot.store import Delivery, SentElsewhere
 from bot.targets import SEND, TargetProblem, TargetProblems
 
 log = logging.getLogger(__package__)
@@ -284,6 +284,16 @@ class DiscordSink:
         if processes != self._processes:
             self._processes = processes
             self._shards_changed.set()
+
+    def chat_window(self, target: str) -> float | None:
+        """None: a channel's limits are Discord's route buckets, which every answer's
+        headers state (remaining, reset) and discord.py follows, in any process."""
+        del target
+        return None
+
+    def sent_elsewhere(self, target: str, sends: SentElsewhere, *, now: float) -> None:
+        """Never asked (no `chat_window`)."""
+        del target, sends, now
 
     @property
     def shards(self) -> tuple[frozenset[int], int] | None:

@@ -15,8 +15,10 @@ from telegram.error import RetryAfter, TelegramError
 from telegram.ext import Application, BaseRateLimiter, BaseUpdateProcessor
 
 from bot.logs import RecordRewriter
+from bot.sinks.base import CLOCK_ALLOWANCE
 from bot.sinks.ratelimit import WindowLimiter
 from bot.sinks.telegram.errors import describe, retry_after_seconds
+from bot.store import SentElsewhere
 
 log = logging.getLogger(__package__)
 
@@ -190,12 +192,40 @@ class PacedRateLimiter(BaseRateLimiter[int]):
         ):
             yield
 
+    def group_window(self, chat_id: object) -> float | None:
+        """The group limit's window for a group or channel chat; None for a private one
+        (no limit of its own: the overall one's second is waited out on join)."""
+        return self._group_rate[1] if _group_key(chat_id) is not None else None
+
+    def sent_elsewhere(self, chat_id: object, sends: SentElsewhere, *, now: float) -> None:
+        """What the other bot processes sent to a group lately, from the database: the
+        part of it that this process's share does not already leave them holds slots of
+        the group's limiter until it leaves Telegram's window.
+
+        Every process keeps to its share of a group's 20 a minute, so the shares add up
+        to the limit, except just after a change: a process that has just joined, or
+        that restarted, or whose share grew because another died, would send its share
+        while the others' messages at their older, larger shares (or a dead process's)
+        still count. What a live process sent beyond the least share there is, and all a
+        gone one sent, waits out its minute here; the earliest of it leaves first, as
+        the others' counts fall back to their shares.
+        """
+        group = self._group_limiter(chat_id)
+        if group is None:
+            return
+        period = group.period
+        least_share = max(group.whole // self._processes, 1)
+        counted = list(sends.gone)
+        for times in sends.live.values():
+            counted.extend(sorted(times)[: max(len(times) - least_share, 0)])
+        # Recorded after Telegram answered, when it had counted them: at + period is
+        # late enough, by this clock; the allowance is for the other machines' clocks.
+        group.hold_elsewhere(at + period + CLOCK_ALLOWANCE - now for at in counted)
+
     def _group_limiter(self, chat_id: object) -> WindowLimiter | None:
         """The limiter of a group or channel chat (as AIORateLimiter tells them), or None."""
-        key = chat_id
-        with contextlib.suppress(TypeError, ValueError):
-            key = int(chat_id)  # type: ignore[call-overload]
-        if not (isinstance(key, int) and key < 0) and not isinstance(key, str):
+        key = _group_key(chat_id)
+        if key is None:
             return None
         limiter = self._groups.get(key)
         if limiter is None:
@@ -205,6 +235,17 @@ class PacedRateLimiter(BaseRateLimiter[int]):
             limiter = self._groups[key] = WindowLimiter(*self._group_rate)
             limiter.share(self._processes, self._rank)
         return limiter
+
+
+def _group_key(chat_id: object) -> int | str | None:
+    """A group or channel's key, as AIORateLimiter tells them (a negative id, which PTB
+    may pass as text, or an @name); None for a private chat or no chat at all."""
+    key = chat_id
+    with contextlib.suppress(TypeError, ValueError):
+        key = int(chat_id)  # type: ignore[call-overload]
+    if isinstance(key, int) and key < 0:
+        return key
+    return key if isinstance(key, str) else None
 
 
 class PerChatUpdates(BaseUpdateProcessor):
