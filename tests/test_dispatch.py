@@ -13,7 +13,7 @@ from bot.config import BehaviourConfig, Route
 from bot.errors import TransactionAborted
 from bot.events import NOTIFIED_KINDS, Event, LiveInfo, glob_match
 from bot.pipeline.dispatch import Dispatcher, DispatchStage
-from bot.store import DELIVERY_STATES, Mute, Store, Subscription
+from bot.store import DELIVERY_STATES, Mute, Store, StreamState, Subscription
 from bot.store.sqlite import SQLiteStore
 from tests.routes import chats
 from tests.store_doubles import InstrumentedStore
@@ -551,6 +551,11 @@ async def test_the_dispatch_stage_survives_a_batch_it_cannot_read_and_says_so(
 ) -> None:
     class UnreadableBatches(InstrumentedStore):
         async def undispatched(self, *, limit: int = 100) -> list[tuple[int, Event]]:
+            raise ValueError("payload is not JSON")
+
+        async def undispatched_with_streams(
+            self, *, limit: int = 100
+        ) -> tuple[list[tuple[int, Event]], dict[str, StreamState]]:
             raise ValueError("payload is not JSON")
 
     stage = DispatchStage(

@@ -53,7 +53,7 @@ async def test_a_schema_2_database_is_upgraded_keeping_its_outbox(tmp_path: Path
     store = SQLiteStore(path)
     await store.open()
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 10
+        assert await store.schema_version() == len(MIGRATIONS) == 11
         assert await store.delivery_status(1) == ("sent", "555")
         assert (await store.outbox_counts()).by_state == {"sent": 1}
         assert await store.reached_targets(1) == {("discord", "7")}

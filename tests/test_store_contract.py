@@ -319,6 +319,57 @@ async def test_a_batch_of_events_is_marked_dispatched_at_once(db: Store) -> None
     assert await db.count_undispatched() == 1
 
 
+async def test_a_batch_is_read_with_its_streams_as_if_read_apart(db: Store) -> None:
+    """The dispatch stage's first read: the events waiting, and their streams as saved
+    (a stream never seen is left out; two events of one stream bring it once)."""
+    async with db.transaction():
+        rows = await db.insert_new_events(
+            [
+                (event(event_id="a"), None),
+                (event(event_id="b", channel="newcomer"), None),
+                (event(event_id="c", minutes=1), None),
+            ]
+        )
+    saved = replace(state("twitch/quinn"), marks=SessionMarks(change_posted_at=NOW))
+    async with db.transaction():
+        await db.save_streams([saved, state("twitch/elsewhere")], now=T0)
+    batch, streams = await db.undispatched_with_streams(limit=10)
+    assert batch == await db.undispatched(limit=10)
+    assert [row for row, _e in batch] == rows
+    assert streams == {"twitch/quinn": saved}
+    first, _streams = await db.undispatched_with_streams(limit=1)
+    assert first == batch[:1]
+    async with db.transaction():
+        await db.mark_many_dispatched([(row, e, False) for row, e in batch])
+    assert await db.undispatched_with_streams() == ([], {})
+
+
+async def test_a_batchs_streams_and_marks_are_written_at_once_as_if_apart(db: Store) -> None:
+    async with db.transaction():
+        a, b = await db.insert_new_events([(event(event_id=n), None) for n in "ab"])
+    assert a is not None and b is not None
+    ended = replace(state(live=False), marks=SessionMarks(session_row=a))
+    async with db.transaction():
+        await db.save_dispatched(
+            [state(), ended, state("twitch/other")],  # a key twice: its last state
+            [(a, event(event_id="a", title="Enriched"), True)],
+            now=T0,
+        )
+    assert await db.get_streams(["twitch/quinn", "twitch/other"]) == {
+        "twitch/quinn": ended,
+        "twitch/other": state("twitch/other"),
+    }
+    assert (await db.load_event(a)).live == LiveInfo(title="Enriched")
+    assert [row for row, _e in await db.undispatched()] == [b]
+    # Either part may be empty.
+    async with db.transaction():
+        await db.save_dispatched([], [(b, event(event_id="b"), False)], now=T0)
+        await db.save_dispatched([state("twitch/third")], [], now=T0)
+        await db.save_dispatched([], [], now=T0)
+    assert await db.undispatched() == []
+    assert await db.get_stream("twitch/third") == state("twitch/third")
+
+
 # -- streams -------------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ import pytest
 from bot.config import load_config
 from bot.errors import ConfigError, StoreUnavailable
 from bot.events import Event, LiveInfo
-from bot.store import SessionMarks, StreamState, redacted
+from bot.store import Delivery, SessionMarks, StreamState, redacted
 from bot.store.migrations import MIGRATIONS
 from bot.store.postgres import ROLE_LOCKS, WRITE_LOCK, PostgresStore
 from bot.store.postgres_schema import POSTGRES_MIGRATIONS
@@ -105,6 +105,57 @@ async def test_stores_on_one_database_never_claim_one_delivery_twice(postgres_ur
         every = [d for batch in claimed for d in batch]
         assert len(every) == len(set(every)) == 300
         assert all(claimed), "each store got a share"
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_claims_made_at_once_never_give_one_chats_rows_to_two_processes(
+    postgres_url: str,
+) -> None:
+    """A chat's messages go out in order because one process at a time sends to it:
+    while a claimed row's lease lives, nobody claims the chat's next rows. Claims race
+    here from three processes; each chat must end up with one row claimed, by one of
+    them. (A claim that checked an older snapshot than its lock's would give a chat's
+    second row to a second process.)"""
+    stores = [PostgresStore(postgres_url, owner=f"process {n}") for n in range(3)]
+    for store in stores:
+        await store.open()
+    try:
+        row = await stores[0].insert_event(event("e1"))
+        assert row is not None
+        chats = [f"chat{n}" for n in range(8)]
+        queued: dict[str, list[int]] = {chat: [] for chat in chats}
+        for n in range(160):
+            chat = chats[n % len(chats)]
+            queued[chat].append(
+                await stores[0].add_delivery(
+                    event_row=row,
+                    sink="discord",
+                    target=chat,
+                    action=f"edit{n}",
+                    not_before=0,
+                    now=0,
+                )
+            )
+
+        async def claim_a_while(store: PostgresStore) -> list[Delivery]:
+            got: list[Delivery] = []
+            for _ in range(30):
+                got += await store.claim_due("discord", now=1, limit=1)
+            return got
+
+        claimed = await asyncio.gather(*(claim_a_while(s) for s in stores))
+        by_chat: dict[str, list[tuple[int, int]]] = {}
+        for n, batch in enumerate(claimed):
+            for d in batch:
+                by_chat.setdefault(d.target, []).append((n, d.id))
+        assert sorted(by_chat) == chats
+        assert all(len(got) == 1 for got in by_chat.values()), by_chat
+        # And each chat's first row, whichever process took it.
+        assert {chat: got[0][1] for chat, got in by_chat.items()} == {
+            chat: ids[0] for chat, ids in queued.items()
+        }
     finally:
         for store in stores:
             await store.close()

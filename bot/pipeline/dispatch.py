@@ -5,8 +5,8 @@ streamer), a batch per transaction (a savepoint per event only when one fails). 
 each: read the stream's state once, reduce (streams.py, pure), route (routing.py), mute
 (muting.py), plan the session-card rows (cards.py) and write one outbox row per (event,
 target, action); then save the stream (state and session marks) and mark the event
-dispatched. The stage reads a batch's streams in one call, and writes them and its
-marks in one each at the end (`_BatchWrites`). Alertmanager's notify pipeline (a stage
+dispatched. The stage reads a batch with its streams in one call, and writes them and
+its marks in one at the end (`_BatchWrites`). Alertmanager's notify pipeline (a stage
 per job) is the model.
 
 An event committed but not dispatched when the process died is still marked so in the
@@ -110,8 +110,9 @@ class _EventWrites:
 class _BatchWrites(_EventWrites):
     """A batch's reads done ahead and writes put off to its end, to spare round trips:
     each store call is one on PostgreSQL, and an event with nowhere to go cost four (its
-    stream read, its state and its session written, its mark); now a batch costs three
-    for all of its events.
+    stream read, its state and its session written, its mark); now a batch costs none
+    of its own for all of its events beyond its first read and its last write
+    (`undispatched_with_streams`, `save_dispatched`).
 
     `streams` holds every stream of the batch, as it began and then as each event left
     it, so a stream's later events in the batch see what the earlier ones did. Only a
@@ -126,9 +127,11 @@ class _BatchWrites(_EventWrites):
         self._marks: list[tuple[int, Event, bool]] = []
 
     @classmethod
-    async def read(cls, store: Store, batch: Sequence[tuple[int, Event]]) -> _BatchWrites:
-        keys = list(dict.fromkeys(k for _row, e in batch if (k := e.streamer_key) is not None))
-        found = await store.get_streams(keys)
+    def of(
+        cls, store: Store, batch: Sequence[tuple[int, Event]], found: dict[str, StreamState]
+    ) -> _BatchWrites:
+        """For a batch whose streams were read with it (`undispatched_with_streams`)."""
+        keys = dict.fromkeys(k for _row, e in batch if (k := e.streamer_key) is not None)
         return cls(store, {key: found.get(key) for key in keys})
 
     async def stream(self, key: str) -> StreamState | None:
@@ -150,10 +153,9 @@ class _BatchWrites(_EventWrites):
 
     async def write(self) -> None:
         """What the batch put off, before its transaction commits."""
-        if self._changed:
-            await self._store.save_streams(list(self._changed.values()), now=utcnow())
-            self._changed.clear()
-        await self.write_marks()
+        await self._store.save_dispatched(list(self._changed.values()), self._marks, now=utcnow())
+        self._changed.clear()
+        self._marks.clear()
 
 
 class Dispatcher:
@@ -230,10 +232,10 @@ class Dispatcher:
         store = self._store
         touched: set[str] = set()
         async with store.transaction():
-            batch = await store.undispatched(limit=limit)
+            batch, streams = await store.undispatched_with_streams(limit=limit)
             if batch:
                 view = await self._view()
-                writes = await _BatchWrites.read(store, batch)
+                writes = _BatchWrites.of(store, batch, streams)
                 for row, event in batch:
                     touched |= (await self._dispatch(row, event, view, writes)).sinks
                 await writes.write()

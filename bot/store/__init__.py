@@ -249,6 +249,13 @@ class EventStore(Protocol):
     async def undispatched(self, *, limit: int = 100) -> list[tuple[int, Event]]:
         """Events stored but not yet dispatched, as (row id, event), in the order stored."""
 
+    async def undispatched_with_streams(
+        self, *, limit: int = 100
+    ) -> tuple[list[tuple[int, Event]], dict[str, StreamState]]:
+        """`undispatched`, and the saved states of those events' streams by key (as
+        `get_streams` gives them): one statement where the backend can (a dispatch
+        batch's start)."""
+
     async def mark_dispatched(self, row_id: int, event: Event, *, notified: bool) -> None:
         """The dispatch stage applied the event: store it as enriched, and whether it was
         notified anywhere."""
@@ -317,6 +324,17 @@ class StreamStore(Protocol):
         """Insert or replace streams' states with their session marks (each state's
         `marks`); a key given twice keeps its last state. One statement where the
         backend can: what an event, or a dispatch batch, did to its streams."""
+
+    async def save_dispatched(
+        self,
+        states: Sequence[StreamState],
+        marks: Sequence[tuple[int, Event, bool]],
+        *,
+        now: datetime,
+    ) -> None:
+        """What a dispatch batch put off to its end: `save_streams(states)` and
+        `mark_many_dispatched(marks)`, all or none, in one statement where the backend
+        can."""
 
     async def live_streams(self) -> list[StreamState]:
         """Every stream currently live, longest-running first."""

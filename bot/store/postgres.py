@@ -80,6 +80,34 @@ _CHAT_IN_A_LIVE_SEND: Final = """EXISTS (
     SELECT 1 FROM deliveries s
     WHERE s.sink = d.sink AND s.target = d.target AND s.id != d.id
     AND s.state = 'sending' AND coalesce(s.lease_until, 0) >= $3)"""
+#: A claim of due deliveries ($1 and $3: now, $2: the sink, $4: busy targets, $5: how
+#: many, $6: this process, $7: its lease's end). See `claim_due` for the locking.
+_CLAIM: Final = f"""UPDATE deliveries SET state = 'sending', attempts = attempts + 1,
+       updated_at = $1, claimed_by = $6, lease_until = $7
+WHERE id IN (
+    SELECT d.id FROM deliveries d
+    WHERE d.sink = $2 AND d.not_before <= $3
+    AND (d.state = 'pending' OR (d.state = 'sending' AND coalesce(d.lease_until, 0) < $3))
+    AND NOT (d.target = ANY($4::text[]))
+    AND NOT {_CHAT_IN_A_LIVE_SEND}
+    ORDER BY d.not_before, d.id LIMIT $5
+    FOR UPDATE OF d SKIP LOCKED)
+RETURNING *"""
+#: A claim on its own is one round trip where a transaction begun by hand is three
+#: (BEGIN and the lock, the claim, COMMIT), and each batch of every send begins with
+#: one: this function takes the write lock and claims, in its statement's transaction,
+#: which ends (with the lock) as it returns. A volatile PL/pgSQL function takes a new
+#: snapshot for each statement, so the claim sees every claim committed before the
+#: lock was granted, as in a transaction begun by hand. It lives in the connection's
+#: own temporary schema: nothing to migrate, and its SQL stays here, beside the rest.
+_CLAIM_FUNCTION: Final = f"""CREATE OR REPLACE FUNCTION pg_temp.streambot_claim(
+    double precision, text, double precision, text[], integer, text, double precision)
+RETURNS SETOF deliveries LANGUAGE plpgsql AS $claim$
+BEGIN
+    PERFORM pg_advisory_xact_lock({WRITE_LOCK});
+    RETURN QUERY {_CLAIM};
+END $claim$"""
+_CALL_CLAIM: Final = "SELECT * FROM pg_temp.streambot_claim($1, $2, $3, $4, $5, $6, $7)"
 #: The class of the roles' advisory locks (`hold_role`: this, and the role name's hash).
 ROLE_LOCKS: Final = 0x5354_4D45
 #: How long a statement waits for a lock (another process's transaction) before it is a
@@ -666,6 +694,31 @@ class PostgresStore:
         )
         return [(row["id"], Event.from_json(json.loads(row["payload"]))) for row in rows]
 
+    async def undispatched_with_streams(
+        self, *, limit: int = 100
+    ) -> tuple[list[tuple[int, Event]], dict[str, StreamState]]:
+        """The batch and its streams in one statement: a dispatch batch's first read is
+        one round trip, not two. (The events' `streamer_key` column is the key their
+        payload gives, as `insert_event` stored it.)"""
+        rows = await self._read(
+            lambda c: c.fetch(
+                """WITH batch AS (
+                       SELECT id, payload, streamer_key FROM events WHERE NOT dispatched
+                       ORDER BY id LIMIT $1)
+                   SELECT b.id AS event_row, b.payload, s.*
+                   FROM batch b LEFT JOIN streams s ON s.streamer_key = b.streamer_key
+                   ORDER BY b.id""",
+                limit,
+            )
+        )
+        batch = [(row["event_row"], Event.from_json(json.loads(row["payload"]))) for row in rows]
+        streams = {
+            row["streamer_key"]: stream_from_row(row)
+            for row in rows
+            if row["streamer_key"] is not None
+        }
+        return batch, streams
+
     async def mark_dispatched(self, row_id: int, event: Event, *, notified: bool) -> None:
         """The dispatch stage applied the event: store it as enriched, and whether it was
         notified anywhere."""
@@ -681,15 +734,7 @@ class PostgresStore:
         a third of a dispatch batch's under load."""
         if not marks:
             return
-        await self._write(
-            """UPDATE events SET payload = marks.payload, notified = marks.notified,
-                      dispatched = true
-               FROM unnest($1::bigint[], $2::text[], $3::bool[]) AS marks(id, payload, notified)
-               WHERE events.id = marks.id""",
-            [row_id for row_id, _event, _notified in marks],
-            [json.dumps(event.to_json(), ensure_ascii=False) for _row, event, _n in marks],
-            [notified for _row, _event, notified in marks],
-        )
+        await self._write(_MARK_MANY.format(ids=1, payloads=2, notified=3), *_mark_args(marks))
 
     async def count_undispatched(self) -> int:
         """How many stored events wait for the dispatch stage (the backlog)."""
@@ -844,37 +889,27 @@ class PostgresStore:
         last = list({state.streamer_key: state for state in states}.values())
         if not last:
             return
-        await self._write(
-            """INSERT INTO streams (streamer_key, display_name, url, live, info, started_at,
-                                   ended_at, state_at, updated_at, session_row, end_row,
-                                   change_posted_at)
-               SELECT s.key, s.display_name, s.url, s.live, s.info, s.started_at,
-                      s.ended_at, s.state_at, $9, s.session_row, s.end_row, s.change_posted_at
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[],
-                           $6::timestamptz[], $7::timestamptz[], $8::timestamptz[],
-                           $10::bigint[], $11::bigint[], $12::float8[])
-                    AS s(key, display_name, url, live, info, started_at, ended_at, state_at,
-                         session_row, end_row, change_posted_at)
-               ON CONFLICT (streamer_key) DO UPDATE SET
-                 display_name = excluded.display_name, url = excluded.url,
-                 live = excluded.live, info = excluded.info,
-                 started_at = excluded.started_at, ended_at = excluded.ended_at,
-                 state_at = excluded.state_at, updated_at = excluded.updated_at,
-                 session_row = excluded.session_row, end_row = excluded.end_row,
-                 change_posted_at = excluded.change_posted_at""",
-            [state.streamer_key for state in last],
-            [state.display_name for state in last],
-            [state.url for state in last],
-            [state.live for state in last],
-            [json.dumps(state.info.to_json(), ensure_ascii=False) for state in last],
-            [_aware(state.started_at) for state in last],
-            [_aware(state.ended_at) for state in last],
-            [_aware(state.state_at) for state in last],
-            _aware(now),
-            [state.marks.session_row for state in last],
-            [state.marks.end_row for state in last],
-            [state.marks.change_posted_at for state in last],
-        )
+        await self._write(_SAVE_STREAMS, *_stream_args(last, now))
+
+    async def save_dispatched(
+        self,
+        states: Sequence[StreamState],
+        marks: Sequence[tuple[int, Event, bool]],
+        *,
+        now: datetime,
+    ) -> None:
+        """The streams' states and the events' marks in one statement (the first as a
+        data-changing WITH, which runs whether or not the rest reads it): the end of a
+        dispatch batch is one round trip, not two."""
+        last = list({state.streamer_key: state for state in states}.values())
+        if not last or not marks:
+            await self.save_streams(last, now=now)
+            await self.mark_many_dispatched(marks)
+            return
+        args = _stream_args(last, now)
+        first = len(args) + 1
+        marking = _MARK_MANY.format(ids=first, payloads=first + 1, notified=first + 2)
+        await self._write(f"WITH saved AS ({_SAVE_STREAMS}) {marking}", *args, *_mark_args(marks))
 
     # -- mutes and subscriptions ---------------------------------------------------
 
@@ -1046,26 +1081,32 @@ class PostgresStore:
         # its new version. Without that the UPDATE waited for the row and, re-checking only
         # `id IN (...)`, not the subquery's state test, turned 'sent' back into 'sending':
         # the message went out twice.
-        sql = f"""UPDATE deliveries SET state = 'sending', attempts = attempts + 1,
-                        updated_at = $1, claimed_by = $6, lease_until = $7
-                 WHERE id IN (
-                     SELECT d.id FROM deliveries d
-                     WHERE d.sink = $2 AND d.not_before <= $3
-                     AND (d.state = 'pending'
-                          OR (d.state = 'sending' AND coalesce(d.lease_until, 0) < $3))
-                     AND NOT (d.target = ANY($4::text[]))
-                     AND NOT {_CHAT_IN_A_LIVE_SEND}
-                     ORDER BY d.not_before, d.id LIMIT $5
-                     FOR UPDATE OF d SKIP LOCKED)
-                 RETURNING *"""
         args = (now, sink, now, list(busy_targets), limit, self.owner, now + self.lease)
-        async with self._atomic():
-            tx = _current.get()
-            assert tx is not None
-            rows = await self._in(tx, lambda c: c.fetch(sql, *args), write=True)
-            tx.changed = tx.changed or bool(rows)
+        if _current.get() is not None:
+            async with self._savepoint():
+                rows = await self._write_rows(_CLAIM, *args)
+        else:
+            rows = await self._claim_alone(args)
         claimed = sorted(rows, key=lambda row: (row["not_before"], row["id"]))
         return [delivery_from_row(row) for row in claimed]
+
+    async def _claim_alone(self, args: tuple[Any, ...]) -> list[asyncpg.Record]:
+        """The claim as a transaction of its own, in one round trip (`_CLAIM_FUNCTION`);
+        the function is made on a connection's first claim."""
+        try:
+            async with self._pool_conn() as conn:
+                try:
+                    rows: list[asyncpg.Record] = await conn.fetch(_CALL_CLAIM, *args)
+                except (asyncpg.UndefinedFunctionError, asyncpg.InvalidSchemaNameError):
+                    # Not made on this connection yet (nor its temporary schema, maybe).
+                    await conn.execute(_CLAIM_FUNCTION)
+                    rows = await conn.fetch(_CALL_CLAIM, *args)
+        except StoreUnavailable as exc:
+            self.health.failed(exc)
+            raise
+        if rows:
+            self.health.succeeded()
+        return rows
 
     async def next_due(
         self, sink: str, *, busy_targets: Sequence[str] = (), now: float | None = None
@@ -1669,6 +1710,62 @@ async def _with_derived(
 def _count(status: str) -> int:
     words = status.split()
     return int(words[-1]) if words and words[-1].isdigit() else 0
+
+
+#: Streams' states with their session marks, inserted or replaced ($1-$12: see
+#: `_stream_args`); one INSERT ... ON CONFLICT may not change a row twice, so each key
+#: comes once.
+_SAVE_STREAMS: Final = """INSERT INTO streams (
+    streamer_key, display_name, url, live, info, started_at, ended_at, state_at,
+    updated_at, session_row, end_row, change_posted_at)
+SELECT s.key, s.display_name, s.url, s.live, s.info, s.started_at,
+       s.ended_at, s.state_at, $9, s.session_row, s.end_row, s.change_posted_at
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[],
+            $6::timestamptz[], $7::timestamptz[], $8::timestamptz[],
+            $10::bigint[], $11::bigint[], $12::float8[])
+     AS s(key, display_name, url, live, info, started_at, ended_at, state_at,
+          session_row, end_row, change_posted_at)
+ON CONFLICT (streamer_key) DO UPDATE SET
+  display_name = excluded.display_name, url = excluded.url,
+  live = excluded.live, info = excluded.info,
+  started_at = excluded.started_at, ended_at = excluded.ended_at,
+  state_at = excluded.state_at, updated_at = excluded.updated_at,
+  session_row = excluded.session_row, end_row = excluded.end_row,
+  change_posted_at = excluded.change_posted_at"""
+#: Events marked dispatched, enriched; the numbers of its three parameters (row ids,
+#: payloads, notified) go in with `format`, as it may follow `_SAVE_STREAMS`'s.
+_MARK_MANY: Final = """UPDATE events SET payload = marks.payload, notified = marks.notified,
+       dispatched = true
+FROM unnest(${ids}::bigint[], ${payloads}::text[], ${notified}::bool[])
+     AS marks(id, payload, notified)
+WHERE events.id = marks.id"""
+
+
+def _stream_args(states: Sequence[StreamState], now: datetime) -> tuple[Any, ...]:
+    """`_SAVE_STREAMS`'s parameters, for states of distinct keys."""
+    return (
+        [state.streamer_key for state in states],
+        [state.display_name for state in states],
+        [state.url for state in states],
+        [state.live for state in states],
+        [json.dumps(state.info.to_json(), ensure_ascii=False) for state in states],
+        [_aware(state.started_at) for state in states],
+        [_aware(state.ended_at) for state in states],
+        [_aware(state.state_at) for state in states],
+        _aware(now),
+        [state.marks.session_row for state in states],
+        [state.marks.end_row for state in states],
+        [state.marks.change_posted_at for state in states],
+    )
+
+
+def _mark_args(marks: Sequence[tuple[int, Event, bool]]) -> tuple[Any, ...]:
+    """`_MARK_MANY`'s parameters."""
+    return (
+        [row_id for row_id, _event, _notified in marks],
+        [json.dumps(event.to_json(), ensure_ascii=False) for _row, event, _n in marks],
+        [notified for _row, _event, notified in marks],
+    )
 
 
 @overload

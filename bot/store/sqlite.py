@@ -542,6 +542,14 @@ class SQLiteStore:
         ).fetchall()
         return [(row["id"], Event.from_json(json.loads(row["payload"]))) for row in rows]
 
+    async def undispatched_with_streams(
+        self, *, limit: int = 100
+    ) -> tuple[list[tuple[int, Event]], dict[str, StreamState]]:
+        """`undispatched` and its events' streams. In-process: no round trip to save."""
+        batch = await self.undispatched(limit=limit)
+        keys = dict.fromkeys(k for _row, e in batch if (k := e.streamer_key) is not None)
+        return batch, await self.get_streams(list(keys))
+
     async def mark_dispatched(self, row_id: int, event: Event, *, notified: bool) -> None:
         """The dispatch stage applied the event: store it as enriched, and whether it was
         notified anywhere."""
@@ -739,6 +747,18 @@ class SQLiteStore:
             if state is not None:
                 found[key] = state
         return found
+
+    async def save_dispatched(
+        self,
+        states: Sequence[StreamState],
+        marks: Sequence[tuple[int, Event, bool]],
+        *,
+        now: datetime,
+    ) -> None:
+        """`save_streams` and `mark_many_dispatched`, all or none."""
+        with self._savepoint() if self._db.in_transaction else self._transaction():
+            await self.save_streams(states, now=now)
+            await self.mark_many_dispatched(marks)
 
     async def live_streams(self) -> list[StreamState]:
         """Every stream currently live, longest-running first."""
