@@ -7,6 +7,7 @@ StoreUnavailable, not a crash."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import socket
@@ -16,6 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -159,6 +161,50 @@ async def test_claims_made_at_once_never_give_one_chats_rows_to_two_processes(
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_role_that_may_make_no_temporary_objects_still_claims(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A claim on its own is one statement by a function of the connection's temporary
+    schema; a database that refuses its role temporary objects gets transactions."""
+    owner = PostgresStore(postgres_url)
+    await owner.open()  # migrated by the owner of the database
+    await owner.close()
+    admin = await asyncpg.connect(postgres_url)
+    database = await admin.fetchval("SELECT current_database()")
+    role = f"no_temp_{database}"
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    await admin.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"')
+    await admin.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
+    await admin.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+    parts = urlsplit(postgres_url)
+    plain = PostgresStore(
+        urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.split('@')[-1]}"))
+    )
+    try:
+        await plain.open()
+        row = await plain.insert_event(event("e1"))
+        assert row is not None
+        ids = [
+            await plain.add_delivery(
+                event_row=row, sink="discord", target=f"chat{n}", not_before=0, now=0
+            )
+            for n in range(3)
+        ]
+        with caplog.at_level(logging.INFO, logger="bot.store.postgres"):
+            first = await plain.claim_due("discord", now=1, limit=2)
+            second = await plain.claim_due("discord", now=1, limit=2)
+        assert [d.id for d in first + second] == ids
+        said = [r.getMessage() for r in caplog.records if "TEMPORARY" in r.getMessage()]
+        assert len(said) == 1, said  # said once, not at every claim
+        assert "three round trips" in said[0]
+    finally:
+        await plain.close()
+        await admin.execute(f'GRANT TEMPORARY ON DATABASE "{database}" TO PUBLIC')
+        await admin.execute(f'DROP OWNED BY "{role}"')
+        await admin.execute(f'DROP ROLE "{role}"')
+        await admin.close()
 
 
 async def test_write_transactions_of_two_stores_run_one_after_the_other(postgres_url: str) -> None:

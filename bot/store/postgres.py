@@ -236,6 +236,9 @@ class PostgresStore:
         self._on_queued: Callable[[str], None] | None = None
         # The server pids of this store's pooled connections, whose NOTIFYs are its own.
         self._own_pids: set[int] = set()
+        # Whether a claim can be one statement (`_CLAIM_FUNCTION`; a role without the
+        # TEMPORARY privilege cannot make it).
+        self._claims_in_one = True
         self._url = url
         self._password = password
         self.read_only = read_only
@@ -1082,24 +1085,36 @@ class PostgresStore:
         # `id IN (...)`, not the subquery's state test, turned 'sent' back into 'sending':
         # the message went out twice.
         args = (now, sink, now, list(busy_targets), limit, self.owner, now + self.lease)
-        if _current.get() is not None:
-            async with self._savepoint():
+        rows = None if _current.get() is not None else await self._claim_alone(args)
+        if rows is None:
+            async with self._atomic():
                 rows = await self._write_rows(_CLAIM, *args)
-        else:
-            rows = await self._claim_alone(args)
         claimed = sorted(rows, key=lambda row: (row["not_before"], row["id"]))
         return [delivery_from_row(row) for row in claimed]
 
-    async def _claim_alone(self, args: tuple[Any, ...]) -> list[asyncpg.Record]:
+    async def _claim_alone(self, args: tuple[Any, ...]) -> list[asyncpg.Record] | None:
         """The claim as a transaction of its own, in one round trip (`_CLAIM_FUNCTION`);
-        the function is made on a connection's first claim."""
+        the function is made on a connection's first claim. None when the database
+        lets this role make no temporary objects: then claims are transactions."""
+        if not self._claims_in_one:
+            return None
         try:
             async with self._pool_conn() as conn:
                 try:
                     rows: list[asyncpg.Record] = await conn.fetch(_CALL_CLAIM, *args)
                 except (asyncpg.UndefinedFunctionError, asyncpg.InvalidSchemaNameError):
                     # Not made on this connection yet (nor its temporary schema, maybe).
-                    await conn.execute(_CLAIM_FUNCTION)
+                    try:
+                        await conn.execute(_CLAIM_FUNCTION)
+                    except asyncpg.InsufficientPrivilegeError as exc:
+                        self._claims_in_one = False
+                        log.info(
+                            "database %s: %s (no TEMPORARY privilege); each claim of"
+                            " deliveries is a transaction of three round trips instead",
+                            self.location,
+                            exc,
+                        )
+                        return None
                     rows = await conn.fetch(_CALL_CLAIM, *args)
         except StoreUnavailable as exc:
             self.health.failed(exc)
