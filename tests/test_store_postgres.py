@@ -26,7 +26,7 @@ import pytest
 from bot.config import load_config
 from bot.errors import ConfigError, StoreUnavailable
 from bot.events import Event, LiveInfo
-from bot.store import Delivery, SessionMarks, StreamState, redacted
+from bot.store import Delivery, NewDelivery, SessionMarks, StreamState, redacted
 from bot.store.migrations import MIGRATIONS
 from bot.store.postgres import ROLE_LOCKS, WRITE_LOCK, PostgresStore
 from bot.store.postgres_schema import POSTGRES_MIGRATIONS
@@ -205,6 +205,43 @@ async def test_a_role_that_may_make_no_temporary_objects_still_claims(
         await admin.execute(f'DROP OWNED BY "{role}"')
         await admin.execute(f'DROP ROLE "{role}"')
         await admin.close()
+
+
+async def test_the_pool_is_opened_at_start_and_knows_the_stores_types_from_the_first_query(
+    postgres_url: str,
+) -> None:
+    """A notification is often the first query in an hour: its connection must not be
+    opened then, nor look up the types of its statements in the catalog (asyncpg does,
+    once per connection and type: some 5 ms each, before the webhook's 202)."""
+    store = PostgresStore(postgres_url, pool_max=3)
+    await store.open()
+    watcher = await asyncpg.connect(postgres_url)
+    try:
+        opened = await watcher.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE datname = current_database() AND application_name = 'streambot'"""
+        )
+        assert opened == 3
+        queries: list[str] = []
+        pool = store._pool  # its own connections are watched
+        assert pool is not None
+        held = [await pool.acquire() for _ in range(3)]
+        for conn in held:
+            conn.add_query_logger(lambda record: queries.append(record.query))
+        for conn in held:
+            await pool.release(conn)
+        for n in range(3):  # a first webhook, dispatch and send on each connection
+            row = await store.insert_event(event(f"e{n}"), raw=b"{}", dispatched=False)
+            assert row is not None
+            await store.mark_many_dispatched([(row, event(f"e{n}"), True)])
+            await store.add_deliveries([NewDelivery(row, "discord", "1", not_before=0)], now=0)
+            [claimed] = await store.claim_due("discord", now=1)
+            await store.mark_sent(claimed.id, message_id="m", now=1)
+        assert queries, "the connections were watched"
+        assert not [q for q in queries if "typeinfo" in q]
+    finally:
+        await watcher.close()
+        await store.close()
 
 
 async def test_write_transactions_of_two_stores_run_one_after_the_other(postgres_url: str) -> None:

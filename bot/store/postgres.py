@@ -108,6 +108,12 @@ BEGIN
     RETURN QUERY {_CLAIM};
 END $claim$"""
 _CALL_CLAIM: Final = "SELECT * FROM pg_temp.streambot_claim($1, $2, $3, $4, $5, $6, $7)"
+#: Every array type the store's statements take, for a new connection to learn at once:
+#: asyncpg looks up a type it has no codec of its own for (an array of timestamps, of
+#: bytes...) with a catalog query of some 5 ms the first time a connection meets it,
+#: which was inside the first webhooks and sends that each connection served.
+_TYPES_USED: Final = """SELECT NULL::bigint[], NULL::bool[], NULL::bytea[], NULL::float8[],
+       NULL::text[], NULL::timestamptz[]"""
 #: The class of the roles' advisory locks (`hold_role`: this, and the role name's hash).
 ROLE_LOCKS: Final = 0x5354_4D45
 #: How long a statement waits for a lock (another process's transaction) before it is a
@@ -257,8 +263,15 @@ class PostgresStore:
             self._pool = await asyncpg.create_pool(
                 self._url,
                 password=self._password,
-                min_size=1,
+                # Every connection opened, and made ready (`_own_connection`), before the
+                # first webhook, and kept, with its prepared statements, however quiet
+                # the bot is: a notification is rarely more than one an hour, and each
+                # found its connection closed (5 idle minutes, asyncpg's default) and
+                # its statements forgotten (likewise), and paid for them again.
+                min_size=self._pool_max,
                 max_size=self._pool_max,
+                max_inactive_connection_lifetime=0,
+                max_cached_statement_lifetime=0,
                 server_settings=settings,
                 # asyncpg's prepared-statement cache cannot work through a transaction-
                 # pooling PgBouncer; the statements here are few, so it costs little.
@@ -276,10 +289,12 @@ class PostgresStore:
             await self._migrate()
 
     async def _own_connection(self, conn: asyncpg.Connection) -> None:
-        """A new pooled connection: what it NOTIFYs is this process's own (`_heard`)."""
+        """A new pooled connection: what it NOTIFYs is this process's own (`_heard`),
+        and the types of the store's statements are known to it from the start."""
         pid = conn.get_server_pid()
         self._own_pids.add(pid)
         conn.add_termination_listener(lambda _conn: self._own_pids.discard(pid))
+        await conn.fetchrow(_TYPES_USED)
 
     def _settings(self) -> dict[str, str]:
         """The server settings of every connection this store opens."""
