@@ -442,7 +442,7 @@ class OutboxWorker:
             if event.kind == REPLAY_READY and await self._live_again(delivery, event):
                 return False
             if told is not None:
-                await told  # at once after the first send
+                await told  # the batch's first send waits for it; the others find it done
             if delivery.action == EDIT:
                 message_id = await self._edit_card(delivery, card_view(event))
             elif delivery.action == DELETE:
