@@ -301,14 +301,14 @@ class OutboxWorker:
     async def _read_sent_elsewhere(self, target: str, window: float) -> None:
         now = self._clock()
         try:
-            sends = await self._store.sent_elsewhere(
-                self._sink.name, chat_of(target), since=now - window, now=now
+            sent = await self._store.sent_elsewhere(
+                self._sink.name, chat_of(target), since=now - window
             )
         except StoreUnavailable as exc:
             # Its send reads the database too, and waits for it: this one is not retried.
             log.debug("%s %s: the chat's recent sends unread (%s)", self._sink.name, target, exc)
             return
-        self._sink.sent_elsewhere(target, sends, now=now)
+        self._sink.sent_elsewhere(target, sent, now=now)
 
     async def _release(self, deliveries: list[Delivery]) -> None:
         """Claimed rows not sent go back to the queue, due as they were, no attempt spent

@@ -587,6 +587,38 @@ async def test_a_chat_is_sent_to_by_one_process_and_a_dead_ones_claims_move_on(
         await b.close()
 
 
+async def test_a_groups_forum_topics_are_sent_to_by_one_process_at_a_time(
+    postgres_url: str,
+) -> None:
+    """Telegram counts a group's messages together, forum topics included, and the
+    process sending there keeps the count: while A sends to one topic, B takes no
+    other topic of that group (a chat whose id merely starts alike is another chat),
+    and it takes them once A's send is over."""
+    a = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=60)
+    b = PostgresStore(postgres_url, owner="host-b:2:bbbb", lease=60)
+    await a.open()
+    await b.open()
+    try:
+        row = await a.insert_event(event("e1"))
+        assert row is not None
+        ids = {
+            target: await a.add_delivery(
+                event_row=row, sink="telegram", target=target, not_before=0, now=0
+            )
+            for target in ("-100/7", "-100/8", "-100", "-1001/8")
+        }
+        [claimed] = await a.claim_due("telegram", now=100, limit=1)
+        assert claimed.id == ids["-100/7"]
+        assert [d.target for d in await b.claim_due("telegram", now=101)] == ["-1001/8"]
+        assert await b.next_due("telegram", now=101) == 160  # A's lease, not now
+        await a.mark_sent(claimed.id, message_id="5", now=102)
+        taken = await b.claim_due("telegram", now=103)
+        assert [d.target for d in taken] == ["-100/8", "-100"]
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_a_late_senders_outcome_is_neither_waited_for_nor_overwritten(
     postgres_url: str,
 ) -> None:

@@ -41,7 +41,7 @@ async def fake() -> AsyncIterator[FakeTelegram]:
         yield tg
 
 
-def a_sink(fake: FakeTelegram, store: Store) -> TelegramSink:
+def a_sink(fake: FakeTelegram, store: Store, period: float = PERIOD) -> TelegramSink:
     """One process's sink: its limiter knows only what this process sent."""
     return TelegramSink(
         config=TelegramConfig(token=fake.token, api_url=fake.api_url, disabled_reason=None),
@@ -49,7 +49,7 @@ def a_sink(fake: FakeTelegram, store: Store) -> TelegramSink:
         commands=Commands(store=store, routes=[]),
         poll_timeout=1.0,
         group_limit=LIMIT,
-        group_period=PERIOD,
+        group_period=period,
     )
 
 
@@ -166,3 +166,47 @@ async def test_a_process_that_joins_waits_for_what_the_others_sent_beyond_its_sh
     assert refused(fake) == [], "the joiner sent its share into a full minute"
     assert texts(fake, GROUP) == first + then
     assert texts(fake, OTHER) == ["other"]
+
+
+async def test_a_busy_group_gets_its_whole_limit_from_several_processes(
+    postgres_url: str,
+) -> None:
+    """The group's 20 a minute is not divided among the processes (each would send a
+    busy group only its share, with the group's rows claimed by one at a time): the
+    one sending there counts every process's messages, so all of the minute is used."""
+    period = 30.0  # the group's whole limit must go out well within one window
+    async with FakeTelegram(group_send_limit=(LIMIT, period)) as fake:
+        fake.add_chat(GROUP, "supergroup", title="Streams")
+        stores = [PostgresStore(postgres_url, owner=f"process {n}") for n in range(2)]
+        for store in stores:
+            await store.open()
+        sinks = [a_sink(fake, store, period) for store in stores]
+        try:
+            for sink in sinks:
+                await sink.start()
+            await stores[1].heartbeat(now=time.time())
+            for store, sink in zip(stores, sinks, strict=True):
+                processes = await store.heartbeat(now=time.time())
+                assert processes == 2
+                sink.share_limits(processes, store.rank)
+            names = [f"then{n}" for n in range(LIMIT)]
+            await queue(stores[0], GROUP, names)
+            workers = [OutboxWorker(store=s, sink=k) for s, k in zip(stores, sinks, strict=True)]
+            for worker in workers:
+                worker.share(2)
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(worker.run(stop)) for worker in workers]
+            try:
+                async with asyncio.timeout(10):  # a third of the window
+                    while len(fake.messages.get(str(GROUP), [])) < LIMIT:
+                        await asyncio.sleep(0.02)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+        finally:
+            for sink in sinks:
+                await sink.stop()
+            for store in stores:
+                await store.close()
+        assert refused(fake) == []
+        assert texts(fake, GROUP) == names

@@ -9,7 +9,7 @@ from typing import Any, Final, Protocol, TypeAlias
 from bot.events import Event
 from bot.render import MessageFormat
 from bot.sources.base import WebhookRequest
-from bot.store import Delivery, SentElsewhere
+from bot.store import Delivery
 from bot.targets import TargetProblem
 
 #: `Store.hold_role`, as the sinks get it: whether this process does a job only one bot
@@ -78,15 +78,18 @@ class Sink(Protocol):
 
     def chat_window(self, target: str) -> float | None:
         """Seconds of a per-chat rate limit's window, when the platform limits the
-        target's chat over a window longer than a process takes to join the others
-        (Telegram: 20 messages a minute in a group): the outbox then tells the sink
-        what the other processes sent there within it (`sent_elsewhere`) before it
-        sends there. None when there is no such limit."""
+        target's chat over a window (Telegram: 20 messages a minute in a group) and the
+        sink keeps the count: the outbox then tells it what the other processes, and
+        this one's earlier runs, sent there within it (`sent_elsewhere`) before it
+        sends there. One process at a time sends to a chat (the store's claims), so
+        that and its own count are all of the chat's. None when there is no such
+        limit."""
         ...
 
-    def sent_elsewhere(self, target: str, sends: SentElsewhere, *, now: float) -> None:
-        """What the other bot processes (and this one's earlier runs) sent to the
-        target's chat within its `chat_window`, for the chat's limit to count."""
+    def sent_elsewhere(self, target: str, sent: Sequence[float], *, now: float) -> None:
+        """When each message the other bot processes (and this one's earlier runs) sent
+        to the target's chat within its `chat_window` was recorded (wall-clock seconds,
+        as `now`), for the chat's limit to count."""
         ...
 
     async def stop(self) -> None:

@@ -14,7 +14,7 @@ from bot.errors import TemplateProblem
 from bot.events import Event
 from bot.render import Cutter, Rendered, Renderer
 from bot.sinks.base import WebRoute
-from bot.store import Delivery, SentElsewhere
+from bot.store import Delivery
 from bot.targets import TargetProblem
 
 
@@ -100,9 +100,9 @@ class ConsoleSink:
         del target
         return None
 
-    def sent_elsewhere(self, target: str, sends: SentElsewhere, *, now: float) -> None:
+    def sent_elsewhere(self, target: str, sent: Sequence[float], *, now: float) -> None:
         """Never asked (no `chat_window`)."""
-        del target, sends, now
+        del target, sent, now
 
     async def stop(self) -> None:
         """Nothing to disconnect."""

@@ -27,7 +27,7 @@ from bot.errors import StoreUnavailable
 from bot.events import Event, LiveInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Sequence
 
     from bot.config import StorageConfig
 
@@ -94,17 +94,6 @@ class NewDelivery:
     not_before: float
     action: str = "post"
     options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class SentElsewhere:
-    """What other bot processes recorded as sent to one chat lately
-    (`OutboxStore.sent_elsewhere`): when each message was recorded, by the processes
-    still alive (by id), and by those gone, this process's earlier runs among them. A
-    platform's per-chat limit counts them all, whichever process sent them."""
-
-    live: Mapping[str, Sequence[float]] = field(default_factory=dict)
-    gone: Sequence[float] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,13 +454,11 @@ class OutboxStore(Protocol):
     async def failed_count(self, sink: str, target: str) -> int:
         """How many deliveries to one chat (or its forum topics) failed for good."""
 
-    async def sent_elsewhere(
-        self, sink: str, chat: str, *, since: float, now: float
-    ) -> SentElsewhere:
-        """The deliveries to `chat` (its forum topics included) that another process, or
-        an earlier run of this one, recorded as sent after `since`: what a per-chat rate
-        limit still counts when this process is to send there next. A process is alive
-        when it has said so within the lease before `now`."""
+    async def sent_elsewhere(self, sink: str, chat: str, *, since: float) -> list[float]:
+        """When each delivery to `chat` (its forum topics included) that another
+        process, or an earlier run of this one, recorded as sent after `since` was
+        recorded, oldest first: what a per-chat rate limit still counts when this
+        process is to send there next."""
 
 
 class CardStore(Protocol):
@@ -688,7 +675,6 @@ __all__ = [
     "ProcessStore",
     "PruneResult",
     "RoutingInputs",
-    "SentElsewhere",
     "SessionMarks",
     "Store",
     "StoreUnavailable",

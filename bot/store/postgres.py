@@ -53,7 +53,6 @@ from bot.store import (
     OutboxCounts,
     PruneResult,
     RoutingInputs,
-    SentElsewhere,
     Store,
     StreamState,
     Subscription,
@@ -75,11 +74,14 @@ MIGRATION_LOCK: Final = 0x5354_4D43
 #: A serial write transaction's start: one simple-protocol query, one round trip.
 _BEGIN_SERIAL: Final = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 #: Whether delivery `d`'s chat has a send in flight under a live lease ($3: now), by
-#: another row: its process goes on with the chat, so nobody else claims for it.
+#: another row: its process goes on with the chat, so nobody else claims for it. By
+#: chat, forum topics ("-100123/42") with their group: Telegram counts a group's
+#: messages together, and the process sending to it keeps that count (with the others'
+#: recent sends from the database, `sent_elsewhere`), so no two send there at once.
 _CHAT_IN_A_LIVE_SEND: Final = """EXISTS (
     SELECT 1 FROM deliveries s
-    WHERE s.sink = d.sink AND s.target = d.target AND s.id != d.id
-    AND s.state = 'sending' AND coalesce(s.lease_until, 0) >= $3)"""
+    WHERE s.sink = d.sink AND split_part(s.target, '/', 1) = split_part(d.target, '/', 1)
+    AND s.id != d.id AND s.state = 'sending' AND coalesce(s.lease_until, 0) >= $3)"""
 #: A claim of due deliveries ($1 and $3: now, $2: the sink, $4: busy targets, $5: how
 #: many, $6: this process, $7: its lease's end). See `claim_due` for the locking.
 _CLAIM: Final = f"""UPDATE deliveries SET state = 'sending', attempts = attempts + 1,
@@ -1445,36 +1447,23 @@ class PostgresStore:
         )
         return int(value)
 
-    async def sent_elsewhere(
-        self, sink: str, chat: str, *, since: float, now: float
-    ) -> SentElsewhere:
+    async def sent_elsewhere(self, sink: str, chat: str, *, since: float) -> list[float]:
         """Sends to a chat recorded by the other processes, alive or gone. By the index
         of migration 11, whose expression this repeats so PostgreSQL uses it."""
         rows = await self._read(
             lambda c: c.fetch(
-                """SELECT d.claimed_by, d.updated_at, p.id IS NOT NULL AS alive
-                   FROM deliveries d
-                   LEFT JOIN processes p ON p.id = d.claimed_by AND p.seen_at >= $5
-                   WHERE d.sink = $1 AND split_part(d.target, '/', 1) = $2
-                     AND d.state = 'sent' AND d.updated_at > $3
-                     AND d.claimed_by IS DISTINCT FROM $4
-                   ORDER BY d.updated_at""",
+                """SELECT updated_at FROM deliveries
+                   WHERE sink = $1 AND split_part(target, '/', 1) = $2
+                     AND state = 'sent' AND updated_at > $3
+                     AND claimed_by IS DISTINCT FROM $4
+                   ORDER BY updated_at""",
                 sink,
                 chat,
                 since,
                 self.owner,
-                now - self.lease,
             )
         )
-        live: dict[str, list[float]] = {}
-        gone: list[float] = []
-        for row in rows:
-            at = float(row["updated_at"])
-            if row["alive"]:
-                live.setdefault(row["claimed_by"], []).append(at)
-            else:
-                gone.append(at)
-        return SentElsewhere(live=live, gone=gone)
+        return [float(row["updated_at"]) for row in rows]
 
     # -- chats that moved ----------------------------------------------------------
 

@@ -41,7 +41,6 @@ from bot.store import (
     OutboxCounts,
     PruneResult,
     RoutingInputs,
-    SentElsewhere,
     Store,
     StreamState,
     Subscription,
@@ -1152,13 +1151,9 @@ class SQLiteStore:
         ).fetchone()
         return int(row[0])
 
-    async def sent_elsewhere(
-        self, sink: str, chat: str, *, since: float, now: float
-    ) -> SentElsewhere:
-        """Sends to a chat recorded by earlier runs (one process per SQLite file: every
-        other process is gone). By the index of migration 11, whose expression this
-        repeats so SQLite uses it."""
-        del now
+    async def sent_elsewhere(self, sink: str, chat: str, *, since: float) -> list[float]:
+        """Sends to a chat recorded by earlier runs (one process per SQLite file). By
+        the index of migration 11, whose expression this repeats so SQLite uses it."""
         rows = self._db.execute(
             """SELECT updated_at FROM deliveries
                WHERE sink = ? AND substr(target, 1, instr(target || '/', '/') - 1) = ?
@@ -1166,7 +1161,7 @@ class SQLiteStore:
                ORDER BY updated_at""",
             (sink, chat, since, self.owner),
         ).fetchall()
-        return SentElsewhere(gone=[float(row[0]) for row in rows])
+        return [float(row[0]) for row in rows]
 
     # -- chats that moved ----------------------------------------------------------
 

@@ -76,7 +76,7 @@ from bot.sinks.discord.preflight import (
 )
 from bot.sinks.discord.shards import SHARD_CHECK_SECONDS, ShardClaims, describe
 from bot.sinks.ratelimit import WindowLimiter
-from bot.store import Delivery, SentElsewhere
+from bot.store import Delivery
 from bot.targets import SEND, TargetProblem, TargetProblems
 
 log = logging.getLogger(__package__)
@@ -291,9 +291,9 @@ class DiscordSink:
         del target
         return None
 
-    def sent_elsewhere(self, target: str, sends: SentElsewhere, *, now: float) -> None:
+    def sent_elsewhere(self, target: str, sent: Sequence[float], *, now: float) -> None:
         """Never asked (no `chat_window`)."""
-        del target, sends, now
+        del target, sent, now
 
     @property
     def shards(self) -> tuple[frozenset[int], int] | None:

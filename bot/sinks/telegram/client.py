@@ -6,7 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -18,7 +26,6 @@ from bot.logs import RecordRewriter
 from bot.sinks.base import CLOCK_ALLOWANCE
 from bot.sinks.ratelimit import WindowLimiter
 from bot.sinks.telegram.errors import describe, retry_after_seconds
-from bot.store import SentElsewhere
 
 log = logging.getLogger(__package__)
 
@@ -123,18 +130,13 @@ class PacedRateLimiter(BaseRateLimiter[int]):
         self._group_rate = group
         self._groups: dict[int | str, WindowLimiter] = {}
         self._max_retries = max_retries
-        # How many bot processes send with this token (`share`).
-        self._processes = 1
-        self._rank = 0
 
     def share(self, processes: int, rank: int = 0) -> None:
-        """Take `1/processes` of Telegram's limits: the overall one counts the bot token's
-        messages, and a group's 20 a minute its messages from any process."""
-        self._processes = max(processes, 1)
-        self._rank = rank
-        self._overall.share(self._processes, rank)
-        for limiter in self._groups.values():
-            limiter.share(self._processes, rank)
+        """Take `1/processes` of Telegram's overall limit, which counts the bot token's
+        messages from every process. A group's 20 a minute is not divided: one process
+        at a time sends to a group (the store's claims), and it learns what the others
+        sent there lately before it does (`sent_elsewhere`)."""
+        self._overall.share(processes, rank)
 
     async def initialize(self) -> None:
         """Nothing to set up."""
@@ -197,30 +199,18 @@ class PacedRateLimiter(BaseRateLimiter[int]):
         (no limit of its own: the overall one's second is waited out on join)."""
         return self._group_rate[1] if _group_key(chat_id) is not None else None
 
-    def sent_elsewhere(self, chat_id: object, sends: SentElsewhere, *, now: float) -> None:
-        """What the other bot processes sent to a group lately, from the database: the
-        part of it that this process's share does not already leave them holds slots of
-        the group's limiter until it leaves Telegram's window.
-
-        Every process keeps to its share of a group's 20 a minute, so the shares add up
-        to the limit, except just after a change: a process that has just joined, or
-        that restarted, or whose share grew because another died, would send its share
-        while the others' messages at their older, larger shares (or a dead process's)
-        still count. What a live process sent beyond the least share there is, and all a
-        gone one sent, waits out its minute here; the earliest of it leaves first, as
-        the others' counts fall back to their shares.
-        """
+    def sent_elsewhere(self, chat_id: object, sent: Sequence[float], *, now: float) -> None:
+        """What the other bot processes (and this one's earlier runs) sent to a group
+        lately, from the database, each recorded at a time in `sent`: each holds a slot
+        of the group's limiter until it leaves Telegram's window, as this process's own
+        messages do. One process at a time sends to a group, so the limiter then counts
+        all of the group's messages of the last minute, whoever sent them."""
         group = self._group_limiter(chat_id)
         if group is None:
             return
-        period = group.period
-        least_share = max(group.whole // self._processes, 1)
-        counted = list(sends.gone)
-        for times in sends.live.values():
-            counted.extend(sorted(times)[: max(len(times) - least_share, 0)])
         # Recorded after Telegram answered, when it had counted them: at + period is
         # late enough, by this clock; the allowance is for the other machines' clocks.
-        group.hold_elsewhere(at + period + CLOCK_ALLOWANCE - now for at in counted)
+        group.hold_elsewhere(at + group.period + CLOCK_ALLOWANCE - now for at in sent)
 
     def _group_limiter(self, chat_id: object) -> WindowLimiter | None:
         """The limiter of a group or channel chat (as AIORateLimiter tells them), or None."""
@@ -233,7 +223,6 @@ class PacedRateLimiter(BaseRateLimiter[int]):
                 for idle in [k for k, v in self._groups.items() if v.idle]:
                     del self._groups[idle]
             limiter = self._groups[key] = WindowLimiter(*self._group_rate)
-            limiter.share(self._processes, self._rank)
         return limiter
 
 

@@ -73,7 +73,7 @@ from bot.sinks.telegram.format import FORMAT, TelegramMessage
 from bot.sinks.telegram.preflight import check_targets, moved_problem
 from bot.sinks.telegram.webhook import Webhook
 from bot.sinks.telegram.webhook import ensure_set as ensure_webhook
-from bot.store import Delivery, SentElsewhere
+from bot.store import Delivery
 from bot.targets import SEND, TargetProblem, TargetProblems
 
 log = logging.getLogger(__package__)
@@ -237,19 +237,20 @@ class TelegramSink:
             )
 
     def share_limits(self, processes: int, rank: int = 0) -> None:
-        """Take `1/processes` of Telegram's overall and per-group limits (per bot token;
-        the lowest ranks take the remainder)."""
+        """Take `1/processes` of Telegram's overall limit (per bot token; the lowest
+        ranks take the remainder). A group's is not divided (`sent_elsewhere`)."""
         self._rate_limiter.share(processes, rank)
 
     def chat_window(self, target: str) -> float | None:
         """A group's or channel's limit window (a minute): what the other processes sent
-        there within it counts against this one's share too. None for a private chat."""
+        there within it counts towards the group's limit here too. None for a private
+        chat."""
         return self._rate_limiter.group_window(chat_id_of(target))
 
-    def sent_elsewhere(self, target: str, sends: SentElsewhere, *, now: float) -> None:
+    def sent_elsewhere(self, target: str, sent: Sequence[float], *, now: float) -> None:
         """What the other processes sent to the target's group lately (see
         PacedRateLimiter.sent_elsewhere)."""
-        self._rate_limiter.sent_elsewhere(chat_id_of(target), sends, now=now)
+        self._rate_limiter.sent_elsewhere(chat_id_of(target), sent, now=now)
 
     async def stop(self) -> None:
         """Stop polling and close every connection (idempotent)."""
