@@ -1,7 +1,8 @@
 """A Telegram group's 20 messages a minute count every bot process's messages: a
-process that restarts, or joins the others, must not send its share into a minute the
-others (or its last run) have filled already. The real sink and outbox worker against
-the fake Bot API, which answers 429 past the group's limit as Telegram does.
+process that restarts, or joins the others, must not send into a minute the others (or
+its last run) have filled already, and a busy group gets its whole minute however many
+processes there are. The real sink and outbox worker against the fake Bot API, which
+answers 429 past the group's limit as Telegram does.
 
 The limit is scaled down (6 in 1.5 s) so a window passes within a test.
 """
@@ -133,7 +134,7 @@ async def test_a_restarted_bot_waits_out_the_minute_its_last_run_filled(
     assert texts(fake, OTHER) == ["other"]
 
 
-async def test_a_process_that_joins_waits_for_what_the_others_sent_beyond_its_share(
+async def test_a_process_that_joins_waits_for_what_the_others_sent_in_the_minute(
     fake: FakeTelegram, postgres_url: str
 ) -> None:
     first = [f"first{n}" for n in range(LIMIT)]
@@ -163,7 +164,7 @@ async def test_a_process_that_joins_waits_for_what_the_others_sent_beyond_its_sh
             await sink.stop()
         await joining.close()
         await alone.close()
-    assert refused(fake) == [], "the joiner sent its share into a full minute"
+    assert refused(fake) == [], "the joiner sent into a full minute"
     assert texts(fake, GROUP) == first + then
     assert texts(fake, OTHER) == ["other"]
 
