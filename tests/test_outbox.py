@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -143,6 +144,62 @@ async def test_transient_failure_is_retried_later_with_backoff(store: Store) -> 
             await asyncio.sleep(0.01)
     stop.set()
     await task
+    assert sink.delivered == [("1", "a")]
+    assert (await store.outbox_counts()).by_state == {"sent": 1}
+
+
+class WindowedSink(RecordingSink):
+    """A sink with a per-chat limit (as Telegram's groups): it records when it is told
+    the chat's sends elsewhere, beside its deliveries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[str] = []
+
+    def chat_window(self, target: str) -> float | None:
+        return 60.0
+
+    def sent_elsewhere(self, target: str, sent: Sequence[float], *, now: float) -> None:
+        self.steps.append(f"told {target}: {len(sent)} sent elsewhere")
+
+    async def deliver(self, delivery: Delivery, event: Event) -> str | None:
+        self.steps.append(f"deliver {delivery.target}")
+        return await super().deliver(delivery, event)
+
+
+@pytest.mark.parametrize("sick", [False, True])
+async def test_a_chats_sends_elsewhere_are_told_before_it_is_sent_to_and_a_refusal_holds_nothing(
+    store: Store, sick: bool
+) -> None:
+    """In its first minute a process reads what its last run sent to a chat with a
+    per-chat limit, and the sink hears of it before the send, however slow the read. A
+    database that is slow and then refuses that one read holds nothing back: the send
+    goes out once (a 429, should the chat's minute be full, is waited out by the sink)."""
+
+    class SlowReads:
+        def __init__(self, inner: Store) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._inner, name)
+
+        async def sent_elsewhere(self, sink: str, chat: str, *, since: float) -> list[float]:
+            await asyncio.sleep(0.2)  # slower than the send's own reads beside it
+            if sick:
+                raise StoreUnavailable("SQLITE_IOERR: disk I/O error", code="SQLITE_IOERR")
+            return await self._inner.sent_elsewhere(sink, chat, since=since)
+
+    await queue_events(store, (1,), "a")
+    sink = WindowedSink()
+    worker = OutboxWorker(store=SlowReads(store), sink=sink)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    async with asyncio.timeout(5):
+        while not sink.delivered:
+            await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    assert sink.steps == (["deliver 1"] if sick else ["told 1: 0 sent elsewhere", "deliver 1"])
     assert sink.delivered == [("1", "a")]
     assert (await store.outbox_counts()).by_state == {"sent": 1}
 

@@ -91,6 +91,16 @@ async def send_all(store: Store, sink: TelegramSink, *, processes: int = 1) -> N
         await task
 
 
+async def both_alive(stores: list[PostgresStore], sinks: list[TelegramSink]) -> None:
+    """Two processes on one database, each having counted the other (its heartbeat)
+    and taken its share of the limits, as the running bot does."""
+    await stores[1].heartbeat(now=time.time())
+    for store, sink in zip(stores, sinks, strict=True):
+        processes = await store.heartbeat(now=time.time())
+        assert processes == 2
+        sink.share_limits(processes, store.rank)
+
+
 def texts(fake: FakeTelegram, chat: int) -> list[str]:
     """Whose notices a chat got, in order."""
     messages = fake.messages.get(str(chat), [])
@@ -150,12 +160,7 @@ async def test_a_process_that_joins_waits_for_what_the_others_sent_in_the_minute
         await alone.heartbeat(now=time.time())
         await queue(alone, GROUP, first)
         await send_all(alone, sinks[0])  # alone, at the whole limit: the group's minute
-        # The second process joins: each counts two and takes half of the limits.
-        await joining.heartbeat(now=time.time())
-        for store, sink in ((alone, sinks[0]), (joining, sinks[1])):
-            processes = await store.heartbeat(now=time.time())
-            assert processes == 2
-            sink.share_limits(processes, store.rank)
+        await both_alive([alone, joining], sinks)  # the second process joins
         await queue(alone, GROUP, then)
         await queue(alone, OTHER, ["other"])
         await send_all(joining, sinks[1], processes=2)  # the joiner takes them all
@@ -185,11 +190,7 @@ async def test_a_busy_group_gets_its_whole_limit_from_several_processes(
         try:
             for sink in sinks:
                 await sink.start()
-            await stores[1].heartbeat(now=time.time())
-            for store, sink in zip(stores, sinks, strict=True):
-                processes = await store.heartbeat(now=time.time())
-                assert processes == 2
-                sink.share_limits(processes, store.rank)
+            await both_alive(stores, sinks)
             names = [f"then{n}" for n in range(LIMIT)]
             await queue(stores[0], GROUP, names)
             workers = [OutboxWorker(store=s, sink=k) for s, k in zip(stores, sinks, strict=True)]

@@ -448,58 +448,37 @@ class PostgresStore:
             return await work(conn)
 
     async def _write(self, sql: str, *args: Any) -> str:
-        """Run one changing statement: in the task's transaction, or autocommitted; its
-        command status ("UPDATE 2")."""
-        tx = _current.get()
-        if tx is not None:
-            status = await self._in(tx, lambda c: c.execute(sql, *args), write=True)
-            tx.changed = tx.changed or _changed(status)
-            return status
-        try:
-            async with self._pool_conn() as conn:
-                status = await conn.execute(sql, *args)
-        except StoreUnavailable as exc:
-            self.health.failed(exc)
-            raise
-        if _changed(status):
-            self.health.succeeded()
-        return status
+        """Run one changing statement; its command status ("UPDATE 2")."""
+        return await self._change(lambda c: c.execute(sql, *args), _changed)
 
     async def _write_returning(self, sql: str, *args: Any) -> Any:
         """One changing statement whose first value is wanted (`RETURNING id`)."""
-        tx = _current.get()
-        if tx is not None:
-            value = await self._in(tx, lambda c: c.fetchval(sql, *args), write=True)
-            tx.changed = tx.changed or value is not None
-            return value
-        try:
-            async with self._pool_conn() as conn:
-                value = await conn.fetchval(sql, *args)
-        except StoreUnavailable as exc:
-            self.health.failed(exc)
-            raise
-        if value is not None:
-            self.health.succeeded()
-        return value
+        return await self._change(lambda c: c.fetchval(sql, *args), lambda v: v is not None)
 
     async def _write_rows(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """One changing statement whose rows are wanted (`RETURNING ...`)."""
+        return await self._change(lambda c: c.fetch(sql, *args), bool)
+
+    async def _change(
+        self, work: Callable[[Conn], Awaitable[T]], changed: Callable[[T], bool]
+    ) -> T:
+        """A changing statement (`work`): in the task's transaction, or autocommitted on
+        a pooled connection. `changed` tells from its outcome whether it changed
+        anything: a write that did says the database takes writes (`health`)."""
         tx = _current.get()
         if tx is not None:
-            rows: list[asyncpg.Record] = await self._in(
-                tx, lambda c: c.fetch(sql, *args), write=True
-            )
-            tx.changed = tx.changed or bool(rows)
-            return rows
+            outcome = await self._in(tx, work, write=True)
+            tx.changed = tx.changed or changed(outcome)
+            return outcome
         try:
             async with self._pool_conn() as conn:
-                rows = await conn.fetch(sql, *args)
+                outcome = await work(conn)
         except StoreUnavailable as exc:
             self.health.failed(exc)
             raise
-        if rows:
+        if changed(outcome):
             self.health.succeeded()
-        return rows
+        return outcome
 
     async def _in(
         self,
@@ -1115,30 +1094,26 @@ class PostgresStore:
         lets this role make no temporary objects: then claims are transactions."""
         if not self._claims_in_one:
             return None
-        try:
-            async with self._pool_conn() as conn:
-                try:
-                    rows: list[asyncpg.Record] = await conn.fetch(_CALL_CLAIM, *args)
-                except (asyncpg.UndefinedFunctionError, asyncpg.InvalidSchemaNameError):
-                    # Not made on this connection yet (nor its temporary schema, maybe).
-                    try:
-                        await conn.execute(_CLAIM_FUNCTION)
-                    except asyncpg.InsufficientPrivilegeError as exc:
-                        self._claims_in_one = False
-                        log.info(
-                            "database %s: %s (no TEMPORARY privilege); each claim of"
-                            " deliveries is a transaction of three round trips instead",
-                            self.location,
-                            exc,
-                        )
-                        return None
-                    rows = await conn.fetch(_CALL_CLAIM, *args)
-        except StoreUnavailable as exc:
-            self.health.failed(exc)
-            raise
-        if rows:
-            self.health.succeeded()
-        return rows
+
+        async def claim(conn: Conn) -> list[asyncpg.Record] | None:
+            try:
+                return await conn.fetch(_CALL_CLAIM, *args)
+            except (asyncpg.UndefinedFunctionError, asyncpg.InvalidSchemaNameError):
+                pass  # not made on this connection yet (nor its temporary schema, maybe)
+            try:
+                await conn.execute(_CLAIM_FUNCTION)
+            except asyncpg.InsufficientPrivilegeError as exc:
+                self._claims_in_one = False
+                log.info(
+                    "database %s: %s (no TEMPORARY privilege); each claim of deliveries"
+                    " is a transaction of three round trips instead",
+                    self.location,
+                    exc,
+                )
+                return None
+            return await conn.fetch(_CALL_CLAIM, *args)
+
+        return await self._change(claim, bool)
 
     async def next_due(
         self, sink: str, *, busy_targets: Sequence[str] = (), now: float | None = None
