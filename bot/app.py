@@ -23,6 +23,7 @@ from bot.commands import Commands
 from bot.config import Config, ConsoleConfig, Route
 from bot.errors import StoreUnavailable
 from bot.events import Event
+from bot.heartbeat import Heartbeat
 from bot.instance import InstanceLock
 from bot.listener import HEADER_TIMEOUT_SECONDS, ListenerRunner
 from bot.maintenance import Pruner
@@ -367,31 +368,24 @@ async def _run_with_store(
         # Only now: a source's provider may call back at once (Twitch verifies each new
         # subscription with a challenge posted to the listener).
         await _start_sources(source_runner, app[SOURCES_KEY], commands, routes)
-        # Concurrently: a chat platform that is slow to connect delays no other sink.
-        await asyncio.gather(*(sink.start() for sink in sinks.values()))
-        if on_ready is not None:
-            on_ready(Running(host=host, port=port, store=store, sinks=dict(sinks)))
         async with asyncio.TaskGroup() as group:
-            # Set once the first heartbeat has given each sink its share of the rate
-            # limits and, with other processes alive, they have counted this one
-            # (`JOIN_SETTLE_SECONDS`): the platform counts all of their requests together.
-            shares_known = asyncio.Event()
-            group.create_task(
-                _start_workers(store, workers, stop, group, health, shares_known=shares_known),
-                name="outbox-start",
-            )
-            group.create_task(stage.run(stop), name="dispatch")
-            _watch_the_database(
+            heartbeat = _watch_the_database(
                 group,
                 store,
                 stop,
                 sinks=sinks,
                 workers=workers,
-                config=config,
-                source_runner=source_runner,
+                lease=config.storage.lease.total_seconds(),
                 health=health,
-                shares_known=shares_known,
+                sources=source_runner,
             )
+            await _start_platforms(sinks, heartbeat, stop)
+            if on_ready is not None:
+                on_ready(Running(host=host, port=port, store=store, sinks=dict(sinks)))
+            group.create_task(
+                _start_workers(store, workers, stop, group, health), name="outbox-start"
+            )
+            group.create_task(stage.run(stop), name="dispatch")
             group.create_task(
                 Pruner(store=store, retention=config.storage.retention, metrics=metrics).run(stop),
                 name="retention",
@@ -504,11 +498,8 @@ async def _start_workers(
     stop: asyncio.Event,
     group: asyncio.TaskGroup,
     health: Health,
-    *,
-    shares_known: asyncio.Event,
 ) -> None:
-    """Re-queue what the last run left in flight, then start the outbox workers, once
-    the first heartbeat has said how many processes share the rate limits.
+    """Re-queue what the last run left in flight, then start the outbox workers.
 
     A database refusing writes at start delays only this (webhooks are answered 503
     meanwhile); workers must not claim rows before the old ones are back in the queue.
@@ -527,7 +518,6 @@ async def _start_workers(
         break
     else:
         return
-    await shares_known.wait()
     health.workers_started = time.time()
     for worker in workers.values():
         group.create_task(worker.run(stop), name=f"outbox-{worker.sink_name}")
@@ -555,89 +545,38 @@ def _watch_the_database(
     *,
     sinks: Mapping[str, Sink],
     workers: Mapping[str, OutboxWorker],
-    config: Config,
-    source_runner: SourceRunner,
+    lease: float,
     health: Health,
-    shares_known: asyncio.Event,
-) -> None:
+    sources: SourceRunner,
+) -> Heartbeat:
     """The database's own chores: whether it takes writes again, this process's
     heartbeat (its claims' leases, its share of the rate limits) and the sources' role."""
     # Deliveries another process queued are this one's to send too (its share).
     store.on_deliveries_queued(lambda sink: _wake(workers, {sink}))
     group.create_task(_watch_database(store, stop), name="database-watch")
-    group.create_task(
-        _heartbeat(
-            store,
-            sinks,
-            workers,
-            stop=stop,
-            lease=config.storage.lease.total_seconds(),
-            health=health,
-            shares_known=shares_known,
-        ),
-        name="heartbeat",
+    heartbeat = Heartbeat(
+        store,
+        sinks,
+        workers,
+        lease=lease,
+        on_count=functools.partial(setattr, health, "processes"),
     )
-    group.create_task(source_runner.follow_role(stop), name="sources-role")
+    group.create_task(heartbeat.run(stop), name="heartbeat")
+    group.create_task(sources.follow_role(stop), name="sources-role")
+    return heartbeat
 
 
-#: How often a process says it is alive: the others learn of a new process this fast.
-HEARTBEAT_SECONDS = 1.0
-#: How long a process that finds others alive waits before its first send: until they
-#: have counted it (a heartbeat) and the requests they made at their larger share have
-#: left the platforms' global windows (Discord's and Telegram's are a second). Sooner,
-#: their old shares and its new one add up to more than the token's limit: 429s.
-JOIN_SETTLE_SECONDS = HEARTBEAT_SECONDS + 1.0
-
-
-async def _heartbeat(
-    store: Store,
-    sinks: Mapping[str, Sink],
-    workers: Mapping[str, OutboxWorker],
-    *,
-    stop: asyncio.Event,
-    lease: float,
-    health: Health,
-    shares_known: asyncio.Event,
+async def _start_platforms(
+    sinks: Mapping[str, Sink], heartbeat: Heartbeat, stop: asyncio.Event
 ) -> None:
-    """Tell the database this process is alive, every second (at least three times per
-    lease): the leases of the deliveries it is sending are renewed (another process takes
-    them over only once it is gone), and when the number of bot processes on the
-    database changes, each sink takes its share of the platform's rate limits, which
-    count the whole bot token. A process that joins sends nothing until the others
-    have counted it and their larger shares' requests have left the platforms' windows
-    (`JOIN_SETTLE_SECONDS`), then at its share."""
-    processes, rank = 1, 0
-    first = True
-    try:
-        while not stop.is_set():
-            with contextlib.suppress(StoreUnavailable):
-                alive = await store.heartbeat(now=time.time())
-                if alive != processes:
-                    log.info(
-                        "%d bot processes share the database: each sends at 1/%d of the"
-                        " platforms' rate limits",
-                        alive,
-                        alive,
-                    )
-                # The rank moves too when one process goes and another comes.
-                if (alive, store.rank) != (processes, rank):
-                    processes, rank = alive, store.rank
-                    health.processes = alive
-                    for sink in sinks.values():
-                        sink.share_limits(alive, store.rank)
-                    for worker in workers.values():
-                        worker.share(alive)
-            if first:
-                # After the first try, even a failed one (the workers wait for the database
-                # anyway); a process alone starts at once, one joining others settles first.
-                first = False
-                settle = JOIN_SETTLE_SECONDS if processes > 1 else 0.0
-                asyncio.get_running_loop().call_later(settle, shares_known.set)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(lease / 3, HEARTBEAT_SECONDS))
-    finally:
-        # Stopped before the settling was over: the workers' start must not wait on.
-        shares_known.set()
+    """Start the sinks, all at once (a chat platform that is slow to connect delays no
+    other). Those whose platform counts the whole bot token's requests only once this
+    process has its share of the limits and the other processes alive have made room
+    for it: no request before that, not even the login (bot.heartbeat)."""
+    if any(sink.shares_token_limits for sink in sinks.values()):
+        await heartbeat.joined(stop)
+    if not stop.is_set():
+        await asyncio.gather(*(sink.start() for sink in sinks.values()))
 
 
 async def _reload_on_request(request: asyncio.Event, reloader: Reloader) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from bot.events import Event, LiveInfo
@@ -53,15 +54,15 @@ LEASE = "10s"
 def write_config(
     tmp_path: Path,
     url: str,
-    telegram: FakeTelegram,
+    telegram: FakeTelegram | None,
     discord: FakeDiscord | None = None,
     guilds: list[dict[str, Any]] | None = None,
     *,
     telegram_extra: str = "",
     server_extra: str = "",
 ) -> Path:
-    """bot.toml for every process: the shared database, both platforms, and one route a
-    group (`twitch/gNN*`) to that group's Discord channel and Telegram chat."""
+    """bot.toml for every process: the shared database, the platforms given, and one
+    route a group (`twitch/gNN*`) to that group's Discord channel and Telegram chat."""
     discord_section = ""
     if discord is not None:
         discord_section = f"""
@@ -71,15 +72,22 @@ api_url = "{discord.api_url}"
 gateway_url = "{discord.gateway_url}"
 shard_count = {SHARDS}
 """
+    telegram_section = ""
+    if telegram is not None:
+        telegram_section = f"""
+[telegram]
+token = "{telegram.token}"
+api_url = "{telegram.api_url}"
+{telegram_extra}
+"""
     routes = []
     for group in range(GROUPS):
-        channel = ""
+        channel = chat = ""
         if guilds is not None:
             channel = f'discord_channels = ["{guild_channel_id(guilds[group], "streams")}"]'
-        routes.append(
-            f'[[routes]]\nmatch = "twitch/g{group:02d}*"\n'
-            f'telegram_chats = ["{CHATS[group % len(CHATS)]}"]\n{channel}\n'
-        )
+        if telegram is not None:
+            chat = f'telegram_chats = ["{CHATS[group % len(CHATS)]}"]'
+        routes.append(f'[[routes]]\nmatch = "twitch/g{group:02d}*"\n{chat}\n{channel}\n')
     config = tmp_path / "bot.toml"
     config.write_text(
         f"""
@@ -95,10 +103,7 @@ lease = "{LEASE}"
 [console]
 enabled = false
 
-[telegram]
-token = "{telegram.token}"
-api_url = "{telegram.api_url}"
-{telegram_extra}
+{telegram_section}
 {discord_section}
 [behaviour]
 end_grace = "0s"
@@ -347,24 +352,16 @@ async def test_three_processes_share_300_events_through_ten_kills(
 PUBLIC = "https://bot.example"
 
 
-async def test_a_process_joining_a_busy_token_sends_at_its_share_from_the_start(
-    tmp_path: Path, postgres_url: str
-) -> None:
-    """A process starts with a backlog to send while another process of the same bot is
-    alive (a heartbeat row, kept fresh here): Discord counts the token's requests
-    together, so the newcomer may use half of the 50 a second from its very first
-    request. The fake's global limit is that half, as if the other process were sending
-    its own; a newcomer sending at the whole token's rate until its first heartbeat
-    gets 429s."""
-    guilds = sharded_guilds(GROUPS, SHARDS)
-    channels = [guild_channel_id(guild, "streams") for guild in guilds]
-    # The other process: what its store does every second, nothing more.
-    store = PostgresStore(postgres_url, owner="other-host:4242:feedbeef", lease=10)
-    await store.open()
+async def queue_backlog(
+    store: PostgresStore, channels: list[int], *, per_channel: int
+) -> set[tuple[str, int]]:
+    """`per_channel` live_start events for each group, stored as a webhook would (not yet
+    dispatched), so that the first process to start has them all to send at once; the
+    (streamer, channel) pairs they make."""
+    at = datetime.now(UTC)
     wanted: set[tuple[str, int]] = set()
     batch: list[tuple[Event, bytes | None]] = []
-    at = datetime.now(UTC)
-    for n in range(5 * GROUPS):  # five cards a channel, 60 in all, all due at once
+    for n in range(per_channel * GROUPS):
         channel = f"g{n % GROUPS:02d}streamer{n:03d}"
         batch.append(
             (
@@ -385,6 +382,24 @@ async def test_a_process_joining_a_busy_token_sends_at_its_share_from_the_start(
         )
         wanted.add((f"Streamer{n:03d}", channels[n % GROUPS]))
     await store.insert_new_events(batch)
+    return wanted
+
+
+async def test_a_process_joining_a_busy_token_sends_at_its_share_from_the_start(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A process starts with a backlog to send while another process of the same bot is
+    alive (a heartbeat row, kept fresh here): Discord counts the token's requests
+    together, so the newcomer may use half of the 50 a second from its very first
+    request. The fake's global limit is that half, as if the other process were sending
+    its own; a newcomer sending at the whole token's rate until its first heartbeat
+    gets 429s."""
+    guilds = sharded_guilds(GROUPS, SHARDS)
+    channels = [guild_channel_id(guild, "streams") for guild in guilds]
+    # The other process: what its store does every second, nothing more.
+    store = PostgresStore(postgres_url, owner="other-host:4242:feedbeef", lease=10)
+    await store.open()
+    wanted = await queue_backlog(store, channels, per_channel=5)  # 60 cards, due at once
 
     async def other_process_lives(stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -420,6 +435,68 @@ async def test_a_process_joining_a_busy_token_sends_at_its_share_from_the_start(
         stop.set()
         await alive
         await store.close()
+
+
+async def test_a_process_joining_one_at_the_whole_limit_waits_until_room_is_made(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A sends a backlog alone, at Discord's whole 50 requests a second; B starts
+    meanwhile, and just then the database holds A's heartbeat back for 2.5 s (another
+    transaction locks the processes' table). B makes no request to Discord, not even its
+    login, until A has counted it and what A sent at the whole rate has left Discord's
+    one-second window; then both send at half. The token never goes over 50 a second:
+    not one 429. B's requests at once, or a fixed time after its own first heartbeat
+    (without waiting to be counted), are over the limit."""
+    guilds = sharded_guilds(GROUPS, SHARDS)
+    channels = [guild_channel_id(guild, "streams") for guild in guilds]
+    seed = PostgresStore(postgres_url, owner="the test", lease=10)
+    await seed.open()
+    try:
+        # Forty cards a channel: some ten seconds of sending at the whole limit.
+        wanted = await queue_backlog(seed, channels, per_channel=40)
+    finally:
+        await seed.close()
+    watcher = await asyncpg.connect(postgres_url)
+    async with FakeDiscord(
+        guilds=guilds, token=DISCORD_TOKEN, global_rate_limit=(50, 1.0)
+    ) as discord:
+        config = write_config(tmp_path, postgres_url, None, discord, guilds)
+        a = await started(config)
+        b: BotProcess | None = None
+        try:
+            async with asyncio.timeout(30):
+                while len(posted_messages(discord)) < 100:  # A is well under way
+                    await asyncio.sleep(0.05)
+            b = await started(config)
+            async with asyncio.timeout(15):  # B's first heartbeat is in
+                while await watcher.fetchval("SELECT count(*) FROM processes") < 2:
+                    await asyncio.sleep(0.02)
+            async with watcher.transaction():
+                await watcher.execute("LOCK TABLE processes IN EXCLUSIVE MODE")
+                await asyncio.sleep(2.5)
+            await b.wait_for("stderr", "2 bot processes share the database")
+            await until_delivered(
+                wanted, lambda: on_discord(discord, channels), [a, b], timeout=90
+            )
+        finally:
+            await watcher.close()
+            for bot in (a, b):
+                if bot is not None:
+                    bot.proc.kill()
+                    await bot.proc.wait()
+                    await asyncio.gather(*bot._readers, return_exceptions=True)
+    # The second login is B's (the later ones are both clients' again as the shards are
+    # shared out). B joined while A was busy: much of the backlog was sent after it.
+    logins = [n for n, r in enumerate(discord.requests) if r.path == "/users/@me"]
+    sent_after_b = [r for r in discord.requests[logins[1] :] if r.method == "POST"]
+    assert len(sent_after_b) > 50, len(sent_after_b)
+    global_429s = [r.path for r in discord.requests if r.status == 429]
+    assert global_429s == [], global_429s
+    assert b is not None and "joining 1 more bot process(es) on the database" in b.stderr
+
+
+def posted_messages(discord: FakeDiscord) -> list[object]:
+    return [r for r in discord.requests if r.method == "POST" and r.path.endswith("/messages")]
 
 
 async def test_telegram_by_webhook_reaches_whichever_process_is_alive(

@@ -35,6 +35,7 @@ class MovingSink:
     name = "telegram"
     drain_timeout = 5.0
     keeps_cards = True
+    shares_token_limits = False
     state = "running"
 
     def __init__(self, moved: dict[str, str]) -> None:

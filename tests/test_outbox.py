@@ -37,6 +37,7 @@ class RecordingSink:
     name = "discord"
     drain_timeout = 5.0
     keeps_cards = True
+    shares_token_limits = False
 
     def __init__(self) -> None:
         self.delivered: list[tuple[str, str]] = []

@@ -24,6 +24,7 @@ class CheckingSink:
 
     drain_timeout = 1.0
     keeps_cards = True
+    shares_token_limits = False
 
     def __init__(self, name: str = "chat", state: str = "running") -> None:
         self.name = name

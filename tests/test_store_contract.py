@@ -1041,6 +1041,12 @@ async def test_a_heartbeat_counts_this_process_alive(db: Store) -> None:
     assert await db.heartbeat(now=NOW + 30) == 1
 
 
+async def test_a_lone_process_waits_for_nobody_to_count_it(db: Store) -> None:
+    """Its own heartbeat, however old, is not another process that has yet to count it."""
+    await db.heartbeat(now=NOW)
+    assert await db.unaware_of(NOW + 1, now=NOW + 1, quiet=4) == 0
+
+
 async def test_a_lone_process_holds_every_role(db: Store) -> None:
     assert await db.hold_role("telegram-updates")
     assert await db.hold_role("telegram-updates")  # asking again: still held

@@ -587,6 +587,30 @@ async def test_a_chat_is_sent_to_by_one_process_and_a_dead_ones_claims_move_on(
         await b.close()
 
 
+async def test_a_process_that_joins_knows_which_others_have_counted_it(
+    postgres_url: str,
+) -> None:
+    """B joins at 101: A, whose last heartbeat was before that, may not have counted B
+    yet; once A beats again it has. A silent for `quiet` seconds (killed, say) is not
+    waited for, and B's own row never is."""
+    a = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=60)
+    b = PostgresStore(postgres_url, owner="host-b:2:bbbb", lease=60)
+    await a.open()
+    await b.open()
+    try:
+        await a.heartbeat(now=100)
+        assert await b.heartbeat(now=101) == 2
+        assert await b.unaware_of(101, now=101.5, quiet=4) == 1
+        assert await a.heartbeat(now=102) == 2  # A counts B here
+        assert await b.unaware_of(101, now=102.5, quiet=4) == 0
+        # A beats no more (killed): after `quiet` seconds a joiner stops waiting for it.
+        assert await b.unaware_of(103, now=105.5, quiet=4) == 1
+        assert await b.unaware_of(103, now=106.5, quiet=4) == 0
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_a_groups_forum_topics_are_sent_to_by_one_process_at_a_time(
     postgres_url: str,
 ) -> None:

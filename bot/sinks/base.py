@@ -55,6 +55,10 @@ class Sink(Protocol):
     #: Whether its messages can be edited and deleted later: session cards, and a mute
     #: that holds back new messages only (the card is still kept current).
     keeps_cards: bool
+    #: Whether the platform counts its requests with every other process's that uses the
+    #: same bot token (a global rate limit, shared by `share_limits`): a process that
+    #: joins others starts it only once they have made room (bot.heartbeat).
+    shares_token_limits: bool
 
     @property
     def web_routes(self) -> Sequence[WebRoute]:

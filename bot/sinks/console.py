@@ -79,6 +79,7 @@ class ConsoleSink:
     #: Printing never hangs for long; at shutdown a print in progress gets this long.
     drain_timeout = 5.0
     keeps_cards = False
+    shares_token_limits = False
     #: It serves nothing on the bot's listener.
     web_routes: tuple[WebRoute, ...] = ()
 

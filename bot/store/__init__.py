@@ -521,6 +521,13 @@ class ProcessStore(Protocol):
         are forgotten (their deliveries are taken over once their leases run out). How
         many processes are alive, this one included."""
 
+    async def unaware_of(self, joined: float, *, now: float, quiet: float) -> int:
+        """How many other processes may not have counted one whose row was there by
+        `joined`: heard from within `quiet` seconds of `now`, their last heartbeat before
+        `joined` (each counts the processes after writing its own row, so one that beat
+        later has counted it). A process that joins waits for 0 before its first request
+        to a platform. Always 0 on SQLite, which one process uses alone."""
+
     async def hold_role(self, role: str) -> bool:
         """Whether this process holds `role` (taking it when it is free): a job only one
         process on the database may do at a time, such as Telegram's long poll. A held
@@ -566,6 +573,9 @@ class Store(
     location: str
     #: The outcome of the last write attempt (for /healthz and the log).
     health: WriteHealth
+    #: Whether other bot processes may use the database at the same time (PostgreSQL);
+    #: SQLite's lock file keeps its database to one.
+    shared: bool
     #: This process's place among the live ones at its last heartbeat, by id (0: the
     #: first), so that they agree who takes what of a limit does not divide evenly.
     rank: int

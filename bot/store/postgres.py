@@ -215,6 +215,9 @@ _TURN_READS: Final = 3
 class PostgresStore:
     """The bot's PostgreSQL database (implements `bot.store.Store`)."""
 
+    #: Any number of bot processes, on any machines.
+    shared = True
+
     def __init__(
         self,
         url: str,
@@ -1238,6 +1241,19 @@ class PostgresStore:
         self.rank = int(before)
         await self._listen()
         return max(int(alive), 1)
+
+    async def unaware_of(self, joined: float, *, now: float, quiet: float) -> int:
+        """The other processes heard from within `quiet` seconds, not since `joined`."""
+        count = await self._read(
+            lambda c: c.fetchval(
+                """SELECT count(*) FROM processes
+                   WHERE id <> $1 AND seen_at >= $2 AND seen_at < $3""",
+                self.owner,
+                now - quiet,
+                joined,
+            )
+        )
+        return int(count)
 
     def on_deliveries_queued(self, callback: Callable[[str], None]) -> None:
         """LISTEN on a connection of its own, opened at the next heartbeat."""

@@ -248,6 +248,9 @@ class SQLiteStore:
     """The bot's SQLite database (implements `bot.store.Store`). Use it from the event
     loop only: its work runs inline there (see the module docstring)."""
 
+    #: One process per file (its lock file, bot.instance).
+    shared = False
+
     def __init__(
         self,
         path: Path | str,
@@ -1283,6 +1286,11 @@ class SQLiteStore:
                 (now + LEASE_SECONDS, self.owner),
             )
         return 1
+
+    async def unaware_of(self, joined: float, *, now: float, quiet: float) -> int:
+        """None: no other process uses this file (its lock file)."""
+        del joined, now, quiet
+        return 0
 
     async def hold_role(self, role: str) -> bool:
         """One process per SQLite file (its lock file): every role is this one's."""

@@ -145,6 +145,7 @@ class DiscordSink:
     #: which Discord answers with the message it already made, for a few minutes.
     drain_timeout = 10.0
     keeps_cards = True
+    shares_token_limits = True
     #: It serves nothing on the bot's listener.
     web_routes: tuple[WebRoute, ...] = ()
 

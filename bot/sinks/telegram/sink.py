@@ -117,6 +117,7 @@ class TelegramSink:
     #: some slack). A send cut off here may post twice; waiting it out never does.
     drain_timeout = send_read_timeout + 15.0
     keeps_cards = True
+    shares_token_limits = True
     #: Telegram's flood limits (Bots FAQ): about 30 messages a second overall, 20 a minute
     #: in one group or channel. Every request naming a chat waits its turn: at most
     #: `overall_limit` in any `overall_period` seconds, and for a group or channel also
