@@ -611,6 +611,25 @@ async def test_a_process_that_joins_knows_which_others_have_counted_it(
         await b.close()
 
 
+async def test_a_process_that_stops_is_not_counted_by_the_others_any_longer(
+    postgres_url: str,
+) -> None:
+    """Its share of the limits is the others' from their next heartbeat, not once its
+    row is older than the lease."""
+    a = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=60)
+    b = PostgresStore(postgres_url, owner="host-b:2:bbbb", lease=60)
+    await a.open()
+    await b.open()
+    try:
+        await a.heartbeat(now=100)
+        assert await b.heartbeat(now=100) == 2
+        await a.close()
+        assert await b.heartbeat(now=101) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_a_groups_forum_topics_are_sent_to_by_one_process_at_a_time(
     postgres_url: str,
 ) -> None:

@@ -244,6 +244,8 @@ class PostgresStore:
         # The connection LISTENing for queued deliveries (`on_deliveries_queued`).
         self._listener: asyncpg.Connection | None = None
         self.rank = 0
+        # Whether this store has written the process's heartbeat row (`close` removes it).
+        self._beaten = False
         self._on_queued: Callable[[str], None] | None = None
         # The server pids of this store's pooled connections, whose NOTIFYs are its own.
         self._own_pids: set[int] = set()
@@ -382,7 +384,14 @@ class PostgresStore:
             self._roles_conn = None
 
     async def close(self) -> None:
-        """Close every pooled connection (idempotent)."""
+        """Take this process's heartbeat row away, so that the others take its share of
+        the limits at once (and one that starts next need not wait for it to count
+        them), then close every connection (idempotent). A process killed leaves its
+        row; the others forget it once it is older than the lease."""
+        if self._beaten and self._pool is not None:
+            self._beaten = False
+            with contextlib.suppress(StoreUnavailable):
+                await self._write("DELETE FROM processes WHERE id = $1", self.owner)
         if self._listener is not None:
             listener, self._listener = self._listener, None
             with contextlib.suppress(Exception):
@@ -1221,6 +1230,7 @@ class PostgresStore:
             self.owner,
             now,
         )
+        self._beaten = True
         await self._write(
             """UPDATE deliveries SET lease_until = $2
                WHERE state = 'sending' AND claimed_by = $1""",
