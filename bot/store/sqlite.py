@@ -209,10 +209,19 @@ class _Connection(sqlite3.Connection):
                 self.verbs[sql] = verb
         before = self.total_changes
         self.store.statements_run += 1
+        cursor: _Cursor | None = None
         try:
             cursor = self.cursor(_Cursor)
             cursor.execute(sql, parameters)
         except sqlite3.Error as exc:
+            # The error's traceback holds this frame and so the cursor, which keeps its
+            # statement after a failure, for as long as anything holds the error (often
+            # a reference cycle, until the garbage collector runs). A statement not
+            # finalized keeps a closed connection open (sqlite3_close_v2), and with it its
+            # read-only view of the WAL index, which a reopened connection shares: every
+            # write stayed refused after the file became writable (`_reopen_if_wanted`).
+            if cursor is not None:
+                cursor.close()
             raise self.refused(exc, write=verb in _WRITES or verb in _TRANSACTION) from exc
         if verb == "BEGIN":
             self._changes_at_begin = before
