@@ -69,11 +69,6 @@ class Heartbeat:
         self._counted_in: float | None = None
         self._settling = False
 
-    @property
-    def processes(self) -> int:
-        """How many bot processes the last heartbeat counted, this one included."""
-        return self._processes
-
     async def joined(self, stop: asyncio.Event) -> None:
         """Return once this process has its share of the platforms' limits and the others
         have made room for it (at once when it is alone), or once `stop` is set."""
