@@ -123,6 +123,8 @@ ROLE_LOCKS: Final = 0x5354_4D45
 #: here, so a wait this long means something is stuck.
 LOCK_TIMEOUT: Final = "10s"
 POOL_MAX: Final = 10
+#: How long `close` tries to take the process's heartbeat row away.
+CLOSE_GOODBYE_SECONDS: Final = 2.0
 # The schemas that added target_moves and source_state (postgres_schema.py): a read-only
 # store (`check`) on an older or empty database reads them as empty.
 _MOVES_SCHEMA: Final = 7
@@ -390,8 +392,10 @@ class PostgresStore:
         row; the others forget it once it is older than the lease."""
         if self._beaten and self._pool is not None:
             self._beaten = False
-            with contextlib.suppress(StoreUnavailable):
-                await self._write("DELETE FROM processes WHERE id = $1", self.owner)
+            # A database out of reach must not hold the shutdown up: the row then ages out.
+            with contextlib.suppress(StoreUnavailable, TimeoutError):
+                async with asyncio.timeout(CLOSE_GOODBYE_SECONDS):
+                    await self._write("DELETE FROM processes WHERE id = $1", self.owner)
         if self._listener is not None:
             listener, self._listener = self._listener, None
             with contextlib.suppress(Exception):
