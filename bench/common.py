@@ -259,7 +259,7 @@ async def server_process(argv: Sequence[str], workdir: Path, name: str) -> Async
         yield server
 
 
-#: What each bot process logs once its heartbeat counted the others (bot/app.py).
+#: What each bot process logs once its heartbeat counted the others (bot/heartbeat.py).
 SHARING = "{count} bot processes share the database"
 
 
