@@ -7,12 +7,14 @@ StoreUnavailable, not a crash."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -538,6 +540,24 @@ async def test_two_bots_run_on_one_postgresql_database(tmp_path: Path, postgres_
 # -- leases: several processes sharing the outbox ---------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def two_processes(
+    url: str, *, lease: float = 60
+) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """The stores of two bot processes on one database, A's id before B's."""
+    a = PostgresStore(url, owner="host-a:1:aaaa", lease=lease)
+    b = PostgresStore(url, owner="host-b:2:bbbb", lease=lease)
+    await a.open()
+    try:
+        await b.open()
+        try:
+            yield a, b
+        finally:
+            await b.close()
+    finally:
+        await a.close()
+
+
 async def test_a_chat_is_sent_to_by_one_process_and_a_dead_ones_claims_move_on(
     postgres_url: str,
 ) -> None:
@@ -545,11 +565,7 @@ async def test_a_chat_is_sent_to_by_one_process_and_a_dead_ones_claims_move_on(
     messages must stay in order) but takes chat Y. A keeps its claim alive by its
     heartbeat; once A is silent past the lease, B takes X's messages over, the first one
     with another attempt counted. B's next look at the outbox is when that can be."""
-    a = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=60)
-    b = PostgresStore(postgres_url, owner="host-b:2:bbbb", lease=60)
-    await a.open()
-    await b.open()
-    try:
+    async with two_processes(postgres_url) as (a, b):
         row = await a.insert_event(event("e1"))
         assert row is not None
         first = await a.add_delivery(
@@ -582,9 +598,6 @@ async def test_a_chat_is_sent_to_by_one_process_and_a_dead_ones_claims_move_on(
         assert taken[0].id == first
         assert await b.heartbeat(now=211 + 61) == 1  # A is forgotten
         assert b.rank == 0  # and B is the first now
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_a_process_that_joins_knows_which_others_have_counted_it(
@@ -593,11 +606,7 @@ async def test_a_process_that_joins_knows_which_others_have_counted_it(
     """B joins at 101: A, whose last heartbeat was before that, may not have counted B
     yet; once A beats again it has. A silent for `quiet` seconds (killed, say) is not
     waited for, and B's own row never is."""
-    a = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=60)
-    b = PostgresStore(postgres_url, owner="host-b:2:bbbb", lease=60)
-    await a.open()
-    await b.open()
-    try:
+    async with two_processes(postgres_url) as (a, b):
         await a.heartbeat(now=100)
         assert await b.heartbeat(now=101) == 2
         assert await b.unaware_of(101, now=101.5, quiet=4) == 1
@@ -606,9 +615,6 @@ async def test_a_process_that_joins_knows_which_others_have_counted_it(
         # A beats no more (killed): after `quiet` seconds a joiner stops waiting for it.
         assert await b.unaware_of(103, now=105.5, quiet=4) == 1
         assert await b.unaware_of(103, now=106.5, quiet=4) == 0
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_a_process_that_stops_is_not_counted_by_the_others_any_longer(
@@ -616,18 +622,11 @@ async def test_a_process_that_stops_is_not_counted_by_the_others_any_longer(
 ) -> None:
     """Its share of the limits is the others' from their next heartbeat, not once its
     row is older than the lease."""
-    a = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=60)
-    b = PostgresStore(postgres_url, owner="host-b:2:bbbb", lease=60)
-    await a.open()
-    await b.open()
-    try:
+    async with two_processes(postgres_url) as (a, b):
         await a.heartbeat(now=100)
         assert await b.heartbeat(now=100) == 2
         await a.close()
         assert await b.heartbeat(now=101) == 1
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_a_groups_forum_topics_are_sent_to_by_one_process_at_a_time(
@@ -637,11 +636,7 @@ async def test_a_groups_forum_topics_are_sent_to_by_one_process_at_a_time(
     process sending there keeps the count: while A sends to one topic, B takes no
     other topic of that group (a chat whose id merely starts alike is another chat),
     and it takes them once A's send is over."""
-    a = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=60)
-    b = PostgresStore(postgres_url, owner="host-b:2:bbbb", lease=60)
-    await a.open()
-    await b.open()
-    try:
+    async with two_processes(postgres_url) as (a, b):
         row = await a.insert_event(event("e1"))
         assert row is not None
         ids = {
@@ -657,9 +652,6 @@ async def test_a_groups_forum_topics_are_sent_to_by_one_process_at_a_time(
         await a.mark_sent(claimed.id, message_id="5", now=102)
         taken = await b.claim_due("telegram", now=103)
         assert [d.target for d in taken] == ["-100/8", "-100"]
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_a_late_senders_outcome_is_neither_waited_for_nor_overwritten(
@@ -669,35 +661,34 @@ async def test_a_late_senders_outcome_is_neither_waited_for_nor_overwritten(
     claim over just as A, awake again, records that the message went out. B's claim must
     not wait for A's write (B's other chats would wait with it) nor, once A's write is
     in, turn the sent message back into one to send: chat X would get it twice."""
-    a = PostgresStore(postgres_url, owner="host-a:1:aaaa", lease=10)
-    b = PostgresStore(postgres_url, owner="host-b:2:bbbb", lease=10)
-    await a.open()
-    await b.open()
     late_sender = await asyncpg.connect(postgres_url)
     try:
-        row = await a.insert_event(event("e1"))
-        assert row is not None
-        x = await a.add_delivery(event_row=row, sink="discord", target="X", not_before=0, now=0)
-        y = await a.add_delivery(event_row=row, sink="discord", target="Y", not_before=0, now=0)
-        [claimed] = await a.claim_due("discord", now=100, limit=1)
-        assert claimed.id == x
-        # A's mark_sent, caught between its UPDATE and its commit.
-        writing = late_sender.transaction()
-        await writing.start()
-        await late_sender.execute(
-            "UPDATE deliveries SET state = 'sent', message_id = '55' WHERE id = $1", x
-        )
-        claim = asyncio.ensure_future(b.claim_due("discord", now=200))
-        done, _ = await asyncio.wait({claim}, timeout=5)
-        assert claim in done, "B's claim waited for A's write"
-        assert [d.id for d in claim.result()] == [y]
-        await writing.commit()
-        assert await b.claim_due("discord", now=201) == []
-        assert await b.delivery_status(x) == ("sent", "55")
+        async with two_processes(postgres_url, lease=10) as (a, b):
+            row = await a.insert_event(event("e1"))
+            assert row is not None
+            x = await a.add_delivery(
+                event_row=row, sink="discord", target="X", not_before=0, now=0
+            )
+            y = await a.add_delivery(
+                event_row=row, sink="discord", target="Y", not_before=0, now=0
+            )
+            [claimed] = await a.claim_due("discord", now=100, limit=1)
+            assert claimed.id == x
+            # A's mark_sent, caught between its UPDATE and its commit.
+            writing = late_sender.transaction()
+            await writing.start()
+            await late_sender.execute(
+                "UPDATE deliveries SET state = 'sent', message_id = '55' WHERE id = $1", x
+            )
+            claim = asyncio.ensure_future(b.claim_due("discord", now=200))
+            done, _ = await asyncio.wait({claim}, timeout=5)
+            assert claim in done, "B's claim waited for A's write"
+            assert [d.id for d in claim.result()] == [y]
+            await writing.commit()
+            assert await b.claim_due("discord", now=201) == []
+            assert await b.delivery_status(x) == ("sent", "55")
     finally:
         await late_sender.close()
-        await a.close()
-        await b.close()
 
 
 async def test_a_restart_requeues_only_what_a_dead_process_left(postgres_url: str) -> None:
